@@ -1,0 +1,1 @@
+"""Event-sourced order-fulfillment ledger for multi-marketplace sellers."""

@@ -1,0 +1,734 @@
+"""The `Order` aggregate: one marketplace order, its lines, and every change as an immutable event.
+
+Event classes are permanent: their topics (this module's path and the class names) are stored with every
+event. Add fields with defaults; never rename or move a class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from . import rules
+from .chain import GENESIS_HASH, chain_hash
+from .errors import (
+    DisputeAlreadyClosedError,
+    DisputeNotFoundError,
+    ImportConflictError,
+    UnknownSyncReferenceError,
+)
+from .lines import LineState
+from .policies import MarketplacePolicy, policy_for
+from .values import (
+    Address,
+    Buyer,
+    CancelReason,
+    Carrier,
+    Context,
+    DisputeKind,
+    DisputeOutcome,
+    ImportedOrder,
+    LineQuantity,
+    Marketplace,
+    OrderLine,
+    OrderStatus,
+    PaymentStatus,
+    RefundLine,
+    RefundReason,
+    RefundRequestLine,
+    Requester,
+    SyncAction,
+)
+
+ORDER_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.dev/orders")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What every order event carries besides its own data: who, through what, why, when, and the chain."""
+
+    _: KW_ONLY
+    actor: str
+    source: str
+    reason: str | None = None
+    effective_at: datetime | None = None
+    idempotency_key: str | None = None
+    request_digest: str | None = None  # fingerprint of the request that carried the idempotency key
+    prev_hash: str = GENESIS_HASH
+    hash: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]
+        object.__setattr__(self, "hash", chain_hash(self.prev_hash, self))
+
+    def mutate(self, aggregate: Any) -> Any:
+        order = super().mutate(aggregate)  # type: ignore[misc]
+        order.last_hash = self.hash
+        if self.idempotency_key is not None:
+            order.command_keys.setdefault(self.idempotency_key, []).append(order.version)
+        return order
+
+
+@dataclass(frozen=True)
+class Shipment:
+    shipment_id: UUID
+    carrier: str
+    tracking_number: str
+    shipping_class: str
+    shipped_at: datetime
+    lines: tuple[LineQuantity, ...]
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    cancellation_id: UUID
+    reason: str
+    requested_by: str
+    lines: tuple[LineQuantity, ...]
+    restocked_on_marketplace: bool
+    dispute_id: UUID | None
+    cancelled_at: datetime
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: UUID
+    reason: str
+    lines: tuple[RefundLine, ...]
+    total: Decimal
+    refunded_at: datetime
+
+
+@dataclass(frozen=True)
+class Dispute:
+    dispute_id: UUID
+    kind: str
+    reason: str
+    marketplace_dispute_id: str | None
+    lines: tuple[LineQuantity, ...]
+    restock_in_ledger: bool
+    opened_at: datetime
+    outcome: str | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.outcome is None
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What a marketplace answered about one change the ledger sent it."""
+
+    action: str
+    reference: str
+    accepted: bool
+    marketplace_reference: str | None
+    error_code: str | None
+    message: str | None
+    permanent: bool
+    recorded_at: datetime
+
+
+class Order(Aggregate):
+    """An order on one marketplace. Command methods check the rules, then trigger one or more events."""
+
+    # Set by `Imported`.
+    seller: str
+    account_id: UUID
+    marketplace: Marketplace
+    marketplace_order_id: str
+    purchased_at: datetime
+    currency: str
+    payment_status: PaymentStatus
+    paid_at: datetime | None
+    buyer: Buyer
+    ship_to: Address | None
+    third_party_managed: bool
+
+    @staticmethod
+    def create_id(seller: str, marketplace: str, marketplace_order_id: str) -> UUID:
+        return uuid5(ORDER_NAMESPACE, f"{seller}\x1f{marketplace}\x1f{marketplace_order_id}")
+
+    def __init__(self) -> None:
+        self.last_hash = GENESIS_HASH
+        self.command_keys: dict[str, list[int]] = {}
+        self.lines: dict[str, LineState] = {}
+        self.shipments: dict[UUID, Shipment] = {}
+        self.cancellations: dict[UUID, Cancellation] = {}
+        self.refunds: dict[UUID, Refund] = {}
+        self.disputes: dict[UUID, Dispute] = {}
+        self.cancel_requests: list[tuple[str, tuple[LineQuantity, ...]]] = []
+        self.sync: list[SyncOutcome] = []
+        self.restocks: list[tuple[UUID, tuple[LineQuantity, ...]]] = []
+
+    # ----------------------------------------------------------------------------------- events
+
+    @dataclass(frozen=True)
+    class Event(Envelope, Aggregate.Event):
+        pass
+
+    @dataclass(frozen=True)
+    class Imported(Envelope, Aggregate.Created):
+        seller: str
+        account_id: UUID
+        marketplace: str
+        marketplace_order_id: str
+        purchased_at: datetime
+        currency: str
+        payment_status: str
+        buyer: Buyer
+        lines: tuple[OrderLine, ...]
+        third_party_managed: bool
+        ship_to: Address | None = None
+        paid_at: datetime | None = None
+
+        def apply(self, order: Order) -> None:
+            order.seller = self.seller
+            order.account_id = self.account_id
+            order.marketplace = Marketplace(self.marketplace)
+            order.marketplace_order_id = self.marketplace_order_id
+            order.purchased_at = self.purchased_at
+            order.currency = self.currency
+            order.payment_status = PaymentStatus(self.payment_status)
+            order.paid_at = self.paid_at
+            order.buyer = self.buyer
+            order.ship_to = self.ship_to
+            order.third_party_managed = self.third_party_managed
+            order.lines = {line.line_id: LineState(line) for line in self.lines}
+
+    class PaymentCleared(Event):
+        paid_at: datetime
+
+        def apply(self, order: Order) -> None:
+            order.payment_status = PaymentStatus.PAID
+            order.paid_at = self.paid_at
+
+    class Shipped(Event):
+        shipment_id: UUID
+        carrier: str
+        tracking_number: str
+        shipping_class: str
+        shipped_at: datetime
+        lines: tuple[LineQuantity, ...]
+
+        def apply(self, order: Order) -> None:
+            for item in self.lines:
+                state = order.lines[item.line_id]
+                state.shipped += item.quantity
+                state.requested_cancel = min(state.requested_cancel, state.open_quantity)
+            order.shipments[self.shipment_id] = Shipment(
+                self.shipment_id,
+                self.carrier,
+                self.tracking_number,
+                self.shipping_class,
+                self.shipped_at,
+                tuple(self.lines),
+            )
+
+    class CancellationRequested(Event):
+        requested_by: str
+        lines: tuple[LineQuantity, ...]
+
+        def apply(self, order: Order) -> None:
+            for item in self.lines:
+                state = order.lines[item.line_id]
+                state.requested_cancel = min(state.requested_cancel + item.quantity, state.open_quantity)
+            order.cancel_requests.append((self.requested_by, tuple(self.lines)))
+
+    class Cancelled(Event):
+        cancellation_id: UUID
+        requested_by: str
+        lines: tuple[LineQuantity, ...]
+        restocked_on_marketplace: bool
+        dispute_id: UUID | None = None
+
+        def apply(self, order: Order) -> None:
+            for item in self.lines:
+                state = order.lines[item.line_id]
+                state.cancelled += item.quantity
+                state.requested_cancel = min(
+                    max(state.requested_cancel - item.quantity, 0), state.open_quantity
+                )
+            order.cancellations[self.cancellation_id] = Cancellation(
+                self.cancellation_id,
+                self.reason or "",
+                self.requested_by,
+                tuple(self.lines),
+                self.restocked_on_marketplace,
+                self.dispute_id,
+                self.effective_at or self.timestamp,
+            )
+
+    class Refunded(Event):
+        refund_id: UUID
+        lines: tuple[RefundLine, ...]
+        total: Decimal
+
+        def apply(self, order: Order) -> None:
+            for item in self.lines:
+                state = order.lines[item.line_id]
+                unshipped = item.quantity - state.shipped_refundable(charged_only=False)
+                state.refunded_unshipped += max(unshipped, 0)
+                state.refunded_quantity += item.quantity
+                state.refunded_item += item.item_amount
+                state.refunded_tax += item.tax_amount
+                state.refunded_shipping += item.shipping_amount
+            order.refunds[self.refund_id] = Refund(
+                self.refund_id,
+                self.reason or "",
+                tuple(self.lines),
+                self.total,
+                self.effective_at or self.timestamp,
+            )
+
+    class DisputeOpened(Event):
+        dispute_id: UUID
+        kind: str
+        marketplace_dispute_id: str | None = None
+        lines: tuple[LineQuantity, ...] = ()
+        restock_in_ledger: bool = False
+
+        def apply(self, order: Order) -> None:
+            for item in self.lines:
+                order.lines[item.line_id].pending_cancel += item.quantity
+            order.disputes[self.dispute_id] = Dispute(
+                self.dispute_id,
+                self.kind,
+                self.reason or "",
+                self.marketplace_dispute_id,
+                tuple(self.lines),
+                self.restock_in_ledger,
+                self.effective_at or self.timestamp,
+            )
+
+    class DisputeClosed(Event):
+        dispute_id: UUID
+        outcome: str
+
+        def apply(self, order: Order) -> None:
+            dispute = order.disputes[self.dispute_id]
+            for item in dispute.lines:
+                order.lines[item.line_id].pending_cancel -= item.quantity
+            order.disputes[self.dispute_id] = replace(
+                dispute, outcome=self.outcome, closed_at=self.effective_at or self.timestamp
+            )
+
+    class Restocked(Event):
+        restock_id: UUID
+        lines: tuple[LineQuantity, ...]
+        cause_id: UUID | None = None
+
+        def apply(self, order: Order) -> None:
+            for item in self.lines:
+                order.lines[item.line_id].restocked += item.quantity
+            order.restocks.append((self.restock_id, tuple(self.lines)))
+
+    class MarketplaceAcknowledged(Event):
+        action: str
+        reference: str
+        marketplace_reference: str | None = None
+
+        def apply(self, order: Order) -> None:
+            if self.action == SyncAction.SHIP:
+                shipment = order.shipments[UUID(self.reference)]
+                order.shipments[shipment.shipment_id] = replace(shipment, confirmed=True)
+                for item in shipment.lines:
+                    order.lines[item.line_id].confirmed_shipped += item.quantity
+            order.sync.append(
+                SyncOutcome(
+                    self.action,
+                    self.reference,
+                    True,
+                    self.marketplace_reference,
+                    None,
+                    None,
+                    False,
+                    self.effective_at or self.timestamp,
+                )
+            )
+
+    class MarketplaceRejected(Event):
+        action: str
+        reference: str
+        error_code: str
+        message: str
+        permanent: bool
+
+        def apply(self, order: Order) -> None:
+            order.sync.append(
+                SyncOutcome(
+                    self.action,
+                    self.reference,
+                    False,
+                    None,
+                    self.error_code,
+                    self.message,
+                    self.permanent,
+                    self.effective_at or self.timestamp,
+                )
+            )
+
+    # ------------------------------------------------------------------------- chain and ids
+
+    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+        kwargs["prev_hash"] = self.last_hash
+        super().trigger_event(event_class, **kwargs)
+
+    def _new_id(self, kind: str, offset: int = 1) -> UUID:
+        """A deterministic id for something this order makes: the same command replayed makes the same id."""
+        return uuid5(self.id, f"{kind}:{self.version + offset}")
+
+    # ------------------------------------------------------------------------------ queries
+
+    @property
+    def policy(self) -> MarketplacePolicy:
+        return policy_for(self.marketplace)
+
+    @property
+    def units(self) -> int:
+        return sum(s.ordered for s in self.lines.values())
+
+    @property
+    def shipped_units(self) -> int:
+        return sum(s.shipped for s in self.lines.values())
+
+    @property
+    def cancelled_units(self) -> int:
+        return sum(s.cancelled for s in self.lines.values())
+
+    @property
+    def total(self) -> Decimal:
+        return sum((s.line.total for s in self.lines.values()), Decimal(0))
+
+    @property
+    def refunded_total(self) -> Decimal:
+        return sum((s.refunded_amount for s in self.lines.values()), Decimal(0))
+
+    @property
+    def status(self) -> OrderStatus:
+        """`canceled` when no unit shipped and none is left to ship (cancelled, or refunded before shipment)."""
+        if self.shipped_units == 0 and all(s.open_quantity == 0 for s in self.lines.values()):
+            return OrderStatus.CANCELED
+        if self.shipped_units == 0:
+            return OrderStatus.UNSHIPPED
+        if all(s.open_quantity == 0 for s in self.lines.values()):
+            return OrderStatus.SHIPPED
+        return OrderStatus.PARTIALLY_SHIPPED
+
+    @property
+    def has_open_dispute(self) -> bool:
+        return any(d.is_open for d in self.disputes.values())
+
+    @property
+    def dispute_status(self) -> str | None:
+        if not self.disputes:
+            return None
+        return "open" if self.has_open_dispute else "closed"
+
+    @property
+    def is_open(self) -> bool:
+        """Open until every unit is shipped or cancelled and no dispute is open."""
+        return self.has_open_dispute or any(s.open_quantity > 0 for s in self.lines.values())
+
+    def versions_for_key(self, idempotency_key: str) -> list[int]:
+        return list(self.command_keys.get(idempotency_key, ()))
+
+    # ----------------------------------------------------------------------------- commands
+
+    @classmethod
+    def import_order(
+        cls,
+        ctx: Context,
+        *,
+        seller: str,
+        account_id: UUID,
+        marketplace: Marketplace,
+        order: ImportedOrder,
+        third_party_managed: bool,
+    ) -> Order:
+        rules.check_imported_order(order)
+        return cls._create(
+            cls.Imported,
+            id=cls.create_id(seller, marketplace.value, order.marketplace_order_id),
+            seller=seller,
+            account_id=account_id,
+            marketplace=marketplace.value,
+            marketplace_order_id=order.marketplace_order_id,
+            purchased_at=order.purchased_at,
+            currency=order.currency,
+            payment_status=order.payment_status.value,
+            buyer=order.buyer,
+            lines=order.lines,
+            third_party_managed=third_party_managed,
+            ship_to=order.ship_to,
+            paid_at=order.paid_at,
+            **_envelope(ctx),
+        )
+
+    def reimport(self, ctx: Context, account_id: UUID, order: ImportedOrder, now: datetime) -> None:
+        """The marketplace sent the order again: nothing changes, or the payment cleared."""
+        rules.check_imported_order(order)
+        differences = rules.import_differences(self.imported_view(account_id), order)
+        if account_id != self.account_id:
+            differences.insert(0, "account_id")
+        if differences:
+            msg = f"order {order.marketplace_order_id} was imported before with different {', '.join(differences)}"
+            raise ImportConflictError(msg)
+        if order.payment_status is PaymentStatus.PAID and self.payment_status is PaymentStatus.PENDING:
+            self.clear_payment(ctx, order.paid_at or ctx.effective_at or now)
+
+    def imported_view(self, account_id: UUID) -> ImportedOrder:
+        return ImportedOrder(
+            marketplace_order_id=self.marketplace_order_id,
+            purchased_at=self.purchased_at,
+            currency=self.currency,
+            payment_status=self.payment_status,
+            buyer=self.buyer,
+            lines=tuple(s.line for s in self.lines.values()),
+            ship_to=self.ship_to,
+            paid_at=self.paid_at,
+        )
+
+    def clear_payment(self, ctx: Context, paid_at: datetime) -> None:
+        if self.payment_status is PaymentStatus.PAID:
+            return
+        self.trigger_event(self.PaymentCleared, paid_at=paid_at, **_envelope(ctx))
+
+    def ship(
+        self,
+        ctx: Context,
+        *,
+        carrier: Carrier,
+        tracking_number: str,
+        shipped_at: datetime,
+        now: datetime,
+        shipping_class: str = "",
+        lines: tuple[LineQuantity, ...] | None = None,
+    ) -> UUID:
+        number = rules.check_tracking_number(carrier, tracking_number)
+        rules.check_can_ship(self)
+        rules.check_ship_time(shipped_at, self.purchased_at, now)
+        items = rules.resolve_shipment_lines(self.lines, lines)
+        shipment_id = self._new_id("shipment")
+        self.trigger_event(
+            self.Shipped,
+            shipment_id=shipment_id,
+            carrier=carrier.value,
+            tracking_number=number,
+            shipping_class=shipping_class,
+            shipped_at=shipped_at,
+            lines=items,
+            **_envelope(ctx),
+        )
+        return shipment_id
+
+    def cancel(
+        self,
+        ctx: Context,
+        *,
+        reason: CancelReason,
+        now: datetime,
+        lines: tuple[LineQuantity, ...] | None = None,
+        restock_in_ledger: bool = False,
+        requested_by: Requester = Requester.SELLER,
+    ) -> UUID:
+        """Cancel unshipped units. Returns the id of the cancellation, request or dispute it made."""
+        reason = rules.check_cancel_reason(reason)
+        items = rules.resolve_cancellation_lines(self, lines)
+        envelope = _envelope(ctx, reason=reason.value)
+        requested_at = ctx.effective_at or now
+        if requested_by is Requester.BUYER and not self.policy.buyer_cancellation_applies_at_once(
+            self.purchased_at, requested_at
+        ):
+            request_id = self._new_id("cancel-request")
+            self.trigger_event(
+                self.CancellationRequested, requested_by=requested_by.value, lines=items, **envelope
+            )
+            return request_id
+        if (
+            requested_by is Requester.SELLER
+            and self.policy.cancel_paid_opens_dispute
+            and self.payment_status is PaymentStatus.PAID
+        ):
+            dispute_id = self._new_id("dispute")
+            self.trigger_event(
+                self.DisputeOpened,
+                dispute_id=dispute_id,
+                kind=DisputeKind.CANCELLATION.value,
+                lines=items,
+                restock_in_ledger=restock_in_ledger,
+                **envelope,
+            )
+            return dispute_id
+        return self._cancel_now(ctx, envelope, items, requested_by, restock_in_ledger, None)
+
+    def _cancel_now(
+        self,
+        ctx: Context,
+        envelope: dict[str, Any],
+        items: tuple[LineQuantity, ...],
+        requested_by: Requester,
+        restock_in_ledger: bool,
+        dispute_id: UUID | None,
+    ) -> UUID:
+        cancellation_id = self._new_id("cancellation")
+        self.trigger_event(
+            self.Cancelled,
+            cancellation_id=cancellation_id,
+            requested_by=requested_by.value,
+            lines=items,
+            restocked_on_marketplace=self.policy.cancellation_restocks_on_marketplace,
+            dispute_id=dispute_id,
+            **envelope,
+        )
+        if restock_in_ledger:
+            self._restock(ctx, items, cancellation_id)
+        return cancellation_id
+
+    def refund(
+        self,
+        ctx: Context,
+        *,
+        reason: RefundReason,
+        lines: tuple[RefundRequestLine, ...] | None = None,
+        shipping_amount: Decimal = Decimal(0),
+        tax_amount: Decimal = Decimal(0),
+    ) -> UUID:
+        reason = rules.check_refund_reason(reason)
+        refund_lines = rules.resolve_refund(self, lines, shipping_amount, tax_amount)
+        refund_id = self._new_id("refund")
+        self.trigger_event(
+            self.Refunded,
+            refund_id=refund_id,
+            lines=refund_lines,
+            total=sum((line.total for line in refund_lines), Decimal(0)),
+            **_envelope(ctx, reason=reason.value),
+        )
+        return refund_id
+
+    def open_dispute(
+        self,
+        ctx: Context,
+        *,
+        reason: str,
+        marketplace_dispute_id: str | None = None,
+    ) -> UUID:
+        """A buyer's claim, as the marketplace or an operator reports it. The same marketplace id is a no-op."""
+        rules.check_reason(reason)
+        for dispute in self.disputes.values():
+            if marketplace_dispute_id and dispute.marketplace_dispute_id == marketplace_dispute_id:
+                return dispute.dispute_id
+        dispute_id = self._new_id("dispute")
+        self.trigger_event(
+            self.DisputeOpened,
+            dispute_id=dispute_id,
+            kind=DisputeKind.CLAIM.value,
+            marketplace_dispute_id=marketplace_dispute_id,
+            **_envelope(ctx, reason=reason),
+        )
+        return dispute_id
+
+    def close_dispute(self, ctx: Context, *, dispute_id: UUID, outcome: DisputeOutcome) -> UUID | None:
+        """Close a dispute. An accepted cancellation dispute cancels its units; returns that cancellation's id."""
+        dispute = self.disputes.get(dispute_id)
+        if dispute is None:
+            msg = f"order {self.id} has no dispute {dispute_id}"
+            raise DisputeNotFoundError(msg)
+        if not dispute.is_open:
+            msg = f"dispute {dispute_id} closed already ({dispute.outcome})"
+            raise DisputeAlreadyClosedError(msg)
+        self.trigger_event(self.DisputeClosed, dispute_id=dispute_id, outcome=outcome.value, **_envelope(ctx))
+        if dispute.kind == DisputeKind.CANCELLATION and outcome is DisputeOutcome.ACCEPTED:
+            return self._cancel_now(
+                ctx,
+                _envelope(ctx, reason=dispute.reason),
+                dispute.lines,
+                Requester.SELLER,
+                dispute.restock_in_ledger,
+                dispute_id,
+            )
+        return None
+
+    def restock(self, ctx: Context, *, lines: tuple[LineQuantity, ...]) -> UUID:
+        items = rules.resolve_restock_lines(self.lines, lines)
+        return self._restock(ctx, items, None)
+
+    def _restock(self, ctx: Context, items: tuple[LineQuantity, ...], cause_id: UUID | None) -> UUID:
+        restock_id = self._new_id("restock")
+        self.trigger_event(
+            self.Restocked, restock_id=restock_id, lines=items, cause_id=cause_id, **_envelope(ctx)
+        )
+        return restock_id
+
+    def record_acknowledgement(
+        self,
+        ctx: Context,
+        *,
+        action: SyncAction,
+        reference: str,
+        marketplace_reference: str | None = None,
+    ) -> None:
+        """The marketplace accepted a change. Recording the same acknowledgement twice changes nothing."""
+        self._check_reference(action, reference)
+        if any(s.accepted and s.action == action and s.reference == reference for s in self.sync):
+            return
+        self.trigger_event(
+            self.MarketplaceAcknowledged,
+            action=action.value,
+            reference=reference,
+            marketplace_reference=marketplace_reference,
+            **_envelope(ctx),
+        )
+
+    def record_rejection(
+        self,
+        ctx: Context,
+        *,
+        action: SyncAction,
+        reference: str,
+        error_code: str,
+        message: str,
+        permanent: bool,
+    ) -> None:
+        self._check_reference(action, reference)
+        self.trigger_event(
+            self.MarketplaceRejected,
+            action=action.value,
+            reference=reference,
+            error_code=error_code,
+            message=message,
+            permanent=permanent,
+            **_envelope(ctx),
+        )
+
+    def _check_reference(self, action: SyncAction, reference: str) -> None:
+        known: dict[SyncAction, set[str]] = {
+            SyncAction.SHIP: {str(k) for k in self.shipments},
+            SyncAction.CANCEL: {str(k) for k in self.cancellations},
+            SyncAction.REFUND: {str(k) for k in self.refunds},
+            SyncAction.OPEN_DISPUTE: {str(k) for k in self.disputes},
+            SyncAction.CLOSE_DISPUTE: {str(k) for k, d in self.disputes.items() if not d.is_open},
+            SyncAction.RESTOCK: {str(k) for k, _ in self.restocks},
+            SyncAction.ACKNOWLEDGE: {str(self.id)},
+        }
+        if reference not in known[action]:
+            msg = f"order {self.id} has no {action.value} {reference!r} to report on"
+            raise UnknownSyncReferenceError(msg)
+
+
+def _envelope(ctx: Context, reason: str | None = None) -> dict[str, Any]:
+    return {
+        "actor": ctx.actor,
+        "source": ctx.source.value,
+        "reason": reason,
+        "effective_at": ctx.effective_at,
+        "idempotency_key": ctx.idempotency_key,
+        "request_digest": ctx.request_digest,
+    }

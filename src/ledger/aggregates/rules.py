@@ -1,0 +1,365 @@
+"""The checks behind the order's commands: small functions that raise named errors or return what to record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from .errors import (
+    CancelAfterShipmentError,
+    InvalidAmountError,
+    InvalidOrderError,
+    InvalidQuantityError,
+    InvalidShipTimeError,
+    InvalidTrackingNumberError,
+    NothingToCancelError,
+    NothingToRefundError,
+    NothingToShipError,
+    OverRefundError,
+    OverRestockError,
+    OverShipmentError,
+    PartialCancellationError,
+    ReasonRequiredError,
+    RefundBeforeChargeError,
+    RefundUnpaidOrderError,
+    RefundUnshippedError,
+    ShipDuringCancellationDisputeError,
+    ShipUnpaidOrderError,
+    UnknownLineError,
+)
+from .lines import LineState, allocate
+from .tracking import is_valid_tracking_number, normalize_tracking_number
+from .values import (
+    ZERO,
+    CancelReason,
+    Carrier,
+    DisputeKind,
+    ImportedOrder,
+    LineQuantity,
+    PaymentStatus,
+    RefundLine,
+    RefundReason,
+    RefundRequestLine,
+    is_currency,
+    is_valid_amount,
+)
+
+if TYPE_CHECKING:
+    from .order import Order
+
+# Clocks of marketplaces, carriers and our hosts disagree a little; a ship time this far ahead is still "now".
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_TEXT = 500
+
+
+# ---------------------------------------------------------------------------------------- import
+
+
+def check_imported_order(order: ImportedOrder) -> None:
+    if not order.marketplace_order_id.strip() or len(order.marketplace_order_id) > 100:
+        raise InvalidOrderError("marketplace_order_id must be 1 to 100 characters", "marketplace_order_id")
+    if order.purchased_at.tzinfo is None:
+        raise InvalidOrderError("purchased_at needs a time zone", "purchased_at")
+    if order.paid_at is not None and order.paid_at.tzinfo is None:
+        raise InvalidOrderError("paid_at needs a time zone", "paid_at")
+    if not is_currency(order.currency):
+        raise InvalidOrderError(f"currency {order.currency!r} is not an ISO 4217 code", "currency")
+    if not order.lines:
+        raise InvalidOrderError("an order needs at least one line", "lines")
+    seen: set[str] = set()
+    for index, line in enumerate(order.lines):
+        where = f"lines[{index}]"
+        if not line.line_id or line.line_id in seen:
+            raise InvalidOrderError(f"line_id {line.line_id!r} is empty or repeated", f"{where}.line_id")
+        seen.add(line.line_id)
+        if not line.sku:
+            raise InvalidOrderError("sku is required", f"{where}.sku")
+        if line.quantity < 1:
+            raise InvalidOrderError("quantity must be at least 1", f"{where}.quantity")
+        for name in ("unit_price", "tax", "shipping"):
+            amount: Decimal = getattr(line, name)
+            if not is_valid_amount(amount, order.currency):
+                msg = f"{name} {amount} is not a valid {order.currency} amount"
+                raise InvalidOrderError(msg, f"{where}.{name}")
+
+
+def import_differences(before: ImportedOrder, after: ImportedOrder) -> list[str]:
+    """Fields on which a re-sent order contradicts the imported one (payment progress is not one)."""
+    fields = ("purchased_at", "currency", "buyer", "lines", "ship_to")
+    return [name for name in fields if getattr(before, name) != getattr(after, name)]
+
+
+# -------------------------------------------------------------------------------------- shipping
+
+
+def check_tracking_number(carrier: Carrier, tracking_number: str) -> str:
+    number = normalize_tracking_number(tracking_number)
+    if not number:
+        raise InvalidTrackingNumberError("a shipment needs a tracking number", "tracking_number")
+    if not is_valid_tracking_number(carrier, number):
+        msg = f"{tracking_number!r} is not a valid {carrier.value} tracking number"
+        raise InvalidTrackingNumberError(msg, "tracking_number")
+    return number
+
+
+def check_can_ship(order: Order) -> None:
+    if order.payment_status is not PaymentStatus.PAID:
+        raise ShipUnpaidOrderError(f"order {order.marketplace_order_id} is not paid yet")
+    for dispute in order.disputes.values():
+        if dispute.is_open and dispute.kind == DisputeKind.CANCELLATION:
+            msg = f"order {order.marketplace_order_id} ships nothing until its cancellation dispute closes"
+            raise ShipDuringCancellationDisputeError(msg)
+
+
+def check_ship_time(shipped_at: datetime, purchased_at: datetime, now: datetime) -> None:
+    if shipped_at.tzinfo is None:
+        raise InvalidShipTimeError("shipped_at needs a time zone", "shipped_at")
+    if shipped_at < purchased_at:
+        raise InvalidShipTimeError("shipped_at is before the purchase", "shipped_at")
+    if shipped_at > now + CLOCK_SKEW:
+        raise InvalidShipTimeError("shipped_at is in the future", "shipped_at")
+
+
+def check_requested_lines(
+    lines: Mapping[str, LineState], requested: Iterable[LineQuantity]
+) -> tuple[LineQuantity, ...]:
+    """Known lines, each once, each with a positive quantity."""
+    seen: set[str] = set()
+    items = tuple(requested)
+    for index, item in enumerate(items):
+        if item.line_id not in lines:
+            raise UnknownLineError(f"no line {item.line_id!r} on this order", f"lines[{index}].line_id")
+        if item.line_id in seen:
+            raise InvalidQuantityError(f"line {item.line_id!r} is listed twice", f"lines[{index}].line_id")
+        seen.add(item.line_id)
+        if item.quantity < 1:
+            raise InvalidQuantityError("quantity must be at least 1", f"lines[{index}].quantity")
+    return items
+
+
+def resolve_shipment_lines(
+    lines: Mapping[str, LineState], requested: tuple[LineQuantity, ...] | None
+) -> tuple[LineQuantity, ...]:
+    if requested is None:
+        items = tuple(LineQuantity(k, s.shippable) for k, s in lines.items() if s.shippable > 0)
+        if not items:
+            raise NothingToShipError("every unit is shipped, cancelled or held by a cancellation")
+        return items
+    for item in check_requested_lines(lines, requested):
+        state = lines[item.line_id]
+        if item.quantity > state.shippable:
+            msg = f"line {item.line_id} has {state.shippable} unit(s) left to ship, not {item.quantity}"
+            raise OverShipmentError(msg)
+    return tuple(requested)
+
+
+# ---------------------------------------------------------------------------------- cancellation
+
+
+def resolve_cancellation_lines(
+    order: Order, requested: tuple[LineQuantity, ...] | None
+) -> tuple[LineQuantity, ...]:
+    lines = order.lines
+    if requested is None:
+        items = tuple(LineQuantity(k, s.cancellable) for k, s in lines.items() if s.cancellable > 0)
+        if not items:
+            if order.shipped_units:
+                raise CancelAfterShipmentError("shipped units can only be refunded")
+            raise NothingToCancelError("nothing is left to cancel on this order")
+    else:
+        items = check_requested_lines(lines, requested)
+        for item in items:
+            state = lines[item.line_id]
+            if item.quantity > state.cancellable:
+                msg = f"line {item.line_id} has {state.cancellable} unshipped unit(s) to cancel"
+                if state.shipped:
+                    raise CancelAfterShipmentError(msg + "; shipped units can only be refunded")
+                raise NothingToCancelError(msg)
+    if not order.policy.partial_cancellation:
+        whole = {k: s.cancellable for k, s in lines.items() if s.cancellable > 0}
+        if order.shipped_units or {i.line_id: i.quantity for i in items} != whole:
+            msg = f"{order.marketplace.value} cancels whole orders only, before anything ships"
+            raise PartialCancellationError(msg)
+    return items
+
+
+def check_cancel_reason(reason: str) -> CancelReason:
+    try:
+        return CancelReason(reason)
+    except ValueError:
+        allowed = ", ".join(r.value for r in CancelReason)
+        raise ReasonRequiredError(f"reason must be one of {allowed}", "reason") from None
+
+
+def check_refund_reason(reason: str) -> RefundReason:
+    try:
+        return RefundReason(reason)
+    except ValueError:
+        allowed = ", ".join(r.value for r in RefundReason)
+        raise ReasonRequiredError(f"reason must be one of {allowed}", "reason") from None
+
+
+def check_reason(reason: str) -> None:
+    if not reason.strip():
+        raise ReasonRequiredError("a reason is required", "reason")
+    if len(reason) > MAX_TEXT:
+        raise ReasonRequiredError(f"reason is longer than {MAX_TEXT} characters", "reason")
+
+
+# ---------------------------------------------------------------------------------------- refund
+
+
+def resolve_refund(
+    order: Order,
+    requested: tuple[RefundRequestLine, ...] | None,
+    shipping_amount: Decimal,
+    tax_amount: Decimal,
+) -> tuple[RefundLine, ...]:
+    """What a refund gives back per line and component, within what was paid and not yet refunded."""
+    if order.payment_status is not PaymentStatus.PAID:
+        raise RefundUnpaidOrderError(f"order {order.marketplace_order_id} is not paid: nothing to refund")
+    for name, amount in (("shipping_amount", shipping_amount), ("tax_amount", tax_amount)):
+        if not is_valid_amount(amount, order.currency):
+            raise InvalidAmountError(f"{amount} is not a valid {order.currency} amount", name)
+    charged_only = order.policy.charges_on_shipment_confirmation and not order.third_party_managed
+    if requested is None:
+        requested = _whole_refund(order, charged_only)
+    drafts = [_refund_line(order, index, item, charged_only) for index, item in enumerate(requested)]
+    if len({d.line_id for d in drafts}) != len(drafts):
+        raise InvalidQuantityError("a line is listed twice", "lines")
+    drafts = _add_order_level(order, drafts, "shipping_amount", shipping_amount, charged_only)
+    drafts = _add_order_level(order, drafts, "tax_amount", tax_amount, charged_only)
+    result = tuple(d for d in drafts if d.quantity or d.total)
+    if not result:
+        raise NothingToRefundError("the refund gives back nothing")
+    return result
+
+
+def _whole_refund(order: Order, charged_only: bool) -> tuple[RefundRequestLine, ...]:
+    items = []
+    for line_id, state in order.lines.items():
+        quantity = state.shipped_refundable(charged_only)
+        if order.policy.refund_paid_unshipped:
+            quantity += state.cancellable
+        if quantity:
+            items.append(RefundRequestLine(line_id, quantity))
+    if not items and charged_only and any(s.shipped_refundable(False) for s in order.lines.values()):
+        raise RefundBeforeChargeError(_before_charge(order, None))
+    return tuple(items)
+
+
+def _refund_line(order: Order, index: int, item: RefundRequestLine, charged_only: bool) -> RefundLine:
+    where = f"lines[{index}]"
+    state = order.lines.get(item.line_id)
+    if state is None:
+        raise UnknownLineError(f"no line {item.line_id!r} on this order", f"{where}.line_id")
+    if item.quantity < 0:
+        raise InvalidQuantityError("quantity cannot be negative", f"{where}.quantity")
+    if item.amount is not None and not is_valid_amount(item.amount, order.currency):
+        raise InvalidAmountError(f"{item.amount} is not a valid {order.currency} amount", f"{where}.amount")
+    if item.quantity == 0 and item.amount is None:
+        raise InvalidQuantityError("give a quantity, an amount, or both", where)
+    _check_refundable_units(order, state, item, charged_only)
+    item_amount = item.amount if item.amount is not None else state.line.unit_price * item.quantity
+    if item_amount > state.refundable_item:
+        msg = f"line {item.line_id}: {item_amount} exceeds the {state.refundable_item} left to refund"
+        raise OverRefundError(msg)
+    tax = state.tax_share(item.quantity, order.currency) if item.amount is None else ZERO
+    return RefundLine(item.line_id, item.quantity, item_amount, tax, ZERO)
+
+
+def _check_refundable_units(
+    order: Order, state: LineState, item: RefundRequestLine, charged_only: bool
+) -> None:
+    line_id = item.line_id
+    policy = order.policy
+    if item.quantity == 0:
+        # A money-only adjustment needs units the buyer was charged for.
+        if _was_charged(order, state, charged_only):
+            return
+        if charged_only and state.shipped:
+            raise RefundBeforeChargeError(_before_charge(order, line_id))
+        raise RefundUnshippedError(f"line {line_id} has not shipped: cancel it instead of refunding it")
+    charged = state.shipped_refundable(charged_only)
+    if item.quantity <= charged:
+        return
+    if policy.refund_paid_unshipped and item.quantity - charged <= state.cancellable:
+        return
+    if charged_only and item.quantity <= state.shipped_refundable(charged_only=False):
+        raise RefundBeforeChargeError(_before_charge(order, line_id))
+    if state.cancellable and item.quantity - charged <= state.cancellable:
+        msg = f"line {line_id}: unshipped units can only be cancelled, not refunded"
+        raise RefundUnshippedError(msg)
+    msg = f"line {line_id} has {charged} shipped unit(s) left to refund, not {item.quantity}"
+    raise OverRefundError(msg)
+
+
+def _before_charge(order: Order, line_id: str | None) -> str:
+    where = f"line {line_id}: " if line_id else ""
+    return (
+        f"{where}{order.marketplace.value} charges the buyer only once it has the shipment confirmation;"
+        " refund after the marketplace acknowledges the shipment"
+    )
+
+
+def _add_order_level(
+    order: Order, drafts: list[RefundLine], component: str, amount: Decimal, charged_only: bool
+) -> list[RefundLine]:
+    """Spread an order-level tax or shipping refund over the lines the buyer was charged for, each up to
+    what it has left."""
+    if not amount:
+        return drafts
+    by_line = {d.line_id: d for d in drafts}
+    states = list(order.lines.values())
+
+    def left(state: LineState, charged: bool) -> Decimal:
+        if not _was_charged(order, state, charged):
+            return ZERO
+        paid = state.refundable_shipping if component == "shipping_amount" else state.refundable_tax
+        return paid - getattr(by_line.get(state.line.line_id), component, ZERO)
+
+    capacities = [left(s, charged_only) for s in states]
+    if amount > sum(capacities):
+        if charged_only and amount <= sum(left(s, False) for s in states):
+            raise RefundBeforeChargeError(_before_charge(order, None))
+        msg = f"{component} {amount} exceeds the {sum(capacities)} left to refund on shipped lines"
+        raise OverRefundError(msg)
+    for state, share in zip(states, allocate(amount, capacities), strict=True):
+        if not share:
+            continue
+        line_id = state.line.line_id
+        draft = by_line.get(line_id) or RefundLine(line_id, 0, ZERO)
+        by_line[line_id] = _with_component(draft, component, getattr(draft, component) + share)
+    return [by_line[s.line.line_id] for s in states if s.line.line_id in by_line]
+
+
+def _was_charged(order: Order, state: LineState, charged_only: bool) -> bool:
+    """Whether the buyer paid for something on this line that a refund may give back."""
+    if order.policy.refund_paid_unshipped:
+        return True
+    return bool(state.confirmed_shipped if charged_only else state.shipped)
+
+
+def _with_component(line: RefundLine, component: str, value: Decimal) -> RefundLine:
+    if component == "shipping_amount":
+        return RefundLine(line.line_id, line.quantity, line.item_amount, line.tax_amount, value)
+    return RefundLine(line.line_id, line.quantity, line.item_amount, value, line.shipping_amount)
+
+
+# --------------------------------------------------------------------------------------- restock
+
+
+def resolve_restock_lines(
+    lines: Mapping[str, LineState], requested: tuple[LineQuantity, ...]
+) -> tuple[LineQuantity, ...]:
+    items = check_requested_lines(lines, requested)
+    if not items:
+        raise InvalidQuantityError("name the lines to restock", "lines")
+    for item in items:
+        state = lines[item.line_id]
+        if item.quantity > state.restockable:
+            msg = f"line {item.line_id} has {state.restockable} cancelled or returned unit(s) to restock"
+            raise OverRestockError(msg)
+    return items

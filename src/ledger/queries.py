@@ -1,0 +1,211 @@
+"""Small frozen objects the application returns: never aggregates, never mutable state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from .aggregates.account import MarketplaceAccount
+from .aggregates.chain import canonical
+from .aggregates.order import Cancellation, Dispute, Order, Refund, Shipment, SyncOutcome
+from .aggregates.values import Address, Buyer
+
+ENVELOPE_FIELDS = frozenset(
+    {
+        "originator_id",
+        "originator_version",
+        "originator_topic",
+        "timestamp",
+        "actor",
+        "source",
+        "reason",
+        "effective_at",
+        "idempotency_key",
+        "request_digest",
+        "prev_hash",
+        "hash",
+    }
+)
+ID_FIELDS = ("shipment_id", "cancellation_id", "refund_id", "dispute_id", "restock_id")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did: the order's new version, the events it recorded, the ids it made."""
+
+    order_id: UUID
+    version: int
+    events: tuple[str, ...]
+    ids: dict[str, UUID] = field(default_factory=dict)
+    replayed: bool = False  # the idempotency key was seen before: nothing new was recorded
+    notification_id: int | None = None  # position in the global log, for read-your-writes
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    order_id: UUID
+    created: bool
+    version: int
+    events: tuple[str, ...]
+    notification_id: int | None = None
+
+
+@dataclass(frozen=True)
+class AccountDetails:
+    account_id: UUID
+    seller: str
+    marketplace: str
+    name: str
+    fulfillment_managed: bool
+    restock_in_ledger: bool
+    version: int
+
+    @classmethod
+    def of(cls, account: MarketplaceAccount) -> AccountDetails:
+        return cls(
+            account.id,
+            account.seller,
+            account.marketplace.value,
+            account.name,
+            account.fulfillment_managed,
+            account.restock_in_ledger,
+            account.version,
+        )
+
+
+@dataclass(frozen=True)
+class LineDetails:
+    line_id: str
+    sku: str
+    title: str
+    quantity: int
+    unit_price: Decimal
+    tax: Decimal
+    shipping: Decimal
+    shipped: int
+    cancelled: int
+    refunded_quantity: int
+    refunded_amount: Decimal
+    restocked: int
+    pending_cancel: int
+    requested_cancel: int
+
+
+@dataclass(frozen=True)
+class OrderDetails:
+    order_id: UUID
+    seller: str
+    account_id: UUID
+    marketplace: str
+    marketplace_order_id: str
+    purchased_at: datetime
+    buyer: Buyer
+    ship_to: Address | None
+    currency: str
+    total: Decimal
+    refunded_total: Decimal
+    status: str
+    payment_status: str
+    paid_at: datetime | None
+    dispute_status: str | None
+    third_party_managed: bool
+    open: bool
+    units: int
+    shipped_units: int
+    cancelled_units: int
+    version: int
+    updated_at: datetime
+    lines: tuple[LineDetails, ...]
+    shipments: tuple[Shipment, ...]
+    cancellations: tuple[Cancellation, ...]
+    refunds: tuple[Refund, ...]
+    disputes: tuple[Dispute, ...]
+    sync: tuple[SyncOutcome, ...]
+
+    @classmethod
+    def of(cls, order: Order) -> OrderDetails:
+        return cls(
+            order_id=order.id,
+            seller=order.seller,
+            account_id=order.account_id,
+            marketplace=order.marketplace.value,
+            marketplace_order_id=order.marketplace_order_id,
+            purchased_at=order.purchased_at,
+            buyer=order.buyer,
+            ship_to=order.ship_to,
+            currency=order.currency,
+            total=order.total,
+            refunded_total=order.refunded_total,
+            status=order.status.value,
+            payment_status=order.payment_status.value,
+            paid_at=order.paid_at,
+            dispute_status=order.dispute_status,
+            third_party_managed=order.third_party_managed,
+            open=order.is_open,
+            units=order.units,
+            shipped_units=order.shipped_units,
+            cancelled_units=order.cancelled_units,
+            version=order.version,
+            updated_at=order.modified_on,
+            lines=tuple(
+                LineDetails(
+                    line_id=s.line.line_id,
+                    sku=s.line.sku,
+                    title=s.line.title,
+                    quantity=s.ordered,
+                    unit_price=s.line.unit_price,
+                    tax=s.line.tax,
+                    shipping=s.line.shipping,
+                    shipped=s.shipped,
+                    cancelled=s.cancelled,
+                    refunded_quantity=s.refunded_quantity,
+                    refunded_amount=s.refunded_amount,
+                    restocked=s.restocked,
+                    pending_cancel=s.pending_cancel,
+                    requested_cancel=s.requested_cancel,
+                )
+                for s in order.lines.values()
+            ),
+            shipments=tuple(order.shipments.values()),
+            cancellations=tuple(order.cancellations.values()),
+            refunds=tuple(order.refunds.values()),
+            disputes=tuple(order.disputes.values()),
+            sync=tuple(order.sync),
+        )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One event of an order as auditors read it."""
+
+    version: int
+    type: str
+    recorded_at: datetime
+    effective_at: datetime | None
+    actor: str
+    source: str
+    reason: str | None
+    idempotency_key: str | None
+    data: dict[str, Any]
+    hash: str
+    prev_hash: str
+
+    @classmethod
+    def of(cls, event: Order.Event | Order.Imported) -> HistoryEntry:
+        state = vars(event)
+        return cls(
+            version=event.originator_version,
+            type=type(event).__name__,
+            recorded_at=event.timestamp,
+            effective_at=event.effective_at,
+            actor=event.actor,
+            source=event.source,
+            reason=event.reason,
+            idempotency_key=event.idempotency_key,
+            data={k: canonical(v) for k, v in state.items() if k not in ENVELOPE_FIELDS},
+            hash=event.hash,
+            prev_hash=event.prev_hash,
+        )

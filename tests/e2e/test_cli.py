@@ -1,0 +1,253 @@
+"""The `ledger` command as a user runs it: against the test run's PostgreSQL, and `ledger serve` as a process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+from uuid import uuid4
+
+import pytest
+
+from ledger.cli import EXIT_FAILED, EXIT_USAGE, main
+from ledger.database import PostgresTarget
+
+
+def _url(target: PostgresTarget) -> str:
+    password = f":{quote(target.password, safe='')}" if target.password else ""
+    auth = f"{quote(target.user, safe='')}{password}@"
+    if target.is_unix_socket:
+        return f"postgresql://{auth}/{target.dbname}?host={target.host}&port={target.port}"
+    return f"postgresql://{auth}{target.host}:{target.port}/{target.dbname}"
+
+
+@pytest.fixture
+def cli(pg_target: PostgresTarget, monkeypatch: pytest.MonkeyPatch):
+    """Runs `ledger ARGS` in-process on the test schema; returns (exit status, stdout, stderr)."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", _url(pg_target))
+    monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", pg_target.schema)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        try:
+            status = main(list(args), out=out)
+        except SystemExit as e:  # argparse refuses bad arguments this way
+            status = int(e.code or 0)
+        return status, out.getvalue(), err.getvalue()
+
+    return run
+
+
+def _order(account_id: str, order_id: str, **overrides: object) -> dict[str, object]:
+    order: dict[str, object] = {
+        "account_id": account_id,
+        "marketplace_order_id": order_id,
+        "purchased_at": "2026-11-20T10:00:00Z",
+        "currency": "USD",
+        "payment_status": "paid",
+        "buyer": {"name": "Ann Lee", "email": "ann@example.com"},
+        "lines": [{"line_id": "1", "sku": "MUG-1", "quantity": 2, "unit_price": "12.50", "tax": "2.00"}],
+    }
+    order.update(overrides)
+    return order
+
+
+def _account(cli, marketplace: str = "walmart") -> tuple[str, str]:
+    seller = f"seller-{uuid4().hex[:8]}"
+    status, out, _ = cli(
+        "accounts", "add", "--seller", seller, "--marketplace", marketplace, "--name", "main", "--json"
+    )
+    assert status == 0
+    return seller, json.loads(out)["account_id"]
+
+
+def test_default_action_reports_database(cli) -> None:
+    """`ledger` with no command reaches the database and says where it is."""
+    status, out, _ = cli()
+    assert status == 0
+    assert "ledger is ready" in out
+    assert "events table ledger_events: present" in out
+
+
+def test_accounts_add_and_list(cli) -> None:
+    """An account added from the CLI is listed for its seller with its settings."""
+    seller, account_id = _account(cli)
+    status, out, _ = cli("accounts", "list", "--seller", seller, "--json")
+    assert status == 0
+    [account] = json.loads(out)
+    assert account["account_id"] == account_id
+    assert account["fulfillment_managed"] is True
+
+
+def test_import_file_reports_each_order(cli, tmp_path: Path) -> None:
+    """`ledger import` creates new orders, leaves re-sent ones unchanged, and reports refusals per order."""
+    _, account_id = _account(cli)
+    good = _order(account_id, "W-1")
+    conflicting = _order(account_id, "W-1", currency="EUR")
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps({"orders": [good]}))
+    status, out, _ = cli("import", str(path))
+    assert status == 0
+    assert "[0] W-1: created" in out
+    path.write_text(json.dumps([good, conflicting]))
+    status, out, _ = cli("import", str(path))
+    assert status == EXIT_FAILED
+    assert "[0] W-1: unchanged" in out
+    assert "[1] W-1: error import-conflict" in out
+    assert "1 imported or unchanged, 1 failed" in out
+
+
+def test_import_refuses_malformed_file_with_location(cli, tmp_path: Path) -> None:
+    """A file that breaks the import shape is refused whole, naming the field that is wrong."""
+    _, account_id = _account(cli)
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps({"orders": [_order(account_id, "W-2", purchased_at="2026-11-20T10:00:00")]}))
+    status, out, err = cli("import", str(path))
+    assert status == EXIT_USAGE
+    assert "$.orders[0].purchased_at" in err
+    assert out == ""
+    status, _, err = cli("import", str(tmp_path / "missing.json"))
+    assert status == EXIT_USAGE
+    assert "cannot read" in err
+
+
+def test_ship_show_and_history(cli, tmp_path: Path) -> None:
+    """An order shipped from the CLI shows the shipment, and its history lists both events in order."""
+    _, account_id = _account(cli)
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps(_order(account_id, "W-3")))
+    status, out, _ = cli("import", str(path), "--json")
+    [row] = json.loads(out)
+    assert row["created"] is True
+    order_id = row["order_id"]
+    status, out, _ = cli(
+        "orders",
+        "ship",
+        order_id,
+        "--carrier",
+        "ups",
+        "--tracking-number",
+        "1Z999AA10123456784",
+        "--line",
+        "1:1",
+        "--json",
+    )
+    assert status == 0, out
+    assert json.loads(out)["events"] == ["Shipped"]
+    status, out, _ = cli("orders", "show", order_id, "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "partially_shipped"
+    assert shown["lines"][0]["shipped"] == 1
+    status, out, _ = cli("orders", "history", order_id, "--json")
+    history = json.loads(out)
+    assert [e["type"] for e in history] == ["Imported", "Shipped"]
+    assert history[1]["prev_hash"] == history[0]["hash"]
+
+
+def test_refused_command_says_why(cli, tmp_path: Path) -> None:
+    """A command the rules refuse exits 1 with the rule's code and words, and records nothing."""
+    _, account_id = _account(cli)
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps(_order(account_id, "W-4")))
+    status, out, _ = cli("import", str(path))
+    order_id = out.split()[3]
+    status, _, err = cli(
+        "orders", "ship", order_id, "--carrier", "ups", "--tracking-number", "1Z999AA10123456785"
+    )
+    assert status == EXIT_FAILED
+    assert "invalid-tracking-number" in err
+    status, _, err = cli("orders", "cancel", order_id, "--reason", "out_of_stock", "--line", "1:5")
+    assert status == EXIT_FAILED
+    assert "nothing-to-cancel" in err
+    status, out, _ = cli("orders", "show", order_id, "--json")
+    assert json.loads(out)["version"] == 1
+
+
+def test_idempotency_key_replays(cli, tmp_path: Path) -> None:
+    """The same idempotency key on a command replays its first result without a second event."""
+    _, account_id = _account(cli)
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps(_order(account_id, "W-5")))
+    _, out, _ = cli("import", str(path))
+    order_id = out.split()[3]
+    args = (
+        "orders",
+        "cancel",
+        order_id,
+        "--reason",
+        "out_of_stock",
+        "--line",
+        "1:1",
+        "--idempotency-key",
+        "k-1",
+        "--json",
+    )
+    first = json.loads(cli(*args)[1])
+    second = json.loads(cli(*args)[1])
+    assert first["version"] == second["version"] == 2
+    assert second["replayed"] is True
+    assert json.loads(cli("orders", "show", order_id, "--json")[1])["cancelled_units"] == 1
+
+
+def test_bad_arguments_are_usage_errors(cli) -> None:
+    """An order id that is not a UUID, or a bad line spec, is refused before touching the database."""
+    status, _, _ = cli("orders", "show", "not-a-uuid")
+    assert status == EXIT_USAGE
+    status, _, _ = cli(
+        "orders", "ship", str(uuid4()), "--carrier", "ups", "--tracking-number", "x", "--line", "1"
+    )
+    assert status == EXIT_USAGE
+
+
+def test_unknown_order_is_not_found(cli) -> None:
+    """Showing an order that does not exist exits 1 with order-not-found."""
+    status, _, err = cli("orders", "show", str(uuid4()))
+    assert status == EXIT_FAILED
+    assert "order-not-found" in err
+
+
+@pytest.mark.slow
+def test_serve_runs_until_sigterm_and_keeps_data() -> None:
+    """`ledger serve` starts the embedded PostgreSQL, stops it cleanly on SIGTERM, and the data survives."""
+    data_dir = Path(tempfile.mkdtemp(prefix="ledger-serve-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
+        "LEDGER_DATA_DIR": str(data_dir)
+    }
+    ledger = [sys.executable, "-m", "ledger.cli"]
+    try:
+        server = subprocess.Popen([*ledger, "serve"], env=env, stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None
+        assert "ledger: serving" in server.stdout.readline()
+        added = subprocess.run(
+            [*ledger, "accounts", "add", "--seller", "s", "--marketplace", "jet", "--name", "n"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        pid_file = data_dir / "pg" / "postmaster.pid"
+        deadline = time.monotonic() + 10
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_file.exists(), "the embedded server is still running"
+        listed = subprocess.run(
+            [*ledger, "accounts", "list", "--seller", "s"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert added.stdout.split()[0] in listed.stdout
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""Idempotency keys recorded on events: a retry replays, a different request with the same key is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from ledger.aggregates.values import (
+    Buyer,
+    CancelReason,
+    Context,
+    ImportedOrder,
+    LineQuantity,
+    Marketplace,
+    OrderLine,
+    PaymentStatus,
+)
+from ledger.application import IdempotencyKeyReusedError, Ledger
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def _setup() -> tuple[Ledger, object]:
+    app = Ledger(clock=lambda: NOW)
+    ctx = Context(actor="tester")
+    account = app.register_account(ctx, seller="s", marketplace=Marketplace.WALMART, name="main")
+    order = ImportedOrder(
+        "W-1",
+        NOW - timedelta(hours=2),
+        "USD",
+        PaymentStatus.PAID,
+        Buyer("Ann", "ann@example.com"),
+        (OrderLine("1", "SKU", 3, Decimal("5.00")),),
+    )
+    return app, app.import_order(ctx, account.account_id, order).order_id
+
+
+def test_same_key_same_digest_replays() -> None:
+    """A retried request (same key, same digest) returns the first result and records nothing new."""
+    app, order_id = _setup()
+    ctx = Context(actor="tester", idempotency_key="k", request_digest="d1")
+    lines = (LineQuantity("1", 1),)
+    first = app.cancel(ctx, order_id, reason=CancelReason.OUT_OF_STOCK, lines=lines)
+    again = app.cancel(ctx, order_id, reason=CancelReason.OUT_OF_STOCK, lines=lines)
+    assert again.replayed
+    assert not first.replayed
+    assert (again.version, again.events, again.ids) == (first.version, first.events, first.ids)
+    assert app.get_order(order_id).cancelled_units == 1
+
+
+def test_same_key_other_digest_is_refused() -> None:
+    """The same key with a different request fingerprint is refused and records nothing."""
+    app, order_id = _setup()
+    lines = (LineQuantity("1", 1),)
+    app.cancel(
+        Context("t", idempotency_key="k", request_digest="d1"),
+        order_id,
+        reason=CancelReason.OTHER,
+        lines=lines,
+    )
+    with pytest.raises(IdempotencyKeyReusedError):
+        app.cancel(
+            Context("t", idempotency_key="k", request_digest="d2"),
+            order_id,
+            reason=CancelReason.OTHER,
+            lines=(LineQuantity("1", 2),),
+        )
+    assert app.get_order(order_id).cancelled_units == 1
+    assert app.get_order(order_id).version == 2
