@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -176,3 +177,38 @@ def pg_target(pg_server: PostgresTarget, pytestconfig: pytest.Config) -> Iterato
 def ledger_env(pg_target: PostgresTarget) -> dict[str, str]:
     """Settings for `Ledger(env=...)`: eventsourcing persistence in the run's schema (a fresh dict)."""
     return pg_target.eventsourcing_env()
+
+
+@pytest.fixture
+def own_target(pg_server: PostgresTarget) -> Iterator[PostgresTarget]:
+    """A schema of this test's own, for tests that run workers or rebuild over the whole log."""
+    target = dataclasses.replace(pg_server, schema=f"ledger_own_{secrets.token_hex(4)}")
+    ensure_schema(target)
+    yield target
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target.schema)))
+
+
+def database_url(target: PostgresTarget) -> str:
+    """A LEDGER_DATABASE_URL that reaches `target` (for `ledger` commands run as processes)."""
+    password = f":{quote(target.password, safe='')}" if target.password else ""
+    auth = f"{quote(target.user, safe='')}{password}@"
+    if target.is_unix_socket:
+        return f"postgresql://{auth}/{quote(target.dbname, safe='')}?host={target.host}&port={target.port}"
+    return f"postgresql://{auth}{target.host}:{target.port}/{quote(target.dbname, safe='')}"
+
+
+@pytest.fixture
+def cli_env(own_target: PostgresTarget) -> dict[str, str]:
+    """The environment of a `ledger` process that uses this test's own schema."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    return env | {
+        "LEDGER_DATABASE_URL": database_url(own_target),
+        "LEDGER_DATABASE_SCHEMA": own_target.schema,
+    }
+
+
+@pytest.fixture
+def pg_url(pg_target: PostgresTarget) -> str:
+    """A LEDGER_DATABASE_URL for the run's server (use with LEDGER_DATABASE_SCHEMA = pg_target.schema)."""
+    return database_url(pg_target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -10,7 +11,15 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording, Transcoding
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    InternalError,
+    JSONTranscoder,
+    ProgrammingError,
+    Recording,
+    Transcoding,
+)
 
 from .aggregates.account import MarketplaceAccount, SellerAccounts
 from .aggregates.errors import InvalidInputError, LedgerError
@@ -43,6 +52,7 @@ from .queries import (
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 8
+CREATE_TABLE_ATTEMPTS = 5
 
 
 class OrderNotFoundError(LedgerError):
@@ -111,6 +121,17 @@ class Ledger(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
         self.clock = clock
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        """The library creates its tables on start; processes starting together race on the catalog."""
+        for attempt in range(CREATE_TABLE_ATTEMPTS):
+            try:
+                return super().construct_recorder()
+            except (InternalError, IntegrityError, ProgrammingError):
+                if attempt == CREATE_TABLE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError  # pragma: no cover - the loop returns or raises
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -7,6 +7,7 @@ import getpass
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -34,7 +35,10 @@ from .aggregates.values import (
 from .api.schemas import decode_orders
 from .application import Ledger
 from .config import ConfigError, Settings
-from .database import DatabaseUnavailableError, check_connection, open_database
+from .database import DatabaseUnavailableError, check_connection, connect, open_database
+from .projections.base import ProjectionWorker, rebuild
+from .projections.base import status as projection_status
+from .projections.registry import all_projections, projection_named
 from .queries import HistoryEntry, OrderDetails
 
 EXIT_FAILED = 1  # the ledger refused something, or some rows of a file failed
@@ -98,9 +102,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Keep the ledger's database up in the foreground until SIGINT or SIGTERM, then stop it cleanly."""
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = _stop_on_signals()
     with open_database(settings) as target:
         Ledger(env=target.eventsourcing_env()).close()
         info = check_connection(target)
@@ -111,6 +113,104 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         out.flush()
         stop.wait()
     out.write("ledger: stopped\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- projections
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Run projection workers until SIGINT/SIGTERM; each stops at a transaction boundary."""
+    names = args.projection or [p.name for p in all_projections()]
+    try:
+        projections = [projection_named(name) for name in names]
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    stop = _stop_on_signals()
+    with open_database(settings) as target:
+        app = Ledger(env=target.eventsourcing_env())
+        lock = threading.Lock()
+
+        def announce(name: str) -> None:
+            with lock:
+                out.write(f"ledger: {name} active\n")
+                out.flush()
+
+        workers = [
+            ProjectionWorker(
+                p,
+                lambda: connect(target),
+                app.recorder,
+                app.mapper,
+                batch_size=args.batch_size,
+                on_active=announce,
+            )
+            for p in projections
+        ]
+        threads = [threading.Thread(target=w.run, name=f"worker-{w.projection.name}") for w in workers]
+        for thread in threads:
+            thread.start()
+        out.write(f"ledger: worker running {', '.join(names)} (standby until elected); Ctrl-C stops it\n")
+        out.flush()
+        while not stop.wait(0.5):
+            if not any(thread.is_alive() for thread in threads):
+                break
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join()
+        app.close()
+    out.write("ledger: worker stopped\n")
+    return 0
+
+
+def cmd_projections_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    with open_database(settings) as target, connect(target) as conn:
+        rows = projection_status(conn, all_projections())
+    if args.json:
+        _print_json([{**vars(r), "lag": r.lag} for r in rows], out)
+        return 0
+    out.write("projection   generation  position      head       lag  worker\n")
+    for r in rows:
+        worker = "active" if r.active_worker else "none"
+        out.write(
+            f"{r.name:<12} {r.generation or '-':>10} {r.position:>9} {r.head:>9} {r.lag:>9}  {worker}\n"
+        )
+    return 0
+
+
+def cmd_projections_rebuild(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    try:
+        projection = projection_named(args.name)
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    started = time.monotonic()
+    last_report = [0.0]
+
+    def progress(position: int, head: int) -> None:
+        now = time.monotonic()
+        if now - last_report[0] >= 1 or position >= head:
+            last_report[0] = now
+            rate = position / max(now - started, 1e-9)
+            out.write(f"rebuild {projection.name}: {position}/{head} ({rate:,.0f} events/s)\n")
+            out.flush()
+
+    with open_database(settings) as target:
+        app = Ledger(env=target.eventsourcing_env())
+        try:
+            generation, position = rebuild(
+                projection, lambda: connect(target), app.recorder, app.mapper, progress=progress
+            )
+        finally:
+            app.close()
+    out.write(f"{projection.name}: generation {generation} is live at position {position}\n")
     return 0
 
 
@@ -406,6 +506,20 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
         return p
 
     command(sub, "serve", None, "run the ledger service in the foreground").set_defaults(serve=True)
+    worker = command(sub, "worker", None, "run the projection workers (all, or --projection NAME...)")
+    worker.set_defaults(settings_handler=cmd_worker)
+    worker.add_argument("--projection", action="append", help="run only this projection (repeatable)")
+    worker.add_argument("--batch-size", type=int, default=2000, help="most events per transaction")
+    projections = command(sub, "projections", None, "the read models and their progress")
+    proj_sub = projections.add_subparsers(dest="projections_command", metavar="COMMAND", required=True)
+    command(proj_sub, "status", None, "position, head of the log and lag of each projection").set_defaults(
+        settings_handler=cmd_projections_status
+    )
+    rebuild_parser = command(
+        proj_sub, "rebuild", None, "rebuild a projection from the start, then swap it in"
+    )
+    rebuild_parser.set_defaults(settings_handler=cmd_projections_rebuild)
+    rebuild_parser.add_argument("name", help="all_sales, outbound, refunds or inventory")
     db = command(sub, "db", None, "the PostgreSQL the ledger uses")
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     command(db_sub, "status", None, "where the data lives, server version, tables").set_defaults(status=True)
@@ -502,6 +616,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         handler: Handler | None = getattr(args, "handler", None)
         if getattr(args, "serve", False):
             return cmd_serve(args, settings, out)
+        settings_handler = getattr(args, "settings_handler", None)
+        if settings_handler is not None:
+            return int(settings_handler(args, settings, out))
         if handler is None:
             return cmd_status(args, settings, out)
         with open_ledger(settings) as app:

@@ -232,6 +232,16 @@ def _connect(target: PostgresTarget) -> psycopg.Connection[TupleRow]:
         raise DatabaseUnavailableError(msg) from exc
 
 
+def connect(target: PostgresTarget, *, autocommit: bool = False) -> psycopg.Connection[TupleRow]:
+    """A connection whose search_path starts with the target's schema (then public, for extensions)."""
+    conninfo = make_conninfo(target.conninfo(), options=f"-c search_path={target.schema},public")
+    try:
+        return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg.OperationalError as exc:
+        msg = f"cannot connect to PostgreSQL at {target.redacted_url()}: {exc}".strip()
+        raise DatabaseUnavailableError(msg) from exc
+
+
 def ensure_schema(target: PostgresTarget) -> bool:
     """Create the target's schema unless it exists (eventsourcing does not); True if created."""
     with _connect(target) as conn:

@@ -12,7 +12,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 from uuid import uuid4
 
 import pytest
@@ -21,18 +20,10 @@ from ledger.cli import EXIT_FAILED, EXIT_USAGE, main
 from ledger.database import PostgresTarget
 
 
-def _url(target: PostgresTarget) -> str:
-    password = f":{quote(target.password, safe='')}" if target.password else ""
-    auth = f"{quote(target.user, safe='')}{password}@"
-    if target.is_unix_socket:
-        return f"postgresql://{auth}/{target.dbname}?host={target.host}&port={target.port}"
-    return f"postgresql://{auth}{target.host}:{target.port}/{target.dbname}"
-
-
 @pytest.fixture
-def cli(pg_target: PostgresTarget, monkeypatch: pytest.MonkeyPatch):
+def cli(pg_target: PostgresTarget, pg_url: str, monkeypatch: pytest.MonkeyPatch):
     """Runs `ledger ARGS` in-process on the test schema; returns (exit status, stdout, stderr)."""
-    monkeypatch.setenv("LEDGER_DATABASE_URL", _url(pg_target))
+    monkeypatch.setenv("LEDGER_DATABASE_URL", pg_url)
     monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", pg_target.schema)
 
     def run(*args: str) -> tuple[int, str, str]:

@@ -280,6 +280,7 @@ class Order(Aggregate):
                 state.refunded_item += item.item_amount
                 state.refunded_tax += item.tax_amount
                 state.refunded_shipping += item.shipping_amount
+                state.requested_cancel = min(state.requested_cancel, state.open_quantity)
             order.refunds[self.refund_id] = Refund(
                 self.refund_id,
                 self.reason or "",

@@ -1,0 +1,325 @@
+"""All Sales projection: catch-up rate against the library's one-transaction-per-event runner, and live lag.
+
+    python bench/projection_catchup.py [--events 100000] [--library-events 5000] [--runs 3]
+                                       [--lag-seconds 10] [--lag-rate 500]
+
+Uses LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in a temporary directory. Works in a schema of
+its own, dropped at the end. Prints one JSON object with every figure (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.projection import Projection as LibraryProjection
+from eventsourcing.projection import ProjectionRunner
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from ledger.aggregates.order import Order
+from ledger.aggregates.values import (
+    Buyer,
+    Carrier,
+    Context,
+    ImportedOrder,
+    LineQuantity,
+    Marketplace,
+    OrderLine,
+    PaymentStatus,
+    RefundReason,
+)
+from ledger.application import Ledger
+from ledger.config import Settings
+from ledger.database import EmbeddedPostgres, PostgresTarget, connect, ensure_schema, parse_database_url
+from ledger.projections import base
+from ledger.projections.all_sales import AllSalesProjection
+
+CTX = Context(actor="bench")
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def generate(app: Ledger, events: int) -> int:
+    """Orders (import, ship, some refunds) over three marketplaces until about `events` events exist."""
+    accounts = [
+        app.register_account(CTX, seller=f"seller-{i % 3}", marketplace=m, name="bench")
+        for i, m in enumerate([Marketplace.WALMART, Marketplace.EBAY, Marketplace.RAKUTEN])
+    ]
+    written, i, batch = 0, 0, []
+    while written < events:
+        account = accounts[i % 3]
+        order = Order.import_order(
+            CTX,
+            seller=account.seller,
+            account_id=account.account_id,
+            marketplace=Marketplace(account.marketplace),
+            order=ImportedOrder(
+                f"B-{i}",
+                NOW - timedelta(minutes=i % 50_000),
+                "USD",
+                PaymentStatus.PAID,
+                Buyer(f"Buyer {i}", f"buyer{i}@example.com"),
+                (
+                    OrderLine("1", f"SKU-{i % 500}", 2, Decimal("19.99"), Decimal("1.60")),
+                    OrderLine("2", f"SKU-{i % 77}", 1, Decimal("5.00")),
+                ),
+            ),
+            third_party_managed=False,
+        )
+        order.ship(CTX, carrier=Carrier.FEDEX, tracking_number="123456789012", shipped_at=NOW, now=NOW,
+                   lines=(LineQuantity("1", 1),))  # fmt: skip
+        if i % 4 == 0:
+            order.refund(CTX, reason=RefundReason.DAMAGED, lines=None)
+        written += len(order.pending_events)
+        batch.append(order)
+        i += 1
+        if len(batch) >= 100:
+            app.save(*batch)
+            batch = []
+    if batch:
+        app.save(*batch)
+    return written
+
+
+# ------------------------------------------------------------------------------- the library
+
+
+class LibraryAllSalesView(PostgresTrackingRecorder):
+    """The same fold as AllSalesProjection, applied the library's way: one transaction per event."""
+
+    generation = 1
+    schema = "public"
+
+    def apply(self, event: Any, tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            cur = curs.connection.cursor(row_factory=tuple_row)
+            cur.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(self.schema)))
+            AllSalesProjection().apply(
+                cur, base.Tables(self.generation), [base.Event(tracking.notification_id, event)]
+            )
+            self._insert_tracking(curs, tracking)
+
+
+class LibraryAllSalesProjection(LibraryProjection[LibraryAllSalesView]):
+    name = "library_all_sales"
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.apply(domain_event, tracking)
+
+
+def library_rate(target: PostgresTarget, app: Ledger, events: int) -> float:
+    with connect(target) as conn:
+        generation, _ = base.install(conn, AllSalesProjection())
+        conn.execute(
+            sql.SQL("TRUNCATE {}, {}, {}").format(
+                *(base.Tables(generation)[t] for t in AllSalesProjection.tables)
+            )
+        )
+        conn.execute("DROP TABLE IF EXISTS library_all_sales_tracking")
+        conn.commit()
+        row = conn.execute(
+            "SELECT notification_id FROM ledger_events ORDER BY notification_id OFFSET %s LIMIT 1",
+            (events - 1,),
+        ).fetchone()
+    assert row is not None
+    last = int(row[0])
+    LibraryAllSalesView.generation = generation
+    LibraryAllSalesView.schema = target.schema
+    env = target.eventsourcing_env()
+    started = time.perf_counter()
+    with ProjectionRunner(
+        application_class=Ledger,
+        projection_class=LibraryAllSalesProjection,
+        view_class=LibraryAllSalesView,
+        env=env,
+    ) as runner:
+        runner.wait(last, timeout=3600)
+    return events / (time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------- ours
+
+
+def our_rate(target: PostgresTarget, app: Ledger, total: int) -> float:
+    started = time.perf_counter()
+    base.rebuild(AllSalesProjection(), lambda: connect(target), app.recorder, app.mapper)
+    return total / (time.perf_counter() - started)
+
+
+def live_lag(target: PostgresTarget, app: Ledger, seconds: float, rate: float) -> dict[str, Any]:
+    """Commands at a steady rate while the worker follows; lag = event committed -> row visible."""
+    worker = base.ProjectionWorker(AllSalesProjection(), lambda: connect(target), app.recorder, app.mapper)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert worker.is_active.wait(30)
+    seen: list[tuple[float, int]] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        with connect(target, autocommit=True) as conn:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(base.PROGRESS_CHANNEL)))
+            watching.set()
+            while not stop.is_set():
+                for note in conn.notifies(timeout=0.2, stop_after=50):
+                    name, _, position = note.payload.partition(":")
+                    if name == "all_sales":
+                        seen.append((time.perf_counter(), int(position)))
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    watching.wait(10)
+    order_ids = _load_targets(app, int(seconds * rate) + 10)
+    committed: list[tuple[float, int]] = []
+    lock = threading.Lock()
+    clients = 16
+    interval = clients / rate
+    deadline = time.perf_counter() + seconds
+
+    def client(k: int) -> None:
+        writer = Ledger(env=target.eventsourcing_env())
+        next_at = time.perf_counter() + k * interval / clients
+        j = k
+        while next_at < deadline:
+            time.sleep(max(next_at - time.perf_counter(), 0))
+            result = writer.ship(CTX, order_ids[j % len(order_ids)], carrier=Carrier.UPS,
+                                 tracking_number="1Z999AA10123456784", lines=(LineQuantity("1", 1),))  # fmt: skip
+            with lock:
+                committed.append((time.perf_counter(), result.notification_id or 0))
+            next_at += interval
+            j += clients
+        writer.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(1.0)
+    stop.set()
+    watcher.join()
+    worker.stop()
+    thread.join()
+    lags = []
+    for at, position in committed:
+        visible = next((t for t, p in seen if p >= position), None)
+        if visible is not None:
+            lags.append(max(visible - at, 0.0) * 1000)
+    lags.sort()
+    return {
+        "commands": len(committed),
+        "achieved_rate": round(len(committed) / seconds, 1),
+        "lag_ms_p50": round(statistics.median(lags), 2) if lags else None,
+        "lag_ms_p99": round(lags[int(len(lags) * 0.99) - 1], 2) if lags else None,
+        "lag_samples": len(lags),
+    }
+
+
+def _load_targets(app: Ledger, commands: int) -> list[Any]:
+    """Orders with enough unshipped units for `commands` one-unit shipments."""
+    account = app.register_account(
+        CTX, seller="lag", marketplace=Marketplace.WALMART, name=secrets.token_hex(3)
+    )
+    orders = []
+    for i in range(commands // 50 + 1):
+        order = Order.import_order(
+            CTX,
+            seller="lag",
+            account_id=account.account_id,
+            marketplace=Marketplace.WALMART,
+            order=ImportedOrder(
+                f"L-{i}",
+                NOW,
+                "USD",
+                PaymentStatus.PAID,
+                Buyer("B", "b@example.com"),
+                (OrderLine("1", "SKU", 60, Decimal("1.00")),),
+            ),  # fmt: skip
+            third_party_managed=False,
+        )
+        orders.append(order)
+    app.save(*orders)
+    return [o.id for o in orders]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--library-events", type=int, default=5_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--lag-seconds", type=float, default=10.0)
+    parser.add_argument("--lag-rate", type=float, default=500.0)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    with ExitStack() as stack:
+        schema = f"bench_{secrets.token_hex(4)}"
+        if settings.database_url:
+            target = parse_database_url(settings.database_url, schema)
+        else:
+            data = Path(tempfile.mkdtemp(prefix="ledger-bench-", dir="/tmp"))
+            target = dataclasses.replace(stack.enter_context(EmbeddedPostgres(data)), schema=schema)
+        ensure_schema(target)
+        stack.callback(_drop_schema, target)
+        app = Ledger(env=target.eventsourcing_env())
+        stack.callback(app.close)
+        t0 = time.perf_counter()
+        total = generate(app, args.events)
+        generated_in = time.perf_counter() - t0
+        ours = [our_rate(target, app, total) for _ in range(args.runs)]
+        library = [library_rate(target, app, min(args.library_events, total)) for _ in range(args.runs)]
+        base.rebuild(AllSalesProjection(), lambda: connect(target), app.recorder, app.mapper)
+        lag = live_lag(target, app, args.lag_seconds, args.lag_rate) if args.lag_seconds > 0 else None
+        with connect(target) as conn:
+            server = conn.execute("SHOW server_version").fetchone()
+        result = {
+            "benchmark": "all_sales catch-up and live lag",
+            "machine": {
+                "cpus": _cpus(),
+                "python": platform.python_version(),
+                "postgres": server[0] if server else None,
+            },
+            "events": total,
+            "generated_events_per_s": round(total / generated_in),
+            "ours_events_per_s_runs": [round(r) for r in ours],
+            "ours_events_per_s_median": round(statistics.median(ours)),
+            "library_events": min(args.library_events, total),
+            "library_events_per_s_runs": [round(r) for r in library],
+            "library_events_per_s_median": round(statistics.median(library)),
+            "ratio_ours_to_library": round(statistics.median(ours) / statistics.median(library), 1),
+            "target_events_per_s": 15_000,
+            "live_lag": lag,
+        }
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+
+def _cpus() -> int:
+    return os.cpu_count() or 0
+
+
+def _drop_schema(target: PostgresTarget) -> None:
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target.schema)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,511 @@
+"""Projections of the event log into PostgreSQL tables, exactly once, in batches, rebuildable without downtime.
+
+Each projection keeps its tables in *generations* (`all_sales_orders_g1`, ...) behind a view with the base name
+(`all_sales_orders`), which is what readers query. `projection_state` holds, per projection and generation, the
+position (notification id) up to which the generation's tables are complete, and which generation is active.
+
+- Exactly once: a batch's writes and its new position commit in one transaction.
+- One active worker per projection: a PostgreSQL session advisory lock elects it; others wait as standby.
+- Low lag: the worker follows the log through the eventsourcing library's LISTEN/NOTIFY subscription and
+  applies whatever has arrived as one batch, so catch-up runs thousands of events per transaction.
+- Rebuild: a new generation is built from position zero beside the live one, then swapped in by one
+  transaction that locks the state row, applies the last events, moves the views and flips `active`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psycopg
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification, PersistenceError
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from ..database import DatabaseUnavailableError
+
+logger = logging.getLogger(__name__)
+
+Connect = Callable[[], psycopg.Connection[TupleRow]]
+Cursor = psycopg.Cursor[TupleRow]
+PROGRESS_CHANNEL = "ledger_projection_progress"
+EVENTS_TABLE = "ledger_events"
+
+STATE_DDL = """
+CREATE TABLE IF NOT EXISTS projection_state (
+    name text NOT NULL,
+    generation integer NOT NULL,
+    position bigint NOT NULL DEFAULT 0,
+    active boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, generation)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS projection_state_one_active ON projection_state (name) WHERE active;
+"""
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The physical table of each of a projection's base names, for one generation."""
+
+    generation: int
+
+    def __getitem__(self, base: str) -> sql.Identifier:
+        return sql.Identifier(self.name(base))
+
+    def name(self, base: str) -> str:
+        return f"{base}_g{self.generation}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of the log as a projection sees it: its position and the decoded domain event."""
+
+    position: int
+    event: Any
+
+    @property
+    def type(self) -> str:
+        return type(self.event).__name__
+
+
+class Projection(ABC):
+    """A read model: how to create its tables, and how to apply a batch of events to them."""
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[str, ...]]
+    topics: ClassVar[tuple[str, ...]] = ()  # event topics to read; empty: all
+
+    @abstractmethod
+    def create_tables(self, cur: Cursor, t: Tables) -> None:
+        """Create this generation's tables and indexes (IF NOT EXISTS)."""
+
+    def create_indexes(self, cur: Cursor, t: Tables) -> None:  # noqa: B027 - optional hook
+        """Secondary indexes (IF NOT EXISTS). A rebuild creates them after catching up: building an index
+        once is much cheaper than maintaining it through every batch."""
+
+    @abstractmethod
+    def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
+        """Apply events in log order. Runs inside the batch's transaction."""
+
+    def carry_over(self, cur: Cursor, old: Tables, new: Tables) -> None:  # noqa: B027 - optional hook
+        """At a rebuild's swap, copy into the new generation what is not derived from events."""
+
+
+def lock_key(name: str) -> int:
+    """A stable advisory-lock key per projection (non-negative 31 bits, so pg_locks shows it as objid)."""
+    return zlib.crc32(f"ledger-projection:{name}".encode()) & 0x7FFFFFFF
+
+
+def ensure_state(conn: psycopg.Connection[TupleRow]) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("#ddl"),))
+        conn.execute(STATE_DDL)
+
+
+_ACTIVE = {
+    "": "SELECT generation, position FROM projection_state WHERE name = %s AND active",
+    "share": "SELECT generation, position FROM projection_state WHERE name = %s AND active FOR SHARE",
+    "update": "SELECT generation, position FROM projection_state WHERE name = %s AND active FOR UPDATE",
+}
+
+
+def active_generation(cur: Cursor, name: str, *, lock: str = "") -> tuple[int, int] | None:
+    """(generation, position) of the projection's active generation; `lock`: "", "share" or "update"."""
+    row = cur.execute(_ACTIVE[lock], (name,)).fetchone()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def install(conn: psycopg.Connection[TupleRow], projection: Projection) -> tuple[int, int]:
+    """Make sure the projection has an active generation with its tables and views; return it."""
+    ensure_state(conn)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("#ddl"),))
+        current = active_generation(cur, projection.name)
+        if current is None:
+            cur.execute(
+                "INSERT INTO projection_state (name, generation, active) VALUES (%s, 1, true)"
+                " ON CONFLICT (name, generation) DO UPDATE SET active = true",
+                (projection.name,),
+            )
+            current = (1, 0)
+        projection.create_tables(cur, Tables(current[0]))
+        projection.create_indexes(cur, Tables(current[0]))
+        _point_views(cur, projection, Tables(current[0]))
+    return current
+
+
+def _point_views(cur: Cursor, projection: Projection, t: Tables) -> None:
+    for base in projection.tables:
+        cur.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(base)))
+        cur.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(sql.Identifier(base), t[base]))
+
+
+def head_position(cur: Cursor) -> int:
+    row = cur.execute(
+        sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(sql.Identifier(EVENTS_TABLE))
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def decode(mapper: Mapper[Any], notifications: Sequence[Notification]) -> list[Event]:
+    return [Event(n.id, mapper.to_domain_event(n)) for n in notifications]
+
+
+class ProjectionWorker:
+    """Keeps one projection's active generation up to date, while it holds the projection's lock."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        connect: Connect,
+        recorder: ApplicationRecorder,
+        mapper: Mapper[Any],
+        *,
+        batch_size: int = 2000,
+        standby_interval: float = 1.0,
+        on_active: Callable[[str], None] | None = None,
+    ) -> None:
+        self.on_active = on_active
+        self.projection = projection
+        self.connect = connect
+        self.recorder = recorder
+        self.mapper = mapper
+        self.batch_size = batch_size
+        self.standby_interval = standby_interval
+        self.is_active = threading.Event()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Wait to be elected, then follow the log until stopped. Survives the database going away."""
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                self._run_once()
+            except (psycopg.OperationalError, PersistenceError, DatabaseUnavailableError) as e:
+                logger.warning("projection %s: database unavailable (%s); retrying", self.projection.name, e)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            else:
+                backoff = 0.5
+
+    def _run_once(self) -> None:
+        with self.connect() as lock_conn:
+            lock_conn.autocommit = True
+            while not self.stopping.is_set():
+                row = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.projection.name),))
+                if (got := row.fetchone()) and got[0]:
+                    break
+                self.stopping.wait(self.standby_interval)
+            else:
+                return
+            logger.info("projection %s: active", self.projection.name)
+            self.is_active.set()
+            if self.on_active is not None:
+                self.on_active(self.projection.name)
+            try:
+                with self.connect() as conn:
+                    while not self.stopping.is_set():
+                        generation, position = install(conn, self.projection)
+                        self._follow(conn, generation, position)
+            finally:
+                self.is_active.clear()
+
+    def _follow(self, conn: psycopg.Connection[TupleRow], generation: int, position: int) -> None:
+        """Apply batches until stopped or the active generation changes (a rebuild swapped it)."""
+        with self._subscription(position) as arrivals:
+            while not self.stopping.is_set():
+                batch = _drain(arrivals, self.batch_size, timeout=0.2)
+                if batch and not self._apply(conn, generation, batch):
+                    return
+
+    @contextmanager
+    def _subscription(self, position: int) -> Iterator[queue.Queue[Notification | BaseException]]:
+        arrivals: queue.Queue[Notification | BaseException] = queue.Queue(maxsize=self.batch_size * 4)
+        subscription = self.recorder.subscribe(gt=position, topics=self.projection.topics)
+
+        def read() -> None:
+            try:
+                for notification in subscription:
+                    while not self.stopping.is_set():
+                        try:
+                            arrivals.put(notification, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as e:  # handed to the worker thread, which raises it
+                arrivals.put(e)
+
+        reader = threading.Thread(target=read, name=f"{self.projection.name}-subscription", daemon=True)
+        reader.start()
+        try:
+            yield arrivals
+        finally:
+            subscription.stop()
+            reader.join(timeout=5)
+
+    def _apply(self, conn: psycopg.Connection[TupleRow], generation: int, batch: list[Notification]) -> bool:
+        with conn.transaction(), conn.cursor() as cur:
+            current = active_generation(cur, self.projection.name, lock="share")
+            if current is None or current[0] != generation:
+                return False
+            events = decode(self.mapper, [n for n in batch if n.id > current[1]])
+            if not events:
+                return True
+            apply_batch(cur, self.projection, Tables(generation), events)
+        return True
+
+
+def apply_batch(cur: Cursor, projection: Projection, t: Tables, events: Sequence[Event]) -> None:
+    """Apply events and advance the generation's position, in the caller's transaction."""
+    projection.apply(cur, t, events)
+    last = events[-1].position
+    cur.execute(
+        "UPDATE projection_state SET position = %s, updated_at = now() WHERE name = %s AND generation = %s",
+        (last, projection.name, t.generation),
+    )
+    cur.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, f"{projection.name}:{last}"))
+
+
+def _drain(
+    arrivals: queue.Queue[Notification | BaseException], limit: int, timeout: float
+) -> list[Notification]:
+    """Whatever has arrived, up to `limit`; waits up to `timeout` for the first."""
+    try:
+        first = arrivals.get(timeout=timeout)
+    except queue.Empty:
+        return []
+    items = [first]
+    while len(items) < limit:
+        try:
+            items.append(arrivals.get_nowait())
+        except queue.Empty:
+            break
+    for item in items:
+        if isinstance(item, BaseException):
+            raise item
+    return items  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------- rebuild
+
+
+def rebuild(
+    projection: Projection,
+    connect: Connect,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    *,
+    batch_size: int = 2000,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Build a new generation from position zero while the active one keeps serving, then swap atomically.
+
+    Returns (new generation, position). The live worker, if any, notices the swap and follows the new one.
+    """
+    with connect() as conn:
+        install(conn, projection)
+        with conn.transaction(), conn.cursor() as cur:
+            row = cur.execute(
+                "SELECT coalesce(max(generation), 0) + 1 FROM projection_state WHERE name = %s",
+                (projection.name,),
+            ).fetchone()
+            assert row is not None
+            new = Tables(int(row[0]))
+            cur.execute(
+                "INSERT INTO projection_state (name, generation, active) VALUES (%s, %s, false)",
+                (projection.name, new.generation),
+            )
+            _drop_tables(cur, projection, new)
+            projection.create_tables(cur, new)
+        position = _catch_up(conn, projection, new, 0, recorder, mapper, batch_size, progress)
+        with conn.transaction(), conn.cursor() as cur:
+            projection.create_indexes(cur, new)
+        position = _catch_up(conn, projection, new, position, recorder, mapper, batch_size, None)
+        with conn.transaction(), conn.cursor() as cur:
+            old_generation, _ = active_generation(cur, projection.name, lock="update") or (0, 0)
+            # Writers are paused by the lock above only for the events still to apply: usually a few.
+            position = _catch_up_in(cur, projection, new, position, recorder, mapper, batch_size)
+            projection.carry_over(cur, Tables(old_generation), new)
+            cur.execute(
+                "UPDATE projection_state SET active = false WHERE name = %s AND generation = %s",
+                (projection.name, old_generation),
+            )
+            cur.execute(
+                "UPDATE projection_state SET active = true, updated_at = now() WHERE name = %s AND generation = %s",
+                (projection.name, new.generation),
+            )
+            _point_views(cur, projection, new)
+        with conn.transaction(), conn.cursor() as cur:
+            _drop_tables(cur, projection, Tables(old_generation))
+            cur.execute(
+                "DELETE FROM projection_state WHERE name = %s AND generation < %s",
+                (projection.name, new.generation),
+            )
+    return new.generation, position
+
+
+def _drop_tables(cur: Cursor, projection: Projection, t: Tables) -> None:
+    for base in projection.tables:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(t[base]))
+
+
+def _catch_up(
+    conn: psycopg.Connection[TupleRow],
+    projection: Projection,
+    t: Tables,
+    position: int,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    batch_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """Apply batches into generation `t` until the head of the log, one transaction per batch.
+
+    A reader thread selects and decodes the next batch while this one is written, so the database's time
+    and Python's overlap.
+    """
+    batches: queue.Queue[list[Event] | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read() -> None:
+        start = position
+        try:
+            while not stop.is_set():
+                notifications = recorder.select_notifications(
+                    start=start, limit=batch_size, topics=projection.topics, inclusive_of_start=False
+                )
+                if not notifications:
+                    break
+                batches.put(decode(mapper, notifications))
+                start = notifications[-1].id
+        except BaseException as e:  # handed to the writing thread, which raises it
+            batches.put(e)
+        batches.put(None)
+
+    reader = threading.Thread(target=read, name=f"{projection.name}-rebuild-reader", daemon=True)
+    reader.start()
+    try:
+        while (batch := batches.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            with conn.transaction(), conn.cursor() as cur:
+                apply_batch(cur, projection, t, batch)
+                head = head_position(cur) if progress else 0
+            position = batch[-1].position
+            if progress:
+                progress(position, head)
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting to put
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.1)
+    return position
+
+
+def _catch_up_in(
+    cur: Cursor,
+    projection: Projection,
+    t: Tables,
+    position: int,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    batch_size: int,
+    *,
+    once: bool = False,
+) -> int:
+    while True:
+        notifications = recorder.select_notifications(
+            start=position, limit=batch_size, topics=projection.topics, inclusive_of_start=False
+        )
+        if not notifications:
+            return position
+        apply_batch(cur, projection, t, decode(mapper, notifications))
+        position = notifications[-1].id
+        if once or len(notifications) < batch_size:
+            return position
+
+
+# ------------------------------------------------------------------------- status and waits
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    generation: int | None
+    position: int
+    head: int
+    active_worker: bool
+    updated_at: Any
+
+    @property
+    def lag(self) -> int:
+        return max(self.head - self.position, 0)
+
+
+def status(conn: psycopg.Connection[TupleRow], projections: Sequence[Projection]) -> list[ProjectionStatus]:
+    ensure_state(conn)
+    result = []
+    with conn.transaction(), conn.cursor() as cur:
+        head = head_position(cur) if _events_table_exists(cur) else 0
+        for projection in projections:
+            row = cur.execute(
+                "SELECT generation, position, updated_at FROM projection_state WHERE name = %s AND active",
+                (projection.name,),
+            ).fetchone()
+            worker = cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND classid = 0 AND objid = %s AND objsubid = 1)",
+                (lock_key(projection.name),),
+            ).fetchone()
+            result.append(
+                ProjectionStatus(
+                    projection.name,
+                    int(row[0]) if row else None,
+                    int(row[1]) if row else 0,
+                    head,
+                    bool(worker and worker[0]),
+                    row[2] if row else None,
+                )
+            )
+    return result
+
+
+def _events_table_exists(cur: Cursor) -> bool:
+    row = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (EVENTS_TABLE,)).fetchone()
+    return bool(row and row[0])
+
+
+def wait_for(conn: psycopg.Connection[TupleRow], name: str, position: int, timeout: float) -> bool:
+    """Read-your-writes: wait until projection `name` has applied `position`. False on timeout."""
+    deadline = time.monotonic() + timeout
+    conn.autocommit = True
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(PROGRESS_CHANNEL)))
+    try:
+        while True:
+            row = conn.execute(
+                "SELECT position FROM projection_state WHERE name = %s AND active", (name,)
+            ).fetchone()
+            if row and int(row[0]) >= position:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for _ in conn.notifies(timeout=min(remaining, 0.5), stop_after=1):
+                pass
+    finally:
+        conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(PROGRESS_CHANNEL)))

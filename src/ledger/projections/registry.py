@@ -1,0 +1,18 @@
+"""Every projection the ledger runs, by name."""
+
+from __future__ import annotations
+
+from .all_sales import AllSalesProjection
+from .base import Projection
+
+
+def all_projections() -> list[Projection]:
+    return [AllSalesProjection()]
+
+
+def projection_named(name: str) -> Projection:
+    for projection in all_projections():
+        if projection.name == name:
+            return projection
+    known = ", ".join(p.name for p in all_projections())
+    raise KeyError(f"no projection {name!r}; known: {known}")
