@@ -35,8 +35,8 @@ from .aggregates.values import (
 from .api.schemas import decode_orders
 from .application import Ledger
 from .config import ConfigError, Settings
-from .database import DatabaseUnavailableError, check_connection, connect, open_database
-from .projections.base import ProjectionWorker, rebuild
+from .database import DatabaseUnavailableError, PostgresTarget, check_connection, connect, open_database
+from .projections.base import Projection, ProjectionWorker, rebuild
 from .projections.base import status as projection_status
 from .projections.registry import all_projections, projection_named
 from .queries import HistoryEntry, OrderDetails
@@ -101,7 +101,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """Keep the ledger's database up in the foreground until SIGINT or SIGTERM, then stop it cleanly."""
+    """Run the ledger in the foreground (database and projection workers) until SIGINT or SIGTERM."""
     stop = _stop_on_signals()
     with open_database(settings) as target:
         Ledger(env=target.eventsourcing_env()).close()
@@ -111,7 +111,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             "ledger: other `ledger` commands in another terminal use this server; Ctrl-C stops it\n"
         )
         out.flush()
-        stop.wait()
+        if args.no_workers:
+            stop.wait()
+        else:
+            _run_workers(target, all_projections(), 2000, stop, out)
     out.write("ledger: stopped\n")
     return 0
 
@@ -135,40 +138,43 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         raise UsageError(str(e.args[0])) from None
     stop = _stop_on_signals()
     with open_database(settings) as target:
-        app = Ledger(env=target.eventsourcing_env())
-        lock = threading.Lock()
-
-        def announce(name: str) -> None:
-            with lock:
-                out.write(f"ledger: {name} active\n")
-                out.flush()
-
-        workers = [
-            ProjectionWorker(
-                p,
-                lambda: connect(target),
-                app.recorder,
-                app.mapper,
-                batch_size=args.batch_size,
-                on_active=announce,
-            )
-            for p in projections
-        ]
-        threads = [threading.Thread(target=w.run, name=f"worker-{w.projection.name}") for w in workers]
-        for thread in threads:
-            thread.start()
-        out.write(f"ledger: worker running {', '.join(names)} (standby until elected); Ctrl-C stops it\n")
-        out.flush()
-        while not stop.wait(0.5):
-            if not any(thread.is_alive() for thread in threads):
-                break
-        for worker in workers:
-            worker.stop()
-        for thread in threads:
-            thread.join()
-        app.close()
+        _run_workers(target, projections, args.batch_size, stop, out)
     out.write("ledger: worker stopped\n")
     return 0
+
+
+def _run_workers(
+    target: PostgresTarget, projections: list[Projection], batch_size: int, stop: threading.Event, out: TextIO
+) -> None:
+    """One thread per projection, each elected by its advisory lock, until `stop` is set."""
+    app = Ledger(env=target.eventsourcing_env())
+    lock = threading.Lock()
+
+    def announce(name: str) -> None:
+        with lock:
+            out.write(f"ledger: {name} active\n")
+            out.flush()
+
+    workers = [
+        ProjectionWorker(
+            p, lambda: connect(target), app.recorder, app.mapper, batch_size=batch_size, on_active=announce
+        )
+        for p in projections
+    ]
+    threads = [threading.Thread(target=w.run, name=f"worker-{w.projection.name}") for w in workers]
+    for thread in threads:
+        thread.start()
+    names = ", ".join(p.name for p in projections)
+    out.write(f"ledger: workers for {names} started (standby until elected)\n")
+    out.flush()
+    while not stop.wait(0.5):
+        if not any(thread.is_alive() for thread in threads):
+            break
+    for worker in workers:
+        worker.stop()
+    for thread in threads:
+        thread.join()
+    app.close()
 
 
 def cmd_projections_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -505,7 +511,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
             p.set_defaults(handler=handler)
         return p
 
-    command(sub, "serve", None, "run the ledger service in the foreground").set_defaults(serve=True)
+    serve = command(sub, "serve", None, "run the ledger (database and projection workers) in the foreground")
+    serve.set_defaults(serve=True)
+    serve.add_argument(
+        "--no-workers", action="store_true", help="don't run projection workers in this process"
+    )
     worker = command(sub, "worker", None, "run the projection workers (all, or --projection NAME...)")
     worker.set_defaults(settings_handler=cmd_worker)
     worker.add_argument("--projection", action="append", help="run only this projection (repeatable)")
