@@ -22,6 +22,7 @@ from eventsourcing.persistence import IntegrityError
 from ledger.aggregates.account import MarketplaceAccount, SellerAccounts
 from ledger.aggregates.chain import GENESIS_HASH, chain_hash
 from ledger.aggregates.errors import LedgerError, NothingToShipError, OverShipmentError
+from ledger.aggregates.order import Order
 from ledger.aggregates.values import (
     Address,
     Buyer,
@@ -629,3 +630,35 @@ def test_idempotency_key_replays_after_a_restart(make_ledger: LedgerFactory, sel
     details = restarted.get_order(order_id)
     assert (details.version, details.shipped_units, details.cancelled_units) == (4, 1, 1)
     assert event_types(restarted, order_id) == ["Imported", "Shipped", "Cancelled", "Restocked"]
+
+
+def test_one_save_of_a_thousand_orders_returns(ledger_env: dict[str, str]) -> None:
+    """A single save of 1,000 new orders commits (psycopg's pipeline mode deadlocked here over a Unix socket)."""
+    app = Ledger(env=ledger_env)
+    try:
+        account = app.register_account(
+            Context(actor="t"), seller=f"bulk-{uuid4().hex[:8]}", marketplace=Marketplace.WALMART, name="m"
+        )
+        orders = [
+            Order.import_order(
+                Context(actor="t"),
+                seller=account.seller,
+                account_id=account.account_id,
+                marketplace=Marketplace.WALMART,
+                order=ImportedOrder(
+                    f"bulk-{i}",
+                    datetime(2026, 11, 20, tzinfo=UTC),
+                    "USD",
+                    PaymentStatus.PAID,
+                    Buyer("Buyer", "buyer@example.com"),
+                    (OrderLine("1", "SKU", 2, Decimal("10.00")),),
+                ),
+                third_party_managed=False,
+            )
+            for i in range(1000)
+        ]
+        recordings = app.save(*orders)
+        assert len(recordings) == 1000
+        assert app.get_order(orders[-1].id).units == 2
+    finally:
+        app.close()
