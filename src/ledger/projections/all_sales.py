@@ -378,6 +378,17 @@ def _upsert(
 # ------------------------------------------------------------------------------------ projection
 
 
+def _trigram_schema(cur: Cursor) -> str:
+    """The schema holding pg_trgm (one per database, whatever schema first created it), installing it in
+    public if absent; the index names its operator class with it, so any deployment's schema can use it."""
+    cur.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+    row = cur.execute(
+        "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'"
+    ).fetchone()
+    assert row is not None
+    return str(row[0]).strip('"')
+
+
 class AllSalesProjection(Projection):
     name: ClassVar[str] = "all_sales"
     tables: ClassVar[tuple[str, ...]] = ("all_sales_orders", "all_sales_lines", "all_sales_counts")
@@ -391,8 +402,7 @@ class AllSalesProjection(Projection):
 
     def _ddl(self, cur: Cursor, t: Tables, *, indexes: bool) -> None:
         orders, lines, counts = t["all_sales_orders"], t["all_sales_lines"], t["all_sales_counts"]
-        if indexes:
-            cur.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        trgm = _trigram_schema(cur) if indexes else "public"
         statements = [
             """CREATE TABLE IF NOT EXISTS {orders} (
                 order_id uuid PRIMARY KEY, seller text NOT NULL, account_id uuid NOT NULL,
@@ -431,10 +441,11 @@ class AllSalesProjection(Projection):
             " WHERE open_disputes > 0",
             "CREATE INDEX IF NOT EXISTS {ix_mp_order} ON {orders} (seller, marketplace_order_id)",
             "CREATE INDEX IF NOT EXISTS {ix_email} ON {orders} (seller, lower(buyer_email))",
-            "CREATE INDEX IF NOT EXISTS {ix_name} ON {orders} USING gin (lower(buyer_name) gin_trgm_ops)",
+            "CREATE INDEX IF NOT EXISTS {ix_name} ON {orders} USING gin (lower(buyer_name) {trgm}.gin_trgm_ops)",
             "CREATE INDEX IF NOT EXISTS {ix_sku} ON {lines} (seller, sku, order_id)",
         ]
         names = {
+            "trgm": sql.Identifier(trgm),
             "orders": orders,
             "lines": lines,
             "counts": counts,

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psycopg
-from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification, PersistenceError
+from eventsourcing import persistence as es_persistence
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from psycopg import sql
 from psycopg.rows import TupleRow
 
@@ -185,20 +186,27 @@ class ProjectionWorker:
         self.standby_interval = standby_interval
         self.is_active = threading.Event()
         self.stopping = threading.Event()
+        self.error: Exception | None = None
 
     def stop(self) -> None:
         self.stopping.set()
 
     def run(self) -> None:
-        """Wait to be elected, then follow the log until stopped. Survives the database going away."""
+        """Wait to be elected, then follow the log until stopped. Survives the database going away; any other
+        error stops this worker and is kept in `error` (the process running it reports it and exits non-zero)."""
         backoff = 0.5
         while not self.stopping.is_set():
             try:
                 self._run_once()
-            except (psycopg.OperationalError, PersistenceError, DatabaseUnavailableError) as e:
+            except (psycopg.OperationalError, es_persistence.OperationalError, es_persistence.InterfaceError,
+                    DatabaseUnavailableError) as e:  # fmt: skip
                 logger.warning("projection %s: database unavailable (%s); retrying", self.projection.name, e)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+            except Exception as e:
+                self.error = e
+                logger.exception("projection %s: stopped by an error", self.projection.name)
+                return
             else:
                 backoff = 0.5
 
