@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from .all_sales import AllSalesProjection
 from .base import Projection
+from .inventory import InventoryProjection
+from .outbound import OutboundProjection
+from .refunds import RefundsProjection
 
 
 def all_projections() -> list[Projection]:
-    return [AllSalesProjection()]
+    return [AllSalesProjection(), OutboundProjection(), RefundsProjection(), InventoryProjection()]
 
 
 def projection_named(name: str) -> Projection:
