@@ -251,7 +251,7 @@ def _load_targets(app: Ledger, commands: int) -> list[Any]:
                 PaymentStatus.PAID,
                 Buyer("B", "b@example.com"),
                 (OrderLine("1", "SKU", 60, Decimal("1.00")),),
-            ),  # fmt: skip
+            ),
             third_party_managed=False,
         )
         orders.append(order)

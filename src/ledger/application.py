@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +25,7 @@ from eventsourcing.persistence import (
 )
 
 from .aggregates.account import MarketplaceAccount, SellerAccounts
+from .aggregates.api_key import ApiKey, SellerApiKeys
 from .aggregates.errors import InvalidInputError, LedgerError
 from .aggregates.order import Order
 from .aggregates.values import (
@@ -39,6 +43,7 @@ from .aggregates.values import (
     RefundReason,
     RefundRequestLine,
     Requester,
+    Role,
     SyncAction,
 )
 from .queries import (
@@ -47,6 +52,7 @@ from .queries import (
     CommandResult,
     HistoryEntry,
     ImportResult,
+    KeyDetails,
     OrderDetails,
 )
 
@@ -65,6 +71,10 @@ class AccountNotFoundError(LedgerError):
 
 class AccountNameTakenError(LedgerError):
     code = "account-name-taken"
+
+
+class ApiKeyNotFoundError(LedgerError):
+    code = "api-key-not-found"
 
 
 class VersionMismatchError(LedgerError):
@@ -235,16 +245,85 @@ class Ledger(Application[UUID]):
     def _accounts(self, index: SellerAccounts) -> list[MarketplaceAccount]:
         return [self.repository.get(account_id) for account_id in index.account_ids]
 
+    # ------------------------------------------------------------------------------- API keys
+
+    def create_api_key(
+        self, ctx: Context, *, seller: str, role: Role, name: str = ""
+    ) -> tuple[str, KeyDetails]:
+        """A new key for `seller`: returns the secret (shown once, never stored) and the key's details."""
+        check_seller(seller)
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey.issue(ctx, key_hash=hash_secret(secret), seller=seller, role=role, name=name)
+        for _ in range(MAX_ATTEMPTS):
+            index = self._key_index(seller)
+            index.add(key.id)
+            try:
+                self.save(key, index)
+            except IntegrityError:
+                continue  # another key was added to this seller's index meanwhile
+            return secret, KeyDetails.of(key)
+        raise ConcurrentUpdateError(f"seller {seller}'s keys kept changing; try again")
+
+    def list_api_keys(self, seller: str) -> list[KeyDetails]:
+        index = self._key_index(seller)
+        return [KeyDetails.of(self.repository.get(key_id)) for key_id in index.key_ids]
+
+    def revoke_api_key(self, ctx: Context, key_id: UUID, seller: str | None = None) -> KeyDetails:
+        """Revoke a key (of `seller`, when given); revoking a revoked key records nothing."""
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                key: object = self.repository.get(key_id)
+            except AggregateNotFoundError:
+                raise ApiKeyNotFoundError(f"no API key {key_id}") from None
+            if not isinstance(key, ApiKey) or (seller is not None and key.seller != seller):
+                raise ApiKeyNotFoundError(f"no API key {key_id}")
+            if not key.revoke(ctx, self.clock()):
+                return KeyDetails.of(key)
+            try:
+                self.save(key)
+            except IntegrityError:
+                continue
+            return KeyDetails.of(key)
+        raise ConcurrentUpdateError(f"API key {key_id} kept changing; try again")
+
+    def authenticate(self, secret: str) -> KeyDetails | None:
+        """The active key whose secret this is; None for an unknown or revoked key."""
+        if not secret.startswith(KEY_PREFIX) or len(secret) > MAX_SECRET_LENGTH:
+            return None
+        key_hash = hash_secret(secret)
+        try:
+            key: object = self.repository.get(ApiKey.create_id(key_hash))
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(key, ApiKey) or not hmac.compare_digest(key.key_hash, key_hash) or key.revoked:
+            return None
+        return KeyDetails.of(key)
+
+    def _key_index(self, seller: str) -> SellerApiKeys:
+        try:
+            index: SellerApiKeys = self.repository.get(SellerApiKeys.create_id(seller))
+        except AggregateNotFoundError:
+            return SellerApiKeys(seller=seller)
+        return index
+
     # --------------------------------------------------------------------------------- import
 
     def import_order(
         self, ctx: Context, account_id: UUID, order: ImportedOrder, *, seller: str | None = None
     ) -> ImportResult:
-        """Import once and only once: a re-sent order changes nothing, or records that it was paid."""
+        """Import once and only once: a re-sent order changes nothing, or records that it was paid.
+
+        A retry under an idempotency key this order has seen answers as the first import did (and is refused
+        if the request differs)."""
         account = self._account(account_id, seller)
         order_id = Order.create_id(account.seller, account.marketplace.value, order.marketplace_order_id)
         for _ in range(MAX_ATTEMPTS):
             existing = self._find_order(order_id)
+            if existing is not None and ctx.idempotency_key is not None:
+                versions = existing.versions_for_key(ctx.idempotency_key)
+                if versions:  # a retry of an import we recorded: answer as the first time did
+                    replay = self._replayed(existing, versions, ctx)
+                    return ImportResult(order_id, versions[0] == 1, replay.version, replay.events)
             if existing is None:
                 new = Order.import_order(
                     ctx,
@@ -540,6 +619,14 @@ class Ledger(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return order if isinstance(order, Order) else None
+
+
+KEY_PREFIX = "lk_"
+MAX_SECRET_LENGTH = 200
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def check_seller(seller: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import signal
 import sys
 import threading
@@ -30,6 +31,7 @@ from .aggregates.values import (
     Marketplace,
     RefundReason,
     RefundRequestLine,
+    Role,
     Source,
 )
 from .api.schemas import decode_orders
@@ -101,22 +103,65 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """Run the ledger in the foreground (database and projection workers) until SIGINT or SIGTERM."""
-    stop = _stop_on_signals()
+    """Serve the HTTP API (uvicorn, main thread) with the projection workers in threads, until SIGINT/SIGTERM."""
+    import uvicorn  # noqa: PLC0415 - only `serve` needs the HTTP server
+
+    from .api.app import create_app  # noqa: PLC0415
+
+    stop = threading.Event()
+    server: uvicorn.Server | None = None
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     with open_database(settings) as target:
         Ledger(env=target.eventsourcing_env()).close()
         info = check_connection(target)
+        url = f"http://{_url_host(args.host)}:{args.port}"
         out.write(
-            f"ledger: serving {info.version.split(' on ')[0]} at {info.url} (schema {info.schema})\n"
-            "ledger: other `ledger` commands in another terminal use this server; Ctrl-C stops it\n"
+            f"ledger: serving {url} on {info.version.split(' on ')[0]} at {info.url} (schema {info.schema})\n"
+            f"ledger: API docs {url}/schema; Ctrl-C stops\n"
+            "ledger: first key: ledger keys create --seller SELLER --role admin\n"
         )
         out.flush()
-        if args.no_workers:
-            stop.wait()
-        else:
-            _run_workers(target, all_projections(), 2000, stop, out)
+        config = uvicorn.Config(
+            create_app(target),
+            host=args.host,
+            port=args.port,
+            log_level=settings.log_level.lower(),
+            lifespan="on",
+        )
+        # uvicorn captures SIGINT/SIGTERM while it runs, then re-raises them to the handlers it found:
+        # ours, so that a signal stops the workers too and never kills the process mid-cleanup.
+        server = uvicorn.Server(config)
+        server.should_exit = stop.is_set()
+        workers: threading.Thread | None = None
+        if not args.no_workers:
+            workers = threading.Thread(
+                target=_run_workers,
+                args=(target, all_projections(), 2000, stop, out),
+                name="projection-workers",
+            )
+            workers.start()
+        try:
+            server.run()  # handles SIGINT/SIGTERM itself: returns once the open requests are done
+        finally:
+            stop.set()
+            if workers is not None:
+                workers.join()
+        if not server.started:
+            out.write(f"ledger: could not listen on {args.host}:{args.port}\n")
+            return EXIT_UNAVAILABLE
     out.write("ledger: stopped\n")
     return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 # --------------------------------------------------------------------------- projections
@@ -138,15 +183,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         raise UsageError(str(e.args[0])) from None
     stop = _stop_on_signals()
     with open_database(settings) as target:
-        _run_workers(target, projections, args.batch_size, stop, out)
+        failed = _run_workers(target, projections, args.batch_size, stop, out)
     out.write("ledger: worker stopped\n")
-    return 0
+    return EXIT_FAILED if failed else 0
 
 
 def _run_workers(
     target: PostgresTarget, projections: list[Projection], batch_size: int, stop: threading.Event, out: TextIO
-) -> None:
-    """One thread per projection, each elected by its advisory lock, until `stop` is set."""
+) -> bool:
+    """One thread per projection, each elected by its advisory lock, until `stop` is set or one fails.
+    Returns whether a worker failed (it said why on stderr)."""
     app = Ledger(env=target.eventsourcing_env())
     lock = threading.Lock()
 
@@ -168,13 +214,17 @@ def _run_workers(
     out.write(f"ledger: workers for {names} started (standby until elected)\n")
     out.flush()
     while not stop.wait(0.5):
-        if not any(thread.is_alive() for thread in threads):
+        if any(worker.error for worker in workers):
             break
     for worker in workers:
         worker.stop()
     for thread in threads:
         thread.join()
     app.close()
+    for worker in workers:
+        if worker.error is not None:
+            print(f"ledger: projection {worker.projection.name} stopped: {worker.error}", file=sys.stderr)
+    return any(worker.error for worker in workers)
 
 
 def cmd_projections_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -266,6 +316,46 @@ def cmd_accounts_update(args: argparse.Namespace, app: Ledger, out: TextIO) -> i
     _print_json(account, out) if args.json else out.write(
         f"{account.account_id} is at version {account.version}\n"
     )
+    return 0
+
+
+# ---------------------------------------------------------------------------------- keys
+
+
+def cmd_keys_create(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
+    """Make an API key; its secret is printed once and never stored."""
+    secret, key = app.create_api_key(_context(args), seller=args.seller, role=Role(args.role), name=args.name)
+    if args.json:
+        _print_json({"key": secret, **msgspec.to_builtins(key)}, out)
+        return 0
+    label = f" {key.name!r}" if key.name else ""
+    out.write(
+        f"{secret}\n"
+        f"  key {key.key_id}{label}: role {key.role} for seller {key.seller}\n"
+        "  shown once: the ledger keeps only its hash. Send it as `Authorization: Bearer <key>`.\n"
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
+    keys = app.list_api_keys(args.seller)
+    if args.json:
+        _print_json(keys, out)
+        return 0
+    if not keys:
+        out.write(f"seller {args.seller} has no API keys yet\n")
+    for k in keys:
+        state = "active" if k.active else f"revoked {k.revoked_at.isoformat() if k.revoked_at else ''}"
+        out.write(f"{k.key_id}  {k.role:<11} {state:<8} created {k.created_at.isoformat()}  {k.name}\n")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
+    key = app.revoke_api_key(_context(args), args.key_id)
+    if args.json:
+        _print_json(key, out)
+    else:
+        out.write(f"{key.key_id} revoked\n")
     return 0
 
 
@@ -479,6 +569,16 @@ def _time(text: str) -> datetime:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range")
+    return port
+
+
 def _yes_no(text: str) -> bool:
     if text.lower() in {"yes", "true", "on", "1"}:
         return True
@@ -511,10 +611,23 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
             p.set_defaults(handler=handler)
         return p
 
-    serve = command(sub, "serve", None, "run the ledger (database and projection workers) in the foreground")
+    serve = command(
+        sub, "serve", None, "run the ledger in the foreground: the HTTP API, the database, projection workers"
+    )
     serve.set_defaults(serve=True)
     serve.add_argument(
         "--no-workers", action="store_true", help="don't run projection workers in this process"
+    )
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("LEDGER_HTTP_HOST") or "127.0.0.1",
+        help="address to listen on (default: LEDGER_HTTP_HOST or 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get("LEDGER_HTTP_PORT") or "8000",
+        help="port to listen on (default: LEDGER_HTTP_PORT or 8000)",
     )
     worker = command(sub, "worker", None, "run the projection workers (all, or --projection NAME...)")
     worker.set_defaults(settings_handler=cmd_worker)
@@ -555,6 +668,17 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     upd.add_argument("--name")
     upd.add_argument("--fulfillment-managed", type=_yes_no, metavar="yes|no")
     upd.add_argument("--restock-in-ledger", type=_yes_no, metavar="yes|no")
+
+    keys = command(sub, "keys", None, "API keys of a seller (the HTTP API's Bearer keys)")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    kcreate = command(keys_sub, "create", cmd_keys_create, "make a key; prints its secret once")
+    kcreate.add_argument("--seller", required=True)
+    kcreate.add_argument("--role", required=True, choices=[r.value for r in Role])
+    kcreate.add_argument("--name", default="", help="a label (recorded as the actor of the key's changes)")
+    klist = command(keys_sub, "list", cmd_keys_list, "list a seller's keys (never their secrets)")
+    klist.add_argument("--seller", required=True)
+    krevoke = command(keys_sub, "revoke", cmd_keys_revoke, "revoke a key: it stops working at once")
+    krevoke.add_argument("key_id", type=_uuid)
 
     imp = command(sub, "import", cmd_import, "import orders from a JSON file in the API's import shape")
     imp.add_argument("file", help="path to the JSON file, or - for standard input")

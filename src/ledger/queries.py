@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from .aggregates.account import MarketplaceAccount
+from .aggregates.api_key import ApiKey
 from .aggregates.chain import canonical
 from .aggregates.order import Cancellation, Dispute, Order, Refund, Shipment, SyncOutcome
 from .aggregates.values import Address, Buyer
@@ -74,6 +75,26 @@ class AccountDetails:
             account.restock_in_ledger,
             account.version,
         )
+
+
+@dataclass(frozen=True)
+class KeyDetails:
+    """An API key as its seller sees it: never the secret, nor its hash."""
+
+    key_id: UUID
+    seller: str
+    role: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyDetails:
+        return cls(key.id, key.seller, key.role.value, key.name, key.created_on, key.revoked_at)
 
 
 @dataclass(frozen=True)

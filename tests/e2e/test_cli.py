@@ -7,10 +7,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from uuid import uuid4
 
@@ -206,18 +208,41 @@ def test_unknown_order_is_not_found(cli) -> None:
     assert "order-not-found" in err
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get_json(url: str, timeout: float = 30) -> object:
+    """GET `url` once the server answers (it starts listening after printing its first line)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_serve_runs_until_sigterm_and_keeps_data() -> None:
-    """`ledger serve` starts the embedded PostgreSQL, stops it cleanly on SIGTERM, and the data survives."""
+    """`ledger serve` serves HTTP over the embedded PostgreSQL, stops cleanly on SIGTERM, and the data survives."""
     data_dir = Path(tempfile.mkdtemp(prefix="ledger-serve-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
         "LEDGER_DATA_DIR": str(data_dir)
     }
     ledger = [sys.executable, "-m", "ledger.cli"]
     try:
-        server = subprocess.Popen([*ledger, "serve"], env=env, stdout=subprocess.PIPE, text=True)
+        port = _free_port()
+        server = subprocess.Popen(
+            [*ledger, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True
+        )
         assert server.stdout is not None
         assert "ledger: serving" in server.stdout.readline()
+        assert _get_json(f"http://127.0.0.1:{port}/healthz") == {"status": "ok"}
         added = subprocess.run(
             [*ledger, "accounts", "add", "--seller", "s", "--marketplace", "jet", "--name", "n"],
             env=env,
@@ -242,3 +267,31 @@ def test_serve_runs_until_sigterm_and_keeps_data() -> None:
         assert added.stdout.split()[0] in listed.stdout
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_keys_create_list_revoke(cli) -> None:
+    """`ledger keys` makes a key (secret shown once), lists it without its secret, and revokes it."""
+    seller = f"seller-{uuid4().hex[:8]}"
+    status, out, _ = cli(
+        "keys", "create", "--seller", seller, "--role", "operator", "--name", "bot", "--json"
+    )
+    assert status == 0
+    created = json.loads(out)
+    assert created["key"].startswith("lk_")
+    assert created["role"] == "operator"
+    status, out, _ = cli("keys", "list", "--seller", seller)
+    assert status == 0
+    assert created["key_id"] in out
+    assert created["key"] not in out
+    assert "active" in out
+    status, out, _ = cli("keys", "revoke", created["key_id"])
+    assert status == 0
+    status, out, _ = cli("keys", "list", "--seller", seller, "--json")
+    [listed] = json.loads(out)
+    assert listed["revoked_at"] is not None
+
+
+def test_keys_bad_role_is_usage_error(cli) -> None:
+    """An unknown role is refused by the argument parser (exit 2)."""
+    status, _, _ = cli("keys", "create", "--seller", "s", "--role", "superuser")
+    assert status == EXIT_USAGE

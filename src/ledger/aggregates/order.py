@@ -712,7 +712,9 @@ class Order(Aggregate):
     def _check_reference(self, action: SyncAction, reference: str) -> None:
         known: dict[SyncAction, set[str]] = {
             SyncAction.SHIP: {str(k) for k in self.shipments},
-            SyncAction.CANCEL: {str(k) for k in self.cancellations},
+            # An eBay seller cancellation is sent as `cancel` about its cancellation dispute.
+            SyncAction.CANCEL: {str(k) for k in self.cancellations}
+            | {str(k) for k, d in self.disputes.items() if d.kind == DisputeKind.CANCELLATION},
             SyncAction.REFUND: {str(k) for k in self.refunds},
             SyncAction.OPEN_DISPUTE: {str(k) for k in self.disputes},
             SyncAction.CLOSE_DISPUTE: {str(k) for k, d in self.disputes.items() if not d.is_open},

@@ -256,3 +256,13 @@ class Context:
     effective_at: datetime | None = None  # the marketplace's own time for facts it reports
     # A fingerprint of the request behind the idempotency key: the same key with another request is refused.
     request_digest: str | None = None
+
+
+class Role(StrEnum):
+    """What an API key may do (the contract's table of roles)."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+    FINANCE = "finance"
+    INTEGRATION = "integration"

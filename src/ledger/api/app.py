@@ -1,0 +1,92 @@
+"""`create_app(target) -> Litestar`: with cli.py, the one place where the HTTP service is wired.
+
+The lifespan owns the Ledger (its own eventsourcing connection pool) and a psycopg pool for the read models;
+both close when the app stops. Tests pass an already open PostgresTarget (and may pass a Ledger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from ..application import Ledger
+from ..database import PostgresTarget
+from .auth import authorize
+from .dependencies import DEPENDENCIES
+from .errors import EXCEPTION_HANDLERS
+from .routes import accounts, health, orders
+
+DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
+POOL_TIMEOUT_SECONDS = 5.0
+
+
+def read_pool(target: PostgresTarget) -> ConnectionPool[Any]:
+    """Autocommit connections whose search_path starts with the target's schema (like database.connect)."""
+    conninfo = make_conninfo(target.conninfo(), options=f"-c search_path={target.schema},public")
+    return ConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=max(target.pool_size, 1),
+        kwargs={"autocommit": True, "connect_timeout": 5},
+        timeout=POOL_TIMEOUT_SECONDS,
+        check=ConnectionPool.check_connection,
+        open=False,
+        name="ledger-api",
+    )
+
+
+def create_app(
+    target: PostgresTarget,
+    *,
+    ledger: Ledger | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    debug: bool = False,
+) -> Litestar:
+    """The HTTP API over `target` (its schema must exist). A given `ledger` is used and left open."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own = ledger is None
+        app.state.ledger = Ledger(env=target.eventsourcing_env()) if ledger is None else ledger
+        pool = read_pool(target)
+        pool.open(wait=False)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            pool.close()
+            if own:
+                app.state.ledger.close()
+
+    v1 = Router(
+        path="/v1",
+        route_handlers=[*accounts.ROUTES, *orders.ROUTES],
+        guards=[authorize],
+        security=[{"BearerAuth": []}],
+    )
+    return Litestar(
+        route_handlers=[v1, *health.ROUTES],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        request_max_body_size=max_body_size,
+        openapi_config=OpenAPIConfig(
+            title="ledger",
+            version="1.0.0",
+            description="Event-sourced order ledger: the v1 HTTP contract (shared/API.md).",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "BearerAuth": SecurityScheme(type="http", scheme="bearer", description="an API key")
+                }
+            ),
+        ),
+        debug=debug,
+    )

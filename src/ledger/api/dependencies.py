@@ -1,0 +1,82 @@
+"""What routes are given (`Provide`): the Ledger, the read pool, the caller's key, and the command headers."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Any
+
+from litestar import Request
+from litestar.di import Provide
+from litestar.params import HeaderParameter
+from psycopg_pool import ConnectionPool
+
+from ..application import Ledger
+from .auth import provide_key
+from .errors import BadRequestError
+
+MAX_IDEMPOTENCY_KEY = 200
+_IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+
+def provide_ledger(request: Request[Any, Any, Any]) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+def provide_pool(request: Request[Any, Any, Any]) -> ConnectionPool[Any]:
+    pool: ConnectionPool[Any] = request.app.state.pool
+    return pool
+
+
+# Dependencies share one namespace of parameter names per route: each header gets a name of its own.
+def provide_idempotency_key(
+    idempotency_key_header: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            description="the same key with the same body replays the first response; another body is 422",
+        ),
+    ] = None,
+) -> str | None:
+    if idempotency_key_header is None:
+        return None
+    idempotency_key_header = idempotency_key_header.strip()
+    if (
+        not idempotency_key_header
+        or len(idempotency_key_header) > MAX_IDEMPOTENCY_KEY
+        or not idempotency_key_header.isprintable()
+    ):
+        msg = f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        raise BadRequestError(msg, "Idempotency-Key")
+    return idempotency_key_header
+
+
+def provide_expected_version(
+    if_match_header: Annotated[
+        str | None,
+        HeaderParameter(name="If-Match", description='"<version>": refused with 412 if the order moved on'),
+    ] = None,
+) -> int | None:
+    """`If-Match: "<version>"` (an ETag this API gave out); absent or `*`: no check."""
+    if if_match_header is None or if_match_header.strip() == "*":
+        return None
+    match = _IF_MATCH.match(if_match_header.strip())
+    if match is None:
+        raise BadRequestError('If-Match must be an ETag of this API: "<version>"', "If-Match")
+    return int(match.group(1))
+
+
+async def provide_digest(request: Request[Any, Any, Any]) -> str:
+    """The fingerprint of the raw body: the same Idempotency-Key with another body is refused."""
+    return hashlib.sha256(await request.body()).hexdigest()
+
+
+DEPENDENCIES = {
+    "ledger": Provide(provide_ledger, sync_to_thread=False),
+    "pool": Provide(provide_pool, sync_to_thread=False),
+    "key": Provide(provide_key, sync_to_thread=False),
+    "idempotency_key": Provide(provide_idempotency_key, sync_to_thread=False),
+    "expected_version": Provide(provide_expected_version, sync_to_thread=False),
+    "digest": Provide(provide_digest),
+}

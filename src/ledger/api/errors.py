@@ -1,0 +1,250 @@
+"""Every error the API returns, in one place: RFC 9457 problem details (`application/problem+json`).
+
+Domain errors keep their stable `code` as the problem type; a client never sees a stack trace or SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+import psycopg
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi import ResponseSpec
+from litestar.types import ExceptionHandlersMap
+from psycopg_pool import PoolTimeout
+
+from ..aggregates.errors import InvalidInputError, LedgerError, RuleViolationError
+from ..application import (
+    AccountNameTakenError,
+    AccountNotFoundError,
+    ApiKeyNotFoundError,
+    ConcurrentUpdateError,
+    OrderNotFoundError,
+    VersionMismatchError,
+)
+from ..database import DatabaseUnavailableError
+from ..projections.all_sales_view import InvalidCursorError, InvalidFilterError
+
+PROBLEM_BASE = "https://ledger.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
+_log = logging.getLogger("ledger.api")
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An RFC 9457 problem details object."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class BadRequestError(Exception):
+    """Malformed input the routes find themselves (a header or parameter they parse): HTTP 400."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+_DESCRIPTIONS = {
+    401: "missing, unknown or revoked API key",
+    403: "the key's role may not do this",
+    404: "unknown, or another seller's",
+    409: "refused by the ledger's rules (the type names the rule)",
+    412: "If-Match is stale",
+    413: "body over the size limit",
+    422: "well-formed but invalid; `errors` names the fields",
+    503: "database unavailable; see Retry-After",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problems a route may answer with."""
+    return {
+        status: ResponseSpec(Problem, description=_DESCRIPTIONS[status], media_type=PROBLEM_JSON)
+        for status in statuses
+    }
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    body = Problem(
+        type=PROBLEM_BASE + code,
+        title=title or code.replace("-", " ").capitalize(),
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# Most specific first: the first class the error is an instance of decides the status.
+_LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
+    (VersionMismatchError, 412),
+    (OrderNotFoundError, 404),
+    (AccountNotFoundError, 404),
+    (ApiKeyNotFoundError, 404),
+    (InvalidInputError, 422),
+    (RuleViolationError, 409),
+    (ConcurrentUpdateError, 409),
+    (AccountNameTakenError, 409),
+)
+
+
+def status_of(exc: LedgerError) -> int:
+    return next((status for cls, status in _LEDGER_STATUS if isinstance(exc, cls)), 422)
+
+
+def ledger_problem(exc: LedgerError) -> Problem:
+    """The problem a domain error becomes (also used per order in a bulk import's report)."""
+    errors = None
+    if isinstance(exc, InvalidInputError):
+        errors = [FieldError(exc.field or "", exc.message)]
+    status = status_of(exc)
+    return Problem(
+        type=PROBLEM_BASE + exc.code,
+        title=exc.code.replace("-", " ").capitalize(),
+        status=status,
+        detail=exc.message,
+        errors=errors,
+    )
+
+
+def _ledger_error(_: Request[Any, Any, Any], exc: LedgerError) -> Response[Problem]:
+    body = ledger_problem(exc)
+    return Response(body, status_code=body.status, media_type=PROBLEM_JSON)
+
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+
+
+def _field_errors(extra: Any) -> tuple[list[FieldError], bool]:
+    """Field errors from Litestar's validation report, and whether they are all about the body."""
+    errors: list[FieldError] = []
+    body_only = True
+    for item in extra if isinstance(extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        key = str(item.get("key", ""))
+        message = str(item.get("message", "invalid value"))
+        if item.get("source") != "body":
+            body_only = False
+        key = "" if key == "data" else key
+        if match := _UNKNOWN_FIELD.search(message):
+            key = f"{key}.{match.group(1)}" if key else match.group(1)
+        errors.append(FieldError(key, message))
+    return errors, body_only
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    headers = dict(exc.headers or {})
+    if isinstance(exc, ValidationException):
+        errors, body_only = _field_errors(exc.extra)
+        if body_only and errors:
+            return problem(422, "invalid-request", "the request body is not valid", errors=errors)
+        return problem(400, "bad-request", "a parameter is not valid", errors=errors)
+    if isinstance(exc, NotAuthorizedException):
+        headers["WWW-Authenticate"] = "Bearer"
+        return problem(401, "unauthorized", exc.detail, headers=headers)
+    if isinstance(exc, PermissionDeniedException):
+        return problem(403, "forbidden", exc.detail)
+    if isinstance(exc, NotFoundException):
+        return problem(404, "not-found", "no such resource")
+    if isinstance(exc, MethodNotAllowedException):
+        return problem(405, "method-not-allowed", "this resource does not take that method", headers=headers)
+    if isinstance(exc, RequestEntityTooLarge):
+        return problem(413, "body-too-large", "the request body is over the size limit")
+    if exc.status_code == 400:
+        return problem(400, "malformed-request", f"the request could not be read: {exc.detail}")
+    if exc.status_code >= 500:
+        return _internal_error(_, exc)
+    return problem(exc.status_code, "http-error", exc.detail, headers=headers)
+
+
+def _bad_request(_: Request[Any, Any, Any], exc: BadRequestError) -> Response[Problem]:
+    return problem(400, "bad-request", exc.message, errors=[FieldError(exc.field, exc.message)])
+
+
+def _invalid_filter(_: Request[Any, Any, Any], exc: InvalidFilterError) -> Response[Problem]:
+    return problem(422, "invalid-filter", str(exc), errors=[FieldError("query", str(exc))])
+
+
+def _invalid_cursor(_: Request[Any, Any, Any], exc: InvalidCursorError) -> Response[Problem]:
+    return problem(400, "invalid-cursor", str(exc), errors=[FieldError("cursor", str(exc))])
+
+
+def _invalid_value(_: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[Problem]:
+    return problem(422, "invalid-request", str(exc), errors=[FieldError("", str(exc))])
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    _log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        503,
+        "database-unavailable",
+        "the database is unavailable; try again shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _read_model_missing(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    _log.warning("read model missing during %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        503,
+        "read-model-unavailable",
+        "the read models are not built yet: a projection worker (`ledger serve` or `ledger worker`) builds them",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    _log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "internal-error", "something went wrong on our side; it has been logged")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    LedgerError: _ledger_error,
+    HTTPException: _http_error,
+    BadRequestError: _bad_request,
+    InvalidFilterError: _invalid_filter,
+    InvalidCursorError: _invalid_cursor,
+    msgspec.ValidationError: _invalid_value,
+    psycopg.OperationalError: _unavailable,
+    psycopg.errors.UndefinedTable: _read_model_missing,
+    StoreOperationalError: _unavailable,
+    StoreInterfaceError: _unavailable,
+    DatabaseUnavailableError: _unavailable,
+    PoolTimeout: _unavailable,
+    Exception: _internal_error,
+}
+EXCEPTION_HANDLERS[500] = _internal_error

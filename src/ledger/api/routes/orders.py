@@ -1,0 +1,413 @@
+"""Orders: import, the All Sales list, one order (now or as it was), its history, and the order commands.
+
+Commands take `Idempotency-Key` (replays answer exactly as the first time, recording nothing) and
+`If-Match: "<version>"` (412 when the order moved on); they answer 201 with the new version, the events
+recorded and the ids made.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from psycopg_pool import ConnectionPool
+
+from ...aggregates.errors import LedgerError
+from ...aggregates.values import LineQuantity, Marketplace, RefundRequestLine
+from ...application import Ledger
+from ...projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
+from ...queries import CommandResult, KeyDetails
+from ..auth import CHANGE_ORDERS, IMPORT_ORDERS, READ_HISTORY, READ_ORDERS, RECORD_DISPUTES, ROLES_OPT
+from ..auth import context_for as _ctx
+from ..bodies import (
+    CancellationIn,
+    CommandOut,
+    DisputeCloseIn,
+    DisputeIn,
+    HistoryEventOut,
+    HistoryOut,
+    ImportItemOut,
+    ImportManyOut,
+    ImportOut,
+    LineQuantityIn,
+    OrderOut,
+    OrderPage,
+    OrderSummaryOut,
+    RefundIn,
+    RestockIn,
+    ShipmentIn,
+)
+from ..errors import ledger_problem, problem_responses
+from ..schemas import ImportRequest, OrderIn
+
+TAGS = ["orders"]
+COMMAND_TAGS = ["order commands"]
+VIEW = AllSalesView()
+
+
+def _etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+def _created(result: CommandResult) -> Response[CommandOut]:
+    return Response(CommandOut.of(result), status_code=201, headers=_etag(result.version))
+
+
+def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | None:
+    return None if lines is None else tuple(LineQuantity(x.line_id, x.quantity) for x in lines)
+
+
+# --------------------------------------------------------------------------------------------- import
+
+
+@post(
+    "/orders",
+    operation_id="importOrder",
+    summary="Import one order (201 created, 200 unchanged or payment recorded)",
+    tags=TAGS,
+    opt={ROLES_OPT: IMPORT_ORDERS},
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    sync_to_thread=True,
+)
+def import_order(
+    data: JSONBody[OrderIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
+) -> Response[ImportOut]:
+    result = ledger.import_order(
+        _ctx(key, idempotency_key, digest), data.account_id, data.to_domain(), seller=key.seller
+    )
+    return Response(
+        ImportOut.of(result), status_code=201 if result.created else 200, headers=_etag(result.version)
+    )
+
+
+@post(
+    "/orders/import",
+    operation_id="importOrders",
+    summary="Import many orders; one result per order, in order (a failed order never blocks the others)",
+    tags=TAGS,
+    opt={ROLES_OPT: IMPORT_ORDERS},
+    status_code=200,
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    sync_to_thread=True,
+)
+def import_orders(
+    data: JSONBody[ImportRequest], ledger: NamedDependency[Ledger], key: NamedDependency[KeyDetails]
+) -> ImportManyOut:
+    ctx = _ctx(key)
+    results: list[ImportItemOut] = []
+    for index, order in enumerate(data.orders):
+        try:
+            result = ledger.import_order(ctx, order.account_id, order.to_domain(), seller=key.seller)
+        except LedgerError as e:
+            results.append(
+                ImportItemOut(
+                    index=index, marketplace_order_id=order.marketplace_order_id, error=ledger_problem(e)
+                )
+            )
+            continue
+        results.append(
+            ImportItemOut(
+                index=index,
+                marketplace_order_id=order.marketplace_order_id,
+                order_id=result.order_id,
+                created=result.created,
+                version=result.version,
+                events=list(result.events),
+            )
+        )
+    failed = sum(1 for r in results if r.error is not None)
+    return ImportManyOut(results=results, imported=len(results) - failed, failed=failed)
+
+
+# ---------------------------------------------------------------------------------------------- reads
+
+
+@get(
+    "/orders",
+    operation_id="listOrders",
+    summary="All Sales: the seller's orders, newest purchase first, filtered, in keyset pages",
+    tags=TAGS,
+    opt={ROLES_OPT: READ_ORDERS},
+    responses=problem_responses(401, 403, 422, 503),
+    sync_to_thread=True,
+)
+def list_orders(
+    pool: NamedDependency[ConnectionPool[Any]],
+    key: NamedDependency[KeyDetails],
+    account_id: FromQuery[UUID | None] = None,
+    marketplace: FromQuery[Marketplace | None] = None,
+    status: Annotated[str | None, QueryParameter(max_length=40)] = None,
+    is_open: Annotated[bool | None, QueryParameter(name="open")] = None,
+    dispute: Annotated[str | None, QueryParameter(max_length=40)] = None,
+    sku: Annotated[str | None, QueryParameter(max_length=100)] = None,
+    q: Annotated[str | None, QueryParameter(max_length=320)] = None,
+    purchased_from: FromQuery[datetime | None] = None,
+    purchased_to: FromQuery[datetime | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, QueryParameter(max_length=100)] = None,
+) -> OrderPage:
+    filters = SalesFilter(
+        account_id=account_id,
+        marketplace=marketplace.value if marketplace else None,
+        status=status,
+        open=is_open,
+        dispute=dispute,  # type: ignore[arg-type] # SalesFilter refuses anything but "open"
+        sku=sku,
+        q=q,
+        purchased_from=purchased_from,
+        purchased_to=purchased_to,
+    )
+    with pool.connection() as conn:
+        page = VIEW.list_orders(conn, key.seller, filters, limit=limit, cursor=cursor)
+    return OrderPage(items=[OrderSummaryOut.of(s) for s in page.items], next_cursor=page.next_cursor)
+
+
+@get(
+    "/orders/{order_id:uuid}",
+    operation_id="getOrder",
+    summary="The order in full, now or as it stood at `?version=` or `?as_of=`; ETag is its version",
+    tags=TAGS,
+    opt={ROLES_OPT: READ_ORDERS},
+    responses=problem_responses(401, 403, 404, 503),
+    sync_to_thread=True,
+)
+def get_order(
+    order_id: FromPath[UUID],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    as_of: FromQuery[datetime | None] = None,
+    version: Annotated[int | None, QueryParameter(ge=1)] = None,
+) -> Response[OrderOut]:
+    if as_of is not None or version is not None:
+        details = ledger.order_as_of(order_id, version=version, at=as_of, seller=key.seller)
+    else:
+        details = ledger.get_order(order_id, key.seller)
+    return Response(OrderOut.of_details(details), headers=_etag(details.version))
+
+
+@get(
+    "/orders/{order_id:uuid}/history",
+    operation_id="getOrderHistory",
+    summary="Every event of the order in version order, with its hash chain",
+    tags=["audit"],
+    opt={ROLES_OPT: READ_HISTORY},
+    responses=problem_responses(401, 403, 404, 503),
+    sync_to_thread=True,
+)
+def order_history(
+    order_id: FromPath[UUID], ledger: NamedDependency[Ledger], key: NamedDependency[KeyDetails]
+) -> HistoryOut:
+    return HistoryOut(events=[HistoryEventOut.of(e) for e in ledger.order_history(order_id, key.seller)])
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+@post(
+    "/orders/{order_id:uuid}/shipments",
+    operation_id="shipOrder",
+    summary="Record a shipment (no `lines`: everything still unshipped)",
+    tags=COMMAND_TAGS,
+    opt={ROLES_OPT: CHANGE_ORDERS},
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    sync_to_thread=True,
+)
+def ship(
+    order_id: FromPath[UUID],
+    data: JSONBody[ShipmentIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    expected_version: NamedDependency[int | None],
+    digest: NamedDependency[str],
+) -> Response[CommandOut]:
+    result = ledger.ship(
+        _ctx(key, idempotency_key, digest),
+        order_id,
+        carrier=data.carrier,
+        tracking_number=data.tracking_number,
+        shipping_class=data.shipping_class,
+        shipped_at=data.shipped_at,
+        lines=_lines(data.lines),
+        expected_version=expected_version,
+        seller=key.seller,
+    )
+    return _created(result)
+
+
+@post(
+    "/orders/{order_id:uuid}/cancellations",
+    operation_id="cancelOrder",
+    summary="Cancel unshipped units (no `lines`: everything unshipped); on paid eBay orders, opens a dispute",
+    tags=COMMAND_TAGS,
+    opt={ROLES_OPT: CHANGE_ORDERS},
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    sync_to_thread=True,
+)
+def cancel(
+    order_id: FromPath[UUID],
+    data: JSONBody[CancellationIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    expected_version: NamedDependency[int | None],
+    digest: NamedDependency[str],
+) -> Response[CommandOut]:
+    result = ledger.cancel(
+        _ctx(key, idempotency_key, digest),
+        order_id,
+        reason=data.reason,
+        lines=_lines(data.lines),
+        restock_in_ledger=data.restock_in_ledger,
+        expected_version=expected_version,
+        seller=key.seller,
+    )
+    return _created(result)
+
+
+@post(
+    "/orders/{order_id:uuid}/refunds",
+    operation_id="refundOrder",
+    summary="Refund shipped units or amounts (no `lines`: everything refundable)",
+    tags=COMMAND_TAGS,
+    opt={ROLES_OPT: CHANGE_ORDERS},
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    sync_to_thread=True,
+)
+def refund(
+    order_id: FromPath[UUID],
+    data: JSONBody[RefundIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    expected_version: NamedDependency[int | None],
+    digest: NamedDependency[str],
+) -> Response[CommandOut]:
+    lines = (
+        None
+        if data.lines is None
+        else tuple(RefundRequestLine(x.line_id, x.quantity, x.amount) for x in data.lines)
+    )
+    result = ledger.refund(
+        _ctx(key, idempotency_key, digest),
+        order_id,
+        reason=data.reason,
+        lines=lines,
+        shipping_amount=data.shipping_amount,
+        tax_amount=data.tax_amount,
+        expected_version=expected_version,
+        seller=key.seller,
+    )
+    return _created(result)
+
+
+@post(
+    "/orders/{order_id:uuid}/disputes",
+    operation_id="openDispute",
+    summary="Record a buyer's dispute",
+    tags=COMMAND_TAGS,
+    opt={ROLES_OPT: RECORD_DISPUTES},
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    sync_to_thread=True,
+)
+def open_dispute(
+    order_id: FromPath[UUID],
+    data: JSONBody[DisputeIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    expected_version: NamedDependency[int | None],
+    digest: NamedDependency[str],
+) -> Response[CommandOut]:
+    result = ledger.open_dispute(
+        _ctx(key, idempotency_key, digest),
+        order_id,
+        reason=data.reason,
+        marketplace_dispute_id=data.marketplace_dispute_id,
+        expected_version=expected_version,
+        seller=key.seller,
+    )
+    return _created(result)
+
+
+@post(
+    "/orders/{order_id:uuid}/disputes/{dispute_id:uuid}/close",
+    operation_id="closeDispute",
+    summary="Close a dispute with its outcome (`accepted` makes a cancellation dispute's cancellation happen)",
+    tags=COMMAND_TAGS,
+    opt={ROLES_OPT: RECORD_DISPUTES},
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    sync_to_thread=True,
+)
+def close_dispute(
+    order_id: FromPath[UUID],
+    dispute_id: FromPath[UUID],
+    data: JSONBody[DisputeCloseIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    expected_version: NamedDependency[int | None],
+    digest: NamedDependency[str],
+) -> Response[CommandOut]:
+    result = ledger.close_dispute(
+        _ctx(key, idempotency_key, digest),
+        order_id,
+        dispute_id=dispute_id,
+        outcome=data.outcome,
+        expected_version=expected_version,
+        seller=key.seller,
+    )
+    return _created(result)
+
+
+@post(
+    "/orders/{order_id:uuid}/restocks",
+    operation_id="restockOrder",
+    summary="Put cancelled or returned units back into the ledger's stock",
+    tags=COMMAND_TAGS,
+    opt={ROLES_OPT: CHANGE_ORDERS},
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    sync_to_thread=True,
+)
+def restock(
+    order_id: FromPath[UUID],
+    data: JSONBody[RestockIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    expected_version: NamedDependency[int | None],
+    digest: NamedDependency[str],
+) -> Response[CommandOut]:
+    lines = _lines(data.lines)
+    assert lines is not None
+    result = ledger.restock(
+        _ctx(key, idempotency_key, digest),
+        order_id,
+        lines=lines,
+        expected_version=expected_version,
+        seller=key.seller,
+    )
+    return _created(result)
+
+
+ROUTES = [
+    import_order,
+    import_orders,
+    list_orders,
+    get_order,
+    order_history,
+    ship,
+    cancel,
+    refund,
+    open_dispute,
+    close_dispute,
+    restock,
+]
