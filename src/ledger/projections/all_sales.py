@@ -19,7 +19,7 @@ from psycopg import sql
 
 from ..aggregates.order import Order
 from ..aggregates.values import OrderStatus
-from .base import Cursor, Event, Projection, Tables
+from .base import Cursor, Event, Projection, Tables, select_by_order
 
 ZERO = Decimal(0)
 DISPUTES_OPEN_TAB = "disputes_open"
@@ -488,25 +488,13 @@ class AllSalesProjection(Projection):
         self._count(cur, t, before, changed)
 
     def _load(self, cur: Cursor, t: Tables, order_ids: list[UUID]) -> dict[UUID, OrderRow]:
-        if not order_ids:
-            return {}
         rows: dict[UUID, OrderRow] = {}
-        columns = sql.SQL(", ").join(map(sql.Identifier, ORDER_STORED))
-        cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE order_id = ANY(%s)").format(columns, t["all_sales_orders"]),
-            (order_ids,),
-        )
-        for record in cur.fetchall():
+        for record in select_by_order(cur, t["all_sales_orders"], ORDER_STORED, order_ids):
             values = dict(zip(ORDER_STORED, record, strict=True))
             rows[values["order_id"]] = OrderRow(**values)
-        line_columns = sql.SQL(", ").join(map(sql.Identifier, LINE_COLUMNS))
-        cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE order_id = ANY(%s) ORDER BY position").format(
-                line_columns, t["all_sales_lines"]
-            ),
-            (order_ids,),
-        )
-        for record in cur.fetchall():
+        for record in select_by_order(
+            cur, t["all_sales_lines"], LINE_COLUMNS, order_ids, order_by="position"
+        ):
             line = LineRow(*record)
             line.dirty = False
             rows[line.order_id].lines[line.line_id] = line

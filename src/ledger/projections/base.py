@@ -103,6 +103,20 @@ class Projection(ABC):
         """At a rebuild's swap, copy into the new generation what is not derived from events."""
 
 
+def select_by_order(
+    cur: Cursor, table: sql.Identifier, columns: Sequence[str], order_ids: Sequence[Any], order_by: str = ""
+) -> list[tuple[Any, ...]]:
+    """The rows of `table` for these orders, in one query (a batch reads what it touches once)."""
+    if not order_ids:
+        return []
+    statement = sql.SQL("SELECT {} FROM {} WHERE order_id = ANY(%s)").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), table
+    )
+    if order_by:
+        statement += sql.SQL(" ORDER BY {}").format(sql.Identifier(order_by))
+    return cur.execute(statement, (list(order_ids),)).fetchall()
+
+
 def lock_key(name: str) -> int:
     """A stable advisory-lock key per projection (non-negative 31 bits, so pg_locks shows it as objid)."""
     return zlib.crc32(f"ledger-projection:{name}".encode()) & 0x7FFFFFFF

@@ -19,7 +19,7 @@ from psycopg.rows import TupleRow, class_row
 from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
-from .base import Cursor, Event, Projection, Tables
+from .base import Cursor, Event, Projection, Tables, select_by_order
 
 
 @dataclass(frozen=True)
@@ -125,15 +125,8 @@ class InventoryProjection(Projection):
         self._write(cur, t, list(new_orders.values()), restocks, levels)
 
     def _load_orders(self, cur: Cursor, t: Tables, order_ids: list[UUID]) -> dict[UUID, OrderMeta]:
-        if not order_ids:
-            return {}
-        cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE order_id = ANY(%s)").format(
-                sql.SQL(", ").join(map(sql.Identifier, ORDER_COLUMNS)), t["inventory_orders"]
-            ),
-            (order_ids,),
-        )
-        return {record[0]: OrderMeta(*record) for record in cur.fetchall()}
+        rows = select_by_order(cur, t["inventory_orders"], ORDER_COLUMNS, order_ids)
+        return {record[0]: OrderMeta(*record) for record in rows}
 
     def _write(
         self,

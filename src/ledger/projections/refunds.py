@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
 from ..aggregates.values import Marketplace
-from .base import Cursor, Event, Projection, Tables
+from .base import Cursor, Event, Projection, Tables, select_by_order
 
 ZERO = Decimal(0)
 MAX_LIMIT = 500
@@ -160,15 +160,8 @@ class RefundsProjection(Projection):
         self._write(cur, t, list(new_orders.values()), refunds, lines, daily)
 
     def _load_orders(self, cur: Cursor, t: Tables, order_ids: list[UUID]) -> dict[UUID, OrderMeta]:
-        if not order_ids:
-            return {}
-        cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE order_id = ANY(%s)").format(
-                sql.SQL(", ").join(map(sql.Identifier, ORDER_COLUMNS)), t["refund_orders"]
-            ),
-            (order_ids,),
-        )
-        return {record[0]: OrderMeta(*record) for record in cur.fetchall()}
+        rows = select_by_order(cur, t["refund_orders"], ORDER_COLUMNS, order_ids)
+        return {record[0]: OrderMeta(*record) for record in rows}
 
     def _write(
         self,
