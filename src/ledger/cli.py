@@ -107,7 +107,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     import uvicorn  # noqa: PLC0415 - only `serve` needs the HTTP server
 
     from .api.app import create_app  # noqa: PLC0415
+    from .api.observability import configure_logging  # noqa: PLC0415
 
+    configure_logging(settings.log_level)  # JSON lines to stderr; the app logs one line per request
     stop = threading.Event()
     server: uvicorn.Server | None = None
 
@@ -133,6 +135,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             host=args.host,
             port=args.port,
             log_level=settings.log_level.lower(),
+            log_config=None,  # keep the JSON logging above
+            access_log=False,  # the app's own request line replaces uvicorn's
             lifespan="on",
         )
         # uvicorn captures SIGINT/SIGTERM while it runs, then re-raises them to the handlers it found:

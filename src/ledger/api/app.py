@@ -2,6 +2,8 @@
 
 The lifespan owns the Ledger (its own eventsourcing connection pool) and a psycopg pool for the read models;
 both close when the app stops. Tests pass an already open PostgresTarget (and may pass a Ledger).
+Every routed request goes through `observe` (request id, metrics, a JSON log line); the Prometheus registry is
+the app's own, made here, and `/metrics` (no key needed) reads it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from ..database import PostgresTarget
 from .auth import authorize
 from .dependencies import DEPENDENCIES
 from .errors import EXCEPTION_HANDLERS
-from .routes import accounts, health, orders
+from .observability import Metrics, metrics_endpoint, observe
+from .routes import accounts, health, orders, sync
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0
@@ -50,6 +53,7 @@ def create_app(
     debug: bool = False,
 ) -> Litestar:
     """The HTTP API over `target` (its schema must exist). A given `ledger` is used and left open."""
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -58,6 +62,7 @@ def create_app(
         pool = read_pool(target)
         pool.open(wait=False)
         app.state.pool = pool
+        app.state.metrics = metrics
         try:
             yield
         finally:
@@ -67,13 +72,15 @@ def create_app(
 
     v1 = Router(
         path="/v1",
-        route_handlers=[*accounts.ROUTES, *orders.ROUTES],
+        route_handlers=[*accounts.ROUTES, *orders.ROUTES, *sync.ROUTES],
         guards=[authorize],
         security=[{"BearerAuth": []}],
     )
     return Litestar(
-        route_handlers=[v1, *health.ROUTES],
+        route_handlers=[v1, *health.ROUTES, metrics_endpoint],
         dependencies=DEPENDENCIES,
+        middleware=[observe(metrics)],
+        logging_config=None,  # the process configures logging (`ledger serve`: JSON lines), not the app
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=max_body_size,

