@@ -172,3 +172,16 @@ def test_garbage_bodies_are_client_errors(client: TestClient[Any], seller: Selle
         response = client.post(url, content=body, headers=headers)
         assert response.status_code in {400, 422}, (body, response.status_code, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_time_out_of_range_in_utc_is_422_not_500(client: TestClient[Any], seller: Seller) -> None:
+    """A time that leaves years 1 to 9999 once converted to UTC is refused by name, alone in a bulk import."""
+    account_id = seller.accounts[Marketplace.AMAZON]
+    for field in ("purchased_at", "paid_at"):
+        body = order_body(account_id, **{field: "0001-01-01T00:00:03+02:00"})
+        problem = _problem(client.post("/v1/orders", json=body, headers=seller.auth()), 422, "invalid-order")
+        assert [e["field"] for e in problem["errors"]] == [field]
+    orders = [order_body(account_id, purchased_at="9999-12-31T23:59:59-05:00"), order_body(account_id)]
+    response = client.post("/v1/orders/import", json={"orders": orders}, headers=seller.auth())
+    assert response.status_code == 200, response.text
+    assert (response.json()["imported"], response.json()["failed"]) == (1, 1)

@@ -16,11 +16,10 @@ from ..aggregates.values import CancelReason, Carrier, DisputeOutcome, Marketpla
 from ..projections.all_sales_view import OrderSummary
 from ..queries import AccountDetails, CommandResult, HistoryEntry, ImportResult, OrderDetails
 from .errors import Problem
-from .schemas import AwareTime, Id
+from .schemas import Amount, AwareTime, Id
 
 Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
-Amount = Decimal  # the domain checks sign and precision against the currency
 
 
 class Strict(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -70,6 +70,7 @@ class BadRequestError(Exception):
 
 
 _DESCRIPTIONS = {
+    400: "malformed: a body that is not JSON, or a parameter or header that cannot be read",
     401: "missing, unknown or revoked API key",
     403: "the key's role may not do this",
     404: "unknown, or another seller's",
@@ -82,10 +83,14 @@ _DESCRIPTIONS = {
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the problems a route may answer with."""
+    """OpenAPI entries for the problems a route may answer with.
+
+    400 is always among them: any route may get malformed input, and without this entry the schema would
+    show Litestar's default 400 (`application/json`, another shape) instead of the problem we answer with.
+    """
     return {
         status: ResponseSpec(Problem, description=_DESCRIPTIONS[status], media_type=PROBLEM_JSON)
-        for status in statuses
+        for status in sorted({400, *statuses})
     }
 
 

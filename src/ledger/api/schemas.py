@@ -13,12 +13,22 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta, Struct
 
+from ..aggregates.errors import InvalidOrderError
 from ..aggregates.values import Address, Buyer, ImportedOrder, OrderLine, PaymentStatus
 
 Id = Annotated[str, Meta(min_length=1, max_length=100)]
 Text = Annotated[str, Meta(max_length=500)]
 ShortText = Annotated[str, Meta(max_length=200)]
 AwareTime = Annotated[datetime, Meta(tz=True)]
+# A money amount: a decimal string ("19.99"). The pattern only documents the shape (OpenAPI `pattern`, for
+# clients and schema-driven tests); the domain checks sign, size and precision against the currency (422).
+Amount = Annotated[
+    Decimal,
+    Meta(
+        description="a decimal string in the order's currency, such as 19.99",
+        extra_json_schema={"extra": {"pattern": r"^\d{1,12}(\.\d{1,4})?$"}},
+    ),
+]
 
 
 class LineIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -26,9 +36,9 @@ class LineIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     sku: Id
     title: Text = ""
     quantity: Annotated[int, Meta(ge=1, le=1_000_000)]
-    unit_price: Decimal
-    tax: Decimal = Decimal(0)
-    shipping: Decimal = Decimal(0)
+    unit_price: Amount
+    tax: Amount = Decimal(0)
+    shipping: Amount = Decimal(0)
 
 
 class BuyerIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -61,7 +71,7 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     def to_domain(self) -> ImportedOrder:
         return ImportedOrder(
             marketplace_order_id=self.marketplace_order_id,
-            purchased_at=self.purchased_at.astimezone(UTC),
+            purchased_at=_utc(self.purchased_at, "purchased_at"),
             currency=self.currency,
             payment_status=PaymentStatus(self.payment_status),
             buyer=Buyer(self.buyer.name, self.buyer.email),
@@ -78,8 +88,16 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
                 for line in self.lines
             ),
             ship_to=Address(**msgspec.structs.asdict(self.ship_to)) if self.ship_to else None,
-            paid_at=self.paid_at.astimezone(UTC) if self.paid_at else None,
+            paid_at=_utc(self.paid_at, "paid_at") if self.paid_at else None,
         )
+
+
+def _utc(moment: datetime, field: str) -> datetime:
+    """The moment in UTC; one that falls outside years 1 to 9999 there (0001-01-01T00:00+02:00) is refused."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidOrderError(f"{field} is out of range once converted to UTC", field) from None
 
 
 class ImportRequest(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -23,7 +23,7 @@ TAGS = ["accounts"]
     summary="Register a marketplace account",
     tags=TAGS,
     opt={ROLES_OPT: ADMIN},
-    responses=problem_responses(401, 403, 409, 422, 503),
+    responses=problem_responses(401, 403, 409, 413, 422, 503),
     sync_to_thread=True,
 )
 def create_account(
@@ -74,7 +74,7 @@ def get_account(
     summary="Change an account's settings (recorded as an event)",
     tags=TAGS,
     opt={ROLES_OPT: ADMIN},
-    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
     sync_to_thread=True,
 )
 def update_account(

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from litestar import Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from psycopg_pool import ConnectionPool
 
@@ -70,7 +71,10 @@ def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | Non
     summary="Import one order (201 created, 200 unchanged or payment recorded)",
     tags=TAGS,
     opt={ROLES_OPT: IMPORT_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    responses={
+        200: ResponseSpec(ImportOut, description="already imported: unchanged, or its payment recorded"),
+        **problem_responses(401, 403, 404, 409, 413, 422, 503),
+    },
     sync_to_thread=True,
 )
 def import_order(
@@ -95,7 +99,7 @@ def import_order(
     tags=TAGS,
     opt={ROLES_OPT: IMPORT_ORDERS},
     status_code=200,
-    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
     sync_to_thread=True,
 )
 def import_orders(
@@ -176,7 +180,7 @@ def list_orders(
     summary="The order in full, now or as it stood at `?version=` or `?as_of=`; ETag is its version",
     tags=TAGS,
     opt={ROLES_OPT: READ_ORDERS},
-    responses=problem_responses(401, 403, 404, 503),
+    responses=problem_responses(401, 403, 404, 422, 503),
     sync_to_thread=True,
 )
 def get_order(
@@ -217,7 +221,7 @@ def order_history(
     summary="Record a shipment (no `lines`: everything still unshipped)",
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
     sync_to_thread=True,
 )
 def ship(
@@ -249,7 +253,7 @@ def ship(
     summary="Cancel unshipped units (no `lines`: everything unshipped); on paid eBay orders, opens a dispute",
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
     sync_to_thread=True,
 )
 def cancel(
@@ -279,7 +283,7 @@ def cancel(
     summary="Refund shipped units or amounts (no `lines`: everything refundable)",
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
     sync_to_thread=True,
 )
 def refund(
@@ -315,7 +319,7 @@ def refund(
     summary="Record a buyer's dispute",
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: RECORD_DISPUTES},
-    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
     sync_to_thread=True,
 )
 def open_dispute(
@@ -344,7 +348,7 @@ def open_dispute(
     summary="Close a dispute with its outcome (`accepted` makes a cancellation dispute's cancellation happen)",
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: RECORD_DISPUTES},
-    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
     sync_to_thread=True,
 )
 def close_dispute(
@@ -374,7 +378,7 @@ def close_dispute(
     summary="Put cancelled or returned units back into the ledger's stock",
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
     sync_to_thread=True,
 )
 def restock(
