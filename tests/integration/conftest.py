@@ -9,17 +9,31 @@ import pytest
 from api_support import API_MAX_BODY, Seller, make_seller
 from litestar.testing import TestClient
 
+from ledger import database
 from ledger.api.app import create_app
 from ledger.application import Ledger
 from ledger.database import PostgresTarget
+from ledger.projections import base
 
 
 @pytest.fixture
-def api_ledger(ledger_env: dict[str, str]) -> Iterator[Ledger]:
-    """A Ledger on the run's schema, shared by the app and the test's setup."""
-    app = Ledger(env=ledger_env)
-    yield app
-    app.close()
+def app(ledger_env: dict[str, str]) -> Iterator[Ledger]:
+    """A Ledger on the run's schema (the schema is shared by the session: use a seller of the test's own)."""
+    ledger = Ledger(env=ledger_env)
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+def connect(pg_target: PostgresTarget) -> base.Connect:
+    """Connections to the run's schema, for projections and their views."""
+    return lambda: database.connect(pg_target)
+
+
+@pytest.fixture
+def api_ledger(app: Ledger) -> Ledger:
+    """The Ledger the HTTP app and the test's setup share."""
+    return app
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from uuid import UUID, uuid4
 
 from hypothesis import strategies as st
 
-from ledger import database
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import (
     Buyer,
@@ -37,7 +36,6 @@ from ledger.aggregates.values import (
     SyncAction,
 )
 from ledger.application import Ledger
-from ledger.database import PostgresTarget
 from ledger.projections import base
 
 UPS_TRACKING = "1Z999AA10123456784"
@@ -132,10 +130,6 @@ steps = st.lists(
 def new_seller(prefix: str) -> str:
     """A seller name no other test uses (the schema is shared by the whole run)."""
     return f"{prefix}-{uuid4().hex[:12]}"
-
-
-def connector(target: PostgresTarget) -> base.Connect:
-    return lambda: database.connect(target)
 
 
 def catch_up(projection: base.Projection, connect: base.Connect, app: Ledger, batch_size: int) -> None:

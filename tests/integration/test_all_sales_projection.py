@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from order_scenarios import OrderSpec, Scenario, catch_up, connector, new_seller, order_specs, steps
+from order_scenarios import OrderSpec, Scenario, catch_up, new_seller, order_specs, steps
 
 from ledger.application import Ledger
-from ledger.database import PostgresTarget
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 
@@ -21,18 +18,6 @@ SUMMARY = (
     " dispute_status, payment_status, third_party_managed, tab"
 )
 LINES = "order_id, line_id, sku, quantity, shipped, cancelled, refunded_quantity, restocked"
-
-
-@pytest.fixture
-def app(ledger_env: dict[str, str]) -> Iterator[Ledger]:
-    ledger = Ledger(env=ledger_env)
-    yield ledger
-    ledger.close()
-
-
-@pytest.fixture
-def connect(pg_target: PostgresTarget) -> base.Connect:
-    return connector(pg_target)
 
 
 def _expected(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from api_support import API_MAX_BODY, Seller, order_body
 from litestar.testing import TestClient
-from order_scenarios import catch_up, connector
+from order_scenarios import catch_up
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.aggregates.values import Marketplace, Role
@@ -18,6 +18,7 @@ from ledger.api.app import create_app
 from ledger.api.observability import JsonFormatter
 from ledger.application import Ledger
 from ledger.database import PostgresTarget
+from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 from ledger.projections.registry import all_projections
 
@@ -90,9 +91,9 @@ def test_command_outcomes(client: TestClient[Any], seller: Seller) -> None:
 
 
 def test_projection_lag_and_queue_depth_are_read_at_scrape_time(
-    client: TestClient[Any], seller: Seller, pg_target: PostgresTarget, api_ledger: Ledger
+    client: TestClient[Any], seller: Seller, connect: base.Connect, api_ledger: Ledger
 ) -> None:
-    catch_up(OutboundProjection(), connector(pg_target), api_ledger, 500)
+    catch_up(OutboundProjection(), connect, api_ledger, 500)
     before = _scrape(client)
     response = client.post(
         "/v1/orders", json=order_body(seller.accounts[Marketplace.WALMART]), headers=seller.auth()
@@ -106,7 +107,7 @@ def test_projection_lag_and_queue_depth_are_read_at_scrape_time(
     position = _value(samples, "ledger_projection_position", projection="outbound")
     assert lag >= 1  # the import is recorded, not yet applied
     assert lag + position > head
-    catch_up(OutboundProjection(), connector(pg_target), api_ledger, 500)
+    catch_up(OutboundProjection(), connect, api_ledger, 500)
     caught_up = _scrape(client)
     assert _value(caught_up, "ledger_projection_lag_events", projection="outbound") < lag
     pending = _value(caught_up, "ledger_outbound_items", state="pending")

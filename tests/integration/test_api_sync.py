@@ -8,11 +8,10 @@ from uuid import UUID, uuid4
 import pytest
 from api_support import UPS_TRACKING, Seller, order_body
 from litestar.testing import TestClient
-from order_scenarios import catch_up, connector, rows
+from order_scenarios import catch_up, rows
 
 from ledger.aggregates.values import Marketplace, Role
 from ledger.application import Ledger
-from ledger.database import PostgresTarget
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 
@@ -30,11 +29,6 @@ ITEM_FIELDS = {
     "sequence",
     "reference",
 }
-
-
-@pytest.fixture
-def connect(pg_target: PostgresTarget) -> base.Connect:
-    return connector(pg_target)
 
 
 def _import(client: TestClient[Any], seller: Seller, marketplace: Marketplace) -> str:

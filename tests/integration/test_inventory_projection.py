@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
@@ -17,7 +16,6 @@ from order_scenarios import (
     OrderSpec,
     Scenario,
     catch_up,
-    connector,
     new_seller,
     order_specs,
     steps,
@@ -34,24 +32,11 @@ from ledger.aggregates.values import (
     Source,
 )
 from ledger.application import Ledger
-from ledger.database import PostgresTarget
 from ledger.projections import base
 from ledger.projections.inventory import InventoryProjection, InventoryView, RestockEntry
 
 PROJECTION = InventoryProjection()
 VIEW = InventoryView()
-
-
-@pytest.fixture
-def app(ledger_env: dict[str, str]) -> Iterator[Ledger]:
-    ledger = Ledger(env=ledger_env)
-    yield ledger
-    ledger.close()
-
-
-@pytest.fixture
-def connect(pg_target: PostgresTarget) -> base.Connect:
-    return connector(pg_target)
 
 
 @pytest.fixture

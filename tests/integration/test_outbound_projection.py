@@ -4,7 +4,6 @@ the marketplace's answers settle them, and that a rebuild never re-sends what wa
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +17,6 @@ from order_scenarios import (
     OrderSpec,
     Scenario,
     catch_up,
-    connector,
     new_seller,
     order_specs,
     rows,
@@ -39,7 +37,6 @@ from ledger.aggregates.values import (
     SyncAction,
 )
 from ledger.application import Ledger
-from ledger.database import PostgresTarget
 from ledger.projections import base
 from ledger.projections.outbound import (
     InvalidFilterError,
@@ -51,18 +48,6 @@ from ledger.projections.outbound import (
 
 PROJECTION = OutboundProjection()
 VIEW = OutboundView()
-
-
-@pytest.fixture
-def app(ledger_env: dict[str, str]) -> Iterator[Ledger]:
-    ledger = Ledger(env=ledger_env)
-    yield ledger
-    ledger.close()
-
-
-@pytest.fixture
-def connect(pg_target: PostgresTarget) -> base.Connect:
-    return connector(pg_target)
 
 
 @pytest.fixture

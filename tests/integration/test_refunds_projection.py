@@ -4,7 +4,6 @@ day, filters and pages, all agreeing with the orders' own events."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -20,7 +19,6 @@ from order_scenarios import (
     OrderSpec,
     Scenario,
     catch_up,
-    connector,
     new_seller,
     order_specs,
     steps,
@@ -36,7 +34,6 @@ from ledger.aggregates.values import (
     Source,
 )
 from ledger.application import Ledger
-from ledger.database import PostgresTarget
 from ledger.projections import base
 from ledger.projections.refunds import (
     InvalidCursorError,
@@ -52,18 +49,6 @@ from ledger.projections.refunds import (
 PROJECTION = RefundsProjection()
 VIEW = RefundsView()
 ZERO = Decimal(0)
-
-
-@pytest.fixture
-def app(ledger_env: dict[str, str]) -> Iterator[Ledger]:
-    ledger = Ledger(env=ledger_env)
-    yield ledger
-    ledger.close()
-
-
-@pytest.fixture
-def connect(pg_target: PostgresTarget) -> base.Connect:
-    return connector(pg_target)
 
 
 @pytest.fixture

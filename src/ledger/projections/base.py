@@ -117,6 +117,31 @@ def select_by_order(
     return cur.execute(statement, (list(order_ids),)).fetchall()
 
 
+def insert_rows(
+    cur: Cursor,
+    table: sql.Identifier,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    on_conflict: Sequence[str] = (),
+    update: Sequence[str] = (),
+) -> None:
+    """Insert a batch's rows into `table`; with `on_conflict`, an upsert that sets the `update` columns."""
+    if not rows:
+        return
+    statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        table,
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+    if on_conflict:
+        statement += sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, on_conflict)),
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in update),
+        )
+    cur.executemany(statement, rows)
+
+
 def lock_key(name: str) -> int:
     """A stable advisory-lock key per projection (non-negative 31 bits, so pg_locks shows it as objid)."""
     return zlib.crc32(f"ledger-projection:{name}".encode()) & 0x7FFFFFFF

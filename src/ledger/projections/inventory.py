@@ -19,7 +19,7 @@ from psycopg.rows import TupleRow, class_row
 from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
-from .base import Cursor, Event, Projection, Tables, select_by_order
+from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 
 @dataclass(frozen=True)
@@ -136,19 +136,10 @@ class InventoryProjection(Projection):
         restocks: list[RestockRow],
         levels: dict[tuple[str, str], tuple[int, datetime]],
     ) -> None:
-        for table, columns, rows in (
-            (t["inventory_orders"], ORDER_COLUMNS, [_params(o, ORDER_COLUMNS) for o in orders]),
-            (t["inventory_restocks"], RESTOCK_COLUMNS, [_params(r, RESTOCK_COLUMNS) for r in restocks]),
-        ):
-            if rows:
-                cur.executemany(
-                    sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                        table,
-                        sql.SQL(", ").join(map(sql.Identifier, columns)),
-                        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-                    ),
-                    rows,
-                )
+        insert_rows(cur, t["inventory_orders"], ORDER_COLUMNS, [_params(o, ORDER_COLUMNS) for o in orders])
+        insert_rows(
+            cur, t["inventory_restocks"], RESTOCK_COLUMNS, [_params(r, RESTOCK_COLUMNS) for r in restocks]
+        )
         if levels:
             cur.executemany(
                 sql.SQL(

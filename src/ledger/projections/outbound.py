@@ -32,7 +32,7 @@ from ..aggregates.errors import RuleViolationError
 from ..aggregates.order import Order
 from ..aggregates.policies import policy_for
 from ..aggregates.values import DisputeKind, Marketplace, Requester, Source, SyncAction
-from .base import Cursor, Event, Projection, Tables, select_by_order
+from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD = "pending", "in_flight", "succeeded", "failed", "dead"
 STATES = (PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD)
@@ -482,32 +482,18 @@ class OutboundProjection(Projection):
         return {record[0]: ItemRow(*record) for record in cur.fetchall()}
 
     def _write(self, cur: Cursor, t: Tables, batch: Batch) -> None:
-        if batch.changed_orders or batch.new_orders:
-            columns = ORDER_COLUMNS
-            cur.executemany(
-                sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (order_id) DO UPDATE SET {}").format(
-                    t["outbound_orders"],
-                    sql.SQL(", ").join(map(sql.Identifier, columns)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-                    sql.SQL(", ").join(
-                        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                        for c in ("disputes", "next_sequence")
-                    ),
-                ),
-                [
-                    _order_params(batch.orders[order_id])
-                    for order_id in sorted(batch.changed_orders | batch.new_orders)
-                ],
-            )
-        if batch.new_items:
-            cur.executemany(
-                sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                    t["outbound_items"],
-                    sql.SQL(", ").join(map(sql.Identifier, ITEM_COLUMNS)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(ITEM_COLUMNS)),
-                ),
-                [_item_params(item) for item in batch.new_items],
-            )
+        insert_rows(
+            cur,
+            t["outbound_orders"],
+            ORDER_COLUMNS,
+            [
+                _order_params(batch.orders[order_id])
+                for order_id in sorted(batch.changed_orders | batch.new_orders)
+            ],
+            on_conflict=("order_id",),
+            update=("disputes", "next_sequence"),
+        )
+        insert_rows(cur, t["outbound_items"], ITEM_COLUMNS, [_item_params(item) for item in batch.new_items])
         made = {item.id for item in batch.new_items}
         changed = [batch.items[i] for i in sorted(batch.changed_items - made)]
         if changed:

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
 from ..aggregates.values import Marketplace
-from .base import Cursor, Event, Projection, Tables, select_by_order
+from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 ZERO = Decimal(0)
 MAX_LIMIT = 500
@@ -172,20 +172,11 @@ class RefundsProjection(Projection):
         lines: list[tuple[Any, ...]],
         daily: dict[DailyKey, list[Any]],
     ) -> None:
-        for table, columns, rows in (
-            (t["refund_orders"], ORDER_COLUMNS, [_order_params(o) for o in orders]),
-            (t["refunds"], REFUND_COLUMNS, [tuple(getattr(r, c) for c in REFUND_COLUMNS) for r in refunds]),
-            (t["refund_lines"], LINE_COLUMNS, lines),
-        ):
-            if rows:
-                cur.executemany(
-                    sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                        table,
-                        sql.SQL(", ").join(map(sql.Identifier, columns)),
-                        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-                    ),
-                    rows,
-                )
+        insert_rows(cur, t["refund_orders"], ORDER_COLUMNS, [_order_params(o) for o in orders])
+        insert_rows(
+            cur, t["refunds"], REFUND_COLUMNS, [tuple(getattr(r, c) for c in REFUND_COLUMNS) for r in refunds]
+        )
+        insert_rows(cur, t["refund_lines"], LINE_COLUMNS, lines)
         if daily:
             cur.executemany(
                 sql.SQL(
