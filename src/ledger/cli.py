@@ -21,6 +21,7 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
+from . import audit_cli
 from .aggregates.errors import LedgerError
 from .aggregates.values import (
     CancelReason,
@@ -735,6 +736,19 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     dclose.add_argument("--outcome", required=True, choices=[o.value for o in DisputeOutcome])
     restock = order_command("restock", cmd_restock, "put cancelled or returned units back in stock")
     restock.add_argument("--line", type=parse_line, action="append", required=True, help="LINE_ID:QUANTITY")
+
+    # --- auditing ---
+    verify = command(sub, "verify", None, "recompute hash chains and checkpoints from the stored events")
+    verify.set_defaults(settings_handler=audit_cli.cmd_verify)
+    scope = verify.add_mutually_exclusive_group()
+    scope.add_argument("--order", type=_uuid, help="verify one order's chain")
+    scope.add_argument("--all", action="store_true", help="every order and checkpoint (the default)")
+    verify.add_argument(
+        "--no-checkpoint", action="store_true", help="don't seal new checkpoints after a clean --all"
+    )
+    command(sub, "checkpoint", None, "seal the events recorded since the last checkpoint").set_defaults(
+        settings_handler=audit_cli.cmd_checkpoint
+    )
     return parser
 
 
