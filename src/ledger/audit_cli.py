@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
@@ -30,6 +31,7 @@ from rich.text import Text
 from .application import Ledger
 from .config import Settings
 from .database import connect, open_database
+from .sales_as_of import all_sales_as_of, to_csv, to_json
 from .verification import VerificationSummary, verify_all, verify_order, write_checkpoints
 
 EXIT_FAILED = 1
@@ -153,4 +155,18 @@ def cmd_checkpoint(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         _print_json({"checkpoints_written": written}, out)
     else:
         out.write(f"wrote {written} new checkpoints\n")
+    return 0
+
+
+def cmd_report_all_sales(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """`ledger report all-sales --seller S [--as-of T] --format csv|json`, rebuilt from the events."""
+    at = args.as_of or datetime.now(UTC)
+    with open_database(settings) as target:
+        ledger = Ledger(env=target.eventsourcing_env())
+        try:
+            with connect(target, autocommit=True) as conn:
+                summaries = all_sales_as_of(conn, ledger.mapper, args.seller, at)
+        finally:
+            ledger.close()
+    out.write(to_json(summaries) if args.format == "json" or args.json else to_csv(summaries))
     return 0

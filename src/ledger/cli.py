@@ -749,6 +749,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     command(sub, "checkpoint", None, "seal the events recorded since the last checkpoint").set_defaults(
         settings_handler=audit_cli.cmd_checkpoint
     )
+    report = command(sub, "report", None, "reports rebuilt from the events")
+    report_sub = report.add_subparsers(dest="report_command", metavar="COMMAND", required=True)
+    as_of = command(
+        report_sub, "all-sales", None, "a seller's All Sales list as it stood at a time, from the events"
+    )
+    as_of.set_defaults(settings_handler=audit_cli.cmd_report_all_sales)
+    as_of.add_argument("--seller", required=True)
+    as_of.add_argument("--as-of", type=_time, help="ISO 8601 time with a zone (default: now)")
+    as_of.add_argument("--format", choices=["csv", "json"], default="csv")
     return parser
 
 
