@@ -31,10 +31,12 @@ from rich.text import Text
 from .application import Ledger
 from .config import Settings
 from .database import connect, open_database
+from .privacy import forget
 from .sales_as_of import all_sales_as_of, to_csv, to_json
 from .verification import VerificationSummary, verify_all, verify_order, write_checkpoints
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 PHASES = {
     "checkpoints": "re-verifying checkpoints",
     "orders": "verifying order chains",
@@ -170,3 +172,30 @@ def cmd_report_all_sales(args: argparse.Namespace, settings: Settings, out: Text
             ledger.close()
     out.write(to_json(summaries) if args.format == "json" or args.json else to_csv(summaries))
     return 0
+
+
+def cmd_privacy_forget(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Destroy a buyer's personal data key and scrub the read models' copies (crypto-shredding)."""
+    email = args.buyer.strip()
+    if not email:
+        print("ledger: --buyer needs the buyer's email", file=sys.stderr)
+        return EXIT_USAGE
+    with open_database(settings) as target, connect(target, autocommit=True) as conn:
+        destroyed, scrubbed = forget(conn, args.seller, email)
+    if args.json:
+        _print_json({"key_destroyed": destroyed, "rows_scrubbed": scrubbed}, out)
+    elif destroyed:
+        out.write(
+            f"buyer {email} of seller {args.seller} forgotten: key destroyed, "
+            f"{scrubbed} All Sales rows scrubbed; history still verifies\n"
+        )
+    elif scrubbed:
+        out.write(
+            f"buyer {email} of seller {args.seller}: no key (orders recorded before encryption keep the "
+            f"plaintext in their events); {scrubbed} All Sales rows scrubbed\n"
+        )
+    else:
+        out.write(
+            f"no live key for buyer {email} of seller {args.seller} (forgotten already, or never seen)\n"
+        )
+    return 0 if destroyed or scrubbed else EXIT_FAILED

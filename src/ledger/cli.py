@@ -758,6 +758,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     as_of.add_argument("--seller", required=True)
     as_of.add_argument("--as-of", type=_time, help="ISO 8601 time with a zone (default: now)")
     as_of.add_argument("--format", choices=["csv", "json"], default="csv")
+    privacy = command(sub, "privacy", None, "buyers' personal data")
+    privacy_sub = privacy.add_subparsers(dest="privacy_command", metavar="COMMAND", required=True)
+    forget = command(
+        privacy_sub, "forget", None, "destroy a buyer's key: their name, email and address read as erased"
+    )
+    forget.set_defaults(settings_handler=audit_cli.cmd_privacy_forget)
+    forget.add_argument("--buyer", required=True, metavar="EMAIL")
+    forget.add_argument("--seller", required=True)
     return parser
 
 

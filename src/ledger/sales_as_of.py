@@ -24,7 +24,7 @@ from psycopg.rows import TupleRow
 
 from .aggregates.errors import InvalidInputError
 from .database import DEFAULT_EVENTS_TABLE
-from .projections.all_sales import OrderRow, fold
+from .projections.all_sales import OrderRow, fold, reveal_buyers
 from .projections.all_sales_view import OrderSummary
 from .verification import IMPORTED_TOPIC
 
@@ -62,7 +62,10 @@ def all_sales_as_of(conn: Connection, mapper: Mapper[UUID], seller: str, at: dat
             event = mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state)))
             if event.timestamp <= at:  # an order's events are recorded in version order
                 rows[oid] = fold(rows.get(oid), event)
-    summaries = [summary_of(row) for row in rows.values() if row is not None]
+    found = [row for row in rows.values() if row is not None]
+    with conn.cursor() as keys_cur:
+        reveal_buyers(keys_cur, found)
+    summaries = [summary_of(row) for row in found]
     summaries.sort(key=lambda s: (s.purchased_at, s.order_id), reverse=True)
     return summaries
 
