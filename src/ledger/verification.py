@@ -370,47 +370,53 @@ def check_checkpoints(conn: Connection, findings: list[Finding], report: Progres
 
 
 def write_checkpoints(conn: Connection, progress: Progress | None = None, size: int = CHECKPOINT_SIZE) -> int:
-    """Seal every row after the last sealed one, in ranges of at most `size` rows. Returns ranges written."""
+    """Seal every row after the last sealed one, in ranges of at most `size` rows, one transaction per range
+    (under an advisory lock, so concurrent sealers take turns). Returns the number of ranges written."""
     report = progress or _no_progress
     ensure_checkpoint_tables(conn)
-    written = 0
+    last = conn.execute("SELECT coalesce(max(last_id), 0) FROM audit_checkpoints").fetchone()
+    count = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE notification_id > %s").format(_EVENTS),
+        (last[0] if last else 0,),
+    ).fetchone()
+    total = int(count[0]) if count else 0
+    report("sealing", 0, total)
+    written = done = 0
+    while sealed := _seal_next_range(conn, size):
+        written += 1
+        done += sealed
+        report("sealing", min(done, total), max(total, done))
+    return written
+
+
+def _seal_next_range(conn: Connection, size: int) -> int:
+    """Seal up to `size` rows after the last checkpoint; returns how many (0: nothing left)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         last = conn.execute(
             "SELECT seq, last_id, digest FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         seq, after, prev_digest = (int(last[0]), int(last[1]), str(last[2])) if last else (0, 0, GENESIS_HASH)
-        count = conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE notification_id > %s").format(_EVENTS), (after,)
-        ).fetchone()
-        total = int(count[0]) if count else 0
-        report("sealing", 0, total)
-        done = 0
-        while True:
-            rows = _rows(
-                conn, sql.SQL("WHERE notification_id > %s ORDER BY notification_id LIMIT %s"), (after, size)
-            )
-            if not rows:
-                break
-            seq += 1
-            digests = [row.digest() for row in rows]
-            digest = checkpoint_digest(prev_digest, digests)
-            conn.execute(
-                "INSERT INTO audit_checkpoints (seq, first_id, last_id, row_count, prev_digest, digest)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (seq, rows[0].notification_id, rows[-1].notification_id, len(rows), prev_digest, digest),
-            )
-            with (
-                conn.cursor() as cur,
-                cur.copy(
-                    "COPY audit_checkpoint_events"
-                    " (notification_id, seq, originator_id, originator_version, row_digest) FROM STDIN"
-                ) as copy,
-            ):
-                for row, row_digest in zip(rows, digests, strict=True):
-                    copy.write_row((row.notification_id, seq, row.originator_id, row.version, row_digest))
-            prev_digest, after = digest, rows[-1].notification_id
-            written += 1
-            done += len(rows)
-            report("sealing", done, total)
-    return written
+        rows = _rows(
+            conn, sql.SQL("WHERE notification_id > %s ORDER BY notification_id LIMIT %s"), (after, size)
+        )
+        if not rows:
+            return 0
+        seq += 1
+        digests = [row.digest() for row in rows]
+        digest = checkpoint_digest(prev_digest, digests)
+        conn.execute(
+            "INSERT INTO audit_checkpoints (seq, first_id, last_id, row_count, prev_digest, digest)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (seq, rows[0].notification_id, rows[-1].notification_id, len(rows), prev_digest, digest),
+        )
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY audit_checkpoint_events"
+                " (notification_id, seq, originator_id, originator_version, row_digest) FROM STDIN"
+            ) as copy,
+        ):
+            for row, row_digest in zip(rows, digests, strict=True):
+                copy.write_row((row.notification_id, seq, row.originator_id, row.version, row_digest))
+    return len(rows)

@@ -424,3 +424,19 @@ def test_cli_verify_all_and_checkpoint(shop, cli):
     assert "INVALID: 1 problems" in broken[1]
     assert f"{order_id} version 4 (notification" in broken[1]
     assert "was deleted" in broken[1]
+
+
+def test_checkpoints_chain_over_many_ranges(shop):
+    """Small ranges chain one to the next; a change in a later range names that range, order and version."""
+    order_ids = [shop.order() for _ in range(3)]
+    written = write_checkpoints(shop.conn, size=5)
+    clean = verify_all(shop.conn, shop.ledger.mapper, seal=False)
+    alter_tracking(shop, order_ids[-1], 4)
+
+    broken = verify_all(shop.conn, shop.ledger.mapper, seal=False)
+
+    assert written == -(-(3 * 4 + shop.rows_besides_orders) // 5)
+    assert (clean.valid, clean.checkpoints_checked) == (True, written)
+    assert not broken.valid
+    assert {(f.order_id, f.version) for f in broken.findings} == {(order_ids[-1], 4)}
+    assert any(f.message.startswith(f"checkpoint {written} ") for f in broken.findings)
