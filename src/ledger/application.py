@@ -23,9 +23,11 @@ from eventsourcing.persistence import (
     Recording,
     Transcoding,
 )
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from .aggregates.account import MarketplaceAccount, SellerAccounts
 from .aggregates.api_key import ApiKey, SellerApiKeys
+from .aggregates.chain import canonical
 from .aggregates.errors import InvalidInputError, LedgerError
 from .aggregates.order import Order
 from .aggregates.values import (
@@ -46,6 +48,7 @@ from .aggregates.values import (
     Role,
     SyncAction,
 )
+from .privacy import KeyStore, MemoryKeys, PersonalData, PostgresKeys
 from .queries import (
     ID_FIELDS,
     AccountDetails,
@@ -131,6 +134,12 @@ class Ledger(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
         self.clock = clock
+        self.personal_data = PersonalData(self._key_store())
+
+    def _key_store(self) -> KeyStore:
+        if isinstance(self.recorder, PostgresApplicationRecorder):
+            return PostgresKeys(self.recorder.datastore)
+        return MemoryKeys()
 
     def construct_recorder(self) -> ApplicationRecorder:
         """The library creates its tables on start; processes starting together race on the catalog."""
@@ -330,7 +339,7 @@ class Ledger(Application[UUID]):
                     seller=account.seller,
                     account_id=account.id,
                     marketplace=account.marketplace,
-                    order=order,
+                    order=self._protected(account.seller, order),
                     third_party_managed=not account.fulfillment_managed,
                 )
                 try:
@@ -338,13 +347,35 @@ class Ledger(Application[UUID]):
                 except IntegrityError:
                     continue  # imported concurrently by another writer: compare with theirs
                 return ImportResult(order_id, True, new.version, _types(recordings), _position(recordings))
-            existing.reimport(ctx, account.id, order, self.clock())
+            existing.reimport(ctx, account.id, self._as_stored(existing, order), self.clock())
             try:
                 recordings = self.save(existing)
             except IntegrityError:
                 continue
             return ImportResult(order_id, False, existing.version, _types(recordings), _position(recordings))
         raise ConcurrentUpdateError(f"order {order.marketplace_order_id} kept changing; try again")
+
+    def _protected(self, seller: str, order: ImportedOrder) -> ImportedOrder:
+        """The order with its personal fields encrypted under the buyer's key (privacy.py)."""
+        buyer, ship_to = self.personal_data.protect(seller, order.buyer, order.ship_to)
+        return dataclasses.replace(order, buyer=buyer, ship_to=ship_to)
+
+    def _as_stored(self, existing: Order, order: ImportedOrder) -> ImportedOrder:
+        """A re-sent order with the stored tokens in place of personal fields that decrypt to the same values
+        (or that can no longer be compared, the buyer being forgotten); other values stay as sent, so that
+        the aggregate sees a difference exactly where the plaintext differs."""
+        buyer, ship_to, erased = self.personal_data.reveal(existing.buyer, existing.ship_to)
+        if erased:
+            return dataclasses.replace(order, buyer=existing.buyer, ship_to=existing.ship_to)
+        return dataclasses.replace(
+            order,
+            buyer=existing.buyer if buyer == order.buyer else order.buyer,
+            ship_to=existing.ship_to if ship_to == order.ship_to else order.ship_to,
+        )
+
+    def _shown(self, details: OrderDetails) -> OrderDetails:
+        buyer, ship_to, _ = self.personal_data.reveal(details.buyer, details.ship_to)
+        return dataclasses.replace(details, buyer=buyer, ship_to=ship_to)
 
     # ------------------------------------------------------------------------- order commands
 
@@ -573,7 +604,7 @@ class Ledger(Application[UUID]):
     # -------------------------------------------------------------------------------- queries
 
     def get_order(self, order_id: UUID, seller: str | None = None) -> OrderDetails:
-        return OrderDetails.of(self._order(order_id, seller))
+        return self._shown(OrderDetails.of(self._order(order_id, seller)))
 
     def find_order(self, seller: str, marketplace: Marketplace, marketplace_order_id: str) -> OrderDetails:
         order_id = Order.create_id(seller, marketplace.value, marketplace_order_id)
@@ -598,14 +629,23 @@ class Ledger(Application[UUID]):
                 msg = f"order {order_id} did not exist yet at {at.isoformat()}"
                 raise OrderNotFoundError(msg)
         if version is None:
-            return OrderDetails.of(current)
+            return self._shown(OrderDetails.of(current))
         if not 1 <= version <= current.version:
             raise InvalidInputError(f"version must be 1 to {current.version}", "version")
-        return OrderDetails.of(self.repository.get(order_id, version=version))
+        return self._shown(OrderDetails.of(self.repository.get(order_id, version=version)))
 
     def order_history(self, order_id: UUID, seller: str | None = None) -> list[HistoryEntry]:
-        self._order(order_id, seller)
-        return [HistoryEntry.of(e) for e in self.events.get(order_id)]  # type: ignore[arg-type]
+        order = self._order(order_id, seller)
+        entries = [HistoryEntry.of(e) for e in self.events.get(order_id)]  # type: ignore[arg-type]
+        buyer, ship_to, _ = self.personal_data.reveal(order.buyer, order.ship_to)
+        shown = {"buyer": canonical(buyer), "ship_to": canonical(ship_to)}
+        # Only the import carries personal data; its hash stays the hash of what is stored (the tokens).
+        return [
+            dataclasses.replace(e, data={**e.data, **{k: v for k, v in shown.items() if k in e.data}})
+            if e.type == "Imported"
+            else e
+            for e in entries
+        ]
 
     def _order(self, order_id: UUID, seller: str | None) -> Order:
         order = self._find_order(order_id)

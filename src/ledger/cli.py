@@ -21,6 +21,7 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
+from . import audit_cli
 from .aggregates.errors import LedgerError
 from .aggregates.values import (
     CancelReason,
@@ -735,6 +736,36 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     dclose.add_argument("--outcome", required=True, choices=[o.value for o in DisputeOutcome])
     restock = order_command("restock", cmd_restock, "put cancelled or returned units back in stock")
     restock.add_argument("--line", type=parse_line, action="append", required=True, help="LINE_ID:QUANTITY")
+
+    # --- auditing ---
+    verify = command(sub, "verify", None, "recompute hash chains and checkpoints from the stored events")
+    verify.set_defaults(settings_handler=audit_cli.cmd_verify)
+    scope = verify.add_mutually_exclusive_group()
+    scope.add_argument("--order", type=_uuid, help="verify one order's chain")
+    scope.add_argument("--all", action="store_true", help="every order and checkpoint (the default)")
+    verify.add_argument(
+        "--no-checkpoint", action="store_true", help="don't seal new checkpoints after a clean --all"
+    )
+    command(sub, "checkpoint", None, "seal the events recorded since the last checkpoint").set_defaults(
+        settings_handler=audit_cli.cmd_checkpoint
+    )
+    report = command(sub, "report", None, "reports rebuilt from the events")
+    report_sub = report.add_subparsers(dest="report_command", metavar="COMMAND", required=True)
+    as_of = command(
+        report_sub, "all-sales", None, "a seller's All Sales list as it stood at a time, from the events"
+    )
+    as_of.set_defaults(settings_handler=audit_cli.cmd_report_all_sales)
+    as_of.add_argument("--seller", required=True)
+    as_of.add_argument("--as-of", type=_time, help="ISO 8601 time with a zone (default: now)")
+    as_of.add_argument("--format", choices=["csv", "json"], default="csv")
+    privacy = command(sub, "privacy", None, "buyers' personal data")
+    privacy_sub = privacy.add_subparsers(dest="privacy_command", metavar="COMMAND", required=True)
+    forget = command(
+        privacy_sub, "forget", None, "destroy a buyer's key: their name, email and address read as erased"
+    )
+    forget.set_defaults(settings_handler=audit_cli.cmd_privacy_forget)
+    forget.add_argument("--buyer", required=True, metavar="EMAIL")
+    forget.add_argument("--seller", required=True)
     return parser
 
 

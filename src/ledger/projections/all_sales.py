@@ -17,6 +17,7 @@ from uuid import UUID
 
 from psycopg import sql
 
+from .. import privacy
 from ..aggregates.order import Order
 from ..aggregates.values import OrderStatus
 from .base import Cursor, Event, Projection, Tables, select_by_order
@@ -318,6 +319,18 @@ _HANDLERS = {
 }
 
 
+def reveal_buyers(cur: Cursor, rows: Sequence[OrderRow]) -> None:
+    """Imports store the buyer encrypted (privacy.py): the read model keeps the plaintext, for the list and its
+    search, while the buyer's key lives (`ledger privacy forget` scrubs it), and `[erased]` after."""
+    key_ids = privacy.key_ids_in(value for row in rows for value in (row.buyer_name, row.buyer_email))
+    if not key_ids:
+        return
+    keys = privacy.fetch_keys(cur, sorted(key_ids))
+    for row in rows:
+        row.buyer_name = privacy.decrypt(keys, row.buyer_name)
+        row.buyer_email = privacy.decrypt(keys, row.buyer_email)
+
+
 # Column -> PostgreSQL type, in the order of _order_params and LINE_COLUMNS.
 ORDER_TYPES = dict(
     zip(
@@ -484,6 +497,7 @@ class AllSalesProjection(Projection):
                 changed[order_id] = row
         if not changed:
             return
+        reveal_buyers(cur, list(changed.values()))
         self._write(cur, t, list(changed.values()))
         self._count(cur, t, before, changed)
 

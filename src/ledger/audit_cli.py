@@ -1,0 +1,201 @@
+"""The auditors' commands: `ledger verify`, `ledger checkpoint` and `ledger report all-sales --as-of`.
+
+They read the stored events table directly (verification.py, sales_as_of.py), so they take the Settings and
+open their own autocommit connection; the Ledger is opened only for its mapper (the events' decoding).
+Progress goes to stderr (a rich bar on a terminal, a plain line a second otherwise); results go to `out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import msgspec
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from .application import Ledger
+from .config import Settings
+from .database import connect, open_database
+from .privacy import forget
+from .sales_as_of import all_sales_as_of, to_csv, to_json
+from .verification import VerificationSummary, verify_all, verify_order, write_checkpoints
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+PHASES = {
+    "checkpoints": "re-verifying checkpoints",
+    "orders": "verifying order chains",
+    "sealing": "sealing new checkpoints",
+}
+_json = msgspec.json.Encoder(decimal_format="string")
+
+
+class RateColumn(ProgressColumn):
+    """Items per second of a task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
+
+
+class PlainProgress:
+    """One line per phase per second, and one at each phase's end: for logs and pipes."""
+
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self.started: dict[str, float] = {}
+        self.last = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        start = self.started.setdefault(phase, now)
+        if done < total and now - self.last < 1:
+            return
+        self.last = now
+        rate = done / max(now - start, 1e-9)
+        self.err.write(f"ledger verify: {PHASES.get(phase, phase)}: {done}/{total} ({rate:,.0f}/s)\n")
+        self.err.flush()
+
+
+@contextmanager
+def progress_reporter(err: TextIO) -> Iterator[Any]:
+    """A progress(phase, done, total) callback: a rich bar on a terminal, plain lines otherwise."""
+    if not err.isatty():
+        yield PlainProgress(err)
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(file=err), transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(PHASES.get(phase, phase), total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield report
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    out.write(_json.encode(value).decode() + "\n")
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """`ledger verify --order ID` or `--all` (the default): exit 1 when anything is invalid."""
+    with open_database(settings) as target:
+        ledger = Ledger(env=target.eventsourcing_env())
+        try:
+            with connect(target, autocommit=True) as conn:
+                if args.order is not None:
+                    result = verify_order(conn, ledger.mapper, args.order)
+                    if args.json:
+                        _print_json(result, out)
+                    elif result.valid:
+                        out.write(
+                            f"order {result.order_id}: valid ({result.events_checked} events checked)\n"
+                        )
+                    else:
+                        out.write(
+                            f"order {result.order_id}: INVALID at version {result.first_invalid_version}: "
+                            f"{result.problem}\n"
+                        )
+                    return 0 if result.valid else EXIT_FAILED
+                with progress_reporter(sys.stderr) as report:
+                    summary = verify_all(conn, ledger.mapper, report, seal=not args.no_checkpoint)
+        finally:
+            ledger.close()
+    _write_summary(summary, args.json, out)
+    return 0 if summary.valid else EXIT_FAILED
+
+
+def _write_summary(summary: VerificationSummary, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        _print_json(summary, out)
+        return
+    out.write(
+        f"verified {summary.orders_checked} orders ({summary.events_checked} events), "
+        f"re-verified {summary.checkpoints_checked} checkpoints, "
+        f"wrote {summary.checkpoints_written} new checkpoints\n"
+    )
+    if summary.valid:
+        out.write("all valid\n")
+        return
+    out.write(f"INVALID: {len(summary.findings)} problems\n")
+    for finding in summary.findings:
+        out.write(f"  {finding.message}\n")
+
+
+def cmd_checkpoint(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Seal the events recorded since the last checkpoint (cheap: run it from cron, or after imports)."""
+    with (
+        open_database(settings) as target,
+        connect(target, autocommit=True) as conn,
+        progress_reporter(sys.stderr) as report,
+    ):
+        written = write_checkpoints(conn, report)
+    if args.json:
+        _print_json({"checkpoints_written": written}, out)
+    else:
+        out.write(f"wrote {written} new checkpoints\n")
+    return 0
+
+
+def cmd_report_all_sales(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """`ledger report all-sales --seller S [--as-of T] --format csv|json`, rebuilt from the events."""
+    at = args.as_of or datetime.now(UTC)
+    with open_database(settings) as target:
+        ledger = Ledger(env=target.eventsourcing_env())
+        try:
+            with connect(target, autocommit=True) as conn:
+                summaries = all_sales_as_of(conn, ledger.mapper, args.seller, at)
+        finally:
+            ledger.close()
+    out.write(to_json(summaries) if args.format == "json" or args.json else to_csv(summaries))
+    return 0
+
+
+def cmd_privacy_forget(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Destroy a buyer's personal data key and scrub the read models' copies (crypto-shredding)."""
+    email = args.buyer.strip()
+    if not email:
+        print("ledger: --buyer needs the buyer's email", file=sys.stderr)
+        return EXIT_USAGE
+    with open_database(settings) as target, connect(target, autocommit=True) as conn:
+        destroyed, scrubbed = forget(conn, args.seller, email)
+    if args.json:
+        _print_json({"key_destroyed": destroyed, "rows_scrubbed": scrubbed}, out)
+    elif destroyed:
+        out.write(
+            f"buyer {email} of seller {args.seller} forgotten: key destroyed, "
+            f"{scrubbed} All Sales rows scrubbed; history still verifies\n"
+        )
+    elif scrubbed:
+        out.write(
+            f"buyer {email} of seller {args.seller}: no key (orders recorded before encryption keep the "
+            f"plaintext in their events); {scrubbed} All Sales rows scrubbed\n"
+        )
+    else:
+        out.write(
+            f"no live key for buyer {email} of seller {args.seller} (forgotten already, or never seen)\n"
+        )
+    return 0 if destroyed or scrubbed else EXIT_FAILED

@@ -1,0 +1,260 @@
+"""Crypto-shredding of buyers' personal data (name, email, ship-to address).
+
+Events are permanent and hashed into each order's chain, so personal data is never written to them in the
+clear: the application encrypts it before the aggregate sees it, with a key per buyer (per seller and
+normalized email) kept outside the event log, in `personal_data_keys`. An event stores tokens
+`pd1:<key id>:<base64url(nonce || AES-GCM ciphertext)>`; the chain hashes the tokens, so it still verifies
+once the key is destroyed. Reads decrypt while the key exists and show `[erased]` after. A value without the
+token prefix is plaintext (events recorded before encryption), shown as it is: forgetting cannot erase it.
+
+Destroying a key (`ledger privacy forget`) is final for every copy made from the events; the read models'
+decrypted copies are scrubbed in the same transaction. Keys sit in the same database as the events: a backup
+taken before the forget still holds the key (wrap keys with a KMS to close that gap).
+
+Leaf module: the application, the All Sales projection and the reports use it; it imports only the standard
+library, `cryptography` and psycopg.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg import sql
+
+from .aggregates.values import Address, Buyer
+
+TOKEN_PREFIX = "pd1:"  # noqa: S105 - a marker, not a secret
+ERASED = "[erased]"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+_LOCK_KEY = 0x6C6564676572_02  # advisory lock: one creator of the table at a time
+
+KEYS_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
+    key_id text PRIMARY KEY,
+    key bytea,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    destroyed_at timestamptz
+)
+"""
+
+
+def key_id_for(seller: str, email: str) -> str:
+    """The buyer's key id: derived from the seller and the normalized email, so every order finds it."""
+    return hashlib.sha256(f"{seller}\x1f{email.strip().lower()}".encode()).hexdigest()[:32]
+
+
+def is_token(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
+
+
+def token_key_id(token: str) -> str:
+    return token[len(TOKEN_PREFIX) :].partition(":")[0]
+
+
+def encrypt(key: bytes, key_id: str, plaintext: str) -> str:
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), key_id.encode())
+    return f"{TOKEN_PREFIX}{key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode('ascii')}"
+
+
+def decrypt(keys: Mapping[str, bytes], value: str) -> str:
+    """Plaintext of a token whose key is in `keys`; ERASED if the key is gone (or the token is damaged);
+    any other value unchanged."""
+    if not is_token(value):
+        return value
+    key_id, _, body = value[len(TOKEN_PREFIX) :].partition(":")
+    key = keys.get(key_id)
+    if key is None:
+        return ERASED
+    try:
+        raw = base64.urlsafe_b64decode(body)
+        return AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], key_id.encode()).decode()
+    except (InvalidTag, ValueError, binascii.Error):
+        return ERASED
+
+
+def key_ids_in(values: Iterable[object]) -> set[str]:
+    return {token_key_id(v) for v in values if isinstance(v, str) and is_token(v)}
+
+
+def personal_values(buyer: Buyer, ship_to: Address | None) -> list[object]:
+    values: list[object] = [buyer.name, buyer.email]
+    if ship_to is not None:
+        values += [getattr(ship_to, f.name) for f in dataclasses.fields(ship_to)]
+    return values
+
+
+class KeyStore(Protocol):
+    def key_for(self, seller: str, email: str) -> tuple[str, bytes]:
+        """The buyer's live key, made if it does not exist (or was destroyed: a new buyer history starts)."""
+
+    def live_keys(self, key_ids: Iterable[str]) -> dict[str, bytes]:
+        """The keys among `key_ids` that exist and are not destroyed."""
+
+
+class PersonalData:
+    """Protect personal fields before they become events; reveal them for reads."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+
+    def protect(self, seller: str, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None]:
+        key_id, key = self.keys.key_for(seller, buyer.email)
+
+        def seal(value: str) -> str:
+            return encrypt(key, key_id, value) if value and not is_token(value) else value
+
+        protected_buyer = Buyer(seal(buyer.name), seal(buyer.email))
+        if ship_to is None:
+            return protected_buyer, None
+        changes = {f.name: seal(getattr(ship_to, f.name)) for f in dataclasses.fields(ship_to)}
+        return protected_buyer, dataclasses.replace(ship_to, **changes)
+
+    def reveal(self, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None, bool]:
+        """(buyer, ship_to, erased): the plaintext, with ERASED where the key is gone."""
+        key_ids = key_ids_in(personal_values(buyer, ship_to))
+        if not key_ids:
+            return buyer, ship_to, False
+        keys = self.keys.live_keys(key_ids)
+        shown_buyer = Buyer(decrypt(keys, buyer.name), decrypt(keys, buyer.email))
+        shown_ship_to = ship_to
+        if ship_to is not None:
+            changes = {f.name: decrypt(keys, getattr(ship_to, f.name)) for f in dataclasses.fields(ship_to)}
+            shown_ship_to = dataclasses.replace(ship_to, **changes)
+        erased = ERASED in personal_values(shown_buyer, shown_ship_to)
+        return shown_buyer, shown_ship_to, erased
+
+
+# ----------------------------------------------------------------------------------- key stores
+
+
+class MemoryKeys:
+    """Keys in memory: for the application on in-memory persistence (unit tests)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes | None] = {}
+        self._lock = threading.Lock()
+
+    def key_for(self, seller: str, email: str) -> tuple[str, bytes]:
+        key_id = key_id_for(seller, email)
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None:
+                key = self._keys[key_id] = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+            return key_id, key
+
+    def live_keys(self, key_ids: Iterable[str]) -> dict[str, bytes]:
+        with self._lock:
+            return {k: v for k in key_ids if (v := self._keys.get(k)) is not None}
+
+    def destroy(self, seller: str, email: str) -> bool:
+        with self._lock:
+            key_id = key_id_for(seller, email)
+            if self._keys.get(key_id) is None:
+                return False
+            self._keys[key_id] = None
+            return True
+
+
+class PostgresKeys:
+    """Keys in `personal_data_keys`, through the eventsourcing datastore's connection pool."""
+
+    def __init__(self, datastore: Any) -> None:
+        self.datastore = datastore
+        self.table = sql.Identifier(datastore.schema or "public", "personal_data_keys")
+        with datastore.transaction(commit=True) as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            cur.execute(sql.SQL(KEYS_DDL).format(table=self.table))
+
+    def key_for(self, seller: str, email: str) -> tuple[str, bytes]:
+        key_id = key_id_for(seller, email)
+        fresh = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+        with self.datastore.transaction(commit=True) as cur:
+            # A destroyed key is replaced: the buyer's new orders get a new key, the old ones stay erased.
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {table} (key_id, key) VALUES (%s, %s) ON CONFLICT (key_id) DO UPDATE"
+                    " SET key = EXCLUDED.key, created_at = now(), destroyed_at = NULL"
+                    " WHERE {table}.key IS NULL"
+                ).format(table=self.table),
+                (key_id, fresh),
+            )
+            cur.execute(sql.SQL("SELECT key FROM {} WHERE key_id = %s").format(self.table), (key_id,))
+            row = cur.fetchone()
+        assert row is not None
+        assert row["key"] is not None
+        return key_id, bytes(row["key"])
+
+    def live_keys(self, key_ids: Iterable[str]) -> dict[str, bytes]:
+        with self.datastore.transaction(commit=False) as cur:
+            return fetch_keys(cur, list(key_ids), self.table)
+
+
+def fetch_keys(cur: Any, key_ids: list[str], table: sql.Composable | None = None) -> dict[str, bytes]:
+    """Live keys among `key_ids`, read FOR SHARE: a forget waits for the transaction that decrypts with them,
+    and then scrubs what it wrote."""
+    if not key_ids:
+        return {}
+    cur.execute(
+        sql.SQL("SELECT key_id, key FROM {} WHERE key_id = ANY(%s) AND key IS NOT NULL FOR SHARE").format(
+            table or sql.Identifier("personal_data_keys")
+        ),
+        (key_ids,),
+    )
+    rows = cur.fetchall()
+    return {str(_get(r, 0, "key_id")): bytes(_get(r, 1, "key")) for r in rows}
+
+
+def _get(row: Any, index: int, name: str) -> Any:
+    return row[name] if isinstance(row, dict) else row[index]
+
+
+def forget(conn: Any, seller: str, email: str) -> tuple[bool, int]:
+    """Destroy the buyer's key and scrub the All Sales copies (every generation), in one transaction.
+
+    Returns (a live key was destroyed, All Sales rows scrubbed)."""
+    key_id = key_id_for(seller, email)
+    with conn.transaction():
+        destroyed = False
+        if _exists(conn, "personal_data_keys"):
+            found = conn.execute(
+                "UPDATE personal_data_keys SET key = NULL, destroyed_at = now()"
+                " WHERE key_id = %s AND key IS NOT NULL RETURNING key_id",
+                (key_id,),
+            ).fetchone()
+            destroyed = found is not None
+        scrubbed = 0
+        for table in _all_sales_tables(conn):
+            cur = conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET buyer_name = %s, buyer_email = %s"
+                    " WHERE seller = %s AND lower(buyer_email) = lower(%s)"
+                ).format(sql.Identifier(table)),
+                (ERASED, ERASED, seller, email.strip()),
+            )
+            scrubbed += max(cur.rowcount, 0)
+    return destroyed, scrubbed
+
+
+def _all_sales_tables(conn: Any) -> list[str]:
+    """Every generation's orders table (a rebuild in progress included), not just the one the view shows."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname ~ '^all_sales_orders_g[0-9]+$'"
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _exists(conn: Any, name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
