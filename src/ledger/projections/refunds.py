@@ -315,6 +315,18 @@ class RefundsDay:
     total: Decimal
 
 
+@dataclass(frozen=True)
+class RefundedOrder:
+    """The refunds of one order within a period, summed."""
+
+    order_id: UUID
+    marketplace_order_id: str
+    account_id: UUID
+    currency: str
+    refunds: int
+    total: Decimal
+
+
 class InvalidFilterError(ValueError):
     """An unknown marketplace, a range that ends before it starts, or a limit outside 1 to MAX_LIMIT."""
 
@@ -344,9 +356,12 @@ class RefundsView:
         reason: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        account_id: UUID | None = None,
     ) -> RefundsPage:
         """Newest first, each with its lines; `next_cursor` continues after the page's last refund."""
-        where, params = _conditions(seller, date_from, date_to, marketplace, currency, reason, "refunded_at")
+        where, params = _conditions(
+            seller, date_from, date_to, marketplace, currency, reason, "refunded_at", account_id
+        )
         if cursor is not None:
             where.append(sql.SQL("(refunded_at, refund_id) < (%s, %s)"))
             params += decode_cursor(cursor)
@@ -380,14 +395,15 @@ class RefundsView:
         marketplace: str | None = None,
         currency: str | None = None,
         reason: str | None = None,
+        account_id: UUID | None = None,
     ) -> list[RefundTotals]:
         """Per currency, over the refunds `list_refunds` lists with the same filters."""
-        if reason is None:  # the daily table has every other filter's grain
+        if reason is None and account_id is None:  # the daily table has every other filter's grain
             where, params = _conditions(seller, date_from, date_to, marketplace, currency, None, "day")
             source, count = sql.SQL("refunds_daily"), sql.SQL("sum(refunds)")
         else:
             where, params = _conditions(
-                seller, date_from, date_to, marketplace, currency, reason, "refunded_at"
+                seller, date_from, date_to, marketplace, currency, reason, "refunded_at", account_id
             )
             source, count = sql.SQL("refunds"), sql.SQL("count(*)")
         query = sql.SQL(
@@ -415,6 +431,27 @@ class RefundsView:
         with conn.cursor(row_factory=class_row(RefundsDay)) as cur:
             return cur.execute(query, params).fetchall()
 
+    def refunded_between(
+        self,
+        conn: psycopg.Connection[TupleRow],
+        seller: str,
+        marketplace: str,
+        start: datetime,
+        end: datetime,
+        account_id: UUID | None = None,
+    ) -> list[RefundedOrder]:
+        """Per order, the refunds that took effect in [start, end): what a settlement should pay back."""
+        where, params = _conditions(seller, None, None, marketplace, None, None, "refunded_at", account_id)
+        where.append(sql.SQL("refunded_at >= %s AND refunded_at < %s"))
+        params += [start, end]
+        query = sql.SQL(
+            "SELECT order_id, marketplace_order_id, account_id, currency, count(*) AS refunds,"
+            " sum(total) AS total FROM refunds WHERE {}"
+            " GROUP BY order_id, marketplace_order_id, account_id, currency ORDER BY marketplace_order_id"
+        ).format(sql.SQL(" AND ").join(where))
+        with conn.cursor(row_factory=class_row(RefundedOrder)) as cur:
+            return cur.execute(query, params).fetchall()
+
 
 def _conditions(
     seller: str,
@@ -424,6 +461,7 @@ def _conditions(
     currency: str | None,
     reason: str | None,
     time_column: str,
+    account_id: UUID | None = None,
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE conditions and their parameters; on `refunded_at` a day is [00:00 UTC, next day 00:00 UTC)."""
     if marketplace is not None and marketplace not in MARKETPLACES:
@@ -444,7 +482,13 @@ def _conditions(
         else:
             where.append(sql.SQL("{} < %s").format(column))
             params.append(datetime.combine(date_to + timedelta(days=1), time(), UTC))
-    for name, value in (("marketplace", marketplace), ("currency", currency), ("reason", reason)):
+    filters = (
+        ("marketplace", marketplace),
+        ("currency", currency),
+        ("reason", reason),
+        ("account_id", account_id),
+    )
+    for name, value in filters:
         if value is not None:
             where.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
             params.append(value)
