@@ -735,6 +735,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     dclose.add_argument("--outcome", required=True, choices=[o.value for o in DisputeOutcome])
     restock = order_command("restock", cmd_restock, "put cancelled or returned units back in stock")
     restock.add_argument("--line", type=parse_line, action="append", required=True, help="LINE_ID:QUANTITY")
+
+    # --- finance ---
+    from .cli_finance import add_finance_commands  # noqa: PLC0415 - the finance commands' own module
+
+    add_finance_commands(sub, command, _uuid)
     return parser
 
 

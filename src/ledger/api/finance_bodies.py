@@ -15,6 +15,31 @@ from ..projections.exposure import ExposureEntry
 from ..projections.refunds import RefundEntry, RefundTotals
 from .bodies import Out
 
+# The refunds as CSV (API `format=csv` and `ledger finance refunds --format csv`): one row per refund.
+CSV_COLUMNS = (
+    "refund_id",
+    "refunded_at",
+    "order_id",
+    "account_id",
+    "marketplace",
+    "marketplace_order_id",
+    "currency",
+    "reason",
+    "item_amount",
+    "tax_amount",
+    "shipping_amount",
+    "total",
+    "actor",
+    "source",
+)
+
+
+def csv_row(entry: RefundEntry) -> list[str]:
+    """A refund's CSV row: amounts as exact decimal strings, the time in ISO 8601 with its zone."""
+    return [
+        entry.refunded_at.isoformat() if c == "refunded_at" else str(getattr(entry, c)) for c in CSV_COLUMNS
+    ]
+
 
 class FinanceRefundLineOut(Out, frozen=True):
     line_id: str

@@ -30,11 +30,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
-from ..aggregates.errors import LedgerError
-from ..application import IdempotencyKeyReusedError
+from ..aggregates.errors import InvalidInputError, LedgerError
+from ..application import IdempotencyKeyReusedError, Ledger
 from ..projections.exposure import ExposureView
 from ..projections.refunds import RefundsView, decode_cursor, encode_cursor
-from .settlements import CHARGE, REFUND, BadRow, SettlementReport, parse_report
+from .settlements import CHARGE, PARSERS, REFUND, BadRow, SettlementReport, parse_report
 
 MATCHED = "matched"
 MISSING_IN_MARKETPLACE = "missing_in_marketplace"
@@ -476,3 +476,19 @@ class Reconciliations:
         page, more = runs[:limit], len(runs) > limit
         next_cursor = encode_cursor(page[-1].created_at, page[-1].reconciliation_id) if more else None
         return ReconciliationPage(tuple(page), next_cursor)
+
+
+def check_account(ledger: Ledger, seller: str, marketplace: str, account_id: UUID | None) -> None:
+    """The account must be the seller's (404 otherwise) and on the report's marketplace (422)."""
+    if marketplace not in PARSERS:
+        known = ", ".join(sorted(PARSERS))
+        raise InvalidInputError(
+            f"no settlement report format is known for {marketplace}: {known}", "marketplace"
+        )
+    if account_id is None:
+        return
+    account = ledger.get_account(account_id, seller)
+    if account.marketplace != marketplace:
+        raise InvalidInputError(
+            f"account {account_id} is on {account.marketplace}, the report on {marketplace}", "account_id"
+        )

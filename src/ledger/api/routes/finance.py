@@ -26,17 +26,16 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from psycopg_pool import ConnectionPool
 
-from ...aggregates.errors import InvalidInputError
 from ...aggregates.values import Marketplace, RefundReason, Role
 from ...application import Ledger
 from ...finance import reconcile
-from ...finance.settlements import PARSERS
 from ...projections.exposure import ExposureView
-from ...projections.refunds import MAX_LIMIT, RefundEntry, RefundsView
+from ...projections.refunds import MAX_LIMIT, RefundsView
 from ...queries import KeyDetails
 from ..auth import ROLES_OPT, actor_of
 from ..errors import problem_responses
 from ..finance_bodies import (
+    CSV_COLUMNS,
     ExposureEntryOut,
     ExposureOut,
     FinanceRefundOut,
@@ -45,6 +44,7 @@ from ..finance_bodies import (
     ReconciliationPageOut,
     ReconciliationSummaryOut,
     RefundTotalsOut,
+    csv_row,
 )
 
 TAGS = ["finance"]
@@ -54,22 +54,6 @@ CSV_PAGE = 500
 REFUNDS = RefundsView()
 EXPOSURE = ExposureView()
 RECONCILIATIONS = reconcile.Reconciliations()
-CSV_COLUMNS = (
-    "refund_id",
-    "refunded_at",
-    "order_id",
-    "account_id",
-    "marketplace",
-    "marketplace_order_id",
-    "currency",
-    "reason",
-    "item_amount",
-    "tax_amount",
-    "shipping_amount",
-    "total",
-    "actor",
-    "source",
-)
 Currency = Annotated[str | None, QueryParameter(pattern=r"^[A-Z]{3}$", description="ISO 4217, e.g. USD")]
 
 
@@ -135,12 +119,6 @@ def list_refunds(
         next_cursor=page.next_cursor,
     )
     return Response(body)
-
-
-def csv_row(entry: RefundEntry) -> list[str]:
-    return [
-        str(getattr(entry, c).isoformat() if c == "refunded_at" else getattr(entry, c)) for c in CSV_COLUMNS
-    ]
 
 
 def _csv(pool: ConnectionPool[Any], seller: str, filters: dict[str, Any]) -> Iterator[str]:
@@ -226,7 +204,7 @@ async def upload_settlement(
     )
 
     def run() -> reconcile.ReconciliationDetails:
-        check_account(ledger, key.seller, marketplace.value, account_id)
+        reconcile.check_account(ledger, key.seller, marketplace.value, account_id)
         with pool.connection() as conn:
             return RECONCILIATIONS.run(conn, upload, datetime.now(UTC))
 
@@ -235,22 +213,6 @@ async def upload_settlement(
         ReconciliationOut.of_details(details) if output_detail else ReconciliationSummaryOut.of(details.run)
     )
     return Response(body, status_code=201)
-
-
-def check_account(ledger: Ledger, seller: str, marketplace: str, account_id: UUID | None) -> None:
-    """The account must be the seller's (404 otherwise) and on the report's marketplace (422)."""
-    if marketplace not in PARSERS:
-        known = ", ".join(sorted(PARSERS))
-        raise InvalidInputError(
-            f"no settlement report format is known for {marketplace}: {known}", "marketplace"
-        )
-    if account_id is None:
-        return
-    account = ledger.get_account(account_id, seller)
-    if account.marketplace != marketplace:
-        raise InvalidInputError(
-            f"account {account_id} is on {account.marketplace}, the report on {marketplace}", "account_id"
-        )
 
 
 @get(
