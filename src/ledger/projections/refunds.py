@@ -400,7 +400,7 @@ class RefundsView:
         """Per currency, over the refunds `list_refunds` lists with the same filters."""
         if reason is None and account_id is None:  # the daily table has every other filter's grain
             where, params = _conditions(seller, date_from, date_to, marketplace, currency, None, "day")
-            source, count = sql.SQL("refunds_daily"), sql.SQL("sum(refunds)")
+            source, count = sql.SQL("refunds_daily"), sql.SQL("sum(refunds)::bigint")
         else:
             where, params = _conditions(
                 seller, date_from, date_to, marketplace, currency, reason, "refunded_at", account_id
