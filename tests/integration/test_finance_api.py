@@ -6,8 +6,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -18,6 +21,7 @@ from order_scenarios import catch_up
 
 from ledger.aggregates.values import Context, Marketplace, Role, Source, SyncAction
 from ledger.application import Ledger
+from ledger.cli import main
 from ledger.projections import base
 from ledger.projections.exposure import ExposureProjection
 from ledger.projections.refunds import RefundsProjection
@@ -503,3 +507,98 @@ def test_openapi_documents_the_finance_operations(client: TestClient[Any]) -> No
     upload = operations["reconcileSettlement"]
     assert {"text/csv", "text/tab-separated-values"} <= set(upload["requestBody"]["content"])
     assert "422" in upload["responses"]
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli(pg_target: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Runs `ledger ARGS` in-process on the test schema; returns (exit status, stdout, stderr)."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", pg_url)
+    monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", pg_target.schema)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        try:
+            status = main(list(args), out=out)
+        except SystemExit as e:
+            status = int(e.code or 0)
+        return status, out.getvalue(), err.getvalue()
+
+    return run
+
+
+def test_cli_refunds_agree_with_the_api(
+    client: TestClient[Any], seller: Seller, refunded: dict[str, str], cli: Any
+) -> None:
+    """`ledger finance refunds` prints the API's items and totals (json), its CSV rows (csv), and the totals (text)."""
+    items, totals = _all_pages(client, seller)
+    status, out, err = cli("finance", "refunds", "--seller", seller.name, "--format", "json")
+    assert status == 0, err
+    body = json.loads(out)
+    assert sorted(body["items"], key=lambda i: i["refund_id"]) == sorted(items, key=lambda i: i["refund_id"])
+    assert body["totals"] == totals
+
+    status, out, _ = cli(
+        "finance", "refunds", "--seller", seller.name, "--format", "csv", "--reason", "damaged"
+    )
+    api_csv = client.get(
+        "/v1/finance/refunds", params={"format": "csv", "reason": "damaged"}, headers=seller.auth(FIN)
+    )
+    assert status == 0
+    assert list(csv.reader(io.StringIO(out))) == list(csv.reader(io.StringIO(api_csv.text)))
+
+    status, out, _ = cli("finance", "refunds", "--seller", seller.name)
+    [usd] = totals
+    assert f"total USD: 3 refunds, items {usd['item_amount']}" in out
+    status, _, err = cli("finance", "refunds", "--seller", seller.name, "--from", "2026-13-01")
+    assert status == 2
+    assert "not a day" in err
+
+
+def test_cli_reconcile_stores_a_run_the_api_reads(
+    client: TestClient[Any], seller: Seller, shipped_on_amazon: list[str], cli: Any, tmp_path: Path
+) -> None:
+    """`ledger finance reconcile` records the CLI's actor and the file; exit 1 when rows were bad; exposure agrees."""
+    report = tmp_path / "settlement-77.txt"
+    report.write_bytes(_amazon_report([("AMZ-1", "Principal", "36.99"), ("AMZ-2", "Principal", "1e9")]))
+
+    status, out, err = cli(
+        "finance",
+        "reconcile",
+        str(report),
+        "--seller",
+        seller.name,
+        "--marketplace",
+        "amazon",
+        "--actor",
+        "alice",
+    )
+
+    assert status == 1, err
+    assert "bad row line 4: amount '1e9' is not a number" in out
+    assert "missing_in_marketplace" in out  # AMZ-2: its only row was bad
+    [run] = _ok(client.get("/v1/finance/reconciliations", headers=seller.auth(FIN)))["items"]
+    assert (run["created_by"], run["source"], run["file"]["name"]) == ("alice", "cli", "settlement-77.txt")
+    assert (run["matched"], run["missing_in_marketplace"], run["bad_rows"]) == (1, 1, 1)
+    status, out, _ = cli(
+        "finance", "reconciliation", run["reconciliation_id"], "--seller", seller.name, "--format", "json"
+    )
+    assert status == 0
+    assert json.loads(out) == _ok(
+        client.get(f"/v1/finance/reconciliations/{run['reconciliation_id']}", headers=seller.auth(FIN))
+    )
+    status, _, err = cli("finance", "reconciliation", run["reconciliation_id"], "--seller", "someone-else")
+    assert status == 1
+    assert "reconciliation-not-found" in err
+    status, _, err = cli(
+        "finance", "reconcile", str(tmp_path / "none.txt"), "--seller", seller.name, "--marketplace", "amazon"
+    )
+    assert status == 1
+    assert "cannot read" in err
+
+    status, out, _ = cli("finance", "exposure", "--seller", seller.name, "--json")
+    assert status == 0
+    assert json.loads(out) == _ok(client.get("/v1/finance/exposure", headers=seller.auth(FIN)))
