@@ -21,7 +21,14 @@ import anyio.to_thread
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from psycopg_pool import ConnectionPool
@@ -65,6 +72,18 @@ class RefundsFormat(StrEnum):
 # -------------------------------------------------------------------------------------------- refunds
 
 
+@dataclass
+class RefundsOperation(Operation):
+    """The 200 answer is JSON, or CSV with `format=csv`: both are documented."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content["text/csv"] = OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING, description="CSV: " + ", ".join(CSV_COLUMNS))
+            )
+
+
 @get(
     "/finance/refunds",
     operation_id="listFinanceRefunds",
@@ -76,6 +95,7 @@ class RefundsFormat(StrEnum):
     " `cursor` are ignored.",
     tags=TAGS,
     opt={ROLES_OPT: FINANCE},
+    operation_class=RefundsOperation,
     responses={
         200: ResponseSpec(FinanceRefundsOut, description="a page of refunds and the totals per currency"),
         **problem_responses(401, 403, 422, 503),
@@ -108,7 +128,7 @@ def list_refunds(
             REFUNDS.totals(conn, key.seller, **filters)  # refuses bad filters before the stream starts
             return Stream(
                 _csv(pool, key.seller, filters),
-                media_type="text/csv; charset=utf-8",
+                media_type="text/csv",
                 headers={"Content-Disposition": 'attachment; filename="refunds.csv"'},
             )
         page = REFUNDS.list_refunds(conn, key.seller, limit=limit, cursor=cursor, **filters)
