@@ -504,7 +504,9 @@ def test_openapi_documents_the_finance_operations(client: TestClient[Any]) -> No
     ):
         assert operations[name]["tags"] == ["finance"]
         assert "403" in operations[name]["responses"]
-    assert {"application/json", "text/csv"} <= set(operations["listFinanceRefunds"]["responses"]["200"]["content"])
+    assert {"application/json", "text/csv"} <= set(
+        operations["listFinanceRefunds"]["responses"]["200"]["content"]
+    )
     upload = operations["reconcileSettlement"]
     assert {"text/csv", "text/tab-separated-values"} <= set(upload["requestBody"]["content"])
     assert "422" in upload["responses"]

@@ -282,6 +282,10 @@ _DDL_LOCK = 0x6C656467  # an advisory lock key of this module's own: concurrent 
 
 
 def ensure_tables(conn: psycopg.Connection[TupleRow]) -> None:
+    """Create the run tables on first use (the last one made is checked first: usually all exist)."""
+    row = conn.execute("SELECT to_regclass('finance_reconciliation_bad_rows') IS NOT NULL").fetchone()
+    if row is not None and row[0]:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
         conn.execute(DDL)
