@@ -363,3 +363,21 @@ def test_account_filter_and_unreadable_files(shop: Scenario, connect: base.Conne
         run(connect, shop.seller, b"order,amount\n1,2\n")
     with connect() as conn:
         assert len(RECONCILIATIONS.list(conn, shop.seller).items) == 1
+
+
+def test_runs_are_listed_newest_first_in_pages(shop: Scenario, connect: base.Connect) -> None:
+    """Three runs, two per page: every run once, newest first; a marketplace filter narrows them."""
+    ship_all(shop, shop.place(spec()).order_id)
+    project(shop, connect)
+    data = amazon_report(*period(shop), charge_rows("MO-1", "50.00"))
+    made = [run(connect, shop.seller, data, file_name=f"run-{n}.txt").run.reconciliation_id for n in range(3)]
+
+    with connect() as conn:
+        first = RECONCILIATIONS.list(conn, shop.seller, limit=2)
+        assert first.next_cursor is not None
+        second = RECONCILIATIONS.list(conn, shop.seller, limit=2, cursor=first.next_cursor)
+        ebay = RECONCILIATIONS.list(conn, shop.seller, marketplace="ebay")
+
+    assert [r.reconciliation_id for r in (*first.items, *second.items)] == made[::-1]
+    assert second.next_cursor is None
+    assert ebay.items == ()

@@ -262,3 +262,11 @@ def test_report_times_in_the_forms_marketplaces_write() -> None:
     assert parse_time("Nov 3, 2026", "t") == datetime(2026, 11, 3, tzinfo=UTC)
     with pytest.raises(RowError):
         parse_time("31.02.2026", "t")
+
+
+def test_a_windows_1252_report_is_read() -> None:
+    """Amazon writes some reports in Windows-1252: a byte that is not UTF-8 does not refuse the file."""
+    row = amazon_charge("111-1", "10.00", description="Caf\xe9")
+    report = parse_report("amazon", amazon_file().decode().encode("cp1252") + row.encode("cp1252") + b"\n")
+
+    assert [(x.marketplace_order_id, x.description) for x in report.lines] == [("111-1", "Caf\xe9")]
