@@ -28,7 +28,7 @@ from .database import connect, open_database
 from .finance.reconcile import Reconciliations, Upload, check_account
 from .finance.settlements import PARSERS, SettlementFormatError
 from .projections.exposure import ExposureView
-from .projections.refunds import RefundEntry, RefundsView
+from .projections.refunds import RefundEntry, RefundsView, snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -89,7 +89,7 @@ def cmd_refunds(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
 
     view = RefundsView()
     entries: list[RefundEntry] = []
-    with reading(settings) as conn:
+    with reading(settings) as conn, snapshot(conn):
         totals = view.totals(conn, args.seller, **filters)
         cursor = None
         while True:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -340,6 +341,15 @@ _SUMS = sql.SQL(
     "sum(item_amount) AS item_amount, sum(tax_amount) AS tax_amount,"
     " sum(shipping_amount) AS shipping_amount, sum(total) AS total"
 )
+
+
+@contextmanager
+def snapshot(conn: psycopg.Connection[TupleRow]) -> Iterator[None]:
+    """One read-only snapshot for several reads (the items and their totals), so the totals are exactly the
+    sums of the items read with them even while a worker writes. `conn` must be in autocommit mode."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
 
 
 class RefundsView:

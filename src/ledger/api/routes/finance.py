@@ -37,7 +37,7 @@ from ...aggregates.values import Marketplace, RefundReason, Role
 from ...application import Ledger
 from ...finance import reconcile
 from ...projections.exposure import ExposureView
-from ...projections.refunds import MAX_LIMIT, RefundsView
+from ...projections.refunds import MAX_LIMIT, RefundsView, snapshot
 from ...queries import KeyDetails
 from ..auth import ROLES_OPT, actor_of
 from ..errors import problem_responses
@@ -131,8 +131,9 @@ def list_refunds(
                 media_type="text/csv",
                 headers={"Content-Disposition": 'attachment; filename="refunds.csv"'},
             )
-        page = REFUNDS.list_refunds(conn, key.seller, limit=limit, cursor=cursor, **filters)
-        totals = REFUNDS.totals(conn, key.seller, **filters)
+        with snapshot(conn):
+            page = REFUNDS.list_refunds(conn, key.seller, limit=limit, cursor=cursor, **filters)
+            totals = REFUNDS.totals(conn, key.seller, **filters)
     body = FinanceRefundsOut(
         items=[FinanceRefundOut.of(e) for e in page.items],
         totals=[RefundTotalsOut.of(t) for t in totals],
@@ -148,7 +149,7 @@ def _csv(pool: ConnectionPool[Any], seller: str, filters: dict[str, Any]) -> Ite
     writer.writerow(CSV_COLUMNS)
     yield buffer.getvalue()
     cursor: str | None = None
-    with pool.connection() as conn:
+    with pool.connection() as conn, snapshot(conn):
         while True:
             page = REFUNDS.list_refunds(conn, seller, limit=CSV_PAGE, cursor=cursor, **filters)
             buffer.seek(0)
