@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.finance.settlements import (
     AMAZON_V2,
@@ -270,3 +272,29 @@ def test_a_windows_1252_report_is_read() -> None:
     report = parse_report("amazon", amazon_file().decode().encode("cp1252") + row.encode("cp1252") + b"\n")
 
     assert [(x.marketplace_order_id, x.description) for x in report.lines] == [("111-1", "Caf\xe9")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    marketplace=st.sampled_from(["amazon", "ebay"]),
+    cells=st.lists(
+        st.lists(
+            st.sampled_from(["Order", "Refund", "ItemPrice", "12.5", "-1", "x", "", '"', "USD", "2026-11-03"])
+        ),
+        max_size=6,
+    ),
+    junk=st.binary(max_size=40),
+)
+def test_any_input_is_a_report_or_a_clear_refusal(
+    marketplace: str, cells: list[list[str]], junk: bytes
+) -> None:
+    """Whatever the bytes, the parser returns a report (bad rows listed) or refuses the file; it never crashes."""
+    header = "\t".join(AMAZON_COLUMNS) if marketplace == "amazon" else EBAY_HEADER
+    body = "\n".join(("\t" if marketplace == "amazon" else ",").join(row) for row in cells)
+    for data in (f"{header}\n{body}".encode(), junk, amazon_file() + body.encode() + junk):
+        try:
+            report = parse_report(marketplace, data)
+        except SettlementFormatError:
+            continue
+        assert all(isinstance(line.amount, Decimal) for line in report.lines)
+        assert len(report.lines) + len(report.bad_rows) + report.ignored_rows <= report.rows
