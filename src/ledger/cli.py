@@ -766,6 +766,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     forget.set_defaults(settings_handler=audit_cli.cmd_privacy_forget)
     forget.add_argument("--buyer", required=True, metavar="EMAIL")
     forget.add_argument("--seller", required=True)
+    # --- finance ---
+    from .cli_finance import add_finance_commands  # noqa: PLC0415 - the finance commands' own module
+
+    add_finance_commands(sub, command, _uuid)
     return parser
 
 

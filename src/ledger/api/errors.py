@@ -37,6 +37,8 @@ from ..application import (
     VersionMismatchError,
 )
 from ..database import DatabaseUnavailableError
+from ..finance.reconcile import ReconciliationNotFoundError
+from ..projections import exposure, refunds
 from ..projections.all_sales_view import InvalidCursorError, InvalidFilterError
 
 PROBLEM_BASE = "https://ledger.dev/problems/"
@@ -119,6 +121,7 @@ _LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (OrderNotFoundError, 404),
     (AccountNotFoundError, 404),
     (ApiKeyNotFoundError, 404),
+    (ReconciliationNotFoundError, 404),
     (InvalidInputError, 422),
     (RuleViolationError, 409),
     (ConcurrentUpdateError, 409),
@@ -200,11 +203,11 @@ def _bad_request(_: Request[Any, Any, Any], exc: BadRequestError) -> Response[Pr
     return problem(400, "bad-request", exc.message, errors=[FieldError(exc.field, exc.message)])
 
 
-def _invalid_filter(_: Request[Any, Any, Any], exc: InvalidFilterError) -> Response[Problem]:
+def _invalid_filter(_: Request[Any, Any, Any], exc: ValueError) -> Response[Problem]:
     return problem(422, "invalid-filter", str(exc), errors=[FieldError("query", str(exc))])
 
 
-def _invalid_cursor(_: Request[Any, Any, Any], exc: InvalidCursorError) -> Response[Problem]:
+def _invalid_cursor(_: Request[Any, Any, Any], exc: ValueError) -> Response[Problem]:
     return problem(400, "invalid-cursor", str(exc), errors=[FieldError("cursor", str(exc))])
 
 
@@ -243,6 +246,9 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     BadRequestError: _bad_request,
     InvalidFilterError: _invalid_filter,
     InvalidCursorError: _invalid_cursor,
+    refunds.InvalidFilterError: _invalid_filter,
+    refunds.InvalidCursorError: _invalid_cursor,
+    exposure.InvalidExposureFilterError: _invalid_filter,
     msgspec.ValidationError: _invalid_value,
     psycopg.OperationalError: _unavailable,
     psycopg.errors.UndefinedTable: _read_model_missing,

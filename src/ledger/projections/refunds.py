@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -315,6 +316,18 @@ class RefundsDay:
     total: Decimal
 
 
+@dataclass(frozen=True)
+class RefundedOrder:
+    """The refunds of one order within a period, summed."""
+
+    order_id: UUID
+    marketplace_order_id: str
+    account_id: UUID
+    currency: str
+    refunds: int
+    total: Decimal
+
+
 class InvalidFilterError(ValueError):
     """An unknown marketplace, a range that ends before it starts, or a limit outside 1 to MAX_LIMIT."""
 
@@ -328,6 +341,15 @@ _SUMS = sql.SQL(
     "sum(item_amount) AS item_amount, sum(tax_amount) AS tax_amount,"
     " sum(shipping_amount) AS shipping_amount, sum(total) AS total"
 )
+
+
+@contextmanager
+def snapshot(conn: psycopg.Connection[TupleRow]) -> Iterator[None]:
+    """One read-only snapshot for several reads (the items and their totals), so the totals are exactly the
+    sums of the items read with them even while a worker writes. `conn` must be in autocommit mode."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
 
 
 class RefundsView:
@@ -344,9 +366,12 @@ class RefundsView:
         reason: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        account_id: UUID | None = None,
     ) -> RefundsPage:
         """Newest first, each with its lines; `next_cursor` continues after the page's last refund."""
-        where, params = _conditions(seller, date_from, date_to, marketplace, currency, reason, "refunded_at")
+        where, params = _conditions(
+            seller, date_from, date_to, marketplace, currency, reason, "refunded_at", account_id
+        )
         if cursor is not None:
             where.append(sql.SQL("(refunded_at, refund_id) < (%s, %s)"))
             params += decode_cursor(cursor)
@@ -380,14 +405,15 @@ class RefundsView:
         marketplace: str | None = None,
         currency: str | None = None,
         reason: str | None = None,
+        account_id: UUID | None = None,
     ) -> list[RefundTotals]:
         """Per currency, over the refunds `list_refunds` lists with the same filters."""
-        if reason is None:  # the daily table has every other filter's grain
+        if reason is None and account_id is None:  # the daily table has every other filter's grain
             where, params = _conditions(seller, date_from, date_to, marketplace, currency, None, "day")
-            source, count = sql.SQL("refunds_daily"), sql.SQL("sum(refunds)")
+            source, count = sql.SQL("refunds_daily"), sql.SQL("sum(refunds)::bigint")
         else:
             where, params = _conditions(
-                seller, date_from, date_to, marketplace, currency, reason, "refunded_at"
+                seller, date_from, date_to, marketplace, currency, reason, "refunded_at", account_id
             )
             source, count = sql.SQL("refunds"), sql.SQL("count(*)")
         query = sql.SQL(
@@ -415,6 +441,27 @@ class RefundsView:
         with conn.cursor(row_factory=class_row(RefundsDay)) as cur:
             return cur.execute(query, params).fetchall()
 
+    def refunded_between(
+        self,
+        conn: psycopg.Connection[TupleRow],
+        seller: str,
+        marketplace: str,
+        start: datetime,
+        end: datetime,
+        account_id: UUID | None = None,
+    ) -> list[RefundedOrder]:
+        """Per order, the refunds that took effect in [start, end): what a settlement should pay back."""
+        where, params = _conditions(seller, None, None, marketplace, None, None, "refunded_at", account_id)
+        where.append(sql.SQL("refunded_at >= %s AND refunded_at < %s"))
+        params += [start, end]
+        query = sql.SQL(
+            "SELECT order_id, marketplace_order_id, account_id, currency, count(*) AS refunds,"
+            " sum(total) AS total FROM refunds WHERE {}"
+            " GROUP BY order_id, marketplace_order_id, account_id, currency ORDER BY marketplace_order_id"
+        ).format(sql.SQL(" AND ").join(where))
+        with conn.cursor(row_factory=class_row(RefundedOrder)) as cur:
+            return cur.execute(query, params).fetchall()
+
 
 def _conditions(
     seller: str,
@@ -424,6 +471,7 @@ def _conditions(
     currency: str | None,
     reason: str | None,
     time_column: str,
+    account_id: UUID | None = None,
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE conditions and their parameters; on `refunded_at` a day is [00:00 UTC, next day 00:00 UTC)."""
     if marketplace is not None and marketplace not in MARKETPLACES:
@@ -444,7 +492,13 @@ def _conditions(
         else:
             where.append(sql.SQL("{} < %s").format(column))
             params.append(datetime.combine(date_to + timedelta(days=1), time(), UTC))
-    for name, value in (("marketplace", marketplace), ("currency", currency), ("reason", reason)):
+    filters = (
+        ("marketplace", marketplace),
+        ("currency", currency),
+        ("reason", reason),
+        ("account_id", account_id),
+    )
+    for name, value in filters:
         if value is not None:
             where.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
             params.append(value)

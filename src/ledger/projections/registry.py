@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from .all_sales import AllSalesProjection
 from .base import Projection
+from .exposure import ExposureProjection
 from .inventory import InventoryProjection
 from .outbound import OutboundProjection
 from .refunds import RefundsProjection
 
 
 def all_projections() -> list[Projection]:
-    return [AllSalesProjection(), OutboundProjection(), RefundsProjection(), InventoryProjection()]
+    return [
+        AllSalesProjection(),
+        OutboundProjection(),
+        RefundsProjection(),
+        InventoryProjection(),
+        ExposureProjection(),
+    ]
 
 
 def projection_named(name: str) -> Projection:

@@ -1,0 +1,302 @@
+"""`ledger finance ...`: refunds, settlement reconciliation and exposure from the command line.
+
+The same read models and the same reconciliation as `/v1/finance`, for one `--seller`; `--format json` prints
+the API's bodies, so a script can move between the two. A reconciliation run here is stored like one made over
+HTTP, with the CLI's `--actor` as who ran it and `cli` as its source.
+"""
+
+# The API's bodies (and with them Litestar) load only inside the commands that print them, so every other
+# `ledger` command starts as fast as before.
+# ruff: noqa: PLC0415
+from __future__ import annotations
+
+import argparse
+import csv
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import msgspec
+import psycopg
+
+from .aggregates.errors import LedgerError
+from .aggregates.values import Marketplace, RefundReason
+from .application import Ledger
+from .config import Settings
+from .database import connect, open_database
+from .finance.reconcile import Reconciliations, Upload, check_account
+from .finance.settlements import PARSERS, SettlementFormatError
+from .projections.exposure import ExposureView
+from .projections.refunds import RefundEntry, RefundsView, snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .api.finance_bodies import ReconciliationOut
+
+EXIT_ROWS_FAILED = 1  # the report had rows that could not be read (each is listed)
+PAGE = 500
+_json = msgspec.json.Encoder(decimal_format="string")
+
+
+def _format(args: argparse.Namespace) -> str:
+    return "json" if args.json else str(args.format)
+
+
+def _write_json(value: Any, out: TextIO) -> None:
+    out.write(_json.encode(value).decode() + "\n")
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
+class ReadModelMissingError(LedgerError):
+    """The read models are not built yet: a projection worker builds them."""
+
+    code = "read-model-unavailable"
+
+
+@contextmanager
+def reading(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the read models; their absence is said in one line, not a traceback."""
+    with open_database(settings) as target, connect(target, autocommit=True) as conn:
+        try:
+            yield conn
+        except psycopg.errors.UndefinedTable:
+            msg = "the read models are not built yet: run `ledger worker` (or `ledger serve`) first"
+            raise ReadModelMissingError(msg) from None
+
+
+# -------------------------------------------------------------------------------------------- refunds
+
+
+def cmd_refunds(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Every matching refund (all pages) and the totals per currency; csv: the refunds only."""
+    filters: dict[str, Any] = {
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "marketplace": args.marketplace,
+        "currency": args.currency,
+        "reason": args.reason,
+        "account_id": args.account,
+    }
+    from .api.finance_bodies import CSV_COLUMNS, FinanceRefundOut, RefundTotalsOut, csv_row
+
+    view = RefundsView()
+    entries: list[RefundEntry] = []
+    with reading(settings) as conn, snapshot(conn):
+        totals = view.totals(conn, args.seller, **filters)
+        cursor = None
+        while True:
+            page = view.list_refunds(conn, args.seller, limit=PAGE, cursor=cursor, **filters)
+            entries += page.items
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    form = _format(args)
+    if form == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(csv_row(e) for e in entries)
+    elif form == "json":
+        _write_json(
+            {
+                "items": [FinanceRefundOut.of(e) for e in entries],
+                "totals": [RefundTotalsOut.of(t) for t in totals],
+            },
+            out,
+        )
+    else:
+        for e in entries:
+            out.write(
+                f"{e.refunded_at.isoformat()}  {e.marketplace:<8} {e.marketplace_order_id:<20}"
+                f" {e.reason:<18} {e.total:>12} {e.currency}  {e.refund_id}\n"
+            )
+        if not entries:
+            out.write("no refunds\n")
+        for t in totals:
+            out.write(
+                f"total {t.currency}: {t.refunds} refunds, items {t.item_amount}, tax {t.tax_amount},"
+                f" shipping {t.shipping_amount}, total {t.total}\n"
+            )
+    return 0
+
+
+# -------------------------------------------------------------------------------------- reconciliation
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Reconcile a report file; exit 1 when some of its rows could not be read (they are listed)."""
+    from .api.finance_bodies import ReconciliationOut
+
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SettlementFormatError(f"cannot read {args.file}: {e.strerror}", "file") from None
+    upload = Upload(
+        seller=args.seller,
+        marketplace=args.marketplace,
+        data=data,
+        file_name=path.name,
+        actor=args.actor,
+        source="cli",
+        account_id=args.account,
+    )
+    with open_database(settings) as target:
+        ledger = Ledger(env=target.eventsourcing_env())
+        try:
+            check_account(ledger, args.seller, args.marketplace, args.account)
+        finally:
+            ledger.close()
+        with connect(target, autocommit=True) as conn:
+            try:
+                details = Reconciliations().run(conn, upload, datetime.now(UTC))
+            except psycopg.errors.UndefinedTable:
+                msg = "the read models are not built yet: run `ledger worker` (or `ledger serve`) first"
+                raise ReadModelMissingError(msg) from None
+    body = ReconciliationOut.of_details(details)
+    if _format(args) == "json":
+        _write_json(body, out)
+    else:
+        _write_reconciliation(body, out)
+    return EXIT_ROWS_FAILED if details.bad_rows else 0
+
+
+def cmd_reconciliation(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from .api.finance_bodies import ReconciliationOut
+
+    with reading(settings) as conn:
+        details = Reconciliations().get(conn, args.seller, args.reconciliation_id)
+    body = ReconciliationOut.of_details(details)
+    if _format(args) == "json":
+        _write_json(body, out)
+    else:
+        _write_reconciliation(body, out)
+    return 0
+
+
+def cmd_reconciliations(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from .api.finance_bodies import ReconciliationSummaryOut
+
+    with reading(settings) as conn:
+        page = Reconciliations().list(conn, args.seller, args.marketplace, limit=args.limit)
+    runs = [ReconciliationSummaryOut.of(r) for r in page.items]
+    if _format(args) == "json":
+        _write_json(runs, out)
+        return 0
+    if not runs:
+        out.write("no reconciliations\n")
+    for r in runs:
+        out.write(
+            f"{r.reconciliation_id}  {r.created_at.isoformat()}  {r.marketplace:<7} {r.file.name}"
+            f"  matched {r.matched}, differs {r.amount_differs}, missing in marketplace"
+            f" {r.missing_in_marketplace}, missing in ledger {r.missing_in_ledger}, bad rows {r.bad_rows}\n"
+        )
+    return 0
+
+
+def _write_reconciliation(r: ReconciliationOut, out: TextIO) -> None:
+    out.write(
+        f"reconciliation {r.reconciliation_id} by {r.created_by} ({r.source}) at {r.created_at.isoformat()}\n"
+        f"  file {r.file.name}, {r.file.size} bytes, sha256 {r.file.sha256}\n"
+        f"  {r.marketplace} {r.format}, settlement {r.settlement_id or '-'}, {r.currency},"
+        f" {r.period_start.isoformat()} to {r.period_end.isoformat()}\n"
+        f"  {r.rows} rows: matched {r.matched}, amount_differs {r.amount_differs}, missing_in_marketplace"
+        f" {r.missing_in_marketplace}, missing_in_ledger {r.missing_in_ledger}, ignored {r.ignored_rows},"
+        f" bad {r.bad_rows}\n"
+    )
+    for i in r.items:
+        if i.outcome == "matched":
+            continue
+        lines = ",".join(map(str, i.report_lines)) or "-"
+        out.write(
+            f"  {i.outcome:<22} {i.kind:<6} {i.marketplace_order_id:<20} ledger {i.ledger_amount or '-'}"
+            f" marketplace {i.marketplace_amount or '-'} {i.currency} (lines {lines})\n"
+        )
+    for b in r.bad_row_details:
+        out.write(f"  bad row line {b.line}: {b.message}\n")
+    for t in r.totals:
+        out.write(
+            f"  total {t.kind} {t.currency}: ledger {t.ledger_amount}, marketplace {t.marketplace_amount},"
+            f" difference {t.difference}\n"
+        )
+
+
+# ------------------------------------------------------------------------------------------- exposure
+
+
+def cmd_exposure(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from .api.finance_bodies import ExposureEntryOut
+
+    with reading(settings) as conn:
+        entries = ExposureView().exposure(conn, args.seller, args.marketplace, args.account)
+    items = [ExposureEntryOut.of(e) for e in entries]
+    if _format(args) == "json":
+        _write_json({"items": items}, out)
+        return 0
+    if not items:
+        out.write("no exposure: every shipment is confirmed by its marketplace\n")
+    for e in items:
+        out.write(
+            f"{e.marketplace:<8} {e.currency}  {e.value:>14}  {e.shipments} shipments, {e.units} units,"
+            f" oldest shipped {e.oldest_shipped_at.isoformat()}\n"
+        )
+    return 0
+
+
+def add_finance_commands(sub: Any, command: Any, uuid: Any) -> None:
+    """The `finance` command group (called from cli.build_parser; `command` makes a subcommand parser)."""
+    marketplaces = [m.value for m in Marketplace]
+    finance = command(sub, "finance", None, "refunds, settlement reconciliation and payment exposure")
+    fin_sub = finance.add_subparsers(dest="finance_command", metavar="COMMAND", required=True)
+
+    refunds = command(fin_sub, "refunds", None, "refunds with totals per currency (every matching refund)")
+    refunds.set_defaults(settings_handler=cmd_refunds)
+    refunds.add_argument("--seller", required=True)
+    refunds.add_argument("--from", dest="date_from", type=_day, help="first UTC day (YYYY-MM-DD)")
+    refunds.add_argument("--to", dest="date_to", type=_day, help="last UTC day, included")
+    refunds.add_argument("--marketplace", choices=marketplaces)
+    refunds.add_argument("--currency", help="ISO 4217 code")
+    refunds.add_argument("--reason", choices=[r.value for r in RefundReason])
+    refunds.add_argument("--account", type=uuid, help="one marketplace account's refunds")
+    refunds.add_argument("--format", choices=["text", "json", "csv"], default="text")
+
+    rec = command(
+        fin_sub, "reconcile", None, "match a settlement report against the ledger; the run is stored"
+    )
+    rec.set_defaults(settings_handler=cmd_reconcile)
+    rec.add_argument(
+        "file", help="the report: Amazon flat-file settlement V2 (TSV) or eBay transaction report"
+    )
+    rec.add_argument("--seller", required=True)
+    rec.add_argument("--marketplace", required=True, choices=sorted(PARSERS))
+    rec.add_argument("--account", type=uuid, help="match only this account's orders")
+    rec.add_argument("--format", choices=["text", "json"], default="text")
+
+    show = command(fin_sub, "reconciliation", None, "one stored reconciliation run, in full")
+    show.set_defaults(settings_handler=cmd_reconciliation)
+    show.add_argument("reconciliation_id", type=uuid)
+    show.add_argument("--seller", required=True)
+    show.add_argument("--format", choices=["text", "json"], default="text")
+
+    runs = command(fin_sub, "reconciliations", None, "the stored reconciliation runs, newest first")
+    runs.set_defaults(settings_handler=cmd_reconciliations)
+    runs.add_argument("--seller", required=True)
+    runs.add_argument("--marketplace", choices=marketplaces)
+    runs.add_argument("--limit", type=int, default=50)
+    runs.add_argument("--format", choices=["text", "json"], default="text")
+
+    exposure = command(
+        fin_sub, "exposure", None, "value shipped but not yet confirmed, per marketplace and currency"
+    )
+    exposure.set_defaults(settings_handler=cmd_exposure)
+    exposure.add_argument("--seller", required=True)
+    exposure.add_argument("--marketplace", choices=marketplaces)
+    exposure.add_argument("--account", type=uuid)
+    exposure.add_argument("--format", choices=["text", "json"], default="text")
