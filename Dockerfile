@@ -1,0 +1,21 @@
+# One image for every service of the stack (docker-compose.yml): the API, the projection workers, the
+# dispatcher and the sandbox marketplaces differ only in their command.
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m venv /opt/ledger \
+    && /opt/ledger/bin/pip install --no-cache-dir --upgrade "pip>=25.1" \
+    && /opt/ledger/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim-bookworm
+RUN useradd --create-home --uid 10001 ledger
+COPY --from=build /opt/ledger /opt/ledger
+COPY docker/demo-setup.sh /usr/local/bin/ledger-demo-setup
+ENV PATH=/opt/ledger/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    LEDGER_DATA_DIR=/home/ledger/data
+USER ledger
+WORKDIR /home/ledger
+EXPOSE 8000 8700
+CMD ["ledger", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-workers"]
