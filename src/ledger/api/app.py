@@ -24,7 +24,7 @@ from .auth import authorize
 from .dependencies import DEPENDENCIES
 from .errors import EXCEPTION_HANDLERS
 from .observability import Metrics, metrics_endpoint, observe
-from .routes import accounts, health, orders, sync
+from .routes import accounts, health, orders, shipments, sync
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0
@@ -72,7 +72,7 @@ def create_app(
 
     v1 = Router(
         path="/v1",
-        route_handlers=[*accounts.ROUTES, *orders.ROUTES, *sync.ROUTES],
+        route_handlers=[*accounts.ROUTES, *orders.ROUTES, *sync.ROUTES, *shipments.ROUTES],
         guards=[authorize],
         security=[{"BearerAuth": []}],
     )
