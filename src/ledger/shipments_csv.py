@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -45,6 +46,7 @@ REQUIRED: Final = ("line_id", "quantity", "carrier", "tracking_number")
 MAX_ROWS: Final = 10_000
 MAX_QUANTITY: Final = 1_000_000
 MAX_FIELD: Final = 200
+MAX_SUBSET_ROWS: Final = 8  # shipments with more lines are recognised on a re-upload only when whole
 TEMPLATE: Final = (
     ",".join(COLUMNS) + "\n"
     "114-3941689-8772232,1,2,ups,1Z999AA10123456784,Ground,2026-11-20T15:30:00Z\n"
@@ -374,6 +376,13 @@ class BulkShipper:
                 results.append(_rejected(row, msg, "inconsistent-shipment"))
             else:
                 rows.append(row)
+        earlier = self._shipped_before(order, rows)
+        if earlier:
+            results += self._ship(order, earlier)
+            rows = [r for r in rows if r not in earlier]
+            if not rows:
+                return results
+            order = self._order(first) or order
         try:
             return results + self._ship(order, rows)
         except LedgerError as e:
@@ -398,6 +407,23 @@ class BulkShipper:
             return results + self._ship(order, good)
         except LedgerError as e:
             return results + [_rejected(r, _reason(e), e.code, order) for r in good]
+
+    def _shipped_before(self, order: OrderDetails, rows: list[ShipmentRow]) -> list[ShipmentRow]:
+        """The largest set of these rows an earlier upload shipped (its key is on the order), if any.
+
+        An earlier upload may have shipped only some rows of this shipment (it rejected the others); those
+        rows now look over-shipped, so they are recognised by their key before anything else is tried."""
+        recorded = {e.idempotency_key for e in self.ledger.order_history(order.order_id, self.seller)}
+        recorded.discard(None)
+        if not recorded:
+            return []
+        sizes = range(len(rows), 0, -1) if len(rows) <= MAX_SUBSET_ROWS else [len(rows)]
+        for size in sizes:
+            for subset in itertools.combinations(rows, size):
+                lines = [LineQuantity(r.line_id, r.quantity) for r in subset]
+                if idempotency_key(order.seller, order.order_id, rows[0].tracking_number, lines) in recorded:
+                    return list(subset)
+        return []
 
     def _ship(self, order: OrderDetails, rows: list[ShipmentRow]) -> list[RowResult]:
         first = rows[0]
