@@ -14,6 +14,7 @@ from uuid import UUID
 import anyio.to_thread
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
+from litestar.params import FromPath
 from litestar.response import Redirect
 
 from ...aggregates.errors import InvalidInputError, LedgerError
@@ -173,17 +174,17 @@ def _refund_lines(data: dict[str, Any]) -> tuple[RefundRequestLine, ...]:
 
 
 @post("/orders/{order_id:uuid}/ship", include_in_schema=False, sync_to_thread=True)
-def ship_form(request: Request[Any, Any, Any], order_id: UUID, data: Form) -> Response[Any]:
+def ship_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
     return _act(request, order_id, "ship", data)
 
 
 @post("/orders/{order_id:uuid}/cancel", include_in_schema=False, sync_to_thread=True)
-def cancel_form(request: Request[Any, Any, Any], order_id: UUID, data: Form) -> Response[Any]:
+def cancel_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
     return _act(request, order_id, "cancel", data)
 
 
 @post("/orders/{order_id:uuid}/refund", include_in_schema=False, sync_to_thread=True)
-def refund_form(request: Request[Any, Any, Any], order_id: UUID, data: Form) -> Response[Any]:
+def refund_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
     return _act(request, order_id, "refund", data)
 
 

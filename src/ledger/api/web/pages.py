@@ -14,7 +14,7 @@ from uuid import UUID
 
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.response import Redirect
 
 from ...aggregates.errors import LedgerError
@@ -255,7 +255,7 @@ NOTICES = {
 
 
 @get("/orders/{order_id:uuid}", include_in_schema=False, sync_to_thread=True)
-def order_detail(request: Request[Any, Any, Any], order_id: UUID) -> Response[Any]:
+def order_detail(request: Request[Any, Any, Any], order_id: FromPath[UUID]) -> Response[Any]:
     key = signed_in(request)
     if key is None:
         return to_signin()
