@@ -200,9 +200,9 @@ def _bulk_key(request: Request[Any, Any, Any]) -> tuple[KeyDetails | None, Respo
     return key, None
 
 
-@get("/shipments", include_in_schema=False, sync_to_thread=True)
-def bulk_page(request: Request[Any, Any, Any]) -> Response[Any]:
-    key, refusal = _bulk_key(request)
+@get("/shipments", include_in_schema=False)
+async def bulk_page(request: Request[Any, Any, Any]) -> Response[Any]:
+    key, refusal = await anyio.to_thread.run_sync(_bulk_key, request)
     if refusal is not None:
         return refusal
     return render("bulk.html", key=key)
