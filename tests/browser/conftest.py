@@ -19,6 +19,7 @@ from uuid import UUID
 import pytest
 import uvicorn
 from browser_support import CHROMIUM, CHROMIUM_ARGS
+from playwright.sync_api import sync_playwright
 
 from ledger import database
 from ledger.aggregates.values import (
@@ -138,8 +139,6 @@ def browser() -> Iterator[Any]:
     """Headless Debian Chromium (the test session's one browser process)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield instance
