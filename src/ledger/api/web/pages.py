@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
 
+import psycopg
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
@@ -148,7 +149,7 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
     cursor = str(request.query_params.get("cursor", "")) or None
     query = Query(values)
     accounts = ledger_of(request).list_accounts(key.seller)
-    error = ""
+    error, status = "", 200
     items: list[Any] = []
     next_cursor = None
     counts: dict[str, int] = {}
@@ -159,10 +160,12 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
             page = VIEW.list_orders(conn, key.seller, filters, limit=PAGE_SIZE, cursor=cursor)
         items, next_cursor = page.items, page.next_cursor
     except (InvalidFilterError, InvalidCursorError) as e:
-        error = str(e)
+        error, status = str(e), 400
+    except psycopg.errors.UndefinedTable:
+        error, status = "The order list is not built yet: a projection worker (ledger serve) builds it.", 503
     return render(
         "orders.html",
-        200 if not error else 400,
+        status,
         key=key,
         query=query,
         values=values,
@@ -228,6 +231,8 @@ def order_page(
     account = ledger.get_account(order.account_id, key.seller)
     history = ledger.order_history(order_id, key.seller) if may(key, READ_HISTORY) else None
     actions = allowed_actions(order)
+    if error_form and not getattr(actions, error_form, False):
+        error_form = ""  # that form is no longer offered: say it above the forms
     return render(
         "order.html",
         status,
@@ -239,7 +244,7 @@ def order_page(
         carriers=[c.value for c in Carrier],
         cancel_reasons=[r.value for r in CancelReason],
         refund_reasons=[r.value for r in RefundReason],
-        token=uuid.uuid4().hex,
+        tokens={form: uuid.uuid4().hex for form in ("ship", "cancel", "refund")},
         error=error,
         error_form=error_form,
         notice=notice,
