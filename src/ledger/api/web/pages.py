@@ -48,6 +48,17 @@ TABS = (
     ("disputes_open", "Disputes open"),
 )
 Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
+CARRIER_NAMES = {
+    "ups": "UPS",
+    "usps": "USPS",
+    "fedex": "FedEx",
+    "dhl": "DHL",
+    "ontrac": "OnTrac",
+    "amazon_logistics": "Amazon Logistics",
+    "royal_mail": "Royal Mail",
+    "canada_post": "Canada Post",
+    "other": "Other",
+}
 FILTERS = ("tab", "account", "marketplace", "from", "to", "sku", "q")
 
 
@@ -241,7 +252,7 @@ def order_page(
         account=account,
         history=list(reversed(history)) if history is not None else None,
         actions=actions if may(key, CHANGE_ORDERS) else None,
-        carriers=[c.value for c in Carrier],
+        carriers=[(c.value, CARRIER_NAMES.get(c.value, c.value)) for c in Carrier],
         cancel_reasons=[r.value for r in CancelReason],
         refund_reasons=[r.value for r in RefundReason],
         tokens={form: uuid.uuid4().hex for form in ("ship", "cancel", "refund")},
