@@ -192,7 +192,9 @@ class OrderDetails:
                     requested_cancel=s.requested_cancel,
                     shippable=s.shippable,
                     cancellable=s.cancellable,
-                    refundable=s.shipped_refundable(order.policy.charges_on_shipment_confirmation),
+                    refundable=s.shipped_refundable(
+                        order.policy.charges_on_shipment_confirmation and not order.third_party_managed
+                    ),
                 )
                 for s in order.lines.values()
             ),

@@ -316,6 +316,7 @@ class BulkShipper:
         self.seller = seller
         self.source = source
         self._orders: dict[str, OrderDetails | None] = {}
+        self._ambiguous: set[str] = set()
 
     def run(self, parsed: ParsedFile, progress: Progress | None = None) -> BulkReport:
         """Every row's verdict, in file order. `progress(n)` is told each time n more rows are done."""
@@ -352,6 +353,8 @@ class BulkShipper:
                 found.append(self.ledger.find_order(self.seller, marketplace, row.marketplace_order_id))
             except OrderNotFoundError:
                 continue
+        if len(found) > 1:
+            self._ambiguous.add(row.marketplace_order_id)
         return found[0] if len(found) == 1 else None
 
     def _ship_group(self, group: _Group) -> list[RowResult]:
@@ -359,7 +362,9 @@ class BulkShipper:
         order = self._order(first)
         if order is None:
             reason = f"unknown order {group.order_ref!r}"
-            if first.order_id is None and self.seller is None:
+            if group.order_ref in self._ambiguous:
+                reason = f"{group.order_ref!r} names orders on several marketplaces: use the order_id column"
+            elif first.order_id is None and self.seller is None:
                 reason += ": marketplace order ids need a seller (or use the order_id column)"
             return [_rejected(r, reason, "unknown-order") for r in group.rows]
         results: list[RowResult] = []

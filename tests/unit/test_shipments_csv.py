@@ -224,3 +224,13 @@ def test_idempotency_key_ignores_row_order_but_not_the_lines() -> None:
     b = idempotency_key("s", order_id, UPS_TRACKING, [LineQuantity("B", 2), LineQuantity("A", 1)])
     c = idempotency_key("s", order_id, UPS_TRACKING, [LineQuantity("A", 1), LineQuantity("B", 1)])
     assert a == b != c
+
+
+def test_marketplace_order_id_on_two_marketplaces_asks_for_the_order_id(shop: Shop) -> None:
+    """The same marketplace order id on two of the seller's marketplaces is refused as ambiguous."""
+    for marketplace in (Marketplace.WALMART, Marketplace.JET):
+        account = shop.account(marketplace)
+        shop.ledger.import_order(shop.ctx, account, shop.imported("SAME-1"))
+    report = _run(shop, _csv(f"SAME-1,A,1,ups,{UPS_TRACKING},,"))
+    assert report.rows[0].status == REJECTED
+    assert "use the order_id column" in report.rows[0].reason
