@@ -49,7 +49,8 @@ def test_sign_in_filter_ship_cancel_and_timeline(page: Any, shop: Any) -> None:
     assert page.evaluate("window.pwned") is None
     expect(page.locator('.count[data-tab="unshipped"]')).to_have_text("3")
 
-    page.get_by_label("Marketplace").select_option("ebay")  # applies at once (app.js)
+    page.get_by_label("Marketplace").select_option("ebay")
+    page.get_by_role("button", name="Apply").click()
     expect(page.get_by_role("link", name="E-300")).to_be_visible()
     expect(page.get_by_role("link", name="W-200")).to_have_count(0)
     page.get_by_role("link", name="E-300").click()

@@ -238,5 +238,8 @@ def failed_rows(data: Form) -> Response[str]:
     return Response(
         str(data.get("csv", "")),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="failed-rows.csv"'},
+        headers={
+            "Content-Disposition": 'attachment; filename="failed-rows.csv"',
+            "X-Content-Type-Options": "nosniff",
+        },
     )

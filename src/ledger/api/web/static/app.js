@@ -9,9 +9,10 @@ document.addEventListener("submit", (event) => {
   for (const button of form.querySelectorAll("button[type=submit]")) button.setAttribute("aria-disabled", "true");
   if (form.action.endsWith("/failed.csv")) setTimeout(() => { form.dataset.submitted = ""; }, 1000);
 });
-document.addEventListener("DOMContentLoaded", () => {
-  // Filters apply as soon as a select changes.
-  for (const select of document.querySelectorAll("form.filters select")) {
-    select.addEventListener("change", () => select.form.requestSubmit());
+window.addEventListener("pageshow", () => {
+  // Back to a page from the browser's cache: its forms may be sent again.
+  for (const form of document.forms) {
+    delete form.dataset.submitted;
+    for (const button of form.querySelectorAll("button[aria-disabled]")) button.removeAttribute("aria-disabled");
   }
 });
