@@ -150,3 +150,30 @@ def test_double_submit_acts_once(client: Any, seller: Seller, api_ledger: Any) -
     assert client.post(f"/orders/{order_id}/ship", data=form).status_code == 200
     assert client.post(f"/orders/{order_id}/ship", data=form).status_code == 200
     assert len(api_ledger.get_order(order_id).shipments) == 1
+
+
+def test_refund_from_the_page(client: Any, seller: Seller, api_ledger: Any) -> None:
+    """After a shipment the page offers Refund; refunding one unit records it with source `web`."""
+    order_id = _import(client, seller)
+    _sign_in(client, seller)
+    fields = _token(client.get(f"/orders/{order_id}").text, "ship")
+    ship = {**fields, "carrier": "ups", "tracking_number": UPS_TRACKING, "qty:1": "2", "qty:2": "1"}
+    html = client.post(f"/orders/{order_id}/ship", data=ship).text
+    assert "Shipment recorded." in html
+    refund = {**_token(html, "refund"), "reason": "damaged", "qty:1": "1", "amount:1": ""}
+    html = client.post(f"/orders/{order_id}/refund", data=refund).text
+    assert "Refund recorded." in html
+    order = api_ledger.get_order(order_id)
+    assert order.lines[0].refunded_quantity == 1
+    assert api_ledger.order_history(order_id)[-1].source == "web"
+    empty = client.post(f"/orders/{order_id}/refund", data={**_token(html, "refund"), "reason": "damaged"})
+    assert empty.status_code == 422
+    assert "choose at least one unit or amount to refund" in empty.text
+
+
+def test_upload_that_is_not_csv_is_said_in_words(client: Any, seller: Seller) -> None:
+    """A binary file on the upload page is refused with a message, not a problem document."""
+    _sign_in(client, seller)
+    response = client.post("/shipments", files={"file": ("x.csv", b"\x00\x01", "text/csv")})
+    assert response.status_code == 400
+    assert "That file cannot be used: the file is binary" in response.text
