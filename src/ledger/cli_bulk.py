@@ -15,8 +15,9 @@ import msgspec
 
 from .aggregates.values import Source
 from .application import Ledger
+from .bulk_shipping import BulkShipper
 from .progress import progress
-from .shipments_csv import BulkShipper, NotCsvError, RowResult, parse
+from .shipments_csv import NotCsvError, RowResult, parse
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

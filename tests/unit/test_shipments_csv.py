@@ -10,16 +10,8 @@ import pytest
 
 from conftest import UPS_TRACKING, Shop
 from ledger.aggregates.values import LineQuantity, Marketplace, Source
-from ledger.shipments_csv import (
-    ACCEPTED,
-    REJECTED,
-    TEMPLATE,
-    BulkShipper,
-    NotCsvError,
-    failed_rows_csv,
-    idempotency_key,
-    parse,
-)
+from ledger.bulk_shipping import BulkShipper, idempotency_key
+from ledger.shipments_csv import ACCEPTED, REJECTED, TEMPLATE, NotCsvError, failed_rows_csv, parse
 
 HEADER = "marketplace_order_id,line_id,quantity,carrier,tracking_number,shipping_class,shipped_at\n"
 OTHER_UPS = "1Z999AA10123456711"  # another valid UPS number (the check digit holds)

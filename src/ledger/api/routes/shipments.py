@@ -17,8 +17,9 @@ from msgspec import Struct
 
 from ...aggregates.values import Source
 from ...application import Ledger
+from ...bulk_shipping import BulkShipper
 from ...queries import KeyDetails
-from ...shipments_csv import BulkReport, BulkShipper, NotCsvError, parse
+from ...shipments_csv import BulkReport, NotCsvError, parse
 from ..auth import CHANGE_ORDERS, ROLES_OPT, actor_of
 from ..errors import PROBLEM_JSON, FieldError, Problem, problem, problem_responses
 

@@ -20,8 +20,9 @@ from litestar.response import Redirect
 from ...aggregates.errors import InvalidInputError, LedgerError
 from ...aggregates.values import CancelReason, Carrier, LineQuantity, RefundReason, RefundRequestLine, Source
 from ...application import VersionMismatchError
+from ...bulk_shipping import BulkShipper
 from ...queries import KeyDetails
-from ...shipments_csv import BulkShipper, NotCsvError, failed_rows_csv, parse
+from ...shipments_csv import NotCsvError, failed_rows_csv, parse
 from ..auth import CHANGE_ORDERS, actor_of
 from .pages import Form, forbidden, order_page
 from .session import foreign_origin, ledger_of, may, render, signed_in, to_signin, web_context
