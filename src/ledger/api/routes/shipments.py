@@ -6,13 +6,15 @@ why. A body that is not CSV at all is a 400 problem, a body sent as another medi
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 from uuid import UUID
 
 import anyio.to_thread
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from msgspec import Struct
 
 from ...aggregates.values import Source
@@ -30,7 +32,7 @@ class BulkRowOut(Struct, kw_only=True, frozen=True, omit_defaults=True):
     """One row's verdict. `row` counts as a spreadsheet does: the header is row 1."""
 
     row: int
-    status: str
+    status: Literal["accepted", "rejected"]
     reason: str = ""
     code: str = ""
     marketplace_order_id: str = ""
@@ -51,7 +53,7 @@ class BulkShipmentsOut(Struct, kw_only=True, frozen=True):
         rows = [
             BulkRowOut(
                 row=r.row,
-                status=r.status,
+                status="accepted" if r.accepted else "rejected",
                 reason=r.reason,
                 code=r.code,
                 marketplace_order_id=r.fields.get("marketplace_order_id", ""),
@@ -64,6 +66,22 @@ class BulkShipmentsOut(Struct, kw_only=True, frozen=True):
             for r in report.rows
         ]
         return cls(rows=rows, accepted=report.accepted, rejected=report.rejected)
+
+
+@dataclass
+class CsvBodyOperation(Operation):
+    """The route reads its body itself (raw CSV), so its OpenAPI operation names the body here."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            content={
+                "text/csv": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, description="the CSV file, header row first")
+                )
+            },
+            required=True,
+            description="one shipment line a row; see the template at GET /shipments/template.csv",
+        )
 
 
 def is_csv_media_type(content_type: str | None) -> bool:
@@ -80,7 +98,9 @@ def is_csv_media_type(content_type: str | None) -> bool:
     tags=["order commands"],
     opt={ROLES_OPT: CHANGE_ORDERS},
     status_code=200,
+    operation_class=CsvBodyOperation,
     responses={
+        200: ResponseSpec(BulkShipmentsOut, description="every row's verdict (also when rows were rejected)"),
         **problem_responses(401, 403, 413, 503),
         415: ResponseSpec(Problem, description="the body is not sent as text/csv", media_type=PROBLEM_JSON),
     },
