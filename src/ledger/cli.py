@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,7 +20,7 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from . import audit_cli
+from . import audit_cli, cli_bulk
 from .aggregates.errors import LedgerError
 from .aggregates.values import (
     CancelReason,
@@ -39,6 +38,7 @@ from .api.schemas import decode_orders
 from .application import Ledger
 from .config import ConfigError, Settings
 from .database import DatabaseUnavailableError, PostgresTarget, check_connection, connect, open_database
+from .progress import progress as progress_bar
 from .projections.base import Projection, ProjectionWorker, rebuild
 from .projections.base import status as projection_status
 from .projections.registry import all_projections, projection_named
@@ -252,22 +252,15 @@ def cmd_projections_rebuild(args: argparse.Namespace, settings: Settings, out: T
         projection = projection_named(args.name)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
-    started = time.monotonic()
-    last_report = [0.0]
-
-    def progress(position: int, head: int) -> None:
-        now = time.monotonic()
-        if now - last_report[0] >= 1 or position >= head:
-            last_report[0] = now
-            rate = position / max(now - started, 1e-9)
-            out.write(f"rebuild {projection.name}: {position}/{head} ({rate:,.0f} events/s)\n")
-            out.flush()
-
-    with open_database(settings) as target:
+    label = f"rebuild {projection.name}"
+    with (
+        open_database(settings) as target,
+        progress_bar(label, None, unit="events", out=out, tty=sys.stderr) as bar,
+    ):
         app = Ledger(env=target.eventsourcing_env())
         try:
             generation, position = rebuild(
-                projection, lambda: connect(target), app.recorder, app.mapper, progress=progress
+                projection, lambda: connect(target), app.recorder, app.mapper, progress=bar.update
             )
         finally:
             app.close()
@@ -379,15 +372,17 @@ def cmd_import(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
         raise UsageError(f"{args.file} is not a valid order file: {e}") from None
     ctx = _context(args, Source.IMPORT)
     report: list[dict[str, Any]] = []
-    for index, order in enumerate(orders):
-        row: dict[str, Any] = {"index": index, "marketplace_order_id": order.marketplace_order_id}
-        try:
-            result = app.import_order(ctx, order.account_id, order.to_domain(), seller=args.seller)
-        except LedgerError as e:
-            row["error"] = {"code": e.code, "message": e.message}
-        else:
-            row |= {"order_id": result.order_id, "created": result.created, "events": result.events}
-        report.append(row)
+    with progress_bar("import", len(orders), unit="orders", out=sys.stderr, tty=sys.stderr) as bar:
+        for index, order in enumerate(orders):
+            row: dict[str, Any] = {"index": index, "marketplace_order_id": order.marketplace_order_id}
+            try:
+                result = app.import_order(ctx, order.account_id, order.to_domain(), seller=args.seller)
+            except LedgerError as e:
+                row["error"] = {"code": e.code, "message": e.message}
+            else:
+                row |= {"order_id": result.order_id, "created": result.created, "events": result.events}
+            report.append(row)
+            bar.advance()
     failed = sum(1 for row in report if "error" in row)
     if args.json:
         _print_json(report, out)
@@ -770,6 +765,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     from .cli_finance import add_finance_commands  # noqa: PLC0415 - the finance commands' own module
 
     add_finance_commands(sub, command, _uuid)
+    # --- web page and bulk shipping ---
+    cli_bulk.add_parser(sub, command)
     return parser
 
 

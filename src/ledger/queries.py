@@ -113,6 +113,9 @@ class LineDetails:
     restocked: int
     pending_cancel: int
     requested_cancel: int
+    shippable: int = 0  # units that may ship now (the web page offers only what the rules allow)
+    cancellable: int = 0
+    refundable: int = 0  # shipped units not refunded yet (on Amazon: only those the marketplace confirmed)
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,11 @@ class OrderDetails:
                     restocked=s.restocked,
                     pending_cancel=s.pending_cancel,
                     requested_cancel=s.requested_cancel,
+                    shippable=s.shippable,
+                    cancellable=s.cancellable,
+                    refundable=s.shipped_refundable(
+                        order.policy.charges_on_shipment_confirmation and not order.third_party_managed
+                    ),
                 )
                 for s in order.lines.values()
             ),

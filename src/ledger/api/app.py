@@ -24,7 +24,8 @@ from .auth import authorize
 from .dependencies import DEPENDENCIES
 from .errors import EXCEPTION_HANDLERS
 from .observability import Metrics, metrics_endpoint, observe
-from .routes import accounts, audit, finance, health, orders, sync
+from .routes import accounts, audit, finance, health, orders, shipments, sync
+from .web import ROUTES as WEB_ROUTES
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0
@@ -72,12 +73,19 @@ def create_app(
 
     v1 = Router(
         path="/v1",
-        route_handlers=[*accounts.ROUTES, *orders.ROUTES, *sync.ROUTES, *audit.ROUTES, *finance.ROUTES],
+        route_handlers=[
+            *accounts.ROUTES,
+            *orders.ROUTES,
+            *sync.ROUTES,
+            *audit.ROUTES,
+            *finance.ROUTES,
+            *shipments.ROUTES,
+        ],
         guards=[authorize],
         security=[{"BearerAuth": []}],
     )
     return Litestar(
-        route_handlers=[v1, *health.ROUTES, metrics_endpoint],
+        route_handlers=[v1, *health.ROUTES, metrics_endpoint, *WEB_ROUTES],
         dependencies=DEPENDENCIES,
         middleware=[observe(metrics)],
         logging_config=None,  # the process configures logging (`ledger serve`: JSON lines), not the app

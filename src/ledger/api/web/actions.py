@@ -1,0 +1,246 @@
+"""The page's commands: Ship, Cancel Sale and Refund from the order page, and the bulk shipment upload.
+
+Each form posts here; on success the browser is sent back to the order (POST, redirect, GET), on a refusal the
+order page is shown again with the ledger's reason next to the form. Forms carry the order's version (a stale
+form is refused, not applied to an order that moved on) and a one-time token (a double submit acts once).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+import anyio.to_thread
+from litestar import Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.params import FromPath
+from litestar.response import Redirect
+
+from ...aggregates.errors import InvalidInputError, LedgerError
+from ...aggregates.values import CancelReason, Carrier, LineQuantity, RefundReason, RefundRequestLine, Source
+from ...application import VersionMismatchError
+from ...bulk_shipping import BulkShipper
+from ...queries import KeyDetails
+from ...shipments_csv import NotCsvError, failed_rows_csv, parse
+from ..auth import CHANGE_ORDERS, actor_of
+from .pages import Form, forbidden, order_page
+from .session import foreign_origin, ledger_of, may, render, signed_in, to_signin, web_context
+
+MAX_UPLOAD = 4 * 1024 * 1024
+
+
+class FormError(InvalidInputError):
+    """A form field the page itself cannot read (a quantity that is not a number, no line chosen)."""
+
+    code = "invalid-form"
+
+
+def _quantity(text: str, name: str) -> int:
+    try:
+        value = int(text or "0")
+    except ValueError:
+        raise FormError(f"{name}: {text!r} is not a whole number", name) from None
+    if value < 0:
+        raise FormError(f"{name}: a quantity cannot be negative", name)
+    return value
+
+
+def _amount(text: str, name: str) -> Decimal | None:
+    if not text.strip():
+        return None
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise FormError(f"{name}: {text!r} is not an amount", name) from None
+    if not value.is_finite() or value < 0:
+        raise FormError(f"{name}: an amount cannot be negative", name)
+    return value
+
+
+def _lines(data: dict[str, Any]) -> tuple[LineQuantity, ...]:
+    lines = tuple(
+        LineQuantity(str(name)[4:], _quantity(str(value), f"quantity of line {str(name)[4:]}"))
+        for name, value in data.items()
+        if str(name).startswith("qty:")
+    )
+    chosen = tuple(line for line in lines if line.quantity > 0)
+    if not chosen:
+        raise FormError("choose at least one unit", "lines")
+    return chosen
+
+
+def _version(data: dict[str, Any]) -> int | None:
+    try:
+        return int(data.get("version", ""))
+    except ValueError:
+        return None
+
+
+def _explain(e: LedgerError) -> str:
+    if isinstance(e, VersionMismatchError):
+        return (
+            "The order changed since this page was opened (someone else acted on it). Check it and try again."
+        )
+    return e.message
+
+
+def _act(request: Request[Any, Any, Any], order_id: UUID, form: str, data: dict[str, Any]) -> Response[Any]:
+    """Run one order command from a form (blocking)."""
+    key = signed_in(request)
+    if key is None:
+        return to_signin()
+    if foreign_origin(request):
+        return render(
+            "message.html", 403, key=key, title="Refused", message="The form came from another site."
+        )
+    if not may(key, CHANGE_ORDERS):
+        return forbidden(key, "change orders")
+    ledger = ledger_of(request)
+    ctx = web_context(key, str(data.get("token", "")) or None, data)
+    version = _version(data)
+    try:
+        if form == "ship":
+            ledger.ship(
+                ctx,
+                order_id,
+                carrier=Carrier(str(data.get("carrier", ""))),
+                tracking_number=str(data.get("tracking_number", "")),
+                shipping_class=str(data.get("shipping_class", "")).strip()[:100],
+                lines=_lines(data),
+                expected_version=version,
+                seller=key.seller,
+            )
+            done = "shipped"
+        elif form == "cancel":
+            reason = str(data.get("reason", ""))
+            if not reason:
+                raise FormError("a cancellation needs a reason", "reason")
+            result = ledger.cancel(
+                ctx,
+                order_id,
+                reason=CancelReason(reason),
+                lines=_lines(data),
+                restock_in_ledger=data.get("restock_in_ledger") == "on",
+                expected_version=version,
+                seller=key.seller,
+            )
+            done = "dispute" if "DisputeOpened" in result.events else "cancelled"
+        else:
+            reason = str(data.get("reason", ""))
+            if not reason:
+                raise FormError("a refund needs a reason", "reason")
+            ledger.refund(
+                ctx,
+                order_id,
+                reason=RefundReason(reason),
+                lines=_refund_lines(data),
+                shipping_amount=_amount(str(data.get("shipping_amount", "")), "shipping amount")
+                or Decimal(0),
+                tax_amount=_amount(str(data.get("tax_amount", "")), "tax amount") or Decimal(0),
+                expected_version=version,
+                seller=key.seller,
+            )
+            done = "refunded"
+    except ValueError:  # a carrier or reason the form never offers
+        return order_page(
+            request, key, order_id, status=422, error="Choose a value from the list.", error_form=form
+        )
+    except LedgerError as e:
+        status = (
+            412 if isinstance(e, VersionMismatchError) else 422 if isinstance(e, InvalidInputError) else 409
+        )
+        try:
+            return order_page(request, key, order_id, status=status, error=_explain(e), error_form=form)
+        except LedgerError:
+            return render(
+                "message.html", 404, key=key, title="No such order", message="There is no such order."
+            )
+    return Redirect(f"/orders/{order_id}?done={done}", status_code=303)
+
+
+def _refund_lines(data: dict[str, Any]) -> tuple[RefundRequestLine, ...]:
+    lines = []
+    for name, value in data.items():
+        if not str(name).startswith("qty:"):
+            continue
+        line_id = str(name)[4:]
+        quantity = _quantity(str(value), f"quantity of line {line_id}")
+        amount = _amount(str(data.get(f"amount:{line_id}", "")), f"amount of line {line_id}")
+        if quantity or amount:
+            lines.append(RefundRequestLine(line_id, quantity, amount))
+    if not lines and not any(_amount(str(data.get(n, "")), n) for n in ("shipping_amount", "tax_amount")):
+        raise FormError("choose at least one unit or amount to refund", "lines")
+    return tuple(lines)  # empty: only the order-level shipping or tax amounts
+
+
+@post("/orders/{order_id:uuid}/ship", include_in_schema=False, sync_to_thread=True)
+def ship_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
+    return _act(request, order_id, "ship", data)
+
+
+@post("/orders/{order_id:uuid}/cancel", include_in_schema=False, sync_to_thread=True)
+def cancel_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
+    return _act(request, order_id, "cancel", data)
+
+
+@post("/orders/{order_id:uuid}/refund", include_in_schema=False, sync_to_thread=True)
+def refund_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
+    return _act(request, order_id, "refund", data)
+
+
+# ------------------------------------------------------------------------------------------ bulk upload
+
+
+def _bulk_key(request: Request[Any, Any, Any]) -> tuple[KeyDetails | None, Response[Any] | None]:
+    key = signed_in(request)
+    if key is None:
+        return None, to_signin()
+    if not may(key, CHANGE_ORDERS):
+        return key, forbidden(key, "ship orders")
+    return key, None
+
+
+@get("/shipments", include_in_schema=False)
+async def bulk_page(request: Request[Any, Any, Any]) -> Response[Any]:
+    key, refusal = await anyio.to_thread.run_sync(_bulk_key, request)
+    if refusal is not None:
+        return refusal
+    return render("bulk.html", key=key)
+
+
+@post("/shipments", include_in_schema=False, request_max_body_size=MAX_UPLOAD + 64 * 1024)
+async def bulk_upload(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Ship a CSV file; the report lists every row, and offers the rejected rows as a file to fix."""
+    key, refusal = await anyio.to_thread.run_sync(_bulk_key, request)
+    if refusal is not None:
+        return refusal
+    assert key is not None
+    if foreign_origin(request):
+        return render(
+            "message.html", 403, key=key, title="Refused", message="The form came from another site."
+        )
+    form = await request.form()
+    upload = form.get("file")
+    data = await upload.read() if isinstance(upload, UploadFile) else b""
+    try:
+        parsed = parse(data)
+    except NotCsvError as e:
+        return render("bulk.html", 400, key=key, error=f"That file cannot be used: {e}.")
+    shipper = BulkShipper(ledger_of(request), actor=actor_of(key), seller=key.seller, source=Source.WEB)
+    report = await anyio.to_thread.run_sync(shipper.run, parsed)
+    failed = failed_rows_csv(parsed.columns, report.rows) if report.rejected else ""
+    return render("bulk.html", key=key, report=report, failed_csv=failed)
+
+
+@post("/shipments/failed.csv", include_in_schema=False, sync_to_thread=False)
+def failed_rows(data: Form) -> Response[str]:
+    """Hands the report's rejected rows back as a file to fix and upload again (nothing is stored)."""
+    return Response(
+        str(data.get("csv", "")),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": 'attachment; filename="failed-rows.csv"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

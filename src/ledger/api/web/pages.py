@@ -1,0 +1,284 @@
+"""The pages that read: sign-in, All Sales (tabs with counts, filters, search, keyset pages) and one order.
+
+Every handler runs in a worker thread (the Ledger and the read pool block); none is in the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+import psycopg
+from litestar import Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+from litestar.response import Redirect
+
+from ...aggregates.errors import LedgerError
+from ...aggregates.policies import policy_for
+from ...aggregates.values import CancelReason, Carrier, Marketplace, RefundReason
+from ...projections.all_sales_view import AllSalesView, InvalidCursorError, InvalidFilterError, SalesFilter
+from ...queries import KeyDetails, OrderDetails
+from ...shipments_csv import TEMPLATE
+from ..auth import CHANGE_ORDERS, READ_HISTORY, READ_ORDERS
+from .session import (
+    COOKIE,
+    foreign_origin,
+    ledger_of,
+    may,
+    pool_of,
+    render,
+    session_cookie,
+    signed_in,
+    to_signin,
+)
+
+VIEW = AllSalesView()
+PAGE_SIZE = 50
+TABS = (
+    ("unshipped", "Unshipped"),
+    ("partially_shipped", "Partially shipped"),
+    ("shipped", "Shipped"),
+    ("canceled", "Canceled"),
+    ("third_party_managed", "Third Party Managed"),
+    ("disputes_open", "Disputes open"),
+)
+Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
+CARRIER_NAMES = {
+    "ups": "UPS",
+    "usps": "USPS",
+    "fedex": "FedEx",
+    "dhl": "DHL",
+    "ontrac": "OnTrac",
+    "amazon_logistics": "Amazon Logistics",
+    "royal_mail": "Royal Mail",
+    "canada_post": "Canada Post",
+    "other": "Other",
+}
+FILTERS = ("tab", "account", "marketplace", "from", "to", "sku", "q")
+
+
+def forbidden(key: KeyDetails, what: str) -> Response[str]:
+    return render(
+        "message.html", 403, key=key, title="Not allowed", message=f"The {key.role} role may not {what}."
+    )
+
+
+# -------------------------------------------------------------------------------------------- sign-in
+
+
+@get("/signin", include_in_schema=False, sync_to_thread=False)
+def signin_page() -> Response[str]:
+    return render("signin.html")
+
+
+@post("/signin", include_in_schema=False, sync_to_thread=True)
+def signin(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+    """Check the key, then keep it in the session cookie; a wrong key is said in words, with status 401."""
+    if foreign_origin(request):
+        return render("signin.html", 403, error="Sign-in must come from this site's own page.")
+    secret = str(data.get("api_key", "")).strip()
+    key = ledger_of(request).authenticate(secret) if secret else None
+    if key is None:
+        return render("signin.html", 401, error="That API key is unknown or revoked.")
+    return Redirect("/", status_code=303, cookies=[session_cookie(request, secret)])
+
+
+@post("/signout", include_in_schema=False, sync_to_thread=False)
+def signout(request: Request[Any, Any, Any]) -> Redirect:
+    response = Redirect("/signin", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@get("/shipments/template.csv", include_in_schema=False, sync_to_thread=False)
+def template_csv() -> Response[str]:
+    """The bulk shipment columns with two example rows (it holds no data, so no key is needed)."""
+    return Response(
+        TEMPLATE,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="shipments-template.csv"'},
+    )
+
+
+# ------------------------------------------------------------------------------------------ All Sales
+
+
+@dataclass(frozen=True)
+class Query:
+    """The page's filters as the URL carries them (text, so the form shows exactly what was typed)."""
+
+    values: dict[str, str]
+
+    def url(self, **changes: str | None) -> str:
+        merged = {**self.values, **changes}
+        return "/?" + urlencode({k: v for k, v in merged.items() if v})
+
+
+def _day(text: str, name: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+    except ValueError:
+        raise InvalidFilterError(f"{name} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _filters(values: dict[str, str]) -> SalesFilter:
+    tab = values.get("tab", "")
+    account: UUID | None = None
+    if values.get("account"):
+        try:
+            account = UUID(values["account"])
+        except ValueError:
+            raise InvalidFilterError("unknown account") from None
+    to_day = _day(values.get("to", ""), "to")
+    return SalesFilter(
+        account_id=account,
+        marketplace=values.get("marketplace") or None,
+        status=tab if tab and tab != "disputes_open" else None,
+        dispute="open" if tab == "disputes_open" else None,
+        sku=values.get("sku") or None,
+        q=values.get("q") or None,
+        purchased_from=_day(values.get("from", ""), "from"),
+        purchased_to=to_day + timedelta(days=1) if to_day else None,  # the page's "to" day is inclusive
+    )
+
+
+@get("/", include_in_schema=False, sync_to_thread=True)
+def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
+    key = signed_in(request)
+    if key is None:
+        return to_signin()
+    if not may(key, READ_ORDERS):
+        return forbidden(key, "read orders")
+    values = {name: str(request.query_params.get(name, "")).strip()[:320] for name in FILTERS}
+    cursor = str(request.query_params.get("cursor", "")) or None
+    query = Query(values)
+    accounts = ledger_of(request).list_accounts(key.seller)
+    error, status = "", 200
+    items: list[Any] = []
+    next_cursor = None
+    counts: dict[str, int] = {}
+    try:
+        filters = _filters(values)
+        with pool_of(request).connection() as conn:
+            counts = VIEW.tab_counts(conn, key.seller, filters.account_id, filters.marketplace)
+            page = VIEW.list_orders(conn, key.seller, filters, limit=PAGE_SIZE, cursor=cursor)
+        items, next_cursor = page.items, page.next_cursor
+    except (InvalidFilterError, InvalidCursorError) as e:
+        error, status = str(e), 400
+    except psycopg.errors.UndefinedTable:
+        error, status = "The order list is not built yet: a projection worker (ledger serve) builds it.", 503
+    return render(
+        "orders.html",
+        status,
+        key=key,
+        query=query,
+        values=values,
+        tabs=TABS,
+        counts=counts,
+        all_count=sum(counts.get(t, 0) for t, _ in TABS[:5]),
+        items=items,
+        next_url=query.url(cursor=next_cursor) if next_cursor else None,
+        first_url=query.url() if cursor else None,
+        accounts=accounts,
+        marketplaces=[m.value for m in Marketplace],
+        error=error,
+        can_ship=may(key, CHANGE_ORDERS),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- order
+
+
+@dataclass(frozen=True)
+class Actions:
+    """What the rules allow on the order right now: only these forms are offered."""
+
+    ship: bool
+    cancel: bool
+    refund: bool
+    cancel_opens_dispute: (
+        bool  # eBay, paid, unshipped: cancelling opens a dispute; refunding is the other way
+    )
+    whole_order_only: bool  # Jet: cancels whole orders only
+
+
+def allowed_actions(order: OrderDetails) -> Actions:
+    policy = policy_for(order.marketplace)
+    paid = order.payment_status == "paid"
+    cancellation_dispute = any(d.is_open and d.kind == "cancellation" for d in order.disputes)
+    shippable = sum(line.shippable for line in order.lines)
+    cancellable = sum(line.cancellable for line in order.lines)
+    refundable = sum(line.refundable for line in order.lines)
+    refund_unshipped = policy.refund_paid_unshipped and paid and cancellable > 0
+    return Actions(
+        ship=paid and shippable > 0 and not cancellation_dispute,
+        cancel=cancellable > 0 and not (policy.partial_cancellation is False and order.shipped_units > 0),
+        refund=refundable > 0 or refund_unshipped,
+        cancel_opens_dispute=policy.cancel_paid_opens_dispute and paid and cancellable > 0,
+        whole_order_only=not policy.partial_cancellation,
+    )
+
+
+def order_page(
+    request: Request[Any, Any, Any],
+    key: KeyDetails,
+    order_id: UUID,
+    *,
+    status: int = 200,
+    error: str = "",
+    error_form: str = "",
+    notice: str = "",
+) -> Response[str]:
+    """The order page (blocking). A refusal comes back here, said in words next to the form that caused it."""
+    ledger = ledger_of(request)
+    order = ledger.get_order(order_id, key.seller)
+    account = ledger.get_account(order.account_id, key.seller)
+    history = ledger.order_history(order_id, key.seller) if may(key, READ_HISTORY) else None
+    actions = allowed_actions(order)
+    if error_form and not getattr(actions, error_form, False):
+        error_form = ""  # that form is no longer offered: say it above the forms
+    return render(
+        "order.html",
+        status,
+        key=key,
+        order=order,
+        account=account,
+        history=list(reversed(history)) if history is not None else None,
+        actions=actions if may(key, CHANGE_ORDERS) else None,
+        carriers=[(c.value, CARRIER_NAMES.get(c.value, c.value)) for c in Carrier],
+        cancel_reasons=[r.value for r in CancelReason],
+        refund_reasons=[r.value for r in RefundReason],
+        tokens={form: uuid.uuid4().hex for form in ("ship", "cancel", "refund")},
+        error=error,
+        error_form=error_form,
+        notice=notice,
+    )
+
+
+NOTICES = {
+    "shipped": "Shipment recorded.",
+    "cancelled": "Cancellation recorded.",
+    "dispute": "Cancellation requested: a dispute is open until the buyer or eBay answers.",
+    "refunded": "Refund recorded.",
+}
+
+
+@get("/orders/{order_id:uuid}", include_in_schema=False, sync_to_thread=True)
+def order_detail(request: Request[Any, Any, Any], order_id: FromPath[UUID]) -> Response[Any]:
+    key = signed_in(request)
+    if key is None:
+        return to_signin()
+    if not may(key, READ_ORDERS):
+        return forbidden(key, "read orders")
+    notice = NOTICES.get(str(request.query_params.get("done", "")), "")
+    try:
+        return order_page(request, key, order_id, notice=notice)
+    except LedgerError:
+        return render("message.html", 404, key=key, title="No such order", message="There is no such order.")

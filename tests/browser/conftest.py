@@ -1,0 +1,155 @@
+"""Fixtures of the browser tests: the real app served by uvicorn on a free port (with the All Sales projection
+worker running, as `ledger serve` runs it), a seller with an operator key and orders, and headless Debian
+Chromium driven by Playwright (no browser is downloaded: /usr/bin/chromium or the tests are skipped).
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+import uvicorn
+from browser_support import CHROMIUM, CHROMIUM_ARGS
+from playwright.sync_api import sync_playwright
+
+from ledger import database
+from ledger.aggregates.values import (
+    Buyer,
+    Context,
+    ImportedOrder,
+    Marketplace,
+    OrderLine,
+    PaymentStatus,
+    Role,
+)
+from ledger.api.app import create_app
+from ledger.application import Ledger
+from ledger.database import PostgresTarget
+from ledger.projections.all_sales import AllSalesProjection
+from ledger.projections.base import ProjectionWorker
+
+CTX = Context(actor="browser-test")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CHROMIUM.exists():
+        return
+    skip = pytest.mark.skip(
+        reason=f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)"
+    )
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class Shop:
+    """One seller: an operator key, a Walmart and an eBay account, and the orders imported for the test."""
+
+    url: str
+    ledger: Ledger
+    seller: str
+    key: str
+    accounts: dict[Marketplace, UUID]
+    orders: dict[str, UUID] = field(default_factory=dict)
+
+    def import_order(self, marketplace: Marketplace, moid: str, buyer: str, days_ago: int = 1) -> UUID:
+        order = ImportedOrder(
+            marketplace_order_id=moid,
+            purchased_at=datetime.now(UTC) - timedelta(days=days_ago),
+            currency="USD",
+            payment_status=PaymentStatus.PAID,
+            buyer=Buyer(buyer, "buyer@example.com"),
+            lines=(
+                OrderLine("1", "MUG-1", 2, Decimal("12.50"), title="Mug"),
+                OrderLine("2", "CUP-1", 1, Decimal("5.00"), title="Cup"),
+            ),
+            paid_at=datetime.now(UTC) - timedelta(days=days_ago),
+        )
+        order_id = self.ledger.import_order(
+            CTX, self.accounts[marketplace], order, seller=self.seller
+        ).order_id
+        self.orders[moid] = order_id
+        return order_id
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def shop(pg_target: PostgresTarget, ledger_env: dict[str, str]) -> Iterator[Shop]:
+    """The app on a real socket, its projection worker, and a fresh seller (the schema is shared)."""
+    ledger = Ledger(env=ledger_env)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(pg_target, ledger=ledger),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+    )
+    thread = threading.Thread(target=server.run, name="browser-test-server", daemon=True)
+    thread.start()
+    worker = ProjectionWorker(
+        AllSalesProjection(),
+        lambda: database.connect(pg_target),
+        ledger.recorder,
+        ledger.mapper,
+        standby_interval=0.2,
+    )
+    worker_thread = threading.Thread(target=worker.run, name="browser-test-worker", daemon=True)
+    worker_thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    seller = f"seller-{secrets.token_hex(4)}"
+    key, _ = ledger.create_api_key(CTX, seller=seller, role=Role.OPERATOR, name="Olive Operator")
+    accounts = {
+        m: ledger.register_account(CTX, seller=seller, marketplace=m, name="main").account_id
+        for m in (Marketplace.WALMART, Marketplace.EBAY)
+    }
+    try:
+        yield Shop(f"http://127.0.0.1:{port}", ledger, seller, key, accounts)
+    finally:
+        worker.stop()
+        server.should_exit = True
+        thread.join(15)
+        worker_thread.join(15)
+        ledger.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium (the test session's one browser process)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent")
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (its own cookies) and page."""
+    context = browser.new_context(accept_downloads=True)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()

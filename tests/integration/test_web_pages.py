@@ -1,0 +1,179 @@
+"""The web page's server side over HTTP on PostgreSQL: sign-in and its cookie, roles, seller scoping, escaping,
+foreign-origin refusals, and the actions each order allows (the browser tests drive the same pages)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from api_support import UPS_TRACKING, Seller, order_body
+
+from ledger.aggregates.values import Marketplace, Role
+from ledger.projections import base
+from ledger.projections.all_sales import AllSalesProjection
+
+pytestmark = pytest.mark.postgres
+
+INJECTION = "<script>alert(1)</script>Eve"
+
+
+def _import(
+    client: Any, seller: Seller, marketplace: Marketplace = Marketplace.WALMART, **changes: Any
+) -> str:
+    body = order_body(seller.accounts[marketplace], **changes)
+    response = client.post("/v1/orders", json=body, headers=seller.auth())
+    assert response.status_code == 201, response.text
+    return str(response.json()["order_id"])
+
+
+def _sign_in(client: Any, seller: Seller, role: Role = Role.OPERATOR) -> Any:
+    return client.post("/signin", data={"api_key": seller.keys[role]}, follow_redirects=False)
+
+
+def _token(html: str, form: str) -> dict[str, str]:
+    """The hidden fields of one of the order page's forms."""
+    part = html.split('action="/orders/')[1:]
+    chosen = next(p for p in part if p.split('"')[0].endswith(f"/{form}"))
+    version = re.search(r'name="version" value="(\d+)"', chosen)
+    token = re.search(r'name="token" value="([0-9a-f]+)"', chosen)
+    assert version
+    assert token
+    return {"version": version.group(1), "token": token.group(1)}
+
+
+def test_sign_in_sets_a_strict_http_only_session_cookie(client: Any, seller: Seller, connect: Any) -> None:
+    """Without a session the page sends you to sign in; a wrong key is refused in words; a right one sets a
+    session cookie that scripts cannot read and other sites cannot send."""
+    with connect() as conn:
+        base.install(conn, AllSalesProjection())  # the list reads its tables (empty for a new seller)
+    response = client.get("/", follow_redirects=False)
+    assert (response.status_code, response.headers["location"]) == (303, "/signin")
+    response = client.post("/signin", data={"api_key": "lk_wrong"}, follow_redirects=False)
+    assert response.status_code == 401
+    assert "unknown or revoked" in response.text
+    response = _sign_in(client, seller)
+    assert (response.status_code, response.headers["location"]) == (303, "/")
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert "max-age" not in cookie
+    assert "expires" not in cookie
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "All Sales" in page.text
+    assert seller.keys[Role.OPERATOR] not in page.text
+    client.post("/signout", follow_redirects=False)
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_user_text_is_escaped(client: Any, seller: Seller) -> None:
+    """A buyer name with markup is shown as text on the order page, never as HTML."""
+    order_id = _import(client, seller, buyer={"name": INJECTION, "email": "eve@example.com"})
+    _sign_in(client, seller)
+    html = client.get(f"/orders/{order_id}").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;Eve" in html
+    assert "<script>alert(1)" not in html
+
+
+def test_roles_decide_what_the_page_offers(client: Any, seller: Seller) -> None:
+    """An auditor sees the order and its timeline but no actions, and cannot post one; finance sees no
+    timeline; nobody sees another seller's order."""
+    order_id = _import(client, seller)
+    _sign_in(client, seller, Role.AUDITOR)
+    html = client.get(f"/orders/{order_id}").text
+    assert "Timeline" in html
+    assert "Cancel Sale" not in html
+    response = client.post(
+        f"/orders/{order_id}/ship", data={"carrier": "ups", "tracking_number": UPS_TRACKING}
+    )
+    assert response.status_code == 403
+    _sign_in(client, seller, Role.FINANCE)
+    html = client.get(f"/orders/{order_id}").text
+    assert "Timeline" not in html
+    assert client.get("/shipments").status_code == 403
+
+
+def test_another_sellers_order_is_not_found(client: Any, seller: Seller, other_seller: Seller) -> None:
+    """Another seller's order is a 404 page, and a form posted at it changes nothing."""
+    order_id = _import(client, other_seller)
+    _sign_in(client, seller)
+    assert client.get(f"/orders/{order_id}").status_code == 404
+    response = client.post(
+        f"/orders/{order_id}/ship", data={"carrier": "ups", "tracking_number": UPS_TRACKING, "qty:1": "1"}
+    )
+    assert response.status_code == 404
+
+
+def test_foreign_origin_posts_are_refused(client: Any, seller: Seller, api_ledger: Any) -> None:
+    """A form posted from another site is refused even with the session cookie, and records nothing."""
+    order_id = _import(client, seller)
+    _sign_in(client, seller)
+    response = client.post(
+        f"/orders/{order_id}/ship",
+        data={"carrier": "ups", "tracking_number": UPS_TRACKING, "qty:1": "1"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+    assert api_ledger.get_order(order_id).shipments == ()
+
+
+def test_ebay_paid_unshipped_offers_cancel_or_refund(client: Any, seller: Seller, api_ledger: Any) -> None:
+    """A paid unshipped eBay order offers both ways; cancelling opens a dispute and says so, after which
+    nothing can ship and a stale form is refused in words."""
+    order_id = _import(client, seller, Marketplace.EBAY)
+    _sign_in(client, seller)
+    html = client.get(f"/orders/{order_id}").text
+    assert "opens a cancellation dispute" in html
+    assert 'action="/orders/' + order_id + '/refund"' in html
+    fields = _token(html, "cancel")
+    response = client.post(
+        f"/orders/{order_id}/cancel", data={**fields, "reason": "buyer_cancelled", "qty:1": "2", "qty:2": "1"}
+    )
+    assert response.status_code == 200
+    assert "a dispute is open" in response.text
+    assert 'action="/orders/' + order_id + '/ship"' not in response.text
+    assert api_ledger.get_order(order_id).dispute_status == "open"
+    stale = client.post(
+        f"/orders/{order_id}/refund", data={**_token(html, "refund"), "reason": "goodwill", "qty:1": "1"}
+    )
+    assert stale.status_code == 412
+    assert "The order changed since this page was opened" in stale.text
+
+
+def test_double_submit_acts_once(client: Any, seller: Seller, api_ledger: Any) -> None:
+    """The same form posted twice (its one-time token) records one shipment."""
+    order_id = _import(client, seller)
+    _sign_in(client, seller)
+    fields = _token(client.get(f"/orders/{order_id}").text, "ship")
+    form = {**fields, "carrier": "ups", "tracking_number": UPS_TRACKING, "qty:1": "1", "qty:2": "0"}
+    assert client.post(f"/orders/{order_id}/ship", data=form).status_code == 200
+    assert client.post(f"/orders/{order_id}/ship", data=form).status_code == 200
+    assert len(api_ledger.get_order(order_id).shipments) == 1
+
+
+def test_refund_from_the_page(client: Any, seller: Seller, api_ledger: Any) -> None:
+    """After a shipment the page offers Refund; refunding one unit records it with source `web`."""
+    order_id = _import(client, seller)
+    _sign_in(client, seller)
+    fields = _token(client.get(f"/orders/{order_id}").text, "ship")
+    ship = {**fields, "carrier": "ups", "tracking_number": UPS_TRACKING, "qty:1": "2", "qty:2": "1"}
+    html = client.post(f"/orders/{order_id}/ship", data=ship).text
+    assert "Shipment recorded." in html
+    refund = {**_token(html, "refund"), "reason": "damaged", "qty:1": "1", "amount:1": ""}
+    html = client.post(f"/orders/{order_id}/refund", data=refund).text
+    assert "Refund recorded." in html
+    order = api_ledger.get_order(order_id)
+    assert order.lines[0].refunded_quantity == 1
+    assert api_ledger.order_history(order_id)[-1].source == "web"
+    empty = client.post(f"/orders/{order_id}/refund", data={**_token(html, "refund"), "reason": "damaged"})
+    assert empty.status_code == 422
+    assert "choose at least one unit or amount to refund" in empty.text
+
+
+def test_upload_that_is_not_csv_is_said_in_words(client: Any, seller: Seller) -> None:
+    """A binary file on the upload page is refused with a message, not a problem document."""
+    _sign_in(client, seller)
+    response = client.post("/shipments", files={"file": ("x.csv", b"\x00\x01", "text/csv")})
+    assert response.status_code == 400
+    assert "That file cannot be used: the file is binary" in response.text
