@@ -21,6 +21,7 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
+from . import sync_cli
 from .aggregates.errors import LedgerError
 from .aggregates.values import (
     CancelReason,
@@ -151,10 +152,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
                 name="projection-workers",
             )
             workers.start()
+        sync = sync_cli.start_sync(target, args, out)
         try:
             server.run()  # handles SIGINT/SIGTERM itself: returns once the open requests are done
         finally:
             stop.set()
+            if sync is not None:
+                sync.stop()
             if workers is not None:
                 workers.join()
         if not server.started:
@@ -187,7 +191,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         raise UsageError(str(e.args[0])) from None
     stop = _stop_on_signals()
     with open_database(settings) as target:
-        failed = _run_workers(target, projections, args.batch_size, stop, out)
+        sync = sync_cli.start_sync(target, args, out)
+        try:
+            failed = _run_workers(target, projections, args.batch_size, stop, out)
+        finally:
+            if sync is not None:
+                sync.stop()
     out.write("ledger: worker stopped\n")
     return EXIT_FAILED if failed else 0
 
@@ -685,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     krevoke.add_argument("key_id", type=_uuid)
 
     imp = command(sub, "import", cmd_import, "import orders from a JSON file in the API's import shape")
-    imp.add_argument("file", help="path to the JSON file, or - for standard input")
+    imp.add_argument("file", nargs="?", help="path to the JSON file, or - for standard input")
     imp.add_argument("--seller", help="refuse accounts of any other seller")
 
     orders = command(sub, "orders", None, "read and change orders")
@@ -735,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     dclose.add_argument("--outcome", required=True, choices=[o.value for o in DisputeOutcome])
     restock = order_command("restock", cmd_restock, "put cancelled or returned units back in stock")
     restock.add_argument("--line", type=parse_line, action="append", required=True, help="LINE_ID:QUANTITY")
+    # --- marketplaces: import, dispatch, sync ---
+    sync_cli.add_commands(sub, command, imp, serve, worker)
     return parser
 
 
