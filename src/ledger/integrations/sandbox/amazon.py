@@ -32,6 +32,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from litestar import Request, Response, get, post, put
+from litestar.params import FromPath
 
 from .app import Marketplace, Sandbox, json_response, read_json, sandbox_of
 from .state import Json, Order, Violation, iso, monotonic, parse_time, utcnow
@@ -261,7 +262,7 @@ async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get("/orders/v0/orders/{order_id:str}")
-async def get_order(request: Request[Any, Any, Any], order_id: str) -> Response[Any]:
+async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
     sandbox = sandbox_of(request)
     early = await sandbox.begin(request, NAME, "getOrder")
     if early is not None:
@@ -277,7 +278,7 @@ async def get_order(request: Request[Any, Any, Any], order_id: str) -> Response[
 
 
 @get("/orders/v0/orders/{order_id:str}/orderItems")
-async def get_order_items(request: Request[Any, Any, Any], order_id: str) -> Response[Any]:
+async def get_order_items(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
     sandbox = sandbox_of(request)
     early = await sandbox.begin(request, NAME, "getOrderItems")
     if early is not None:
@@ -304,7 +305,7 @@ async def get_order_items(request: Request[Any, Any, Any], order_id: str) -> Res
 
 
 @post("/orders/v0/orders/{order_id:str}/shipmentConfirmation", status_code=200)
-async def confirm_shipment(request: Request[Any, Any, Any], order_id: str) -> Response[Any]:
+async def confirm_shipment(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
     sandbox = sandbox_of(request)
     early = await sandbox.begin(request, NAME, "confirmShipment")
     if early is not None:
@@ -418,7 +419,9 @@ async def create_feed_document(request: Request[Any, Any, Any]) -> Response[Any]
 
 
 @put("/_amazon-s3/{owner:str}/{document_id:str}", status_code=200)
-async def upload_document(request: Request[Any, Any, Any], owner: str, document_id: str) -> Response[Any]:
+async def upload_document(
+    request: Request[Any, Any, Any], owner: FromPath[str], document_id: FromPath[str]
+) -> Response[Any]:
     """The presigned S3 URL `createFeedDocument` gives: the feed's content goes here."""
     sandbox = sandbox_of(request)
     early = await sandbox.begin(request, NAME, "uploadFeedDocument")
@@ -439,7 +442,9 @@ async def upload_document(request: Request[Any, Any, Any], owner: str, document_
 
 
 @get("/_amazon-s3/{owner:str}/{document_id:str}")
-async def download_document(request: Request[Any, Any, Any], owner: str, document_id: str) -> Response[Any]:
+async def download_document(
+    request: Request[Any, Any, Any], owner: FromPath[str], document_id: FromPath[str]
+) -> Response[Any]:
     sandbox = sandbox_of(request)
     sandbox.tick()
     account = base64.urlsafe_b64decode(owner.encode()).decode()
@@ -497,7 +502,7 @@ async def create_feed(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get("/feeds/2021-06-30/feeds/{feed_id:str}")
-async def get_feed(request: Request[Any, Any, Any], feed_id: str) -> Response[Any]:
+async def get_feed(request: Request[Any, Any, Any], feed_id: FromPath[str]) -> Response[Any]:
     sandbox = sandbox_of(request)
     early = await sandbox.begin(request, NAME, "getFeed")
     if early is not None:
@@ -513,7 +518,7 @@ async def get_feed(request: Request[Any, Any, Any], feed_id: str) -> Response[An
 
 
 @get("/feeds/2021-06-30/documents/{document_id:str}")
-async def get_feed_document(request: Request[Any, Any, Any], document_id: str) -> Response[Any]:
+async def get_feed_document(request: Request[Any, Any, Any], document_id: FromPath[str]) -> Response[Any]:
     sandbox = sandbox_of(request)
     early = await sandbox.begin(request, NAME, "getFeedDocument")
     if early is not None:
