@@ -15,6 +15,7 @@ import random
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -431,7 +432,7 @@ async def get_all_orders(request: Request[Any, Any, Any]) -> Response[Any]:
                     "poIndex": last.order_id,
                 }
             )
-            next_cursor = "?" + "&".join(f"{k}={v}" for k, v in query.items())
+            next_cursor = "?" + urlencode(query)
         body = {
             "list": {
                 "meta": {"totalCount": len(orders), "limit": limit, "nextCursor": next_cursor},
