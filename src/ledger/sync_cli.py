@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -115,8 +114,10 @@ def cmd_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             if not args.once:
                 stop = _stop_on_signals()
                 _relay(stop, importer.stop)
+                out.write(f"ledger: importing every {sync.import_interval:g}s; Ctrl-C stops\n")
+                out.flush()
                 importer.run()
-                return 1 if importer.error else 0
+                return 0
             reports = importer.run_round(args.account)
         finally:
             app.close()
@@ -165,9 +166,6 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
         finally:
             dispatcher.close()
             app.close()
-    if dispatcher.error is not None:
-        print(f"ledger: dispatcher stopped: {dispatcher.error}", file=sys.stderr)
-        return 1
     out.write("ledger: dispatcher stopped\n")
     return 0
 

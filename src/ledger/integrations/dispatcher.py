@@ -249,10 +249,13 @@ class Dispatcher:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            except Exception as e:
+            except Exception as e:  # not the marketplace's doing (handle() deals with that): said, then again
                 self.error = e
-                logger.exception("dispatcher: stopped by an error")
-                return
+                logger.exception("dispatcher: a pass failed; trying again in %ss", backoff)
+                self._close_connection()
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
             backoff = 0.5
             if sent == 0:
                 self.stopping.wait(self.settings.dispatch_interval)

@@ -146,10 +146,9 @@ class Importer:
                 self.run_round()
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailableError) as e:
                 logger.warning("importer: database unavailable (%s); next round in a while", e)
-            except Exception as e:
+            except Exception as e:  # a bug in one round must not end imports for good: said, then next round
                 self.error = e
-                logger.exception("importer: stopped by an error")
-                return
+                logger.exception("importer: the round failed")
             self.stopping.wait(self.settings.import_interval)
 
     # ------------------------------------------------------------------------------- rounds
@@ -202,7 +201,7 @@ class Importer:
         report = AccountReport(account.account_id, account.marketplace)
         try:
             client = self.client_factory(account, self.settings)
-        except MarketplaceNotConfiguredError as e:
+        except (MarketplaceNotConfiguredError, MarketplaceError) as e:  # no URL, or bad credentials
             report.error = f"{e.code}: {e.message}"
             return report
         try:
