@@ -25,7 +25,7 @@ from .faults import DropConnection, Fault, FaultError, Faults, mark_drop
 from .state import Json, Order, SandboxState, Settings, Violation, parse_time, utcnow
 
 # The marketplace modules, by name in this package. A new marketplace: write its module, add it here.
-MODULES = ["amazon", "walmart", "rakuten", "jet"]
+MODULES = ["amazon", "ebay", "walmart", "rakuten", "jet"]
 
 ErrorBody = Callable[[int, str, str], Response[Any]]
 
