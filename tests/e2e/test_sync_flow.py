@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noq
 
 import ledger
 from ledger import database
+from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import (
     CancelReason,
     Carrier,
@@ -352,3 +354,50 @@ def test_import_and_dispatch_commands_and_sync_check(world: World) -> None:
     assert world.items(first)[0]["state"] == "succeeded"
     [confirmation] = _effects(world, first, "confirmShipment")
     assert confirmation["attempts"] == 2  # sent again, applied once
+
+
+@pytest.mark.slow
+def test_serve_imports_and_dispatches_until_sigterm(world: World) -> None:
+    """`ledger serve` with a marketplace URL: orders flow in on the schedule and a shipment flows out."""
+    [made] = world.sandbox.orders(
+        "amazon", world.token, purchased_at=(datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    )
+    env = world.env | {"LEDGER_IMPORT_INTERVAL": "0.5"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        lines: list[str] = []
+        while not any("marketplace sync on" in line for line in lines) and len(lines) < 12:
+            lines.append(server.stdout.readline())  # the workers' lines come in any order
+        assert any("marketplace sync on" in line for line in lines), lines
+        order_id = world.sandbox.wait_for(lambda: _found(world, made["order_id"]), timeout=30)
+        assert order_id is not None, "the order was never imported"
+        world.app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS)
+        shipped = world.sandbox.wait_for(lambda: world.remote(order_id)["status"] == "shipped", timeout=30)
+        assert shipped, "the shipment never reached the marketplace"
+        acknowledged = world.sandbox.wait_for(
+            lambda: "MarketplaceAcknowledged" in [e.type for e in world.history(order_id)], timeout=30
+        )
+        assert acknowledged
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def _found(world: World, marketplace_order_id: str) -> UUID | None:
+    try:
+        return world.order_id(marketplace_order_id)
+    except LedgerError:
+        return None
