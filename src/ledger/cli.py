@@ -39,6 +39,7 @@ from .api.schemas import decode_orders
 from .application import Ledger
 from .config import ConfigError, Settings
 from .database import DatabaseUnavailableError, PostgresTarget, check_connection, connect, open_database
+from .integrations.sandbox import cli as sandbox_cli
 from .projections.base import Projection, ProjectionWorker, rebuild
 from .projections.base import status as projection_status
 from .projections.registry import all_projections, projection_named
@@ -746,6 +747,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     restock.add_argument("--line", type=parse_line, action="append", required=True, help="LINE_ID:QUANTITY")
     # --- marketplaces: import, dispatch, sync ---
     sync_cli.add_commands(sub, command, imp, serve, worker)
+    # --- sandbox marketplaces ---
+    sandbox_cli.add_command(sub)
     return parser
 
 

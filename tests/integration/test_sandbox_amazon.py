@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
+from sandbox_support import Sandbox, free_port, sandbox_fixture, sandbox_url_fixture  # noqa: F401
 
 from ledger.aggregates.values import PaymentStatus
 from ledger.integrations.amazon import AmazonClient, adjustment_item_id, package_reference_id
@@ -26,6 +30,7 @@ from ledger.integrations.base import (
 from ledger.integrations.sandbox.validation import spec
 
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def client(url: str, account: str, **options: Any) -> AmazonClient:
@@ -418,3 +423,44 @@ def test_requests_without_a_token_are_refused(sandbox_url: str) -> None:
     """No x-amz-access-token: 403, a permanent error for the adapter."""
     response = httpx.get(f"{sandbox_url}/orders/v0/orders", params={"MarketplaceIds": "ATVPDKIKX0DER"})
     assert response.status_code == 403
+
+
+def test_ledger_sandbox_command_serves_generated_orders() -> None:
+    """`ledger sandbox --orders 2` prints its URL and serves two orders per marketplace to the account."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "ledger.cli",
+        "sandbox",
+        "--port",
+        str(port),
+        "--orders",
+        "2",
+        "--account",
+        "cli",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in first
+        amazon = client(f"http://127.0.0.1:{port}", "cli")
+        found = Sandbox(f"http://127.0.0.1:{port}").wait_for(lambda: _orders_or_none(amazon))
+        amazon.close()
+        assert found is not None
+        assert len(found) == 2
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _orders_or_none(amazon: AmazonClient) -> list[Any] | None:
+    try:
+        return all_pages(amazon, EPOCH)
+    except TransientMarketplaceError:
+        return None  # not listening yet
