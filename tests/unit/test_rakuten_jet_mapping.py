@@ -106,15 +106,19 @@ def test_rakuten_mapped_order_is_accepted_by_the_ledger(shop: Any) -> None:
     assert shop.ledger.import_order(shop.ctx, shop.account(Marketplace.RAKUTEN), order).created
 
 
-def test_rakuten_cancel_request_is_a_fact_until_shipped() -> None:
-    """A buyer's cancellation request is a BuyerCancelled fact on an open order, and none once it shipped."""
+def test_rakuten_cancel_request_maps_until_shipped() -> None:
+    """A buyer's cancellation request maps on an open order (never as a fact), and not once it shipped."""
     request = {
         "requestDatetime": "2026-11-20T11:00:00Z",
         "items": [{"itemDetailId": "100000001", "units": 1}],
     }
-    (fact,) = rakuten.facts(rakuten_decode(rakuten_order(cancelRequest=request)))
-    assert fact == BuyerCancelled(datetime(2026, 11, 20, 11, 0, tzinfo=UTC), (LineQuantity("100000001", 1),))
-    assert rakuten.facts(rakuten_decode(rakuten_order(cancelRequest=request, orderProgress=500))) == ()
+    asked = rakuten_decode(rakuten_order(cancelRequest=request))
+    assert rakuten.cancel_request(asked) == BuyerCancelled(
+        datetime(2026, 11, 20, 11, 0, tzinfo=UTC), (LineQuantity("100000001", 1),)
+    )
+    assert rakuten.remote_order(asked).facts == ()
+    shipped = rakuten_decode(rakuten_order(cancelRequest=request, orderProgress=500))
+    assert rakuten.cancel_request(shipped) is None
 
 
 def test_rakuten_bad_time_is_a_permanent_error() -> None:
@@ -258,13 +262,15 @@ def test_jet_mapped_order_is_accepted_by_the_ledger(shop: Any) -> None:
     assert shop.ledger.import_order(shop.ctx, shop.account(Marketplace.JET), order).created
 
 
-def test_jet_cancel_request_is_a_whole_order_fact() -> None:
-    """A customer's cancel quantity on any item is a BuyerCancelled of the whole order; none on a complete one."""
+def test_jet_cancel_request_is_of_the_whole_order() -> None:
+    """A cancel quantity on any item is a request for the whole order (never a fact); none once complete."""
     order = jet_order()
     order["order_items"][0]["request_order_cancel_qty"] = 1
-    (fact,) = jet.facts(jet_decode(order))
-    assert fact == BuyerCancelled(datetime(2026, 11, 20, 10, 10, tzinfo=UTC), None)
-    assert jet.facts(jet_decode({**order, "status": "complete"})) == ()
+    assert jet.cancel_request(jet_decode(order)) == BuyerCancelled(
+        datetime(2026, 11, 20, 10, 10, tzinfo=UTC), None
+    )
+    assert jet.remote_order(jet_decode(order)).facts == ()
+    assert jet.cancel_request(jet_decode({**order, "status": "complete"})) is None
 
 
 def test_jet_requests_from_queue_payloads(shop: Any) -> None:

@@ -144,8 +144,8 @@ def test_price_that_does_not_split_into_units_is_refused() -> None:
     assert raised.value.code == "unmappable-order"
 
 
-def test_acknowledged_order_needs_no_acknowledgement_and_intent_to_cancel_is_a_fact() -> None:
-    """Lines past Created need no acknowledgement; a customer's intent to cancel open units is a BuyerCancelled."""
+def test_acknowledged_order_needs_no_acknowledgement_and_intent_to_cancel_is_a_request() -> None:
+    """Lines past Created need no acknowledgement; intent to cancel open units maps to a request, not a fact."""
     order = walmart_order()
     line = order["orderLines"]["orderLine"][0]
     line["orderLineStatuses"]["orderLineStatus"] = [
@@ -155,11 +155,11 @@ def test_acknowledged_order_needs_no_acknowledgement_and_intent_to_cancel_is_a_f
     line["intentToCancel"] = True
     remote = walmart.remote_order(decode(order))
     assert not remote.needs_acknowledgement
-    assert remote.facts == (
-        BuyerCancelled(
-            requested_at=datetime(2024, 11, 20, 11, 53, 20, tzinfo=UTC), lines=(LineQuantity("1", 1),)
-        ),
+    assert walmart.cancel_request(decode(order)) == BuyerCancelled(
+        requested_at=datetime(2024, 11, 20, 11, 53, 20, tzinfo=UTC), lines=(LineQuantity("1", 1),)
     )
+    # A request, not a cancellation Walmart applied: never a fact the importer would record as done.
+    assert remote.facts == ()
 
 
 def test_remote_state_counts_statuses_and_refunds() -> None:

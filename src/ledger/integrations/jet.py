@@ -18,6 +18,10 @@ Dedupe keys are Jet's own merchant ids: `alt_shipment_id`, `alt_cancel_id` and `
 item's idempotency key, so a repeated request has one effect. `Authorization: Bearer <token>`. Amounts are
 JSON numbers in US dollars. Jet needs no acknowledgement here and has no dispute API: both are accepted with
 nothing sent.
+
+A customer's cancellation request is mapped by `cancel_request` but not reported in `RemoteOrder.facts`: in the
+contract a `BuyerCancelled` fact is a cancellation the marketplace already applied (the importer records it at
+once, as the marketplace's), while here it is only a request the seller answers by cancelling or shipping.
 """
 
 from __future__ import annotations
@@ -47,7 +51,6 @@ from .base import (
     Accepted,
     BuyerCancelled,
     Endpoint,
-    MarketplaceFact,
     OrderPage,
     Outcome,
     PermanentMarketplaceError,
@@ -295,15 +298,15 @@ def updated_at(order: JetOrder) -> datetime:
     return _time(order.order_last_update or order.order_placed_date, order.merchant_order_id)
 
 
-def facts(order: JetOrder) -> tuple[MarketplaceFact, ...]:
+def cancel_request(order: JetOrder) -> BuyerCancelled | None:
     """A customer's cancellation request (any item's `request_order_cancel_qty`): Jet cancels whole orders."""
     if order.status not in OPEN_STATUSES or not any(i.request_order_cancel_qty for i in order.order_items):
-        return ()
-    return (BuyerCancelled(requested_at=updated_at(order), lines=None),)
+        return None
+    return BuyerCancelled(requested_at=updated_at(order), lines=None)
 
 
 def remote_order(order: JetOrder) -> RemoteOrder:
-    return RemoteOrder(order=imported_order(order), updated_at=updated_at(order), facts=facts(order))
+    return RemoteOrder(order=imported_order(order), updated_at=updated_at(order))
 
 
 def remote_state(order: JetOrder) -> RemoteState:

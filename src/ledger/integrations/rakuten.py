@@ -19,6 +19,10 @@ As in RMS: names like `orderNumber`, `orderProgress`, `itemDetailId`, `manageNum
 `MessageModelList`. `requestId` is Rakuten's dedupe key here (our idempotency key): a repeat has one effect.
 Amounts are JSON numbers in the order's currency (yen have no minor unit). Rakuten has no dispute API for
 sellers, so `close_dispute` is accepted with nothing sent.
+
+A customer's cancellation request is mapped by `cancel_request` but not reported in `RemoteOrder.facts`: in the
+contract a `BuyerCancelled` fact is a cancellation the marketplace already applied (the importer records it at
+once, as the marketplace's), while here it is only a request the seller answers by cancelling or shipping.
 """
 
 from __future__ import annotations
@@ -50,7 +54,6 @@ from .base import (
     Accepted,
     BuyerCancelled,
     Endpoint,
-    MarketplaceFact,
     OrderPage,
     Outcome,
     PermanentMarketplaceError,
@@ -316,24 +319,23 @@ def imported_order(order: RakutenOrder) -> ImportedOrder:
     )
 
 
-def facts(order: RakutenOrder) -> tuple[MarketplaceFact, ...]:
-    """A buyer's cancellation request on an order still open."""
+def cancel_request(order: RakutenOrder) -> BuyerCancelled | None:
+    """A buyer's cancellation request on an order still open (see the module docstring)."""
     request = order.cancel_request
     if request is None or order.order_progress >= PROGRESS_SHIPPED:
-        return ()
+        return None
     lines = (
         None
         if request.items is None
         else tuple(LineQuantity(i.item_detail_id, i.units) for i in request.items)
     )
-    return (BuyerCancelled(requested_at=_time(request.request_datetime, order.order_number), lines=lines),)
+    return BuyerCancelled(requested_at=_time(request.request_datetime, order.order_number), lines=lines)
 
 
 def remote_order(order: RakutenOrder) -> RemoteOrder:
     return RemoteOrder(
         order=imported_order(order),
         updated_at=_time(order.update_datetime, order.order_number),
-        facts=facts(order),
     )
 
 

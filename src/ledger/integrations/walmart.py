@@ -8,6 +8,10 @@ header carries the item's idempotency key, and the marketplace (our sandbox) app
 id once. Refunds are negative amounts, per line and charge (`PRODUCT` with its tax, `SHIPPING`).
 
 Walmart has no API for the seller to close a dispute, so `close_dispute` is accepted with nothing sent.
+
+A customer's cancellation request is mapped by `cancel_request` but not reported in `RemoteOrder.facts`: in the
+contract a `BuyerCancelled` fact is a cancellation the marketplace already applied (the importer records it at
+once, as the marketplace's), while here it is only a request the seller answers by cancelling or shipping.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ from .base import (
     Accepted,
     BuyerCancelled,
     Endpoint,
-    MarketplaceFact,
     OrderPage,
     Outcome,
     PermanentMarketplaceError,
@@ -438,8 +441,8 @@ def _unit_counts(line: WalmartOrderLine, status: str) -> int:
     )
 
 
-def facts(order: WalmartOrder) -> tuple[MarketplaceFact, ...]:
-    """A customer's request to cancel lines still open: a request the seller answers."""
+def cancel_request(order: WalmartOrder) -> BuyerCancelled | None:
+    """A customer's request to cancel lines still open (`intentToCancel`): a request the seller answers."""
     lines: list[LineQuantity] = []
     requested: list[int] = []
     for line in order.order_lines.order_line:
@@ -454,15 +457,14 @@ def facts(order: WalmartOrder) -> tuple[MarketplaceFact, ...]:
             lines.append(LineQuantity(line.line_number, open_units))
             requested.append(line.status_date or order.order_date)
     if not lines:
-        return ()
-    return (BuyerCancelled(requested_at=from_millis(max(requested)), lines=tuple(lines)),)
+        return None
+    return BuyerCancelled(requested_at=from_millis(max(requested)), lines=tuple(lines))
 
 
 def remote_order(order: WalmartOrder) -> RemoteOrder:
     return RemoteOrder(
         order=imported_order(order),
         updated_at=updated_at(order),
-        facts=facts(order),
         needs_acknowledgement=any(
             s.status == "Created"
             for line in order.order_lines.order_line
