@@ -66,6 +66,7 @@ class World:
     token: str
     env: dict[str, str]
     settings: SyncSettings
+    marketplace: Marketplace = Marketplace.AMAZON
 
     def connect(self) -> psycopg.Connection[Any]:
         return database.connect(self.target, autocommit=True)
@@ -73,16 +74,16 @@ class World:
     def import_orders(self, count: int, **options: Any) -> list[UUID]:
         """`count` new paid orders at the marketplace, imported into the ledger; their ledger ids."""
         options.setdefault("purchased_at", (datetime.now(UTC) - timedelta(hours=3)).isoformat())
-        made = self.sandbox.orders("amazon", self.token, count=count, **options)
+        made = self.sandbox.orders(self.marketplace.value, self.token, count=count, **options)
         Importer(self.app, self.connect, self.settings).run_round(self.account_id)
         return [self.order_id(o["order_id"]) for o in made]
 
     def order_id(self, marketplace_order_id: str) -> UUID:
-        return self.app.find_order(self.seller, Marketplace.AMAZON, marketplace_order_id).order_id
+        return self.app.find_order(self.seller, self.marketplace, marketplace_order_id).order_id
 
     def remote(self, order_id: UUID) -> dict[str, Any]:
         moid = self.app.get_order(order_id).marketplace_order_id
-        return self.sandbox.order("amazon", self.token, moid)
+        return self.sandbox.order(self.marketplace.value, self.token, moid)
 
     def queue(self) -> None:
         """The outbound projection catches up (a worker does this in `ledger serve`)."""
@@ -151,9 +152,21 @@ def _fields(settings: SyncSettings) -> dict[str, Any]:
 @pytest.fixture
 def world(own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path) -> Iterator[World]:
     """A ledger in its own schema with a managed Amazon account, pointed at the sandbox."""
+    yield from _world(own_target, sandbox, tmp_path, Marketplace.AMAZON)
+
+
+@pytest.fixture
+def ebay_world(own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path) -> Iterator[World]:
+    """The same with a managed eBay account."""
+    yield from _world(own_target, sandbox, tmp_path, Marketplace.EBAY)
+
+
+def _world(
+    own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path, marketplace: Marketplace
+) -> Iterator[World]:
     app = Ledger(env=own_target.eventsourcing_env())
     seller = f"flow-{os.urandom(4).hex()}"
-    account = app.register_account(CTX, seller=seller, marketplace=Marketplace.AMAZON, name="main")
+    account = app.register_account(CTX, seller=seller, marketplace=marketplace, name="main")
     token = sandbox.new_account()
     credentials = tmp_path / "credentials.json"
     credentials.write_text(json.dumps({str(account.account_id): {"access_token": token}}))
@@ -168,7 +181,8 @@ def world(own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path) -> Itera
         "LEDGER_DISPATCH_INTERVAL": "0.1",
         "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
     }
-    yield World(own_target, app, sandbox, account.account_id, seller, token, env, SyncSettings.from_env(env))
+    settings = SyncSettings.from_env(env)
+    yield World(own_target, app, sandbox, account.account_id, seller, token, env, settings, marketplace)
     app.close()
 
 
@@ -401,3 +415,39 @@ def _found(world: World, marketplace_order_id: str) -> UUID | None:
         return world.order_id(marketplace_order_id)
     except LedgerError:
         return None
+
+
+def test_ebay_disputes_and_a_sellers_cancellation_come_back_as_events_once(ebay_world: World) -> None:
+    """eBay: a buyer's payment dispute opened and closed on the marketplace is recorded once each; a seller's
+    cancellation of a paid order goes out as a cancellation request, and the buyer's approval, imported, closes
+    the ledger's cancellation dispute and cancels the units, without echoing anything back."""
+    world = ebay_world
+    claimed, cancelled = world.import_orders(2)
+    importer = Importer(world.app, world.connect, world.settings)
+    moid = world.app.get_order(claimed).marketplace_order_id
+    opened = world.sandbox.event("ebay", world.token, moid, "open_dispute", reason="ITEM_NOT_RECEIVED")
+    [dispute] = opened["disputes"]
+    importer.run_round(world.account_id)
+    importer.run_round(world.account_id)
+    world.sandbox.event("ebay", world.token, moid, "close_dispute", dispute_id=dispute["dispute_id"],
+                        outcome="rejected")  # fmt: skip
+    importer.run_round(world.account_id)
+    importer.run_round(world.account_id)
+    counts = Counter(e.type for e in world.history(claimed))
+    assert (counts["DisputeOpened"], counts["DisputeClosed"]) == (1, 1)
+    [recorded] = world.app.get_order(claimed).disputes
+    assert (recorded.marketplace_dispute_id, recorded.outcome) == (dispute["dispute_id"], "rejected")
+
+    world.app.cancel(CTX, cancelled, reason=CancelReason.OUT_OF_STOCK)  # paid on eBay: a cancellation request
+    items = world.settle(cancelled)
+    assert [(i["action"], i["state"]) for i in items] == [("cancel", "succeeded")]
+    cancel_moid = world.app.get_order(cancelled).marketplace_order_id
+    world.sandbox.event("ebay", world.token, cancel_moid, "approve_cancellation")
+    importer.run_round(world.account_id)
+    importer.run_round(world.account_id)
+    order = world.app.get_order(cancelled)
+    assert order.status == "canceled"
+    assert [d.outcome for d in order.disputes] == ["accepted"]
+    world.queue()
+    assert len(world.items(cancelled)) == 1  # nothing echoed back
+    assert world.sandbox.violations() == []

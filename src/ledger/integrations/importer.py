@@ -362,10 +362,21 @@ class Importer:
         return bool(result.events) and not result.replayed
 
     def _dispute_id(self, order_id: UUID, fact: DisputeClosedRemotely) -> UUID | None:
+        """The ledger's dispute the marketplace's id names: a buyer's dispute by its marketplace id, or a
+        seller's cancellation dispute by the reference the marketplace gave its cancel request (eBay cancelId)."""
         order = self.ledger.get_order(order_id)
         for dispute in order.disputes:
             if dispute.marketplace_dispute_id == fact.marketplace_dispute_id:
                 return dispute.dispute_id
+        for outcome in order.sync:
+            if (
+                outcome.accepted
+                and outcome.action == "cancel"
+                and (outcome.marketplace_reference == fact.marketplace_dispute_id)
+            ):
+                for dispute in order.disputes:
+                    if str(dispute.dispute_id) == outcome.reference:
+                        return dispute.dispute_id
         return None
 
 
