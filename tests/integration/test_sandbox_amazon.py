@@ -464,3 +464,40 @@ def _orders_or_none(amazon: AmazonClient) -> list[Any] | None:
         return all_pages(amazon, EPOCH)
     except TransientMarketplaceError:
         return None  # not listening yet
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/_sandbox/amazon/accounts/a/orders", {"count": "five"}),
+        ("POST", "/_sandbox/amazon/accounts/a/orders", {"count": 1, "max_lines": "3"}),
+        ("POST", "/_sandbox/amazon/accounts/a/orders", {"count": 1, "currency": "dollars"}),
+        ("POST", "/_sandbox/amazon/accounts/a/orders", {"count": 1, "purchased_at": "yesterday"}),
+        ("POST", "/_sandbox/amazon/faults", {"kind": "throttle", "retry_after": "soon"}),
+        ("POST", "/_sandbox/amazon/faults", {"kind": "meteor"}),
+        ("POST", "/_sandbox/amazon/faults", {"operation": "getOrders"}),
+        ("PUT", "/_sandbox/settings", {"feed_processing_seconds": "fast"}),
+        ("POST", "/_sandbox/nowhere/accounts/a/orders", {"count": 1}),
+        ("POST", "/_sandbox/amazon/accounts/a/orders/none/events", {"type": "pay"}),
+    ],
+)
+def test_bad_control_requests_are_refused_clearly(
+    sandbox: Sandbox, sandbox_url: str, method: str, path: str, body: dict[str, Any]
+) -> None:
+    """The control API answers bad input with a 4xx and a message, never a 500."""
+    response = httpx.request(method, f"{sandbox_url}{path}", json=body)
+    assert response.status_code in (400, 404)
+    assert response.json()["error"]
+    assert sandbox.faults()["armed"] == []
+
+
+def test_a_forged_next_token_is_a_schema_violation(sandbox: Sandbox, sandbox_url: str, account: str) -> None:
+    """A NextToken Amazon never gave is refused with a 400, not a 500."""
+    response = httpx.get(
+        f"{sandbox_url}/orders/v0/orders",
+        params={"MarketplaceIds": "ATVPDKIKX0DER", "NextToken": "eyJvZmZzZXQiOiAieCJ9"},
+        headers={"x-amz-access-token": account},
+    )
+    assert response.status_code == 400
+    assert [v["operation"] for v in sandbox.violations()] == ["getOrders"]
+    sandbox.clear_violations()

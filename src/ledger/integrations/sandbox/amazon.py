@@ -196,11 +196,18 @@ def _token(data: Json) -> str:
 
 
 def _untoken(token: str) -> Json | None:
+    """A NextToken's cursor, or None when it is not one this API gave."""
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except ValueError:
+        if not isinstance(data, dict) or set(data) != {"after", "before", "by_update", "offset", "size"}:
+            return None
+        parse_time(data["after"])
+        parse_time(data["before"])
+        int(data["offset"])
+        int(data["size"])
+    except (ValueError, TypeError, AttributeError):
         return None
-    return data if isinstance(data, dict) else None
+    return data
 
 
 @get("/orders/v0/orders")
@@ -222,6 +229,9 @@ async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
             problems.append("NextToken is not a token this API gave")
     elif not (query.get("LastUpdatedAfter") or query.get("CreatedAfter")):
         problems.append("either CreatedAfter or LastUpdatedAfter is required")
+    size_text = (query.get("MaxResultsPerPage") or [str(MAX_PAGE)])[0]
+    if not (size_text.isdigit() and 1 <= int(size_text) <= MAX_PAGE):
+        problems.append(f"MaxResultsPerPage must be 1 - {MAX_PAGE}")
     if cursor is None and not problems:
         try:
             by_update = "LastUpdatedAfter" in query
@@ -229,7 +239,7 @@ async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
         except ValueError:
             problems.append("LastUpdatedAfter / CreatedAfter is not an ISO 8601 time")
         else:
-            size = int(query.get("MaxResultsPerPage", [str(MAX_PAGE)])[0])
+            size = int(size_text)
             cursor = {
                 "after": iso(after),
                 "before": iso(utcnow()),

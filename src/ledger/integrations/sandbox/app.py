@@ -187,8 +187,21 @@ async def generate_orders(
     body = await _body(request)
     module = sandbox.marketplace(marketplace)
     count = body.get("count", 1)
-    if not isinstance(count, int) or not 1 <= count <= 10_000:
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000:
         raise ControlError("count is a whole number from 1 to 10000")
+    max_lines = body.get("max_lines", 3)
+    if not isinstance(max_lines, int) or isinstance(max_lines, bool) or not 1 <= max_lines <= 8:
+        raise ControlError("max_lines is a whole number from 1 to 8")
+    currency = body.get("currency", "USD")
+    if (
+        not isinstance(currency, str)
+        or len(currency) != 3
+        or not currency.isalpha()
+        or not currency.isupper()
+    ):
+        raise ControlError("currency is an ISO 4217 code such as USD")
+    if not isinstance(body.get("paid", True), bool):
+        raise ControlError("paid is true or false")
     orders = sandbox.state.generate(
         marketplace,
         account,
@@ -196,8 +209,8 @@ async def generate_orders(
         count=count,
         paid=bool(body.get("paid", True)),
         purchased_at=_time(body, "purchased_at"),
-        currency=str(body.get("currency", "USD")),
-        max_lines=int(body.get("max_lines", 3)),
+        currency=currency,
+        max_lines=max_lines,
     )
     return json_response({"orders": [_view(sandbox, order) for order in orders]}, 201)
 
@@ -328,6 +341,19 @@ async def arm_fault(request: Request[Any, Any, Any], marketplace: FromPath[str])
     unknown = set(body) - known
     if unknown or "kind" not in body:
         raise ControlError(f"a fault has kind and some of {', '.join(sorted(known - {'kind'}))}")
+    numbers: dict[str, tuple[type, ...]] = {
+        "count": (int,),
+        "retry_after": (int, float),
+        "status": (int,),
+        "seconds": (int, float),
+    }
+    for name, kinds in numbers.items():
+        if name in body and (
+            not isinstance(body[name], kinds) or isinstance(body[name], bool) or body[name] < 0
+        ):
+            raise ControlError(f"{name} is a number, not negative")
+    if not isinstance(body["kind"], str) or not isinstance(body.get("operation", "*"), str):
+        raise ControlError("kind and operation are strings")
     try:
         fault = Fault(
             marketplace=marketplace,
