@@ -501,3 +501,50 @@ def test_a_forged_next_token_is_a_schema_violation(sandbox: Sandbox, sandbox_url
     assert response.status_code == 400
     assert [v["operation"] for v in sandbox.violations()] == ["getOrders"]
     sandbox.clear_violations()
+
+
+def test_a_refund_feed_lost_after_creation_is_applied_once(
+    sandbox: Sandbox, amazon: AmazonClient, account: str
+) -> None:
+    """createFeed's answer is lost (the feed exists); the re-sent feed is deduped by MerchantAdjustmentItemID."""
+    order = sandbox.orders("amazon", account, 1)[0]
+    amazon.send(ship(order))
+    sync = refund(order)
+    sandbox.fault("amazon", "createFeed", "lost")
+    with pytest.raises(TransientMarketplaceError):
+        amazon.send(sync)
+    assert isinstance(settle(amazon, sync, amazon.send(sync), sandbox), Accepted)
+    key = adjustment_item_id(sync.idempotency_key, 1)
+    effects = sandbox.wait_for(
+        lambda: [e for e in sandbox.effects("amazon", account, key=key) if e["attempts"] == 2]
+    )
+    assert [(e["operation"], e["attempts"]) for e in effects] == [("paymentAdjustment", 2)]
+    assert len(sandbox.order("amazon", account, order["order_id"])["refunds"]) == 1
+
+
+def test_an_order_is_acknowledged_once(sandbox: Sandbox, amazon: AmazonClient, account: str) -> None:
+    """acknowledge submits an acknowledgement feed; Amazon records the order acknowledged."""
+    order = sandbox.orders("amazon", account, 1)[0]
+    amazon.acknowledge(order["order_id"])
+    amazon.acknowledge(order["order_id"])
+    view = sandbox.wait_for(
+        lambda: (v := sandbox.order("amazon", account, order["order_id"]))["acknowledged_at"] and v
+    )
+    assert view["acknowledged_at"] is not None
+    effects = sandbox.wait_for(lambda: [e for e in sandbox.effects("amazon", account) if e["attempts"] == 2])
+    assert [e["operation"] for e in effects] == ["acknowledgeOrder"]
+    assert sandbox.violations() == []
+
+
+def test_a_slow_answer_within_the_timeout_is_fine(
+    sandbox: Sandbox, amazon: AmazonClient, account: str
+) -> None:
+    """A slow marketplace that answers within the client's timeout is just slow."""
+    sandbox.orders("amazon", account, 1)
+    sandbox.fault("amazon", "getOrders", "slow", seconds=0.2)
+    assert len(all_pages(amazon, EPOCH)) == 1
+    assert sandbox.faults()["fired"][-1] == {
+        "marketplace": "amazon",
+        "operation": "getOrders",
+        "kind": "slow",
+    }

@@ -28,7 +28,8 @@ from typing import Any
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 KINDS = ("throttle", "server_error", "timeout", "slow", "reset", "lost", "duplicate")
-DROP_KEY = "ledger.sandbox.drop"  # in the ASGI scope: set by a handler, read by DropConnection
+DROP_KEY = "ledger.sandbox.drop"
+MAX_FIRED = 1000  # the faults that fired, latest last, kept for `GET /_sandbox/faults`  # in the ASGI scope: set by a handler, read by DropConnection
 
 
 class FaultError(ValueError):
