@@ -452,7 +452,7 @@ def test_jet_pages_and_cancels_whole_orders(sandbox: Sandbox, jet: JetClient, ac
     assert after["status"] == "canceled"
     assert all(line["cancelled"] == line["quantity"] for line in after["lines"])
     assert after["cancellations"] == [{"alt_cancel_id": cancel.idempotency_key, "reason": "Fraud"}]
-    assert jet.order_state(view["order_id"]).status == "complete"
+    assert jet.order_state(view["order_id"]).status == "canceled"
     assert sandbox.violations() == []
 
 

@@ -25,10 +25,12 @@ from ledger.aggregates.values import (
 )
 from ledger.application import Ledger
 from ledger.database import PostgresTarget
+from ledger.integrations.base import SyncRequest
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.registry import SyncSettings, client_for
 from ledger.projections.outbound import OutboundProjection
+from ledger.sync_cli import compare
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)
@@ -78,6 +80,15 @@ class Flow:
     def remote(self, marketplace_order_id: str) -> dict[str, Any]:
         return self.sandbox.order(self.marketplace.value, self.token, marketplace_order_id)
 
+    def differences(self, marketplace_order_id: str) -> list[tuple[str, str, str]]:
+        """What `ledger sync check` would list for the order: the ledger against the adapter's order_state."""
+        client = client_for(self.account, self.settings)
+        try:
+            remote = client.order_state(marketplace_order_id)
+        finally:
+            client.close()
+        return compare(self.app.get_order(self.order_id(marketplace_order_id)), remote)
+
     def history(self, order_id: UUID) -> list[str]:
         return [entry.type for entry in self.app.order_history(order_id)]
 
@@ -121,6 +132,15 @@ def test_walmart_orders_in_acknowledged_shipped_refunded_out(
     history = f.history(order_id)
     assert history.count("MarketplaceAcknowledged") == 3  # acknowledgement, shipment, refund
     assert "MarketplaceRejected" not in history
+    assert all(f.differences(m) == [] for m in ids)
+    # Someone cancels an order directly in Walmart's seller center: sync check sees it.
+    other = next(m for m in ids if m != moid)
+    direct = client_for(f.account, f.settings)
+    line = f.remote(other)["lines"][0]
+    payload = {"reason": "out_of_stock", "lines": [{"line_id": "1", "sku": line["sku"], "quantity": 1}]}
+    direct.send(SyncRequest(uuid4(), uuid4(), other, "cancel", "direct", "direct-1", payload))
+    direct.close()
+    assert f.differences(other) == [("line 1 cancelled", "0", "1")]
     assert sandbox.violations() == []
 
 
@@ -167,4 +187,6 @@ def test_jet_whole_order_cancellation_and_refund_arrive(
     assert remote["status"] == "shipped"
     assert len(remote["refunds"]) == 1
     assert "MarketplaceRejected" not in f.history(order_id)
+    assert f.differences(cancelled["order_id"]) == []
+    assert f.differences(shipped["order_id"]) == []
     assert sandbox.violations() == []

@@ -22,7 +22,7 @@ from ledger.aggregates.values import (
 )
 from ledger.integrations import walmart
 from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError, TransientMarketplaceError
-from ledger.integrations.rest import classify, retry_after_seconds
+from ledger.integrations.rest import classify, order_status, retry_after_seconds
 from ledger.projections.outbound import Batch
 
 ORDER_DATE = 1_732_100_000_000  # 2024-11-20T10:53:20Z
@@ -187,7 +187,7 @@ def test_remote_state_counts_statuses_and_refunds() -> None:
         },
     }
     state = walmart.remote_state(decode(order))
-    assert (state.status, state.shipped, state.cancelled) == ("Shipped", {"1": 1}, {"1": 1})
+    assert (state.status, state.shipped, state.cancelled) == ("shipped", {"1": 1}, {"1": 1})
     assert Decimal(state.refunded_total) == Decimal("13.96")
 
 
@@ -349,3 +349,17 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds("Fri, 20 Nov 2026 09:00:00 GMT", now) == 0
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds(None, now) is None
+
+
+@pytest.mark.parametrize(
+    ("units", "status"),
+    [
+        ([(2, 0, 0), (1, 0, 0)], "unshipped"),
+        ([(2, 0, 2), (1, 0, 1)], "canceled"),
+        ([(2, 1, 0), (1, 0, 0)], "partially_shipped"),
+        ([(2, 1, 1), (1, 0, 1)], "shipped"),
+    ],
+)
+def test_remote_status_speaks_the_ledgers_statuses(units: list[tuple[int, int, int]], status: str) -> None:
+    """The marketplace's unit counts give the status the ledger would derive, so sync check can compare them."""
+    assert order_status(units) == status

@@ -58,7 +58,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, format_time, parse_time, quote
+from .rest import RestTransport, decode, format_time, order_status, parse_time, quote
 
 PAGE_SIZE = 100
 CURRENCY = "USD"
@@ -312,7 +312,9 @@ def remote_order(order: JetOrder) -> RemoteOrder:
 def remote_state(order: JetOrder) -> RemoteState:
     return RemoteState(
         marketplace_order_id=order.merchant_order_id,
-        status=order.status,
+        status=order_status(
+            (i.request_order_quantity, i.shipped_quantity, i.cancelled_quantity) for i in order.order_items
+        ),
         shipped={i.order_item_id: i.shipped_quantity for i in order.order_items},
         cancelled={i.order_item_id: i.cancelled_quantity for i in order.order_items},
         refunded_total=str(sum((r.refund_total for r in order.refunds), Decimal(0))),

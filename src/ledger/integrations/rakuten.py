@@ -61,7 +61,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, format_time, parse_time, quote
+from .rest import RestTransport, decode, format_time, order_status, parse_time, quote
 
 PAGE_LIMIT = 100
 BASE = "/es/2.0/orders"
@@ -342,7 +342,7 @@ def remote_order(order: RakutenOrder) -> RemoteOrder:
 def remote_state(order: RakutenOrder) -> RemoteState:
     return RemoteState(
         marketplace_order_id=order.order_number,
-        status=str(order.order_progress),
+        status=order_status((i.units, i.shipped_units, i.cancelled_units) for i in order.items),
         shipped={i.item_detail_id: i.shipped_units for i in order.items},
         cancelled={i.item_detail_id: i.cancelled_units for i in order.items},
         refunded_total=str(sum((r.amount for r in order.refunds), Decimal(0))),

@@ -9,7 +9,7 @@ Credentials travel only in headers built per request; nothing here logs a header
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ from urllib.parse import quote as _quote
 import httpx
 import msgspec
 
+from ..aggregates.values import OrderStatus
 from .base import Endpoint, PermanentMarketplaceError, TransientMarketplaceError
 
 T = TypeVar("T")
@@ -133,3 +134,14 @@ def format_time(moment: datetime) -> str:
 def quote(segment: str) -> str:
     """One path segment (a marketplace order id) escaped, slashes included."""
     return _quote(segment, safe="")
+
+
+def order_status(units: Iterable[tuple[int, int, int]]) -> str:
+    """The ledger's status for (quantity, shipped, cancelled) per line, as `Order.status` derives it, so that
+    `ledger sync check` compares like with like."""
+    lines = list(units)
+    shipped = sum(s for _, s, _ in lines)
+    settled = all(quantity - s - c <= 0 for quantity, s, c in lines)
+    if shipped == 0:
+        return OrderStatus.CANCELED.value if settled else OrderStatus.UNSHIPPED.value
+    return OrderStatus.SHIPPED.value if settled else OrderStatus.PARTIALLY_SHIPPED.value

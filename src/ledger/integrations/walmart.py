@@ -50,7 +50,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, format_time, from_millis, quote, to_millis
+from .rest import RestTransport, decode, format_time, from_millis, order_status, quote, to_millis
 
 SERVICE_NAME = "Walmart Marketplace"
 PAGE_LIMIT = 100  # Walmart's default and maximum for released orders is 200; 100 keeps pages small
@@ -487,15 +487,9 @@ def remote_state(order: WalmartOrder) -> RemoteState:
             refunded += -charge.charge_amount.amount
             if charge.tax is not None:
                 refunded += -charge.tax.tax_amount.amount
-    statuses = {s.status for line in lines for s in line.order_line_statuses.order_line_status}
-    status = (
-        "Cancelled"
-        if statuses == {"Cancelled"}
-        else "Shipped"
-        if statuses <= {"Shipped", "Cancelled"}
-        else "Created"
-        if "Created" in statuses
-        else "Acknowledged"
+    status = order_status(
+        (int(line.order_line_quantity.amount), shipped[line.line_number], cancelled[line.line_number])
+        for line in lines
     )
     return RemoteState(
         marketplace_order_id=order.purchase_order_id,
