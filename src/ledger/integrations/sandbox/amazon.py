@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import secrets
 import zlib
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -400,8 +401,24 @@ def _store(sandbox: Sandbox, kind: str, account: str, ident: str, data: Json) ->
 
 
 def _documents_url(request: Request[Any, Any, Any], account: str, document_id: str) -> str:
-    base = str(request.base_url).rstrip("/")
-    return f"{base}/_amazon-s3/{base64.urlsafe_b64encode(account.encode()).decode()}/{document_id}"
+    """The document's "presigned S3 URL": an opaque signature names it (the seller's token is not in it)."""
+    sandbox = sandbox_of(request)
+    with sandbox.state.lock:
+        document = _object(sandbox, "document", account, document_id)
+        assert document is not None
+        if "_signature" not in document:
+            document["_signature"] = secrets.token_urlsafe(16)
+            sandbox.state.objects[(NAME, f"s3:{document['_signature']}")] = {
+                "account": account,
+                "id": document_id,
+            }
+        signature = document["_signature"]
+    return f"{str(request.base_url).rstrip('/')}/_amazon-s3/{signature}"
+
+
+def _signed_document(sandbox: Sandbox, signature: str) -> Json | None:
+    signed = sandbox.state.objects.get((NAME, f"s3:{signature}"))
+    return None if signed is None else _object(sandbox, "document", signed["account"], signed["id"])
 
 
 @post("/feeds/2021-06-30/documents", status_code=201)
@@ -428,19 +445,16 @@ async def create_feed_document(request: Request[Any, Any, Any]) -> Response[Any]
     )
 
 
-@put("/_amazon-s3/{owner:str}/{document_id:str}", status_code=200)
-async def upload_document(
-    request: Request[Any, Any, Any], owner: FromPath[str], document_id: FromPath[str]
-) -> Response[Any]:
+@put("/_amazon-s3/{signature:str}", status_code=200)
+async def upload_document(request: Request[Any, Any, Any], signature: FromPath[str]) -> Response[Any]:
     """The presigned S3 URL `createFeedDocument` gives: the feed's content goes here."""
     sandbox = sandbox_of(request)
     early = await sandbox.begin(request, NAME, "uploadFeedDocument")
     if early is not None:
         return early
-    account = base64.urlsafe_b64decode(owner.encode()).decode()
     content = await request.body()
     with sandbox.state.lock:
-        document = _object(sandbox, "document", account, document_id)
+        document = _signed_document(sandbox, signature)
         if document is None or document.get("result"):
             return Response(
                 content=b"<Error><Code>NoSuchKey</Code></Error>",
@@ -451,15 +465,12 @@ async def upload_document(
     return Response(content=b"", status_code=200)
 
 
-@get("/_amazon-s3/{owner:str}/{document_id:str}")
-async def download_document(
-    request: Request[Any, Any, Any], owner: FromPath[str], document_id: FromPath[str]
-) -> Response[Any]:
+@get("/_amazon-s3/{signature:str}")
+async def download_document(request: Request[Any, Any, Any], signature: FromPath[str]) -> Response[Any]:
     sandbox = sandbox_of(request)
     sandbox.tick()
-    account = base64.urlsafe_b64decode(owner.encode()).decode()
     with sandbox.state.lock:
-        document = _object(sandbox, "document", account, document_id)
+        document = _signed_document(sandbox, signature)
         if document is None or document.get("content") is None:
             return Response(
                 content=b"<Error><Code>NoSuchKey</Code></Error>",
