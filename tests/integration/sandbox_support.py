@@ -132,6 +132,10 @@ class Sandbox:
         found: dict[str, Any] = self._ok(self.http.get("/_sandbox/settings"))
         return found
 
+    def reset(self) -> None:
+        """Forget every order, effect, violation and fault of every account (the server is shared: use sparingly)."""
+        self._ok(self.http.post("/_sandbox/reset"))
+
     def wait_for(self, check: Any, timeout: float = 10.0) -> Any:
         """Poll `check()` until it returns something truthy (asynchronous marketplace work); its value."""
         deadline = time.monotonic() + timeout

@@ -63,6 +63,9 @@ How tests drive it
 ------------------
 `tests/integration/sandbox_support.py` starts the sandbox as a real HTTP server (uvicorn in a thread on a
 free port): the session fixture `sandbox_url` is its base URL and `sandbox` a `Sandbox` control client
-(`orders`, `order`, `event`, `effects`, `fault`, `violations`, `settings`, `reset`). Point an adapter's
-`Endpoint(base_url=sandbox_url, credentials=...)` at it, and use an account name of the test's own.
+(`new_account`, `orders`, `all_orders`, `order`, `event`, `effects`, `fault`, `faults`, `clear_faults`,
+`violations`, `clear_violations`, `settings`, `reset`, `wait_for`). Import them in a test module with
+`from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401`. Point an
+adapter's `Endpoint(base_url=sandbox_url, credentials={"access_token": account})` at it, and use an account
+of the test's own (`Sandbox.new_account()`).
 """
