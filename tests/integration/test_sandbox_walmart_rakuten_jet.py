@@ -517,3 +517,45 @@ def test_jet_buyer_cancellation_request_is_not_a_fact(sandbox: Sandbox, jet: Jet
     assert all(item["request_order_cancel_qty"] > 0 for item in after["jet"]["order_items"])
     (remote,) = all_pages(jet)
     assert remote.facts == ()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_walmart_client_credentials_token_is_fetched_kept_and_renewed(
+    sandbox: Sandbox, sandbox_url: str, account: str
+) -> None:
+    """With a client id and secret the adapter gets a token from /v3/token, keeps it until it nearly expires,
+    and fetches a new one when Walmart answers 401."""
+    sandbox.orders("walmart", account, count=1)
+    clock = FakeClock()
+    credentials = {"client_id": account, "client_secret": "s3cret"}
+    client = WalmartClient(Endpoint(sandbox_url, credentials), clock=clock)
+    try:
+        assert len(client.list_orders(LONG_AGO).orders) == 1  # fetched a token that names the account
+        sandbox.fault("walmart", "getToken", "server_error", status=503)
+        assert len(client.list_orders(LONG_AGO).orders) == 1  # the token is kept: no second fetch
+        clock.now += 900
+        with pytest.raises(TransientMarketplaceError):
+            client.list_orders(LONG_AGO)  # expired: the fetch of a new one meets the 503
+        assert len(client.list_orders(LONG_AGO).orders) == 1
+    finally:
+        client.close()
+    stale = WalmartClient(
+        Endpoint(sandbox_url, {**credentials, "access_token": "wmt.not-issued!"}), clock=clock
+    )
+    try:
+        assert len(stale.list_orders(LONG_AGO).orders) == 1  # 401 on the stale token, then a fresh one
+    finally:
+        stale.close()
+    with pytest.raises(PermanentMarketplaceError) as refused:
+        WalmartClient(Endpoint(sandbox_url, {"client_id": account, "client_secret": ""})).list_orders(
+            LONG_AGO
+        )
+    assert refused.value.message.startswith("HTTP 401")
+    assert sandbox.violations() == []

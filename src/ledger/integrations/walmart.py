@@ -16,7 +16,10 @@ once, as the marketplace's), while here it is only a request the seller answers 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -620,34 +623,104 @@ def read_error(body: bytes) -> tuple[str, str] | None:
 # -------------------------------------------------------------------------------------- client
 
 
+class TokenResponse(msgspec.Struct):
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the kind of token, not a secret
+    expires_in: float = 900.0
+
+
+_token_decoder = msgspec.json.Decoder(TokenResponse)
+TOKEN_MARGIN_SECONDS = 60.0  # fetch a new token this long before the old one runs out
+
+
 class WalmartClient:
-    """One Walmart seller account over HTTP. `credentials`: `access_token` (sent as WM_SEC.ACCESS_TOKEN)."""
+    """One Walmart seller account over HTTP.
+
+    `credentials`: `client_id` and `client_secret` (the client-credentials grant of `POST /v3/token`: the access
+    token is fetched when needed, kept until shortly before it expires, and fetched again once if Walmart
+    answers 401), or a ready `access_token`. The token travels in `WM_SEC.ACCESS_TOKEN`."""
 
     marketplace = Marketplace.WALMART
 
     def __init__(
-        self, endpoint: Endpoint, http: httpx.Client | None = None, *, page_size: int = PAGE_LIMIT
+        self,
+        endpoint: Endpoint,
+        http: httpx.Client | None = None,
+        *,
+        page_size: int = PAGE_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._page_size = page_size
         self._endpoint = endpoint
         self._transport = RestTransport(endpoint, http, read_error)
+        self._clock = clock
+        self._token: str | None = endpoint.credentials.get("access_token")
+        self._token_expires = float("inf")
+        self._lock = threading.Lock()
+
+    def _uses_client_credentials(self) -> bool:
+        credentials = self._endpoint.credentials
+        return bool(credentials.get("client_id") and credentials.get("client_secret"))
+
+    def _access_token(self) -> str:
+        with self._lock:
+            if self._uses_client_credentials() and (
+                self._token is None or self._clock() >= self._token_expires - TOKEN_MARGIN_SECONDS
+            ):
+                self._token, self._token_expires = self._fetch_token()
+            return self._token or ""
+
+    def _fetch_token(self) -> tuple[str, float]:
+        credentials = self._endpoint.credentials
+        pair = f"{credentials['client_id']}:{credentials['client_secret']}".encode()
+        headers = {
+            "Authorization": "Basic " + base64.b64encode(pair).decode("ascii"),
+            "WM_QOS.CORRELATION_ID": str(uuid4()),
+            "WM_SVC.NAME": SERVICE_NAME,
+        }
+        body = self._transport.call(
+            "POST",
+            "/v3/token",
+            headers,
+            body=b"grant_type=client_credentials",
+            content_type="application/x-www-form-urlencoded",
+        )
+        token = decode(body, _token_decoder, "POST /v3/token")
+        return token.access_token, self._clock() + token.expires_in
 
     def _headers(self, correlation_id: str) -> dict[str, str]:
         return {
-            "WM_SEC.ACCESS_TOKEN": self._endpoint.credentials.get("access_token", ""),
+            "WM_SEC.ACCESS_TOKEN": self._access_token(),
             "WM_QOS.CORRELATION_ID": correlation_id,
             "WM_SVC.NAME": SERVICE_NAME,
         }
 
+    def _call(
+        self,
+        method: str,
+        path: str,
+        correlation_id: str,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> bytes:
+        """One call; with client credentials, a 401 (an expired or revoked token) fetches a token and tries once more."""
+        try:
+            return self._transport.call(method, path, self._headers(correlation_id), params=params, body=body)
+        except PermanentMarketplaceError as error:
+            if not (self._uses_client_credentials() and error.message.startswith("HTTP 401")):
+                raise
+        with self._lock:
+            self._token = None
+        return self._transport.call(method, path, self._headers(correlation_id), params=params, body=body)
+
     def list_orders(self, updated_after: datetime, page: str | None = None) -> OrderPage:
         """Orders changed since `updated_after`; `page` is Walmart's `nextCursor` (a query string)."""
-        headers = self._headers(str(uuid4()))
         if page is None:
             params = {"lastModifiedStartDate": format_time(updated_after), "limit": str(self._page_size)}
-            body = self._transport.call("GET", "/v3/orders", headers, params=params)
+            body = self._call("GET", "/v3/orders", str(uuid4()), params=params)
         else:
             cursor = page if page.startswith("?") else f"?{page}"
-            body = self._transport.call("GET", f"/v3/orders{cursor}", headers)
+            body = self._call("GET", f"/v3/orders{cursor}", str(uuid4()))
         response = decode(body, _orders_decoder, "GET /v3/orders")
         orders = tuple(remote_order(order) for order in response.list_.elements.order)
         return OrderPage(orders=orders, next_page=response.list_.meta.next_cursor or None)
@@ -657,7 +730,7 @@ class WalmartClient:
 
     def _acknowledge(self, purchase_order_id: str, correlation_id: str) -> None:
         path = f"/v3/orders/{quote(purchase_order_id)}/acknowledge"
-        decode(self._transport.call("POST", path, self._headers(correlation_id)), _order_decoder, path)
+        decode(self._call("POST", path, correlation_id), _order_decoder, path)
 
     def send(self, request: SyncRequest) -> Outcome:
         po = request.marketplace_order_id
@@ -683,7 +756,7 @@ class WalmartClient:
 
     def _post(self, purchase_order_id: str, verb: str, correlation_id: str, body: bytes) -> WalmartOrder:
         path = f"/v3/orders/{quote(purchase_order_id)}/{verb}"
-        answer = self._transport.call("POST", path, self._headers(correlation_id), body=body)
+        answer = self._call("POST", path, correlation_id, body=body)
         return decode(answer, _order_decoder, path).order
 
     def poll(self, request: SyncRequest, marketplace_reference: str) -> Outcome:
@@ -692,7 +765,7 @@ class WalmartClient:
 
     def order_state(self, marketplace_order_id: str) -> RemoteState:
         path = f"/v3/orders/{quote(marketplace_order_id)}"
-        body = self._transport.call("GET", path, self._headers(str(uuid4())))
+        body = self._call("GET", path, str(uuid4()))
         return remote_state(decode(body, _order_decoder, path).order)
 
     def close(self) -> None:

@@ -2,8 +2,9 @@
 
 Shapes follow Walmart's public documentation (no spec file exists here): requests are checked against the
 strict Structs below, so an unknown field, a missing one or a code Walmart does not know is a schema
-violation. The seller is the `WM_SEC.ACCESS_TOKEN`; every change is applied once per `WM_QOS.CORRELATION_ID`
-(the adapter sends its idempotency key there), and the same correlation id again answers the first result.
+violation. The seller is the `WM_SEC.ACCESS_TOKEN` (a token `POST /v3/token` issued names its client id; any
+other token is taken as the seller's name); every change is applied once per `WM_QOS.CORRELATION_ID` (the
+adapter sends its idempotency key there), and the same correlation id again answers the first result.
 Line numbers are "1", "2"... in the order's line order. Walmart's own rules hold: nothing beyond a line's open
 units is shipped or cancelled, only shipped lines are refunded (negative amounts, at most what was charged).
 A `buyer_cancel` event is a customer's request (`intentToCancel` on the open lines), never applied at once.
@@ -11,11 +12,13 @@ A `buyer_cancel` event is a customer's request (`intentToCancel` on the open lin
 
 from __future__ import annotations
 
+import base64
+import binascii
 import random
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -337,8 +340,23 @@ def error(status: int, code: str, message: str) -> Response[Any]:
     return json_response(body, status)
 
 
+ISSUED_PREFIX = "wmt."
+
+
+def issue_token(client_id: str) -> str:
+    """The access token `POST /v3/token` gives: it names the seller (the client id) for later calls."""
+    return ISSUED_PREFIX + base64.urlsafe_b64encode(client_id.encode()).decode("ascii")
+
+
 def _account(request: Request[Any, Any, Any]) -> str | None:
-    return request.headers.get("WM_SEC.ACCESS_TOKEN") or None
+    """The seller: the client id behind a token this sandbox issued, or any other token as it is."""
+    token = request.headers.get("WM_SEC.ACCESS_TOKEN") or ""
+    if not token.startswith(ISSUED_PREFIX):
+        return token or None
+    try:
+        return base64.urlsafe_b64decode(token[len(ISSUED_PREFIX) :].encode()).decode() or None
+    except (binascii.Error, UnicodeDecodeError):
+        return None  # not one this sandbox issued: 401, as for an expired token
 
 
 def _correlation(request: Request[Any, Any, Any]) -> str:
@@ -388,6 +406,34 @@ def _time_param(request: Request[Any, Any, Any], name: str) -> datetime | None:
         return parse_time(raw)
     except ValueError:
         raise Invalid([f"query parameter {name!r}: {raw!r} is not an ISO 8601 time"]) from None
+
+
+def _client(request: Request[Any, Any, Any]) -> str | None:
+    """The client id of `Authorization: Basic base64(clientId:clientSecret)`."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return None
+    try:
+        client_id, _, secret = base64.b64decode(header[6:], validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return client_id if client_id and secret else None
+
+
+@post("/v3/token", status_code=200)
+async def get_token(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The client-credentials grant: a form body `grant_type=client_credentials` -> {access_token, ...}."""
+
+    def work(sandbox: Sandbox, client_id: str, body: bytes) -> Response[Any]:
+        _correlation(request)
+        if not request.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            raise Invalid(["POST /v3/token takes an application/x-www-form-urlencoded body"])
+        if parse_qs(body.decode("utf-8", "replace")) != {"grant_type": ["client_credentials"]}:
+            raise Invalid(["the body is grant_type=client_credentials"])
+        token = {"access_token": issue_token(client_id), "token_type": "Bearer", "expires_in": 900}
+        return json_response(token)
+
+    return await serve(request, NAME, "getToken", _client, error, work)
 
 
 @get("/v3/orders")
@@ -639,6 +685,7 @@ def describe(sandbox: Sandbox, order: Order) -> Json:
 MARKETPLACE = Marketplace(
     name=NAME,
     routes=[
+        get_token,
         get_all_orders,
         get_an_order,
         acknowledge_orders,
