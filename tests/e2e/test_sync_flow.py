@@ -150,19 +150,27 @@ def _fields(settings: SyncSettings) -> dict[str, Any]:
 
 
 @pytest.fixture
-def world(own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path) -> Iterator[World]:
+def world(
+    own_target: PostgresTarget, cli_env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> Iterator[World]:
     """A ledger in its own schema with a managed Amazon account, pointed at the sandbox."""
-    yield from _world(own_target, sandbox, tmp_path, Marketplace.AMAZON)
+    yield from _world(own_target, cli_env, sandbox, tmp_path, Marketplace.AMAZON)
 
 
 @pytest.fixture
-def ebay_world(own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path) -> Iterator[World]:
+def ebay_world(
+    own_target: PostgresTarget, cli_env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> Iterator[World]:
     """The same with a managed eBay account."""
-    yield from _world(own_target, sandbox, tmp_path, Marketplace.EBAY)
+    yield from _world(own_target, cli_env, sandbox, tmp_path, Marketplace.EBAY)
 
 
 def _world(
-    own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path, marketplace: Marketplace
+    own_target: PostgresTarget,
+    cli_env: dict[str, str],
+    sandbox: Sandbox,
+    tmp_path: Path,
+    marketplace: Marketplace,
 ) -> Iterator[World]:
     app = Ledger(env=own_target.eventsourcing_env())
     seller = f"flow-{os.urandom(4).hex()}"
@@ -171,9 +179,7 @@ def _world(
     credentials = tmp_path / "credentials.json"
     credentials.write_text(json.dumps({str(account.account_id): {"access_token": token}}))
     src = str(Path(ledger.__file__).parents[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
-        "LEDGER_DATABASE_URL": _database_url(own_target),
-        "LEDGER_DATABASE_SCHEMA": own_target.schema,
+    env = cli_env | {
         "LEDGER_MARKETPLACE_URL": sandbox.url,
         "LEDGER_MARKETPLACE_CREDENTIALS": str(credentials),
         "LEDGER_SYNC_BACKOFF": "0.05",
@@ -184,13 +190,6 @@ def _world(
     settings = SyncSettings.from_env(env)
     yield World(own_target, app, sandbox, account.account_id, seller, token, env, settings, marketplace)
     app.close()
-
-
-def _database_url(target: PostgresTarget) -> str:
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from conftest import database_url  # noqa: PLC0415
-
-    return database_url(target)
 
 
 def _effects(world: World, order_id: UUID, operation: str) -> list[dict[str, Any]]:
@@ -217,7 +216,9 @@ def test_updates_reach_the_marketplace_once_in_order_and_every_answer_is_recorde
     world.app.refund(CTX, shipped, reason=RefundReason.DAMAGED)
     items = world.settle(shipped)
     assert [(i["action"], i["state"]) for i in items] == [("ship", "succeeded"), ("refund", "succeeded")]
-    assert len(world.remote(shipped)["refunds"]) == 1
+    keys = [refund["key"] for refund in world.remote(shipped)["refunds"]]  # one adjustment per line
+    assert len(keys) == len(set(keys)) == len(world.app.get_order(shipped).lines)
+    assert all(key.startswith(items[1]["idempotency_key"] + ":") for key in keys)
     items = world.settle(cancelled)
     assert [(i["action"], i["state"]) for i in items] == [("cancel", "succeeded")]
     assert world.remote(cancelled)["status"] == "canceled"
