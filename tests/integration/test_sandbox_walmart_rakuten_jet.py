@@ -35,11 +35,13 @@ SHIPPED_AT = "2026-11-20T15:30:00+00:00"
 
 @pytest.fixture
 def account() -> str:
+    """A seller account of the test's own on the shared sandbox."""
     return Sandbox.new_account()
 
 
 @pytest.fixture
 def walmart(sandbox_url: str, account: str) -> Iterator[WalmartClient]:
+    """The Walmart adapter for the account, two orders a page."""
     client = WalmartClient(Endpoint(sandbox_url, {"access_token": account}, timeout_seconds=2.0), page_size=2)
     yield client
     client.close()
@@ -47,6 +49,7 @@ def walmart(sandbox_url: str, account: str) -> Iterator[WalmartClient]:
 
 @pytest.fixture
 def rakuten(sandbox_url: str, account: str) -> Iterator[RakutenClient]:
+    """The Rakuten adapter for the account (its license key), two orders a page."""
     credentials = {"service_secret": "SP338531_secret", "license_key": account}
     client = RakutenClient(Endpoint(sandbox_url, credentials, timeout_seconds=2.0), page_size=2)
     yield client
@@ -55,6 +58,7 @@ def rakuten(sandbox_url: str, account: str) -> Iterator[RakutenClient]:
 
 @pytest.fixture
 def jet(sandbox_url: str, account: str) -> Iterator[JetClient]:
+    """The Jet adapter for the account (its token), two orders a page."""
     client = JetClient(Endpoint(sandbox_url, {"token": account}, timeout_seconds=2.0), page_size=2)
     yield client
     client.close()
@@ -520,6 +524,8 @@ def test_jet_buyer_cancellation_request_is_not_a_fact(sandbox: Sandbox, jet: Jet
 
 
 class FakeClock:
+    """The adapter's monotonic clock, moved by the test."""
+
     def __init__(self) -> None:
         self.now = 1000.0
 

@@ -23,6 +23,7 @@ from ledger.aggregates.values import (
 from ledger.integrations import walmart
 from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError, TransientMarketplaceError
 from ledger.integrations.rest import classify, order_status, retry_after_seconds
+from ledger.integrations.rest import decode as decode_response
 from ledger.projections.outbound import Batch
 
 ORDER_DATE = 1_732_100_000_000  # 2024-11-20T10:53:20Z
@@ -363,3 +364,13 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 def test_remote_status_speaks_the_ledgers_statuses(units: list[tuple[int, int, int]], status: str) -> None:
     """The marketplace's unit counts give the status the ledger would derive, so sync check can compare them."""
     assert order_status(units) == status
+
+
+def test_an_answer_that_does_not_decode_is_transient() -> None:
+    """A 2xx body that is not Walmart's shape is worth asking again (the request is deduped), not a crash."""
+    decoder = msgspec.json.Decoder(walmart.OrderResponse)
+    with pytest.raises(TransientMarketplaceError) as raised:
+        decode_response(b'{"order": {"purchaseOrderId": 1}}', decoder, "GET /v3/orders/1")
+    assert raised.value.code == "unexpected-response"
+    with pytest.raises(TransientMarketplaceError):
+        decode_response(b"<html>gateway</html>", decoder, "GET /v3/orders/1")
