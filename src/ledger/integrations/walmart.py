@@ -56,7 +56,7 @@ from .base import (
 from .rest import RestTransport, decode, format_time, from_millis, order_status, quote, to_millis
 
 SERVICE_NAME = "Walmart Marketplace"
-PAGE_LIMIT = 100  # Walmart's default and maximum for released orders is 200; 100 keeps pages small
+PAGE_LIMIT = 100  # Walmart's default page; it allows up to 200
 
 # ----------------------------------------------------------------------------------- wire shapes
 # Tolerant of fields we do not read: Walmart adds fields without notice.
