@@ -389,15 +389,18 @@ def test_a_buyer_cancellation_within_30_minutes_is_a_fact(
         BuyerCancelled
     ]
     assert not any(isinstance(f, BuyerCancelled) for f in found[late["order_id"]].facts)
-    assert amazon.order_state(early["order_id"]).status == "Canceled"
+    assert amazon.order_state(early["order_id"]).status == "canceled"
 
 
 def test_order_state_reports_what_amazon_holds(sandbox: Sandbox, amazon: AmazonClient, account: str) -> None:
-    """order_state: the status and shipped units per line."""
+    """order_state: the status in the ledger's words, shipped units per line, the refunds from Finances."""
     order = sandbox.orders("amazon", account, 1)[0]
     amazon.send(ship(order))
+    sync = refund(order)
+    settle(amazon, sync, amazon.send(sync), sandbox)
     state = amazon.order_state(order["order_id"])
-    assert state.status == "Shipped"
+    assert state.status == "shipped"
+    assert Decimal(state.refunded_total) == Decimal(order["lines"][0]["unit_price"]) + Decimal("0.50")
     assert state.shipped == {ln["line_id"]: ln["quantity"] for ln in order["lines"]}
 
 

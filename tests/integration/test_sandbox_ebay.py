@@ -228,6 +228,7 @@ def test_a_fulfillment_is_created_once_per_tracking_number(
     assert view["marketplace_status"] == "FULFILLED"
     state = ebay.order_state(order["order_id"])
     assert state.shipped == {ln["line_id"]: ln["quantity"] for ln in order["lines"]}
+    assert state.status == "shipped"
     assert sandbox.violations() == []
 
 
@@ -292,7 +293,7 @@ def test_cancelling_a_paid_order_opens_a_request_closed_by_the_marketplace(
         (sent.marketplace_reference, DisputeOutcome.ACCEPTED)
     ]
     assert sandbox.order("ebay", account, order["order_id"])["status"] == "canceled"
-    assert ebay.order_state(order["order_id"]).status == "CANCELED"
+    assert ebay.order_state(order["order_id"]).status == "canceled"
 
 
 def test_a_rejected_cancellation_request_is_a_rejected_fact(

@@ -161,6 +161,37 @@ class Feed(msgspec.Struct, forbid_unknown_fields=False):
     resultFeedDocumentId: str | None = None
 
 
+class ChargeAmount(msgspec.Struct, forbid_unknown_fields=False):
+    CurrencyCode: str = ""
+    CurrencyAmount: Decimal = Decimal(0)
+
+
+class ChargeComponent(msgspec.Struct, forbid_unknown_fields=False):
+    ChargeType: str = ""
+    ChargeAmount: ChargeAmount | None = None
+
+
+class ShipmentItem(msgspec.Struct, forbid_unknown_fields=False):
+    ItemChargeAdjustmentList: list[ChargeComponent] = msgspec.field(default_factory=list)
+
+
+class ShipmentEvent(msgspec.Struct, forbid_unknown_fields=False):
+    ShipmentItemAdjustmentList: list[ShipmentItem] = msgspec.field(default_factory=list)
+
+
+class FinancialEvents(msgspec.Struct, forbid_unknown_fields=False):
+    RefundEventList: list[ShipmentEvent] = msgspec.field(default_factory=list)
+
+
+class FinancialEventsPayload(msgspec.Struct, forbid_unknown_fields=False):
+    FinancialEvents: FinancialEvents = msgspec.field(default_factory=FinancialEvents)
+    NextToken: str | None = None
+
+
+class ListFinancialEventsResponse(msgspec.Struct, forbid_unknown_fields=False):
+    payload: FinancialEventsPayload = msgspec.field(default_factory=FinancialEventsPayload)
+
+
 class AmazonError(msgspec.Struct, forbid_unknown_fields=False):
     code: str = ""
     message: str = ""
@@ -218,6 +249,15 @@ ADJUSTMENT_REASONS: dict[str, str] = {
     RefundReason.SHIPPING_ADJUSTMENT: "GeneralAdjustment",
     RefundReason.GOODWILL: "GeneralAdjustment",
     RefundReason.OTHER: "Other",
+}
+
+
+# Orders v0 status as the ledger's (`ledger sync check` compares these); Pending and the rest stay Amazon's.
+STATUSES = {
+    "Unshipped": "unshipped",
+    "PartiallyShipped": "partially_shipped",
+    "Shipped": "shipped",
+    "Canceled": "canceled",
 }
 
 
@@ -419,6 +459,20 @@ def report_errors(report: bytes) -> list[tuple[str, str]]:
     ]
 
 
+def refunded_total(events: ListFinancialEventsResponse) -> Decimal:
+    """The sum of a page of refund events' charge adjustments (Amazon writes refunds as negative amounts)."""
+    return sum(
+        (
+            abs(charge.ChargeAmount.CurrencyAmount)
+            for event in events.payload.FinancialEvents.RefundEventList
+            for item in event.ShipmentItemAdjustmentList
+            for charge in item.ItemChargeAdjustmentList
+            if charge.ChargeAmount is not None
+        ),
+        _ZERO,
+    )
+
+
 # ----------------------------------------------------------------------------------------- client
 
 
@@ -590,11 +644,26 @@ class AmazonClient:
         canceled = order.payload.OrderStatus == "Canceled"
         return RemoteState(
             marketplace_order_id=marketplace_order_id,
-            status=order.payload.OrderStatus,
+            status=STATUSES.get(order.payload.OrderStatus, order.payload.OrderStatus),
             shipped={i.OrderItemId: i.QuantityShipped for i in items},
             cancelled={i.OrderItemId: i.QuantityOrdered - i.QuantityShipped for i in items if canceled},
-            refunded_total="0",  # Orders v0 does not report refunds (the Finances API does)
+            refunded_total=str(self._refunded(marketplace_order_id)),
         )
+
+    def _refunded(self, marketplace_order_id: str) -> Decimal:
+        """What Amazon refunded on the order: the Finances API's refund events (Orders v0 does not say)."""
+        total = _ZERO
+        token: str | None = None
+        while True:
+            found: ListFinancialEventsResponse = self._get(
+                f"/finances/v0/orders/{quote(marketplace_order_id)}/financialEvents",
+                ListFinancialEventsResponse,
+                {"NextToken": token} if token else None,
+            )
+            total += refunded_total(found)
+            token = found.payload.NextToken
+            if not token:
+                return total
 
     def close(self) -> None:
         if self._owns_http:

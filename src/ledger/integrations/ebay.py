@@ -6,8 +6,9 @@ Credentials (`endpoint.credentials`; never logged, never in an error message):
   the sandbox takes any non-empty value and keeps each token's orders apart;
 - `marketplace_id`: sent as `X-EBAY-C-MARKETPLACE-ID` (default `EBAY_US`).
 
-Inbound: `getOrders` with `filter=lastmodifieddate:[from..to]`, `limit` and `offset` (the page token carries
-the offset and the window's upper end, so the window stays fixed while paging), and per order its payment
+Inbound: `getOrders` with `filter=lastmodifieddate:[from..]`, `limit` and `offset` (the page token carries the
+offset; an order changed while paging may move to a later page, and the importer's overlap finds it on the next
+round), and per order its payment
 disputes (`getPaymentDisputeSummaries`, and `getPaymentDispute` for the outcome of a closed one). Facts:
 payment (`PaymentCleared`), a buyer's completed cancellation (`BuyerCancelled`), the outcome of a seller's
 cancellation request of a paid order (`DisputeClosedRemotely` with the request's `cancelId`, which `send`
@@ -31,7 +32,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -298,6 +299,10 @@ OUTCOMES: dict[str, DisputeOutcome] = {
 }
 
 
+# orderFulfillmentStatus as the ledger's order status (`ledger sync check` compares these).
+STATUSES = {"NOT_STARTED": "unshipped", "IN_PROGRESS": "partially_shipped", "FULFILLED": "shipped"}
+
+
 def carrier_code(carrier: str) -> str:
     return CARRIERS.get(carrier, "Other")
 
@@ -461,14 +466,13 @@ def cancellation_body(request: SyncRequest) -> dict[str, Any]:
     }
 
 
-def _page_token(offset: int, until: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset, "until": until}).encode()).decode()
+def _page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
 
 
-def _read_page_token(token: str) -> tuple[int, str]:
+def _read_page_token(token: str) -> int:
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return int(data["offset"]), str(data["until"])
+        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
     except (ValueError, KeyError, TypeError):
         raise PermanentMarketplaceError("bad-page-token", "not a page token this adapter made") from None
 
@@ -517,19 +521,17 @@ class EbayClient:
     # ---------------------------------------------------------------------------------- inbound
 
     def list_orders(self, updated_after: datetime, page: str | None = None) -> OrderPage:
-        if page is None:
-            offset, until = 0, format_time(datetime.now(UTC))
-        else:
-            offset, until = _read_page_token(page)
+        offset = 0 if page is None else _read_page_token(page)
         params = {
-            "filter": f"lastmodifieddate:[{format_time(updated_after)}..{until}]",
+            "filter": f"lastmodifieddate:[{format_time(updated_after)}..]",
             "limit": str(self._page_size),
             "offset": str(offset),
         }
         found: OrderSearchPagedCollection = self._get(f"{BASE}/order", OrderSearchPagedCollection, params)
         orders = tuple(self._remote(order) for order in found.orders)
-        following = offset + self._page_size
-        return OrderPage(orders=orders, next_page=_page_token(following, until) if found.next else None)
+        return OrderPage(
+            orders=orders, next_page=_page_token(offset + self._page_size) if found.next else None
+        )
 
     def _remote(self, order: EbayOrder) -> RemoteOrder:
         disputes: DisputeSummaryResponse = self._get(
@@ -629,7 +631,9 @@ class EbayClient:
         refunds = order.paymentSummary.refunds if order.paymentSummary else []
         return RemoteState(
             marketplace_order_id=marketplace_order_id,
-            status="CANCELED" if canceled else order.orderFulfillmentStatus,
+            status="canceled"
+            if canceled
+            else STATUSES.get(order.orderFulfillmentStatus, order.orderFulfillmentStatus),
             shipped=shipped,
             cancelled={
                 i.lineItemId: i.quantity - shipped.get(i.lineItemId, 0) for i in order.lineItems if canceled

@@ -825,6 +825,62 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# ---------------------------------------------------------------------------------- finances
+
+CHARGE_TYPES = {
+    "Principal": "Principal",
+    "Shipping": "ShippingCharge",
+    "Tax": "Tax",
+    "ShippingTax": "ShippingTax",
+}
+
+
+@get("/finances/v0/orders/{order_id:str}/financialEvents")
+async def list_financial_events_by_order_id(
+    request: Request[Any, Any, Any], order_id: FromPath[str]
+) -> Response[Any]:
+    """Finances v0 `listFinancialEventsByOrderId`: the refunds (payment adjustments) of an order.
+
+    No spec file for Finances here; the shape follows Amazon's public model (`RefundEventList` of
+    `ShipmentItemAdjustmentList` with negative `ItemChargeAdjustmentList` amounts)."""
+    sandbox = sandbox_of(request)
+    early = await sandbox.begin(request, NAME, "listFinancialEventsByOrderId")
+    if early is not None:
+        return early
+    account = _account(request)
+    if account is None:
+        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    with sandbox.state.lock:
+        order = sandbox.state.find(NAME, account, order_id)
+        if order is None:
+            return error(404, "NotFound", f"Order {order_id} not found")
+        events = [
+            {
+                "AmazonOrderId": order.order_id,
+                "PostedDate": refund["at"],
+                "MarketplaceName": "Amazon.com",
+                "ShipmentItemAdjustmentList": [
+                    {
+                        "OrderAdjustmentItemId": refund["key"],
+                        "SellerSKU": (order.line(refund["line_id"]) or order.lines[0]).sku,
+                        "ItemChargeAdjustmentList": [
+                            {
+                                "ChargeType": CHARGE_TYPES.get(kind, kind),
+                                "ChargeAmount": {
+                                    "CurrencyCode": order.currency,
+                                    "CurrencyAmount": -float(amount),
+                                },
+                            }
+                            for kind, amount in refund["components"].items()
+                        ],
+                    }
+                ],
+            }
+            for refund in order.refunds
+        ]
+    return json_response({"payload": {"FinancialEvents": {"RefundEventList": events}}})
+
+
 def describe(sandbox: Sandbox, order: Order) -> Json:
     """Amazon's own view of the order, beside the generic one: its status code."""
     return {"marketplace_status": STATUSES[order.status]}
@@ -843,6 +899,7 @@ MARKETPLACE = Marketplace(
         create_feed,
         get_feed,
         get_feed_document,
+        list_financial_events_by_order_id,
     ],
     new_order_id=new_order_id,
     error=error,

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -103,9 +103,9 @@ class Order:
         )
 
     def touch(self, at: datetime | None = None) -> None:
-        # Strictly later than before, so "changed after X" always finds a change made after X.
-        now = at or utcnow()
-        self.updated_at = max(now, self.updated_at + timedelta(milliseconds=1))
+        # Never earlier than before (the marketplaces' "changed since" filters are inclusive), never ahead of
+        # the clock (a window that ends now must include every change made until now).
+        self.updated_at = max(at or utcnow(), self.updated_at)
 
     def view(self) -> Json:
         """What the marketplace thinks of the order, for tests and `GET /_sandbox/.../orders/{id}`."""
