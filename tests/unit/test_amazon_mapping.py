@@ -243,3 +243,16 @@ def test_amazon_errors_are_read_from_its_error_list() -> None:
     )
     assert amazon.read_error(b"<html>") is None
     assert amazon.read_error(b'{"errors": []}') is None
+
+
+def test_refund_events_add_up_to_the_refunded_total() -> None:
+    """Finances refund events are negative charge adjustments; their sum is the refunded total."""
+    body = b"""{"payload": {"FinancialEvents": {"RefundEventList": [
+        {"ShipmentItemAdjustmentList": [{"ItemChargeAdjustmentList": [
+            {"ChargeType": "Principal", "ChargeAmount": {"CurrencyCode": "USD", "CurrencyAmount": -12.99}},
+            {"ChargeType": "Tax", "ChargeAmount": {"CurrencyCode": "USD", "CurrencyAmount": -1.04}}]}]},
+        {"ShipmentItemAdjustmentList": [{"ItemChargeAdjustmentList": [
+            {"ChargeType": "ShippingCharge", "ChargeAmount": {"CurrencyCode": "USD", "CurrencyAmount": -4.99}}]}]}
+    ], "ShipmentEventList": []}}}"""
+    events = msgspec.json.decode(body, type=amazon.ListFinancialEventsResponse)
+    assert amazon.refunded_total(events) == Decimal("19.02")
