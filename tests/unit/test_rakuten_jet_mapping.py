@@ -10,6 +10,8 @@ from uuid import UUID
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.aggregates.values import (
     CancelReason,
@@ -22,6 +24,8 @@ from ledger.aggregates.values import (
 )
 from ledger.integrations import jet, rakuten
 from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError
+from ledger.integrations.sandbox import jet as sandbox_jet
+from ledger.integrations.sandbox import rakuten as sandbox_rakuten
 from ledger.projections.outbound import Batch
 
 EXACT = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
@@ -319,3 +323,52 @@ def test_jet_maps() -> None:
         "NotFound",
         "order not found",
     )
+
+
+amounts = st.decimals(min_value=0, max_value=100_000, places=2, allow_nan=False, allow_infinity=False)
+payload_lines = st.lists(
+    st.fixed_dictionaries(
+        {
+            "line_id": st.text("abc0123456789", min_size=1, max_size=10),
+            "sku": st.text("ABCDEF-0123456789", min_size=1, max_size=12),
+            "quantity": st.integers(1, 50),
+            "item_amount": amounts.map(str),
+            "tax_amount": amounts.map(str),
+            "shipping_amount": amounts.map(str),
+        }
+    ),
+    min_size=1,
+    max_size=4,
+)
+requests = {
+    "lines": payload_lines,
+    "carrier": st.sampled_from(list(Carrier)),
+    "cancel_reason": st.sampled_from([*CancelReason, None]),
+    "refund_reason": st.sampled_from([*RefundReason, None]),
+    "restock": st.booleans(),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(**requests)
+def test_every_rakuten_and_jet_request_passes_the_sandbox_schema(
+    lines: list[dict[str, Any]],
+    carrier: Carrier,
+    cancel_reason: CancelReason | None,
+    refund_reason: RefundReason | None,
+    restock: bool,
+) -> None:
+    """Whatever the payload, the Rakuten and Jet bodies decode under the sandbox's strict shapes."""
+    ship = {"carrier": carrier.value, "tracking_number": "T1", "shipped_at": "2026-11-20T10:00:00+00:00"}
+    ship["lines"] = lines
+    cancel = {"reason": cancel_reason, "requested_by": "seller", "restock": restock, "lines": lines}
+    refund = {"refund_id": "r", "reason": refund_reason, "currency": "USD", "lines": lines}
+    for encoded, shape in (
+        (rakuten.encode(rakuten.shipment_request("k", ship)), sandbox_rakuten.ShipmentRequest),
+        (rakuten.encode(rakuten.cancellation_request("k", cancel)), sandbox_rakuten.CancellationRequest),
+        (rakuten.encode(rakuten.refund_request("k", refund)), sandbox_rakuten.RefundRequest),
+        (jet.encode(jet.shipment_request("k", ship)), sandbox_jet.ShippedRequest),
+        (jet.encode(jet.cancellation_request("k", cancel)), sandbox_jet.CancelRequest),
+        (jet.encode(jet.refund_request(refund)), sandbox_jet.RefundRequest),
+    ):
+        msgspec.json.decode(encoded, type=shape)

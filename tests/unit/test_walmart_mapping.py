@@ -10,6 +10,8 @@ from uuid import UUID
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.aggregates.values import (
     CancelReason,
@@ -24,6 +26,7 @@ from ledger.integrations import walmart
 from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError, TransientMarketplaceError
 from ledger.integrations.rest import classify, order_status, retry_after_seconds
 from ledger.integrations.rest import decode as decode_response
+from ledger.integrations.sandbox import walmart as sandbox
 from ledger.projections.outbound import Batch
 
 ORDER_DATE = 1_732_100_000_000  # 2024-11-20T10:53:20Z
@@ -374,3 +377,52 @@ def test_an_answer_that_does_not_decode_is_transient() -> None:
     assert raised.value.code == "unexpected-response"
     with pytest.raises(TransientMarketplaceError):
         decode_response(b"<html>gateway</html>", decoder, "GET /v3/orders/1")
+
+
+amounts = st.decimals(min_value=0, max_value=10_000, places=2, allow_nan=False, allow_infinity=False)
+payload_lines = st.lists(
+    st.fixed_dictionaries(
+        {
+            "line_id": st.integers(1, 9).map(str),
+            "sku": st.text("ABCDEF-0123456789", min_size=1, max_size=12),
+            "quantity": st.integers(1, 50),
+            "item_amount": amounts.map(str),
+            "tax_amount": amounts.map(str),
+            "shipping_amount": amounts.map(str),
+        }
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=payload_lines,
+    carrier=st.sampled_from(list(Carrier)),
+    shipping_class=st.sampled_from(["", "standard", "Express", "next day", "freight", "whatever"]),
+    cancel_reason=st.sampled_from([*CancelReason, None]),
+    refund_reason=st.sampled_from([*RefundReason, None]),
+)
+def test_every_request_the_adapter_builds_passes_the_sandbox_schema(
+    lines: list[dict[str, Any]],
+    carrier: Carrier,
+    shipping_class: str,
+    cancel_reason: CancelReason | None,
+    refund_reason: RefundReason | None,
+) -> None:
+    """Whatever the payload, Walmart's ship, cancel and refund bodies decode under the sandbox's strict shapes."""
+    ship = {
+        "carrier": carrier.value,
+        "tracking_number": "T1",
+        "shipping_class": shipping_class,
+        "lines": lines,
+    }
+    ship["shipped_at"] = "2026-11-20T10:00:00+00:00"
+    msgspec.json.decode(walmart.encode(walmart.shipment_request(ship)), type=sandbox.ShipRequest)
+    cancel = {"reason": cancel_reason, "requested_by": "seller", "lines": lines}
+    msgspec.json.decode(walmart.encode(walmart.cancellation_request(cancel)), type=sandbox.CancelRequest)
+    refund = {"refund_id": "r", "reason": refund_reason, "currency": "USD", "lines": lines}
+    body = walmart.refund_request("PO-1", refund)
+    if body.order_refund.order_lines.order_line:  # all-zero lines send nothing (the adapter refuses it)
+        msgspec.json.decode(walmart.encode(body), type=sandbox.RefundRequest)
