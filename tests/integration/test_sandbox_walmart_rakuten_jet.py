@@ -327,6 +327,33 @@ def test_walmart_lists_only_orders_changed_since(
     assert [o.order.marketplace_order_id for o in all_pages(walmart, start)] == [changed["order_id"]]
 
 
+def test_walmart_sandbox_filters_by_end_dates_and_refuses_unknown_parameters(
+    sandbox: Sandbox, sandbox_url: str, account: str
+) -> None:
+    """`createdEndDate` and `lastModifiedEndDate` bound the listing; an unknown query parameter is a violation."""
+    old = sandbox.orders("walmart", account, count=1, purchased_at="2026-01-01T00:00:00Z")[0]
+    sandbox.orders("walmart", account, count=1)
+    headers = {
+        "WM_SEC.ACCESS_TOKEN": account,
+        "WM_QOS.CORRELATION_ID": "c-2",
+        "WM_SVC.NAME": "Walmart Marketplace",
+    }
+
+    def listed(**params: str) -> list[str]:
+        response = httpx.get(f"{sandbox_url}/v3/orders", params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        return [o["purchaseOrderId"] for o in response.json()["list"]["elements"]["order"]]
+
+    assert listed(createdEndDate="2026-02-01T00:00:00Z") == [old["order_id"]]
+    assert len(listed()) == 2
+    cutoff = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    assert listed(lastModifiedEndDate=cutoff) == [old["order_id"]]
+    refused = httpx.get(f"{sandbox_url}/v3/orders", params={"since": "x"}, headers=headers)
+    assert refused.status_code == 400
+    assert [v["errors"] for v in sandbox.violations()] == [["unknown query parameter 'since'"]]
+    sandbox.clear_violations()
+
+
 # ------------------------------------------------------------------------------------------ Rakuten
 
 

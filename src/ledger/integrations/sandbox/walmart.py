@@ -445,7 +445,9 @@ async def get_all_orders(request: Request[Any, Any, Any]) -> Response[Any]:
         _correlation(request)
         limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
         created_from = _time_param(request, "createdStartDate")
+        created_to = _time_param(request, "createdEndDate")
         modified_from = _time_param(request, "lastModifiedStartDate")
+        modified_to = _time_param(request, "lastModifiedEndDate")
         after_ms = int_param(request, "soIndex", -1, -1, 2**62)
         after_po = request.query_params.get("poIndex", "")
         orders = sorted(
@@ -453,7 +455,9 @@ async def get_all_orders(request: Request[Any, Any, Any]) -> Response[Any]:
                 o
                 for o in sandbox.state.account_orders(NAME, account).values()
                 if (created_from is None or o.purchased_at >= created_from)
+                and (created_to is None or o.purchased_at <= created_to)
                 and (modified_from is None or o.updated_at >= modified_from)
+                and (modified_to is None or o.updated_at <= modified_to)
             ),
             key=lambda o: (_millis(o.updated_at), o.order_id),
         )
