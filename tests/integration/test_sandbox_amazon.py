@@ -551,3 +551,28 @@ def test_a_slow_answer_within_the_timeout_is_fine(
         "operation": "getOrders",
         "kind": "slow",
     }
+
+
+def test_a_feed_goes_through_the_queue_and_progress_to_done(
+    sandbox: Sandbox, sandbox_url: str, amazon: AmazonClient, account: str
+) -> None:
+    """getFeed reports IN_QUEUE, then IN_PROGRESS, then DONE with a result document."""
+    sandbox.settings(feed_processing_seconds=3)
+    order = sandbox.orders("amazon", account, 1)[0]
+    submitted = amazon.send(cancel(order))
+    assert isinstance(submitted, Submitted)
+    seen: list[str] = []
+
+    def status() -> dict[str, Any] | None:
+        feed = httpx.get(
+            f"{sandbox_url}/feeds/2021-06-30/feeds/{submitted.marketplace_reference}",
+            headers={"x-amz-access-token": account},
+        ).json()
+        if not seen or seen[-1] != feed["processingStatus"]:
+            seen.append(feed["processingStatus"])
+        return feed if feed["processingStatus"] == "DONE" else None
+
+    done = sandbox.wait_for(status, timeout=15)
+    assert seen == ["IN_QUEUE", "IN_PROGRESS", "DONE"]
+    assert spec("amazon/feeds_2021-06-30.json").body_errors("Feed", done) == []
+    assert done["resultFeedDocumentId"]

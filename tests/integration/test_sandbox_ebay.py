@@ -415,3 +415,16 @@ def test_a_request_the_schema_rejects_is_refused_and_recorded(
     assert misspelt.status_code == 400
     assert any("refundItem" in e for e in sandbox.violations()[0]["errors"])
     sandbox.clear_violations()
+
+
+def test_cancellation_requests_can_be_approved_by_the_clock(
+    sandbox: Sandbox, ebay: EbayClient, account: str
+) -> None:
+    """With cancellation_approval_seconds set, eBay approves the request by itself."""
+    sandbox.settings(cancellation_approval_seconds=0)
+    order = sandbox.orders("ebay", account, 1)[0]
+    sent = ebay.send(cancel(order, dispute=True))
+    closed = [f for f in listed(ebay)[order["order_id"]].facts if isinstance(f, DisputeClosedRemotely)]
+    assert [(f.marketplace_dispute_id, f.outcome) for f in closed] == [
+        (sent.marketplace_reference, DisputeOutcome.ACCEPTED)
+    ]
