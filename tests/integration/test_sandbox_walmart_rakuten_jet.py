@@ -287,7 +287,7 @@ def test_walmart_refusals_are_permanent(sandbox: Sandbox, walmart: WalmartClient
 
 
 def test_walmart_sandbox_refuses_a_wrong_shape(sandbox: Sandbox, sandbox_url: str, account: str) -> None:
-    """A misspelt field in a Walmart request is a recorded schema violation and a 400 in Walmart's error shape."""
+    """A misspelt field, or a shipment naming no carrier, is a recorded violation and a 400 in Walmart's shape."""
     view = sandbox.orders("walmart", account, count=1, max_lines=1)[0]
     body = {"orderShipment": {"orderLines": {"orderLine": [{"lineNumber": "1", "orderLineStatus": []}]}}}
     headers = {
@@ -298,7 +298,29 @@ def test_walmart_sandbox_refuses_a_wrong_shape(sandbox: Sandbox, sandbox_url: st
     response = httpx.post(f"{sandbox_url}/v3/orders/{view['order_id']}/shipping", json=body, headers=headers)
     assert response.status_code == 400
     assert response.json()["errors"]["error"][0]["code"] == "InvalidInput"
-    assert [v["operation"] for v in sandbox.violations()] == ["shippingUpdates"]
+    status = {
+        "status": "Shipped",
+        "statusQuantity": {"unitOfMeasurement": "EACH", "amount": "1"},
+        "trackingInfo": {
+            "shipDateTime": 1_780_000_000_000,
+            "carrierName": {},
+            "methodCode": "Standard",
+            "trackingNumber": "T1",
+        },
+    }
+    no_carrier = {
+        "orderShipment": {
+            "orderLines": {
+                "orderLine": [{"lineNumber": "1", "orderLineStatuses": {"orderLineStatus": [status]}}]
+            }
+        }
+    }
+    response = httpx.post(
+        f"{sandbox_url}/v3/orders/{view['order_id']}/shipping", json=no_carrier, headers=headers
+    )
+    assert response.status_code == 400
+    assert [v["operation"] for v in sandbox.violations()] == ["shippingUpdates", "shippingUpdates"]
+    assert sandbox.order("walmart", account, view["order_id"])["lines"][0]["shipped"] == 0
     sandbox.clear_violations()
 
 

@@ -534,6 +534,13 @@ async def ship_order_lines(request: Request[Any, Any, Any], purchase_order_id: s
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         key = _correlation(request)
         shipment = strict(body, ShipRequest)
+        carriers = [
+            status.tracking_info.carrier_name
+            for line in shipment.order_shipment.order_lines.order_line
+            for status in line.order_line_statuses.order_line_status
+        ]
+        if any((name.carrier is None) == (name.other_carrier is None) for name in carriers):
+            raise Invalid(["trackingInfo.carrierName takes one of carrier and otherCarrier"])
         order = _order(sandbox, account, purchase_order_id)
 
         def apply() -> Json:
