@@ -5,6 +5,7 @@ Party Managed accounts left alone."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -234,3 +235,20 @@ def test_accounts_are_found_in_the_log(app: Ledger, connect: base.Connect, amazo
             CTX, seller=f"imp-{uuid4().hex[:10]}", marketplace=Marketplace.JET, name="x"
         )
         assert later.account_id in importer.discover_accounts(conn)
+
+
+def test_an_account_another_process_is_importing_is_skipped(
+    app: Ledger, connect: base.Connect, sandbox: Sandbox, amazon: dict[str, Any]
+) -> None:
+    """Two importers (two `ledger worker`s) never import one account at the same time: the second skips it."""
+    account, token, settings = amazon["account"], amazon["token"], amazon["settings"]
+    sandbox.orders("amazon", token, count=1)
+    key = zlib.crc32(f"ledger-import:{account.account_id}".encode()) & 0x7FFFFFFF
+    with connect() as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (key,))
+        [skipped] = _importer(app, connect, settings).run_round(account.account_id)
+        other.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    assert skipped.error == "skipped: another process is importing this account"
+    assert skipped.orders == 0
+    [done] = _importer(app, connect, settings).run_round(account.account_id)
+    assert done.created == 1

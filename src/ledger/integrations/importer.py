@@ -198,7 +198,21 @@ class Importer:
         return [r[0] for r in rows]
 
     def import_account(self, conn: psycopg.Connection[TupleRow], account: AccountDetails) -> AccountReport:
+        """One account's round, unless another process is importing it right now (then it is skipped)."""
         report = AccountReport(account.account_id, account.marketplace)
+        key = zlib.crc32(f"ledger-import:{account.account_id}".encode()) & 0x7FFFFFFF
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not (got and got[0]):
+            report.error = "skipped: another process is importing this account"
+            return report
+        try:
+            return self._import_account(conn, account, report)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def _import_account(
+        self, conn: psycopg.Connection[TupleRow], account: AccountDetails, report: AccountReport
+    ) -> AccountReport:
         try:
             client = self.client_factory(account, self.settings)
         except (MarketplaceNotConfiguredError, MarketplaceError) as e:  # no URL, or bad credentials
