@@ -150,6 +150,8 @@ def _report_line(r: AccountReport) -> str:
 def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Send due outbound items: once (`--once`: until none is due now) or until SIGINT/SIGTERM."""
     sync = SyncSettings.from_env()
+    if args.since is not None:
+        sync = msgspec.structs.replace(sync, sync_since=args.since)
     with open_database(settings) as target:
         app = Ledger(env=target.eventsourcing_env())
         dispatcher = Dispatcher(app, lambda: connect(target), sync)
@@ -280,6 +282,16 @@ def cmd_sync_check(args: argparse.Namespace, settings: Settings, out: TextIO) ->
 # ----------------------------------------------------------------------------------- parser
 
 
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. 2026-11-20T10:00:00Z")
+    return value
+
+
 def _uuid(text: str) -> UUID:
     try:
         return UUID(text)
@@ -307,6 +319,11 @@ def add_commands(
     dispatch = command(sub, "dispatch", None, "send due outbound items to the marketplaces")
     dispatch.set_defaults(settings_handler=cmd_dispatch)
     dispatch.add_argument("--once", action="store_true", help="until nothing is due now, then exit")
+    dispatch.add_argument(
+        "--since",
+        type=_time,
+        help="never send changes made before this time (ISO 8601 with zone; default LEDGER_SYNC_SINCE)",
+    )
     sync = command(sub, "sync", None, "the marketplaces' copy of orders: replay and check")
     sync_sub = sync.add_subparsers(dest="sync_command", metavar="COMMAND", required=True)
     replay = command(sync_sub, "replay", None, "re-send an order's history, idempotently")
