@@ -153,8 +153,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
                 name="projection-workers",
             )
             workers.start()
-        sync = sync_cli.start_sync(target, args, out)
+        sync: sync_cli.SyncThreads | None = None
         try:
+            sync = sync_cli.start_sync(target, args, out)  # a bad sync setting stops the workers too
             server.run()  # handles SIGINT/SIGTERM itself: returns once the open requests are done
         finally:
             stop.set()
