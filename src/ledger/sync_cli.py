@@ -23,6 +23,8 @@ from .integrations.base import MarketplaceClient, MarketplaceError
 from .integrations.dispatcher import Dispatcher, replay_order
 from .integrations.importer import AccountReport, Importer, ensure_tables
 from .integrations.registry import MarketplaceNotConfiguredError, SyncSettings, client_for
+from .projections.base import Tables, active_generation, apply_batch, decode, install, lock_key
+from .projections.outbound import OutboundProjection
 
 logger = logging.getLogger(__name__)
 _json = msgspec.json.Encoder(decimal_format="string")
@@ -157,6 +159,7 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
         dispatcher = Dispatcher(app, lambda: connect(target), sync)
         try:
             if args.once:
+                catch_up_queue(target, app)
                 handled = dispatcher.dispatch_due()
                 out.write(f"ledger: {handled} outbound items handled\n")
                 return 0
@@ -172,6 +175,31 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
     return 0
 
 
+def catch_up_queue(target: PostgresTarget, app: Ledger) -> None:
+    """Bring the outbound queue up to the head of the log, unless a worker keeps it (holds its lock): so that
+    `ledger dispatch --once` sends what was just recorded even when no `ledger worker` runs."""
+    projection = OutboundProjection()
+    with connect(target, autocommit=True) as conn:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(projection.name),)).fetchone()
+        if not (got and got[0]):
+            return
+        try:
+            generation, position = install(conn, projection)
+            while notifications := app.recorder.select_notifications(
+                start=position, limit=2000, topics=projection.topics, inclusive_of_start=False
+            ):
+                with conn.transaction(), conn.cursor() as cur:
+                    current = active_generation(cur, projection.name, lock="share")
+                    if current is None or current[0] != generation:
+                        return  # a rebuild swapped generations: its own catch-up covers the rest
+                    events = decode(app.mapper, [n for n in notifications if n.id > current[1]])
+                    if events:
+                        apply_batch(cur, projection, Tables(generation), events)
+                position = notifications[-1].id
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(projection.name),))
+
+
 # ------------------------------------------------------------------------------------- sync
 
 
@@ -180,6 +208,8 @@ def cmd_sync_replay(args: argparse.Namespace, settings: Settings, out: TextIO) -
         app = Ledger(env=target.eventsourcing_env())
         try:
             app.get_order(args.order)  # OrderNotFoundError for an unknown order
+            # Answers recorded but not yet in the queue would settle the replayed items again when applied.
+            catch_up_queue(target, app)
         finally:
             app.close()
         with connect(target, autocommit=True) as conn:
