@@ -28,6 +28,7 @@ from .projections.outbound import OutboundProjection
 
 logger = logging.getLogger(__name__)
 _json = msgspec.json.Encoder(decimal_format="string")
+SHOWN_ORDERS = 20  # new orders listed by `ledger import --once` in text
 
 
 def _print_json(value: Any, out: TextIO) -> None:
@@ -139,11 +140,15 @@ def _report_line(r: AccountReport) -> str:
         f"{r.orders} orders in {r.pages} pages ({r.created} new, {r.updated} updated), {r.facts} facts, "
         f"{r.acknowledged} acknowledged"
     )
+    shown = r.new_orders[:SHOWN_ORDERS]
+    new = "".join(f"\n  new {x['order_id']} ({x['marketplace_order_id']})" for x in shown)
+    if len(r.new_orders) > len(shown):
+        new += f"\n  ... and {len(r.new_orders) - len(shown)} more (--json lists them all)"
     refused = "".join(
         f"\n  refused {x['marketplace_order_id']}: {x['code']}: {x['message']}" for x in r.refused
     )
     error = f"\n  stopped: {r.error} (the cursor stays where it was)" if r.error else ""
-    return head + body + refused + error + "\n"
+    return head + body + new + refused + error + "\n"
 
 
 # --------------------------------------------------------------------------------- dispatch

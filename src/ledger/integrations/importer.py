@@ -98,6 +98,7 @@ class AccountReport:
     facts: int = 0
     acknowledged: int = 0
     refused: list[dict[str, str]] = field(default_factory=list)
+    new_orders: list[dict[str, str]] = field(default_factory=list)  # marketplace_order_id, order_id
     error: str | None = None
     cursor: datetime | None = None
 
@@ -300,6 +301,7 @@ class Importer:
             return
         if result.created:
             report.created += 1
+            report.new_orders.append({"marketplace_order_id": moid, "order_id": str(result.order_id)})
         elif result.events:
             report.updated += 1
         for fact in remote.facts:
