@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,7 +66,9 @@ class SyncThreads:
     def __init__(self, target: PostgresTarget, settings: SyncSettings) -> None:
         self.ledger = Ledger(env=target.eventsourcing_env())
         self.importer = Importer(self.ledger, lambda: connect(target), settings)
-        self.dispatcher = Dispatcher(self.ledger, lambda: connect(target), settings)
+        self.dispatcher = Dispatcher(
+            self.ledger, lambda: connect(target), settings, before_pass=QueueKeeper(target, self.ledger)
+        )
         self.threads = [
             threading.Thread(target=self.importer.run, name="importer"),
             threading.Thread(target=self.dispatcher.run, name="dispatcher"),
@@ -161,10 +164,10 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
         sync = msgspec.structs.replace(sync, sync_since=args.since)
     with open_database(settings) as target:
         app = Ledger(env=target.eventsourcing_env())
-        dispatcher = Dispatcher(app, lambda: connect(target), sync)
+        keeper = QueueKeeper(target, app)
+        dispatcher = Dispatcher(app, lambda: connect(target), sync, before_pass=keeper)
         try:
             if args.once:
-                catch_up_queue(target, app)
                 handled = dispatcher.dispatch_due()
                 out.write(f"ledger: {handled} outbound items handled\n")
                 return 0
@@ -180,9 +183,25 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
     return 0
 
 
+class QueueKeeper:
+    """Before a dispatcher's pass, at most every `interval` seconds: `catch_up_queue`."""
+
+    def __init__(self, target: PostgresTarget, app: Ledger, interval: float = 5.0) -> None:
+        self.target = target
+        self.app = app
+        self.interval = interval
+        self.last = float("-inf")
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            catch_up_queue(self.target, self.app)
+
+
 def catch_up_queue(target: PostgresTarget, app: Ledger) -> None:
     """Bring the outbound queue up to the head of the log, unless a worker keeps it (holds its lock): so that
-    `ledger dispatch --once` sends what was just recorded even when no `ledger worker` runs."""
+    `ledger dispatch` sends what was just recorded even when no `ledger worker` runs."""
     projection = OutboundProjection()
     with connect(target, autocommit=True) as conn:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(projection.name),)).fetchone()

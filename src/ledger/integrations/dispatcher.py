@@ -207,7 +207,9 @@ class Dispatcher:
         *,
         client_factory: ClientFactory = client_for,
         rng: random.Random | None = None,
+        before_pass: Callable[[], None] | None = None,
     ) -> None:
+        self.before_pass = before_pass  # e.g. bring the queue up to date when no worker does
         self.ledger = ledger
         self.connect = connect
         self.settings = settings
@@ -263,6 +265,8 @@ class Dispatcher:
 
     def dispatch_due(self, limit: int = 1000) -> int:
         """Handle due items until none is due (or `limit`, or a stop); how many were handled."""
+        if self.before_pass is not None:
+            self.before_pass()
         self.skip_historic()
         handled = 0
         while handled < limit and not self.stopping.is_set():
