@@ -162,6 +162,10 @@ def test_marketplace_facts_become_events_once(
     sandbox.event("amazon", token, unpaid["order_id"], "buyer_cancel")
     importer.run_round(account.account_id)
     importer.run_round(account.account_id)  # the same facts again
+    sandbox.event("amazon", token, unpaid["order_id"], "pay", at=datetime.now(UTC).isoformat())  # restamped
+    [again] = importer.run_round(account.account_id)
+    assert again.refused == []
+    assert again.facts == 0
     history = app.order_history(order_id)
     counts = Counter(entry.type for entry in history)
     assert counts["PaymentCleared"] == 1

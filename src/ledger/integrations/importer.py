@@ -34,7 +34,7 @@ from eventsourcing.utils import get_topic
 from psycopg.rows import TupleRow
 
 from ..aggregates.account import MarketplaceAccount
-from ..aggregates.errors import LedgerError
+from ..aggregates.errors import DisputeAlreadyClosedError, LedgerError, NothingToCancelError
 from ..aggregates.values import CancelReason, Context, Marketplace, Requester, Source
 from ..application import Ledger
 from ..database import DatabaseUnavailableError
@@ -110,7 +110,8 @@ def fact_key(marketplace: str, marketplace_order_id: str, fact: MarketplaceFact)
         return f"{base}:payment"
     if isinstance(fact, BuyerCancelled):
         lines = "all" if fact.lines is None else ",".join(f"{q.line_id}x{q.quantity}" for q in fact.lines)
-        return f"{base}:buyer-cancel:{fact.requested_at.astimezone(UTC).isoformat()}:{lines}"
+        # Not the time: marketplaces restamp it as the order changes (Amazon reports its LastUpdateDate).
+        return f"{base}:buyer-cancel:{lines}"
     if isinstance(fact, DisputeOpenedRemotely):
         return f"{base}:dispute-open:{fact.marketplace_dispute_id}"
     return f"{base}:dispute-close:{fact.marketplace_dispute_id}"
@@ -144,7 +145,8 @@ class Importer:
         """A round now, then every LEDGER_IMPORT_INTERVAL, until stopped (between two orders at the latest)."""
         while not self.stopping.is_set():
             try:
-                self.run_round()
+                for report in self.run_round():
+                    _log(report)
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailableError) as e:
                 logger.warning("importer: database unavailable (%s); next round in a while", e)
             except Exception as e:  # a bug in one round must not end imports for good: said, then next round
@@ -370,6 +372,8 @@ class Importer:
                 if dispute_id is None:
                     raise _UnknownDispute(fact.marketplace_dispute_id)
                 result = self.ledger.close_dispute(ctx, order_id, dispute_id=dispute_id, outcome=fact.outcome)
+        except (NothingToCancelError, DisputeAlreadyClosedError):
+            return False  # the ledger has it already (e.g. cancelled by the seller first): nothing to record
         except LedgerError as e:
             report.refused.append({"marketplace_order_id": moid, "code": e.code, "message": e.message})
             logger.warning("importer: %s order %s: %s refused: %s", account.marketplace, moid, type(fact).__name__,
@@ -394,6 +398,15 @@ class Importer:
                     if str(dispute.dispute_id) == outcome.reference:
                         return dispute.dispute_id
         return None
+
+
+def _log(r: AccountReport) -> None:
+    """One line per account of a scheduled round that did something or failed (a quiet round says nothing)."""
+    if r.error:
+        logger.warning("importer: %s account %s: %s", r.marketplace, r.account_id, r.error)
+    if r.created or r.updated or r.facts or r.refused:
+        logger.info("importer: %s account %s: %d new, %d updated, %d facts, %d refused", r.marketplace,
+                    r.account_id, r.created, r.updated, r.facts, len(r.refused))  # fmt: skip
 
 
 class _UnknownDispute(LedgerError):
