@@ -157,6 +157,18 @@ def world(
     yield from _world(own_target, cli_env, sandbox, tmp_path, Marketplace.AMAZON)
 
 
+@pytest.fixture(params=[Marketplace.WALMART, Marketplace.RAKUTEN, Marketplace.JET], ids=lambda m: m.value)
+def other_world(
+    request: pytest.FixtureRequest,
+    own_target: PostgresTarget,
+    cli_env: dict[str, str],
+    sandbox: Sandbox,
+    tmp_path: Path,
+) -> Iterator[World]:
+    """The same with a managed Walmart, Rakuten or Jet account."""
+    yield from _world(own_target, cli_env, sandbox, tmp_path, request.param)
+
+
 @pytest.fixture
 def ebay_world(
     own_target: PostgresTarget, cli_env: dict[str, str], sandbox: Sandbox, tmp_path: Path
@@ -177,7 +189,9 @@ def _world(
     account = app.register_account(CTX, seller=seller, marketplace=marketplace, name="main")
     token = sandbox.new_account()
     credentials = tmp_path / "credentials.json"
-    credentials.write_text(json.dumps({str(account.account_id): {"access_token": token}}))
+    # Each adapter reads its own names (Rakuten's account is its license key); the sandbox keys sellers by them.
+    secrets = {"access_token": token, "token": token, "service_secret": "s", "license_key": token}
+    credentials.write_text(json.dumps({str(account.account_id): secrets}))
     src = str(Path(ledger.__file__).parents[1])
     env = cli_env | {
         "LEDGER_MARKETPLACE_URL": sandbox.url,
@@ -451,3 +465,24 @@ def test_ebay_disputes_and_a_sellers_cancellation_come_back_as_events_once(ebay_
     world.queue()
     assert len(world.items(cancelled)) == 1  # nothing echoed back
     assert world.sandbox.violations() == []
+
+
+def test_walmart_rakuten_and_jet_cancellations_go_out_once_after_walmarts_acknowledgement(
+    other_world: World,
+) -> None:
+    """A seller's cancellation reaches Walmart, Rakuten and Jet once; Walmart first hears the order acknowledged."""
+    world = other_world
+    [order_id] = world.import_orders(1)
+    world.app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
+    items = world.settle(order_id)
+    expected = [("cancel", "succeeded")]
+    if world.marketplace is Marketplace.WALMART:
+        expected.insert(0, ("acknowledge", "succeeded"))
+        assert world.remote(order_id)["acknowledged_at"] is not None
+    assert [(i["action"], i["state"]) for i in items] == expected
+    assert world.remote(order_id)["status"] == "canceled"
+    moid = world.app.get_order(order_id).marketplace_order_id
+    effects = world.sandbox.effects(world.marketplace.value, world.token, order_id=moid)
+    assert all(effect["attempts"] == 1 for effect in effects)
+    types = Counter(e.type for e in world.history(order_id))
+    assert types["MarketplaceAcknowledged"] == len(expected)
