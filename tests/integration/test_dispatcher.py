@@ -247,3 +247,18 @@ def test_token_bucket_limits_the_rate_and_pauses() -> None:
     assert not bucket.available()
     now[0] += 5.1
     assert bucket.available()
+
+
+def test_an_empty_bucket_holds_back_its_marketplace_only(own_app: Ledger, own_target: PostgresTarget) -> None:
+    """With eBay's bucket empty, its items wait while another marketplace's item is taken."""
+    ebay, jet = _order(own_app, Marketplace.EBAY), _order(own_app, Marketplace.JET)
+    for order_id in (ebay, jet):
+        own_app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    _queue(own_app, own_target)
+    dispatcher = _dispatcher(own_app, own_target, rate_limits={"ebay": (0.001, 1)})
+    dispatcher._bucket("ebay").take()
+    assert "ebay" in dispatcher.blocked()
+    claimed = dispatcher.claim()
+    assert claimed is not None
+    assert claimed.order_id == jet
+    assert dispatcher.claim() is None
