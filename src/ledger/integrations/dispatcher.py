@@ -71,14 +71,14 @@ SKIPPED = "skipped:"
 # Token buckets, (requests per second, burst), per marketplace or per `marketplace.action`, from the published
 # limits of the calls each action makes. Per dispatcher process: N dispatchers may send N times as fast.
 RATE_LIMITS: dict[str, tuple[float, int]] = {
-    # Amazon SP-API: Orders v0 confirmShipment 2 rps, burst 10; Feeds createFeed 0.0083 rps (one per 2
-    # minutes), burst 15, for cancellations (order acknowledgement feed) and refunds (adjustment feed).
+    # Amazon SP-API, as published in the models (../shared/marketplace-specs/amazon): Orders v0
+    # confirmShipment 2 rps, burst 10; Feeds createFeed 0.0083 rps (one per 2 minutes), burst 15, for
+    # cancellations (order acknowledgement feed) and refunds (adjustment feed).
     "amazon.ship": (2.0, 10),
     "amazon": (0.0083, 15),
-    # eBay Sell Fulfillment: 250,000 calls a day for the application (about 2.9 rps); kept below it.
+    # eBay, Walmart, Rakuten, Jet: their limits are per application or seller and per day or minute, and not
+    # in the specs we hold; these are conservative figures (override with LEDGER_SYNC_RATE_LIMITS).
     "ebay": (2.5, 10),
-    # Walmart Marketplace orders API: per-seller limits per minute on acknowledge, ship, cancel and refund;
-    # these are conservative figures below the smallest of them (override with LEDGER_SYNC_RATE_LIMITS).
     "walmart": (1.0, 10),
     "rakuten": (1.0, 5),
     "jet": (1.0, 5),
