@@ -48,6 +48,7 @@ from .base import (
     MarketplaceError,
     MarketplaceFact,
     PaymentCleared,
+    PermanentMarketplaceError,
     RemoteOrder,
 )
 from .registry import MarketplaceNotConfiguredError, SyncSettings, client_for
@@ -225,7 +226,6 @@ class Importer:
             self._pages(conn, account, client, report)
         except MarketplaceError as e:
             report.error = f"{e.code}: {e.message}"
-            logger.warning("importer: %s account %s: %s", account.marketplace, account.account_id, e)
         finally:
             client.close()
         with conn.transaction():
@@ -247,6 +247,8 @@ class Importer:
             result = client.list_orders(since, page)
             report.pages += 1
             for remote in result.orders:
+                if self.stopping.is_set():
+                    return  # between two orders; the cursor stays before this page
                 self._store(conn, account, client, remote, report)
                 if previous is not None and remote.updated_at < previous:
                     in_order = False
@@ -325,7 +327,13 @@ class Importer:
             and row is not None
             and row[0] is None
         ):
-            client.acknowledge(moid)
+            try:
+                client.acknowledge(moid)
+            except PermanentMarketplaceError as e:  # reported; a transient error ends the round instead
+                report.refused.append(
+                    {"marketplace_order_id": moid, "code": e.code, "message": f"acknowledgement: {e.message}"}
+                )
+                return
             with conn.transaction():
                 conn.execute(
                     "UPDATE integration_orders SET acknowledged_at = now()"
