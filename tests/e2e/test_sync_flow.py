@@ -486,3 +486,23 @@ def test_walmart_rakuten_and_jet_cancellations_go_out_once_after_walmarts_acknow
     assert all(effect["attempts"] == 1 for effect in effects)
     types = Counter(e.type for e in world.history(order_id))
     assert types["MarketplaceAcknowledged"] == len(expected)
+
+
+def test_a_missing_credential_fails_the_item_without_inventing_an_answer(world: World) -> None:
+    """Without the account's credentials the marketplace is never reached: the item fails with the reason and
+    no MarketplaceRejected is recorded; once the credentials are back it goes through."""
+    [order_id] = world.import_orders(1)
+    world.app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS)
+    world.queue()
+    assert world.settings.credentials_file is not None
+    saved = world.settings.credentials_file.read_text()
+    world.settings.credentials_file.write_text("{}")
+    assert world.dispatch() == 1
+    [item] = world.items(order_id)
+    assert item["state"] == "failed"
+    assert item["last_error"].startswith(f"no client for account {world.account_id}")
+    assert "MarketplaceRejected" not in [e.type for e in world.history(order_id)]
+    world.settings.credentials_file.write_text(saved)
+    world.due_now(order_id)
+    assert world.dispatch() == 1
+    assert world.items(order_id)[0]["state"] == "succeeded"

@@ -59,7 +59,7 @@ from .base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from .registry import ADAPTERS, MarketplaceNotConfiguredError, SyncSettings, client_for
+from .registry import ADAPTERS, SyncSettings, client_for
 
 logger = logging.getLogger(__name__)
 
@@ -365,6 +365,10 @@ class Dispatcher:
         polling = item.marketplace_reference is not None
         try:
             client = self._client(item.account_id)
+        except Exception as e:  # no URL, bad credentials: the marketplace was never reached, so no event
+            self._local_failure(item, f"no client for account {item.account_id}: {e}")
+            return
+        try:
             if polling:
                 assert item.marketplace_reference is not None
                 outcome: Outcome = client.poll(item.request(), item.marketplace_reference)
@@ -384,11 +388,9 @@ class Dispatcher:
             self._rejected(item, e, permanent=False)
         except MarketplaceError as e:
             self._rejected(item, e, permanent=False)
-        except MarketplaceNotConfiguredError as e:
-            self._finish(item, "failed", delay=self.settings.sync_backoff_max, error=f"{e.code}: {e.message}")
-        except Exception as e:  # an adapter bug or an unmapped transport error: try again later
+        except Exception as e:  # an adapter bug: ours, not the marketplace's answer, so no event
             logger.exception("dispatcher: item %s: the adapter failed", item.id)
-            self._rejected(item, TransientMarketplaceError("adapter-error", repr(e)), permanent=False)
+            self._local_failure(item, f"local error: {e}")
         else:
             self._answered(item, outcome)
 
@@ -425,6 +427,14 @@ class Dispatcher:
             self._finish(item, "failed", delay=delay, error=reason)
         logger.info("dispatcher: %s %s of order %s rejected (%s)", item.action, item.reference,
                     item.order_id, reason)  # fmt: skip
+
+    def _local_failure(self, item: Claimed, reason: str) -> None:
+        """The marketplace said nothing (we never reached it): failed and retried, or dead, without an event."""
+        if item.attempts >= self.settings.sync_max_attempts:
+            self._finish(item, "dead", error=f"gave up after {item.attempts} attempts: {reason}")
+        else:
+            delay = backoff_delay(item.attempts, self.settings, None, self.rng)
+            self._finish(item, "failed", delay=delay, error=reason, reference=item.marketplace_reference)
 
     def _record(self, item: Claimed, **outcome: Any) -> None:
         """The marketplace's answer as an event on the order (its history says what each was told)."""
