@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -109,6 +110,13 @@ def cmd_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     if args.file is not None:
         from .cli import cmd_import as import_file  # noqa: PLC0415 - cli imports this module
         from .cli import open_ledger  # noqa: PLC0415
+
+        if args.once or args.account:
+            print(
+                "ledger: --once and --account are for marketplace imports: drop them, or FILE",
+                file=sys.stderr,
+            )
+            return 2  # usage
 
         with open_ledger(settings) as app:
             return import_file(args, app, out)
