@@ -161,7 +161,7 @@ class Claimed:
 _CLAIM = """
 WITH candidate AS (
     SELECT i.id FROM outbound_items i
-    WHERE i.state IN ('pending', 'failed', 'in_flight') AND i.next_attempt_at <= now()
+    WHERE {due} AND i.next_attempt_at <= now()
       AND i.marketplace <> ALL(%(blocked)s) AND (i.marketplace || '.' || i.action) <> ALL(%(blocked)s)
       AND NOT EXISTS (
           SELECT 1 FROM outbound_items e
@@ -182,6 +182,11 @@ FROM candidate c WHERE u.id = c.id
 RETURNING u.id, u.order_id, u.account_id, u.marketplace, u.action, u.reference, u.idempotency_key,
           u.payload, u.attempts, u.marketplace_reference, u.updated_at
 """
+# Waiting items, through the queue's partial index on (state, next_attempt_at) of pending and failed items;
+# in-flight ones (a poll due, a dead dispatcher's lease run out) are few, looked for every STALE_CHECK seconds.
+_CLAIM_WAITING = _CLAIM.replace("{due}", "i.state IN ('pending', 'failed')")
+_CLAIM_IN_FLIGHT = _CLAIM.replace("{due}", "i.state = 'in_flight'")
+STALE_CHECK = 5.0
 
 _FINISH = """
 UPDATE outbound_items SET state = %(state)s, next_attempt_at = now() + make_interval(secs => %(delay)s),
@@ -220,6 +225,7 @@ class Dispatcher:
         self.clients: dict[UUID, MarketplaceClient] = {}
         self.unconfigured = [m.value for m in Marketplace if not self._configured(m)]
         self._conn: psycopg.Connection[TupleRow] | None = None
+        self._in_flight_checked = float("-inf")
         self.stopping = threading.Event()
         self.error: Exception | None = None
 
@@ -323,11 +329,21 @@ class Dispatcher:
         return self.buckets[name]
 
     def claim(self) -> Claimed | None:
+        now = time.monotonic()
+        if now - self._in_flight_checked >= STALE_CHECK:
+            item = self._claim(_CLAIM_IN_FLIGHT)
+            # Found one: more may be waiting, look again at the next claim; none: not for a while.
+            self._in_flight_checked = float("-inf") if item is not None else now
+            if item is not None:
+                return item
+        return self._claim(_CLAIM_WAITING)
+
+    def _claim(self, query: str) -> Claimed | None:
         conn = self._connection()
         try:
             with conn.transaction():
                 row = conn.execute(
-                    _CLAIM, {"blocked": self.blocked(), "lease": self.settings.sync_lease}
+                    query, {"blocked": self.blocked(), "lease": self.settings.sync_lease}
                 ).fetchone()
         except pg_errors.UndefinedTable:  # the outbound projection has not run yet: no queue, nothing due
             return None
