@@ -27,7 +27,8 @@ from ledger.integrations.base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from ledger.integrations.sandbox.validation import spec
+from ledger.integrations.sandbox.app import create_sandbox_app
+from ledger.integrations.sandbox.validation import SPECS_ENV, SpecsNotFoundError, spec
 
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -576,3 +577,12 @@ def test_a_feed_goes_through_the_queue_and_progress_to_done(
     assert seen == ["IN_QUEUE", "IN_PROGRESS", "DONE"]
     assert spec("amazon/feeds_2021-06-30.json").body_errors("Feed", done) == []
     assert done["resultFeedDocumentId"]
+
+
+def test_the_sandbox_will_not_start_without_the_schemas(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A LEDGER_MARKETPLACE_SPECS without the spec files is a clear error at start, not a 500 per call."""
+    monkeypatch.setenv(SPECS_ENV, str(tmp_path))
+    with pytest.raises(SpecsNotFoundError, match="LEDGER_MARKETPLACE_SPECS"):
+        create_sandbox_app()

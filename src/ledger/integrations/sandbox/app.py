@@ -23,6 +23,7 @@ from litestar.types import ControllerRouterHandler
 
 from .faults import DropConnection, Fault, FaultError, Faults, mark_drop
 from .state import Json, Order, SandboxState, Settings, Violation, parse_time, utcnow
+from .validation import specs_dir
 
 # The marketplace modules, by name in this package. A new marketplace: write its module, add it here.
 MODULES = ["amazon", "ebay", "walmart", "rakuten", "jet"]
@@ -454,7 +455,9 @@ def create_sandbox_app(
 ) -> Litestar:
     """The sandbox as a Litestar app; its `Sandbox` is `app.state.sandbox`.
 
-    `orders_per_account`: orders to generate at start, {(marketplace, account): count}."""
+    `orders_per_account`: orders to generate at start, {(marketplace, account): count}. Raises
+    SpecsNotFoundError when the marketplaces' schema files are missing (rather than a 500 on each call)."""
+    specs_dir()
     sandbox = Sandbox(SandboxState(seed, settings))
     routes: list[ControllerRouterHandler] = list(CONTROL_ROUTES)
     for marketplace in load_modules(modules):

@@ -37,9 +37,14 @@ class SpecsNotFoundError(FileNotFoundError):
 def specs_dir() -> Path:
     """Where the spec files are (see the module docstring); SpecsNotFoundError when nowhere."""
     configured = os.environ.get(SPECS_ENV)
-    candidates = [Path(configured)] if configured else []
-    for parent in Path(__file__).resolve().parents:
-        candidates += [parent / "shared" / "marketplace-specs", parent / "marketplace-specs"]
+    if configured:
+        candidates = [Path(configured)]  # set explicitly: that directory or an error, never a guess
+    else:
+        candidates = [
+            parent / name
+            for parent in Path(__file__).resolve().parents
+            for name in ("shared/marketplace-specs", "marketplace-specs")
+        ]
     for candidate in candidates:
         if all((candidate / name).is_file() for name in SPEC_FILES):
             return candidate
