@@ -168,7 +168,7 @@ WITH candidate AS (
           WHERE e.order_id = i.order_id AND e.sequence < i.sequence AND e.state <> 'succeeded'
             AND NOT (e.state = 'dead' AND e.attempts = 0 AND e.last_error LIKE 'skipped:%%')
       )
-    ORDER BY i.next_attempt_at, i.position
+    ORDER BY i.next_attempt_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -182,9 +182,11 @@ FROM candidate c WHERE u.id = c.id
 RETURNING u.id, u.order_id, u.account_id, u.marketplace, u.action, u.reference, u.idempotency_key,
           u.payload, u.attempts, u.marketplace_reference, u.updated_at
 """
-# Waiting items, through the queue's partial index on (state, next_attempt_at) of pending and failed items;
-# in-flight ones (a poll due, a dead dispatcher's lease run out) are few, looked for every STALE_CHECK seconds.
-_CLAIM_WAITING = _CLAIM.replace("{due}", "i.state IN ('pending', 'failed')")
+# One state per query, so the scan follows the queue's index on (state, next_attempt_at) and stops at the
+# first item it may take, however long the backlog: failed items whose retry is due first, then pending ones.
+# In-flight ones (a poll due, a dead dispatcher's lease run out) are looked for every STALE_CHECK seconds.
+_CLAIM_FAILED = _CLAIM.replace("{due}", "i.state = 'failed'")
+_CLAIM_PENDING = _CLAIM.replace("{due}", "i.state = 'pending'")
 _CLAIM_IN_FLIGHT = _CLAIM.replace("{due}", "i.state = 'in_flight'")
 STALE_CHECK = 5.0
 
@@ -336,7 +338,7 @@ class Dispatcher:
             self._in_flight_checked = float("-inf") if item is not None else now
             if item is not None:
                 return item
-        return self._claim(_CLAIM_WAITING)
+        return self._claim(_CLAIM_FAILED) or self._claim(_CLAIM_PENDING)
 
     def _claim(self, query: str) -> Claimed | None:
         conn = self._connection()
