@@ -3,8 +3,8 @@
 How an item moves (the columns the dispatcher owns: state, attempts, next_attempt_at, last_error, updated_at,
 and marketplace_reference while a change is `Submitted`):
 
-1. Claim, in one short transaction: the oldest due item whose order has no earlier item (lower `sequence`)
-   still unfinished, locked with `FOR UPDATE SKIP LOCKED` so several dispatchers never take the same item.
+1. Claim, in one short transaction: the due item with the earliest `next_attempt_at` (retries first, then new
+   items) whose order has no earlier item (lower `sequence`) still unfinished, locked with `FOR UPDATE SKIP LOCKED` so several dispatchers never take the same item.
    Due means pending or failed with `next_attempt_at` passed, or in flight with `next_attempt_at` passed: a
    claim sets `next_attempt_at` to now + the lease, so an item whose dispatcher died (kill -9 between the
    marketplace call and recording the answer) is taken again once the lease runs out. Re-sending it is safe:
