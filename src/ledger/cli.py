@@ -20,7 +20,7 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from . import audit_cli, cli_bulk
+from . import audit_cli, cli_bulk, sync_cli
 from .aggregates.errors import LedgerError
 from .aggregates.values import (
     CancelReason,
@@ -38,6 +38,7 @@ from .api.schemas import decode_orders
 from .application import Ledger
 from .config import ConfigError, Settings
 from .database import DatabaseUnavailableError, PostgresTarget, check_connection, connect, open_database
+from .integrations.sandbox import cli as sandbox_cli
 from .progress import progress as progress_bar
 from .projections.base import Projection, ProjectionWorker, rebuild
 from .projections.base import status as projection_status
@@ -152,10 +153,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
                 name="projection-workers",
             )
             workers.start()
+        sync: sync_cli.SyncThreads | None = None
         try:
+            sync = sync_cli.start_sync(target, args, out)  # a bad sync setting stops the workers too
             server.run()  # handles SIGINT/SIGTERM itself: returns once the open requests are done
         finally:
             stop.set()
+            if sync is not None:
+                sync.stop()
             if workers is not None:
                 workers.join()
         if not server.started:
@@ -188,7 +193,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         raise UsageError(str(e.args[0])) from None
     stop = _stop_on_signals()
     with open_database(settings) as target:
-        failed = _run_workers(target, projections, args.batch_size, stop, out)
+        sync = sync_cli.start_sync(target, args, out)
+        try:
+            failed = _run_workers(target, projections, args.batch_size, stop, out)
+        finally:
+            if sync is not None:
+                sync.stop()
     out.write("ledger: worker stopped\n")
     return EXIT_FAILED if failed else 0
 
@@ -681,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     krevoke.add_argument("key_id", type=_uuid)
 
     imp = command(sub, "import", cmd_import, "import orders from a JSON file in the API's import shape")
-    imp.add_argument("file", help="path to the JSON file, or - for standard input")
+    imp.add_argument("file", nargs="?", help="path to the JSON file, or - for standard input")
     imp.add_argument("--seller", help="refuse accounts of any other seller")
 
     orders = command(sub, "orders", None, "read and change orders")
@@ -767,6 +777,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     add_finance_commands(sub, command, _uuid)
     # --- web page and bulk shipping ---
     cli_bulk.add_parser(sub, command)
+    # --- marketplaces: import, dispatch, sync ---
+    sync_cli.add_commands(sub, command, imp, serve, worker)
+    # --- sandbox marketplaces ---
+    sandbox_cli.add_command(sub)
     return parser
 
 

@@ -1,0 +1,483 @@
+"""Take due items off the outbound queue, tell the marketplace, record its answer on the order.
+
+How an item moves (the columns the dispatcher owns: state, attempts, next_attempt_at, last_error, updated_at,
+and marketplace_reference while a change is `Submitted`):
+
+1. Claim, in one short transaction: the due item with the earliest `next_attempt_at` (retries first, then new
+   items) whose order has no earlier item (lower `sequence`) still unfinished, locked with `FOR UPDATE SKIP LOCKED` so several dispatchers never take the same item.
+   Due means pending or failed with `next_attempt_at` passed, or in flight with `next_attempt_at` passed: a
+   claim sets `next_attempt_at` to now + the lease, so an item whose dispatcher died (kill -9 between the
+   marketplace call and recording the answer) is taken again once the lease runs out. Re-sending it is safe:
+   every request carries the item's idempotency key, which the adapter maps to the marketplace's own dedupe
+   key (Amazon packageReferenceId, eBay's tracking number...). A claim counts one attempt; attempts are never
+   reset, not even by an operator's retry.
+2. Call the adapter outside any transaction, after taking a token from the marketplace's bucket.
+3. Record the answer as an event (`Ledger.record_sync_outcome`: MarketplaceAcknowledged or
+   MarketplaceRejected), then update the row (succeeded; failed with a retry time; dead). The outbound
+   projection applies the same events; `settle` there never undoes the dispatcher's later change.
+   `Submitted` (an Amazon feed, an eBay refund): the item stays in flight with the marketplace's reference and
+   `next_attempt_at` at the poll time; the claim that follows polls rather than sends.
+
+Retries: exponential backoff from LEDGER_SYNC_BACKOFF, doubled per attempt up to LEDGER_SYNC_BACKOFF_MAX, with
+"equal jitter" (a random point in the upper half), never sooner than the marketplace's Retry-After, which
+also pauses that marketplace's bucket. After LEDGER_SYNC_MAX_ATTEMPTS sends, or on a permanent error, the
+item is dead with the reason in `last_error`; `POST /v1/sync/outbound/{id}/retry` puts it back.
+
+First install over existing history: with LEDGER_SYNC_SINCE set, pending items of changes made before that
+time and untouched since are marked dead with `last_error` "skipped: ..." instead of being sent, and they do
+not hold back the order's later items. An operator's retry sends one anyway. Without the setting, everything
+in the queue is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
+
+from ..aggregates.errors import LedgerError
+from ..aggregates.values import Context, Marketplace, Source, SyncAction
+from ..application import Ledger
+from ..database import DatabaseUnavailableError
+from .base import (
+    Accepted,
+    MarketplaceClient,
+    MarketplaceError,
+    Outcome,
+    PermanentMarketplaceError,
+    Submitted,
+    SyncRequest,
+    TransientMarketplaceError,
+)
+from .registry import ADAPTERS, SyncSettings, client_for
+
+logger = logging.getLogger(__name__)
+
+Connect = Callable[[], psycopg.Connection[TupleRow]]
+ClientFactory = Callable[[Any, SyncSettings], MarketplaceClient]
+ACTOR = "dispatcher"
+SKIPPED = "skipped:"
+
+# Token buckets, (requests per second, burst), per marketplace or per `marketplace.action`, from the published
+# limits of the calls each action makes. Per dispatcher process: N dispatchers may send N times as fast.
+RATE_LIMITS: dict[str, tuple[float, int]] = {
+    # Amazon SP-API, as published in the models (../shared/marketplace-specs/amazon): Orders v0
+    # confirmShipment 2 rps, burst 10; Feeds createFeed 0.0083 rps (one per 2 minutes), burst 15, for
+    # cancellations (order acknowledgement feed) and refunds (adjustment feed).
+    "amazon.ship": (2.0, 10),
+    "amazon": (0.0083, 15),
+    # eBay, Walmart, Rakuten, Jet: their limits are per application or seller and per day or minute, and not
+    # in the specs we hold; these are conservative figures (override with LEDGER_SYNC_RATE_LIMITS).
+    "ebay": (2.5, 10),
+    "walmart": (1.0, 10),
+    "rakuten": (1.0, 5),
+    "jet": (1.0, 5),
+}
+
+
+def bucket_name(marketplace: str, action: str, limits: dict[str, tuple[float, int]]) -> str:
+    specific = f"{marketplace}.{action}"
+    return specific if specific in limits else marketplace
+
+
+class TokenBucket:
+    """`rate` tokens a second up to `burst`; `pause` empties it for a while (a 429's Retry-After)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.updated = clock()
+        self.paused_until = 0.0
+
+    def _refill(self) -> float:
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        return now
+
+    def available(self) -> bool:
+        now = self._refill()
+        return now >= self.paused_until and self.tokens >= 1
+
+    def take(self) -> None:
+        self._refill()
+        self.tokens -= 1
+
+    def pause(self, seconds: float) -> None:
+        now = self._refill()
+        self.paused_until = max(self.paused_until, now + seconds)
+        self.tokens = 0.0
+
+
+def backoff_delay(
+    attempts: int, settings: SyncSettings, retry_after: float | None, rng: random.Random
+) -> float:
+    """Seconds until the next try after `attempts` sends: exponential, jittered, at least Retry-After."""
+    delay = min(settings.sync_backoff_max, settings.sync_backoff * 2 ** max(attempts - 1, 0))
+    jittered = rng.uniform(delay / 2, delay)
+    return max(jittered, retry_after or 0.0)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An item this dispatcher holds: `claimed_at` (its updated_at) fences later writes."""
+
+    id: UUID
+    order_id: UUID
+    account_id: UUID
+    marketplace: str
+    action: str
+    reference: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    attempts: int
+    marketplace_reference: str | None
+    claimed_at: datetime
+
+    def request(self) -> SyncRequest:
+        return SyncRequest(
+            item_id=self.id,
+            order_id=self.order_id,
+            marketplace_order_id=str(self.payload.get("marketplace_order_id", "")),
+            action=self.action,
+            reference=self.reference,
+            idempotency_key=self.idempotency_key,
+            payload=self.payload,
+        )
+
+
+_CLAIM = """
+WITH candidate AS (
+    SELECT i.id FROM outbound_items i
+    WHERE {due} AND i.next_attempt_at <= now()
+      AND i.marketplace <> ALL(%(blocked)s) AND (i.marketplace || '.' || i.action) <> ALL(%(blocked)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM outbound_items e
+          WHERE e.order_id = i.order_id AND e.sequence < i.sequence AND e.state <> 'succeeded'
+            AND NOT (e.state = 'dead' AND e.attempts = 0 AND e.last_error LIKE 'skipped:%%')
+      )
+    ORDER BY i.next_attempt_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbound_items u SET
+    state = 'in_flight',
+    attempts = u.attempts + CASE WHEN u.state = 'in_flight' AND u.marketplace_reference IS NOT NULL
+                                 THEN 0 ELSE 1 END,
+    next_attempt_at = now() + make_interval(secs => %(lease)s),
+    updated_at = now()
+FROM candidate c WHERE u.id = c.id
+RETURNING u.id, u.order_id, u.account_id, u.marketplace, u.action, u.reference, u.idempotency_key,
+          u.payload, u.attempts, u.marketplace_reference, u.updated_at
+"""
+# One state per query, so the scan follows the queue's index on (state, next_attempt_at) and stops at the
+# first item it may take, however long the backlog: failed items whose retry is due first, then pending ones.
+# In-flight ones (a poll due, a dead dispatcher's lease run out) are looked for every STALE_CHECK seconds.
+_CLAIM_FAILED = _CLAIM.replace("{due}", "i.state = 'failed'")
+_CLAIM_PENDING = _CLAIM.replace("{due}", "i.state = 'pending'")
+_CLAIM_IN_FLIGHT = _CLAIM.replace("{due}", "i.state = 'in_flight'")
+STALE_CHECK = 5.0
+
+_FINISH = """
+UPDATE outbound_items SET state = %(state)s, next_attempt_at = now() + make_interval(secs => %(delay)s),
+    last_error = coalesce(%(error)s, last_error), marketplace_reference = %(reference)s, updated_at = now()
+WHERE id = %(id)s AND state = 'in_flight' AND updated_at = %(claimed_at)s
+"""
+
+_SKIP_HISTORIC = """
+UPDATE outbound_items SET state = 'dead', updated_at = now(),
+    last_error = 'skipped: made before LEDGER_SYNC_SINCE (' || %(since)s || '); retry it to send it'
+WHERE state = 'pending' AND attempts = 0 AND created_at < %(since_at)s AND updated_at < %(since_at)s
+"""
+
+
+class Dispatcher:
+    """One dispatcher: a loop over due items. Run several (threads or processes) to go faster."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        connect: Connect,
+        settings: SyncSettings,
+        *,
+        client_factory: ClientFactory = client_for,
+        rng: random.Random | None = None,
+        before_pass: Callable[[], None] | None = None,
+    ) -> None:
+        self.before_pass = before_pass  # e.g. bring the queue up to date when no worker does
+        self.ledger = ledger
+        self.connect = connect
+        self.settings = settings
+        self.client_factory = client_factory
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.limits = RATE_LIMITS | settings.rate_limits
+        self.buckets: dict[str, TokenBucket] = {}
+        self.clients: dict[UUID, MarketplaceClient] = {}
+        self.unconfigured = [m.value for m in Marketplace if not self._configured(m)]
+        self._conn: psycopg.Connection[TupleRow] | None = None
+        self._in_flight_checked = float("-inf")
+        self.stopping = threading.Event()
+        self.error: Exception | None = None
+
+    def _configured(self, marketplace: Marketplace) -> bool:
+        if self.client_factory is not client_for:
+            return True
+        if not self.settings.url_for(marketplace):
+            return False
+        try:
+            __import__(ADAPTERS[marketplace][0])
+        except ImportError:
+            return False
+        return True
+
+    # --------------------------------------------------------------------------------- loop
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Dispatch until stopped, each item to the end (a stop waits for the call in progress)."""
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                sent = self.dispatch_due()
+            except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailableError) as e:
+                logger.warning("dispatcher: database unavailable (%s); retrying", e)
+                self._close_connection()
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            except Exception as e:  # not the marketplace's doing (handle() deals with that): said, then again
+                self.error = e
+                logger.exception("dispatcher: a pass failed; trying again in %ss", backoff)
+                self._close_connection()
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            backoff = 0.5
+            if sent == 0:
+                self.stopping.wait(self.settings.dispatch_interval)
+        self.close()
+
+    def dispatch_due(self, limit: int = 1000) -> int:
+        """Handle due items until none is due (or `limit`, or a stop); how many were handled."""
+        if self.before_pass is not None:
+            self.before_pass()
+        self.skip_historic()
+        handled = 0
+        while handled < limit and not self.stopping.is_set():
+            item = self.claim()
+            if item is None:
+                break
+            self.handle(item)
+            handled += 1
+        return handled
+
+    def close(self) -> None:
+        self._close_connection()
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
+
+    # ------------------------------------------------------------------------------ storage
+
+    def _connection(self) -> psycopg.Connection[TupleRow]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.connect()
+            self._conn.autocommit = True  # each statement, or `transaction()` block, commits on its own
+        return self._conn
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def skip_historic(self) -> int:
+        since = self.settings.sync_since
+        if since is None:
+            return 0
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                cur = conn.execute(_SKIP_HISTORIC, {"since": since.isoformat(), "since_at": since})
+                return cur.rowcount
+        except pg_errors.UndefinedTable:
+            return 0
+
+    def blocked(self) -> list[str]:
+        """Marketplaces, or marketplace.action buckets, not to take items of now."""
+        names = {bucket_name(m.value, a.value, self.limits) for m in Marketplace for a in SyncAction}
+        empty = [name for name in sorted(names) if not self._bucket(name).available()]
+        return self.unconfigured + empty
+
+    def _bucket(self, name: str) -> TokenBucket:
+        if name not in self.buckets:
+            rate, burst = self.limits.get(name, (1.0, 5))
+            self.buckets[name] = TokenBucket(rate, burst)
+        return self.buckets[name]
+
+    def claim(self) -> Claimed | None:
+        now = time.monotonic()
+        if now - self._in_flight_checked >= STALE_CHECK:
+            item = self._claim(_CLAIM_IN_FLIGHT)
+            # Found one: more may be waiting, look again at the next claim; none: not for a while.
+            self._in_flight_checked = float("-inf") if item is not None else now
+            if item is not None:
+                return item
+        return self._claim(_CLAIM_FAILED) or self._claim(_CLAIM_PENDING)
+
+    def _claim(self, query: str) -> Claimed | None:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    query, {"blocked": self.blocked(), "lease": self.settings.sync_lease}
+                ).fetchone()
+        except pg_errors.UndefinedTable:  # the outbound projection has not run yet: no queue, nothing due
+            return None
+        return None if row is None else Claimed(*row)
+
+    def _finish(
+        self,
+        item: Claimed,
+        state: str,
+        *,
+        delay: float = 0.0,
+        error: str | None = None,
+        reference: str | None = None,
+    ) -> bool:
+        conn = self._connection()
+        with conn.transaction():
+            cur = conn.execute(
+                _FINISH,
+                {
+                    "state": state,
+                    "delay": delay,
+                    "error": error,
+                    "reference": reference,
+                    "id": item.id,
+                    "claimed_at": item.claimed_at,
+                },
+            )
+            return cur.rowcount == 1
+
+    # ----------------------------------------------------------------------------- sending
+
+    def handle(self, item: Claimed) -> None:
+        """Send (or poll) one claimed item and record what came of it."""
+        self._bucket(bucket_name(item.marketplace, item.action, self.limits)).take()
+        polling = item.marketplace_reference is not None
+        try:
+            client = self._client(item.account_id)
+        except Exception as e:  # no URL, bad credentials: the marketplace was never reached, so no event
+            self._local_failure(item, f"no client for account {item.account_id}: {e}")
+            return
+        try:
+            if polling:
+                assert item.marketplace_reference is not None
+                outcome: Outcome = client.poll(item.request(), item.marketplace_reference)
+            else:
+                outcome = client.send(item.request())
+        except PermanentMarketplaceError as e:
+            self._rejected(item, e, permanent=True)
+        except TransientMarketplaceError as e:
+            if e.retry_after:
+                self._bucket(bucket_name(item.marketplace, item.action, self.limits)).pause(e.retry_after)
+            if polling:  # the status check failed, not the change: ask again later
+                delay = backoff_delay(1, self.settings, e.retry_after, self.rng)
+                self._finish(
+                    item, "in_flight", delay=delay, error=str(e), reference=item.marketplace_reference
+                )
+                return
+            self._rejected(item, e, permanent=False)
+        except MarketplaceError as e:
+            self._rejected(item, e, permanent=False)
+        except Exception as e:  # an adapter bug: ours, not the marketplace's answer, so no event
+            logger.exception("dispatcher: item %s: the adapter failed", item.id)
+            self._local_failure(item, f"local error: {e}")
+        else:
+            self._answered(item, outcome)
+
+    def _client(self, account_id: UUID) -> MarketplaceClient:
+        client = self.clients.get(account_id)
+        if client is None:
+            client = self.client_factory(self.ledger.get_account(account_id), self.settings)
+            self.clients[account_id] = client
+        return client
+
+    def _answered(self, item: Claimed, outcome: Outcome) -> None:
+        if isinstance(outcome, Submitted):
+            logger.info("dispatcher: %s %s of order %s submitted as %s", item.action, item.reference,
+                        item.order_id, outcome.marketplace_reference)  # fmt: skip
+            self._finish(
+                item, "in_flight", delay=outcome.poll_after_seconds, reference=outcome.marketplace_reference
+            )
+            return
+        assert isinstance(outcome, Accepted)
+        self._record(item, accepted=True, marketplace_reference=outcome.marketplace_reference)
+        self._finish(item, "succeeded", reference=outcome.marketplace_reference)
+        logger.info("dispatcher: %s %s of order %s accepted", item.action, item.reference, item.order_id)
+
+    def _rejected(self, item: Claimed, error: MarketplaceError, *, permanent: bool) -> None:
+        self._record(item, accepted=False, error_code=error.code, message=error.message, permanent=permanent)
+        reason = f"{error.code}: {error.message}"
+        if permanent:
+            self._finish(item, "dead", error=reason)
+        elif item.attempts >= self.settings.sync_max_attempts:
+            self._finish(item, "dead", error=f"gave up after {item.attempts} attempts: {reason}")
+        else:
+            retry_after = error.retry_after if isinstance(error, TransientMarketplaceError) else None
+            delay = backoff_delay(item.attempts, self.settings, retry_after, self.rng)
+            self._finish(item, "failed", delay=delay, error=reason)
+        logger.info("dispatcher: %s %s of order %s rejected (%s)", item.action, item.reference,
+                    item.order_id, reason)  # fmt: skip
+
+    def _local_failure(self, item: Claimed, reason: str) -> None:
+        """The marketplace said nothing (we never reached it): failed and retried, or dead, without an event."""
+        if item.attempts >= self.settings.sync_max_attempts:
+            self._finish(item, "dead", error=f"gave up after {item.attempts} attempts: {reason}")
+        else:
+            delay = backoff_delay(item.attempts, self.settings, None, self.rng)
+            self._finish(item, "failed", delay=delay, error=reason, reference=item.marketplace_reference)
+
+    def _record(self, item: Claimed, **outcome: Any) -> None:
+        """The marketplace's answer as an event on the order (its history says what each was told)."""
+        ctx = Context(actor=ACTOR, source=Source.SYSTEM)
+        try:
+            self.ledger.record_sync_outcome(
+                ctx, item.order_id, action=SyncAction(item.action), reference=item.reference, **outcome
+            )
+        except LedgerError as e:  # cannot happen for an item the projection made; keep going if it does
+            logger.error("dispatcher: cannot record the answer about item %s: %s", item.id, e)
+
+
+# ------------------------------------------------------------------------------ operator tools
+
+
+def replay_order(conn: psycopg.Connection[TupleRow], order_id: UUID) -> int:
+    """Put every item of the order that is not in flight back in the queue, due now, with the same keys.
+
+    The marketplace dedupes by those keys, so what it has is not applied twice; what it lost is applied again.
+    Attempts are kept. Returns how many items were put back.
+    """
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE outbound_items SET state = 'pending', next_attempt_at = now(), updated_at = now(),"
+            " marketplace_reference = NULL WHERE order_id = %s AND state <> 'in_flight'",
+            (order_id,),
+        )
+        return cur.rowcount

@@ -1,0 +1,426 @@
+"""Pull new and changed orders from each marketplace account into the ledger, once and only once.
+
+A round, per account: ask the marketplace for orders updated after the account's cursor (less
+LEDGER_IMPORT_OVERLAP, for marketplaces' clocks and their indexing lag), page through, and for each order:
+import it (`Ledger.import_order` is idempotent: the order id is a uuid5 of the marketplace's id, and a re-sent
+order changes nothing or records that it was paid), turn the facts the marketplace reports into commands
+(payment cleared, a buyer's cancellation, disputes opened and closed), each under an idempotency key made
+from the marketplace's own ids so a re-delivered fact changes nothing, then acknowledge the order where the
+marketplace expects it. Orders of accounts with `fulfillment_managed = false` import as Third Party Managed
+(the ledger decides that from the account) and are never acknowledged: someone else fulfils them.
+
+The cursor (`integration_cursors`) only moves past orders that are stored: after a page when the pages so far
+came in time order, otherwise at the end of the round. A crash between pages re-imports, never skips. An order
+the ledger refuses (bad data, a conflicting re-import) is reported and logged, and does not hold the cursor:
+it is asked for again when the marketplace changes it.
+
+Accounts are found in the event log (MarketplaceAccount.Registered), read incrementally from the last position
+seen, so a round costs nothing more as the log grows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.utils import get_topic
+from psycopg.rows import TupleRow
+
+from ..aggregates.account import MarketplaceAccount
+from ..aggregates.errors import DisputeAlreadyClosedError, LedgerError, NothingToCancelError
+from ..aggregates.values import CancelReason, Context, Marketplace, Requester, Source
+from ..application import Ledger
+from ..database import DatabaseUnavailableError
+from ..projections.outbound import OUTBOUND
+from ..queries import AccountDetails
+from .base import (
+    BuyerCancelled,
+    DisputeClosedRemotely,
+    DisputeOpenedRemotely,
+    MarketplaceClient,
+    MarketplaceError,
+    MarketplaceFact,
+    PaymentCleared,
+    PermanentMarketplaceError,
+    RemoteOrder,
+)
+from .registry import MarketplaceNotConfiguredError, SyncSettings, client_for
+
+logger = logging.getLogger(__name__)
+
+Connect = Callable[[], psycopg.Connection[TupleRow]]
+ClientFactory = Callable[[Any, SyncSettings], MarketplaceClient]
+ACTOR = "importer"
+_REGISTERED = get_topic(MarketplaceAccount.Registered)  # type: ignore[attr-defined]
+_DDL_LOCK = zlib.crc32(b"ledger-integrations:ddl") & 0x7FFFFFFF
+
+DDL = """
+CREATE TABLE IF NOT EXISTS integration_cursors (
+    account_id uuid PRIMARY KEY, marketplace text NOT NULL, updated_after timestamptz NOT NULL,
+    last_round_at timestamptz, last_error text, updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS integration_accounts (
+    account_id uuid PRIMARY KEY, marketplace text NOT NULL, registered_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS integration_orders (
+    account_id uuid NOT NULL, marketplace_order_id text NOT NULL, order_id uuid NOT NULL,
+    remote_updated_at timestamptz NOT NULL, imported_at timestamptz NOT NULL DEFAULT now(),
+    acknowledged_at timestamptz, PRIMARY KEY (account_id, marketplace_order_id)
+);
+CREATE INDEX IF NOT EXISTS integration_orders_recent ON integration_orders (account_id, remote_updated_at DESC);
+CREATE TABLE IF NOT EXISTS integration_state (name text PRIMARY KEY, position bigint NOT NULL);
+"""
+
+
+def ensure_tables(conn: psycopg.Connection[TupleRow]) -> None:
+    """Create the importer's tables once (processes starting together wait on one lock)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+        conn.execute(DDL)
+
+
+@dataclass
+class AccountReport:
+    """What one round did for one account."""
+
+    account_id: UUID
+    marketplace: str
+    pages: int = 0
+    orders: int = 0
+    created: int = 0
+    updated: int = 0
+    facts: int = 0
+    acknowledged: int = 0
+    refused: list[dict[str, str]] = field(default_factory=list)
+    new_orders: list[dict[str, str]] = field(default_factory=list)  # marketplace_order_id, order_id
+    error: str | None = None
+    cursor: datetime | None = None
+
+
+def fact_key(marketplace: str, marketplace_order_id: str, fact: MarketplaceFact) -> str:
+    """An idempotency key for a fact, from the marketplace's own ids: a re-delivery replays, never repeats."""
+    base = f"mp:{marketplace}:{marketplace_order_id}"
+    if isinstance(fact, PaymentCleared):
+        return f"{base}:payment"
+    if isinstance(fact, BuyerCancelled):
+        lines = "all" if fact.lines is None else ",".join(f"{q.line_id}x{q.quantity}" for q in fact.lines)
+        # Not the time: marketplaces restamp it as the order changes (Amazon reports its LastUpdateDate).
+        return f"{base}:buyer-cancel:{lines}"
+    if isinstance(fact, DisputeOpenedRemotely):
+        return f"{base}:dispute-open:{fact.marketplace_dispute_id}"
+    return f"{base}:dispute-close:{fact.marketplace_dispute_id}"
+
+
+class Importer:
+    """Import rounds over every account (or one), on demand or on a schedule."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        connect: Connect,
+        settings: SyncSettings,
+        *,
+        client_factory: ClientFactory = client_for,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ledger = ledger
+        self.connect = connect
+        self.settings = settings
+        self.client_factory = client_factory
+        self.clock = clock
+        self.stopping = threading.Event()
+        self.error: Exception | None = None
+        self._ready = False
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        """A round now, then every LEDGER_IMPORT_INTERVAL, until stopped (between two orders at the latest)."""
+        while not self.stopping.is_set():
+            try:
+                for report in self.run_round():
+                    _log(report)
+            except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailableError) as e:
+                logger.warning("importer: database unavailable (%s); next round in a while", e)
+            except Exception as e:  # a bug in one round must not end imports for good: said, then next round
+                self.error = e
+                logger.exception("importer: the round failed")
+            self.stopping.wait(self.settings.import_interval)
+
+    # ------------------------------------------------------------------------------- rounds
+
+    def run_round(self, account_id: UUID | None = None) -> list[AccountReport]:
+        with self.connect() as conn:
+            conn.autocommit = True  # each statement, or `transaction()` block, commits on its own
+            if not self._ready:
+                ensure_tables(conn)
+                self._ready = True
+            if account_id is not None:
+                accounts = [self.ledger.get_account(account_id)]
+            else:
+                accounts = [self.ledger.get_account(a) for a in self.discover_accounts(conn)]
+            reports = []
+            for account in accounts:
+                if self.stopping.is_set():
+                    break
+                reports.append(self.import_account(conn, account))
+        return reports
+
+    def discover_accounts(self, conn: psycopg.Connection[TupleRow]) -> list[UUID]:
+        """Every registered account: those seen before, and those registered since (read from the log)."""
+        row = conn.execute("SELECT position FROM integration_state WHERE name = 'accounts'").fetchone()
+        position = int(row[0]) if row else 0
+        while True:
+            notifications = self.ledger.recorder.select_notifications(
+                start=position, limit=500, topics=[_REGISTERED], inclusive_of_start=False
+            )
+            if not notifications:
+                break
+            with conn.transaction():
+                for n in notifications:
+                    event: Any = self.ledger.mapper.to_domain_event(n)
+                    conn.execute(
+                        "INSERT INTO integration_accounts (account_id, marketplace, registered_at)"
+                        " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        (n.originator_id, event.marketplace, event.timestamp),
+                    )
+                position = notifications[-1].id
+                conn.execute(
+                    "INSERT INTO integration_state (name, position) VALUES ('accounts', %s)"
+                    " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
+                    (position,),
+                )
+        rows = conn.execute("SELECT account_id FROM integration_accounts ORDER BY registered_at").fetchall()
+        return [r[0] for r in rows]
+
+    def import_account(self, conn: psycopg.Connection[TupleRow], account: AccountDetails) -> AccountReport:
+        """One account's round, unless another process is importing it right now (then it is skipped)."""
+        report = AccountReport(account.account_id, account.marketplace)
+        key = zlib.crc32(f"ledger-import:{account.account_id}".encode()) & 0x7FFFFFFF
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not (got and got[0]):
+            report.error = "skipped: another process is importing this account"
+            return report
+        try:
+            return self._import_account(conn, account, report)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def _import_account(
+        self, conn: psycopg.Connection[TupleRow], account: AccountDetails, report: AccountReport
+    ) -> AccountReport:
+        try:
+            client = self.client_factory(account, self.settings)
+        except (MarketplaceNotConfiguredError, MarketplaceError) as e:  # no URL, or bad credentials
+            report.error = f"{e.code}: {e.message}"
+            return report
+        try:
+            self._pages(conn, account, client, report)
+        except MarketplaceError as e:
+            report.error = f"{e.code}: {e.message}"
+        finally:
+            client.close()
+        with conn.transaction():
+            conn.execute(
+                "UPDATE integration_cursors SET last_round_at = now(), last_error = %s WHERE account_id = %s",
+                (report.error, account.account_id),
+            )
+        return report
+
+    def _pages(
+        self, conn: psycopg.Connection[TupleRow], account: AccountDetails, client: MarketplaceClient,
+        report: AccountReport,
+    ) -> None:  # fmt: skip
+        cursor = self._cursor(conn, account)
+        since = cursor - timedelta(seconds=self.settings.import_overlap)
+        newest, in_order, previous = cursor, True, None
+        page: str | None = None
+        while not self.stopping.is_set():
+            result = client.list_orders(since, page)
+            report.pages += 1
+            for remote in result.orders:
+                if self.stopping.is_set():
+                    return  # between two orders; the cursor stays before this page
+                self._store(conn, account, client, remote, report)
+                if previous is not None and remote.updated_at < previous:
+                    in_order = False
+                previous = remote.updated_at
+                newest = max(newest, remote.updated_at)
+            if in_order or result.next_page is None:
+                self._advance(conn, account, newest)  # every order up to here is stored
+                report.cursor = newest
+            if result.next_page is None:
+                return
+            page = result.next_page
+
+    def _cursor(self, conn: psycopg.Connection[TupleRow], account: AccountDetails) -> datetime:
+        row = conn.execute(
+            "SELECT updated_after FROM integration_cursors WHERE account_id = %s", (account.account_id,)
+        ).fetchone()
+        if row is not None:
+            return row[0]  # type: ignore[no-any-return]
+        start = self.clock() - timedelta(seconds=self.settings.import_lookback)
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO integration_cursors (account_id, marketplace, updated_after) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (account.account_id, account.marketplace, start),
+            )
+        return start
+
+    def _advance(self, conn: psycopg.Connection[TupleRow], account: AccountDetails, to: datetime) -> None:
+        with conn.transaction():
+            conn.execute(
+                "UPDATE integration_cursors SET updated_after = greatest(updated_after, %s), updated_at = now()"
+                " WHERE account_id = %s",
+                (to, account.account_id),
+            )
+
+    # ------------------------------------------------------------------------------ one order
+
+    def _store(
+        self, conn: psycopg.Connection[TupleRow], account: AccountDetails, client: MarketplaceClient,
+        remote: RemoteOrder, report: AccountReport,
+    ) -> None:  # fmt: skip
+        moid = remote.order.marketplace_order_id
+        report.orders += 1
+        ctx = Context(
+            actor=f"{ACTOR}:{account.marketplace}", source=Source.MARKETPLACE, effective_at=remote.updated_at
+        )
+        try:
+            result = self.ledger.import_order(ctx, account.account_id, remote.order)
+        except LedgerError as e:
+            report.refused.append({"marketplace_order_id": moid, "code": e.code, "message": e.message})
+            logger.warning(
+                "importer: %s order %s refused: %s: %s", account.marketplace, moid, e.code, e.message
+            )
+            return
+        if result.created:
+            report.created += 1
+            report.new_orders.append({"marketplace_order_id": moid, "order_id": str(result.order_id)})
+        elif result.events:
+            report.updated += 1
+        for fact in remote.facts:
+            if self._fact(account, result.order_id, moid, fact, report):
+                report.facts += 1
+        with conn.transaction():
+            row = conn.execute(
+                "INSERT INTO integration_orders (account_id, marketplace_order_id, order_id, remote_updated_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (account_id, marketplace_order_id) DO UPDATE"
+                " SET remote_updated_at = greatest(integration_orders.remote_updated_at, EXCLUDED.remote_updated_at)"
+                " RETURNING acknowledged_at",
+                (account.account_id, moid, result.order_id, remote.updated_at),
+            ).fetchone()
+        if (
+            remote.needs_acknowledgement
+            and account.fulfillment_managed
+            # Walmart's acknowledgements go through the outbound queue, so they are on the order's record.
+            and not OUTBOUND[Marketplace(account.marketplace)].acknowledges_orders
+            and row is not None
+            and row[0] is None
+        ):
+            try:
+                client.acknowledge(moid)
+            except PermanentMarketplaceError as e:  # reported; a transient error ends the round instead
+                report.refused.append(
+                    {"marketplace_order_id": moid, "code": e.code, "message": f"acknowledgement: {e.message}"}
+                )
+                return
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE integration_orders SET acknowledged_at = now()"
+                    " WHERE account_id = %s AND marketplace_order_id = %s",
+                    (account.account_id, moid),
+                )
+            report.acknowledged += 1
+
+    def _fact(
+        self, account: AccountDetails, order_id: UUID, moid: str, fact: MarketplaceFact, report: AccountReport
+    ) -> bool:
+        """Record one fact the marketplace reports; whether anything new was recorded."""
+        key = fact_key(account.marketplace, moid, fact)
+        actor = f"{ACTOR}:{account.marketplace}"
+        try:
+            if isinstance(fact, PaymentCleared):
+                ctx = Context(
+                    actor=actor, source=Source.MARKETPLACE, idempotency_key=key, effective_at=fact.paid_at
+                )
+                result = self.ledger.record_payment(ctx, order_id, paid_at=fact.paid_at)
+            elif isinstance(fact, BuyerCancelled):
+                ctx = Context(
+                    actor=actor,
+                    source=Source.MARKETPLACE,
+                    idempotency_key=key,
+                    effective_at=fact.requested_at,
+                )
+                result = self.ledger.cancel(
+                    ctx, order_id, reason=CancelReason.BUYER_CANCELLED, lines=fact.lines,
+                    requested_by=Requester.MARKETPLACE,
+                )  # fmt: skip
+            elif isinstance(fact, DisputeOpenedRemotely):
+                ctx = Context(
+                    actor=actor, source=Source.MARKETPLACE, idempotency_key=key, effective_at=fact.opened_at
+                )
+                result = self.ledger.open_dispute(
+                    ctx, order_id, reason=fact.reason, marketplace_dispute_id=fact.marketplace_dispute_id
+                )
+            else:
+                ctx = Context(
+                    actor=actor, source=Source.MARKETPLACE, idempotency_key=key, effective_at=fact.closed_at
+                )
+                dispute_id = self._dispute_id(order_id, fact)
+                if dispute_id is None:
+                    raise _UnknownDispute(fact.marketplace_dispute_id)
+                result = self.ledger.close_dispute(ctx, order_id, dispute_id=dispute_id, outcome=fact.outcome)
+        except (NothingToCancelError, DisputeAlreadyClosedError):
+            return False  # the ledger has it already (e.g. cancelled by the seller first): nothing to record
+        except LedgerError as e:
+            report.refused.append({"marketplace_order_id": moid, "code": e.code, "message": e.message})
+            logger.warning("importer: %s order %s: %s refused: %s", account.marketplace, moid, type(fact).__name__,
+                           e.message)  # fmt: skip
+            return False
+        return bool(result.events) and not result.replayed
+
+    def _dispute_id(self, order_id: UUID, fact: DisputeClosedRemotely) -> UUID | None:
+        """The ledger's dispute the marketplace's id names: a buyer's dispute by its marketplace id, or a
+        seller's cancellation dispute by the reference the marketplace gave its cancel request (eBay cancelId)."""
+        order = self.ledger.get_order(order_id)
+        for dispute in order.disputes:
+            if dispute.marketplace_dispute_id == fact.marketplace_dispute_id:
+                return dispute.dispute_id
+        for outcome in order.sync:
+            if (
+                outcome.accepted
+                and outcome.action == "cancel"
+                and (outcome.marketplace_reference == fact.marketplace_dispute_id)
+            ):
+                for dispute in order.disputes:
+                    if str(dispute.dispute_id) == outcome.reference:
+                        return dispute.dispute_id
+        return None
+
+
+def _log(r: AccountReport) -> None:
+    """One line per account of a scheduled round that did something or failed (a quiet round says nothing)."""
+    if r.error:
+        logger.warning("importer: %s account %s: %s", r.marketplace, r.account_id, r.error)
+    if r.created or r.updated or r.facts or r.refused:
+        logger.info("importer: %s account %s: %d new, %d updated, %d facts, %d refused", r.marketplace,
+                    r.account_id, r.created, r.updated, r.facts, len(r.refused))  # fmt: skip
+
+
+class _UnknownDispute(LedgerError):
+    code = "dispute-not-found"
+
+    def __init__(self, marketplace_dispute_id: str) -> None:
+        super().__init__(
+            f"the marketplace closed dispute {marketplace_dispute_id}, which the ledger never opened"
+        )

@@ -1,0 +1,202 @@
+"""Which adapter speaks for a marketplace account, where it reaches the marketplace, and as whom.
+
+Settings (all optional; see README, "Marketplaces: sandbox, import and sync"):
+
+- `LEDGER_MARKETPLACE_URL`: one base URL for every account, e.g. the sandbox `http://127.0.0.1:8700`.
+- `LEDGER_AMAZON_URL`, `LEDGER_EBAY_URL`, `LEDGER_WALMART_URL`, `LEDGER_RAKUTEN_URL`, `LEDGER_JET_URL`: a base
+  URL for one marketplace's accounts, overriding `LEDGER_MARKETPLACE_URL`.
+- `LEDGER_MARKETPLACE_CREDENTIALS`: the path of a JSON file of credentials, an object keyed by account id
+  (a marketplace name as key gives the default for that marketplace's accounts), each value an object of
+  strings the adapter knows (`{"<account id>": {"client_id": "...", "refresh_token": "..."}}`). The file
+  is read when a client is made; its content is never printed, logged or kept in `SyncSettings`.
+- `LEDGER_MARKETPLACE_TIMEOUT`: seconds an adapter waits for one marketplace response (default 10).
+
+The import and dispatch settings live here too so that one object, read once at start-up, is handed down.
+Durations are seconds, or a number with a unit: `90s`, `15m`, `2h`, `30d`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..aggregates.errors import LedgerError
+from ..aggregates.values import Marketplace
+from ..config import ConfigError
+from .base import Endpoint, MarketplaceClient
+
+# marketplace -> (module, class) of its adapter; imported when first asked for.
+ADAPTERS: dict[Marketplace, tuple[str, str]] = {
+    Marketplace.AMAZON: ("ledger.integrations.amazon", "AmazonClient"),
+    Marketplace.EBAY: ("ledger.integrations.ebay", "EbayClient"),
+    Marketplace.WALMART: ("ledger.integrations.walmart", "WalmartClient"),
+    Marketplace.RAKUTEN: ("ledger.integrations.rakuten", "RakutenClient"),
+    Marketplace.JET: ("ledger.integrations.jet", "JetClient"),
+}
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# "amazon.ship=2/10": bucket name = rate per second / burst
+_RATE = re.compile(r"([a-z_.]+)=(\d+(?:\.\d+)?)/(\d+)")
+
+
+class MarketplaceNotConfiguredError(LedgerError):
+    """No URL is set for the account's marketplace, or its adapter is not installed."""
+
+    code = "marketplace-not-configured"
+
+
+class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What the importer and the dispatcher read from the environment (never credentials themselves)."""
+
+    marketplace_url: str | None = None
+    """LEDGER_MARKETPLACE_URL"""
+    marketplace_urls: dict[str, str] = msgspec.field(default_factory=dict)
+    """LEDGER_<MARKETPLACE>_URL, by marketplace name"""
+    credentials_file: Path | None = None
+    """LEDGER_MARKETPLACE_CREDENTIALS"""
+    timeout_seconds: float = 10.0
+    """LEDGER_MARKETPLACE_TIMEOUT"""
+    import_interval: float = 900.0
+    """LEDGER_IMPORT_INTERVAL: time between two import rounds of the scheduled importer (15 minutes)"""
+    import_overlap: float = 300.0
+    """LEDGER_IMPORT_OVERLAP: how far before its cursor a round asks again (marketplaces' clocks and lag)"""
+    import_lookback: float = 30 * 86400.0
+    """LEDGER_IMPORT_LOOKBACK: how far back the first round of a new account looks"""
+    sync_max_attempts: int = 8
+    """LEDGER_SYNC_MAX_ATTEMPTS: sends of one item before it is dead"""
+    sync_lease: float = 300.0
+    """LEDGER_SYNC_LEASE: an in-flight item not updated for this long is taken again (its dispatcher died)"""
+    sync_backoff: float = 5.0
+    """LEDGER_SYNC_BACKOFF: the first retry delay; doubled per attempt, with jitter"""
+    sync_backoff_max: float = 3600.0
+    """LEDGER_SYNC_BACKOFF_MAX: the longest retry delay"""
+    dispatch_interval: float = 1.0
+    """LEDGER_DISPATCH_INTERVAL: how often an idle dispatcher looks for due items"""
+    sync_since: datetime | None = None
+    """LEDGER_SYNC_SINCE: items of changes made before this time are never sent (first install)"""
+    rate_limits: dict[str, tuple[float, int]] = msgspec.field(default_factory=dict)
+    """LEDGER_SYNC_RATE_LIMITS: overrides of the token buckets, `amazon.ship=2/10,walmart=5/10`"""
+
+    def __post_init__(self) -> None:
+        if self.sync_max_attempts < 1:
+            raise ConfigError(f"LEDGER_SYNC_MAX_ATTEMPTS must be at least 1, got {self.sync_max_attempts}")
+        if self.sync_since is not None and self.sync_since.tzinfo is None:
+            raise ConfigError("LEDGER_SYNC_SINCE needs a time zone, e.g. 2026-11-20T00:00:00Z")
+
+    def url_for(self, marketplace: Marketplace) -> str | None:
+        return self.marketplace_urls.get(marketplace.value) or self.marketplace_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SyncSettings:
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            return source.get(name, "").strip() or None
+
+        def duration(name: str, default: float) -> float:
+            raw = get(name)
+            return default if raw is None else parse_duration(raw, name)
+
+        urls = {m.value: url for m in Marketplace if (url := get(f"LEDGER_{m.value.upper()}_URL"))}
+        credentials = get("LEDGER_MARKETPLACE_CREDENTIALS")
+        attempts = get("LEDGER_SYNC_MAX_ATTEMPTS")
+        since = get("LEDGER_SYNC_SINCE")
+        try:
+            max_attempts = int(attempts) if attempts else 8
+        except ValueError:
+            raise ConfigError(f"LEDGER_SYNC_MAX_ATTEMPTS={attempts!r} is not a whole number") from None
+        try:
+            since_at = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+        except ValueError:
+            raise ConfigError(f"LEDGER_SYNC_SINCE={since!r} is not an ISO 8601 time") from None
+        return cls(
+            marketplace_url=get("LEDGER_MARKETPLACE_URL"),
+            marketplace_urls=urls,
+            credentials_file=Path(credentials).expanduser() if credentials else None,
+            timeout_seconds=duration("LEDGER_MARKETPLACE_TIMEOUT", 10.0),
+            import_interval=duration("LEDGER_IMPORT_INTERVAL", 900.0),
+            import_overlap=duration("LEDGER_IMPORT_OVERLAP", 300.0),
+            import_lookback=duration("LEDGER_IMPORT_LOOKBACK", 30 * 86400.0),
+            sync_max_attempts=max_attempts,
+            sync_lease=duration("LEDGER_SYNC_LEASE", 300.0),
+            sync_backoff=duration("LEDGER_SYNC_BACKOFF", 5.0),
+            sync_backoff_max=duration("LEDGER_SYNC_BACKOFF_MAX", 3600.0),
+            dispatch_interval=duration("LEDGER_DISPATCH_INTERVAL", 1.0),
+            sync_since=since_at,
+            rate_limits=parse_rate_limits(get("LEDGER_SYNC_RATE_LIMITS") or ""),
+        )
+
+
+def parse_duration(text: str, name: str) -> float:
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ConfigError(f"{name}={text!r} is not a duration: use seconds, or e.g. 90s, 15m, 2h, 30d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_rate_limits(text: str) -> dict[str, tuple[float, int]]:
+    limits: dict[str, tuple[float, int]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = _RATE.fullmatch(part)
+        if match is None or float(match.group(2)) <= 0 or int(match.group(3)) < 1:
+            msg = f"LEDGER_SYNC_RATE_LIMITS: {part!r} is not BUCKET=RATE/BURST, e.g. amazon.ship=2/10"
+            raise ConfigError(msg)
+        limits[match.group(1)] = (float(match.group(2)), int(match.group(3)))
+    return limits
+
+
+def load_credentials(settings: SyncSettings, account_id: str, marketplace: Marketplace) -> dict[str, str]:
+    """The account's credentials from LEDGER_MARKETPLACE_CREDENTIALS (none when unset); read each time."""
+    if settings.credentials_file is None:
+        return {}
+    try:
+        data: Any = json.loads(settings.credentials_file.read_text())
+    except OSError as e:
+        raise ConfigError(f"LEDGER_MARKETPLACE_CREDENTIALS: cannot read the file: {e.strerror}") from None
+    except ValueError:
+        raise ConfigError("LEDGER_MARKETPLACE_CREDENTIALS: the file is not JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigError("LEDGER_MARKETPLACE_CREDENTIALS: the file must hold an object keyed by account id")
+    entry = data.get(account_id, data.get(marketplace.value, {}))
+    if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+        raise ConfigError(
+            f"LEDGER_MARKETPLACE_CREDENTIALS: the entry of {account_id} must map names to strings"
+        )
+    return {str(k): v for k, v in entry.items()}
+
+
+def endpoint_for(account_id: str, marketplace: Marketplace, settings: SyncSettings) -> Endpoint:
+    url = settings.url_for(marketplace)
+    if not url:
+        msg = (
+            f"no URL for {marketplace.value}: set LEDGER_MARKETPLACE_URL "
+            f"or LEDGER_{marketplace.value.upper()}_URL"
+        )
+        raise MarketplaceNotConfiguredError(msg)
+    return Endpoint(
+        base_url=url.rstrip("/"),
+        credentials=load_credentials(settings, account_id, marketplace),
+        timeout_seconds=settings.timeout_seconds,
+    )
+
+
+def client_for(account: Any, settings: SyncSettings) -> MarketplaceClient:
+    """The adapter for `account` (anything with `account_id` and `marketplace`, e.g. AccountDetails)."""
+    marketplace = Marketplace(account.marketplace)
+    module_name, class_name = ADAPTERS[marketplace]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise MarketplaceNotConfiguredError(f"no adapter for {marketplace.value} is installed") from None
+    cls = getattr(module, class_name)
+    client: MarketplaceClient = cls(endpoint_for(str(account.account_id), marketplace, settings))
+    return client

@@ -1,0 +1,109 @@
+"""What the Walmart, Rakuten and Jet modules share: one way to serve a call, strictly.
+
+These marketplaces have no spec file here, so each module declares the request shapes it accepts as msgspec
+Structs with `forbid_unknown_fields` (and `Literal`s for codes): a field our adapter misspells, a code the
+marketplace does not know, or a missing field is a schema violation, recorded on the state and answered with
+the marketplace's 400, so an adapter that sends a wrong shape fails a test. `serve` runs a call: the fault
+the framework may fire first, the seller's credential, then the module's work under the state's lock; the work
+refuses a request by raising `Refusal` (a business rule: nothing is applied) or `Invalid` (a wrong shape).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Response
+
+from .app import Sandbox, sandbox_of
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+class Refusal(Exception):
+    """The marketplace refuses the call (status, its error code, a message); nothing is applied."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Invalid(Exception):
+    """The request's shape is not what the marketplace accepts: a schema violation."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def strict(body: bytes, kind: type[T]) -> T:
+    """`body` as `kind` (a Struct that forbids unknown fields), or Invalid saying why not."""
+    try:
+        return msgspec.json.decode(body or b"null", type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Invalid([str(exc)]) from None
+
+
+def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response[Any]:
+    """JSON with Decimals written as numbers, exactly (as these marketplaces write amounts)."""
+    return Response(
+        content=_encoder.encode(content),
+        status_code=status,
+        media_type="application/json",
+        headers=dict(headers or {}),
+    )
+
+
+Work = Callable[[Sandbox, str, bytes], Response[Any]]
+
+
+async def serve(
+    request: Request[Any, Any, Any],
+    marketplace: str,
+    operation: str,
+    account_of: Callable[[Request[Any, Any, Any]], str | None],
+    error: Callable[[int, str, str], Response[Any]],
+    work: Work,
+) -> Response[Any]:
+    """One marketplace call: a fault, or the account's work under the lock (see the module docstring)."""
+    sandbox = sandbox_of(request)
+    early = await sandbox.begin(request, marketplace, operation)
+    if early is not None:
+        return early
+    account = account_of(request)
+    if not account:
+        return error(401, "UNAUTHORIZED", "missing or malformed credentials")
+    body = await request.body()
+    try:
+        with sandbox.state.lock:
+            return work(sandbox, account, body)
+    except Refusal as refusal:
+        return error(refusal.status, refusal.code, refusal.message)
+    except Invalid as invalid:
+        refused = sandbox.refuse(request, marketplace, operation, invalid.errors)
+        assert refused is not None
+        return refused
+
+
+def int_param(request: Request[Any, Any, Any], name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid([f"query parameter {name!r}: {raw!r} is not an integer"]) from None
+    if not low <= value <= high:
+        raise Invalid([f"query parameter {name!r}: {value} is not between {low} and {high}"])
+    return value
+
+
+def known_params(request: Request[Any, Any, Any], names: set[str]) -> None:
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        raise Invalid([f"unknown query parameter {name!r}" for name in unknown])

@@ -1,0 +1,196 @@
+"""Walmart, Rakuten and Jet end to end: the importer brings the sandbox's orders into the ledger on PostgreSQL,
+the outbound queue and the dispatcher take the seller's changes back, and the sandbox ends up holding them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from order_scenarios import catch_up
+from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
+
+from ledger import database
+from ledger.aggregates.values import (
+    CancelReason,
+    Carrier,
+    Context,
+    Marketplace,
+    RefundReason,
+    RefundRequestLine,
+    Source,
+)
+from ledger.application import Ledger
+from ledger.database import PostgresTarget
+from ledger.integrations.base import SyncRequest
+from ledger.integrations.dispatcher import Dispatcher
+from ledger.integrations.importer import Importer
+from ledger.integrations.registry import SyncSettings, client_for
+from ledger.projections.outbound import OutboundProjection
+from ledger.sync_cli import compare
+
+pytestmark = pytest.mark.postgres
+CTX = Context(actor="test", source=Source.API)
+UPS_TRACKING = "1Z999AA10123456784"
+
+
+def credentials(marketplace: Marketplace, token: str) -> dict[str, str]:
+    """What each adapter reads from the credentials file; the sandbox knows the seller by `token`."""
+    if marketplace is Marketplace.RAKUTEN:
+        return {"service_secret": "SP-secret", "license_key": token}
+    if marketplace is Marketplace.JET:
+        return {"token": token}
+    return {"access_token": token}
+
+
+class Flow:
+    """One seller's account on one marketplace, its sandbox token, and the importer and dispatcher for it."""
+
+    def __init__(
+        self, app: Ledger, target: PostgresTarget, sandbox: Sandbox, tmp: Path, mp: Marketplace
+    ) -> None:
+        self.app, self.sandbox, self.marketplace = app, sandbox, mp
+        self.connect = lambda: database.connect(target)
+        self.account = app.register_account(
+            CTX, seller=f"sync-{uuid4().hex[:8]}", marketplace=mp, name="main"
+        )
+        self.token = sandbox.new_account()
+        path = tmp / f"credentials-{mp.value}.json"
+        path.write_text(json.dumps({str(self.account.account_id): credentials(mp, self.token)}))
+        self.settings = SyncSettings(marketplace_url=sandbox.url, credentials_file=path, import_overlap=60)
+
+    def import_round(self) -> None:
+        (report,) = Importer(self.app, self.connect, self.settings).run_round(self.account.account_id)
+        assert report.refused == []
+
+    def dispatch(self) -> None:
+        catch_up(OutboundProjection(), self.connect, self.app, 500)
+        dispatcher = Dispatcher(self.app, self.connect, self.settings, client_factory=client_for)
+        try:
+            dispatcher.dispatch_due()
+        finally:
+            dispatcher.close()
+
+    def order_id(self, marketplace_order_id: str) -> UUID:
+        return self.app.find_order(self.account.seller, self.marketplace, marketplace_order_id).order_id
+
+    def remote(self, marketplace_order_id: str) -> dict[str, Any]:
+        return self.sandbox.order(self.marketplace.value, self.token, marketplace_order_id)
+
+    def differences(self, marketplace_order_id: str) -> list[tuple[str, str, str]]:
+        """What `ledger sync check` would list for the order: the ledger against the adapter's order_state."""
+        client = client_for(self.account, self.settings)
+        try:
+            remote = client.order_state(marketplace_order_id)
+        finally:
+            client.close()
+        return compare(self.app.get_order(self.order_id(marketplace_order_id)), remote)
+
+    def history(self, order_id: UUID) -> list[str]:
+        return [entry.type for entry in self.app.order_history(order_id)]
+
+
+@pytest.fixture
+def own_app(own_target: PostgresTarget) -> Iterator[Ledger]:
+    """A Ledger in a schema of the test's own: its dispatcher sends only this test's items."""
+    ledger = Ledger(env=own_target.eventsourcing_env())
+    yield ledger
+    ledger.close()
+
+
+def flow(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path, mp: Marketplace
+) -> Flow:
+    return Flow(own_app, own_target, sandbox, tmp_path, mp)
+
+
+def test_walmart_orders_in_acknowledged_shipped_refunded_out(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Walmart orders import once, each is acknowledged through the queue, and a shipment and refund reach Walmart."""
+    f = flow(own_app, own_target, sandbox, tmp_path, Marketplace.WALMART)
+    made = sandbox.orders("walmart", f.token, count=3)
+    f.import_round()
+    f.import_round()
+    ids = {view["order_id"]: f.order_id(view["order_id"]) for view in made}
+    f.dispatch()
+    for moid in ids:
+        assert f.remote(moid)["acknowledged_at"] is not None
+    assert all(e["attempts"] == 1 for e in sandbox.effects("walmart", f.token))
+
+    moid, order_id = next(iter(ids.items()))
+    own_app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    line_id = own_app.get_order(order_id).lines[0].line_id
+    own_app.refund(CTX, order_id, reason=RefundReason.DAMAGED, lines=(RefundRequestLine(line_id, 1),))
+    f.dispatch()
+    remote = f.remote(moid)
+    assert remote["status"] == "shipped"
+    assert len(remote["refunds"]) == 1
+    history = f.history(order_id)
+    assert history.count("MarketplaceAcknowledged") == 3  # acknowledgement, shipment, refund
+    assert "MarketplaceRejected" not in history
+    assert all(f.differences(m) == [] for m in ids)
+    # Someone cancels an order directly in Walmart's seller center: sync check sees it.
+    other = next(m for m in ids if m != moid)
+    direct = client_for(f.account, f.settings)
+    line = f.remote(other)["lines"][0]
+    payload = {"reason": "out_of_stock", "lines": [{"line_id": "1", "sku": line["sku"], "quantity": 1}]}
+    direct.send(SyncRequest(uuid4(), uuid4(), other, "cancel", "direct", "direct-1", payload))
+    direct.close()
+    units = sum(line["quantity"] for line in f.remote(other)["lines"])
+    expected = [("line 1 cancelled", "0", "1")]
+    if units == 1:  # that was the order's only unit: on Walmart it is cancelled, in the ledger unshipped
+        expected.insert(0, ("status", "unshipped", "canceled"))
+    assert f.differences(other) == expected
+    assert sandbox.violations() == []
+
+
+def test_rakuten_cancellation_restocks_on_rakuten_and_shipment_arrives(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A cancelled Rakuten order goes out with the restock choice; another order's shipment arrives once."""
+    f = flow(own_app, own_target, sandbox, tmp_path, Marketplace.RAKUTEN)
+    cancelled, shipped = sandbox.orders("rakuten", f.token, count=2, max_lines=1)
+    f.import_round()
+    own_app.cancel(CTX, f.order_id(cancelled["order_id"]), reason=CancelReason.OUT_OF_STOCK)
+    own_app.ship(CTX, f.order_id(shipped["order_id"]), carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    f.dispatch()
+    f.dispatch()
+    gone = f.remote(cancelled["order_id"])
+    assert gone["status"] == "canceled"
+    line = cancelled["lines"][0]
+    assert gone["restocked"] == {line["sku"]: line["quantity"]}
+    assert gone["cancellations"][0]["reason"] == "OUT_OF_STOCK"
+    sent = f.remote(shipped["order_id"])
+    assert sent["status"] == "shipped"
+    assert [(s["delivery_company"], s["shipping_number"]) for s in sent["shipments"]] == [
+        ("1020", UPS_TRACKING)
+    ]
+    assert sandbox.violations() == []
+
+
+def test_jet_whole_order_cancellation_and_refund_arrive(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Jet takes the ledger's whole-order cancellation, and a shipment then a refund of another order."""
+    f = flow(own_app, own_target, sandbox, tmp_path, Marketplace.JET)
+    cancelled, shipped = sandbox.orders("jet", f.token, count=2, max_lines=2)
+    f.import_round()
+    own_app.cancel(CTX, f.order_id(cancelled["order_id"]), reason=CancelReason.BUYER_CANCELLED)
+    order_id = f.order_id(shipped["order_id"])
+    own_app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    line_id = own_app.get_order(order_id).lines[0].line_id
+    own_app.refund(CTX, order_id, reason=RefundReason.CUSTOMER_RETURN, lines=(RefundRequestLine(line_id, 1),))
+    f.dispatch()
+    assert f.remote(cancelled["order_id"])["cancellations"][0]["reason"] == "Customer Requested"
+    assert f.remote(cancelled["order_id"])["status"] == "canceled"
+    remote = f.remote(shipped["order_id"])
+    assert remote["status"] == "shipped"
+    assert len(remote["refunds"]) == 1
+    assert "MarketplaceRejected" not in f.history(order_id)
+    assert f.differences(cancelled["order_id"]) == []
+    assert f.differences(shipped["order_id"]) == []
+    assert sandbox.violations() == []
