@@ -12,9 +12,11 @@ FROM python:3.11-slim-bookworm
 RUN useradd --create-home --uid 10001 ledger
 COPY --from=build /opt/ledger /opt/ledger
 COPY docker/demo-setup.sh /usr/local/bin/ledger-demo-setup
+COPY marketplace-specs /opt/ledger/marketplace-specs
 ENV PATH=/opt/ledger/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    LEDGER_DATA_DIR=/home/ledger/data
+    LEDGER_DATA_DIR=/home/ledger/data \
+    LEDGER_MARKETPLACE_SPECS=/opt/ledger/marketplace-specs
 USER ledger
 WORKDIR /home/ledger
 EXPOSE 8000 8700

@@ -1,9 +1,9 @@
 """Requests checked against the marketplaces' real published schemas.
 
 The specs are the marketplaces' own files (Amazon's Swagger 2.0 models, eBay's OpenAPI 3 Sell Fulfillment
-spec). They are not ours to redistribute, so they are not in the package: `specs_dir()` finds them in
-`$LEDGER_MARKETPLACE_SPECS`, or in a `shared/marketplace-specs` directory beside the checkout or one of its
-parents (where the project keeps them), with `amazon/ordersV0.json`, `amazon/feeds_2021-06-30.json` and
+spec). The repository keeps copies in `marketplace-specs/` (see its README); `specs_dir()` finds them in
+`$LEDGER_MARKETPLACE_SPECS` (the Docker image sets it), or in a `marketplace-specs` or `shared/marketplace-specs`
+directory beside the checkout or one of its parents, with `amazon/ordersV0.json`, `amazon/feeds_2021-06-30.json` and
 `ebay/sell_fulfillment_v1_oas3.json` inside. `Spec` loads one file and answers, for a model (a definition or component schema name), the errors of a JSON body, and for an
 operation (path and method), the errors of its query parameters.
 
