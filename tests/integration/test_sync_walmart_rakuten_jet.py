@@ -194,3 +194,30 @@ def test_jet_whole_order_cancellation_and_refund_arrive(
     assert f.differences(cancelled["order_id"]) == []
     assert f.differences(shipped["order_id"]) == []
     assert sandbox.violations() == []
+
+
+def test_a_walmart_buyers_cancellation_request_is_a_request_until_the_seller_cancels(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Walmart's intentToCancel imports as a CancellationRequested (once); the units stay open until the seller
+    cancels, and the seller's cancellation then reaches Walmart."""
+    f = flow(own_app, own_target, sandbox, tmp_path, Marketplace.WALMART)
+    (made,) = sandbox.orders("walmart", f.token, count=1)
+    moid = made["order_id"]
+    f.import_round()
+    sandbox.event("walmart", f.token, moid, "buyer_cancel")
+    f.import_round()
+    f.import_round()  # the request is seen again: recorded once
+    order_id = f.order_id(moid)
+    history = f.history(order_id)
+    assert history.count("CancellationRequested") == 1
+    assert "Cancelled" not in history
+    order = own_app.get_order(order_id)
+    assert sum(line.cancelled for line in order.lines) == 0
+
+    own_app.cancel(CTX, order_id, reason=CancelReason.BUYER_CANCELLED)
+    f.dispatch()
+    remote = f.remote(moid)
+    assert remote["status"] == "canceled"
+    assert f.differences(moid) == []
+    assert sandbox.violations() == []

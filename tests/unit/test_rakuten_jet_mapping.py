@@ -111,16 +111,17 @@ def test_rakuten_mapped_order_is_accepted_by_the_ledger(shop: Any) -> None:
 
 
 def test_rakuten_cancel_request_maps_until_shipped() -> None:
-    """A buyer's cancellation request maps on an open order (never as a fact), and not once it shipped."""
+    """A buyer's cancellation request maps on an open order, as a fact not applied, and not once it shipped."""
     request = {
         "requestDatetime": "2026-11-20T11:00:00Z",
         "items": [{"itemDetailId": "100000001", "units": 1}],
     }
     asked = rakuten_decode(rakuten_order(cancelRequest=request))
-    assert rakuten.cancel_request(asked) == BuyerCancelled(
-        datetime(2026, 11, 20, 11, 0, tzinfo=UTC), (LineQuantity("100000001", 1),)
+    expected = BuyerCancelled(
+        datetime(2026, 11, 20, 11, 0, tzinfo=UTC), (LineQuantity("100000001", 1),), False
     )
-    assert rakuten.remote_order(asked).facts == ()
+    assert rakuten.cancel_request(asked) == expected
+    assert rakuten.remote_order(asked).facts == (expected,)
     shipped = rakuten_decode(rakuten_order(cancelRequest=request, orderProgress=500))
     assert rakuten.cancel_request(shipped) is None
 
@@ -267,13 +268,12 @@ def test_jet_mapped_order_is_accepted_by_the_ledger(shop: Any) -> None:
 
 
 def test_jet_cancel_request_is_of_the_whole_order() -> None:
-    """A cancel quantity on any item is a request for the whole order (never a fact); none once complete."""
+    """A cancel quantity on any item is a request for the whole order (a fact not applied); none once complete."""
     order = jet_order()
     order["order_items"][0]["request_order_cancel_qty"] = 1
-    assert jet.cancel_request(jet_decode(order)) == BuyerCancelled(
-        datetime(2026, 11, 20, 10, 10, tzinfo=UTC), None
-    )
-    assert jet.remote_order(jet_decode(order)).facts == ()
+    request = BuyerCancelled(datetime(2026, 11, 20, 10, 10, tzinfo=UTC), None, applied=False)
+    assert jet.cancel_request(jet_decode(order)) == request
+    assert jet.remote_order(jet_decode(order)).facts == (request,)
     assert jet.cancel_request(jet_decode({**order, "status": "complete"})) is None
 
 

@@ -159,11 +159,14 @@ def test_acknowledged_order_needs_no_acknowledgement_and_intent_to_cancel_is_a_r
     line["intentToCancel"] = True
     remote = walmart.remote_order(decode(order))
     assert not remote.needs_acknowledgement
-    assert walmart.cancel_request(decode(order)) == BuyerCancelled(
-        requested_at=datetime(2024, 11, 20, 11, 53, 20, tzinfo=UTC), lines=(LineQuantity("1", 1),)
+    request = BuyerCancelled(
+        requested_at=datetime(2024, 11, 20, 11, 53, 20, tzinfo=UTC),
+        lines=(LineQuantity("1", 1),),
+        applied=False,
     )
-    # A request, not a cancellation Walmart applied: never a fact the importer would record as done.
-    assert remote.facts == ()
+    assert walmart.cancel_request(decode(order)) == request
+    # A request, not a cancellation Walmart applied: the importer records it as one (applied=False).
+    assert remote.facts == (request,)
 
 
 def test_remote_state_counts_statuses_and_refunds() -> None:

@@ -44,10 +44,14 @@ class PaymentCleared:
 
 @dataclass(frozen=True)
 class BuyerCancelled:
-    """The buyer cancelled on the marketplace (Amazon: within 30 minutes of purchase, applied at once)."""
+    """The buyer cancelled on the marketplace (Amazon: within 30 minutes of purchase, applied at once), or,
+    with `applied=False`, asked the seller to cancel (Walmart `intentToCancel`, Rakuten, Jet): the order's
+    policy then decides whether it is a cancellation or a request the seller answers by cancelling or shipping.
+    """
 
     requested_at: datetime
     lines: tuple[LineQuantity, ...] | None = None  # None: the whole order
+    applied: bool = True
 
 
 @dataclass(frozen=True)

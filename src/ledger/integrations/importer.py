@@ -361,9 +361,12 @@ class Importer:
                     idempotency_key=key,
                     effective_at=fact.requested_at,
                 )
+                # Applied: the marketplace's own act. Asked: the buyer's request, which the order's policy
+                # records as a cancellation request for the seller (or applies, inside a cancel window).
+                requested_by = Requester.MARKETPLACE if fact.applied else Requester.BUYER
                 result = self.ledger.cancel(
                     ctx, order_id, reason=CancelReason.BUYER_CANCELLED, lines=fact.lines,
-                    requested_by=Requester.MARKETPLACE,
+                    requested_by=requested_by,
                 )  # fmt: skip
             elif isinstance(fact, DisputeOpenedRemotely):
                 ctx = Context(

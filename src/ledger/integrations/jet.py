@@ -19,9 +19,8 @@ item's idempotency key, so a repeated request has one effect. `Authorization: Be
 JSON numbers in US dollars. Jet needs no acknowledgement here and has no dispute API: both are accepted with
 nothing sent.
 
-A customer's cancellation request is mapped by `cancel_request` but not reported in `RemoteOrder.facts`: in the
-contract a `BuyerCancelled` fact is a cancellation the marketplace already applied (the importer records it at
-once, as the marketplace's), while here it is only a request the seller answers by cancelling or shipping.
+A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
+the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, format_time, order_status, parse_time, quote
+from .rest import RestTransport, decode, facts_of, format_time, order_status, parse_time, quote
 
 PAGE_SIZE = 100
 CURRENCY = "USD"
@@ -302,11 +301,13 @@ def cancel_request(order: JetOrder) -> BuyerCancelled | None:
     """A customer's cancellation request (any item's `request_order_cancel_qty`): Jet cancels whole orders."""
     if order.status not in OPEN_STATUSES or not any(i.request_order_cancel_qty for i in order.order_items):
         return None
-    return BuyerCancelled(requested_at=updated_at(order), lines=None)
+    return BuyerCancelled(applied=False, requested_at=updated_at(order), lines=None)
 
 
 def remote_order(order: JetOrder) -> RemoteOrder:
-    return RemoteOrder(order=imported_order(order), updated_at=updated_at(order))
+    return RemoteOrder(
+        order=imported_order(order), updated_at=updated_at(order), facts=facts_of(cancel_request(order))
+    )
 
 
 def remote_state(order: JetOrder) -> RemoteState:

@@ -20,9 +20,8 @@ As in RMS: names like `orderNumber`, `orderProgress`, `itemDetailId`, `manageNum
 Amounts are JSON numbers in the order's currency (yen have no minor unit). Rakuten has no dispute API for
 sellers, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request is mapped by `cancel_request` but not reported in `RemoteOrder.facts`: in the
-contract a `BuyerCancelled` fact is a cancellation the marketplace already applied (the importer records it at
-once, as the marketplace's), while here it is only a request the seller answers by cancelling or shipping.
+A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
+the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, format_time, order_status, parse_time, quote
+from .rest import RestTransport, decode, facts_of, format_time, order_status, parse_time, quote
 
 PAGE_LIMIT = 100
 BASE = "/es/2.0/orders"
@@ -329,13 +328,16 @@ def cancel_request(order: RakutenOrder) -> BuyerCancelled | None:
         if request.items is None
         else tuple(LineQuantity(i.item_detail_id, i.units) for i in request.items)
     )
-    return BuyerCancelled(requested_at=_time(request.request_datetime, order.order_number), lines=lines)
+    return BuyerCancelled(
+        applied=False, requested_at=_time(request.request_datetime, order.order_number), lines=lines
+    )
 
 
 def remote_order(order: RakutenOrder) -> RemoteOrder:
     return RemoteOrder(
         order=imported_order(order),
         updated_at=_time(order.update_datetime, order.order_number),
+        facts=facts_of(cancel_request(order)),
     )
 
 

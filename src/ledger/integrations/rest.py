@@ -19,7 +19,7 @@ import httpx
 import msgspec
 
 from ..aggregates.values import OrderStatus
-from .base import Endpoint, PermanentMarketplaceError, TransientMarketplaceError
+from .base import Endpoint, MarketplaceFact, PermanentMarketplaceError, TransientMarketplaceError
 
 T = TypeVar("T")
 
@@ -145,3 +145,8 @@ def order_status(units: Iterable[tuple[int, int, int]]) -> str:
     if shipped == 0:
         return OrderStatus.CANCELED.value if settled else OrderStatus.UNSHIPPED.value
     return OrderStatus.SHIPPED.value if settled else OrderStatus.PARTIALLY_SHIPPED.value
+
+
+def facts_of(*facts: MarketplaceFact | None) -> tuple[MarketplaceFact, ...]:
+    """The facts an adapter found on an order, leaving out the ones it did not find (None)."""
+    return tuple(fact for fact in facts if fact is not None)

@@ -9,9 +9,8 @@ id once. Refunds are negative amounts, per line and charge (`PRODUCT` with its t
 
 Walmart has no API for the seller to close a dispute, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request is mapped by `cancel_request` but not reported in `RemoteOrder.facts`: in the
-contract a `BuyerCancelled` fact is a cancellation the marketplace already applied (the importer records it at
-once, as the marketplace's), while here it is only a request the seller answers by cancelling or shipping.
+A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
+the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, format_time, from_millis, order_status, quote, to_millis
+from .rest import RestTransport, decode, facts_of, format_time, from_millis, order_status, quote, to_millis
 
 SERVICE_NAME = "Walmart Marketplace"
 PAGE_LIMIT = 100  # Walmart's default page; it allows up to 200
@@ -461,13 +460,14 @@ def cancel_request(order: WalmartOrder) -> BuyerCancelled | None:
             requested.append(line.status_date or order.order_date)
     if not lines:
         return None
-    return BuyerCancelled(requested_at=from_millis(max(requested)), lines=tuple(lines))
+    return BuyerCancelled(applied=False, requested_at=from_millis(max(requested)), lines=tuple(lines))
 
 
 def remote_order(order: WalmartOrder) -> RemoteOrder:
     return RemoteOrder(
         order=imported_order(order),
         updated_at=updated_at(order),
+        facts=facts_of(cancel_request(order)),
         needs_acknowledgement=any(
             s.status == "Created"
             for line in order.order_lines.order_line
