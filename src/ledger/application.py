@@ -24,6 +24,8 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 
+from eventsourcing.postgres import PostgresApplicationRecorder
+
 from .aggregates.account import MarketplaceAccount, SellerAccounts
 from .aggregates.api_key import ApiKey, SellerApiKeys
 from .aggregates.errors import InvalidInputError, LedgerError
@@ -46,6 +48,7 @@ from .aggregates.values import (
     Role,
     SyncAction,
 )
+from .group_commit import GroupCommitter
 from .queries import (
     ID_FIELDS,
     AccountDetails,
@@ -131,6 +134,26 @@ class Ledger(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
         self.clock = clock
+        # On PostgreSQL, concurrent saves are committed together (see group_commit.py); LEDGER_GROUP_COMMIT=n
+        # saves each alone, as the library does.
+        grouped = isinstance(self.recorder, PostgresApplicationRecorder) and self.env.get(
+            "LEDGER_GROUP_COMMIT", "y"
+        ).strip().lower() not in ("n", "no", "0", "false", "off")
+        self.committer: GroupCommitter | None = GroupCommitter(self.events.put) if grouped else None
+
+    def close(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+        super().close()
+
+    def _save(self, *aggregates: Any) -> list[Recording[UUID]]:
+        """Save the aggregates' pending events in one transaction, grouped with other threads' saves.
+
+        Raises what a lone save would (IntegrityError on a version conflict) and records nothing then."""
+        if self.committer is None:
+            return self.save(*aggregates)
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        return self.committer.save(events)
 
     def construct_recorder(self) -> ApplicationRecorder:
         """The library creates its tables on start; processes starting together race on the catalog."""
@@ -334,13 +357,13 @@ class Ledger(Application[UUID]):
                     third_party_managed=not account.fulfillment_managed,
                 )
                 try:
-                    recordings = self.save(new)
+                    recordings = self._save(new)
                 except IntegrityError:
                     continue  # imported concurrently by another writer: compare with theirs
                 return ImportResult(order_id, True, new.version, _types(recordings), _position(recordings))
             existing.reimport(ctx, account.id, order, self.clock())
             try:
-                recordings = self.save(existing)
+                recordings = self._save(existing)
             except IntegrityError:
                 continue
             return ImportResult(order_id, False, existing.version, _types(recordings), _position(recordings))
@@ -539,7 +562,7 @@ class Ledger(Application[UUID]):
                 raise VersionMismatchError(msg)
             command(order)
             try:
-                recordings = self.save(order)
+                recordings = self._save(order)
             except IntegrityError:
                 if expected_version is not None:
                     msg = f"order {order_id} changed after version {expected_version}"
