@@ -23,7 +23,6 @@ from eventsourcing.persistence import (
     Recording,
     Transcoding,
 )
-
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from .aggregates.account import MarketplaceAccount, SellerAccounts

@@ -106,7 +106,7 @@ class GroupCommitter:
             return
         try:
             recordings = self._put([event for member in batch for event in member.events])
-        except BaseException:  # noqa: BLE001 - nothing was recorded: each member is tried alone below
+        except BaseException:
             for member in batch:
                 self.batches += 1
                 self._commit_alone(member)
@@ -120,5 +120,5 @@ class GroupCommitter:
     def _commit_alone(self, member: _Member) -> None:
         try:
             member.future.set_result(self._put(member.events))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+        except BaseException as exc:
             member.future.set_exception(exc)

@@ -7,9 +7,9 @@ timing), a gate holds the committer's first insert until the test has queued eve
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -77,7 +77,7 @@ def run_together(calls: list[Callable[[], Any]]) -> list[Any]:
     def guarded(call: Callable[[], Any]) -> Any:
         try:
             return call()
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
+        except Exception as exc:
             return exc
 
     with ThreadPoolExecutor(len(calls)) as pool:
@@ -169,7 +169,8 @@ def test_expected_version_conflict_in_a_batch_refuses_only_the_loser(ledger: Led
     )
     refused = [r for r in results[:2] if isinstance(r, VersionMismatchError)]
     applied = [r for r in results[:2] if not isinstance(r, Exception)]
-    assert len(refused) == 1 and len(applied) == 1, results
+    assert len(refused) == 1, results
+    assert len(applied) == 1, results
     assert applied[0].version == version + 1
     assert ledger.get_order(order_id).version == version + 1
     assert ledger.get_order(other).status == "shipped"
@@ -194,7 +195,8 @@ def test_a_failing_member_does_not_lose_the_others(ledger: Ledger) -> None:
     assert put_calls == [3, 1, 1, 1]  # the batch failed as a whole, then each member alone
     results = [m.future.exception() or m.future.result() for m in members]
     assert isinstance(results[1], IntegrityError)
-    assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception)
+    assert not isinstance(results[0], Exception)
+    assert not isinstance(results[2], Exception)
     for order_id in good:
         assert ledger.get_order(order_id).status == "shipped"
     assert ledger.get_order(stale_id).version == fresh.version
