@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from ...aggregates.errors import LedgerError
 from ...aggregates.values import LineQuantity, Marketplace, RefundRequestLine
 from ...application import Ledger
+from ...projections.all_sales import AllSalesProjection
 from ...projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
 from ...queries import CommandResult, KeyDetails
 from ..auth import CHANGE_ORDERS, IMPORT_ORDERS, READ_HISTORY, READ_ORDERS, RECORD_DISPUTES, ROLES_OPT
@@ -42,6 +43,7 @@ from ..bodies import (
     RestockIn,
     ShipmentIn,
 )
+from ..consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
 from ..errors import ledger_problem, problem_responses
 from ..schemas import ImportRequest, OrderIn
 
@@ -54,8 +56,14 @@ def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
-def _created(result: CommandResult) -> Response[CommandOut]:
-    return Response(CommandOut.of(result), status_code=201, headers=_etag(result.version))
+def _created(result: CommandResult, ledger: Ledger) -> Response[CommandOut]:
+    headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
+    return Response(CommandOut.of(result), status_code=201, headers=headers)
+
+
+def _position(recorded: int | None, ledger: Ledger) -> int | None:
+    """Where the request's events are in the log; for a replay (nothing recorded now), the log's head."""
+    return recorded if recorded is not None else ledger.recorder.max_notification_id()
 
 
 def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | None:
@@ -75,6 +83,7 @@ def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | Non
         200: ResponseSpec(ImportOut, description="already imported: unchanged, or its payment recorded"),
         **problem_responses(401, 403, 404, 409, 413, 422, 503),
     },
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def import_order(
@@ -87,9 +96,8 @@ def import_order(
     result = ledger.import_order(
         _ctx(key, idempotency_key, digest), data.account_id, data.to_domain(), seller=key.seller
     )
-    return Response(
-        ImportOut.of(result), status_code=201 if result.created else 200, headers=_etag(result.version)
-    )
+    headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
+    return Response(ImportOut.of(result), status_code=201 if result.created else 200, headers=headers)
 
 
 @post(
@@ -144,8 +152,10 @@ def import_orders(
     sync_to_thread=True,
 )
 def list_orders(
+    request: Request[Any, Any, Any],
     pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
+    read_position: NamedDependency[int | None],
     account_id: FromQuery[UUID | None] = None,
     marketplace: FromQuery[Marketplace | None] = None,
     status: Annotated[str | None, QueryParameter(max_length=40)] = None,
@@ -169,6 +179,7 @@ def list_orders(
         purchased_from=purchased_from,
         purchased_to=purchased_to,
     )
+    await_position(request, pool, AllSalesProjection.name, read_position)
     with pool.connection() as conn:
         page = VIEW.list_orders(conn, key.seller, filters, limit=limit, cursor=cursor)
     return OrderPage(items=[OrderSummaryOut.of(s) for s in page.items], next_cursor=page.next_cursor)
@@ -222,6 +233,7 @@ def order_history(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def ship(
@@ -244,7 +256,7 @@ def ship(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -254,6 +266,7 @@ def ship(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def cancel(
@@ -274,7 +287,7 @@ def cancel(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -284,6 +297,7 @@ def cancel(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def refund(
@@ -310,7 +324,7 @@ def refund(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -320,6 +334,7 @@ def refund(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: RECORD_DISPUTES},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def open_dispute(
@@ -339,7 +354,7 @@ def open_dispute(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -349,6 +364,7 @@ def open_dispute(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: RECORD_DISPUTES},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def close_dispute(
@@ -369,7 +385,7 @@ def close_dispute(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -379,6 +395,7 @@ def close_dispute(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def restock(
@@ -399,7 +416,7 @@ def restock(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 ROUTES = [

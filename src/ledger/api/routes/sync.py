@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -26,11 +26,13 @@ from ...projections.outbound import (
     PENDING,
     SUCCEEDED,
     OutboundItem,
+    OutboundProjection,
     OutboundView,
 )
 from ...queries import KeyDetails
 from ..auth import ROLES_OPT
 from ..bodies import Out
+from ..consistency import await_position
 from ..errors import problem_responses
 
 TAGS = ["sync"]
@@ -92,8 +94,10 @@ class OutboundPage(Out, frozen=True):
     sync_to_thread=True,
 )
 def list_outbound(
+    request: Request[Any, Any, Any],
     pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
+    read_position: NamedDependency[int | None],
     item_state: Annotated[ItemState | None, QueryParameter(name="state")] = None,
     marketplace: FromQuery[Marketplace | None] = None,
     order_id: FromQuery[UUID | None] = None,
@@ -102,6 +106,7 @@ def list_outbound(
         UUID | None, QueryParameter(description="`next_cursor` of the previous page (an item id)")
     ] = None,
 ) -> OutboundPage:
+    await_position(request, pool, OutboundProjection.name, read_position)
     with pool.connection() as conn:
         items = VIEW.list_items(
             conn,
