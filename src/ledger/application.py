@@ -25,6 +25,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from . import idempotency
 from .aggregates.account import MarketplaceAccount, SellerAccounts
 from .aggregates.api_key import ApiKey, SellerApiKeys
 from .aggregates.errors import InvalidInputError, LedgerError
@@ -48,6 +49,7 @@ from .aggregates.values import (
     SyncAction,
 )
 from .group_commit import GroupCommitter
+from .idempotency import StoredResponse
 from .queries import (
     ID_FIELDS,
     AccountDetails,
@@ -95,6 +97,12 @@ class IdempotencyKeyReusedError(InvalidInputError):
     """The idempotency key was used before for a different request (HTTP 422)."""
 
     code = "idempotency-key-reused"
+
+
+class ResponseStoredError(LedgerError):
+    """A response was stored under this idempotency key while the request ran: replay it (never a client error)."""
+
+    code = "idempotent-response-stored"
 
 
 class DataclassTranscoding(Transcoding):
@@ -181,10 +189,17 @@ class Ledger(Application[UUID]):
         name: str,
         fulfillment_managed: bool = True,
         restock_in_ledger: bool = False,
+        respond: Callable[[AccountDetails], StoredResponse] | None = None,
     ) -> AccountDetails:
-        """A new account, saved in one transaction with the seller's index of accounts."""
+        """A new account, saved in one transaction with the seller's index of accounts.
+
+        `respond` makes the response to store under an idempotency key, in the same transaction; if a response
+        is stored under that key meanwhile (a concurrent retry won), ResponseStoredError."""
         check_seller(seller)
         for _ in range(MAX_ATTEMPTS):
+            key = ctx.idempotency_key
+            if respond is not None and key is not None and self.stored_response(seller, key) is not None:
+                raise ResponseStoredError(key)
             index = self._seller_index(seller)
             for existing in self._accounts(index):
                 if existing.marketplace is marketplace and existing.name == name.strip():
@@ -199,11 +214,12 @@ class Ledger(Application[UUID]):
                 restock_in_ledger=restock_in_ledger,
             )
             index.add(account.id)
+            details = AccountDetails.of(account)
             try:
-                self.save(account, index)
+                self.save(account, index, stored_response=None if respond is None else respond(details))
             except IntegrityError:
-                continue  # another account was added to this seller meanwhile: check names again
-            return AccountDetails.of(account)
+                continue  # another account was added to this seller meanwhile (or a response stored)
+            return details
         msg = f"seller {seller}'s accounts kept changing; try again"
         raise ConcurrentUpdateError(msg)
 
@@ -241,6 +257,17 @@ class Ledger(Application[UUID]):
                 continue
             return AccountDetails.of(account)
         raise ConcurrentUpdateError(f"account {account_id} kept changing; try again")
+
+    def stored_response(self, seller: str, key: str) -> StoredResponse | None:
+        """The response stored under this seller's idempotency key, if any (ledger.idempotency)."""
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
+            return idempotency.select(cur, self.recorder.datastore.schema, seller, key)  # type: ignore[attr-defined]
+
+    def store_response(self, response: StoredResponse) -> None:
+        """Keep a response under its key (a no-op if one is there): for effects made of several transactions."""
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            idempotency.insert(cur, datastore.schema, response, if_absent=True)
 
     def get_account(self, account_id: UUID, seller: str | None = None) -> AccountDetails:
         return AccountDetails.of(self._account(account_id, seller))

@@ -23,6 +23,7 @@ from ...application import Ledger
 from ...projections.all_sales import AllSalesProjection
 from ...projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
 from ...queries import CommandResult, KeyDetails
+from .. import idempotent
 from ..auth import CHANGE_ORDERS, IMPORT_ORDERS, READ_HISTORY, READ_ORDERS, RECORD_DISPUTES, ROLES_OPT
 from ..auth import context_for as _ctx
 from ..bodies import (
@@ -108,35 +109,59 @@ def import_order(
     opt={ROLES_OPT: IMPORT_ORDERS},
     status_code=200,
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def import_orders(
-    data: JSONBody[ImportRequest], ledger: NamedDependency[Ledger], key: NamedDependency[KeyDetails]
-) -> ImportManyOut:
-    ctx = _ctx(key)
-    results: list[ImportItemOut] = []
-    for index, order in enumerate(data.orders):
-        try:
-            result = ledger.import_order(ctx, order.account_id, order.to_domain(), seller=key.seller)
-        except LedgerError as e:
+    data: JSONBody[ImportRequest],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
+) -> Response[ImportManyOut]:
+    """Under an Idempotency-Key, each order's import carries `<key>#<index>` on its events (a retry after a
+    failure part-way replays those and imports the rest) and the whole response is stored at the end."""
+    request = idempotent.Request(key.seller, idempotency_key, "importOrders", digest)
+
+    def run() -> Response[Any]:
+        results: list[ImportItemOut] = []
+        positions: list[int] = []
+        for index, order in enumerate(data.orders):
+            order_key = None if idempotency_key is None else f"{idempotency_key}#{index}"
+            try:
+                result = ledger.import_order(
+                    _ctx(key, order_key, digest), order.account_id, order.to_domain(), seller=key.seller
+                )
+            except LedgerError as e:
+                results.append(
+                    ImportItemOut(
+                        index=index, marketplace_order_id=order.marketplace_order_id, error=ledger_problem(e)
+                    )
+                )
+                continue
+            if result.notification_id is not None:
+                positions.append(result.notification_id)
             results.append(
                 ImportItemOut(
-                    index=index, marketplace_order_id=order.marketplace_order_id, error=ledger_problem(e)
+                    index=index,
+                    marketplace_order_id=order.marketplace_order_id,
+                    order_id=result.order_id,
+                    created=result.created,
+                    version=result.version,
+                    events=list(result.events),
                 )
             )
-            continue
-        results.append(
-            ImportItemOut(
-                index=index,
-                marketplace_order_id=order.marketplace_order_id,
-                order_id=result.order_id,
-                created=result.created,
-                version=result.version,
-                events=list(result.events),
-            )
+        failed = sum(1 for r in results if r.error is not None)
+        stored = request.response(
+            200, ImportManyOut(results=results, imported=len(results) - failed, failed=failed)
         )
-    failed = sum(1 for r in results if r.error is not None)
-    return ImportManyOut(results=results, imported=len(results) - failed, failed=failed)
+        if idempotency_key is not None:
+            ledger.store_response(stored)
+        response = idempotent.stored_response(stored)
+        response.headers.update(position_headers(max(positions, default=None)))
+        return response
+
+    return idempotent.replay_or_run(ledger, request, run)
 
 
 # ---------------------------------------------------------------------------------------------- reads

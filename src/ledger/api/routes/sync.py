@@ -11,13 +11,16 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Request, get, post
+import psycopg
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 from psycopg_pool import ConnectionPool
 
+from ... import idempotency
 from ...aggregates.values import Marketplace, Role
+from ...application import Ledger, ResponseStoredError
 from ...projections.outbound import (
     DEAD,
     FAILED,
@@ -30,6 +33,7 @@ from ...projections.outbound import (
     OutboundView,
 )
 from ...queries import KeyDetails
+from .. import idempotent
 from ..auth import ROLES_OPT
 from ..bodies import Out
 from ..consistency import await_position
@@ -133,13 +137,31 @@ def list_outbound(
     sync_to_thread=True,
 )
 def retry_outbound(
-    item_id: FromPath[UUID], pool: NamedDependency[ConnectionPool[Any]], key: NamedDependency[KeyDetails]
-) -> OutboundItemOut:
-    with pool.connection() as conn:
-        item = VIEW.retry(conn, key.seller, item_id)
-    if item is None:
-        raise NotFoundException()
-    return OutboundItemOut.of(item)
+    item_id: FromPath[UUID],
+    pool: NamedDependency[ConnectionPool[Any]],
+    key: NamedDependency[KeyDetails],
+    ledger: NamedDependency[Ledger],
+    idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
+) -> Response[OutboundItemOut]:
+    request = idempotent.Request(key.seller, idempotency_key, f"retryOutbound:{item_id}", digest)
+
+    def run() -> Response[Any]:
+        with pool.connection() as conn:
+            try:
+                with conn.transaction():  # the retry and its stored response commit together
+                    item = VIEW.retry(conn, key.seller, item_id)
+                    if item is None:
+                        raise NotFoundException()
+                    stored = request.response(200, OutboundItemOut.of(item))
+                    if idempotency_key is not None:
+                        with conn.cursor() as cur:
+                            idempotency.insert(cur, ledger.recorder.datastore.schema, stored)  # type: ignore[attr-defined]
+            except psycopg.errors.UniqueViolation:  # the same key's first request committed meanwhile
+                raise ResponseStoredError(idempotency_key or "") from None
+        return idempotent.stored_response(stored)
+
+    return idempotent.replay_or_run(ledger, request, run)
 
 
 ROUTES = [list_outbound, retry_outbound]
