@@ -136,7 +136,9 @@ class Ledger(Application[UUID]):
     """Commands and small queries over orders and marketplace accounts."""
 
     name = "Ledger"
-    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "0"}
+    # The library reads "0" as an UNBOUNDED cache (every aggregate ever loaded kept for the life of the process);
+    # a bounded LRU keeps recently used aggregates, fast-forwarded from the store before each use.
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "1000"}
 
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
@@ -156,7 +158,8 @@ class Ledger(Application[UUID]):
     def _save(self, *aggregates: Any) -> list[Recording[UUID]]:
         """Save the aggregates' pending events in one transaction, grouped with other threads' saves.
 
-        Raises what a lone save would (IntegrityError on a version conflict) and records nothing then."""
+        Raises what a lone save would (IntegrityError on a version conflict) and records nothing then. The
+        library's post-save hooks (`_notify`, snapshots) are skipped: the Ledger uses neither."""
         if self.committer is None:
             return self.save(*aggregates)
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]

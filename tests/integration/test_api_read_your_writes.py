@@ -73,16 +73,25 @@ def test_the_header_form_and_the_outbound_queue(
 
 
 def test_a_position_not_reached_in_time_is_503_with_retry_after(
-    client: TestClient[Any], seller: Seller, api_ledger: Ledger
+    client: TestClient[Any], seller: Seller, connect: base.Connect, api_ledger: Ledger
 ) -> None:
     """A view that does not reach the position within the bound answers 503 projection-behind, never stale data."""
+    catch_up(AllSalesProjection(), connect, api_ledger, 500)
     client.app.state.read_wait_seconds = 0.2
-    beyond = (api_ledger.recorder.max_notification_id() or 0) + 1_000_000
-    response = client.get(f"/v1/orders?min_position={beyond}", headers=seller.auth())
+    _, position = _ship(client, seller)  # nobody projects it
+    response = client.get(f"/v1/orders?min_position={position}", headers=seller.auth())
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert response.json()["type"] == PROBLEM + "projection-behind"
     assert "all_sales" in response.json()["detail"]
+
+
+def test_a_position_past_the_log_is_422(client: TestClient[Any], seller: Seller, api_ledger: Ledger) -> None:
+    """A position no command answered with (past the log's end) is refused at once, not waited for."""
+    beyond = (api_ledger.recorder.max_notification_id() or 0) + 1_000_000
+    response = client.get(f"/v1/sync/outbound?min_position={beyond}", headers=seller.auth())
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "min_position"
 
 
 @pytest.mark.parametrize(

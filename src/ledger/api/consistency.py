@@ -17,7 +17,8 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import HeaderParameter, QueryParameter
 from psycopg_pool import ConnectionPool
 
-from ..projections.base import wait_for
+from ..aggregates.errors import InvalidInputError
+from ..projections.base import head_position, wait_for
 from .errors import BadRequestError, ProjectionBehindError
 
 POSITION_HEADER = "Ledger-Position"
@@ -51,7 +52,7 @@ def provide_min_position(
             le=MAX_POSITION,
             description=(
                 "wait (at most 5 s, then 503 with Retry-After) until this view includes the log position a"
-                f" command answered with in `{POSITION_HEADER}`"
+                f" command answered with in `{POSITION_HEADER}`; past the log's end: 422"
             ),
         ),
     ] = None,
@@ -80,5 +81,10 @@ def await_position(
         return
     seconds = float(getattr(request.app.state, "read_wait_seconds", DEFAULT_WAIT_SECONDS))
     with pool.connection() as conn:
+        with conn.cursor() as cur:
+            head = head_position(cur)
+        if position > head:  # a position we answered with is committed, so never past the head
+            msg = f"min_position {position} is past the end of the log ({head}): not a position this ledger gave"
+            raise InvalidInputError(msg, "min_position")
         if not wait_for(conn, projection, position, seconds):
             raise ProjectionBehindError(projection, position, seconds)

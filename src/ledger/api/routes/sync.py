@@ -94,7 +94,7 @@ class OutboundPage(Out, frozen=True):
     summary="The seller's outbound sync queue, oldest change first, filtered, in keyset pages",
     tags=TAGS,
     opt={ROLES_OPT: SYNC_ROLES},
-    responses=problem_responses(401, 403, 503),
+    responses=problem_responses(401, 403, 422, 503),
     sync_to_thread=True,
 )
 def list_outbound(
@@ -133,7 +133,7 @@ def list_outbound(
     tags=TAGS,
     opt={ROLES_OPT: SYNC_ROLES},
     status_code=200,
-    responses=problem_responses(401, 403, 404, 409, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
     sync_to_thread=True,
 )
 def retry_outbound(
