@@ -1,8 +1,8 @@
 """`ledger serve` as a process over real HTTP: SIGTERM lets an in-flight request finish, then exits 0.
 
-The slow request is a read-your-writes list waiting for a log position nobody has written yet; the test writes
-it only after SIGTERM, so the answer (200 with the new order) proves both that the request stayed in flight
-through the shutdown and that the projection workers kept working until the server had drained.
+The slow request is a read-your-writes list waiting for a log position no projection worker has applied: the
+server runs without workers, and the test starts `ledger worker` only after SIGTERM, so the answer (200 with the
+new order) proves that the request stayed in flight through the shutdown and was answered in full.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -24,7 +25,9 @@ import pytest
 from ledger.aggregates.values import Context, Marketplace, Role
 from ledger.api.schemas import OrderIn
 from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.database import PostgresTarget, connect
+from ledger.projections.all_sales import AllSalesProjection
+from ledger.projections.base import install
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 CTX = Context(actor="e2e")
@@ -71,17 +74,25 @@ def test_sigterm_lets_the_in_flight_request_finish_and_exits_zero(
         secret, _ = ledger.create_api_key(CTX, seller=seller, role=Role.ADMIN)
         account = ledger.register_account(CTX, seller=seller, marketplace=Marketplace.JET, name="main")
         port = _free_port()
-        env = cli_env | {"PYTHONPATH": ":".join(sys.path), "LEDGER_GRACEFUL_TIMEOUT": "30"}
+        with connect(own_target) as conn:  # the view exists (empty) before the server reads it
+            install(conn, AllSalesProjection())
+        env = cli_env | {
+            "PYTHONPATH": ":".join(sys.path),
+            "LEDGER_GRACEFUL_TIMEOUT": "60",
+            "LEDGER_READ_MAX_WAIT": "50",  # the worker starting below must beat the read's bound, however slow
+        }
         server = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "ledger.cli", "serve", "--no-workers", "--port", str(port)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
+        worker: subprocess.Popen[str] | None = None
         try:
             _wait_ready(f"http://127.0.0.1:{port}/healthz")
-            position = (ledger.recorder.max_notification_id() or 0) + 1  # the next event, not written yet
+            imported = ledger.import_order(CTX, account.account_id, _order(account.account_id))
+            position = imported.notification_id
             answer: dict[str, Any] = {}
 
             def slow_list() -> None:
@@ -89,9 +100,13 @@ def test_sigterm_lets_the_in_flight_request_finish_and_exits_zero(
                     f"http://127.0.0.1:{port}/v1/orders?min_position={position}",
                     headers={"Authorization": f"Bearer {secret}"},
                 )
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    answer["status"] = response.status
-                    answer["body"] = json.loads(response.read())
+                try:
+                    with urllib.request.urlopen(request, timeout=90) as response:
+                        answer["status"] = response.status
+                        answer["body"] = json.loads(response.read())
+                except urllib.error.HTTPError as e:
+                    answer["status"] = e.code
+                    answer["body"] = e.read().decode()
 
             reader = threading.Thread(target=slow_list)
             reader.start()
@@ -99,17 +114,28 @@ def test_sigterm_lets_the_in_flight_request_finish_and_exits_zero(
                 1.0
             )  # let the request reach the server and start waiting (ordering, not a measurement)
             server.send_signal(signal.SIGTERM)
-            imported = ledger.import_order(CTX, account.account_id, _order(account.account_id))
-            reader.join(timeout=60)
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "ledger.cli", "worker", "--projection", "all_sales"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            reader.join(timeout=90)
             assert answer.get("status") == 200, answer
             assert str(imported.order_id) in {item["order_id"] for item in answer["body"]["items"]}
             assert server.wait(timeout=60) == 0
             assert server.stdout is not None
             assert "ledger: stopped" in server.stdout.read()
         finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+            for process in (server, worker):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
     finally:
         ledger.close()
 

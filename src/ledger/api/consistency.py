@@ -10,6 +10,7 @@ applied; past the bound the answer is 503 with Retry-After rather than a stale p
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from litestar import Request
@@ -38,6 +39,15 @@ POSITION_RESPONSE_HEADERS = [
         value="1",  # documentation only: makes the schema say "a string" (a whole number in it)
     )
 ]
+
+
+def max_wait_seconds() -> float:
+    """LEDGER_READ_MAX_WAIT: how long a read waits for `min_position` (seconds, default 5)."""
+    try:
+        value = float(os.environ.get("LEDGER_READ_MAX_WAIT", "") or DEFAULT_WAIT_SECONDS)
+    except ValueError:
+        return DEFAULT_WAIT_SECONDS
+    return value if value > 0 else DEFAULT_WAIT_SECONDS
 
 
 def position_headers(position: int | None) -> dict[str, str]:
@@ -79,7 +89,7 @@ def await_position(
     """Return once `projection` has applied `position` (at once when None); else raise ProjectionBehindError."""
     if position is None:
         return
-    seconds = float(getattr(request.app.state, "read_wait_seconds", DEFAULT_WAIT_SECONDS))
+    seconds = float(getattr(request.app.state, "read_wait_seconds", None) or max_wait_seconds())
     with pool.connection() as conn:
         with conn.cursor() as cur:
             head = head_position(cur)
