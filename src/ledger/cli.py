@@ -594,6 +594,12 @@ def _port(text: str) -> int:
     return port
 
 
+def _processes(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (1 to 64)")
+    return int(text)
+
+
 def _yes_no(text: str) -> bool:
     if text.lower() in {"yes", "true", "on", "1"}:
         return True
@@ -646,8 +652,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     )
     serve.add_argument(
         "--processes",
-        type=int,
-        default=int(os.environ.get("LEDGER_HTTP_PROCESSES") or "1"),
+        type=_processes,
+        default=os.environ.get("LEDGER_HTTP_PROCESSES") or "1",
         help="HTTP server processes (default: LEDGER_HTTP_PROCESSES or 1); projection workers run once",
     )
     worker = command(sub, "worker", None, "run the projection workers (all, or --projection NAME...)")
