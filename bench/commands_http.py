@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -336,6 +337,7 @@ def main() -> None:
             target = parse_database_url(settings.database_url, schema, pool_size=POOL_SIZE)
         else:
             data = Path(tempfile.mkdtemp(prefix="ledger-bench-", dir="/tmp"))
+            stack.callback(shutil.rmtree, data, ignore_errors=True)  # after the server below has stopped
             target = dataclasses.replace(stack.enter_context(EmbeddedPostgres(data)), schema=schema)
         ensure_schema(target)
         stack.callback(_drop_schema, target)
