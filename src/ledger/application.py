@@ -25,6 +25,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from . import idempotency
 from .aggregates.account import MarketplaceAccount, SellerAccounts
 from .aggregates.api_key import ApiKey, SellerApiKeys
 from .aggregates.chain import canonical
@@ -48,6 +49,8 @@ from .aggregates.values import (
     Role,
     SyncAction,
 )
+from .group_commit import GroupCommitter
+from .idempotency import StoredResponse
 from .privacy import KeyStore, MemoryKeys, PersonalData, PostgresKeys
 from .queries import (
     ID_FIELDS,
@@ -98,6 +101,12 @@ class IdempotencyKeyReusedError(InvalidInputError):
     code = "idempotency-key-reused"
 
 
+class ResponseStoredError(LedgerError):
+    """A response was stored under this idempotency key while the request ran: replay it (never a client error)."""
+
+    code = "idempotent-response-stored"
+
+
 class DataclassTranscoding(Transcoding):
     """Stores a frozen value object as a dict of its fields, under a name that never changes."""
 
@@ -129,17 +138,40 @@ class Ledger(Application[UUID]):
     """Commands and small queries over orders and marketplace accounts."""
 
     name = "Ledger"
-    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "0"}
+    # The library reads "0" as an UNBOUNDED cache (every aggregate ever loaded kept for the life of the process);
+    # a bounded LRU keeps recently used aggregates, fast-forwarded from the store before each use.
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "1000"}
 
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
         self.clock = clock
         self.personal_data = PersonalData(self._key_store())
+        # On PostgreSQL, concurrent saves are committed together (see group_commit.py); LEDGER_GROUP_COMMIT=n
+        # saves each alone, as the library does.
+        grouped = isinstance(self.recorder, PostgresApplicationRecorder) and self.env.get(
+            "LEDGER_GROUP_COMMIT", "y"
+        ).strip().lower() not in ("n", "no", "0", "false", "off")
+        self.committer: GroupCommitter | None = GroupCommitter(self.events.put) if grouped else None
 
     def _key_store(self) -> KeyStore:
         if isinstance(self.recorder, PostgresApplicationRecorder):
             return PostgresKeys(self.recorder.datastore)
         return MemoryKeys()
+
+    def close(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+        super().close()
+
+    def _save(self, *aggregates: Any) -> list[Recording[UUID]]:
+        """Save the aggregates' pending events in one transaction, grouped with other threads' saves.
+
+        Raises what a lone save would (IntegrityError on a version conflict) and records nothing then. The
+        library's post-save hooks (`_notify`, snapshots) are skipped: the Ledger uses neither."""
+        if self.committer is None:
+            return self.save(*aggregates)
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        return self.committer.save(events)
 
     def construct_recorder(self) -> ApplicationRecorder:
         """The library creates its tables on start; processes starting together race on the catalog."""
@@ -168,10 +200,17 @@ class Ledger(Application[UUID]):
         name: str,
         fulfillment_managed: bool = True,
         restock_in_ledger: bool = False,
+        respond: Callable[[AccountDetails], StoredResponse] | None = None,
     ) -> AccountDetails:
-        """A new account, saved in one transaction with the seller's index of accounts."""
+        """A new account, saved in one transaction with the seller's index of accounts.
+
+        `respond` makes the response to store under an idempotency key, in the same transaction; if a response
+        is stored under that key meanwhile (a concurrent retry won), ResponseStoredError."""
         check_seller(seller)
         for _ in range(MAX_ATTEMPTS):
+            key = ctx.idempotency_key
+            if respond is not None and key is not None and self.stored_response(seller, key) is not None:
+                raise ResponseStoredError(key)
             index = self._seller_index(seller)
             for existing in self._accounts(index):
                 if existing.marketplace is marketplace and existing.name == name.strip():
@@ -186,11 +225,12 @@ class Ledger(Application[UUID]):
                 restock_in_ledger=restock_in_ledger,
             )
             index.add(account.id)
+            details = AccountDetails.of(account)
             try:
-                self.save(account, index)
+                self.save(account, index, stored_response=None if respond is None else respond(details))
             except IntegrityError:
-                continue  # another account was added to this seller meanwhile: check names again
-            return AccountDetails.of(account)
+                continue  # another account was added to this seller meanwhile (or a response stored)
+            return details
         msg = f"seller {seller}'s accounts kept changing; try again"
         raise ConcurrentUpdateError(msg)
 
@@ -228,6 +268,17 @@ class Ledger(Application[UUID]):
                 continue
             return AccountDetails.of(account)
         raise ConcurrentUpdateError(f"account {account_id} kept changing; try again")
+
+    def stored_response(self, seller: str, key: str) -> StoredResponse | None:
+        """The response stored under this seller's idempotency key, if any (ledger.idempotency)."""
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
+            return idempotency.select(cur, self.recorder.datastore.schema, seller, key)  # type: ignore[attr-defined]
+
+    def store_response(self, response: StoredResponse) -> None:
+        """Keep a response under its key (a no-op if one is there): for effects made of several transactions."""
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            idempotency.insert(cur, datastore.schema, response, if_absent=True)
 
     def get_account(self, account_id: UUID, seller: str | None = None) -> AccountDetails:
         return AccountDetails.of(self._account(account_id, seller))
@@ -343,13 +394,13 @@ class Ledger(Application[UUID]):
                     third_party_managed=not account.fulfillment_managed,
                 )
                 try:
-                    recordings = self.save(new)
+                    recordings = self._save(new)
                 except IntegrityError:
                     continue  # imported concurrently by another writer: compare with theirs
                 return ImportResult(order_id, True, new.version, _types(recordings), _position(recordings))
             existing.reimport(ctx, account.id, self._as_stored(existing, order), self.clock())
             try:
-                recordings = self.save(existing)
+                recordings = self._save(existing)
             except IntegrityError:
                 continue
             return ImportResult(order_id, False, existing.version, _types(recordings), _position(recordings))
@@ -570,7 +621,7 @@ class Ledger(Application[UUID]):
                 raise VersionMismatchError(msg)
             command(order)
             try:
-                recordings = self.save(order)
+                recordings = self._save(order)
             except IntegrityError:
                 if expected_version is not None:
                     msg = f"order {order_id} changed after version {expected_version}"

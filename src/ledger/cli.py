@@ -107,9 +107,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Serve the HTTP API (uvicorn, main thread) with the projection workers in threads, until SIGINT/SIGTERM."""
     import uvicorn  # noqa: PLC0415 - only `serve` needs the HTTP server
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
     from .api.app import create_app  # noqa: PLC0415
     from .api.observability import configure_logging  # noqa: PLC0415
+    from .api.serving import export_target, graceful_seconds  # noqa: PLC0415
 
     configure_logging(settings.log_level)  # JSON lines to stderr; the app logs one line per request
     stop = threading.Event()
@@ -132,14 +134,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             "ledger: first key: ledger keys create --seller SELLER --role admin\n"
         )
         out.flush()
+        processes = max(args.processes, 1)
+        if processes > 1:  # each worker process builds its own app on the database exported here
+            export_target(target)
         config = uvicorn.Config(
-            create_app(target),
+            create_app(target) if processes == 1 else "ledger.api.serving:app_from_env",
+            factory=processes > 1,
+            workers=processes,
             host=args.host,
             port=args.port,
             log_level=settings.log_level.lower(),
             log_config=None,  # keep the JSON logging above
             access_log=False,  # the app's own request line replaces uvicorn's
             lifespan="on",
+            timeout_graceful_shutdown=graceful_seconds(),  # SIGTERM: in-flight requests finish first
         )
         # uvicorn captures SIGINT/SIGTERM while it runs, then re-raises them to the handlers it found:
         # ours, so that a signal stops the workers too and never kills the process mid-cleanup.
@@ -156,14 +164,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         sync: sync_cli.SyncThreads | None = None
         try:
             sync = sync_cli.start_sync(target, args, out)  # a bad sync setting stops the workers too
-            server.run()  # handles SIGINT/SIGTERM itself: returns once the open requests are done
+            if processes > 1:  # the supervisor forwards SIGINT/SIGTERM to the workers and waits for them
+                Multiprocess(config, sockets=[config.bind_socket()]).run()
+            else:
+                server.run()  # handles SIGINT/SIGTERM itself: returns once the open requests are done
         finally:
             stop.set()
             if sync is not None:
                 sync.stop()
             if workers is not None:
                 workers.join()
-        if not server.started:
+        if processes == 1 and not server.started:
             out.write(f"ledger: could not listen on {args.host}:{args.port}\n")
             return EXIT_UNAVAILABLE
     out.write("ledger: stopped\n")
@@ -589,6 +600,12 @@ def _port(text: str) -> int:
     return port
 
 
+def _processes(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (1 to 64)")
+    return int(text)
+
+
 def _yes_no(text: str) -> bool:
     if text.lower() in {"yes", "true", "on", "1"}:
         return True
@@ -638,6 +655,12 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
         type=_port,
         default=os.environ.get("LEDGER_HTTP_PORT") or "8000",
         help="port to listen on (default: LEDGER_HTTP_PORT or 8000)",
+    )
+    serve.add_argument(
+        "--processes",
+        type=_processes,
+        default=os.environ.get("LEDGER_HTTP_PROCESSES") or "1",
+        help="HTTP server processes (default: LEDGER_HTTP_PROCESSES or 1); projection workers run once",
     )
     worker = command(sub, "worker", None, "run the projection workers (all, or --projection NAME...)")
     worker.set_defaults(settings_handler=cmd_worker)

@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
+from ledger import idempotency
 from ledger.config import ConfigError, Settings, redact_url, validate_schema_name
 
 if TYPE_CHECKING:
@@ -542,12 +543,21 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     local socket, which the library's table lock dwarfs.
     """
 
+    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        # Responses stored under idempotency keys (ledger.idempotency): created with the events table.
+        self.sql_create_statements.append(idempotency.create_table_statement(self.datastore.schema))
+
     @retry((es_persistence.InterfaceError, es_persistence.OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        if self.datastore.enable_db_functions:
+        """`stored_response=StoredResponse(...)` is inserted in the same transaction as the events."""
+        response: idempotency.StoredResponse | None = kwargs.pop("stored_response", None)
+        if self.datastore.enable_db_functions and response is None:
             return super().insert_events(stored_events, **kwargs)  # type: ignore[no-any-return]
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._insert_events(curs, stored_events, **kwargs)
+            if response is not None:
+                idempotency.insert(curs, self.datastore.schema, response)
             if not stored_events:
                 return []
             self._insert_stored_events(curs, stored_events, **kwargs)

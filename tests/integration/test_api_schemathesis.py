@@ -124,6 +124,13 @@ def test_api_conforms_to_its_schema(
                     suppress_health_check=list(HealthCheck),
                 )
                 def check(case: schemathesis.Case) -> None:
+                    # A read-your-writes wait depends on a projection worker, and none runs here: a position
+                    # this run's commands made and nobody projected would wait 5 s and answer 503. Those waits
+                    # are tested in test_api_read_your_writes.py.
+                    if case.query:
+                        case.query.pop("min_position", None)
+                    if case.headers:
+                        case.headers.pop("Ledger-Min-Position", None)
                     case.call_and_validate(headers=seller.auth(), checks=CHECKS)
 
                 check()

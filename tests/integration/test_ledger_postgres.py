@@ -158,8 +158,10 @@ def run_together(workers: list[Callable[[], Any]]) -> list[tuple[str, Any]]:
 
 
 def ship_before_save(app: Ledger, other: Ledger, order_id: UUID, **ship: Any) -> None:
-    """Make `other` ship on `order_id` after `app` loaded the order and before `app` saves (once)."""
-    original_save = app.save
+    """Make `other` ship on `order_id` after `app` loaded the order and before `app` saves (once).
+
+    Commands save through `Ledger._save` (grouped with other threads' saves), so that is where to step in."""
+    original_save = app._save
     done = False
 
     def save(*args: Any, **kwargs: Any) -> Any:
@@ -169,7 +171,7 @@ def ship_before_save(app: Ledger, other: Ledger, order_id: UUID, **ship: Any) ->
             other.ship(ctx(), order_id, **ship)
         return original_save(*args, **kwargs)
 
-    app.save = save  # type: ignore[method-assign]
+    app._save = save  # type: ignore[method-assign]
 
 
 # --------------------------------------------------------------------------------- round trip

@@ -384,3 +384,5 @@ class HealthOut(Out, frozen=True, omit_defaults=True):
     status: Literal["ok", "unavailable"]
     database: Literal["reachable", "unreachable"] | None = None
     projections: dict[str, int] | None = None
+    behind: dict[str, str] | None = None
+    """/readyz: each projection past a readiness bound, and why."""

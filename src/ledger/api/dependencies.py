@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from ..application import Ledger
 from .auth import provide_key
+from .consistency import provide_min_position
 from .errors import BadRequestError
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -79,4 +80,5 @@ DEPENDENCIES = {
     "idempotency_key": Provide(provide_idempotency_key, sync_to_thread=False),
     "expected_version": Provide(provide_expected_version, sync_to_thread=False),
     "digest": Provide(provide_digest),
+    "read_position": Provide(provide_min_position, sync_to_thread=False),
 }

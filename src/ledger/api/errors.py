@@ -71,6 +71,17 @@ class BadRequestError(Exception):
         self.field = field
 
 
+class ProjectionBehindError(Exception):
+    """A read asked for a log position its view had not reached within the bound: HTTP 503, Retry-After."""
+
+    def __init__(self, projection: str, position: int, waited: float) -> None:
+        super().__init__(
+            f"the {projection} view has not reached position {position} after {waited:g} s; retry"
+        )
+        self.projection = projection
+        self.position = position
+
+
 _DESCRIPTIONS = {
     400: "malformed: a body that is not JSON, or a parameter or header that cannot be read",
     401: "missing, unknown or revoked API key",
@@ -80,7 +91,7 @@ _DESCRIPTIONS = {
     412: "If-Match is stale",
     413: "body over the size limit",
     422: "well-formed but invalid; `errors` names the fields",
-    503: "database unavailable; see Retry-After",
+    503: "database unavailable, or a view behind `min_position`; see Retry-After",
 }
 
 
@@ -235,6 +246,10 @@ def _read_model_missing(request: Request[Any, Any, Any], exc: Exception) -> Resp
     )
 
 
+def _projection_behind(_: Request[Any, Any, Any], exc: ProjectionBehindError) -> Response[Problem]:
+    return problem(503, "projection-behind", str(exc), headers={"Retry-After": "1"})
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     _log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal-error", "something went wrong on our side; it has been logged")
@@ -244,6 +259,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     LedgerError: _ledger_error,
     HTTPException: _http_error,
     BadRequestError: _bad_request,
+    ProjectionBehindError: _projection_behind,
     InvalidFilterError: _invalid_filter,
     InvalidCursorError: _invalid_cursor,
     refunds.InvalidFilterError: _invalid_filter,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
-from litestar import get, patch, post
+from litestar import Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from ...application import Ledger
-from ...queries import KeyDetails
+from ...idempotency import StoredResponse
+from ...queries import AccountDetails, KeyDetails
+from .. import idempotent
 from ..auth import ADMIN, READ_ACCOUNTS, ROLES_OPT, context_for
 from ..bodies import AccountIn, AccountList, AccountOut, AccountPatch
 from ..errors import problem_responses
@@ -27,17 +30,30 @@ TAGS = ["accounts"]
     sync_to_thread=True,
 )
 def create_account(
-    data: JSONBody[AccountIn], ledger: NamedDependency[Ledger], key: NamedDependency[KeyDetails]
-) -> AccountOut:
-    account = ledger.register_account(
-        context_for(key),
-        seller=key.seller,
-        marketplace=data.marketplace,
-        name=data.name,
-        fulfillment_managed=data.fulfillment_managed,
-        restock_in_ledger=data.restock_in_ledger,
-    )
-    return AccountOut.of(account)
+    data: JSONBody[AccountIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
+) -> Response[AccountOut]:
+    request = idempotent.Request(key.seller, idempotency_key, "createAccount", digest)
+
+    def run() -> Response[Any]:
+        def respond(details: AccountDetails) -> StoredResponse:
+            return request.response(201, AccountOut.of(details))
+
+        account = ledger.register_account(
+            context_for(key, idempotency_key, digest),
+            seller=key.seller,
+            marketplace=data.marketplace,
+            name=data.name,
+            fulfillment_managed=data.fulfillment_managed,
+            restock_in_ledger=data.restock_in_ledger,
+            respond=respond if idempotency_key is not None else None,
+        )
+        return idempotent.stored_response(request.response(201, AccountOut.of(account)))
+
+    return idempotent.replay_or_run(ledger, request, run)
 
 
 @get(

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -20,8 +20,10 @@ from psycopg_pool import ConnectionPool
 from ...aggregates.errors import LedgerError
 from ...aggregates.values import LineQuantity, Marketplace, RefundRequestLine
 from ...application import Ledger
+from ...projections.all_sales import AllSalesProjection
 from ...projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
 from ...queries import CommandResult, KeyDetails
+from .. import idempotent
 from ..auth import CHANGE_ORDERS, IMPORT_ORDERS, READ_HISTORY, READ_ORDERS, RECORD_DISPUTES, ROLES_OPT
 from ..auth import context_for as _ctx
 from ..bodies import (
@@ -42,6 +44,7 @@ from ..bodies import (
     RestockIn,
     ShipmentIn,
 )
+from ..consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
 from ..errors import ledger_problem, problem_responses
 from ..schemas import ImportRequest, OrderIn
 
@@ -54,8 +57,14 @@ def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
-def _created(result: CommandResult) -> Response[CommandOut]:
-    return Response(CommandOut.of(result), status_code=201, headers=_etag(result.version))
+def _created(result: CommandResult, ledger: Ledger) -> Response[CommandOut]:
+    headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
+    return Response(CommandOut.of(result), status_code=201, headers=headers)
+
+
+def _position(recorded: int | None, ledger: Ledger) -> int | None:
+    """Where the request's events are in the log; for a replay (nothing recorded now), the log's head."""
+    return recorded if recorded is not None else ledger.recorder.max_notification_id()
 
 
 def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | None:
@@ -75,6 +84,7 @@ def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | Non
         200: ResponseSpec(ImportOut, description="already imported: unchanged, or its payment recorded"),
         **problem_responses(401, 403, 404, 409, 413, 422, 503),
     },
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def import_order(
@@ -87,9 +97,8 @@ def import_order(
     result = ledger.import_order(
         _ctx(key, idempotency_key, digest), data.account_id, data.to_domain(), seller=key.seller
     )
-    return Response(
-        ImportOut.of(result), status_code=201 if result.created else 200, headers=_etag(result.version)
-    )
+    headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
+    return Response(ImportOut.of(result), status_code=201 if result.created else 200, headers=headers)
 
 
 @post(
@@ -100,35 +109,59 @@ def import_order(
     opt={ROLES_OPT: IMPORT_ORDERS},
     status_code=200,
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def import_orders(
-    data: JSONBody[ImportRequest], ledger: NamedDependency[Ledger], key: NamedDependency[KeyDetails]
-) -> ImportManyOut:
-    ctx = _ctx(key)
-    results: list[ImportItemOut] = []
-    for index, order in enumerate(data.orders):
-        try:
-            result = ledger.import_order(ctx, order.account_id, order.to_domain(), seller=key.seller)
-        except LedgerError as e:
+    data: JSONBody[ImportRequest],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
+) -> Response[ImportManyOut]:
+    """Under an Idempotency-Key, each order's import carries `<key>#<index>` on its events (a retry after a
+    failure part-way replays those and imports the rest) and the whole response is stored at the end."""
+    request = idempotent.Request(key.seller, idempotency_key, "importOrders", digest)
+
+    def run() -> Response[Any]:
+        results: list[ImportItemOut] = []
+        positions: list[int] = []
+        for index, order in enumerate(data.orders):
+            order_key = None if idempotency_key is None else f"{idempotency_key}#{index}"
+            try:
+                result = ledger.import_order(
+                    _ctx(key, order_key, digest), order.account_id, order.to_domain(), seller=key.seller
+                )
+            except LedgerError as e:
+                results.append(
+                    ImportItemOut(
+                        index=index, marketplace_order_id=order.marketplace_order_id, error=ledger_problem(e)
+                    )
+                )
+                continue
+            if result.notification_id is not None:
+                positions.append(result.notification_id)
             results.append(
                 ImportItemOut(
-                    index=index, marketplace_order_id=order.marketplace_order_id, error=ledger_problem(e)
+                    index=index,
+                    marketplace_order_id=order.marketplace_order_id,
+                    order_id=result.order_id,
+                    created=result.created,
+                    version=result.version,
+                    events=list(result.events),
                 )
             )
-            continue
-        results.append(
-            ImportItemOut(
-                index=index,
-                marketplace_order_id=order.marketplace_order_id,
-                order_id=result.order_id,
-                created=result.created,
-                version=result.version,
-                events=list(result.events),
-            )
+        failed = sum(1 for r in results if r.error is not None)
+        stored = request.response(
+            200, ImportManyOut(results=results, imported=len(results) - failed, failed=failed)
         )
-    failed = sum(1 for r in results if r.error is not None)
-    return ImportManyOut(results=results, imported=len(results) - failed, failed=failed)
+        if idempotency_key is not None:
+            ledger.store_response(stored)
+        response = idempotent.stored_response(stored)
+        response.headers.update(position_headers(max(positions, default=None)))
+        return response
+
+    return idempotent.replay_or_run(ledger, request, run)
 
 
 # ---------------------------------------------------------------------------------------------- reads
@@ -144,8 +177,10 @@ def import_orders(
     sync_to_thread=True,
 )
 def list_orders(
+    request: Request[Any, Any, Any],
     pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
+    read_position: NamedDependency[int | None],
     account_id: FromQuery[UUID | None] = None,
     marketplace: FromQuery[Marketplace | None] = None,
     status: Annotated[str | None, QueryParameter(max_length=40)] = None,
@@ -169,6 +204,7 @@ def list_orders(
         purchased_from=purchased_from,
         purchased_to=purchased_to,
     )
+    await_position(request, pool, AllSalesProjection.name, read_position)
     with pool.connection() as conn:
         page = VIEW.list_orders(conn, key.seller, filters, limit=limit, cursor=cursor)
     return OrderPage(items=[OrderSummaryOut.of(s) for s in page.items], next_cursor=page.next_cursor)
@@ -222,6 +258,7 @@ def order_history(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def ship(
@@ -244,7 +281,7 @@ def ship(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -254,6 +291,7 @@ def ship(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def cancel(
@@ -274,7 +312,7 @@ def cancel(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -284,6 +322,7 @@ def cancel(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def refund(
@@ -310,7 +349,7 @@ def refund(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -320,6 +359,7 @@ def refund(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: RECORD_DISPUTES},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def open_dispute(
@@ -339,7 +379,7 @@ def open_dispute(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -349,6 +389,7 @@ def open_dispute(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: RECORD_DISPUTES},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def close_dispute(
@@ -369,7 +410,7 @@ def close_dispute(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 @post(
@@ -379,6 +420,7 @@ def close_dispute(
     tags=COMMAND_TAGS,
     opt={ROLES_OPT: CHANGE_ORDERS},
     responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+    response_headers=POSITION_RESPONSE_HEADERS,
     sync_to_thread=True,
 )
 def restock(
@@ -399,7 +441,7 @@ def restock(
         expected_version=expected_version,
         seller=key.seller,
     )
-    return _created(result)
+    return _created(result, ledger)
 
 
 ROUTES = [

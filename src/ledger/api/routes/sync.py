@@ -11,13 +11,16 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import get, post
+import psycopg
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 from psycopg_pool import ConnectionPool
 
+from ... import idempotency
 from ...aggregates.values import Marketplace, Role
+from ...application import Ledger, ResponseStoredError
 from ...projections.outbound import (
     DEAD,
     FAILED,
@@ -26,11 +29,14 @@ from ...projections.outbound import (
     PENDING,
     SUCCEEDED,
     OutboundItem,
+    OutboundProjection,
     OutboundView,
 )
 from ...queries import KeyDetails
+from .. import idempotent
 from ..auth import ROLES_OPT
 from ..bodies import Out
+from ..consistency import await_position
 from ..errors import problem_responses
 
 TAGS = ["sync"]
@@ -88,12 +94,14 @@ class OutboundPage(Out, frozen=True):
     summary="The seller's outbound sync queue, oldest change first, filtered, in keyset pages",
     tags=TAGS,
     opt={ROLES_OPT: SYNC_ROLES},
-    responses=problem_responses(401, 403, 503),
+    responses=problem_responses(401, 403, 422, 503),
     sync_to_thread=True,
 )
 def list_outbound(
+    request: Request[Any, Any, Any],
     pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
+    read_position: NamedDependency[int | None],
     item_state: Annotated[ItemState | None, QueryParameter(name="state")] = None,
     marketplace: FromQuery[Marketplace | None] = None,
     order_id: FromQuery[UUID | None] = None,
@@ -102,6 +110,7 @@ def list_outbound(
         UUID | None, QueryParameter(description="`next_cursor` of the previous page (an item id)")
     ] = None,
 ) -> OutboundPage:
+    await_position(request, pool, OutboundProjection.name, read_position)
     with pool.connection() as conn:
         items = VIEW.list_items(
             conn,
@@ -124,17 +133,35 @@ def list_outbound(
     tags=TAGS,
     opt={ROLES_OPT: SYNC_ROLES},
     status_code=200,
-    responses=problem_responses(401, 403, 404, 409, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
     sync_to_thread=True,
 )
 def retry_outbound(
-    item_id: FromPath[UUID], pool: NamedDependency[ConnectionPool[Any]], key: NamedDependency[KeyDetails]
-) -> OutboundItemOut:
-    with pool.connection() as conn:
-        item = VIEW.retry(conn, key.seller, item_id)
-    if item is None:
-        raise NotFoundException()
-    return OutboundItemOut.of(item)
+    item_id: FromPath[UUID],
+    pool: NamedDependency[ConnectionPool[Any]],
+    key: NamedDependency[KeyDetails],
+    ledger: NamedDependency[Ledger],
+    idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
+) -> Response[OutboundItemOut]:
+    request = idempotent.Request(key.seller, idempotency_key, f"retryOutbound:{item_id}", digest)
+
+    def run() -> Response[Any]:
+        with pool.connection() as conn:
+            try:
+                with conn.transaction():  # the retry and its stored response commit together
+                    item = VIEW.retry(conn, key.seller, item_id)
+                    if item is None:
+                        raise NotFoundException()
+                    stored = request.response(200, OutboundItemOut.of(item))
+                    if idempotency_key is not None:
+                        with conn.cursor() as cur:
+                            idempotency.insert(cur, ledger.recorder.datastore.schema, stored)  # type: ignore[attr-defined]
+            except psycopg.errors.UniqueViolation:  # the same key's first request committed meanwhile
+                raise ResponseStoredError(idempotency_key or "") from None
+        return idempotent.stored_response(stored)
+
+    return idempotent.replay_or_run(ledger, request, run)
 
 
 ROUTES = [list_outbound, retry_outbound]

@@ -1,0 +1,100 @@
+"""Read-your-writes: commands answer with the log position of what they recorded (`Ledger-Position`), and list
+endpoints served by a projection accept `min_position` (or `Ledger-Min-Position`) and wait, bounded, until that
+projection has applied it.
+
+Why a wait and not a read of the write model: the lists (All Sales, the outbound queue) exist only as
+projections, which follow the log asynchronously (tens of milliseconds behind under load). The wait uses the
+projection's progress notifications (`projections.base.wait_for`), so it returns as soon as the position is
+applied; past the bound the answer is 503 with Retry-After rather than a stale page.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from litestar import Request
+from litestar.datastructures import ResponseHeader
+from litestar.params import HeaderParameter, QueryParameter
+from psycopg_pool import ConnectionPool
+
+from ..aggregates.errors import InvalidInputError
+from ..projections.base import head_position, wait_for
+from .errors import BadRequestError, ProjectionBehindError
+
+POSITION_HEADER = "Ledger-Position"
+MIN_POSITION_HEADER = "Ledger-Min-Position"
+DEFAULT_WAIT_SECONDS = 5.0
+MAX_POSITION = 2**62
+
+
+POSITION_RESPONSE_HEADERS = [
+    ResponseHeader(
+        name=POSITION_HEADER,
+        description=(
+            "the log position of the events this request recorded (or, for a replay, the log's head then): pass"
+            " it as `min_position` to a list to read your own write"
+        ),
+        documentation_only=True,
+        value="1",  # documentation only: makes the schema say "a string" (a whole number in it)
+    )
+]
+
+
+def max_wait_seconds() -> float:
+    """LEDGER_READ_MAX_WAIT: how long a read waits for `min_position` (seconds, default 5)."""
+    try:
+        value = float(os.environ.get("LEDGER_READ_MAX_WAIT", "") or DEFAULT_WAIT_SECONDS)
+    except ValueError:
+        return DEFAULT_WAIT_SECONDS
+    return value if value > 0 else DEFAULT_WAIT_SECONDS
+
+
+def position_headers(position: int | None) -> dict[str, str]:
+    return {} if position is None else {POSITION_HEADER: str(position)}
+
+
+def provide_min_position(
+    min_position: Annotated[
+        int | None,
+        QueryParameter(
+            ge=1,
+            le=MAX_POSITION,
+            description=(
+                "wait (at most 5 s, then 503 with Retry-After) until this view includes the log position a"
+                f" command answered with in `{POSITION_HEADER}`; past the log's end: 422"
+            ),
+        ),
+    ] = None,
+    min_position_header: Annotated[
+        str | None,
+        HeaderParameter(name=MIN_POSITION_HEADER, description="the same as `min_position`, as a header"),
+    ] = None,
+) -> int | None:
+    if min_position is not None:
+        return min_position
+    if min_position_header is None:
+        return None
+    raw = min_position_header.strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_POSITION:
+        raise BadRequestError(
+            f"{MIN_POSITION_HEADER} must be a log position (a whole number >= 1)", MIN_POSITION_HEADER
+        )
+    return int(raw)
+
+
+def await_position(
+    request: Request[Any, Any, Any], pool: ConnectionPool[Any], projection: str, position: int | None
+) -> None:
+    """Return once `projection` has applied `position` (at once when None); else raise ProjectionBehindError."""
+    if position is None:
+        return
+    seconds = float(getattr(request.app.state, "read_wait_seconds", None) or max_wait_seconds())
+    with pool.connection() as conn:
+        with conn.cursor() as cur:
+            head = head_position(cur)
+        if position > head:  # a position we answered with is committed, so never past the head
+            msg = f"min_position {position} is past the end of the log ({head}): not a position this ledger gave"
+            raise InvalidInputError(msg, "min_position")
+        if not wait_for(conn, projection, position, seconds):
+            raise ProjectionBehindError(projection, position, seconds)
