@@ -293,3 +293,25 @@ def test_worker_exits_cleanly_on_sigterm(cli_env: dict[str, str], app: Ledger) -
         assert worker.wait(timeout=30) == 0
     assert worker.stdout is not None
     assert "worker stopped" in worker.stdout.read()
+
+
+@pytest.mark.postgres
+def test_starting_another_worker_takes_no_lock_on_the_live_tables(own_target: PostgresTarget) -> None:
+    """A second process installing a live projection (a worker, a dispatcher starting) neither waits for nor
+    blocks the writers of its tables: no index is asked for again and no view is replaced."""
+    from ledger.projections.outbound import OutboundProjection  # noqa: PLC0415
+
+    for projection in (AllSalesProjection(), OutboundProjection()):
+        with connect(own_target) as conn:
+            first = base.install(conn, projection)
+        with connect(own_target) as writer, connect(own_target) as starter:
+            writer.autocommit = False
+            for table in projection.tables:  # a writer in the middle of a transaction on every table
+                writer.execute(f"LOCK TABLE {table}_g{first[0]} IN ROW EXCLUSIVE MODE")
+            starter.execute("SET lock_timeout = '2s'")
+            assert base.install(starter, projection) == first
+            writer.rollback()
+        with connect(own_target) as conn:
+            for table in projection.tables:
+                (definition,) = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (table,)).fetchone()
+                assert f"{table}_g{first[0]}" in definition

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import threading
 import time
 import zlib
@@ -24,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import psycopg
 from eventsourcing import persistence as es_persistence
@@ -179,14 +180,48 @@ def install(conn: psycopg.Connection[TupleRow], projection: Projection) -> tuple
                 (projection.name,),
             )
             current = (1, 0)
+        # Every process that starts a worker, a dispatcher or a rebuild comes through here while others read
+        # and write the live generation: only what is missing is created, so no lock is taken on tables in use.
         projection.create_tables(cur, Tables(current[0]))
-        projection.create_indexes(cur, Tables(current[0]))
-        _point_views(cur, projection, Tables(current[0]))
+        projection.create_indexes(cast(Cursor, _MissingIndexesOnly(cur)), Tables(current[0]))
+        _point_views(cur, projection, Tables(current[0]), only_if_needed=True)
     return current
 
 
-def _point_views(cur: Cursor, projection: Projection, t: Tables) -> None:
+class _MissingIndexesOnly:
+    """A cursor that skips `CREATE INDEX IF NOT EXISTS` of an index that exists.
+
+    PostgreSQL takes a SHARE lock on the table before it looks whether the index exists, so asking again for
+    an index of a live table waits for every writer, blocks the ones behind it, and can deadlock with them.
+    """
+
+    _NAME = re.compile(
+        r'CREATE\s+(?:UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+("(?:[^"]|"")+"|\S+)', re.IGNORECASE
+    )
+
+    def __init__(self, cur: Cursor) -> None:
+        self._cur = cur
+
+    def execute(self, query: Any, params: Any = None) -> Cursor:
+        text = query.as_string(self._cur) if isinstance(query, sql.Composable) else str(query)
+        match = self._NAME.search(text)
+        if match is not None:
+            found = self._cur.execute("SELECT to_regclass(%s)", (match.group(1),)).fetchone()
+            if found is not None and found[0] is not None:
+                return self._cur
+        return self._cur.execute(query, params)
+
+
+def _point_views(cur: Cursor, projection: Projection, t: Tables, *, only_if_needed: bool = False) -> None:
     for base in projection.tables:
+        if only_if_needed:
+            row = cur.execute(
+                "SELECT pg_get_viewdef(c.oid) FROM pg_class c"
+                " WHERE c.oid = to_regclass(%s) AND c.relkind = 'v'",
+                (base,),
+            ).fetchone()
+            if row is not None and re.search(rf"\b{re.escape(t.name(base))}\b", str(row[0])):
+                continue  # already the view of this generation: replacing it would lock out its readers
         cur.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(base)))
         cur.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(sql.Identifier(base), t[base]))
 
