@@ -19,6 +19,7 @@ from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noq
 from ledger.aggregates.values import PaymentStatus
 from ledger.integrations.base import (
     Accepted,
+    BuyerCancelled,
     Endpoint,
     PermanentMarketplaceError,
     RemoteOrder,
@@ -324,15 +325,18 @@ def test_walmart_sandbox_refuses_a_wrong_shape(sandbox: Sandbox, sandbox_url: st
     sandbox.clear_violations()
 
 
-def test_walmart_buyer_cancellation_request_is_not_a_fact(
+def test_walmart_buyer_cancellation_request_is_a_request_not_applied(
     sandbox: Sandbox, walmart: WalmartClient, account: str
 ) -> None:
-    """A customer's cancellation request (intentToCancel) is not reported as a cancellation Walmart applied."""
+    """A customer's cancellation request (intentToCancel) is reported as a request, not a cancellation Walmart applied."""
     view = sandbox.orders("walmart", account, count=1, max_lines=2)[0]
     after = sandbox.event("walmart", account, view["order_id"], "buyer_cancel")
     assert all(line["intentToCancel"] for line in after["walmart"]["orderLines"]["orderLine"])
     (remote,) = all_pages(walmart)
-    assert remote.facts == ()
+    (fact,) = remote.facts
+    assert isinstance(fact, BuyerCancelled)
+    assert not fact.applied
+    assert len(fact.lines or ()) == len(view["lines"])
     assert walmart.order_state(view["order_id"]).cancelled == {
         str(n): 0 for n in range(1, len(view["lines"]) + 1)
     }
@@ -468,15 +472,17 @@ def test_rakuten_faults_and_refusals(sandbox: Sandbox, rakuten: RakutenClient, a
     assert sandbox.violations() == []
 
 
-def test_rakuten_buyer_cancellation_request_is_not_a_fact(
+def test_rakuten_buyer_cancellation_request_is_a_request_not_applied(
     sandbox: Sandbox, rakuten: RakutenClient, account: str
 ) -> None:
-    """A buyer's cancellation request on Rakuten (cancelRequest) is not reported as an applied cancellation."""
+    """A buyer's cancellation request on Rakuten (cancelRequest) is reported as a request, not an applied cancellation."""
     view = sandbox.orders("rakuten", account, count=1)[0]
     after = sandbox.event("rakuten", account, view["order_id"], "buyer_cancel")
     assert after["rakuten"]["cancelRequest"] is not None
     (remote,) = all_pages(rakuten)
-    assert remote.facts == ()
+    (fact,) = remote.facts
+    assert isinstance(fact, BuyerCancelled)
+    assert not fact.applied
 
 
 def test_rakuten_duplicate_page_repeats_an_order(
@@ -563,13 +569,18 @@ def test_jet_throttle_and_server_errors_are_transient(sandbox: Sandbox, jet: Jet
     assert len(jet.list_orders(LONG_AGO).orders) == 1
 
 
-def test_jet_buyer_cancellation_request_is_not_a_fact(sandbox: Sandbox, jet: JetClient, account: str) -> None:
-    """A Jet customer's cancellation request (request_order_cancel_qty) is not reported as an applied one."""
+def test_jet_buyer_cancellation_request_is_a_request_not_applied(
+    sandbox: Sandbox, jet: JetClient, account: str
+) -> None:
+    """A Jet customer's cancellation request (request_order_cancel_qty) is a whole-order request, not an applied one."""
     view = sandbox.orders("jet", account, count=1)[0]
     after = sandbox.event("jet", account, view["order_id"], "buyer_cancel")
     assert all(item["request_order_cancel_qty"] > 0 for item in after["jet"]["order_items"])
     (remote,) = all_pages(jet)
-    assert remote.facts == ()
+    (fact,) = remote.facts
+    assert isinstance(fact, BuyerCancelled)
+    assert not fact.applied
+    assert fact.lines is None
 
 
 class FakeClock:
