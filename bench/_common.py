@@ -25,7 +25,9 @@ DEFAULT_DATA_DIR = Path("/tmp/ledger-bench-pg")
 
 
 @contextmanager
-def bench_target(schema: str, data_dir: Path | None = None, *, pool_size: int = 5) -> Iterator[PostgresTarget]:
+def bench_target(
+    schema: str, data_dir: Path | None = None, *, pool_size: int = 5
+) -> Iterator[PostgresTarget]:
     """LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in `data_dir` (a temporary one when None).
 
     The schema is created if missing and left in place: the caller drops it when it is throw-away.

@@ -183,9 +183,13 @@ def _fate(
         lines=ship_lines,
     )  # fmt: skip
     if rng.random() < 0.08:
-        reason = rng.choice([RefundReason.CUSTOMER_RETURN, RefundReason.DAMAGED, RefundReason.NOT_AS_DESCRIBED])
+        reason = rng.choice(
+            [RefundReason.CUSTOMER_RETURN, RefundReason.DAMAGED, RefundReason.NOT_AS_DESCRIBED]
+        )
         whole = rng.random() < 0.5
-        order.refund(OPERATOR, reason=reason, lines=None if whole else (RefundRequestLine(lines[0].line_id, 1),))
+        order.refund(
+            OPERATOR, reason=reason, lines=None if whole else (RefundRequestLine(lines[0].line_id, 1),)
+        )
     if rng.random() < 0.02:
         dispute_id = order.open_dispute(OPERATOR, reason="item not received")
         if rng.random() < 0.5:
@@ -203,7 +207,9 @@ def _progress(target: PostgresTarget) -> tuple[int, datetime | None]:
     return (0, None) if row is None else (int(row[0]), row[1])
 
 
-def write_batch(target: PostgresTarget, app: Ledger, orders: list[Order], next_index: int, anchor: datetime) -> int:
+def write_batch(
+    target: PostgresTarget, app: Ledger, orders: list[Order], next_index: int, anchor: datetime
+) -> int:
     """COPY the batch's events and move the progress row, in one transaction. Returns the events written."""
     stored = [app.mapper.to_stored_event(e) for order in orders for e in order.collect_events()]
     with connect(target) as conn, conn.cursor() as cur:
@@ -238,7 +244,9 @@ def generate(target: PostgresTarget, args: argparse.Namespace) -> dict[str, Any]
             orders = []
             for i in range(index, end):
                 accounts = book[rng.choices(range(len(book)), weights=shares)[0]]
-                account = rng.choices(accounts, weights=[MARKETPLACE_WEIGHT[a.marketplace] for a in accounts])[0]
+                account = rng.choices(
+                    accounts, weights=[MARKETPLACE_WEIGHT[a.marketplace] for a in accounts]
+                )[0]
                 orders.append(make_order(rng, i, account, anchor))
             events += write_batch(target, app, orders, end, anchor)
             index = end
@@ -262,7 +270,9 @@ def generate(target: PostgresTarget, args: argparse.Namespace) -> dict[str, Any]
             "events_written_this_run": events,
             "events_in_store": int(total_events[0]) if total_events else 0,
             "write_seconds": round(seconds, 1),
-            "orders_per_s": round((args.orders - start) / seconds) if seconds > 0.01 and start < args.orders else None,
+            "orders_per_s": round((args.orders - start) / seconds)
+            if seconds > 0.01 and start < args.orders
+            else None,
             "events_per_s": round(events / seconds) if seconds > 0.01 and events else None,
             "catch_up": catch_up,
             "distribution": distribution(target),
@@ -292,18 +302,28 @@ def _catch_up(target: PostgresTarget, app: Ledger, which: str) -> dict[str, Any]
                 last[0] = now
                 print(f"catch-up {name}: {position:,}/{head:,}", file=sys.stderr)
 
-        _, position = base.rebuild(projection, lambda: connect(target), app.recorder, app.mapper, progress=progress)
+        _, position = base.rebuild(
+            projection, lambda: connect(target), app.recorder, app.mapper, progress=progress
+        )
         seconds = time.perf_counter() - started
-        result[name] = {"events": position, "seconds": round(seconds, 1), "events_per_s": round(position / seconds)}
+        result[name] = {
+            "events": position,
+            "seconds": round(seconds, 1),
+            "events_per_s": round(position / seconds),
+        }
     return result
 
 
 def distribution(target: PostgresTarget) -> dict[str, Any]:
     """How the book came out, from the All Sales view when it is built (else from the events)."""
     with connect(target) as conn:
-        generation = conn.execute(
-            "SELECT generation FROM projection_state WHERE name = 'all_sales' AND active"
-        ).fetchone() if _has_table(conn, "projection_state") else None
+        generation = (
+            conn.execute(
+                "SELECT generation FROM projection_state WHERE name = 'all_sales' AND active"
+            ).fetchone()
+            if _has_table(conn, "projection_state")
+            else None
+        )
         if generation is None:
             return {}
         table = f"all_sales_orders_g{generation[0]}"
@@ -337,7 +357,9 @@ def _has_table(conn: Any, name: str) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--schema", default="bench_orders")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)

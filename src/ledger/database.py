@@ -121,9 +121,6 @@ class PostgresTarget:
             "POSTGRES_PASSWORD": self.password,
             "POSTGRES_SCHEMA": self.schema,
             "POSTGRES_POOL_SIZE": str(self.pool_size),
-            # Check a pooled connection before use: after a server restart or pg_terminate_backend the pool
-            # holds dead connections, and handing one out would fail the request.
-            "POSTGRES_PRE_PING": "y",
             # How long a call waits for a pooled connection (the library's default, 30 s, times its retries,
             # kept a request hanging for minutes while the server was down).
             "POSTGRES_CONNECT_TIMEOUT": str(POOL_WAIT_SECONDS),
@@ -542,10 +539,10 @@ def open_database(settings: Settings) -> Iterator[PostgresTarget]:
         yield target
 
 
-# How a call to the event store rides out a broken connection (pg_terminate_backend, a server restart):
-# a few quick retries on a fresh connection, as long as the server itself still accepts connections.
-STORE_ATTEMPTS: Final = 4
-STORE_RETRY_WAIT_SECONDS: Final = 0.05
+# How a call to the event store rides out broken connections (pg_terminate_backend, a server restart): one
+# quick retry per pooled connection (each may be dead) and a few more, as long as the server accepts connections.
+STORE_ATTEMPTS: Final = 3
+STORE_RETRY_WAIT_SECONDS: Final = 0.01
 PROBE_TIMEOUT_SECONDS: Final = 2
 _STORE_ERRORS: Final = (es_persistence.InterfaceError, es_persistence.OperationalError)
 
@@ -572,10 +569,14 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     local socket, which the library's table lock dwarfs.
 
     The library retries every store call 10 times, and each attempt waits up to the pool's timeout for a
-    connection: with the server down a request hung for close to a minute before failing. Here a failed call
-    is retried (on a fresh connection: the pool checks connections before handing them out) only while a
-    direct connection to the server succeeds; once one fails, the server counts as down and every call fails
-    at once (the API answers 503 with Retry-After) until a probe connects again.
+    connection: with the server down a request hung for minutes before failing. Here a failed call is retried
+    at once (a broken connection is dropped by the pool when it comes back, and the next one is tried: after
+    `pg_terminate_backend` of the whole pool that takes one attempt per connection) but only while a direct
+    connection to the server succeeds; once a probe fails, the server counts as down and every call fails at
+    once (the API answers 503 with Retry-After) until a probe connects again. (The pool's own check before
+    each use, `POSTGRES_PRE_PING`, is left off: it sleeps a second or more, doubling, per broken connection it
+    finds, so after `pg_terminate_backend` of a whole pool requests timed out. `pool.check()` after a failure
+    was fast but let the pool grow past its size.)
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -586,13 +587,16 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         if self._down and not self._server_answers():
             msg = "PostgreSQL is not accepting connections"
             raise es_persistence.OperationalError(msg)
-        for attempt in range(STORE_ATTEMPTS):
+        attempts = STORE_ATTEMPTS + self.datastore.pool.max_size
+        for attempt in range(attempts):
             try:
                 result = fn(*args, **kwargs)
             except _STORE_ERRORS:
-                if attempt == STORE_ATTEMPTS - 1 or not self._server_answers():
+                if attempt == attempts - 1 or not self._server_answers():
                     raise
-                time.sleep(STORE_RETRY_WAIT_SECONDS * (attempt + 1))
+                # The server answers, so the connection was broken (terminated, or left from before a
+                # restart): the pool drops it; try the next one.
+                time.sleep(STORE_RETRY_WAIT_SECONDS * attempt)
             else:
                 return result
         raise AssertionError  # pragma: no cover - the loop returns or raises
@@ -607,9 +611,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         except psycopg.Error:
             self._down = True
             return False
-        if self._down:
-            self._down = False
-            self.datastore.pool.check()  # replace the connections the outage broke, now rather than later
+        self._down = False
         return True
 
     select_events = _resilient(PostgresApplicationRecorder.select_events)
@@ -619,7 +621,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         return self.call_store(self._insert_events_once, stored_events, **kwargs)
 
-    def _insert_events_once(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def _insert_events_once(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         if self.datastore.enable_db_functions:
             insert = PostgresApplicationRecorder.insert_events.__wrapped__
             return insert(self, stored_events, **kwargs)  # type: ignore[no-any-return]

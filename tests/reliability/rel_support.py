@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
 
 from ledger.aggregates.values import Context, Marketplace, Role
 from ledger.application import Ledger
+from ledger.database import PostgresTarget
 
 CTX = Context(actor="reliability")
 UPS_TRACKING = "1Z999AA10123456784"
@@ -57,7 +59,8 @@ def make_seller(ledger: Ledger) -> Seller:
         secret, key = ledger.create_api_key(CTX, seller=name, role=role, name=f"{role}-key")
         keys[role], key_ids[role] = secret, key.key_id
     accounts = {
-        m: ledger.register_account(CTX, seller=name, marketplace=m, name="main").account_id for m in Marketplace
+        m: ledger.register_account(CTX, seller=name, marketplace=m, name="main").account_id
+        for m in Marketplace
     }
     return Seller(name, keys, accounts, key_ids)
 
@@ -73,11 +76,27 @@ def order_body(account_id: UUID, marketplace_order_id: str | None = None, **chan
         "buyer": {"name": "Ann Lee", "email": "ann@example.com"},
         "ship_to": {"name": "Ann Lee", "line1": "1 Main St", "city": "Springfield", "country": "US"},
         "lines": [
-            {"line_id": "1", "sku": "MUG-1", "title": "Mug", "quantity": 5, "unit_price": "12.50", "tax": "2.00"},
+            {
+                "line_id": "1",
+                "sku": "MUG-1",
+                "title": "Mug",
+                "quantity": 5,
+                "unit_price": "12.50",
+                "tax": "2.00",
+            },
             {"line_id": "2", "sku": "CUP-1", "quantity": 3, "unit_price": "5.00", "shipping": "4.99"},
         ],
     }
     return body | changes
+
+
+def database_url(target: PostgresTarget) -> str:
+    """A LEDGER_DATABASE_URL that reaches `target` (for `ledger` processes)."""
+    password = f":{quote(target.password, safe='')}" if target.password else ""
+    auth = f"{quote(target.user, safe='')}{password}@"
+    if target.is_unix_socket:
+        return f"postgresql://{auth}/{quote(target.dbname, safe='')}?host={target.host}&port={target.port}"
+    return f"postgresql://{auth}{target.host}:{target.port}/{quote(target.dbname, safe='')}"
 
 
 def free_port() -> int:
@@ -127,7 +146,9 @@ def start_service(env: dict[str, str], log_dir: Path, *, workers: bool = False) 
     with httpx.Client(base_url=service.url, timeout=2) as client:
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"ledger serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"ledger serve exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if client.get("/healthz").status_code == 200:
                     return service

@@ -42,7 +42,12 @@ def test_conflicting_commands_never_break_an_invariant(
     """Concurrent ship/cancel/refund on four orders: invariants hold, each 201 is one event, refusals 409/412."""
     with served(cli_env, tmp_path) as service, service.client() as http:
         order_ids = []
-        for marketplace in (Marketplace.WALMART, Marketplace.WALMART, Marketplace.AMAZON, Marketplace.RAKUTEN):
+        for marketplace in (
+            Marketplace.WALMART,
+            Marketplace.WALMART,
+            Marketplace.AMAZON,
+            Marketplace.RAKUTEN,
+        ):
             body = order_body(seller.accounts[marketplace])
             body["lines"][0]["quantity"], body["lines"][1]["quantity"] = 40, 25  # room for many commands
             response = http.post("/v1/orders", json=body, headers=seller.auth())
@@ -123,7 +128,10 @@ def test_conflicting_commands_never_break_an_invariant(
                     elif event["type"] == "Cancelled":
                         cancelled[item["line_id"]] += item["quantity"]
             for line in order["lines"]:
-                assert (line["shipped"], line["cancelled"]) == (shipped[line["line_id"]], cancelled[line["line_id"]])
+                assert (line["shipped"], line["cancelled"]) == (
+                    shipped[line["line_id"]],
+                    cancelled[line["line_id"]],
+                )
         assert statuses[201] > 0 and statuses[409] > 0
     assert_no_500(service.log)
     report(

@@ -131,7 +131,10 @@ def test_kill_9_of_the_api_loses_no_acknowledged_command(
     assert half_applied == 0
     assert found == len(acked)
 
-    with served(cli_env, tmp_path) as again, again.client() as http:  # the service starts again on the same data
+    with (
+        served(cli_env, tmp_path) as again,
+        again.client() as http,
+    ):  # the service starts again on the same data
         for _, data in acked[:: max(len(acked) // 20, 1)]:
             response = http.get(f"/v1/orders/{data['order_id']}", headers=seller.auth())
             assert response.status_code == 200 and response.json()["version"] >= data["version"]
@@ -152,7 +155,9 @@ def _fill(store: Ledger, orders: int, seed: int) -> list[UUID]:
     rng = random.Random(seed)
     seller = f"crash-{seed}"
     accounts = [
-        store.register_account(CTX, seller=seller, marketplace=m, name="main", fulfillment_managed=m != Marketplace.JET)
+        store.register_account(
+            CTX, seller=seller, marketplace=m, name="main", fulfillment_managed=m != Marketplace.JET
+        )
         for m in (Marketplace.WALMART, Marketplace.RAKUTEN, Marketplace.JET)
     ]
     ids, batch = [], []
@@ -297,5 +302,3 @@ def test_kill_9_of_a_worker_mid_batch_resumes_to_a_rebuild(
         f"kill -9 of a worker mid-batch ({behind}; {400 + written[0]} orders, {head} events):"
         f" resumed views equal a rebuild in all {sum(len(p.tables) for p in all_projections())} tables"
     )
-
-
