@@ -88,7 +88,8 @@ def test_conflicting_commands_never_break_an_invariant(
         for _, _, status, data, content_type in results:
             if status != 201:
                 assert content_type.startswith("application/problem+json")
-                assert data["type"].startswith(PROBLEM) and data["status"] == status
+                assert data["type"].startswith(PROBLEM)
+                assert data["status"] == status
 
         acknowledged_events = 0
         for order_id in order_ids:
@@ -99,7 +100,8 @@ def test_conflicting_commands_never_break_an_invariant(
             for line in order["lines"]:
                 assert line["shipped"] + line["cancelled"] <= line["quantity"], line
                 assert line["refunded_quantity"] <= line["shipped"], line
-                assert line["shipped"] >= 0 and line["cancelled"] >= 0
+                assert line["shipped"] >= 0
+                assert line["cancelled"] >= 0
 
             # Each 201 is exactly the events at its versions, carrying the id the client was given.
             claimed: set[int] = set()
@@ -132,7 +134,8 @@ def test_conflicting_commands_never_break_an_invariant(
                     shipped[line["line_id"]],
                     cancelled[line["line_id"]],
                 )
-        assert statuses[201] > 0 and statuses[409] > 0
+        assert statuses[201] > 0
+        assert statuses[409] > 0
     assert_no_500(service.log)
     report(
         f"concurrency: {CLIENTS} clients, {len(results)} conflicting commands on {len(order_ids)} orders:"

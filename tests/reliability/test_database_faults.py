@@ -125,7 +125,6 @@ def test_postgres_restart_under_load(
     setup.close()
     account_id = seller.accounts[Marketplace.WALMART]
     with served(_env(target), tmp_path, workers=True) as service:
-        pid = service.process.pid
         with Load(service.url, seller.auth(), account_id) as load:
             load.wait_for(0, 201, 20)
             down_at = time.monotonic()
@@ -135,7 +134,7 @@ def test_postgres_restart_under_load(
             up_at = time.monotonic()
             load.wait_for(up_at, 201, 20)
             recovered_after = min(a[0] for a in load.since(up_at) if a[2] == 201) - up_at
-        assert service.process.poll() is None and service.process.pid == pid, "the service had to restart"
+        assert service.process.poll() is None, "the service died: it must recover without a restart"
         statuses = Counter(a[2] for a in load.answers)
         assert set(statuses) <= {200, 201, 503}, statuses
         for _, _, status, headers, body in load.answers:
