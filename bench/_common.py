@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -28,9 +29,9 @@ DEFAULT_DATA_DIR = Path("/tmp/ledger-bench-pg")  # noqa: S108 - kept between run
 def bench_target(
     schema: str, data_dir: Path | None = None, *, pool_size: int = 5
 ) -> Iterator[PostgresTarget]:
-    """LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in `data_dir` (a temporary one when None).
-
-    The schema is created if missing and left in place: the caller drops it when it is throw-away.
+    """LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in `data_dir` (a temporary one when None,
+    deleted afterwards). The schema is created if missing and left in place: the caller drops it when it is
+    throw-away.
     """
     settings = Settings.from_env()
     if settings.database_url:
@@ -39,10 +40,14 @@ def bench_target(
         yield target
         return
     directory = data_dir or Path(tempfile.mkdtemp(prefix="ledger-bench-", dir="/tmp"))
-    with EmbeddedPostgres(directory) as server:
-        target = dataclasses.replace(server, schema=schema, pool_size=pool_size)
-        ensure_schema(target)
-        yield target
+    try:
+        with EmbeddedPostgres(directory) as server:
+            target = dataclasses.replace(server, schema=schema, pool_size=pool_size)
+            ensure_schema(target)
+            yield target
+    finally:
+        if data_dir is None:  # a throw-away server: its data goes with it
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def database_url(target: PostgresTarget) -> str:
