@@ -57,13 +57,11 @@ def bench_schema(pg_target: PostgresTarget) -> Any:
 @pytest.mark.slow
 def test_generate_then_query_the_book(pg_url: str, bench_schema: str, tmp_path: Path) -> None:
     """generate_orders builds a small book (resumable: a second run adds nothing); all_sales_queries reads it."""
-    generated = _run("generate_orders.py", pg_url, "--orders", "400", "--batch", "150", "--sellers", "3",
-                     "--schema", bench_schema, "--projections", "all_sales")  # fmt: skip
+    book = ("--orders", "400", "--batch", "150", "--sellers", "3", "--schema", bench_schema)
+    generated = _run("generate_orders.py", pg_url, *book, "--projections", "all_sales")
     assert generated["orders_written_this_run"] == 400
     assert sum(generated["distribution"]["by_tab"].values()) == 400
-    again = _run(
-        "generate_orders.py", pg_url, "--orders", "400", "--schema", bench_schema, "--projections", "none"
-    )
+    again = _run("generate_orders.py", pg_url, *book, "--projections", "none")
     assert again["events_written_this_run"] == 0
     assert again["events_in_store"] == generated["events_in_store"]
     queries = _run("all_sales_queries.py", pg_url, "--schema", bench_schema, "--requests", "2", "--deep-rows", "60",

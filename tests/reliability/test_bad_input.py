@@ -25,7 +25,7 @@ from ledger.projections import base
 from ledger.projections.registry import all_projections
 
 FUZZ = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -255,7 +255,7 @@ def test_kill_9_of_a_worker_mid_batch_resumes_to_a_rebuild(
 ) -> None:
     """Every projection's worker killed mid-batch while commands arrive: after a restart each view equals a rebuild."""
     names = {p.name for p in all_projections()}
-    _fill(store, 400, seed=1)
+    _fill(store, 250, seed=1)
     worker = _start_worker(cli_env, "--batch-size", "40")
     stop = threading.Event()
     written = [0]
@@ -264,7 +264,7 @@ def test_kill_9_of_a_worker_mid_batch_resumes_to_a_rebuild(
         writer = Ledger(env=own_target.eventsourcing_env())
         try:
             seed = 2
-            while not stop.is_set() and written[0] < 200:
+            while not stop.is_set() and written[0] < 100:
                 _fill(writer, 20, seed=seed)
                 written[0] += 20
                 seed += 1
@@ -276,7 +276,7 @@ def test_kill_9_of_a_worker_mid_batch_resumes_to_a_rebuild(
     killed_at: dict[str, tuple[int, int]] = {}
     try:
         _wait_active(worker, names)
-        _wait(lambda: _positions(own_target)["all_sales"][0] > 200)
+        _wait(lambda: _positions(own_target)["all_sales"][0] > 120)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         killed_at = _positions(own_target)
@@ -300,6 +300,6 @@ def test_kill_9_of_a_worker_mid_batch_resumes_to_a_rebuild(
         assert resumed[name] == rebuilt[name], f"{name} differs from a rebuild"
     behind = ", ".join(f"{name} at {p}/{h}" for name, (p, h) in sorted(killed_at.items()))
     report(
-        f"kill -9 of a worker mid-batch ({behind}; {400 + written[0]} orders, {head} events):"
+        f"kill -9 of a worker mid-batch ({behind}; {250 + written[0]} orders, {head} events):"
         f" resumed views equal a rebuild in all {sum(len(p.tables) for p in all_projections())} tables"
     )

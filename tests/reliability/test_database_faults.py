@@ -126,13 +126,13 @@ def test_postgres_restart_under_load(
     account_id = seller.accounts[Marketplace.WALMART]
     with served(_env(target), tmp_path, workers=True) as service:
         with Load(service.url, seller.auth(), account_id) as load:
-            load.wait_for(0, 201, 20)
+            load.wait_for(0, 201, 100)
             down_at = time.monotonic()
             server.stop()  # ours is the only handle: the server shuts down
             load.wait_for(down_at, 503, 10)
             server.start()
             up_at = time.monotonic()
-            load.wait_for(up_at, 201, 20)
+            load.wait_for(up_at, 201, 50)
             recovered_after = min(a[0] for a in load.since(up_at) if a[2] == 201) - up_at
         assert service.process.poll() is None, "the service died: it must recover without a restart"
         statuses = Counter(a[2] for a in load.answers)
