@@ -12,13 +12,11 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from rel_support import REPORT, Seller, make_seller
+from rel_support import MAX_BODY, REPORT, Seller, make_seller
 
 from ledger.api.app import create_app
 from ledger.application import Ledger
 from ledger.database import PostgresTarget
-
-MAX_BODY = 256_000
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ CTX = Context(actor="reliability")
 UPS_TRACKING = "1Z999AA10123456784"
 PROBLEM = "https://ledger.dev/problems/"
 REPORT: list[str] = []
+MAX_BODY = 256_000  # the body limit of the in-process app (conftest's `client`)
 
 
 def report(line: str) -> None:

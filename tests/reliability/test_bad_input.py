@@ -15,9 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
-from rel_support import PROBLEM, UPS_TRACKING, Seller, order_body, report
+from rel_support import MAX_BODY, PROBLEM, UPS_TRACKING, Seller, order_body, report
 
-from conftest import MAX_BODY
 from ledger.aggregates.values import Marketplace
 from ledger.application import Ledger
 from ledger.database import PostgresTarget, connect
