@@ -335,3 +335,11 @@ def test_nul_character_is_refused_with_422_naming_the_field(client: TestClient[A
                           headers=seller.auth())  # fmt: skip
     assert rename.status_code == 422
     assert client.get(f"/v1/orders/{order_id}", headers=seller.auth()).json()["version"] == 1
+
+
+@pytest.mark.parametrize("param", ["q", "sku"])
+def test_nul_in_a_list_filter_is_422(client: TestClient[Any], seller: Seller, param: str) -> None:
+    """A NUL character in a text filter of All Sales is 422 invalid-filter (it was a 500 from PostgreSQL)."""
+    response = client.get("/v1/orders", params={param: "a\x00b"}, headers=seller.auth())
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == PROBLEM + "invalid-filter"
