@@ -68,7 +68,8 @@ class Load:
         self.answers: list[tuple[float, str, int, dict[str, str], Any]] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._client, args=(k,)) for k in range(LOAD_CLIENTS)]
+        self.errors: list[str] = []  # a client that failed outside HTTP (a bad answer body, a timeout)
+        self.threads = [threading.Thread(target=self._guarded, args=(k,)) for k in range(LOAD_CLIENTS)]
 
     def __enter__(self) -> Load:
         for thread in self.threads:
@@ -79,6 +80,12 @@ class Load:
         self.stop.set()
         for thread in self.threads:
             thread.join()
+
+    def _guarded(self, k: int) -> None:
+        try:
+            self._client(k)
+        except Exception as e:
+            self.errors.append(repr(e))
 
     def _client(self, k: int) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as http:
@@ -135,6 +142,7 @@ def test_postgres_restart_under_load(
             load.wait_for(up_at, 201, 50)
             recovered_after = min(a[0] for a in load.since(up_at) if a[2] == 201) - up_at
         assert service.process.poll() is None, "the service died: it must recover without a restart"
+        assert not load.errors, load.errors
         statuses = Counter(a[2] for a in load.answers)
         assert set(statuses) <= {200, 201, 503}, statuses
         for _, _, status, headers, body in load.answers:
@@ -193,7 +201,15 @@ def test_terminated_backends_mid_load(cli_env: dict[str, str], store: Ledger, tm
         lock = threading.Lock()
         stop = threading.Event()
 
+        errors: list[str] = []
+
         def client(k: int) -> None:
+            try:
+                load(k)
+            except Exception as e:
+                errors.append(repr(e))
+
+        def load(k: int) -> None:
             with httpx.Client(base_url=service.url, timeout=60) as own:
                 n = 0
                 while not stop.is_set():
@@ -233,6 +249,7 @@ def test_terminated_backends_mid_load(cli_env: dict[str, str], store: Ledger, tm
             stop.set()
             for thread in threads:
                 thread.join()
+        assert not errors, errors
         statuses = Counter(status for _, _, status, _ in answers)
         assert set(statuses) <= {200, 201, 503}, statuses
         assert terminated > 0
