@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import subprocess
 import threading
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
 
 import psycopg
 from eventsourcing import persistence as es_persistence
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import retry
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
@@ -47,12 +48,14 @@ __all__ = [
     "parse_database_url",
 ]
 
+T = TypeVar("T")
 DEFAULT_PORT: Final = 5432
 EMBEDDED_USER: Final = "postgres"
 EMBEDDED_DBNAME: Final = "postgres"
 # eventsourcing names an application's table "<application name>_events".
 DEFAULT_EVENTS_TABLE: Final = "ledger_events"
 CONNECT_TIMEOUT_SECONDS: Final = 10
+POOL_WAIT_SECONDS: Final = 5
 
 
 class DatabaseUnavailableError(RuntimeError):
@@ -119,6 +122,9 @@ class PostgresTarget:
             "POSTGRES_PASSWORD": self.password,
             "POSTGRES_SCHEMA": self.schema,
             "POSTGRES_POOL_SIZE": str(self.pool_size),
+            # How long a call waits for a pooled connection (the library's default, 30 s, times its retries,
+            # kept a request hanging for minutes while the server was down).
+            "POSTGRES_CONNECT_TIMEOUT": str(POOL_WAIT_SECONDS),
             "CREATE_TABLE": "y",
             "APPLICATION_RECORDER_TOPIC": "ledger.database:LedgerApplicationRecorder",
         }
@@ -534,26 +540,98 @@ def open_database(settings: Settings) -> Iterator[PostgresTarget]:
         yield target
 
 
+# How a call to the event store rides out broken connections (pg_terminate_backend, a server restart): one
+# quick retry per pooled connection (each may be dead) and a few more, as long as the server accepts connections.
+STORE_ATTEMPTS: Final = 3
+STORE_RETRY_WAIT_SECONDS: Final = 0.01
+PROBE_TIMEOUT_SECONDS: Final = 2
+_STORE_ERRORS: Final = (es_persistence.InterfaceError, es_persistence.OperationalError)
+
+
+def _resilient(method: Callable[..., T]) -> Callable[..., T]:
+    """The library's recorder method without its own retry (10 attempts, each waiting up to the pool's
+    timeout: almost a minute per call while the server is down), under `LedgerApplicationRecorder`'s."""
+    inner: Callable[..., T] = getattr(method, "__wrapped__", method)
+
+    @functools.wraps(inner)
+    def call(self: LedgerApplicationRecorder, *args: Any, **kwargs: Any) -> T:
+        return self.call_store(inner, self, *args, **kwargs)
+
+    return call
+
+
 class LedgerApplicationRecorder(PostgresApplicationRecorder):
-    """The library's PostgreSQL recorder, saving without libpq pipeline mode.
+    """The library's PostgreSQL recorder, saving without libpq pipeline mode, failing fast while the server
+    is down and recovering by itself when it is back.
 
     psycopg 3.3's pipeline mode can deadlock over a Unix socket when one save carries more than a few hundred
     kilobytes (seen here: 500 orders in one save hang for ever against the embedded server, which listens only
     on a socket; the same save over TCP returns). Without the pipeline a save costs two more round trips on a
     local socket, which the library's table lock dwarfs.
+
+    The library retries every store call 10 times, and each attempt waits up to the pool's timeout for a
+    connection: with the server down a request hung for minutes before failing. Here a failed call is retried
+    at once (a broken connection is dropped by the pool when it comes back, and the next one is tried: after
+    `pg_terminate_backend` of the whole pool that takes one attempt per connection) but only while a direct
+    connection to the server succeeds; once a probe fails, the server counts as down and every call fails at
+    once (the API answers 503 with Retry-After) until a probe connects again. (The pool's own check before
+    each use, `POSTGRES_PRE_PING`, is left off: it sleeps a second or more, doubling, per broken connection it
+    finds, so after `pg_terminate_backend` of a whole pool requests timed out. `pool.check()` after a failure
+    was fast but let the pool grow past its size.)
     """
 
-    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
-        super().__init__(datastore, events_table_name=events_table_name)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._down = False
         # Responses stored under idempotency keys (ledger.idempotency): created with the events table.
         self.sql_create_statements.append(idempotency.create_table_statement(self.datastore.schema))
 
-    @retry((es_persistence.InterfaceError, es_persistence.OperationalError), max_attempts=10, wait=0.2)
+    def call_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._down and not self._server_answers():
+            msg = "PostgreSQL is not accepting connections"
+            raise es_persistence.OperationalError(msg)
+        attempts = STORE_ATTEMPTS + self.datastore.pool.max_size
+        for attempt in range(attempts):
+            try:
+                result = fn(*args, **kwargs)
+            except _STORE_ERRORS:
+                if attempt == attempts - 1 or not self._server_answers():
+                    raise
+                # The server answers, so the connection was broken (terminated, or left from before a
+                # restart): the pool drops it; try the next one.
+                time.sleep(STORE_RETRY_WAIT_SECONDS * attempt)
+            else:
+                return result
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    def _server_answers(self) -> bool:
+        """Whether a new connection to the server succeeds now (fast when it is down: refused at once)."""
+        kwargs = self.datastore.pool.kwargs
+        params = {k: v for k, v in kwargs.items() if k != "row_factory"} if isinstance(kwargs, dict) else {}
+        try:
+            with psycopg.connect(**params, connect_timeout=PROBE_TIMEOUT_SECONDS, autocommit=True):
+                pass
+        except psycopg.Error:
+            self._down = True
+            return False
+        self._down = False
+        return True
+
+    select_events = _resilient(PostgresApplicationRecorder.select_events)
+    select_notifications = _resilient(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _resilient(PostgresApplicationRecorder.max_notification_id)
+
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        return self.call_store(self._insert_events_once, stored_events, **kwargs)
+
+    def _insert_events_once(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         """`stored_response=StoredResponse(...)` is inserted in the same transaction as the events."""
         response: idempotency.StoredResponse | None = kwargs.pop("stored_response", None)
         if self.datastore.enable_db_functions and response is None:
-            return super().insert_events(stored_events, **kwargs)  # type: ignore[no-any-return]
+            insert = PostgresApplicationRecorder.insert_events.__wrapped__
+            return insert(self, stored_events, **kwargs)  # type: ignore[no-any-return]
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._insert_events(curs, stored_events, **kwargs)
             if response is not None:

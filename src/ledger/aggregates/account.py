@@ -18,6 +18,8 @@ def check_account_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > MAX_NAME:
         raise InvalidInputError(f"name must be 1 to {MAX_NAME} characters", "name")
+    if "\x00" in name:  # PostgreSQL text cannot hold it (see rules.check_storable)
+        raise InvalidInputError("name contains a NUL character (U+0000)", "name")
     return name
 
 

@@ -514,6 +514,7 @@ class Order(Aggregate):
         lines: tuple[LineQuantity, ...] | None = None,
     ) -> UUID:
         number = rules.check_tracking_number(carrier, tracking_number)
+        rules.check_storable(shipping_class, "shipping_class")
         rules.check_can_ship(self)
         rules.check_ship_time(shipped_at, self.purchased_at, now)
         items = rules.resolve_shipment_lines(self.lines, lines)
@@ -623,6 +624,8 @@ class Order(Aggregate):
     ) -> UUID:
         """A buyer's claim, as the marketplace or an operator reports it. The same marketplace id is a no-op."""
         rules.check_reason(reason)
+        if marketplace_dispute_id is not None:
+            rules.check_storable(marketplace_dispute_id, "marketplace_dispute_id")
         for dispute in self.disputes.values():
             if marketplace_dispute_id and dispute.marketplace_dispute_id == marketplace_dispute_id:
                 return dispute.dispute_id

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .errors import (
     CancelAfterShipmentError,
     InvalidAmountError,
+    InvalidInputError,
     InvalidOrderError,
     InvalidQuantityError,
     InvalidShipTimeError,
@@ -57,9 +58,22 @@ MAX_TEXT = 500
 # ---------------------------------------------------------------------------------------- import
 
 
+def check_storable(value: str, field: str, error: type[InvalidInputError] = InvalidInputError) -> None:
+    """Refuse a NUL character: PostgreSQL text cannot hold it, so a read model could never show the event (a
+    projection stopped on the first such order, for good)."""
+    if "\x00" in value:
+        raise error(f"{field} contains a NUL character (U+0000)", field)
+
+
 def check_imported_order(order: ImportedOrder) -> None:
     if not order.marketplace_order_id.strip() or len(order.marketplace_order_id) > 100:
         raise InvalidOrderError("marketplace_order_id must be 1 to 100 characters", "marketplace_order_id")
+    check_storable(order.marketplace_order_id, "marketplace_order_id", InvalidOrderError)
+    check_storable(order.buyer.name, "buyer.name", InvalidOrderError)
+    check_storable(order.buyer.email, "buyer.email", InvalidOrderError)
+    if order.ship_to is not None:
+        for name, value in vars(order.ship_to).items():
+            check_storable(value, f"ship_to.{name}", InvalidOrderError)
     if order.purchased_at.tzinfo is None:
         raise InvalidOrderError("purchased_at needs a time zone", "purchased_at")
     if order.paid_at is not None and order.paid_at.tzinfo is None:
@@ -76,6 +90,8 @@ def check_imported_order(order: ImportedOrder) -> None:
         seen.add(line.line_id)
         if not line.sku:
             raise InvalidOrderError("sku is required", f"{where}.sku")
+        for name in ("line_id", "sku", "title"):
+            check_storable(getattr(line, name), f"{where}.{name}", InvalidOrderError)
         if line.quantity < 1:
             raise InvalidOrderError("quantity must be at least 1", f"{where}.quantity")
         for name in ("unit_price", "tax", "shipping"):
@@ -206,6 +222,7 @@ def check_reason(reason: str) -> None:
         raise ReasonRequiredError("a reason is required", "reason")
     if len(reason) > MAX_TEXT:
         raise ReasonRequiredError(f"reason is longer than {MAX_TEXT} characters", "reason")
+    check_storable(reason, "reason", ReasonRequiredError)
 
 
 # ---------------------------------------------------------------------------------------- refund

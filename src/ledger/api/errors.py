@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from typing import Any
 
 import msgspec
@@ -250,6 +251,15 @@ def _projection_behind(_: Request[Any, Any, Any], exc: ProjectionBehindError) ->
     return problem(503, "projection-behind", str(exc), headers={"Retry-After": "1"})
 
 
+def _undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """A body the JSON decoder gives up on (invalid UTF-8, nesting deeper than its recursion limit) is the
+    client's input, not our failure; the same errors raised anywhere else are ours."""
+    if not any(frame.name == "decode_json" for frame in traceback.extract_tb(exc.__traceback__)):
+        return _internal_error(request, exc)
+    reason = "nested too deeply" if isinstance(exc, RecursionError) else "not valid UTF-8"
+    return problem(400, "malformed-request", f"the request could not be read: the body is {reason}")
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     _log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal-error", "something went wrong on our side; it has been logged")
@@ -272,6 +282,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     StoreInterfaceError: _unavailable,
     DatabaseUnavailableError: _unavailable,
     PoolTimeout: _unavailable,
+    RecursionError: _undecodable,
+    UnicodeDecodeError: _undecodable,
     Exception: _internal_error,
 }
 EXCEPTION_HANDLERS[500] = _internal_error

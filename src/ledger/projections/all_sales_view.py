@@ -80,6 +80,12 @@ class SalesFilter:
             moment = getattr(self, name)
             if moment is not None and moment.utcoffset() is None:
                 raise InvalidFilterError(f"{name} needs a time zone")
+        for name in (
+            "sku",
+            "q",
+        ):  # PostgreSQL text cannot hold U+0000: the query would fail, not match nothing
+            if "\x00" in (getattr(self, name) or ""):
+                raise InvalidFilterError(f"{name} contains a NUL character (U+0000)")
 
 
 @dataclass(frozen=True)

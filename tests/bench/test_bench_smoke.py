@@ -1,0 +1,90 @@
+"""Each benchmark in bench/ runs end to end at a tiny size, so that none rots (CI never runs them full size).
+
+The figures of a smoke run mean nothing; the test checks that every benchmark finishes and reports its fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ledger.database import PostgresTarget
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _run(script: str, pg_url: str, *args: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
+        "LEDGER_DATABASE_URL": pg_url
+    }
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def bench_schema(pg_target: PostgresTarget) -> Any:
+    schema = f"bench_smoke_{secrets.token_hex(4)}"
+    yield schema
+    with psycopg.connect(pg_target.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.mark.slow
+def test_generate_then_query_the_book(pg_url: str, bench_schema: str, tmp_path: Path) -> None:
+    """generate_orders builds a small book (resumable: a second run adds nothing); all_sales_queries reads it."""
+    book = ("--orders", "400", "--batch", "150", "--sellers", "3", "--schema", bench_schema)
+    generated = _run("generate_orders.py", pg_url, *book, "--projections", "all_sales")
+    assert generated["orders_written_this_run"] == 400
+    assert sum(generated["distribution"]["by_tab"].values()) == 400
+    again = _run("generate_orders.py", pg_url, *book, "--projections", "none")
+    assert again["events_written_this_run"] == 0
+    assert again["events_in_store"] == generated["events_in_store"]
+    queries = _run("all_sales_queries.py", pg_url, "--schema", bench_schema, "--requests", "2", "--deep-rows", "60",
+                   "--port", str(_free_port()), "--log-dir", str(tmp_path))  # fmt: skip
+    assert queries["history_events"] == 50
+    assert queries["list"]["none"]["first_page"]["n"] == 2
+    assert queries["peak_rss_mb"]["ledger serve"] > 0
+
+
+@pytest.mark.slow
+def test_import_http_smoke(pg_url: str) -> None:
+    """import_http imports over HTTP, runs the executemany baseline and the library path, and reports ratios."""
+    result = _run("import_http.py", pg_url, "--orders", "200", "--batch", "100", "--clients", "2", "--runs", "1",
+                  "--library-orders", "10", "--port", str(_free_port()))  # fmt: skip
+    assert result["orders_per_run"] == 200
+    assert result["ours_orders_per_s_median"] > 0
+    assert result["executemany_rows_per_s_median"] > 0
+
+
+@pytest.mark.slow
+def test_projection_catchup_smoke(pg_url: str) -> None:
+    """projection_catchup rebuilds, runs the library's runner and measures live lag, at a tiny size."""
+    result = _run("projection_catchup.py", pg_url, "--events", "300", "--library-events", "30", "--runs", "1",
+                  "--lag-seconds", "1", "--lag-rate", "20")  # fmt: skip
+    assert result["ours_events_per_s_median"] > 0
+    assert result["live_lag"]["commands"] > 0
