@@ -26,6 +26,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from . import idempotency
+from .aggregates import rules
 from .aggregates.account import MarketplaceAccount, SellerAccounts
 from .aggregates.api_key import ApiKey, SellerApiKeys
 from .aggregates.chain import canonical
@@ -407,7 +408,11 @@ class Ledger(Application[UUID]):
         raise ConcurrentUpdateError(f"order {order.marketplace_order_id} kept changing; try again")
 
     def _protected(self, seller: str, order: ImportedOrder) -> ImportedOrder:
-        """The order with its personal fields encrypted under the buyer's key (privacy.py)."""
+        """The order with its personal fields encrypted under the buyer's key (privacy.py).
+
+        Checked first: once encrypted, the aggregate sees only tokens, and a plaintext the read models cannot
+        hold (a NUL character) would stop them when they decrypt it."""
+        rules.check_imported_order(order)
         buyer, ship_to = self.personal_data.protect(seller, order.buyer, order.ship_to)
         return dataclasses.replace(order, buyer=buyer, ship_to=ship_to)
 

@@ -31,6 +31,12 @@ IMPORT = frozenset({Role.ADMIN, Role.OPERATOR, Role.INTEGRATION})
 CHANGE = frozenset({Role.ADMIN, Role.OPERATOR})
 DISPUTES = frozenset({Role.ADMIN, Role.OPERATOR, Role.INTEGRATION})
 ADMIN = frozenset({Role.ADMIN})
+FINANCE = frozenset({Role.ADMIN, Role.FINANCE})
+# A bulk shipment file naming an order nobody has: allowed roles get a row report, and nothing changes.
+BULK_CSV = (
+    "marketplace_order_id,line_id,quantity,carrier,tracking_number,shipping_class,shipped_at\n"
+    f"NO-SUCH-ORDER,1,1,ups,{UPS_TRACKING},,\n"
+)
 # operation id -> (roles API.md allows, a valid body)
 CONTRACT: dict[str, tuple[frozenset[Role], Any]] = {
     "createAccount": (ADMIN, {"marketplace": "jet", "name": "second"}),
@@ -53,6 +59,13 @@ CONTRACT: dict[str, tuple[frozenset[Role], Any]] = {
     "closeDispute": (DISPUTES, {"outcome": "rejected"}),
     "listOutbound": (CHANGE, None),
     "retryOutbound": (CHANGE, None),
+    "verifyOrder": (frozenset({Role.ADMIN, Role.AUDITOR}), None),
+    "shipBulk": (CHANGE, "csv"),
+    "listFinanceRefunds": (FINANCE, None),
+    "reconcileSettlement": (FINANCE, None),
+    "listReconciliations": (FINANCE, None),
+    "getReconciliation": (FINANCE, None),
+    "getExposure": (FINANCE, None),
 }
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
@@ -106,6 +119,7 @@ class World:
             "dispute_id": self.dispute_id,
             "account_id": str(self.seller.accounts[Marketplace.WALMART]),
             "item_id": self.item_id,
+            "reconciliation_id": str(uuid.uuid4()),
         }
         return _PARAM.sub(lambda m: values[m.group(1)], path)
 
@@ -123,7 +137,11 @@ class World:
         )
 
     def call(self, method: str, path: str, operation: str, headers: dict[str, str]) -> Any:
-        return self.client.request(method, self.url(path), json=self.body(operation), headers=headers)
+        body = self.body(operation)
+        if body == "csv":
+            headers = {**headers, "Content-Type": "text/csv"}
+            return self.client.request(method, self.url(path), content=BULK_CSV, headers=headers)
+        return self.client.request(method, self.url(path), json=body, headers=headers)
 
 
 @pytest.fixture
