@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post, put
+from litestar.params import FromPath
 
 from .app import Marketplace, Sandbox
 from .state import Json, Line, Order, iso, parse_time, utcnow
@@ -179,7 +180,7 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
     return token or None
 
 
-def _order(sandbox: Sandbox, account: str, merchant_order_id: str) -> Order:
+def _order(sandbox: Sandbox, account: str, merchant_order_id: FromPath[str]) -> Order:
     order = sandbox.state.find(NAME, account, merchant_order_id)
     if order is None:
         raise Refusal(404, "NotFound", f"order {merchant_order_id} not found")
@@ -248,7 +249,7 @@ async def list_orders(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get("/api/orders/withoutShipmentDetail/{merchant_order_id:str}")
-async def order_details(request: Request[Any, Any, Any], merchant_order_id: str) -> Response[Any]:
+async def order_details(request: Request[Any, Any, Any], merchant_order_id: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
         return json_response(render(_order(sandbox, account, merchant_order_id)))
 
@@ -256,7 +257,7 @@ async def order_details(request: Request[Any, Any, Any], merchant_order_id: str)
 
 
 @put("/api/orders/{merchant_order_id:str}/shipped", status_code=200)
-async def ship_order(request: Request[Any, Any, Any], merchant_order_id: str) -> Response[Any]:
+async def ship_order(request: Request[Any, Any, Any], merchant_order_id: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         shipped = strict(body, ShippedRequest)
         for shipment in shipped.shipments:
@@ -303,7 +304,7 @@ async def ship_order(request: Request[Any, Any, Any], merchant_order_id: str) ->
 
 
 @put("/api/orders/{merchant_order_id:str}/cancel", status_code=200)
-async def cancel_order(request: Request[Any, Any, Any], merchant_order_id: str) -> Response[Any]:
+async def cancel_order(request: Request[Any, Any, Any], merchant_order_id: FromPath[str]) -> Response[Any]:
     """The whole order, and only while nothing of it has shipped."""
 
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
@@ -334,7 +335,7 @@ async def cancel_order(request: Request[Any, Any, Any], merchant_order_id: str) 
 
 @post("/api/refunds/{merchant_order_id:str}/{alt_refund_id:str}", status_code=201)
 async def create_refund(
-    request: Request[Any, Any, Any], merchant_order_id: str, alt_refund_id: str
+    request: Request[Any, Any, Any], merchant_order_id: FromPath[str], alt_refund_id: FromPath[str]
 ) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         refund = strict(body, RefundRequest)

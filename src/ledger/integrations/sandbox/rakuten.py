@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 
 from .app import Marketplace, Sandbox
 from .state import Json, Line, Order, iso, parse_time, utcnow
@@ -190,7 +191,7 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
     return license_key if secret and license_key else None
 
 
-def _order(sandbox: Sandbox, account: str, order_number: str) -> Order:
+def _order(sandbox: Sandbox, account: str, order_number: FromPath[str]) -> Order:
     order = sandbox.state.find(NAME, account, order_number)
     if order is None:
         raise Refusal(404, NOT_FOUND, f"order {order_number} not found")
@@ -269,7 +270,7 @@ async def search_orders(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get(BASE + "/{order_number:str}")
-async def get_order(request: Request[Any, Any, Any], order_number: str) -> Response[Any]:
+async def get_order(request: Request[Any, Any, Any], order_number: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
         return json_response({"order": render(_order(sandbox, account, order_number))})
 
@@ -277,7 +278,9 @@ async def get_order(request: Request[Any, Any, Any], order_number: str) -> Respo
 
 
 @post(BASE + "/{order_number:str}/shipments", status_code=200)
-async def update_order_shipping(request: Request[Any, Any, Any], order_number: str) -> Response[Any]:
+async def update_order_shipping(
+    request: Request[Any, Any, Any], order_number: FromPath[str]
+) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         shipment = strict(body, ShipmentRequest)
         if shipment.shipping_datetime.tzinfo is None:
@@ -316,7 +319,7 @@ async def update_order_shipping(request: Request[Any, Any, Any], order_number: s
 
 
 @post(BASE + "/{order_number:str}/cancellations", status_code=200)
-async def cancel_order(request: Request[Any, Any, Any], order_number: str) -> Response[Any]:
+async def cancel_order(request: Request[Any, Any, Any], order_number: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         cancellation = strict(body, CancellationRequest)
         order = _order(sandbox, account, order_number)
@@ -354,7 +357,7 @@ async def cancel_order(request: Request[Any, Any, Any], order_number: str) -> Re
 
 
 @post(BASE + "/{order_number:str}/refunds", status_code=200)
-async def refund_order(request: Request[Any, Any, Any], order_number: str) -> Response[Any]:
+async def refund_order(request: Request[Any, Any, Any], order_number: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         refund = strict(body, RefundRequest)
         negative = [

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlencode
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 
 from .app import Marketplace, Sandbox
 from .state import Json, Line, Order, parse_time, utcnow
@@ -368,7 +369,7 @@ def _correlation(request: Request[Any, Any, Any]) -> str:
     return value
 
 
-def _order(sandbox: Sandbox, account: str, purchase_order_id: str) -> Order:
+def _order(sandbox: Sandbox, account: str, purchase_order_id: FromPath[str]) -> Order:
     order = sandbox.state.find(NAME, account, purchase_order_id)
     if order is None:
         raise Refusal(404, NOT_FOUND, f"purchase order {purchase_order_id} not found")
@@ -495,7 +496,7 @@ async def get_all_orders(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get("/v3/orders/{purchase_order_id:str}")
-async def get_an_order(request: Request[Any, Any, Any], purchase_order_id: str) -> Response[Any]:
+async def get_an_order(request: Request[Any, Any, Any], purchase_order_id: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
         _correlation(request)
         return json_response({"order": render(_order(sandbox, account, purchase_order_id))})
@@ -511,7 +512,9 @@ def _once(
 
 
 @post("/v3/orders/{purchase_order_id:str}/acknowledge", status_code=200)
-async def acknowledge_orders(request: Request[Any, Any, Any], purchase_order_id: str) -> Response[Any]:
+async def acknowledge_orders(
+    request: Request[Any, Any, Any], purchase_order_id: FromPath[str]
+) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         key = _correlation(request)
         if body.strip():
@@ -530,7 +533,9 @@ async def acknowledge_orders(request: Request[Any, Any, Any], purchase_order_id:
 
 
 @post("/v3/orders/{purchase_order_id:str}/shipping", status_code=200)
-async def ship_order_lines(request: Request[Any, Any, Any], purchase_order_id: str) -> Response[Any]:
+async def ship_order_lines(
+    request: Request[Any, Any, Any], purchase_order_id: FromPath[str]
+) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         key = _correlation(request)
         shipment = strict(body, ShipRequest)
@@ -570,7 +575,9 @@ async def ship_order_lines(request: Request[Any, Any, Any], purchase_order_id: s
 
 
 @post("/v3/orders/{purchase_order_id:str}/cancel", status_code=200)
-async def cancel_order_lines(request: Request[Any, Any, Any], purchase_order_id: str) -> Response[Any]:
+async def cancel_order_lines(
+    request: Request[Any, Any, Any], purchase_order_id: FromPath[str]
+) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         key = _correlation(request)
         cancellation = strict(body, CancelRequest)
@@ -606,7 +613,9 @@ async def cancel_order_lines(request: Request[Any, Any, Any], purchase_order_id:
 
 
 @post("/v3/orders/{purchase_order_id:str}/refund", status_code=200)
-async def refund_order_lines(request: Request[Any, Any, Any], purchase_order_id: str) -> Response[Any]:
+async def refund_order_lines(
+    request: Request[Any, Any, Any], purchase_order_id: FromPath[str]
+) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         key = _correlation(request)
         refund = strict(body, RefundRequest)
