@@ -382,6 +382,20 @@ def test_a_rejection_never_undoes_a_later_retry(shop: Scenario, connect: base.Co
     assert (after.state, after.attempts, after.last_error) == ("pending", 3, None)
 
 
+def test_an_acceptance_never_undoes_a_later_replay(shop: Scenario, connect: base.Connect) -> None:
+    """An operator replayed an item after its acceptance was recorded, before the projection saw it: the item
+    is sent again (the marketplace dedupes it), not marked succeeded by the older answer."""
+    order_id = shop.place(spec(Marketplace.JET)).order_id
+    shipment_id = ship(shop, order_id)
+    [item] = queue(connect, shop.app, shop.seller)
+    answer(shop, order_id, SyncAction.SHIP, shipment_id, accepted=True, marketplace_reference="JET-1")
+    dispatcher_sets(connect, item.id, state="pending", attempts=1)
+
+    [after] = queue(connect, shop.app, shop.seller)
+
+    assert (after.state, after.attempts) == ("pending", 1)  # the dispatcher sends it again, and marks it
+
+
 # ------------------------------------------------------------------------------------- rebuilds
 
 

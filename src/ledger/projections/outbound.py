@@ -254,13 +254,16 @@ def answer_targets(order_id: UUID, action: str, reference: str) -> list[UUID]:
 def settle(item: ItemRow, event: Any) -> bool:
     """Record a marketplace's answer on its item; whether anything changed.
 
-    An acceptance always wins (it is the marketplace's word). A rejection never overrides a success, nor a
-    change the dispatcher or an operator made after the rejection was recorded (`updated_at` later than it).
-    A transient rejection marks a waiting item failed; attempts are the dispatcher's count, left alone.
+    No answer overrides a change the dispatcher or an operator made after the answer was recorded
+    (`updated_at` later than it): an operator's retry or `ledger sync replay` that came after an acceptance
+    means "send it again" (the marketplace's dedupe key makes that safe, and the new answer settles it), and the
+    dispatcher marks what it was answered itself. Otherwise an acceptance wins (it is the marketplace's word);
+    a rejection never overrides a success; a transient rejection marks a waiting item failed. Attempts are the
+    dispatcher's count, left alone.
     """
     at: datetime = event.timestamp
     if isinstance(event, Order.MarketplaceAcknowledged):
-        if item.state == SUCCEEDED:
+        if item.state == SUCCEEDED or item.updated_at > at:
             return False
         item.state = SUCCEEDED
         item.marketplace_reference = event.marketplace_reference
