@@ -67,10 +67,7 @@ MARKETPLACES = (Marketplace.AMAZON, Marketplace.WALMART, Marketplace.RAKUTEN, Ma
 # Queue items per order on average with the plan of `commands` (see there): Amazon 1, Walmart 17/8 (one
 # acknowledgement each), Rakuten and Jet 9/8.
 ITEMS_PER_ORDER = (1 + 17 / 8 + 9 / 8 + 9 / 8) / 4
-LIFTED = {
-    name: (1_000_000.0, 1_000_000)
-    for name in [*RATE_LIMITS, *(m.value for m in Marketplace)]
-}
+LIFTED = dict.fromkeys([*RATE_LIMITS, *(m.value for m in Marketplace)], (1000000.0, 1000000))
 SANDBOX_SETTINGS = {"feed_processing_seconds": 0.2, "refund_processing_seconds": 0.2}
 UNFINISHED = "SELECT count(*) FROM outbound_items WHERE state NOT IN ('succeeded', 'dead')"
 
@@ -88,7 +85,7 @@ def free_port() -> int:
 def start_sandbox() -> tuple[subprocess.Popen[str], str]:
     """`ledger sandbox` on a free port, in a process of its own; (process, base URL)."""
     port = free_port()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
         [sys.executable, "-m", "ledger.cli", "sandbox", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
@@ -249,7 +246,9 @@ class Bench:
         for worker in workers:
             worker.close()
         with self.connect() as conn:
-            states = dict(conn.execute("SELECT state, count(*) FROM outbound_items GROUP BY state").fetchall())
+            states = dict(
+                conn.execute("SELECT state, count(*) FROM outbound_items GROUP BY state").fetchall()
+            )
             if seconds is not None:  # what the window left is not for the next phase
                 conn.execute(
                     "UPDATE outbound_items SET state = 'dead', last_error = 'bench: window over'"
@@ -330,7 +329,9 @@ def run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         queues.append(made)
         lifted.append(drained)
         if args.limited_seconds > 0:
-            wanted = math.ceil(limited_bound(args.dispatchers, args.limited_seconds) * args.limited_seconds * 1.2)
+            wanted = math.ceil(
+                limited_bound(args.dispatchers, args.limited_seconds) * args.limited_seconds * 1.2
+            )
             bench.make_queue(min(args.items, wanted))
             limited.append(bench.drain(args.dispatchers, bench.settings(), args.limited_seconds))
     with bench.connect() as conn:

@@ -9,5 +9,5 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 
-from sandbox_support import sandbox_fixture, sandbox_url_fixture  # noqa: E402, F401
-from sync_support import flow  # noqa: E402, F401
+from sandbox_support import sandbox_fixture, sandbox_url_fixture  # noqa: F401
+from sync_support import flow  # noqa: F401

@@ -21,15 +21,15 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from sandbox_support import Sandbox  # noqa: E402
+from sandbox_support import Sandbox
 
-from ledger import database  # noqa: E402
-from ledger.aggregates.values import Context, Marketplace, Source  # noqa: E402
-from ledger.application import Ledger  # noqa: E402
-from ledger.database import PostgresTarget  # noqa: E402
-from ledger.integrations.registry import SyncSettings  # noqa: E402
-from ledger.projections import base  # noqa: E402
-from ledger.projections.outbound import OutboundProjection  # noqa: E402
+from ledger import database
+from ledger.aggregates.values import Context, Marketplace, Source
+from ledger.application import Ledger
+from ledger.database import PostgresTarget
+from ledger.integrations.registry import SyncSettings
+from ledger.projections import base
+from ledger.projections.outbound import OutboundProjection
 
 CTX = Context(actor="test", source=Source.API)
 
