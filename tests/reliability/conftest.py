@@ -1,4 +1,6 @@
-"""Fixtures of the reliability suite: a store on the test's own schema, the in-process app, and the summary.
+"""Fixtures of the reliability suite: a store on the test's own schema, the in-process app, the sandbox
+marketplaces and a `flow` (a ledger in a schema of its own with managed accounts at the sandbox; see
+sync_support.py), and the summary.
 
 Tests that start `ledger serve` use `cli_env` (the test's own schema on the session's server); tests that
 stop PostgreSQL start an embedded server of their own. At the end of the session the counts the tests
@@ -7,12 +9,19 @@ gathered are printed as `reliability:` lines (quoted in BENCHMARKS.md).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 from rel_support import MAX_BODY, REPORT, Seller, make_seller
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+
+from sandbox_support import sandbox_fixture, sandbox_url_fixture  # noqa: F401
+from sync_support import flow  # noqa: F401
 
 from ledger.api.app import create_app
 from ledger.application import Ledger
