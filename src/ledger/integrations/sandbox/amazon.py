@@ -397,7 +397,10 @@ def _object(sandbox: Sandbox, kind: str, account: str, ident: str) -> Json | Non
 
 
 def _store(sandbox: Sandbox, kind: str, account: str, ident: str, data: Json) -> None:
-    sandbox.state.objects[(NAME, f"{kind}:{account}:{ident}")] = data
+    key = (NAME, f"{kind}:{account}:{ident}")
+    sandbox.state.objects[key] = data
+    if kind == "feed" and data.get("processingStatus") != "DONE":
+        sandbox.state.unfinished[key] = None
 
 
 def _documents_url(request: Request[Any, Any, Any], account: str, document_id: str) -> str:
@@ -559,8 +562,10 @@ def tick(sandbox: Sandbox) -> None:
     """Feeds move IN_QUEUE -> IN_PROGRESS (half the processing time) -> DONE (applied, with a report)."""
     delay = sandbox.state.settings.feed_processing_seconds
     now = monotonic()
-    for (marketplace, key), feed in list(sandbox.state.objects.items()):
-        if marketplace != NAME or not key.startswith("feed:") or feed["processingStatus"] == "DONE":
+    for key in [k for k in sandbox.state.unfinished if k[0] == NAME]:
+        feed = sandbox.state.objects.get(key)
+        if feed is None or feed["processingStatus"] == "DONE":
+            sandbox.state.unfinished.pop(key, None)
             continue
         elapsed = now - feed["_started"]
         if elapsed >= delay:
@@ -568,6 +573,7 @@ def tick(sandbox: Sandbox) -> None:
             _process(sandbox, feed)
             feed["processingStatus"] = "DONE"
             feed["processingEndTime"] = iso(utcnow())
+            sandbox.state.unfinished.pop(key, None)
         elif elapsed >= delay / 2 and feed["processingStatus"] == "IN_QUEUE":
             feed["processingStatus"] = "IN_PROGRESS"
             feed["processingStartTime"] = iso(utcnow())
