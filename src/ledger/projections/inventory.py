@@ -19,7 +19,17 @@ from psycopg.rows import TupleRow, class_row
 from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
-from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
+from .base import (
+    Cursor,
+    Event,
+    Projection,
+    Tables,
+    create_named_indexes,
+    create_tables_from,
+    fetch_all,
+    insert_rows,
+    select_by_order,
+)
 
 
 @dataclass(frozen=True)
@@ -72,20 +82,18 @@ class InventoryProjection(Projection):
                 position bigint NOT NULL, PRIMARY KEY (restock_id, line_id)
             )""",
         ]
-        names = {
-            "orders": t["inventory_orders"],
-            "levels": t["inventory_levels"],
-            "restocks": t["inventory_restocks"],
-        }
-        for statement in statements:
-            cur.execute(sql.SQL(statement).format(**names))
+        create_tables_from(
+            cur,
+            statements,
+            orders=t["inventory_orders"],
+            levels=t["inventory_levels"],
+            restocks=t["inventory_restocks"],
+        )
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For a SKU's restocks in log order."""
-        cur.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (seller, sku, position)").format(
-                sql.Identifier(f"inventory_g{t.generation}_ix_sku"), t["inventory_restocks"]
-            )
+        create_named_indexes(
+            cur, t, "inventory", (("ix_sku", "inventory_restocks", "(seller, sku, position)"),)
         )
 
     def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
@@ -210,5 +218,4 @@ class InventoryView:
         query = sql.SQL(
             "SELECT {} FROM inventory_restocks WHERE seller = %s AND sku = %s ORDER BY position, line_id"
         ).format(columns)
-        with conn.cursor(row_factory=class_row(RestockEntry)) as cur:
-            return cur.execute(query, (seller, sku)).fetchall()
+        return fetch_all(conn, RestockEntry, query, (seller, sku))
