@@ -30,21 +30,8 @@ from psycopg.types.json import Jsonb
 from ..aggregates.lines import quantize
 from ..aggregates.order import Order
 from ..aggregates.values import SyncAction
-from .base import (
-    Cursor,
-    Event,
-    Projection,
-    Tables,
-    all_of,
-    check_marketplace,
-    create_named_indexes,
-    create_tables_from,
-    fetch_all,
-    insert_rows,
-    per_order_between,
-    select_by_order,
-    seller_conditions,
-)
+from . import base
+from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 ZERO = Decimal(0)
 
@@ -183,7 +170,7 @@ class ExposureProjection(Projection):
     topics: ClassVar[tuple[str, ...]] = ()
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
-        create_tables_from(
+        base.create_tables_from(
             cur,
             (
                 """CREATE TABLE IF NOT EXISTS {orders} (
@@ -206,7 +193,7 @@ class ExposureProjection(Projection):
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For the exposure per seller (unconfirmed only) and the shipments of a reconciliation period."""
         shipments = "exposure_shipments"
-        create_named_indexes(
+        base.create_named_indexes(
             cur,
             t,
             "exposure",
@@ -338,8 +325,8 @@ class ExposureView:
             " min(shipped_at) AS oldest_shipped_at FROM exposure_shipments"
             " WHERE {} AND NOT confirmed AND NOT third_party_managed"
             " GROUP BY marketplace, currency ORDER BY marketplace, currency"
-        ).format(all_of(where))
-        return fetch_all(conn, ExposureEntry, query, params)
+        ).format(base.all_of(where))
+        return base.fetch_all(conn, ExposureEntry, query, params)
 
     def shipped_between(
         self,
@@ -352,7 +339,7 @@ class ExposureView:
     ) -> list[ShippedOrder]:
         """Per order, the value shipped in [start, end), by when the shipment left (`shipped_at`)."""
         where, params = _where(seller, marketplace, account_id)
-        return per_order_between(
+        return base.per_order_between(
             conn,
             ShippedOrder,
             "exposure_shipments",
@@ -384,5 +371,5 @@ class ExposureView:
 def _where(
     seller: str, marketplace: str | None, account_id: UUID | None
 ) -> tuple[list[sql.Composable], list[Any]]:
-    check_marketplace(marketplace, InvalidExposureFilterError)
-    return seller_conditions(seller, (("marketplace", marketplace), ("account_id", account_id)))
+    base.check_marketplace(marketplace, InvalidExposureFilterError)
+    return base.seller_conditions(seller, (("marketplace", marketplace), ("account_id", account_id)))

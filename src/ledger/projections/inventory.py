@@ -19,17 +19,8 @@ from psycopg.rows import TupleRow, class_row
 from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
-from .base import (
-    Cursor,
-    Event,
-    Projection,
-    Tables,
-    create_named_indexes,
-    create_tables_from,
-    fetch_all,
-    insert_rows,
-    select_by_order,
-)
+from . import base
+from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 
 @dataclass(frozen=True)
@@ -82,7 +73,7 @@ class InventoryProjection(Projection):
                 position bigint NOT NULL, PRIMARY KEY (restock_id, line_id)
             )""",
         ]
-        create_tables_from(
+        base.create_tables_from(
             cur,
             statements,
             orders=t["inventory_orders"],
@@ -92,7 +83,7 @@ class InventoryProjection(Projection):
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For a SKU's restocks in log order."""
-        create_named_indexes(
+        base.create_named_indexes(
             cur, t, "inventory", (("ix_sku", "inventory_restocks", "(seller, sku, position)"),)
         )
 
@@ -218,4 +209,4 @@ class InventoryView:
         query = sql.SQL(
             "SELECT {} FROM inventory_restocks WHERE seller = %s AND sku = %s ORDER BY position, line_id"
         ).format(columns)
-        return fetch_all(conn, RestockEntry, query, (seller, sku))
+        return base.fetch_all(conn, RestockEntry, query, (seller, sku))

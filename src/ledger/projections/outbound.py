@@ -32,18 +32,8 @@ from ..aggregates.errors import RuleViolationError
 from ..aggregates.order import Order
 from ..aggregates.policies import policy_for
 from ..aggregates.values import DisputeKind, Marketplace, Requester, Source, SyncAction
-from .base import (
-    Cursor,
-    Event,
-    Projection,
-    Tables,
-    all_of,
-    check_marketplace,
-    create_named_indexes,
-    insert_rows,
-    select_by_order,
-    seller_conditions,
-)
+from . import base
+from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD = "pending", "in_flight", "succeeded", "failed", "dead"
 STATES = (PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD)
@@ -449,7 +439,7 @@ class OutboundProjection(Projection):
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For the dispatcher (due items), the per-marketplace counts, and the API's listing per seller."""
         items = "outbound_items"
-        create_named_indexes(
+        base.create_named_indexes(
             cur,
             t,
             "outbound",
@@ -591,10 +581,10 @@ class OutboundView:
         """Items oldest first (log order); `after_id`: the last item of the previous page."""
         if state is not None and state not in STATES:
             raise InvalidFilterError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-        check_marketplace(marketplace, InvalidFilterError)
+        base.check_marketplace(marketplace, InvalidFilterError)
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidFilterError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-        conditions, params = seller_conditions(
+        conditions, params = base.seller_conditions(
             seller, (("state", state), ("marketplace", marketplace), ("order_id", order_id))
         )
         if after_id is not None:
@@ -605,7 +595,7 @@ class OutboundView:
             )
             params += [after_id, seller]
         query = sql.SQL("SELECT {} FROM outbound_items WHERE {} ORDER BY position, id LIMIT %s").format(
-            _READ_COLUMNS, all_of(conditions)
+            _READ_COLUMNS, base.all_of(conditions)
         )
         with conn.cursor(row_factory=class_row(OutboundItem)) as cur:
             return cur.execute(query, (*params, limit)).fetchall()

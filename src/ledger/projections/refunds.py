@@ -24,21 +24,8 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
-from .base import (
-    Cursor,
-    Event,
-    Projection,
-    Tables,
-    all_of,
-    check_marketplace,
-    create_named_indexes,
-    create_tables_from,
-    fetch_all,
-    insert_rows,
-    per_order_between,
-    select_by_order,
-    seller_conditions,
-)
+from . import base
+from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 ZERO = Decimal(0)
 MAX_LIMIT = 500
@@ -97,7 +84,7 @@ class RefundsProjection(Projection):
     topics: ClassVar[tuple[str, ...]] = ()
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
-        create_tables_from(
+        base.create_tables_from(
             cur,
             (
                 """CREATE TABLE IF NOT EXISTS {orders} (
@@ -132,7 +119,7 @@ class RefundsProjection(Projection):
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For the newest-first listing per seller, an order's refunds, and the days of a seller."""
-        create_named_indexes(
+        base.create_named_indexes(
             cur,
             t,
             "refunds",
@@ -389,8 +376,8 @@ class RefundsView:
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidFilterError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
         query = sql.SQL("SELECT {} FROM refunds WHERE {} ORDER BY refunded_at DESC, refund_id DESC LIMIT %s")
-        entries = fetch_all(
-            conn, RefundEntry, query.format(_ENTRY_COLUMNS, all_of(where)), (*params, limit + 1)
+        entries = base.fetch_all(
+            conn, RefundEntry, query.format(_ENTRY_COLUMNS, base.all_of(where)), (*params, limit + 1)
         )
         page, more = entries[:limit], len(entries) > limit
         lines: dict[UUID, list[RefundLineEntry]] = {}
@@ -429,8 +416,8 @@ class RefundsView:
         query = sql.SQL(
             "SELECT currency, {count} AS refunds, {sums} FROM {source} WHERE {where}"
             " GROUP BY currency ORDER BY currency"
-        ).format(count=count, sums=_SUMS, source=source, where=all_of(where))
-        return fetch_all(conn, RefundTotals, query, params)
+        ).format(count=count, sums=_SUMS, source=source, where=base.all_of(where))
+        return base.fetch_all(conn, RefundTotals, query, params)
 
     def daily(
         self,
@@ -446,8 +433,8 @@ class RefundsView:
         query = sql.SQL(
             "SELECT day, marketplace, currency, refunds, item_amount, tax_amount, shipping_amount, total"
             " FROM refunds_daily WHERE {} ORDER BY day, marketplace, currency"
-        ).format(all_of(where))
-        return fetch_all(conn, RefundsDay, query, params)
+        ).format(base.all_of(where))
+        return base.fetch_all(conn, RefundsDay, query, params)
 
     def refunded_between(
         self,
@@ -460,7 +447,7 @@ class RefundsView:
     ) -> list[RefundedOrder]:
         """Per order, the refunds that took effect in [start, end): what a settlement should pay back."""
         where, params = _conditions(seller, None, None, marketplace, None, None, "refunded_at", account_id)
-        return per_order_between(
+        return base.per_order_between(
             conn, RefundedOrder, "refunds", "refunded_at", "refunds", "total", where, params, start, end
         )
 
@@ -476,10 +463,10 @@ def _conditions(
     account_id: UUID | None = None,
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE conditions and their parameters; on `refunded_at` a day is [00:00 UTC, next day 00:00 UTC)."""
-    check_marketplace(marketplace, InvalidFilterError)
+    base.check_marketplace(marketplace, InvalidFilterError)
     if date_from is not None and date_to is not None and date_to < date_from:
         raise InvalidFilterError(f"the range ends ({date_to}) before it starts ({date_from})")
-    where, params = seller_conditions(
+    where, params = base.seller_conditions(
         seller,
         (
             ("marketplace", marketplace),
