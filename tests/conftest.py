@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import secrets
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -24,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ledger.cli import main
 from ledger.config import ConfigError, redact_url
 from ledger.database import (
     DatabaseUnavailableError,
@@ -212,3 +215,23 @@ def cli_env(own_target: PostgresTarget) -> dict[str, str]:
 def pg_url(pg_target: PostgresTarget) -> str:
     """A LEDGER_DATABASE_URL for the run's server (use with LEDGER_DATABASE_SCHEMA = pg_target.schema)."""
     return database_url(pg_target)
+
+
+@pytest.fixture
+def cli(
+    pg_target: PostgresTarget, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[int, str, str]]:
+    """Runs `ledger ARGS` in-process on the test schema; returns (exit status, stdout, stderr)."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", pg_url)
+    monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", pg_target.schema)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        try:
+            status = main(list(args), out=out)
+        except SystemExit as e:  # argparse refuses bad arguments this way
+            status = int(e.code or 0)
+        return status, out.getvalue(), err.getvalue()
+
+    return run

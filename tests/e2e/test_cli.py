@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -18,26 +17,7 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.cli import EXIT_FAILED, EXIT_USAGE, main
-from ledger.database import PostgresTarget
-
-
-@pytest.fixture
-def cli(pg_target: PostgresTarget, pg_url: str, monkeypatch: pytest.MonkeyPatch):
-    """Runs `ledger ARGS` in-process on the test schema; returns (exit status, stdout, stderr)."""
-    monkeypatch.setenv("LEDGER_DATABASE_URL", pg_url)
-    monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", pg_target.schema)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        monkeypatch.setattr(sys, "stderr", err)
-        try:
-            status = main(list(args), out=out)
-        except SystemExit as e:  # argparse refuses bad arguments this way
-            status = int(e.code or 0)
-        return status, out.getvalue(), err.getvalue()
-
-    return run
+from ledger.cli import EXIT_FAILED, EXIT_USAGE
 
 
 def _order(account_id: str, order_id: str, **overrides: object) -> dict[str, object]:

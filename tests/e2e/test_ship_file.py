@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
-from ledger.cli import EXIT_FAILED, EXIT_USAGE, main
-from ledger.database import PostgresTarget
+from ledger.cli import EXIT_FAILED, EXIT_USAGE
 
 pytestmark = pytest.mark.postgres
 
 UPS_TRACKING = "1Z999AA10123456784"
 HEADER = "marketplace_order_id,line_id,quantity,carrier,tracking_number,shipping_class,shipped_at\n"
-
-
-@pytest.fixture
-def cli(pg_target: PostgresTarget, pg_url: str, monkeypatch: pytest.MonkeyPatch):
-    """Runs `ledger ARGS` in-process on the test schema; returns (exit status, stdout, stderr)."""
-    monkeypatch.setenv("LEDGER_DATABASE_URL", pg_url)
-    monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", pg_target.schema)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        monkeypatch.setattr(sys, "stderr", err)
-        try:
-            status = main(list(args), out=out)
-        except SystemExit as e:
-            status = int(e.code or 0)
-        return status, out.getvalue(), err.getvalue()
-
-    return run
 
 
 def _seller_with_order(cli, tmp_path: Path) -> tuple[str, str]:

@@ -7,7 +7,6 @@ import csv
 import hashlib
 import io
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +20,6 @@ from order_scenarios import catch_up
 
 from ledger.aggregates.values import Context, Marketplace, Role, Source, SyncAction
 from ledger.application import Ledger
-from ledger.cli import main
 from ledger.projections import base
 from ledger.projections.exposure import ExposureProjection
 from ledger.projections.refunds import RefundsProjection
@@ -513,24 +511,6 @@ def test_openapi_documents_the_finance_operations(client: TestClient[Any]) -> No
 
 
 # ------------------------------------------------------------------------------------------------- CLI
-
-
-@pytest.fixture
-def cli(pg_target: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Runs `ledger ARGS` in-process on the test schema; returns (exit status, stdout, stderr)."""
-    monkeypatch.setenv("LEDGER_DATABASE_URL", pg_url)
-    monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", pg_target.schema)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        monkeypatch.setattr(sys, "stderr", err)
-        try:
-            status = main(list(args), out=out)
-        except SystemExit as e:
-            status = int(e.code or 0)
-        return status, out.getvalue(), err.getvalue()
-
-    return run
 
 
 def test_cli_refunds_agree_with_the_api(

@@ -23,6 +23,9 @@ from uuid import UUID
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+from api_support import order_body as api_order_body
+
 from ledger.aggregates.values import Context, Marketplace, Role
 from ledger.application import Ledger
 from ledger.database import PostgresTarget
@@ -67,27 +70,9 @@ def make_seller(ledger: Ledger) -> Seller:
 
 
 def order_body(account_id: UUID, marketplace_order_id: str | None = None, **changes: Any) -> dict[str, Any]:
-    """A paid order of two lines (5 and 3 units) in the API's import shape."""
-    body: dict[str, Any] = {
-        "account_id": str(account_id),
-        "marketplace_order_id": marketplace_order_id or f"REL-{secrets.token_hex(6)}",
-        "purchased_at": "2026-11-20T10:00:00Z",
-        "currency": "USD",
-        "payment_status": "paid",
-        "buyer": {"name": "Ann Lee", "email": "ann@example.com"},
-        "ship_to": {"name": "Ann Lee", "line1": "1 Main St", "city": "Springfield", "country": "US"},
-        "lines": [
-            {
-                "line_id": "1",
-                "sku": "MUG-1",
-                "title": "Mug",
-                "quantity": 5,
-                "unit_price": "12.50",
-                "tax": "2.00",
-            },
-            {"line_id": "2", "sku": "CUP-1", "quantity": 3, "unit_price": "5.00", "shipping": "4.99"},
-        ],
-    }
+    """A paid order of two lines (5 and 3 units) in the API's import shape (the API tests' order, more units)."""
+    body = api_order_body(account_id, marketplace_order_id or f"REL-{secrets.token_hex(6)}")
+    body["lines"][0]["quantity"], body["lines"][1]["quantity"] = 5, 3
     return body | changes
 
 

@@ -144,28 +144,10 @@ class ReconciliationSummaryOut(Out, frozen=True):
 
     @classmethod
     def of(cls, run: Reconciliation) -> ReconciliationSummaryOut:
-        return cls(
-            reconciliation_id=run.reconciliation_id,
-            marketplace=run.marketplace,
-            account_id=run.account_id,
-            created_at=run.created_at,
-            created_by=run.created_by,
-            source=run.source,
-            file=ReportFileOut(name=run.file_name, size=run.file_size, sha256=run.file_sha256),
-            format=run.format,
-            settlement_id=run.settlement_id,
-            currency=run.currency,
-            period_start=run.period_start,
-            period_end=run.period_end,
-            total_amount=run.total_amount,
-            rows=run.rows,
-            ignored_rows=run.ignored_rows,
-            bad_rows=run.bad_rows,
-            matched=run.matched,
-            missing_in_marketplace=run.missing_in_marketplace,
-            missing_in_ledger=run.missing_in_ledger,
-            amount_differs=run.amount_differs,
-        )
+        """The run's own fields by name; the file's three as one object."""
+        file = ReportFileOut(name=run.file_name, size=run.file_size, sha256=run.file_sha256)
+        fields = {f: getattr(run, f) for f in ReconciliationSummaryOut.__struct_fields__ if f != "file"}
+        return cls(file=file, **fields)
 
 
 class ReconciliationItemOut(Out, frozen=True):
@@ -209,30 +191,9 @@ class ReconciliationOut(ReconciliationSummaryOut, frozen=True):
         summary = msgspec.structs.asdict(ReconciliationSummaryOut.of(details.run))
         return cls(
             **summary,
-            items=[
-                ReconciliationItemOut(
-                    kind=i.kind,
-                    outcome=i.outcome,
-                    marketplace_order_id=i.marketplace_order_id,
-                    order_id=i.order_id,
-                    currency=i.currency,
-                    ledger_amount=i.ledger_amount,
-                    marketplace_amount=i.marketplace_amount,
-                    difference=i.difference,
-                    report_lines=list(i.report_lines),
-                )
-                for i in details.items
-            ],
+            items=[msgspec.convert(i, ReconciliationItemOut, from_attributes=True) for i in details.items],
             totals=[
-                ReconciliationTotalsOut(
-                    currency=t.currency,
-                    kind=t.kind,
-                    items=t.items,
-                    ledger_amount=t.ledger_amount,
-                    marketplace_amount=t.marketplace_amount,
-                    difference=t.difference,
-                )
-                for t in details.totals
+                msgspec.convert(t, ReconciliationTotalsOut, from_attributes=True) for t in details.totals
             ],
             bad_row_details=[
                 BadRowOut(line=b.line, message=b.message, field=b.field) for b in details.bad_rows

@@ -28,8 +28,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
-from ..aggregates.values import Marketplace, OrderStatus
+from ..aggregates.values import OrderStatus
 from .all_sales import DISPUTES_OPEN_TAB, THIRD_PARTY_TAB
+from .base import all_of, check_marketplace, seller_conditions
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -37,7 +38,6 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 STATUSES: Final = (*(s.value for s in OrderStatus), THIRD_PARTY_TAB)
 TABS: Final = (*STATUSES, DISPUTES_OPEN_TAB)
-MARKETPLACES: Final = frozenset(m.value for m in Marketplace)
 
 
 class InvalidFilterError(ValueError):
@@ -70,8 +70,7 @@ class SalesFilter:
     purchased_to: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.marketplace is not None and self.marketplace not in MARKETPLACES:
-            raise InvalidFilterError(f"unknown marketplace {self.marketplace!r}")
+        check_marketplace(self.marketplace, InvalidFilterError)
         if self.status is not None and self.status not in STATUSES:
             raise InvalidFilterError(f"unknown status {self.status!r}; one of {', '.join(STATUSES)}")
         if self.dispute is not None and self.dispute != "open":
@@ -312,18 +311,13 @@ class AllSalesView:
         marketplace: str | None = None,
     ) -> dict[str, int]:
         """Orders per tab of the All Sales page (every tab present), from the incrementally kept counts."""
-        if marketplace is not None and marketplace not in MARKETPLACES:
-            raise InvalidFilterError(f"unknown marketplace {marketplace!r}")
-        conditions: list[sql.Composable] = [sql.SQL("seller = %s")]
-        params: list[Any] = [seller]
-        if account_id is not None:
-            conditions.append(sql.SQL("account_id = %s"))
-            params.append(account_id)
-        if marketplace is not None:
-            conditions.append(sql.SQL("marketplace = %s"))
-            params.append(str(marketplace))
+        check_marketplace(marketplace, InvalidFilterError)
+        conditions, params = seller_conditions(
+            seller,
+            (("account_id", account_id), ("marketplace", None if marketplace is None else str(marketplace))),
+        )
         query = sql.SQL("SELECT tab, sum(orders) FROM all_sales_counts WHERE {} GROUP BY tab").format(
-            sql.SQL(" AND ").join(conditions)
+            all_of(conditions)
         )
         counts = dict.fromkeys(TABS, 0)
         for tab, orders in conn.execute(query, params).fetchall():

@@ -25,14 +25,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import psycopg
 from eventsourcing import persistence as es_persistence
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from psycopg import sql
-from psycopg.rows import TupleRow
+from psycopg.rows import TupleRow, class_row
 
+from ..aggregates.values import Marketplace
 from ..database import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 Connect = Callable[[], psycopg.Connection[TupleRow]]
 Cursor = psycopg.Cursor[TupleRow]
 PROGRESS_CHANNEL = "ledger_projection_progress"
+MARKETPLACES = frozenset(m.value for m in Marketplace)
+Row = TypeVar("Row")
 EVENTS_TABLE = "ledger_events"
 
 STATE_DDL = """
@@ -141,6 +144,88 @@ def insert_rows(
             sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in update),
         )
     cur.executemany(statement, rows)
+
+
+def create_tables_from(cur: Cursor, statements: Sequence[str], **tables: sql.Identifier) -> None:
+    """Run each `CREATE TABLE IF NOT EXISTS` statement with its `{name}` placeholders set to these tables."""
+    for statement in statements:
+        cur.execute(sql.SQL(statement).format(**tables))
+
+
+def create_named_indexes(
+    cur: Cursor, t: Tables, prefix: str, indexes: Sequence[tuple[str, str, str]]
+) -> None:
+    """For each (key, base table, columns): index `{prefix}_g{generation}_{key}` on the generation's table
+    (IF NOT EXISTS); `columns` is the SQL after `ON table`, a predicate included."""
+    for key, base, columns in indexes:
+        cur.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + columns).format(
+                sql.Identifier(f"{prefix}_g{t.generation}_{key}"), t[base]
+            )
+        )
+
+
+# ------------------------------------------------------------------------------ read helpers
+
+
+def check_marketplace(marketplace: str | None, error: type[Exception]) -> None:
+    """Raise the view's `error` for a marketplace filter the ledger does not know (None: no filter)."""
+    if marketplace is not None and marketplace not in MARKETPLACES:
+        raise error(f"unknown marketplace {marketplace!r}")
+
+
+def seller_conditions(
+    seller: str, filters: Sequence[tuple[str, Any]] = ()
+) -> tuple[list[sql.Composable], list[Any]]:
+    """A read's WHERE conditions and parameters: the seller, and `column = value` per filter not None."""
+    where: list[sql.Composable] = [sql.SQL("seller = %s")]
+    params: list[Any] = [seller]
+    for column, value in filters:
+        if value is not None:
+            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    return where, params
+
+
+def all_of(where: Sequence[sql.Composable]) -> sql.Composed:
+    return sql.SQL(" AND ").join(where)
+
+
+def fetch_all(
+    conn: psycopg.Connection[TupleRow], row_type: type[Row], query: sql.Composed, params: Sequence[Any]
+) -> list[Row]:
+    """The query's rows, each as a `row_type` built from its columns by name."""
+    with conn.cursor(row_factory=class_row(row_type)) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def per_order_between(
+    conn: psycopg.Connection[TupleRow],
+    row_type: type[Row],
+    table: str,
+    time_column: str,
+    count_as: str,
+    amount: str,
+    where: list[sql.Composable],
+    params: list[Any],
+    start: Any,
+    end: Any,
+) -> list[Row]:
+    """Per order, the rows of `table` (within `where`) whose `time_column` is in [start, end): their count as
+    `count_as` and the sum of `amount`, by marketplace order id (what a settlement report is matched with)."""
+    column = sql.Identifier(time_column)
+    where = [*where, sql.SQL("{0} >= %s AND {0} < %s").format(column)]
+    query = sql.SQL(
+        "SELECT order_id, marketplace_order_id, account_id, currency, count(*) AS {count_as},"
+        " sum({amount}) AS {amount} FROM {table} WHERE {where}"
+        " GROUP BY order_id, marketplace_order_id, account_id, currency ORDER BY marketplace_order_id"
+    ).format(
+        count_as=sql.Identifier(count_as),
+        amount=sql.Identifier(amount),
+        table=sql.Identifier(table),
+        where=all_of(where),
+    )
+    return fetch_all(conn, row_type, query, [*params, start, end])
 
 
 def lock_key(name: str) -> int:

@@ -24,16 +24,16 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow, class_row
+from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from ..aggregates.lines import quantize
 from ..aggregates.order import Order
-from ..aggregates.values import Marketplace, SyncAction
+from ..aggregates.values import SyncAction
+from . import base
 from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 ZERO = Decimal(0)
-MARKETPLACES = frozenset(m.value for m in Marketplace)
 
 
 class InvalidExposureFilterError(ValueError):
@@ -170,35 +170,42 @@ class ExposureProjection(Projection):
     topics: ClassVar[tuple[str, ...]] = ()
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
-        for statement in (
-            """CREATE TABLE IF NOT EXISTS {orders} (
+        base.create_tables_from(
+            cur,
+            (
+                """CREATE TABLE IF NOT EXISTS {orders} (
                 order_id uuid PRIMARY KEY, seller text NOT NULL, account_id uuid NOT NULL,
                 marketplace text NOT NULL, marketplace_order_id text NOT NULL, currency text NOT NULL,
                 third_party_managed boolean NOT NULL, lines jsonb NOT NULL
             )""",
-            """CREATE TABLE IF NOT EXISTS {shipments} (
+                """CREATE TABLE IF NOT EXISTS {shipments} (
                 shipment_id uuid PRIMARY KEY, order_id uuid NOT NULL, seller text NOT NULL,
                 account_id uuid NOT NULL, marketplace text NOT NULL, marketplace_order_id text NOT NULL,
                 currency text NOT NULL, third_party_managed boolean NOT NULL, shipped_at timestamptz NOT NULL,
                 units integer NOT NULL, value numeric NOT NULL, confirmed boolean NOT NULL,
                 confirmed_at timestamptz, position bigint NOT NULL
             )""",
-        ):
-            cur.execute(
-                sql.SQL(statement).format(orders=t["exposure_orders"], shipments=t["exposure_shipments"])
-            )
+            ),
+            orders=t["exposure_orders"],
+            shipments=t["exposure_shipments"],
+        )
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For the exposure per seller (unconfirmed only) and the shipments of a reconciliation period."""
-        for key, columns in (
-            ("ix_open", "(seller, marketplace, currency) WHERE NOT confirmed AND NOT third_party_managed"),
-            ("ix_shipped", "(seller, marketplace, shipped_at)"),
-        ):
-            cur.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + columns).format(
-                    sql.Identifier(f"exposure_g{t.generation}_{key}"), t["exposure_shipments"]
-                )
-            )
+        shipments = "exposure_shipments"
+        base.create_named_indexes(
+            cur,
+            t,
+            "exposure",
+            (
+                (
+                    "ix_open",
+                    shipments,
+                    "(seller, marketplace, currency) WHERE NOT confirmed AND NOT third_party_managed",
+                ),
+                ("ix_shipped", shipments, "(seller, marketplace, shipped_at)"),
+            ),
+        )
 
     def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
         new_orders = {
@@ -318,9 +325,8 @@ class ExposureView:
             " min(shipped_at) AS oldest_shipped_at FROM exposure_shipments"
             " WHERE {} AND NOT confirmed AND NOT third_party_managed"
             " GROUP BY marketplace, currency ORDER BY marketplace, currency"
-        ).format(sql.SQL(" AND ").join(where))
-        with conn.cursor(row_factory=class_row(ExposureEntry)) as cur:
-            return cur.execute(query, params).fetchall()
+        ).format(base.all_of(where))
+        return base.fetch_all(conn, ExposureEntry, query, params)
 
     def shipped_between(
         self,
@@ -333,15 +339,18 @@ class ExposureView:
     ) -> list[ShippedOrder]:
         """Per order, the value shipped in [start, end), by when the shipment left (`shipped_at`)."""
         where, params = _where(seller, marketplace, account_id)
-        where.append(sql.SQL("shipped_at >= %s AND shipped_at < %s"))
-        params += [start, end]
-        query = sql.SQL(
-            "SELECT order_id, marketplace_order_id, account_id, currency, count(*) AS shipments,"
-            " sum(value) AS value FROM exposure_shipments WHERE {}"
-            " GROUP BY order_id, marketplace_order_id, account_id, currency ORDER BY marketplace_order_id"
-        ).format(sql.SQL(" AND ").join(where))
-        with conn.cursor(row_factory=class_row(ShippedOrder)) as cur:
-            return cur.execute(query, params).fetchall()
+        return base.per_order_between(
+            conn,
+            ShippedOrder,
+            "exposure_shipments",
+            "shipped_at",
+            "shipments",
+            "value",
+            where,
+            params,
+            start,
+            end,
+        )
 
     def orders_named(
         self,
@@ -362,12 +371,5 @@ class ExposureView:
 def _where(
     seller: str, marketplace: str | None, account_id: UUID | None
 ) -> tuple[list[sql.Composable], list[Any]]:
-    if marketplace is not None and marketplace not in MARKETPLACES:
-        raise InvalidExposureFilterError(f"unknown marketplace {marketplace!r}")
-    where: list[sql.Composable] = [sql.SQL("seller = %s")]
-    params: list[Any] = [seller]
-    for column, value in (("marketplace", marketplace), ("account_id", account_id)):
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
-    return where, params
+    base.check_marketplace(marketplace, InvalidExposureFilterError)
+    return base.seller_conditions(seller, (("marketplace", marketplace), ("account_id", account_id)))

@@ -19,6 +19,7 @@ from psycopg.rows import TupleRow, class_row
 from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
+from . import base
 from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 
@@ -72,20 +73,18 @@ class InventoryProjection(Projection):
                 position bigint NOT NULL, PRIMARY KEY (restock_id, line_id)
             )""",
         ]
-        names = {
-            "orders": t["inventory_orders"],
-            "levels": t["inventory_levels"],
-            "restocks": t["inventory_restocks"],
-        }
-        for statement in statements:
-            cur.execute(sql.SQL(statement).format(**names))
+        base.create_tables_from(
+            cur,
+            statements,
+            orders=t["inventory_orders"],
+            levels=t["inventory_levels"],
+            restocks=t["inventory_restocks"],
+        )
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For a SKU's restocks in log order."""
-        cur.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (seller, sku, position)").format(
-                sql.Identifier(f"inventory_g{t.generation}_ix_sku"), t["inventory_restocks"]
-            )
+        base.create_named_indexes(
+            cur, t, "inventory", (("ix_sku", "inventory_restocks", "(seller, sku, position)"),)
         )
 
     def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
@@ -210,5 +209,4 @@ class InventoryView:
         query = sql.SQL(
             "SELECT {} FROM inventory_restocks WHERE seller = %s AND sku = %s ORDER BY position, line_id"
         ).format(columns)
-        with conn.cursor(row_factory=class_row(RestockEntry)) as cur:
-            return cur.execute(query, (seller, sku)).fetchall()
+        return base.fetch_all(conn, RestockEntry, query, (seller, sku))

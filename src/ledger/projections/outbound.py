@@ -32,13 +32,13 @@ from ..aggregates.errors import RuleViolationError
 from ..aggregates.order import Order
 from ..aggregates.policies import policy_for
 from ..aggregates.values import DisputeKind, Marketplace, Requester, Source, SyncAction
+from . import base
 from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD = "pending", "in_flight", "succeeded", "failed", "dead"
 STATES = (PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD)
 RETRIABLE = (FAILED, DEAD)  # what an operator may put back in the queue
 MAX_LIMIT = 500
-MARKETPLACES = frozenset(m.value for m in Marketplace)
 
 
 class InvalidFilterError(ValueError):
@@ -438,17 +438,18 @@ class OutboundProjection(Projection):
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For the dispatcher (due items), the per-marketplace counts, and the API's listing per seller."""
-        for key, columns in (
-            ("ix_due", "(state, next_attempt_at) WHERE state IN ('pending', 'failed')"),
-            ("ix_marketplace", "(marketplace, state)"),
-            ("ix_seller", "(seller, position)"),
-            ("ix_seller_state", "(seller, state, position)"),
-        ):
-            cur.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + columns).format(
-                    sql.Identifier(f"outbound_g{t.generation}_{key}"), t["outbound_items"]
-                )
-            )
+        items = "outbound_items"
+        base.create_named_indexes(
+            cur,
+            t,
+            "outbound",
+            (
+                ("ix_due", items, "(state, next_attempt_at) WHERE state IN ('pending', 'failed')"),
+                ("ix_marketplace", items, "(marketplace, state)"),
+                ("ix_seller", items, "(seller, position)"),
+                ("ix_seller_state", items, "(seller, state, position)"),
+            ),
+        )
 
     def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
         imported = {e.event.originator_id for e in events if isinstance(e.event, Order.Imported)}
@@ -580,16 +581,12 @@ class OutboundView:
         """Items oldest first (log order); `after_id`: the last item of the previous page."""
         if state is not None and state not in STATES:
             raise InvalidFilterError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-        if marketplace is not None and marketplace not in MARKETPLACES:
-            raise InvalidFilterError(f"unknown marketplace {marketplace!r}")
+        base.check_marketplace(marketplace, InvalidFilterError)
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidFilterError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-        conditions: list[sql.Composable] = [sql.SQL("seller = %s")]
-        params: list[Any] = [seller]
-        for column, value in (("state", state), ("marketplace", marketplace), ("order_id", order_id)):
-            if value is not None:
-                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-                params.append(value)
+        conditions, params = base.seller_conditions(
+            seller, (("state", state), ("marketplace", marketplace), ("order_id", order_id))
+        )
         if after_id is not None:
             conditions.append(
                 sql.SQL(
@@ -598,7 +595,7 @@ class OutboundView:
             )
             params += [after_id, seller]
         query = sql.SQL("SELECT {} FROM outbound_items WHERE {} ORDER BY position, id LIMIT %s").format(
-            _READ_COLUMNS, sql.SQL(" AND ").join(conditions)
+            _READ_COLUMNS, base.all_of(conditions)
         )
         with conn.cursor(row_factory=class_row(OutboundItem)) as cur:
             return cur.execute(query, (*params, limit)).fetchall()

@@ -20,17 +20,16 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow, class_row
+from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from ..aggregates.order import Order
-from ..aggregates.values import Marketplace
+from . import base
 from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 ZERO = Decimal(0)
 MAX_LIMIT = 500
 MAX_CURSOR = 200
-MARKETPLACES = frozenset(m.value for m in Marketplace)
 
 
 @dataclass(frozen=True)
@@ -85,52 +84,51 @@ class RefundsProjection(Projection):
     topics: ClassVar[tuple[str, ...]] = ()
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
-        for statement in (
-            """CREATE TABLE IF NOT EXISTS {orders} (
+        base.create_tables_from(
+            cur,
+            (
+                """CREATE TABLE IF NOT EXISTS {orders} (
                 order_id uuid PRIMARY KEY, seller text NOT NULL, account_id uuid NOT NULL,
                 marketplace text NOT NULL, marketplace_order_id text NOT NULL, currency text NOT NULL,
                 skus jsonb NOT NULL
             )""",
-            """CREATE TABLE IF NOT EXISTS {refunds} (
+                """CREATE TABLE IF NOT EXISTS {refunds} (
                 refund_id uuid PRIMARY KEY, order_id uuid NOT NULL, seller text NOT NULL,
                 account_id uuid NOT NULL, marketplace text NOT NULL, marketplace_order_id text NOT NULL,
                 currency text NOT NULL, reason text NOT NULL, actor text NOT NULL, source text NOT NULL,
                 refunded_at timestamptz NOT NULL, item_amount numeric NOT NULL, tax_amount numeric NOT NULL,
                 shipping_amount numeric NOT NULL, total numeric NOT NULL, position bigint NOT NULL
             )""",
-            """CREATE TABLE IF NOT EXISTS {lines} (
+                """CREATE TABLE IF NOT EXISTS {lines} (
                 refund_id uuid NOT NULL, line_id text NOT NULL, sku text NOT NULL, quantity integer NOT NULL,
                 item_amount numeric NOT NULL, tax_amount numeric NOT NULL, shipping_amount numeric NOT NULL,
                 PRIMARY KEY (refund_id, line_id)
             )""",
-            """CREATE TABLE IF NOT EXISTS {daily} (
+                """CREATE TABLE IF NOT EXISTS {daily} (
                 seller text NOT NULL, marketplace text NOT NULL, currency text NOT NULL, day date NOT NULL,
                 refunds bigint NOT NULL, item_amount numeric NOT NULL, tax_amount numeric NOT NULL,
                 shipping_amount numeric NOT NULL, total numeric NOT NULL,
                 PRIMARY KEY (seller, marketplace, currency, day)
             )""",
-        ):
-            cur.execute(
-                sql.SQL(statement).format(
-                    orders=t["refund_orders"],
-                    refunds=t["refunds"],
-                    lines=t["refund_lines"],
-                    daily=t["refunds_daily"],
-                )
-            )
+            ),
+            orders=t["refund_orders"],
+            refunds=t["refunds"],
+            lines=t["refund_lines"],
+            daily=t["refunds_daily"],
+        )
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For the newest-first listing per seller, an order's refunds, and the days of a seller."""
-        for key, table, columns in (
-            ("ix_newest", "refunds", "(seller, refunded_at DESC, refund_id DESC)"),
-            ("ix_order", "refunds", "(order_id)"),
-            ("ix_day", "refunds_daily", "(seller, day)"),
-        ):
-            cur.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + columns).format(
-                    sql.Identifier(f"refunds_g{t.generation}_{key}"), t[table]
-                )
-            )
+        base.create_named_indexes(
+            cur,
+            t,
+            "refunds",
+            (
+                ("ix_newest", "refunds", "(seller, refunded_at DESC, refund_id DESC)"),
+                ("ix_order", "refunds", "(order_id)"),
+                ("ix_day", "refunds_daily", "(seller, day)"),
+            ),
+        )
 
     def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
         new_orders: dict[UUID, OrderMeta] = {}
@@ -378,10 +376,9 @@ class RefundsView:
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidFilterError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
         query = sql.SQL("SELECT {} FROM refunds WHERE {} ORDER BY refunded_at DESC, refund_id DESC LIMIT %s")
-        with conn.cursor(row_factory=class_row(RefundEntry)) as cur:
-            entries = cur.execute(
-                query.format(_ENTRY_COLUMNS, sql.SQL(" AND ").join(where)), (*params, limit + 1)
-            ).fetchall()
+        entries = base.fetch_all(
+            conn, RefundEntry, query.format(_ENTRY_COLUMNS, base.all_of(where)), (*params, limit + 1)
+        )
         page, more = entries[:limit], len(entries) > limit
         lines: dict[UUID, list[RefundLineEntry]] = {}
         if page:
@@ -419,9 +416,8 @@ class RefundsView:
         query = sql.SQL(
             "SELECT currency, {count} AS refunds, {sums} FROM {source} WHERE {where}"
             " GROUP BY currency ORDER BY currency"
-        ).format(count=count, sums=_SUMS, source=source, where=sql.SQL(" AND ").join(where))
-        with conn.cursor(row_factory=class_row(RefundTotals)) as cur:
-            return cur.execute(query, params).fetchall()
+        ).format(count=count, sums=_SUMS, source=source, where=base.all_of(where))
+        return base.fetch_all(conn, RefundTotals, query, params)
 
     def daily(
         self,
@@ -437,9 +433,8 @@ class RefundsView:
         query = sql.SQL(
             "SELECT day, marketplace, currency, refunds, item_amount, tax_amount, shipping_amount, total"
             " FROM refunds_daily WHERE {} ORDER BY day, marketplace, currency"
-        ).format(sql.SQL(" AND ").join(where))
-        with conn.cursor(row_factory=class_row(RefundsDay)) as cur:
-            return cur.execute(query, params).fetchall()
+        ).format(base.all_of(where))
+        return base.fetch_all(conn, RefundsDay, query, params)
 
     def refunded_between(
         self,
@@ -452,15 +447,9 @@ class RefundsView:
     ) -> list[RefundedOrder]:
         """Per order, the refunds that took effect in [start, end): what a settlement should pay back."""
         where, params = _conditions(seller, None, None, marketplace, None, None, "refunded_at", account_id)
-        where.append(sql.SQL("refunded_at >= %s AND refunded_at < %s"))
-        params += [start, end]
-        query = sql.SQL(
-            "SELECT order_id, marketplace_order_id, account_id, currency, count(*) AS refunds,"
-            " sum(total) AS total FROM refunds WHERE {}"
-            " GROUP BY order_id, marketplace_order_id, account_id, currency ORDER BY marketplace_order_id"
-        ).format(sql.SQL(" AND ").join(where))
-        with conn.cursor(row_factory=class_row(RefundedOrder)) as cur:
-            return cur.execute(query, params).fetchall()
+        return base.per_order_between(
+            conn, RefundedOrder, "refunds", "refunded_at", "refunds", "total", where, params, start, end
+        )
 
 
 def _conditions(
@@ -474,12 +463,18 @@ def _conditions(
     account_id: UUID | None = None,
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE conditions and their parameters; on `refunded_at` a day is [00:00 UTC, next day 00:00 UTC)."""
-    if marketplace is not None and marketplace not in MARKETPLACES:
-        raise InvalidFilterError(f"unknown marketplace {marketplace!r}")
+    base.check_marketplace(marketplace, InvalidFilterError)
     if date_from is not None and date_to is not None and date_to < date_from:
         raise InvalidFilterError(f"the range ends ({date_to}) before it starts ({date_from})")
-    where: list[sql.Composable] = [sql.SQL("seller = %s")]
-    params: list[Any] = [seller]
+    where, params = base.seller_conditions(
+        seller,
+        (
+            ("marketplace", marketplace),
+            ("currency", currency),
+            ("reason", reason),
+            ("account_id", account_id),
+        ),
+    )
     column = sql.Identifier(time_column)
     by_day = time_column == "day"
     if date_from is not None:
@@ -492,16 +487,6 @@ def _conditions(
         else:
             where.append(sql.SQL("{} < %s").format(column))
             params.append(datetime.combine(date_to + timedelta(days=1), time(), UTC))
-    filters = (
-        ("marketplace", marketplace),
-        ("currency", currency),
-        ("reason", reason),
-        ("account_id", account_id),
-    )
-    for name, value in filters:
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
-            params.append(value)
     return where, params
 
 
