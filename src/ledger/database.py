@@ -621,6 +621,20 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     select_notifications = _resilient(PostgresApplicationRecorder.select_notifications)
     max_notification_id = _resilient(PostgresApplicationRecorder.max_notification_id)
 
+    def existing_originator_ids(self, originator_ids: Sequence[Any]) -> set[Any]:
+        """Which of these aggregates have events (one query: a bulk import's existence check)."""
+        return self.call_store(self._existing_originator_ids_once, list(originator_ids))
+
+    def _existing_originator_ids_once(self, originator_ids: list[Any]) -> set[Any]:
+        if not originator_ids:
+            return set()
+        statement = sql.SQL(
+            "SELECT DISTINCT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s)"
+        ).format(schema=sql.Identifier(self.datastore.schema), table=sql.Identifier(self.events_table_name))
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, (originator_ids,))
+            return {row["originator_id"] for row in curs.fetchall()}
+
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         return self.call_store(self._insert_events_once, stored_events, **kwargs)
 

@@ -101,6 +101,9 @@ class KeyStore(Protocol):
     def live_keys(self, key_ids: Iterable[str]) -> dict[str, bytes]:
         """The keys among `key_ids` that exist and are not destroyed."""
 
+    def keys_for(self, buyers: Iterable[tuple[str, str]]) -> dict[str, bytes]:
+        """`key_for` for many (seller, email) pairs at once, by key id: one transaction for the lot."""
+
 
 class PersonalData:
     """Protect personal fields before they become events; reveal them for reads."""
@@ -110,9 +113,27 @@ class PersonalData:
 
     def protect(self, seller: str, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None]:
         key_id, key = self.keys.key_for(seller, buyer.email)
+        return self.protect_with(key_id, key, buyer, ship_to)
+
+    def keys_for(self, buyers: Iterable[tuple[str, str]]) -> dict[str, bytes]:
+        """The live keys of many (seller, email) buyers, made where missing, by key id (see `protect_with`)."""
+        return self.keys.keys_for(buyers)
+
+    @staticmethod
+    def protect_with(
+        key_id: str, key: bytes, buyer: Buyer, ship_to: Address | None
+    ) -> tuple[Buyer, Address | None]:
+        """`protect` with the buyer's key already at hand (a bulk import fetches all its buyers' keys at once)."""
+        cipher = AESGCM(key)
+        aad = key_id.encode()
+        prefix = f"{TOKEN_PREFIX}{key_id}:"
 
         def seal(value: str) -> str:
-            return encrypt(key, key_id, value) if value and not is_token(value) else value
+            if not value or value.startswith(TOKEN_PREFIX):
+                return value
+            nonce = os.urandom(NONCE_BYTES)
+            sealed = cipher.encrypt(nonce, value.encode(), aad)
+            return prefix + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
         protected_buyer = Buyer(seal(buyer.name), seal(buyer.email))
         if ship_to is None:
@@ -157,6 +178,9 @@ class MemoryKeys:
         with self._lock:
             return {k: v for k in key_ids if (v := self._keys.get(k)) is not None}
 
+    def keys_for(self, buyers: Iterable[tuple[str, str]]) -> dict[str, bytes]:
+        return dict(self.key_for(seller, email) for seller, email in buyers)
+
     def destroy(self, seller: str, email: str) -> bool:
         with self._lock:
             key_id = key_id_for(seller, email)
@@ -194,6 +218,33 @@ class PostgresKeys:
         assert row is not None
         assert row["key"] is not None
         return key_id, bytes(row["key"])
+
+    def keys_for(self, buyers: Iterable[tuple[str, str]]) -> dict[str, bytes]:
+        """One transaction: insert the missing keys (a destroyed one replaced, as in `key_for`), read all back.
+
+        A key another importer inserts meanwhile wins (the insert waits for it, then leaves it), so every
+        order of a buyer is sealed under the one key the table keeps."""
+        key_ids = sorted({key_id_for(seller, email) for seller, email in buyers})
+        if not key_ids:
+            return {}
+        fresh = [AESGCM.generate_key(bit_length=KEY_BYTES * 8) for _ in key_ids]
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {table} (key_id, key) SELECT * FROM unnest(%s::text[], %s::bytea[])"
+                    " ON CONFLICT (key_id) DO UPDATE"
+                    " SET key = EXCLUDED.key, created_at = now(), destroyed_at = NULL"
+                    " WHERE {table}.key IS NULL"
+                ).format(table=self.table),
+                (key_ids, fresh),
+            )
+            cur.execute(
+                sql.SQL("SELECT key_id, key FROM {} WHERE key_id = ANY(%s)").format(self.table), (key_ids,)
+            )
+            rows = cur.fetchall()
+        keys = {str(r["key_id"]): bytes(r["key"]) for r in rows if r["key"] is not None}
+        assert len(keys) == len(key_ids)
+        return keys
 
     def live_keys(self, key_ids: Iterable[str]) -> dict[str, bytes]:
         with self.datastore.transaction(commit=False) as cur:
