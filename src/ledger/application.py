@@ -477,9 +477,8 @@ class Ledger(Application[UUID]):
             made.append((index, item_ctx, account, item.order, protected, order))
         try:
             recordings = self._save(*(order for *_, order in made))
-        except (
-            IntegrityError
-        ):  # recorded meanwhile by another importer: each order alone, compared with theirs
+        except IntegrityError:
+            # Another importer recorded one of them meanwhile: each order alone, compared with theirs.
             return failed + [
                 (index, self._import_caught(item_ctx, account, plain, sealed))
                 for index, item_ctx, account, plain, sealed, _ in made

@@ -36,6 +36,8 @@ TOKEN_PREFIX = "pd1:"  # noqa: S105 - a marker, not a secret
 ERASED = "[erased]"
 KEY_BYTES = 32
 NONCE_BYTES = 12
+ADDRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Address))
+SEALED_FIELDS = 2 + len(ADDRESS_FIELDS)  # the buyer's name and email, and the address
 _LOCK_KEY = 0x6C6564676572_02  # advisory lock: one creator of the table at a time
 
 KEYS_DDL = """
@@ -127,19 +129,24 @@ class PersonalData:
         cipher = AESGCM(key)
         aad = key_id.encode()
         prefix = f"{TOKEN_PREFIX}{key_id}:"
+        # One read of the system's random source for every nonce of the order: each read releases the GIL,
+        # and a thread that releases it under load waits for it again (a bulk import seals thousands).
+        nonces = os.urandom(NONCE_BYTES * SEALED_FIELDS)
+        used = 0
 
         def seal(value: str) -> str:
+            nonlocal used
             if not value or value.startswith(TOKEN_PREFIX):
                 return value
-            nonce = os.urandom(NONCE_BYTES)
+            nonce = nonces[used : used + NONCE_BYTES]
+            used += NONCE_BYTES
             sealed = cipher.encrypt(nonce, value.encode(), aad)
             return prefix + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
         protected_buyer = Buyer(seal(buyer.name), seal(buyer.email))
         if ship_to is None:
             return protected_buyer, None
-        changes = {f.name: seal(getattr(ship_to, f.name)) for f in dataclasses.fields(ship_to)}
-        return protected_buyer, dataclasses.replace(ship_to, **changes)
+        return protected_buyer, Address(*(seal(getattr(ship_to, name)) for name in ADDRESS_FIELDS))
 
     def reveal(self, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None, bool]:
         """(buyer, ship_to, erased): the plaintext, with ERASED where the key is gone."""
