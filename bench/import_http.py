@@ -1,9 +1,9 @@
 """Bulk import over HTTP (`POST /v1/orders/import`, batches of 500) against the machine's raw insert rate.
 
-    python bench/import_http.py [--orders 20000] [--batch 500] [--clients 4] [--runs 3]
+    python bench/import_http.py [--orders 20000] [--batch 500] [--clients 4] [--runs 3] [--processes 1]
 
 In the same run, on the same PostgreSQL:
-- ours: `ledger serve --no-workers` as a process; --clients threads post batches of --batch orders until
+- ours: `ledger serve --no-workers` (--processes server processes); --clients threads post batches of --batch orders until
   --orders are imported (every one created: 201-equivalent `created: true` in the report);
 - the baseline: psycopg `executemany` of the same number of rows per transaction (--batch) into a plain table
   (uuid key, two text columns, the order as jsonb), one connection: the machine's limit for the rows alone;
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--library-orders", type=int, default=2_000)
     parser.add_argument("--port", type=int, default=18_766)
+    parser.add_argument("--processes", type=int, default=1, help="server processes of `ledger serve`")
     args = parser.parse_args()
     schema = f"bench_import_{secrets.token_hex(3)}"
     with bench_target(schema, None, pool_size=max(args.clients + 1, 5)) as target:
@@ -170,7 +171,8 @@ def run(target: PostgresTarget, args: argparse.Namespace) -> dict[str, Any]:
         "LEDGER_DB_POOL_SIZE": str(target.pool_size),
     }
     server = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "ledger.cli", "serve", "--no-workers", "--port", str(args.port)],
+        [sys.executable, "-m", "ledger.cli", "serve", "--no-workers", "--port", str(args.port),
+         "--processes", str(args.processes)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{args.port}"
@@ -203,6 +205,7 @@ def run(target: PostgresTarget, args: argparse.Namespace) -> dict[str, Any]:
         "orders_per_run": (args.orders // args.batch) * args.batch,
         "batch": args.batch,
         "clients": args.clients,
+        "server_processes": args.processes,
         "ours_orders_per_s_runs": [round(x) for x in ours],
         "ours_orders_per_s_median": round(median(ours)),
         "executemany_rows_per_s_runs": [round(x) for x in baseline],

@@ -35,7 +35,7 @@ from .aggregates.values import (
     Source,
 )
 from .api.schemas import decode_orders
-from .application import Ledger
+from .application import ImportItem, Ledger
 from .config import ConfigError, Settings
 from .database import DatabaseUnavailableError, PostgresTarget, check_connection, connect, open_database
 from .integrations.sandbox import cli as sandbox_cli
@@ -381,6 +381,9 @@ def cmd_keys_revoke(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
 # -------------------------------------------------------------------------------- import
 
 
+IMPORT_BATCH = 500  # orders per `Ledger.import_orders` call (its new orders are saved in one transaction)
+
+
 def cmd_import(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
     """Import orders from a JSON file in the API's import shape; one line of report per order."""
     try:
@@ -394,16 +397,27 @@ def cmd_import(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
     ctx = _context(args, Source.IMPORT)
     report: list[dict[str, Any]] = []
     with progress_bar("import", len(orders), unit="orders", out=sys.stderr, tty=sys.stderr) as bar:
-        for index, order in enumerate(orders):
-            row: dict[str, Any] = {"index": index, "marketplace_order_id": order.marketplace_order_id}
-            try:
-                result = app.import_order(ctx, order.account_id, order.to_domain(), seller=args.seller)
-            except LedgerError as e:
-                row["error"] = {"code": e.code, "message": e.message}
-            else:
-                row |= {"order_id": result.order_id, "created": result.created, "events": result.events}
-            report.append(row)
-            bar.advance()
+        for start in range(0, len(orders), IMPORT_BATCH):
+            batch = orders[start : start + IMPORT_BATCH]
+            items: list[ImportItem | LedgerError] = []
+            for order in batch:
+                try:
+                    items.append(ImportItem(order.account_id, order.to_domain()))
+                except LedgerError as e:
+                    items.append(e)
+            for offset, (order, result) in enumerate(
+                zip(batch, app.import_orders(ctx, items, seller=args.seller), strict=True)
+            ):
+                row: dict[str, Any] = {
+                    "index": start + offset,
+                    "marketplace_order_id": order.marketplace_order_id,
+                }
+                if isinstance(result, LedgerError):
+                    row["error"] = {"code": result.code, "message": result.message}
+                else:
+                    row |= {"order_id": result.order_id, "created": result.created, "events": result.events}
+                report.append(row)
+                bar.advance()
     failed = sum(1 for row in report if "error" in row)
     if args.json:
         _print_json(report, out)

@@ -621,6 +621,49 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     select_notifications = _resilient(PostgresApplicationRecorder.select_notifications)
     max_notification_id = _resilient(PostgresApplicationRecorder.max_notification_id)
 
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """The library's insert (table lock, NOTIFY, one INSERT ... RETURNING notification_id), with the events
+        sent as four parallel arrays instead of one array of the library's composite type: psycopg builds a
+        composite's text in Python, escaping every field with a regular expression, which was a third of the
+        time of a 500-order save. The rows, their order and their notification ids are the same."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self._insert_arrays_statement(),
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+        )
+
+    @functools.cache  # noqa: B019 - one recorder per application, kept for its life
+    def _insert_arrays_statement(self) -> sql.Composed:
+        return sql.SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[])"
+            " RETURNING notification_id"
+        ).format(
+            schema=sql.Identifier(self.datastore.schema),
+            table=sql.Identifier(self.events_table_name),
+            id_type=sql.Identifier(self.datastore.originator_id_type),
+        )
+
+    def existing_originator_ids(self, originator_ids: Sequence[Any]) -> set[Any]:
+        """Which of these aggregates have events (one query: a bulk import's existence check)."""
+        return self.call_store(self._existing_originator_ids_once, list(originator_ids))
+
+    def _existing_originator_ids_once(self, originator_ids: list[Any]) -> set[Any]:
+        if not originator_ids:
+            return set()
+        statement = sql.SQL(
+            "SELECT DISTINCT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s)"
+        ).format(schema=sql.Identifier(self.datastore.schema), table=sql.Identifier(self.events_table_name))
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, (originator_ids,))
+            return {row["originator_id"] for row in curs.fetchall()}
+
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         return self.call_store(self._insert_events_once, stored_events, **kwargs)
 

@@ -7,9 +7,9 @@ digest) get those bytes and that status again; another request under the key is 
 
 Atomic with the effect: an account's response row is inserted by the events recorder in the same transaction
 as the account's events (`LedgerApplicationRecorder.insert_events(..., stored_response=...)`), so either both
-exist or neither. A bulk import is many transactions (one per order): each order's import carries a key
-derived from the request's (`<key>#<index>`) on its events, so a retry after a crash replays the orders already
-imported and imports the rest; the whole response is stored once all are done.
+exist or neither. A bulk import is several transactions (its new orders in one, each re-sent order in its own):
+each order's import carries a key derived from the request's (`<key>#<index>`) on its events, so a retry after a
+crash replays the orders already imported and imports the rest; the whole response is stored once all are done.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -36,6 +36,8 @@ TOKEN_PREFIX = "pd1:"  # noqa: S105 - a marker, not a secret
 ERASED = "[erased]"
 KEY_BYTES = 32
 NONCE_BYTES = 12
+ADDRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Address))
+SEALED_FIELDS = 2 + len(ADDRESS_FIELDS)  # the buyer's name and email, and the address
 _LOCK_KEY = 0x6C6564676572_02  # advisory lock: one creator of the table at a time
 
 KEYS_DDL = """
@@ -101,6 +103,9 @@ class KeyStore(Protocol):
     def live_keys(self, key_ids: Iterable[str]) -> dict[str, bytes]:
         """The keys among `key_ids` that exist and are not destroyed."""
 
+    def keys_for(self, buyers: Collection[tuple[str, str]]) -> dict[str, bytes]:
+        """`key_for` for many (seller, email) pairs at once, by key id: one transaction for the lot."""
+
 
 class PersonalData:
     """Protect personal fields before they become events; reveal them for reads."""
@@ -110,15 +115,38 @@ class PersonalData:
 
     def protect(self, seller: str, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None]:
         key_id, key = self.keys.key_for(seller, buyer.email)
+        return self.protect_with(key_id, key, buyer, ship_to)
+
+    def keys_for(self, buyers: Collection[tuple[str, str]]) -> dict[str, bytes]:
+        """The live keys of many (seller, email) buyers, made where missing, by key id (see `protect_with`)."""
+        return self.keys.keys_for(buyers)
+
+    @staticmethod
+    def protect_with(
+        key_id: str, key: bytes, buyer: Buyer, ship_to: Address | None
+    ) -> tuple[Buyer, Address | None]:
+        """`protect` with the buyer's key already at hand (a bulk import fetches all its buyers' keys at once)."""
+        cipher = AESGCM(key)
+        aad = key_id.encode()
+        prefix = f"{TOKEN_PREFIX}{key_id}:"
+        # One read of the system's random source for every nonce of the order: each read releases the GIL,
+        # and a thread that releases it under load waits for it again (a bulk import seals thousands).
+        nonces = os.urandom(NONCE_BYTES * SEALED_FIELDS)
+        used = 0
 
         def seal(value: str) -> str:
-            return encrypt(key, key_id, value) if value and not is_token(value) else value
+            nonlocal used
+            if not value or value.startswith(TOKEN_PREFIX):
+                return value
+            nonce = nonces[used : used + NONCE_BYTES]
+            used += NONCE_BYTES
+            sealed = cipher.encrypt(nonce, value.encode(), aad)
+            return prefix + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
         protected_buyer = Buyer(seal(buyer.name), seal(buyer.email))
         if ship_to is None:
             return protected_buyer, None
-        changes = {f.name: seal(getattr(ship_to, f.name)) for f in dataclasses.fields(ship_to)}
-        return protected_buyer, dataclasses.replace(ship_to, **changes)
+        return protected_buyer, Address(*(seal(getattr(ship_to, name)) for name in ADDRESS_FIELDS))
 
     def reveal(self, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None, bool]:
         """(buyer, ship_to, erased): the plaintext, with ERASED where the key is gone."""
@@ -157,6 +185,9 @@ class MemoryKeys:
         with self._lock:
             return {k: v for k in key_ids if (v := self._keys.get(k)) is not None}
 
+    def keys_for(self, buyers: Collection[tuple[str, str]]) -> dict[str, bytes]:
+        return dict(self.key_for(seller, email) for seller, email in buyers)
+
     def destroy(self, seller: str, email: str) -> bool:
         with self._lock:
             key_id = key_id_for(seller, email)
@@ -194,6 +225,39 @@ class PostgresKeys:
         assert row is not None
         assert row["key"] is not None
         return key_id, bytes(row["key"])
+
+    def keys_for(self, buyers: Collection[tuple[str, str]]) -> dict[str, bytes]:
+        """One transaction: insert the missing keys (a destroyed one replaced, as in `key_for`), read all back.
+
+        A key another importer inserts meanwhile wins (the insert waits for it, then leaves it), so every
+        order of a buyer is sealed under the one key the table keeps."""
+        key_ids = sorted({key_id_for(seller, email) for seller, email in buyers})
+        if not key_ids:
+            return {}
+        fresh = [AESGCM.generate_key(bit_length=KEY_BYTES * 8) for _ in key_ids]
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {table} (key_id, key) SELECT * FROM unnest(%s::text[], %s::bytea[])"
+                    " ON CONFLICT (key_id) DO UPDATE"
+                    " SET key = EXCLUDED.key, created_at = now(), destroyed_at = NULL"
+                    " WHERE {table}.key IS NULL"
+                ).format(table=self.table),
+                (key_ids, fresh),
+            )
+            cur.execute(
+                sql.SQL("SELECT key_id, key FROM {} WHERE key_id = ANY(%s)").format(self.table), (key_ids,)
+            )
+            rows = cur.fetchall()
+        keys = {str(r["key_id"]): bytes(r["key"]) for r in rows if r["key"] is not None}
+        for (
+            seller,
+            email,
+        ) in buyers:  # destroyed between the two statements (a forget): a new key, as key_for does
+            if key_id_for(seller, email) not in keys:
+                key_id, key = self.key_for(seller, email)
+                keys[key_id] = key
+        return keys
 
     def live_keys(self, key_ids: Iterable[str]) -> dict[str, bytes]:
         with self.datastore.transaction(commit=False) as cur:

@@ -17,7 +17,7 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.cli import EXIT_FAILED, EXIT_USAGE
+from ledger.cli import EXIT_FAILED, EXIT_USAGE, IMPORT_BATCH
 
 
 def _order(account_id: str, order_id: str, **overrides: object) -> dict[str, object]:
@@ -77,6 +77,24 @@ def test_import_file_reports_each_order(cli, tmp_path: Path) -> None:
     assert "[0] W-1: unchanged" in out
     assert "[1] W-1: error import-conflict" in out
     assert "1 imported or unchanged, 1 failed" in out
+
+
+def test_import_file_larger_than_a_batch_reports_every_order_in_order(cli, tmp_path: Path) -> None:
+    """A file of more orders than one batch: a repeat across batches is unchanged, a bad order fails alone."""
+    _, account_id = _account(cli)
+    orders = [_order(account_id, f"B-{n}") for n in range(IMPORT_BATCH + 2)]
+    orders[IMPORT_BATCH] = _order(account_id, "B-0")  # the first order again, in the second batch
+    orders[3] = _order(account_id, "B-3", buyer={"name": "A\x00", "email": "a@example.com"})  # refused alone
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps(orders))
+    status, out, _ = cli("import", str(path), "--json")
+    assert status == EXIT_FAILED
+    rows = json.loads(out)
+    assert [row["index"] for row in rows] == list(range(len(orders)))
+    assert rows[3]["error"]["code"] == "invalid-order"
+    assert rows[IMPORT_BATCH]["created"] is False
+    assert rows[IMPORT_BATCH]["order_id"] == rows[0]["order_id"]
+    assert sum(1 for row in rows if row.get("created")) == len(orders) - 2
 
 
 def test_import_refuses_malformed_file_with_location(cli, tmp_path: Path) -> None:

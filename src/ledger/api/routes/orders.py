@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from ...aggregates.errors import LedgerError
 from ...aggregates.values import LineQuantity, Marketplace, RefundRequestLine
-from ...application import Ledger
+from ...application import ImportItem, Ledger
 from ...projections.all_sales import AllSalesProjection
 from ...projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
 from ...queries import CommandResult, KeyDetails
@@ -119,23 +119,31 @@ def import_orders(
     idempotency_key: NamedDependency[str | None],
     digest: NamedDependency[str],
 ) -> Response[ImportManyOut]:
-    """Under an Idempotency-Key, each order's import carries `<key>#<index>` on its events (a retry after a
-    failure part-way replays those and imports the rest) and the whole response is stored at the end."""
+    """One `Ledger.import_orders` call (the new orders in one transaction). Under an Idempotency-Key, each
+    order's import carries `<key>#<index>` on its events (a retry after a failure part-way replays those and
+    imports the rest) and the whole response is stored at the end."""
     request = idempotent.Request(key.seller, idempotency_key, "importOrders", digest)
 
     def run() -> Response[Any]:
+        items: list[ImportItem | LedgerError] = []
+        for index, order in enumerate(data.orders):
+            try:
+                domain = order.to_domain()
+            except LedgerError as e:
+                items.append(e)
+                continue
+            order_key = None if idempotency_key is None else f"{idempotency_key}#{index}"
+            items.append(ImportItem(order.account_id, domain, order_key))
+        outcomes = ledger.import_orders(_ctx(key, idempotency_key, digest), items, seller=key.seller)
         results: list[ImportItemOut] = []
         positions: list[int] = []
-        for index, order in enumerate(data.orders):
-            order_key = None if idempotency_key is None else f"{idempotency_key}#{index}"
-            try:
-                result = ledger.import_order(
-                    _ctx(key, order_key, digest), order.account_id, order.to_domain(), seller=key.seller
-                )
-            except LedgerError as e:
+        for index, (order, result) in enumerate(zip(data.orders, outcomes, strict=True)):
+            if isinstance(result, LedgerError):
                 results.append(
                     ImportItemOut(
-                        index=index, marketplace_order_id=order.marketplace_order_id, error=ledger_problem(e)
+                        index=index,
+                        marketplace_order_id=order.marketplace_order_id,
+                        error=ledger_problem(result),
                     )
                 )
                 continue

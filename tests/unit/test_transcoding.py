@@ -1,0 +1,54 @@
+"""The Ledger's event encoder writes exactly the bytes of the library's `JSONTranscoder` (transcoding.py)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from ledger.aggregates.values import Buyer, Marketplace, OrderLine
+from ledger.application import Ledger
+from ledger.transcoding import LedgerTranscoder
+
+ODD_TEXT = "".join(chr(c) for c in range(1, 128)) + '"\\é中😀\u2028\u2029\ufeff'
+
+
+def _library(ledger: Ledger) -> Any:
+    transcoder = ledger.factory.transcoder()  # the library's JSONTranscoder
+    ledger.register_transcodings(transcoder)
+    return transcoder
+
+
+def _state(event: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(event).items() if k not in ("originator_id", "originator_version")}
+
+
+def test_every_event_of_an_order_is_encoded_byte_for_byte_as_the_library_does(
+    ledger: Ledger, shop: Any
+) -> None:
+    """Imported (odd text in every field), shipped, acknowledged, cancelled, refunded: the same bytes."""
+    assert isinstance(ledger.mapper.transcoder, LedgerTranscoder)
+    account_id = shop.account(Marketplace.AMAZON)
+    order = shop.imported(
+        buyer=Buyer(ODD_TEXT, ODD_TEXT),
+        lines=(
+            OrderLine("A", ODD_TEXT[:100], 3, Decimal("10.00"), title=ODD_TEXT),
+            OrderLine("B", "SKU-B", 1, Decimal("0.01")),
+        ),
+    )
+    order_id = ledger.import_order(shop.ctx, account_id, order).order_id
+    shipment = shop.ship(order_id, {"A": 1}).ids["shipment_id"]
+    shop.acknowledge(order_id, shipment)
+    shop.cancel(order_id, {"B": 1})
+    shop.refund(order_id)
+    events = shop.events(order_id)
+    assert len(events) >= 5
+    library = _library(ledger)
+    for event in events:
+        assert ledger.mapper.transcoder.encode(_state(event)) == library.encode(_state(event))
+
+
+def test_values_outside_the_plain_set_are_left_to_the_library(ledger: Ledger) -> None:
+    """A float and a non-string key are encoded by the library's encoder, as before."""
+    library = _library(ledger)
+    for value in [{"x": 1e16, "y": 0.1}, {1: "a"}, {"t": (1, "b", None, True)}]:
+        assert ledger.mapper.transcoder.encode(value) == library.encode(value)
