@@ -534,6 +534,11 @@ def open_database(settings: Settings) -> Iterator[PostgresTarget]:
         yield target
 
 
+PIPELINE_MAX_BYTES = 64_000
+"""Saves whose events' state is at most this many bytes go in one pipelined round trip: far below what a
+socket buffers, so the pipeline cannot stall on its own writes (see LedgerApplicationRecorder)."""
+
+
 class LedgerApplicationRecorder(PostgresApplicationRecorder):
     """The library's PostgreSQL recorder, saving without libpq pipeline mode.
 
@@ -548,6 +553,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         # Responses stored under idempotency keys (ledger.idempotency): created with the events table.
         self.sql_create_statements.append(idempotency.create_table_statement(self.datastore.schema))
         self._prologue: bytes | None = None
+        self._statements: list[bytes] = []
 
     @retry((es_persistence.InterfaceError, es_persistence.OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -556,7 +562,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         if self.datastore.enable_db_functions and response is None:
             return super().insert_events(stored_events, **kwargs)  # type: ignore[no-any-return]
         if response is None and stored_events and not kwargs:
-            return self._insert_in_three_round_trips(stored_events)
+            return self._insert_in_few_round_trips(stored_events)
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._insert_events(curs, stored_events, **kwargs)
             if response is not None:
@@ -566,31 +572,53 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             self._insert_stored_events(curs, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
-    def _insert_in_three_round_trips(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
+    def _insert_in_few_round_trips(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
         """The library's save (BEGIN, its two lock statements, NOTIFY, the INSERT, COMMIT: six round trips) in
-        three: the statements before the INSERT go as one simple query.
+        one round trip (libpq pipeline) when the events are small, else in three (the statements before the
+        INSERT go as one simple query; large saves stay out of pipeline mode, see the class docstring).
 
         Why: under load a round trip costs the saving thread a wait for the GIL as well as the network; the group
         committer's batches spent most of their time in these waits (BENCHMARKS.md). Same statements, same
-        order, same locks; on any error the transaction is rolled back and the error raised as before."""
+        order, same locks; on any error the transaction is rolled back and the error raised as before (a
+        version conflict is an IntegrityError)."""
         with self.datastore.get_connection() as conn:
             if self._prologue is None:
-                statements = [
-                    *self.lock_table_statements,
-                    sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name)),
-                ]
+                notify = sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name))
+                statements = [*self.lock_table_statements, notify]
+                self._statements = [b"BEGIN", *(_as_bytes(statement, conn) for statement in statements)]
                 self._prologue = sql.SQL("BEGIN; {}").format(sql.SQL("; ").join(statements)).as_bytes(conn)
+            pipelined = sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES
             try:
                 with conn.cursor() as curs:
-                    curs.execute(self._prologue)
-                    self._insert_events(curs, stored_events)
-                    PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
+                    if pipelined:
+                        with conn.pipeline() as pipeline:
+                            for statement in self._statements:
+                                conn.execute(statement)
+                            self._insert_events(curs, stored_events)
+                            PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
+                            conn.execute(b"COMMIT")
+                            pipeline.sync()
+                    else:
+                        curs.execute(self._prologue)
+                        self._insert_events(curs, stored_events)
+                        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
                     ids = self._fetch_ids_after_insert_events(curs, stored_events)
-                conn.execute(b"COMMIT")
+                if not pipelined:
+                    conn.execute(b"COMMIT")
             except BaseException:
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not conn.closed:
+                if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     with contextlib.suppress(psycopg.Error):
                         conn.execute(b"ROLLBACK")
                 raise
         assert ids is not None
         return ids
+
+
+def _as_bytes(statement: Any, conn: psycopg.Connection[Any]) -> bytes:
+    if isinstance(statement, sql.Composable):
+        return statement.as_bytes(conn)
+    if isinstance(statement, str):
+        return statement.encode()
+    if isinstance(statement, bytes):
+        return statement
+    raise TypeError(f"cannot render {statement!r}")
