@@ -591,13 +591,12 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             try:
                 with conn.cursor() as curs:
                     if pipelined:
-                        with conn.pipeline() as pipeline:
+                        with conn.pipeline():  # exiting syncs: one round trip
                             for statement in self._statements:
                                 conn.execute(statement)
                             self._insert_events(curs, stored_events)
                             PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
                             conn.execute(b"COMMIT")
-                            pipeline.sync()
                     else:
                         curs.execute(self._prologue)
                         self._insert_events(curs, stored_events)
