@@ -8,13 +8,13 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, Repository, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
@@ -155,10 +155,16 @@ class LedgerRepository(Repository[UUID]):
             try:
                 self.cache.get(aggregate_id)
             except KeyError:
-                return self._reconstruct_aggregate(
-                    aggregate_id, None, kwargs.get("projector_func", project_aggregate)
-                )
+                return self._reconstruct_aggregate(aggregate_id, None, kwargs.get("projector_func", _project))
         return super().get(aggregate_id, **kwargs)
+
+
+def _project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The library's `project_aggregate` without its per-event isinstance check against a runtime Protocol
+    (2% of a command's CPU in the server): every stored event of ours is an aggregate event with `mutate`."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 class Ledger(Application[UUID]):

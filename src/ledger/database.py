@@ -554,6 +554,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.append(idempotency.create_table_statement(self.datastore.schema))
         self._prologue: bytes | None = None
         self._statements: list[bytes] = []
+        self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
 
     @retry((es_persistence.InterfaceError, es_persistence.OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -571,6 +572,46 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
                 return []
             self._insert_stored_events(curs, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+
+    @retry((es_persistence.InterfaceError, es_persistence.OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: Any,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The library's query, rendered once per shape (it composed the SQL on every call: 2% of a command's
+        CPU), and sent as bytes, which psycopg also parses once."""
+        shape = (gt is not None, lte is not None, desc, limit is not None)
+        params: list[Any] = [originator_id]
+        params += [value for value in (gt, lte) if value is not None]
+        if limit is not None:
+            params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            statement = self._select_statements.get(shape)
+            if statement is None:
+                composed = self.select_events_statement
+                if gt is not None:
+                    composed += sql.SQL(" AND originator_version > %s")
+                if lte is not None:
+                    composed += sql.SQL(" AND originator_version <= %s")
+                composed += sql.SQL(" ORDER BY originator_version") + sql.SQL(" DESC" if desc else " ASC")
+                if limit is not None:
+                    composed += sql.SQL(" LIMIT %s")
+                statement = self._select_statements[shape] = _as_bytes(composed, conn)
+            curs.execute(statement, params, prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
     def _insert_in_few_round_trips(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
         """The library's save (BEGIN, its two lock statements, NOTIFY, the INSERT, COMMIT: six round trips) in
