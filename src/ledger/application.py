@@ -8,7 +8,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
@@ -20,8 +20,10 @@ from eventsourcing.persistence import (
     IntegrityError,
     InternalError,
     JSONTranscoder,
+    Notification,
     ProgrammingError,
     Recording,
+    StoredEvent,
     Transcoding,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -190,7 +192,7 @@ class Ledger(Application[UUID]):
         grouped = isinstance(self.recorder, PostgresApplicationRecorder) and self.env.get(
             "LEDGER_GROUP_COMMIT", "y"
         ).strip().lower() not in ("n", "no", "0", "false", "off")
-        self.committer: GroupCommitter | None = GroupCommitter(self.events.put) if grouped else None
+        self.committer: GroupCommitter | None = GroupCommitter(self._put_encoded) if grouped else None
 
     def construct_repository(self) -> Repository[UUID]:
         library = super().construct_repository()
@@ -221,12 +223,36 @@ class Ledger(Application[UUID]):
         library's post-save hooks (`_notify`, snapshots) are skipped: the Ledger uses neither."""
         if self.committer is None:
             return self.save(*aggregates)
-        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        recordings = self.committer.save(events)
+        # Encoded here, in the request's thread: the committer's thread is the one everybody waits for.
+        encoded = [
+            (event, self.mapper.to_stored_event(event))
+            for aggregate in aggregates
+            for event in aggregate.collect_events()
+        ]
+        recordings = self.committer.save(encoded)
         if self.repository.cache is not None:  # as the library's save does (LedgerRepository)
             for aggregate in aggregates:
                 self.repository.cache.put(aggregate.id, aggregate)
         return recordings
+
+    def _put_encoded(self, encoded: Sequence[tuple[Any, StoredEvent]]) -> list[Recording[UUID]]:
+        """The library's `EventStore.put` for events already encoded: one insert, the recordings in order."""
+        ids = self.recorder.insert_events([stored for _, stored in encoded])
+        assert ids is not None
+        assert len(ids) == len(encoded)
+        return [
+            Recording(
+                event,
+                Notification(
+                    originator_id=stored.originator_id,
+                    originator_version=stored.originator_version,
+                    topic=stored.topic,
+                    state=stored.state,
+                    id=notification_id,
+                ),
+            )
+            for (event, stored), notification_id in zip(encoded, ids, strict=True)
+        ]
 
     def construct_recorder(self) -> ApplicationRecorder:
         """The library creates its tables on start; processes starting together race on the catalog."""
