@@ -535,7 +535,7 @@ def open_database(settings: Settings) -> Iterator[PostgresTarget]:
 
 
 PIPELINE_MAX_BYTES = 64_000
-"""Saves whose events' state is at most this many bytes go in one pipelined round trip: far below what a
+"""Saves whose events' state is at most this many bytes are pipelined up to their INSERT: far below what a
 socket buffers, so the pipeline cannot stall on its own writes (see LedgerApplicationRecorder)."""
 
 
@@ -615,13 +615,16 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
 
     def _insert_in_few_round_trips(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
         """The library's save (BEGIN, its two lock statements, NOTIFY, the INSERT, COMMIT: six round trips) in
-        one round trip (libpq pipeline) when the events are small, else in three (the statements before the
-        INSERT go as one simple query; large saves stay out of pipeline mode, see the class docstring).
+        two: everything up to the INSERT in one libpq pipeline when the events are small, then COMMIT; large
+        saves stay out of pipeline mode (see the class docstring) and send the statements before the INSERT as
+        one simple query (three round trips).
 
         Why: under load a round trip costs the saving thread a wait for the GIL as well as the network; the group
         committer's batches spent most of their time in these waits (BENCHMARKS.md). Same statements, same
         order, same locks; on any error the transaction is rolled back and the error raised as before (a
-        version conflict is an IntegrityError)."""
+        version conflict is an IntegrityError). COMMIT is sent only once the INSERT has answered, as the library
+        does: queued in the pipeline behind the table lock, it would commit the save of a writer that was
+        killed while it waited for the lock."""
         with self.datastore.get_connection() as conn:
             if self._prologue is None:
                 notify = sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name))
@@ -637,14 +640,13 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
                                 conn.execute(statement)
                             self._insert_events(curs, stored_events)
                             PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
-                            conn.execute(b"COMMIT")
                     else:
                         curs.execute(self._prologue)
                         self._insert_events(curs, stored_events)
                         PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
                     ids = self._fetch_ids_after_insert_events(curs, stored_events)
-                if not pipelined:
-                    conn.execute(b"COMMIT")
+                # Never queued behind the lock: a writer that dies while it waits must not commit afterwards.
+                conn.execute(b"COMMIT")
             except BaseException:
                 if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     with contextlib.suppress(psycopg.Error):
