@@ -6,21 +6,24 @@ import dataclasses
 import hashlib
 import hmac
 import secrets
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     InternalError,
     JSONTranscoder,
+    Notification,
     ProgrammingError,
     Recording,
+    StoredEvent,
     Transcoder,
     Transcoding,
 )
@@ -151,6 +154,38 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class LedgerRepository(Repository[UUID]):
+    """The library's repository, without a deep copy when an aggregate is loaded for a command.
+
+    The library puts every aggregate it reconstructs in its cache and hands out a deep copy, so that a command
+    cannot corrupt the cached one; that copy was about 5% of a command's CPU in the server (BENCHMARKS.md),
+    for an aggregate no one else holds. Here a cache miss for a caller that may change the aggregate
+    (`deepcopy_from_cache=True`, the default) returns the fresh aggregate uncached; the Ledger caches it after
+    saving it, as the library's own save does. Read-only callers (`deepcopy_from_cache=False`) and cache hits
+    behave exactly as in the library (hits are fast-forwarded from the store and copied)."""
+
+    def get(self, aggregate_id: UUID, **kwargs: Any) -> Any:
+        if (
+            self.cache is not None
+            and kwargs.get("version") is None
+            and kwargs.get("deepcopy_from_cache", True)
+            and self.deepcopy_from_cache
+        ):
+            try:
+                self.cache.get(aggregate_id)
+            except KeyError:
+                return self._reconstruct_aggregate(aggregate_id, None, kwargs.get("projector_func", _project))
+        return super().get(aggregate_id, **kwargs)
+
+
+def _project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The library's `project_aggregate` without its per-event isinstance check against a runtime Protocol
+    (2% of a command's CPU in the server): every stored event of ours is an aggregate event with `mutate`."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
 class Ledger(Application[UUID]):
     """Commands and small queries over orders and marketplace accounts."""
 
@@ -159,16 +194,34 @@ class Ledger(Application[UUID]):
     # a bounded LRU keeps recently used aggregates, fast-forwarded from the store before each use.
     env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "1000"}
 
-    def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(env)
         self.clock = clock
+        self.keys = KeyCache(monotonic)
         self.personal_data = PersonalData(self._key_store())
         # On PostgreSQL, concurrent saves are committed together (see group_commit.py); LEDGER_GROUP_COMMIT=n
         # saves each alone, as the library does.
         grouped = isinstance(self.recorder, PostgresApplicationRecorder) and self.env.get(
             "LEDGER_GROUP_COMMIT", "y"
         ).strip().lower() not in ("n", "no", "0", "false", "off")
-        self.committer: GroupCommitter | None = GroupCommitter(self.events.put) if grouped else None
+        self.committer: GroupCommitter | None = GroupCommitter(self._put_encoded) if grouped else None
+
+    def construct_repository(self) -> Repository[UUID]:
+        library = super().construct_repository()
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return LedgerRepository(
+            event_store=self.events,
+            snapshot_store=self.snapshots,
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=library.fastforward,
+            fastforward_skipping=library.fastforward_skipping,
+            deepcopy_from_cache=library.deepcopy_from_cache,
+        )
 
     def _key_store(self) -> KeyStore:
         if isinstance(self.recorder, PostgresApplicationRecorder):
@@ -187,8 +240,36 @@ class Ledger(Application[UUID]):
         library's post-save hooks (`_notify`, snapshots) are skipped: the Ledger uses neither."""
         if self.committer is None:
             return self.save(*aggregates)
-        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        return self.committer.save(events)
+        # Encoded here, in the request's thread: the committer's thread is the one everybody waits for.
+        encoded = [
+            (event, self.mapper.to_stored_event(event))
+            for aggregate in aggregates
+            for event in aggregate.collect_events()
+        ]
+        recordings = self.committer.save(encoded)
+        if self.repository.cache is not None:  # as the library's save does (LedgerRepository)
+            for aggregate in aggregates:
+                self.repository.cache.put(aggregate.id, aggregate)
+        return recordings
+
+    def _put_encoded(self, encoded: Sequence[tuple[Any, StoredEvent]]) -> list[Recording[UUID]]:
+        """The library's `EventStore.put` for events already encoded: one insert, the recordings in order."""
+        ids = self.recorder.insert_events([stored for _, stored in encoded])
+        assert ids is not None
+        assert len(ids) == len(encoded)
+        return [
+            Recording(
+                event,
+                Notification(
+                    originator_id=stored.originator_id,
+                    originator_version=stored.originator_version,
+                    topic=stored.topic,
+                    state=stored.state,
+                    id=notification_id,
+                ),
+            )
+            for (event, stored), notification_id in zip(encoded, ids, strict=True)
+        ]
 
     def construct_recorder(self) -> ApplicationRecorder:
         """The library creates its tables on start; processes starting together race on the catalog."""
@@ -311,9 +392,10 @@ class Ledger(Application[UUID]):
     def list_accounts(self, seller: str) -> list[AccountDetails]:
         return [AccountDetails.of(a) for a in self._accounts(self._seller_index(seller))]
 
-    def _account(self, account_id: UUID, seller: str | None) -> MarketplaceAccount:
+    def _account(self, account_id: UUID, seller: str | None, *, to_change: bool = True) -> MarketplaceAccount:
+        """`to_change=False`: the caller only reads it (shared with the cache, not copied)."""
         try:
-            account: MarketplaceAccount = self.repository.get(account_id)
+            account: MarketplaceAccount = self.repository.get(account_id, deepcopy_from_cache=to_change)
         except AggregateNotFoundError:
             raise AccountNotFoundError(f"no account {account_id}") from None
         if not isinstance(account, MarketplaceAccount) or (seller is not None and account.seller != seller):
@@ -368,21 +450,38 @@ class Ledger(Application[UUID]):
                 self.save(key)
             except IntegrityError:
                 continue
+            self.keys.forget(key.key_hash)
             return KeyDetails.of(key)
         raise ConcurrentUpdateError(f"API key {key_id} kept changing; try again")
 
     def authenticate(self, secret: str) -> KeyDetails | None:
-        """The active key whose secret this is; None for an unknown or revoked key."""
+        """The active key whose secret this is; None for an unknown or revoked key.
+
+        An active key found here is remembered for KEY_CACHE_SECONDS (see KeyCache): revoking it through this
+        Ledger takes effect at once, revoking it through another process within that bound."""
         if not secret.startswith(KEY_PREFIX) or len(secret) > MAX_SECRET_LENGTH:
             return None
         key_hash = hash_secret(secret)
+        cached = self.keys.get(key_hash)
+        if cached is not None:
+            return cached
+        revision = self.keys.revision
         try:
-            key: object = self.repository.get(ApiKey.create_id(key_hash))
+            key: object = self.repository.get(ApiKey.create_id(key_hash), deepcopy_from_cache=False)
         except AggregateNotFoundError:
             return None
         if not isinstance(key, ApiKey) or not hmac.compare_digest(key.key_hash, key_hash) or key.revoked:
             return None
-        return KeyDetails.of(key)
+        details = KeyDetails.of(key)
+        self.keys.put(key_hash, details, revision)
+        return details
+
+    def cached_key(self, secret: str) -> KeyDetails | None:
+        """The active key of this secret if it was authenticated recently (no I/O: callable from an event
+        loop); None means "ask `authenticate`", not "unknown"."""
+        if not secret.startswith(KEY_PREFIX) or len(secret) > MAX_SECRET_LENGTH:
+            return None
+        return self.keys.get(hash_secret(secret))
 
     def _key_index(self, seller: str) -> SellerApiKeys:
         try:
@@ -626,7 +725,7 @@ class Ledger(Application[UUID]):
         def command(order: Order) -> None:
             restock = restock_in_ledger
             if restock is None:
-                restock = self._account(order.account_id, None).restock_in_ledger
+                restock = self._account(order.account_id, None, to_change=False).restock_in_ledger
             order.cancel(
                 ctx,
                 reason=reason,
@@ -866,6 +965,52 @@ class Ledger(Application[UUID]):
 
 KEY_PREFIX = "lk_"
 MAX_SECRET_LENGTH = 200
+KEY_CACHE_SECONDS = 2.0
+"""How long an authenticated key is trusted without reading its events again: the longest a key revoked by
+another process (`ledger keys revoke`, another server process) keeps working here."""
+KEY_CACHE_SIZE = 10_000
+
+
+class KeyCache:
+    """Active API keys recently authenticated, by the hash of their secret, each for KEY_CACHE_SECONDS.
+
+    Why: loading the key's aggregate on every request was about a tenth of a command's CPU in the server
+    (BENCHMARKS.md). Only active keys are kept (an unknown secret is looked up every time, so guessing fills
+    nothing), at most KEY_CACHE_SIZE of them. The Ledger forgets a key it revokes, so revocation through the
+    same process takes effect at once."""
+
+    def __init__(
+        self, monotonic: Callable[[], float] = time.monotonic, seconds: float = KEY_CACHE_SECONDS
+    ) -> None:
+        self._monotonic = monotonic
+        self._seconds = seconds
+        self._keys: dict[str, tuple[float, KeyDetails]] = {}
+        self._lock = threading.Lock()
+        self.revision = 0
+        """Counts revocations: a key read before one is not kept (it may be the key just revoked)."""
+
+    def get(self, key_hash: str) -> KeyDetails | None:
+        entry = self._keys.get(key_hash)
+        if entry is None:
+            return None
+        if self._monotonic() >= entry[0]:
+            self._keys.pop(key_hash, None)
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, key: KeyDetails, revision: int) -> None:
+        """Keep `key`, read when `revision` was current, unless a key was revoked since."""
+        with self._lock:
+            if revision != self.revision:
+                return
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key_hash] = (self._monotonic() + self._seconds, key)
+
+    def forget(self, key_hash: str) -> None:
+        with self._lock:
+            self.revision += 1
+            self._keys.pop(key_hash, None)
 
 
 def hash_secret(secret: str) -> str:

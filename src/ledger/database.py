@@ -560,6 +560,11 @@ def _resilient(method: Callable[..., T]) -> Callable[..., T]:
     return call
 
 
+PIPELINE_MAX_BYTES = 64_000
+"""Saves whose events' state is at most this many bytes are pipelined up to their INSERT: far below what a
+socket buffers, so the pipeline cannot stall on its own writes (see LedgerApplicationRecorder)."""
+
+
 class LedgerApplicationRecorder(PostgresApplicationRecorder):
     """The library's PostgreSQL recorder, saving without libpq pipeline mode, failing fast while the server
     is down and recovering by itself when it is back.
@@ -585,6 +590,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._down = False
         # Responses stored under idempotency keys (ledger.idempotency): created with the events table.
         self.sql_create_statements.append(idempotency.create_table_statement(self.datastore.schema))
+        self._prologue: bytes | None = None
+        self._statements: list[bytes] = []
+        self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
 
     def call_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._down and not self._server_answers():
@@ -617,7 +625,6 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._down = False
         return True
 
-    select_events = _resilient(PostgresApplicationRecorder.select_events)
     select_notifications = _resilient(PostgresApplicationRecorder.select_notifications)
     max_notification_id = _resilient(PostgresApplicationRecorder.max_notification_id)
 
@@ -628,6 +635,10 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         time of a 500-order save. The rows, their order and their notification ids are the same."""
         self._lock_table(curs)
         self._notify_channel(curs)
+        self._insert_arrays(curs, stored_events)
+
+    def _insert_arrays(self, curs: Any, stored_events: Sequence[StoredEvent]) -> None:
+        """The INSERT alone, the events as four parallel arrays (see `_insert_stored_events`)."""
         curs.execute(
             self._insert_arrays_statement(),
             (
@@ -675,6 +686,8 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         if self.datastore.enable_db_functions and response is None:
             insert = PostgresApplicationRecorder.insert_events.__wrapped__
             return insert(self, stored_events, **kwargs)  # type: ignore[no-any-return]
+        if response is None and stored_events and not kwargs:
+            return self._insert_in_few_round_trips(stored_events)
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._insert_events(curs, stored_events, **kwargs)
             if response is not None:
@@ -683,3 +696,97 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
                 return []
             self._insert_stored_events(curs, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+
+    def select_events(self, originator_id: Any, **kwargs: Any) -> Sequence[StoredEvent]:
+        return self.call_store(self._select_events_once, originator_id, **kwargs)
+
+    def _select_events_once(
+        self,
+        originator_id: Any,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The library's query, rendered once per shape (it composed the SQL on every call: 2% of a command's
+        CPU), and sent as bytes, which psycopg also parses once."""
+        shape = (gt is not None, lte is not None, desc, limit is not None)
+        params: list[Any] = [originator_id]
+        params += [value for value in (gt, lte) if value is not None]
+        if limit is not None:
+            params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            statement = self._select_statements.get(shape)
+            if statement is None:
+                composed = self.select_events_statement
+                if gt is not None:
+                    composed += sql.SQL(" AND originator_version > %s")
+                if lte is not None:
+                    composed += sql.SQL(" AND originator_version <= %s")
+                composed += sql.SQL(" ORDER BY originator_version") + sql.SQL(" DESC" if desc else " ASC")
+                if limit is not None:
+                    composed += sql.SQL(" LIMIT %s")
+                statement = self._select_statements[shape] = _as_bytes(composed, conn)
+            curs.execute(statement, params, prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
+
+    def _insert_in_few_round_trips(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
+        """The library's save (BEGIN, its two lock statements, NOTIFY, the INSERT, COMMIT: six round trips) in
+        two: everything up to the INSERT in one libpq pipeline when the events are small, then COMMIT; large
+        saves stay out of pipeline mode (see the class docstring) and send the statements before the INSERT as
+        one simple query (three round trips).
+
+        Why: under load a round trip costs the saving thread a wait for the GIL as well as the network; the group
+        committer's batches spent most of their time in these waits (BENCHMARKS.md). Same statements, same
+        order, same locks; on any error the transaction is rolled back and the error raised as before (a
+        version conflict is an IntegrityError). COMMIT is sent only once the INSERT has answered, as the library
+        does: queued in the pipeline behind the table lock, it would commit the save of a writer that was
+        killed while it waited for the lock."""
+        with self.datastore.get_connection() as conn:
+            if self._prologue is None:
+                notify = sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name))
+                statements = [*self.lock_table_statements, notify]
+                self._statements = [b"BEGIN", *(_as_bytes(statement, conn) for statement in statements)]
+                self._prologue = sql.SQL("BEGIN; {}").format(sql.SQL("; ").join(statements)).as_bytes(conn)
+            pipelined = sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES
+            try:
+                with conn.cursor() as curs:
+                    if pipelined:
+                        with conn.pipeline():  # exiting syncs: one round trip
+                            for statement in self._statements:
+                                conn.execute(statement)
+                            self._insert_events(curs, stored_events)
+                            self._insert_arrays(curs, stored_events)
+                    else:
+                        curs.execute(self._prologue)
+                        self._insert_events(curs, stored_events)
+                        self._insert_arrays(curs, stored_events)
+                    ids = self._fetch_ids_after_insert_events(curs, stored_events)
+                # Never queued behind the lock: a writer that dies while it waits must not commit afterwards.
+                conn.execute(b"COMMIT")
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute(b"ROLLBACK")
+                raise
+        assert ids is not None
+        return ids
+
+
+def _as_bytes(statement: Any, conn: psycopg.Connection[Any]) -> bytes:
+    if isinstance(statement, sql.Composable):
+        return statement.as_bytes(conn)
+    if isinstance(statement, str):
+        return statement.encode()
+    if isinstance(statement, bytes):
+        return statement
+    raise TypeError(f"cannot render {statement!r}")

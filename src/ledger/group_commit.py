@@ -39,8 +39,9 @@ class _Member:
 class GroupCommitter:
     """One thread that commits what concurrent callers submit, in as few transactions as it can.
 
-    `put(events) -> recordings` is the one-transaction insert (the application's event store `put`). `save`
-    blocks its caller until its events are committed (or failed) and returns their recordings, in order.
+    `put(events) -> recordings` is the one-transaction insert (the Ledger's `_put_encoded`, given events its
+    callers encoded). `save` blocks its caller until its events are committed (or failed) and returns their
+    recordings, in order.
     """
 
     def __init__(self, put: Put, *, max_batch: int = MAX_BATCH, name: str = "ledger-group-commit") -> None:
