@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from .app import ControlError, Marketplace, Sandbox, json_response, read_json, sandbox_of
+from .app import Caller, ControlError, Marketplace, Sandbox, json_response, read_json, sandbox_of
 from .state import Json, Order, iso, monotonic, parse_time, utcnow
 from .validation import spec
 
@@ -85,6 +85,15 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
     if scheme not in ("Bearer", "IAF") or not token.strip():
         return None
     return token.strip()
+
+
+CALLER = Caller(
+    NAME,
+    _account,
+    error,
+    (401, "Invalid access token", "Invalid access token."),
+    ("Order not found", "Order {} was not found."),
+)
 
 
 def _amount(value: Decimal, currency: str) -> Json:
@@ -376,17 +385,9 @@ async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get(f"{BASE}/order/{{order_id:str}}")
 async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getOrder")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getOrder")
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         return json_response(render_order(order))
 
 
@@ -394,13 +395,7 @@ async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) ->
 async def create_shipping_fulfillment(
     request: Request[Any, Any, Any], order_id: FromPath[str]
 ) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "createShippingFulfillment")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "createShippingFulfillment")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(SPEC).body_errors("ShippingFulfillmentDetails", body)
     if not problems:
@@ -422,9 +417,7 @@ async def create_shipping_fulfillment(
         pass
 
     def apply() -> Json:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            raise Refused(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         if order.canceled or order.paid_at is None:
             raise Refused(400, "Invalid order state", f"Order {order_id} is not paid or is cancelled.")
         wanted: dict[str, int] = {}
@@ -475,17 +468,9 @@ async def create_shipping_fulfillment(
 async def get_shipping_fulfillments(
     request: Request[Any, Any, Any], order_id: FromPath[str]
 ) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getShippingFulfillments")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getShippingFulfillments")
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         fulfillments = [
             {
                 "fulfillmentId": s["fulfillmentId"],
@@ -524,13 +509,7 @@ def _refund_problems(body: Json) -> list[str]:
 
 @post(f"{BASE}/order/{{order_id:str}}/issue_refund", status_code=200)
 async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "issueRefund")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "issueRefund")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(SPEC).body_errors("IssueRefundRequest", body)
     if not problems:
@@ -543,9 +522,7 @@ async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str])
         pass
 
     def apply() -> Json:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            raise Refused(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         if order.paid_at is None:
             raise Refused(409, "Order not paid", f"Order {order_id} has no payment to refund.")
         lines: dict[str, str] = {}
@@ -590,13 +567,7 @@ async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str])
 
 @get(f"{BASE}/payment_dispute_summary")
 async def get_payment_dispute_summaries(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getPaymentDisputeSummaries")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getPaymentDisputeSummaries")
     query = _query(request)
     problems = spec(SPEC).query_errors("/payment_dispute_summary", "get", query)
     try:
@@ -633,13 +604,7 @@ async def get_payment_dispute_summaries(request: Request[Any, Any, Any]) -> Resp
 
 @get(f"{BASE}/payment_dispute/{{dispute_id:str}}")
 async def get_payment_dispute(request: Request[Any, Any, Any], dispute_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getPaymentDispute")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getPaymentDispute")
     with sandbox.state.lock:
         for order in sandbox.state.account_orders(NAME, account).values():
             for dispute in order.disputes:
@@ -651,13 +616,7 @@ async def get_payment_dispute(request: Request[Any, Any, Any], dispute_id: FromP
 @post(f"{BASE}/payment_dispute/{{dispute_id:str}}/accept", status_code=200)
 async def accept_payment_dispute(request: Request[Any, Any, Any], dispute_id: FromPath[str]) -> Response[Any]:
     """The seller accepts the buyer's claim: the dispute closes in the buyer's favour (once per dispute)."""
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "acceptPaymentDispute")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "acceptPaymentDispute")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(SPEC).body_errors("AcceptPaymentDisputeRequest", body or {})
     refused = sandbox.refuse(request, NAME, "acceptPaymentDispute", problems)
@@ -735,13 +694,7 @@ def _complete_cancel(order: Order, cancel: Json, approved: bool) -> None:
 
 @post("/post-order/v2/cancellation", status_code=201)
 async def create_cancellation(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "createCancellation")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "createCancellation")
     body, problem = await read_json(request)
     problems = [problem] if problem else []
     if not problems:
@@ -772,9 +725,7 @@ async def create_cancellation(request: Request[Any, Any, Any]) -> Response[Any]:
         pass
 
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         active = next(
             (c for c in _cancels(order) if c["cancelRequestState"] in ("REQUESTED", "COMPLETED")), None
         )
@@ -818,13 +769,7 @@ async def create_cancellation(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/post-order/v2/cancellation/{cancel_id:str}")
 async def get_cancellation(request: Request[Any, Any, Any], cancel_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getCancellation")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getCancellation")
     with sandbox.state.lock:
         for order in sandbox.state.account_orders(NAME, account).values():
             for cancel in _cancels(order):
