@@ -19,9 +19,9 @@ import msgspec
 from litestar import Request, Response, get, post, put
 from litestar.params import FromPath
 
-from .app import Marketplace, Sandbox
+from .app import Caller, Marketplace, Sandbox
 from .state import Json, Line, Order, iso, parse_time, utcnow
-from .strict import Invalid, Refusal, int_param, json_response, known_params, serve, strict
+from .strict import UNAUTHORIZED, Invalid, Refusal, int_param, json_response, known_params, serve, strict
 
 NAME = "jet"
 MAX_PAGE = 1000
@@ -180,11 +180,7 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
     return token or None
 
 
-def _order(sandbox: Sandbox, account: str, merchant_order_id: FromPath[str]) -> Order:
-    order = sandbox.state.find(NAME, account, merchant_order_id)
-    if order is None:
-        raise Refusal(404, "NotFound", f"order {merchant_order_id} not found")
-    return order
+CALLER = Caller(NAME, _account, error, UNAUTHORIZED, ("NotFound", "order {} not found"))
 
 
 def _item(order: Order, order_item_id: str | None, sku: str) -> Line:
@@ -245,15 +241,15 @@ async def list_orders(request: Request[Any, Any, Any]) -> Response[Any]:
         next_token = _token(page[-1]) if len(remaining) > size else None
         return json_response({"orders": [render(o) for o in page], "next_page_token": next_token})
 
-    return await serve(request, NAME, "listOrders", _account, error, work)
+    return await serve(request, CALLER, "listOrders", work)
 
 
 @get("/api/orders/withoutShipmentDetail/{merchant_order_id:str}")
 async def order_details(request: Request[Any, Any, Any], merchant_order_id: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
-        return json_response(render(_order(sandbox, account, merchant_order_id)))
+        return json_response(render(CALLER.order(sandbox, account, merchant_order_id)))
 
-    return await serve(request, NAME, "getOrder", _account, error, work)
+    return await serve(request, CALLER, "getOrder", work)
 
 
 @put("/api/orders/{merchant_order_id:str}/shipped", status_code=200)
@@ -263,7 +259,7 @@ async def ship_order(request: Request[Any, Any, Any], merchant_order_id: FromPat
         for shipment in shipped.shipments:
             if shipment.response_shipment_date.tzinfo is None:
                 raise Invalid(["response_shipment_date needs a time zone"])
-        order = _order(sandbox, account, merchant_order_id)
+        order = CALLER.order(sandbox, account, merchant_order_id)
         for shipment in shipped.shipments:
 
             def apply(shipment: _Shipment = shipment) -> Json:
@@ -300,7 +296,7 @@ async def ship_order(request: Request[Any, Any, Any], merchant_order_id: FromPat
             )
         return Response(content=b"", status_code=204)
 
-    return await serve(request, NAME, "shipOrder", _account, error, work)
+    return await serve(request, CALLER, "shipOrder", work)
 
 
 @put("/api/orders/{merchant_order_id:str}/cancel", status_code=200)
@@ -309,7 +305,7 @@ async def cancel_order(request: Request[Any, Any, Any], merchant_order_id: FromP
 
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         cancel = strict(body, CancelRequest)
-        order = _order(sandbox, account, merchant_order_id)
+        order = CALLER.order(sandbox, account, merchant_order_id)
 
         def apply() -> Json:
             if any(line.shipped for line in order.lines):
@@ -330,7 +326,7 @@ async def cancel_order(request: Request[Any, Any, Any], merchant_order_id: FromP
         sandbox.state.apply_once(NAME, account, "cancelOrder", cancel.alt_cancel_id, order.order_id, apply)
         return Response(content=b"", status_code=204)
 
-    return await serve(request, NAME, "cancelOrder", _account, error, work)
+    return await serve(request, CALLER, "cancelOrder", work)
 
 
 @post("/api/refunds/{merchant_order_id:str}/{alt_refund_id:str}", status_code=201)
@@ -346,7 +342,7 @@ async def create_refund(
         ]
         if negative:
             raise Invalid(negative)
-        order = _order(sandbox, account, merchant_order_id)
+        order = CALLER.order(sandbox, account, merchant_order_id)
 
         def apply() -> Json:
             items: list[Json] = []
@@ -389,7 +385,7 @@ async def create_refund(
         )
         return json_response(result, 201)
 
-    return await serve(request, NAME, "createRefund", _account, error, work)
+    return await serve(request, CALLER, "createRefund", work)
 
 
 # ------------------------------------------------------------------------------ the module's hooks

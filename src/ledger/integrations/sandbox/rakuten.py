@@ -20,9 +20,9 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from .app import Marketplace, Sandbox
+from .app import Caller, Marketplace, Sandbox
 from .state import Json, Line, Order, iso, parse_time, utcnow
-from .strict import Invalid, Refusal, int_param, json_response, known_params, serve, strict
+from .strict import UNAUTHORIZED, Invalid, Refusal, int_param, json_response, known_params, serve, strict
 
 NAME = "rakuten"
 BASE = "/es/2.0/orders"
@@ -191,11 +191,7 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
     return license_key if secret and license_key else None
 
 
-def _order(sandbox: Sandbox, account: str, order_number: FromPath[str]) -> Order:
-    order = sandbox.state.find(NAME, account, order_number)
-    if order is None:
-        raise Refusal(404, NOT_FOUND, f"order {order_number} not found")
-    return order
+CALLER = Caller(NAME, _account, error, UNAUTHORIZED, (NOT_FOUND, "order {} not found"))
 
 
 def _line(order: Order, item_detail_id: str) -> Line:
@@ -266,15 +262,15 @@ async def search_orders(request: Request[Any, Any, Any]) -> Response[Any]:
         next_cursor = _cursor(page[-1]) if len(remaining) > limit else None
         return json_response({"orders": [render(o) for o in page], "nextCursor": next_cursor})
 
-    return await serve(request, NAME, "searchOrder", _account, error, work)
+    return await serve(request, CALLER, "searchOrder", work)
 
 
 @get(BASE + "/{order_number:str}")
 async def get_order(request: Request[Any, Any, Any], order_number: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
-        return json_response({"order": render(_order(sandbox, account, order_number))})
+        return json_response({"order": render(CALLER.order(sandbox, account, order_number))})
 
-    return await serve(request, NAME, "getOrder", _account, error, work)
+    return await serve(request, CALLER, "getOrder", work)
 
 
 @post(BASE + "/{order_number:str}/shipments", status_code=200)
@@ -287,7 +283,7 @@ async def update_order_shipping(
             raise Invalid(["shippingDatetime needs a time zone"])
         if shipment.delivery_company == "1000" and not shipment.delivery_company_name:
             raise Invalid(["deliveryCompany 1000 (other) needs deliveryCompanyName"])
-        order = _order(sandbox, account, order_number)
+        order = CALLER.order(sandbox, account, order_number)
 
         def apply() -> Json:
             if order.canceled:
@@ -315,14 +311,14 @@ async def update_order_shipping(
         )
         return _info("ORDER_EXT_API_UPDATE_ORDERSHIPPING_INFO_101", "shipping registered", **result)
 
-    return await serve(request, NAME, "updateOrderShipping", _account, error, work)
+    return await serve(request, CALLER, "updateOrderShipping", work)
 
 
 @post(BASE + "/{order_number:str}/cancellations", status_code=200)
 async def cancel_order(request: Request[Any, Any, Any], order_number: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         cancellation = strict(body, CancellationRequest)
-        order = _order(sandbox, account, order_number)
+        order = CALLER.order(sandbox, account, order_number)
 
         def apply() -> Json:
             wanted = _wanted(order, cancellation.items, "cancel")
@@ -353,7 +349,7 @@ async def cancel_order(request: Request[Any, Any, Any], order_number: FromPath[s
         )
         return _info("ORDER_EXT_API_CANCEL_ORDER_INFO_101", "cancellation registered", **result)
 
-    return await serve(request, NAME, "cancelOrder", _account, error, work)
+    return await serve(request, CALLER, "cancelOrder", work)
 
 
 @post(BASE + "/{order_number:str}/refunds", status_code=200)
@@ -367,7 +363,7 @@ async def refund_order(request: Request[Any, Any, Any], order_number: FromPath[s
         ]
         if negative:
             raise Invalid(negative)
-        order = _order(sandbox, account, order_number)
+        order = CALLER.order(sandbox, account, order_number)
         if refund.currency != order.currency:
             raise Refusal(400, INVALID, f"currency {refund.currency} is not the order's {order.currency}")
 
@@ -401,7 +397,7 @@ async def refund_order(request: Request[Any, Any, Any], order_number: FromPath[s
         )
         return _info("ORDER_EXT_API_REFUND_ORDER_INFO_101", "refund registered", **result)
 
-    return await serve(request, NAME, "refundOrder", _account, error, work)
+    return await serve(request, CALLER, "refundOrder", work)
 
 
 # ------------------------------------------------------------------------------ the module's hooks

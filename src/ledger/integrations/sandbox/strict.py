@@ -4,7 +4,7 @@ These marketplaces have no spec file here, so each module declares the request s
 Structs with `forbid_unknown_fields` (and `Literal`s for codes): a field our adapter misspells, a code the
 marketplace does not know, or a missing field is a schema violation, recorded on the state and answered with
 the marketplace's 400, so an adapter that sends a wrong shape fails a test. `serve` runs a call: the fault
-the framework may fire first, the seller's credential, then the module's work under the state's lock; the work
+the framework may fire first, the seller's credential (both by the module's `Caller`), then the module's work under the state's lock; the work
 refuses a request by raising `Refusal` (a business rule: nothing is applied) or `Invalid` (a wrong shape).
 """
 
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response
 
-from .app import Sandbox, sandbox_of
+from .app import Caller, Sandbox
 
 T = TypeVar("T")
 
@@ -59,33 +59,23 @@ def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | 
     )
 
 
+# What a missing or malformed credential gets on these marketplaces (in each one's error shape).
+UNAUTHORIZED = (401, "UNAUTHORIZED", "missing or malformed credentials")
+
 Work = Callable[[Sandbox, str, bytes], Response[Any]]
 
 
-async def serve(
-    request: Request[Any, Any, Any],
-    marketplace: str,
-    operation: str,
-    account_of: Callable[[Request[Any, Any, Any]], str | None],
-    error: Callable[[int, str, str], Response[Any]],
-    work: Work,
-) -> Response[Any]:
+async def serve(request: Request[Any, Any, Any], caller: Caller, operation: str, work: Work) -> Response[Any]:
     """One marketplace call: a fault, or the account's work under the lock (see the module docstring)."""
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, marketplace, operation)
-    if early is not None:
-        return early
-    account = account_of(request)
-    if not account:
-        return error(401, "UNAUTHORIZED", "missing or malformed credentials")
+    sandbox, account = await caller.begin(request, operation)
     body = await request.body()
     try:
         with sandbox.state.lock:
             return work(sandbox, account, body)
     except Refusal as refusal:
-        return error(refusal.status, refusal.code, refusal.message)
+        return caller.error(refusal.status, refusal.code, refusal.message)
     except Invalid as invalid:
-        refused = sandbox.refuse(request, marketplace, operation, invalid.errors)
+        refused = sandbox.refuse(request, caller.name, operation, invalid.errors)
         assert refused is not None
         return refused
 
