@@ -20,8 +20,19 @@ from litestar import Request, Response, get, post, put
 from litestar.params import FromPath
 
 from .app import Caller, Marketplace, Sandbox
-from .state import Json, Line, Order, iso, parse_time, utcnow
-from .strict import UNAUTHORIZED, Invalid, Refusal, int_param, json_response, known_params, serve, strict
+from .state import Json, Line, Order, iso, parse_time
+from .strict import (
+    UNAUTHORIZED,
+    Invalid,
+    Refusal,
+    buyer_cancel,
+    int_param,
+    json_response,
+    known_params,
+    plain,
+    serve,
+    strict,
+)
 
 NAME = "jet"
 MAX_PAGE = 1000
@@ -395,22 +406,12 @@ def new_order_id(rng: random.Random) -> str:
     return f"{rng.getrandbits(128):032x}"
 
 
-def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
-    """A customer's cancellation is a request on Jet (`request_order_cancel_qty` on the open items)."""
-    if body.get("type") != "buyer_cancel":
-        return False
-    at = parse_time(str(body["at"])) if body.get("at") else utcnow()
-    order.buyer_cancel = {
-        "requested_at": at,
-        "reason": body.get("reason", "Customer Requested"),
-        "applied": False,
-    }
-    return True
+# A customer's cancellation is a request on Jet (`request_order_cancel_qty` on the open items).
+event = buyer_cancel("Customer Requested")
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:
-    rendered: Json = msgspec.json.decode(msgspec.json.encode(render(order)))
-    return {"jet": rendered}
+    return {"jet": plain(render(order))}
 
 
 MARKETPLACE = Marketplace(

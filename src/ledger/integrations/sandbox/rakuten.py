@@ -22,7 +22,18 @@ from litestar.params import FromPath
 
 from .app import Caller, Marketplace, Sandbox
 from .state import Json, Line, Order, iso, parse_time, utcnow
-from .strict import UNAUTHORIZED, Invalid, Refusal, int_param, json_response, known_params, serve, strict
+from .strict import (
+    UNAUTHORIZED,
+    Invalid,
+    Refusal,
+    buyer_cancel,
+    int_param,
+    json_response,
+    known_params,
+    plain,
+    serve,
+    strict,
+)
 
 NAME = "rakuten"
 BASE = "/es/2.0/orders"
@@ -407,18 +418,12 @@ def new_order_id(rng: random.Random) -> str:
     return f"{rng.randint(100000, 999999)}-{utcnow():%Y%m%d}-{rng.randint(0, 10**10 - 1):010d}"
 
 
-def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
-    """A buyer's cancellation is a request on Rakuten (`cancelRequest`), which the shop answers."""
-    if body.get("type") != "buyer_cancel":
-        return False
-    at = parse_time(str(body["at"])) if body.get("at") else utcnow()
-    order.buyer_cancel = {"requested_at": at, "reason": body.get("reason", "BUYER_REQUEST"), "applied": False}
-    return True
+# A buyer's cancellation is a request on Rakuten (`cancelRequest`), which the shop answers.
+event = buyer_cancel("BUYER_REQUEST")
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:
-    rendered: Json = msgspec.json.decode(msgspec.json.encode(render(order)))
-    return {"rakuten": rendered, "restocked": dict(order.extra.get("restocked", {}))}
+    return {"rakuten": plain(render(order)), "restocked": dict(order.extra.get("restocked", {}))}
 
 
 MARKETPLACE = Marketplace(

@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response
 
 from .app import Caller, Sandbox
+from .state import Json, Order, parse_time, utcnow
 
 T = TypeVar("T")
 
@@ -97,3 +98,27 @@ def known_params(request: Request[Any, Any, Any], names: set[str]) -> None:
     unknown = sorted(set(request.query_params) - names)
     if unknown:
         raise Invalid([f"unknown query parameter {name!r}" for name in unknown])
+
+
+def buyer_cancel(default_reason: str) -> Callable[[Sandbox, Order, Json], bool]:
+    """The `event` hook where a customer's cancellation is a request the seller answers: a `buyer_cancel` event
+    records it on the order (open, not applied), with `default_reason` when the event names none."""
+
+    def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
+        if body.get("type") != "buyer_cancel":
+            return False
+        at = parse_time(str(body["at"])) if body.get("at") else utcnow()
+        order.buyer_cancel = {
+            "requested_at": at,
+            "reason": body.get("reason", default_reason),
+            "applied": False,
+        }
+        return True
+
+    return event
+
+
+def plain(content: Any) -> Json:
+    """`content` (a rendered order) as plain JSON for the control API's `describe`."""
+    rendered: Json = msgspec.json.decode(msgspec.json.encode(content))
+    return rendered

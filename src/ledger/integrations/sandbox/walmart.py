@@ -26,7 +26,18 @@ from litestar.params import FromPath
 
 from .app import Caller, Marketplace, Sandbox
 from .state import Json, Line, Order, parse_time, utcnow
-from .strict import UNAUTHORIZED, Invalid, Refusal, int_param, json_response, known_params, serve, strict
+from .strict import (
+    UNAUTHORIZED,
+    Invalid,
+    Refusal,
+    buyer_cancel,
+    int_param,
+    json_response,
+    known_params,
+    plain,
+    serve,
+    strict,
+)
 
 NAME = "walmart"
 MAX_LIMIT = 200
@@ -683,22 +694,12 @@ def new_order_id(rng: random.Random) -> str:
     return str(rng.randint(10**12, 10**13 - 1))
 
 
-def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
-    """A customer's cancellation is a request on Walmart: the open lines show `intentToCancel`."""
-    if body.get("type") != "buyer_cancel":
-        return False
-    at = parse_time(str(body["at"])) if body.get("at") else utcnow()
-    order.buyer_cancel = {
-        "requested_at": at,
-        "reason": body.get("reason", "CUSTOMER_REQUESTED"),
-        "applied": False,
-    }
-    return True
+# A customer's cancellation is a request on Walmart: the open lines show `intentToCancel`.
+event = buyer_cancel("CUSTOMER_REQUESTED")
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:
-    rendered: Json = msgspec.json.decode(msgspec.json.encode(render(order)))
-    return {"walmart": rendered}
+    return {"walmart": plain(render(order))}
 
 
 MARKETPLACE = Marketplace(
