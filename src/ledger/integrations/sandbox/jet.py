@@ -8,8 +8,6 @@ more than the item was charged. A `buyer_cancel` event is a customer's request (
 
 from __future__ import annotations
 
-import base64
-import binascii
 import random
 from datetime import datetime
 from decimal import Decimal
@@ -20,13 +18,13 @@ from litestar import Request, Response, get, post, put
 from litestar.params import FromPath
 
 from .app import Caller, Marketplace, Sandbox
-from .state import Json, Line, Order, iso, parse_time
+from .state import Json, Line, Order, iso
 from .strict import (
     UNAUTHORIZED,
     Invalid,
     Refusal,
     buyer_cancel,
-    int_param,
+    changed_page,
     json_response,
     known_params,
     plain,
@@ -211,45 +209,21 @@ def _item(order: Order, order_item_id: str | None, sku: str) -> Line:
 # ------------------------------------------------------------------------------------ the routes
 
 
-def _key(order: Order) -> tuple[datetime, str]:
-    return parse_time(str(iso(order.updated_at))), order.order_id
-
-
-def _token(order: Order) -> str:
-    return base64.urlsafe_b64encode(f"{iso(order.updated_at)}|{order.order_id}".encode()).decode()
-
-
-def _after(token: str) -> tuple[datetime, str]:
-    try:
-        at, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return parse_time(at), number
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Invalid([f"page_token {token!r} is not one this API gave"]) from None
-
-
 @get("/api/orders")
 async def list_orders(request: Request[Any, Any, Any]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
         known_params(request, {"updated_since", "page_size", "page_token"})
-        raw = request.query_params.get("updated_since")
-        if raw is None:
-            raise Invalid(["query parameter 'updated_since' is required"])
-        try:
-            since = parse_time(raw)
-        except ValueError:
-            raise Invalid([f"updated_since: {raw!r} is not an RFC 3339 time"]) from None
-        size = int_param(request, "page_size", 100, 1, MAX_PAGE)
-        token = request.query_params.get("page_token")
-        after = _after(token) if token else None
-        orders = sorted(
-            (o for o in sandbox.state.account_orders(NAME, account).values() if o.updated_at >= since),
-            key=_key,
+        page, next_token = changed_page(
+            request,
+            sandbox,
+            account,
+            CALLER,
+            "listOrders",
+            since="updated_since",
+            size="page_size",
+            most=MAX_PAGE,
+            cursor="page_token",
         )
-        remaining = [o for o in orders if after is None or _key(o) > after]
-        page = remaining[:size]
-        if after is not None and sandbox.duplicate_page(NAME, "listOrders"):
-            page = [o for o in orders if _key(o) <= after][-1:] + page
-        next_token = _token(page[-1]) if len(remaining) > size else None
         return json_response({"orders": [render(o) for o in page], "next_page_token": next_token})
 
     return await serve(request, CALLER, "listOrders", work)

@@ -21,13 +21,13 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
 from .app import Caller, Marketplace, Sandbox
-from .state import Json, Line, Order, iso, parse_time, utcnow
+from .state import Json, Line, Order, iso, utcnow
 from .strict import (
     UNAUTHORIZED,
     Invalid,
     Refusal,
     buyer_cancel,
-    int_param,
+    changed_page,
     json_response,
     known_params,
     plain,
@@ -230,47 +230,23 @@ def _wanted(order: Order, items: list[_ItemUnits], what: str) -> dict[str, int]:
 # ------------------------------------------------------------------------------------ the routes
 
 
-def _cursor(order: Order) -> str:
-    return base64.urlsafe_b64encode(f"{iso(order.updated_at)}|{order.order_id}".encode()).decode()
-
-
-def _after(token: str) -> tuple[datetime, str]:
-    try:
-        at, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return parse_time(at), number
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Invalid([f"cursor {token!r} is not one this API gave"]) from None
-
-
-def _key(order: Order) -> tuple[datetime, str]:
-    return parse_time(str(iso(order.updated_at))), order.order_id
-
-
 @get(BASE)
 async def search_orders(request: Request[Any, Any, Any]) -> Response[Any]:
     """Orders changed at or after `updatedFrom`, oldest change first, keyset-paged by `cursor`."""
 
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
         known_params(request, {"updatedFrom", "limit", "cursor"})
-        raw = request.query_params.get("updatedFrom")
-        if raw is None:
-            raise Invalid(["query parameter 'updatedFrom' is required"])
-        try:
-            since = parse_time(raw)
-        except ValueError:
-            raise Invalid([f"updatedFrom: {raw!r} is not an RFC 3339 time"]) from None
-        limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
-        token = request.query_params.get("cursor")
-        orders = sorted(
-            (o for o in sandbox.state.account_orders(NAME, account).values() if o.updated_at >= since),
-            key=_key,
+        page, next_cursor = changed_page(
+            request,
+            sandbox,
+            account,
+            CALLER,
+            "searchOrder",
+            since="updatedFrom",
+            size="limit",
+            most=MAX_LIMIT,
+            cursor="cursor",
         )
-        after = _after(token) if token else None
-        remaining = [o for o in orders if after is None or _key(o) > after]
-        page = remaining[:limit]
-        if after is not None and sandbox.duplicate_page(NAME, "searchOrder"):
-            page = [o for o in orders if _key(o) <= after][-1:] + page
-        next_cursor = _cursor(page[-1]) if len(remaining) > limit else None
         return json_response({"orders": [render(o) for o in page], "nextCursor": next_cursor})
 
     return await serve(request, CALLER, "searchOrder", work)

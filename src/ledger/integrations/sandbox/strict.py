@@ -10,14 +10,17 @@ refuses a request by raising `Refusal` (a business rule: nothing is applied) or 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
 
 from .app import Caller, Sandbox
-from .state import Json, Order, parse_time, utcnow
+from .state import Json, Order, iso, parse_time, utcnow
 
 T = TypeVar("T")
 
@@ -122,3 +125,56 @@ def plain(content: Any) -> Json:
     """`content` (a rendered order) as plain JSON for the control API's `describe`."""
     rendered: Json = msgspec.json.decode(msgspec.json.encode(content))
     return rendered
+
+
+def _key(order: Order) -> tuple[datetime, str]:
+    return parse_time(str(iso(order.updated_at))), order.order_id
+
+
+def _cursor(order: Order) -> str:
+    return base64.urlsafe_b64encode(f"{iso(order.updated_at)}|{order.order_id}".encode()).decode()
+
+
+def _after(token: str, name: str) -> tuple[datetime, str]:
+    try:
+        at, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return parse_time(at), number
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Invalid([f"{name} {token!r} is not one this API gave"]) from None
+
+
+def changed_page(
+    request: Request[Any, Any, Any],
+    sandbox: Sandbox,
+    account: str,
+    caller: Caller,
+    operation: str,
+    *,
+    since: str,
+    size: str,
+    most: int,
+    cursor: str,
+) -> tuple[list[Order], str | None]:
+    """One page of the account's orders changed at or after the required RFC 3339 query parameter `since`,
+    oldest change first, keyset-paged: `size` orders at most (1 to `most`, 100 by default) after the opaque
+    `cursor`. Returns the page and the next page's cursor (None on the last). A `duplicate` fault repeats the
+    previous page's last order, as a page boundary moving under a change does."""
+    raw = request.query_params.get(since)
+    if raw is None:
+        raise Invalid([f"query parameter {since!r} is required"])
+    try:
+        changed = parse_time(raw)
+    except ValueError:
+        raise Invalid([f"{since}: {raw!r} is not an RFC 3339 time"]) from None
+    limit = int_param(request, size, 100, 1, most)
+    token = request.query_params.get(cursor)
+    after = _after(token, cursor) if token else None
+    orders = sorted(
+        (o for o in sandbox.state.account_orders(caller.name, account).values() if o.updated_at >= changed),
+        key=_key,
+    )
+    remaining = [o for o in orders if after is None or _key(o) > after]
+    page = remaining[:limit]
+    if after is not None and sandbox.duplicate_page(caller.name, operation):
+        page = [o for o in orders if _key(o) <= after][-1:] + page
+    return page, _cursor(page[-1]) if len(remaining) > limit else None
