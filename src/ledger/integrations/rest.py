@@ -1,4 +1,4 @@
-"""The HTTP plumbing the REST adapters (Walmart, Rakuten, Jet) share: one call, its failures classified.
+"""The HTTP plumbing the REST adapters (Amazon, eBay, Walmart, Rakuten, Jet) share: one call, its failures classified.
 
 A marketplace's answer is sorted into what the dispatcher can act on: 429, 5xx, a timeout or a dropped
 connection is a `TransientMarketplaceError` (worth retrying, with the `Retry-After` it gave); any other 4xx is a
@@ -77,19 +77,35 @@ class RestTransport:
         all_headers = {"Accept": "application/json", **headers}
         if body is not None:
             all_headers["Content-Type"] = content_type
+        return self.request(
+            method,
+            self._base + path,
+            all_headers,
+            params=dict(params) if params else None,
+            content=body,
+            where=path,
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        where: str,
+    ) -> bytes:
+        """`call` to an absolute URL (a presigned document URL, say) with the headers as given; `where` names it
+        in errors."""
         try:
             response = self._http.request(
-                method,
-                self._base + path,
-                params=dict(params) if params else None,
-                content=body,
-                headers=all_headers,
-                timeout=self._timeout,
+                method, url, params=params, content=content, headers=dict(headers), timeout=self._timeout
             )
         except httpx.TimeoutException as exc:
-            raise TransientMarketplaceError("timeout", f"{method} {path}: {type(exc).__name__}") from None
+            raise TransientMarketplaceError("timeout", f"{method} {where}: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
-            raise TransientMarketplaceError("connection", f"{method} {path}: {type(exc).__name__}") from None
+            raise TransientMarketplaceError("connection", f"{method} {where}: {type(exc).__name__}") from None
         if 200 <= response.status_code < 300:
             return response.content
         raise classify(
@@ -99,6 +115,16 @@ class RestTransport:
     def close(self) -> None:
         if self._owns:
             self._http.close()
+
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
+    """The one msgspec decoder for `kind`, made on first use."""
+    if kind not in _decoders:
+        _decoders[kind] = msgspec.json.Decoder(kind)
+    return _decoders[kind]
 
 
 def decode(body: bytes, decoder: msgspec.json.Decoder[T], what: str) -> T:
