@@ -18,7 +18,7 @@ from urllib.parse import quote as _quote
 import httpx
 import msgspec
 
-from ..aggregates.values import OrderStatus
+from ..aggregates.values import CancelReason, OrderStatus, RefundReason, Requester
 from .base import Endpoint, MarketplaceFact, PermanentMarketplaceError, TransientMarketplaceError
 
 T = TypeVar("T")
@@ -176,3 +176,32 @@ def order_status(units: Iterable[tuple[int, int, int]]) -> str:
 def facts_of(*facts: MarketplaceFact | None) -> tuple[MarketplaceFact, ...]:
     """The facts an adapter found on an order, leaving out the ones it did not find (None)."""
     return tuple(fact for fact in facts if fact is not None)
+
+
+_numbers = msgspec.json.Encoder(decimal_format="number")
+
+
+def encode(request: Any) -> bytes:
+    """A request body with Decimals as JSON numbers (as Walmart, Rakuten and Jet take amounts)."""
+    return _numbers.encode(request)
+
+
+def order_time(text: str, where: str) -> datetime:
+    """An RFC 3339 time from an order; one that does not parse makes the order unmappable (`where` says which)."""
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise PermanentMarketplaceError("unmappable-order", f"{where}: time {text!r}") from None
+
+
+def cancel_code(codes: Mapping[str, str], reason: str | None, requested_by: str) -> str:
+    """The marketplace's cancellation code (`codes`: by the ledger's CancelReason) for a cancellation; one
+    without a reason is the buyer's when the buyer asked for it, else OTHER."""
+    if reason is None:
+        return codes[CancelReason.BUYER_CANCELLED if requested_by == Requester.BUYER else CancelReason.OTHER]
+    return codes.get(reason, codes[CancelReason.OTHER])
+
+
+def refund_code(codes: Mapping[str, str], reason: str | None) -> str:
+    """The marketplace's refund code (`codes`: by the ledger's RefundReason); OTHER's for anything else."""
+    return codes.get(reason or RefundReason.OTHER, codes[RefundReason.OTHER])
