@@ -320,24 +320,21 @@ async def confirm_shipment(request: Request[Any, Any, Any], order_id: FromPath[s
         return refused
     detail = body["packageDetail"]
 
-    class Refused(Exception):
-        pass
-
     def apply() -> Json:
         order = CALLER.order(sandbox, account, order_id)
         if order.canceled:
-            raise Refused(400, "InvalidInput", f"Order {order_id} is canceled")
+            raise CALLER.refuse(400, "InvalidInput", f"Order {order_id} is canceled")
         if order.paid_at is None:
-            raise Refused(400, "InvalidInput", f"Order {order_id} is pending payment")
+            raise CALLER.refuse(400, "InvalidInput", f"Order {order_id} is pending payment")
         wanted: dict[str, int] = {}
         for item in detail["orderItems"]:
             wanted[item["orderItemId"]] = wanted.get(item["orderItemId"], 0) + item["quantity"]
         for item_id, quantity in wanted.items():
             line = order.line(item_id)
             if line is None:
-                raise Refused(400, "InvalidInput", f"Order item {item_id} is not in order {order_id}")
+                raise CALLER.refuse(400, "InvalidInput", f"Order item {item_id} is not in order {order_id}")
             if quantity < 1 or line.shipped + quantity > line.quantity - line.cancelled:
-                raise Refused(
+                raise CALLER.refuse(
                     400, "InvalidInput", f"Quantity {quantity} of {item_id} exceeds what is left to ship"
                 )
         for item_id, quantity in wanted.items():
@@ -358,13 +355,7 @@ async def confirm_shipment(request: Request[Any, Any, Any], order_id: FromPath[s
         order.touch()
         return shipment
 
-    try:
-        sandbox.state.apply_once(
-            NAME, account, "confirmShipment", detail["packageReferenceId"], order_id, apply
-        )
-    except Refused as refusal:
-        status, code, message = refusal.args
-        return error(status, code, message)
+    sandbox.state.apply_once(NAME, account, "confirmShipment", detail["packageReferenceId"], order_id, apply)
     return Response(content=b"", status_code=204)
 
 

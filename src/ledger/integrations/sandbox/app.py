@@ -149,6 +149,11 @@ class Caller:
             raise Answer(self.error(*self.unauthorized))
         return sandbox, account
 
+    def refuse(self, status: int, code: str, message: str) -> Answer:
+        """The marketplace's error, to raise; raised inside a change (`SandboxState.apply_once`), nothing is
+        applied."""
+        return Answer(self.error(status, code, message))
+
     def order(self, sandbox: Sandbox, account: str, order_id: str) -> Order:
         """The account's order (call it under the state's lock), or the marketplace's 404."""
         order = sandbox.state.find(self.name, account, order_id)

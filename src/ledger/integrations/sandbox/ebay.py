@@ -413,18 +413,15 @@ async def create_shipping_fulfillment(
         return refused
     tracking = str(body["trackingNumber"])
 
-    class Refused(Exception):
-        pass
-
     def apply() -> Json:
         order = CALLER.order(sandbox, account, order_id)
         if order.canceled or order.paid_at is None:
-            raise Refused(400, "Invalid order state", f"Order {order_id} is not paid or is cancelled.")
+            raise CALLER.refuse(400, "Invalid order state", f"Order {order_id} is not paid or is cancelled.")
         wanted: dict[str, int] = {}
         for item in body["lineItems"]:
             line = order.line(str(item.get("lineItemId", "")))
             if line is None:
-                raise Refused(
+                raise CALLER.refuse(
                     400,
                     "Invalid line item",
                     f"Line item {item.get('lineItemId')} is not in order {order_id}.",
@@ -436,7 +433,7 @@ async def create_shipping_fulfillment(
             line = order.line(line_id)
             assert line is not None
             if quantity < 1 or line.shipped + quantity > line.quantity - line.cancelled:
-                raise Refused(
+                raise CALLER.refuse(
                     400,
                     "Invalid quantity",
                     f"Line item {line_id} has fewer than {quantity} units left to ship.",
@@ -456,10 +453,7 @@ async def create_shipping_fulfillment(
         order.touch()
         return shipment
 
-    try:
-        sandbox.state.apply_once(NAME, account, "createShippingFulfillment", tracking, order_id, apply)
-    except Refused as refusal:
-        return error(*refusal.args)
+    sandbox.state.apply_once(NAME, account, "createShippingFulfillment", tracking, order_id, apply)
     location = str(request.base_url).rstrip("/") + f"{BASE}/order/{order_id}/shipping_fulfillment/{tracking}"
     return Response(content=b"", status_code=201, headers={"Location": location})
 
@@ -518,23 +512,20 @@ async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str])
     if refused is not None:
         return refused
 
-    class Refused(Exception):
-        pass
-
     def apply() -> Json:
         order = CALLER.order(sandbox, account, order_id)
         if order.paid_at is None:
-            raise Refused(409, "Order not paid", f"Order {order_id} has no payment to refund.")
+            raise CALLER.refuse(409, "Order not paid", f"Order {order_id} has no payment to refund.")
         lines: dict[str, str] = {}
         total = Decimal(0)
         for item in body.get("refundItems") or []:
             line = order.line(item["lineItemId"])
             if line is None:
-                raise Refused(
+                raise CALLER.refuse(
                     400, "Invalid line item", f"Line item {item['lineItemId']} is not in order {order_id}."
                 )
             if item["refundAmount"]["currency"] != order.currency:
-                raise Refused(400, "Invalid currency", f"The order's currency is {order.currency}.")
+                raise CALLER.refuse(400, "Invalid currency", f"The order's currency is {order.currency}.")
             amount = Decimal(item["refundAmount"]["value"])
             lines[line.line_id] = str(Decimal(lines.get(line.line_id, "0")) + amount)
             total += amount
@@ -542,7 +533,9 @@ async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str])
             total = Decimal(body["orderLevelRefundAmount"]["value"])
         already = sum((Decimal(r["amount"]) for r in _refunds(order)), Decimal(0))
         if already + total > order.total:
-            raise Refused(409, "Refund exceeds payment", f"Refunds would exceed the {order.total} paid.")
+            raise CALLER.refuse(
+                409, "Refund exceeds payment", f"Refunds would exceed the {order.total} paid."
+            )
         refund = {
             "refundId": f"5{sandbox.state.next_number():011d}",
             "refundStatus": "PENDING",
@@ -558,10 +551,7 @@ async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str])
         return {"refundId": refund["refundId"], "refundStatus": "PENDING"}
 
     key = str(body.get("comment") or f"{order_id}:{sandbox.state.next_number()}")
-    try:
-        result, _ = sandbox.state.apply_once(NAME, account, "issueRefund", key, order_id, apply)
-    except Refused as refusal:
-        return error(*refusal.args)
+    result, _ = sandbox.state.apply_once(NAME, account, "issueRefund", key, order_id, apply)
     return json_response(result)
 
 
@@ -720,9 +710,6 @@ async def create_cancellation(request: Request[Any, Any, Any]) -> Response[Any]:
     if refused is not None:
         return refused
     order_id = body["legacyOrderId"]
-
-    class Refused(Exception):
-        pass
 
     with sandbox.state.lock:
         order = CALLER.order(sandbox, account, order_id)
