@@ -9,7 +9,8 @@ whole test run; point adapters at it (`Endpoint(base_url=sandbox_url, credential
 (per test): a `Sandbox` control client on it that starts the test with no faults armed, no violations
 recorded and the fast test settings, and disarms faults after it. The server is shared: use an account of
 the test's own (`Sandbox.new_account()`), and assert `sandbox.violations() == []` to prove every request
-the adapters sent validated against the real schemas.
+the adapters sent validated against the real schemas. `sync_request` (with `whole_lines`, `cancel_payload`)
+builds an outbound queue item for a sandbox order view; `settle_outcome` polls a submitted one to its end.
 """
 
 from __future__ import annotations
