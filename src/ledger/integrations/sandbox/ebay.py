@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,7 +34,7 @@ from urllib.parse import urlencode
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from .app import Caller, ControlError, Marketplace, Sandbox, json_response, read_json, sandbox_of
+from .app import Caller, ControlError, Marketplace, Sandbox, json_response, read_json
 from .state import Json, Order, iso, monotonic, parse_time, utcnow
 from .validation import spec
 
@@ -93,6 +94,15 @@ CALLER = Caller(
     error,
     (401, "Invalid access token", "Invalid access token."),
     ("Order not found", "Order {} was not found."),
+)
+# getOrders words its 401 at more length.
+LIST_CALLER = replace(
+    CALLER,
+    unauthorized=(
+        401,
+        "Invalid access token",
+        "Invalid access token. Check the value of the Authorization HTTP request header.",
+    ),
 )
 
 
@@ -306,17 +316,7 @@ def _query(request: Request[Any, Any, Any]) -> dict[str, list[str]]:
 
 @get(f"{BASE}/order")
 async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getOrders")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(
-            401,
-            "Invalid access token",
-            "Invalid access token. Check the value of the Authorization HTTP request header.",
-        )
+    sandbox, account = await LIST_CALLER.begin(request, "getOrders")
     query = _query(request)
     problems = spec(SPEC).query_errors("/order", "get", query)
     window: tuple[str, datetime | None, datetime | None] | None = None
