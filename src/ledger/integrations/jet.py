@@ -19,8 +19,7 @@ item's idempotency key, so a repeated request has one effect. `Authorization: Be
 JSON numbers in US dollars. Jet needs no acknowledgement here and has no dispute API: both are accepted with
 nothing sent.
 
-A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
-the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
 """
 
 from __future__ import annotations

@@ -20,8 +20,7 @@ As in RMS: names like `orderNumber`, `orderProgress`, `itemDetailId`, `manageNum
 Amounts are JSON numbers in the order's currency (yen have no minor unit). Rakuten has no dispute API for
 sellers, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
-the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,15 @@
-"""The HTTP plumbing the REST adapters (Amazon, eBay, Walmart, Rakuten, Jet) share: one call, its failures classified.
+"""The HTTP plumbing the marketplace adapters share: one call, its failures classified.
 
 A marketplace's answer is sorted into what the dispatcher can act on: 429, 5xx, a timeout or a dropped
 connection is a `TransientMarketplaceError` (worth retrying, with the `Retry-After` it gave); any other 4xx is a
 `PermanentMarketplaceError` (the marketplace refused the request itself). A 2xx body that does not decode is
 transient too: every request carries the marketplace's dedupe key, so asking again cannot apply a change twice.
 Credentials travel only in headers built per request; nothing here logs a header.
+
+Walmart, Rakuten and Jet report a customer's cancellation request (`cancel_request`) as a `BuyerCancelled`
+fact with `applied=False`: the ledger records it as a request the seller answers by cancelling or shipping, not
+as a cancellation. Their amounts travel as JSON numbers (`encode`), and their reason maps fall back alike
+(`cancel_code`, `refund_code`).
 """
 
 from __future__ import annotations

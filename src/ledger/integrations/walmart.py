@@ -9,8 +9,7 @@ id once. Refunds are negative amounts, per line and charge (`PRODUCT` with its t
 
 Walmart has no API for the seller to close a dispute, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
-the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
 """
 
 from __future__ import annotations
