@@ -9,7 +9,8 @@ whole test run; point adapters at it (`Endpoint(base_url=sandbox_url, credential
 (per test): a `Sandbox` control client on it that starts the test with no faults armed, no violations
 recorded and the fast test settings, and disarms faults after it. The server is shared: use an account of
 the test's own (`Sandbox.new_account()`), and assert `sandbox.violations() == []` to prove every request
-the adapters sent validated against the real schemas.
+the adapters sent validated against the real schemas. `sync_request` (with `whole_lines`, `cancel_payload`)
+builds an outbound queue item for a sandbox order view; `settle_outcome` polls a submitted one to its end.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import httpx
 import pytest
 import uvicorn
 
+from ledger.integrations.base import Outcome, Submitted, SyncRequest
 from ledger.integrations.sandbox.app import create_sandbox_app
 from ledger.integrations.sandbox.faults import quiet_dropped_connections
 from ledger.integrations.sandbox.state import Settings
@@ -147,6 +149,58 @@ class Sandbox:
 
     def close(self) -> None:
         self.http.close()
+
+
+def sync_request(
+    order: dict[str, Any], action: str, payload: dict[str, Any], key: str | None = None
+) -> SyncRequest:
+    """An outbound queue item for a sandbox order view, with a fresh idempotency key unless `key` is given."""
+    return SyncRequest(
+        item_id=uuid.uuid4(),
+        order_id=uuid.uuid4(),
+        marketplace_order_id=order["order_id"],
+        action=action,
+        reference=str(uuid.uuid4()),
+        idempotency_key=key or str(uuid.uuid4()),
+        payload={"marketplace_order_id": order["order_id"], **payload},
+    )
+
+
+def whole_lines(order: dict[str, Any]) -> list[dict[str, Any]]:
+    """Payload lines for all of every line of a sandbox order view."""
+    return [{"line_id": ln["line_id"], "sku": ln["sku"], "quantity": ln["quantity"]} for ln in order["lines"]]
+
+
+def cancel_payload(
+    order: dict[str, Any], cancellation_id: str | None, dispute_id: str | None
+) -> dict[str, Any]:
+    """The seller cancels the whole order (out of stock, no restock)."""
+    return {
+        "cancellation_id": cancellation_id,
+        "dispute_id": dispute_id,
+        "reason": "out_of_stock",
+        "requested_by": "seller",
+        "restock": False,
+        "lines": whole_lines(order),
+    }
+
+
+def settle_outcome(
+    adapter: Any, sync: SyncRequest, outcome: Outcome, sandbox: Sandbox, unfinished: str
+) -> Outcome:
+    """Poll a submitted request (`adapter.poll`) until the marketplace has finished it; `unfinished`: the
+    failure message when it never does."""
+    if not isinstance(outcome, Submitted):
+        return outcome
+    reference = outcome.marketplace_reference
+
+    def done() -> Outcome | None:
+        result: Outcome = adapter.poll(sync, reference)
+        return None if isinstance(result, Submitted) else result
+
+    final = sandbox.wait_for(done)
+    assert final is not None, unfinished
+    return final  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session", name="sandbox_url")

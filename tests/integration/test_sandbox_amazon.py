@@ -13,7 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sandbox_support import Sandbox, free_port, sandbox_fixture, sandbox_url_fixture  # noqa: F401
+from sandbox_support import (  # noqa: F401
+    Sandbox,
+    cancel_payload,
+    free_port,
+    sandbox_fixture,
+    sandbox_url_fixture,
+    settle_outcome,
+    sync_request,
+    whole_lines,
+)
 
 from ledger.aggregates.values import PaymentStatus
 from ledger.integrations.amazon import AmazonClient, adjustment_item_id, package_reference_id
@@ -39,28 +48,11 @@ def client(url: str, account: str, **options: Any) -> AmazonClient:
     return AmazonClient(Endpoint(url, {"access_token": account, "seller_id": "A1SELLER"}, timeout), **options)
 
 
-def request(
-    order: dict[str, Any], action: str, payload: dict[str, Any], key: str | None = None
-) -> SyncRequest:
-    reference = str(uuid.uuid4())
-    return SyncRequest(
-        item_id=uuid.uuid4(),
-        order_id=uuid.uuid4(),
-        marketplace_order_id=order["order_id"],
-        action=action,
-        reference=reference,
-        idempotency_key=key or str(uuid.uuid4()),
-        payload={"marketplace_order_id": order["order_id"], **payload},
-    )
-
-
 def ship(
     order: dict[str, Any], key: str | None = None, lines: list[dict[str, Any]] | None = None
 ) -> SyncRequest:
-    chosen = lines or [
-        {"line_id": ln["line_id"], "sku": ln["sku"], "quantity": ln["quantity"]} for ln in order["lines"]
-    ]
-    return request(
+    chosen = lines or whole_lines(order)
+    return sync_request(
         order,
         "ship",
         {
@@ -77,7 +69,7 @@ def ship(
 
 def refund(order: dict[str, Any], key: str | None = None) -> SyncRequest:
     line = order["lines"][0]
-    return request(
+    return sync_request(
         order,
         "refund",
         {
@@ -105,37 +97,12 @@ def refund(order: dict[str, Any], key: str | None = None) -> SyncRequest:
 
 
 def cancel(order: dict[str, Any], key: str | None = None) -> SyncRequest:
-    return request(
-        order,
-        "cancel",
-        {
-            "cancellation_id": str(uuid.uuid4()),
-            "dispute_id": None,
-            "reason": "out_of_stock",
-            "requested_by": "seller",
-            "restock": False,
-            "lines": [
-                {"line_id": ln["line_id"], "sku": ln["sku"], "quantity": ln["quantity"]}
-                for ln in order["lines"]
-            ],
-        },
-        key,
-    )
+    return sync_request(order, "cancel", cancel_payload(order, str(uuid.uuid4()), None), key)
 
 
 def settle(amazon: AmazonClient, sync: SyncRequest, outcome: Outcome, sandbox: Sandbox) -> Outcome:
     """Poll a submitted feed until Amazon has processed it."""
-    if not isinstance(outcome, Submitted):
-        return outcome
-    reference = outcome.marketplace_reference
-
-    def done() -> Outcome | None:
-        result = amazon.poll(sync, reference)
-        return None if isinstance(result, Submitted) else result
-
-    final = sandbox.wait_for(done)
-    assert final is not None, "the feed never finished processing"
-    return final  # type: ignore[no-any-return]
+    return settle_outcome(amazon, sync, outcome, sandbox, "the feed never finished processing")
 
 
 def all_pages(amazon: AmazonClient, since: datetime) -> list[Any]:

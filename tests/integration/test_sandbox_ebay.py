@@ -11,7 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
+from sandbox_support import (  # noqa: F401
+    Sandbox,
+    cancel_payload,
+    sandbox_fixture,
+    sandbox_url_fixture,
+    settle_outcome,
+    sync_request,
+)
 
 from ledger.aggregates.values import DisputeOutcome, PaymentStatus
 from ledger.integrations.base import (
@@ -51,26 +58,12 @@ def ebay(sandbox_url: str, account: str) -> Iterator[EbayClient]:
     adapter.close()
 
 
-def request(
-    order: dict[str, Any], action: str, payload: dict[str, Any], key: str | None = None
-) -> SyncRequest:
-    return SyncRequest(
-        item_id=uuid.uuid4(),
-        order_id=uuid.uuid4(),
-        marketplace_order_id=order["order_id"],
-        action=action,
-        reference=str(uuid.uuid4()),
-        idempotency_key=key or str(uuid.uuid4()),
-        payload={"marketplace_order_id": order["order_id"], **payload},
-    )
-
-
 def ship(order: dict[str, Any], tracking: str | None = None, quantity: int | None = None) -> SyncRequest:
     lines = [
         {"line_id": ln["line_id"], "sku": ln["sku"], "quantity": quantity or ln["quantity"]}
         for ln in order["lines"]
     ]
-    return request(
+    return sync_request(
         order,
         "ship",
         {
@@ -88,7 +81,7 @@ def refund(order: dict[str, Any], amount: str = "5.00", reason: str = "not_recei
     line = order["lines"][0]
     row = {"line_id": line["line_id"], "sku": line["sku"], "quantity": 0, "item_amount": amount}
     row |= {"tax_amount": "0", "shipping_amount": "0", "total": amount}
-    return request(
+    return sync_request(
         order,
         "refund",
         {
@@ -105,21 +98,8 @@ def refund(order: dict[str, Any], amount: str = "5.00", reason: str = "not_recei
 
 
 def cancel(order: dict[str, Any], dispute: bool) -> SyncRequest:
-    return request(
-        order,
-        "cancel",
-        {
-            "cancellation_id": None if dispute else str(uuid.uuid4()),
-            "dispute_id": str(uuid.uuid4()) if dispute else None,
-            "reason": "out_of_stock",
-            "requested_by": "seller",
-            "restock": False,
-            "lines": [
-                {"line_id": ln["line_id"], "sku": ln["sku"], "quantity": ln["quantity"]}
-                for ln in order["lines"]
-            ],
-        },
-    )
+    cancellation_id, dispute_id = (None, str(uuid.uuid4())) if dispute else (str(uuid.uuid4()), None)
+    return sync_request(order, "cancel", cancel_payload(order, cancellation_id, dispute_id))
 
 
 def listed(ebay: EbayClient, since: datetime = EPOCH) -> dict[str, RemoteOrder]:
@@ -135,12 +115,7 @@ def listed(ebay: EbayClient, since: datetime = EPOCH) -> dict[str, RemoteOrder]:
 
 
 def settle(ebay: EbayClient, sync: SyncRequest, outcome: Outcome, sandbox: Sandbox) -> Outcome:
-    if not isinstance(outcome, Submitted):
-        return outcome
-    reference = outcome.marketplace_reference
-    final = sandbox.wait_for(lambda: None if isinstance(r := ebay.poll(sync, reference), Submitted) else r)
-    assert final is not None, "the refund stayed pending"
-    return final  # type: ignore[no-any-return]
+    return settle_outcome(ebay, sync, outcome, sandbox, "the refund stayed pending")
 
 
 def test_orders_import_page_by_page(sandbox: Sandbox, sandbox_url: str, account: str) -> None:
@@ -347,7 +322,7 @@ def test_accepting_a_claim_closes_it_once(sandbox: Sandbox, ebay: EbayClient, ac
     dispute_id = sandbox.event("ebay", account, order["order_id"], "open_dispute")["disputes"][0][
         "dispute_id"
     ]
-    sync = request(
+    sync = sync_request(
         order,
         "close_dispute",
         {

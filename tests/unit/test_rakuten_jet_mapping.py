@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mapping_support import payload_lines as payload_lines_of
+from mapping_support import queue_payloads
 
 from ledger.aggregates.values import (
     CancelReason,
@@ -26,17 +27,8 @@ from ledger.integrations import jet, rakuten
 from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError
 from ledger.integrations.sandbox import jet as sandbox_jet
 from ledger.integrations.sandbox import rakuten as sandbox_rakuten
-from ledger.projections.outbound import Batch
 
 EXACT = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
-
-
-def queue_payloads(shop: Any, order_id: UUID) -> dict[str, dict[str, Any]]:
-    """The outbound queue's payload per action for the order's events, as the projection builds them."""
-    batch = Batch({}, {})
-    for position, event in enumerate(shop.events(order_id), 1):
-        batch.fold(position, event)
-    return {item.action: item.payload for item in batch.new_items}
 
 
 # ------------------------------------------------------------------------------------------ Rakuten
@@ -325,21 +317,7 @@ def test_jet_maps() -> None:
     )
 
 
-amounts = st.decimals(min_value=0, max_value=100_000, places=2, allow_nan=False, allow_infinity=False)
-payload_lines = st.lists(
-    st.fixed_dictionaries(
-        {
-            "line_id": st.text("abc0123456789", min_size=1, max_size=10),
-            "sku": st.text("ABCDEF-0123456789", min_size=1, max_size=12),
-            "quantity": st.integers(1, 50),
-            "item_amount": amounts.map(str),
-            "tax_amount": amounts.map(str),
-            "shipping_amount": amounts.map(str),
-        }
-    ),
-    min_size=1,
-    max_size=4,
-)
+payload_lines = payload_lines_of(st.text("abc0123456789", min_size=1, max_size=10), 100_000)
 requests = {
     "lines": payload_lines,
     "carrier": st.sampled_from(list(Carrier)),

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mapping_support import payload_lines as payload_lines_of
+from mapping_support import queue_payloads
 
 from ledger.aggregates.values import (
     CancelReason,
@@ -27,7 +28,6 @@ from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError, 
 from ledger.integrations.rest import classify, order_status, retry_after_seconds
 from ledger.integrations.rest import decode as decode_response
 from ledger.integrations.sandbox import walmart as sandbox
-from ledger.projections.outbound import Batch
 
 ORDER_DATE = 1_732_100_000_000  # 2024-11-20T10:53:20Z
 STATUS_DATE = ORDER_DATE + 3_600_000
@@ -199,14 +199,6 @@ def test_remote_state_counts_statuses_and_refunds() -> None:
 
 
 # --------------------------------------------------------------------------------------- outbound
-
-
-def queue_payloads(shop: Any, order_id: UUID) -> dict[str, dict[str, Any]]:
-    """The outbound queue's payload per action for the order's events, as the projection builds them."""
-    batch = Batch({}, {})
-    for position, event in enumerate(shop.events(order_id), 1):
-        batch.fold(position, event)
-    return {item.action: item.payload for item in batch.new_items}
 
 
 def test_queue_payloads_become_walmart_requests(shop: Any) -> None:
@@ -382,21 +374,7 @@ def test_an_answer_that_does_not_decode_is_transient() -> None:
         decode_response(b"<html>gateway</html>", decoder, "GET /v3/orders/1")
 
 
-amounts = st.decimals(min_value=0, max_value=10_000, places=2, allow_nan=False, allow_infinity=False)
-payload_lines = st.lists(
-    st.fixed_dictionaries(
-        {
-            "line_id": st.integers(1, 9).map(str),
-            "sku": st.text("ABCDEF-0123456789", min_size=1, max_size=12),
-            "quantity": st.integers(1, 50),
-            "item_amount": amounts.map(str),
-            "tax_amount": amounts.map(str),
-            "shipping_amount": amounts.map(str),
-        }
-    ),
-    min_size=1,
-    max_size=4,
-)
+payload_lines = payload_lines_of(st.integers(1, 9).map(str), 10_000)
 
 
 @settings(max_examples=60, deadline=None)

@@ -62,7 +62,7 @@ from .base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from .rest import RestTransport, classify, decode, format_time, parse_time, quote
+from .rest import RestTransport, decode, decoder, format_time, parse_time, quote
 
 DEFAULT_MARKETPLACE_ID = "ATVPDKIKX0DER"
 ACKNOWLEDGEMENT_FEED = "POST_ORDER_ACKNOWLEDGEMENT_DATA"
@@ -199,15 +199,6 @@ class AmazonError(msgspec.Struct, forbid_unknown_fields=False):
 
 class ErrorList(msgspec.Struct, forbid_unknown_fields=False):
     errors: list[AmazonError] = msgspec.field(default_factory=list)
-
-
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(kind: type[Any]) -> msgspec.json.Decoder[Any]:
-    if kind not in _decoders:
-        _decoders[kind] = msgspec.json.Decoder(kind)
-    return _decoders[kind]
 
 
 def read_error(body: bytes) -> tuple[str, str] | None:
@@ -490,10 +481,7 @@ class AmazonClient:
         self._token = credentials["access_token"]
         self._marketplace_id = credentials.get("marketplace_id") or DEFAULT_MARKETPLACE_ID
         self._seller_id = credentials.get("seller_id") or "SELLER"
-        self._owns_http = http is None
-        self._http = http if http is not None else httpx.Client(timeout=endpoint.timeout_seconds)
-        self._transport = RestTransport(endpoint, self._http, read_error)
-        self._timeout = endpoint.timeout_seconds
+        self._transport = RestTransport(endpoint, http, read_error)
         self._page_size = page_size
 
     def _call(
@@ -508,7 +496,7 @@ class AmazonClient:
         )
 
     def _get(self, path: str, kind: type[Any], params: Mapping[str, Any] | None = None) -> Any:
-        return decode(self._call("GET", path, params=params), _decoder(kind), f"GET {path}")
+        return decode(self._call("GET", path, params=params), decoder(kind), f"GET {path}")
 
     # ---------------------------------------------------------------------------------- inbound
 
@@ -578,7 +566,7 @@ class AmazonClient:
         """createFeedDocument, upload, createFeed: the feed id."""
         document: FeedDocument = decode(
             self._call("POST", "/feeds/2021-06-30/documents", body={"contentType": FEED_CONTENT_TYPE}),
-            _decoder(FeedDocument),
+            decoder(FeedDocument),
             "createFeedDocument",
         )
         self._raw("PUT", document.url, content, {"Content-Type": FEED_CONTENT_TYPE})
@@ -592,7 +580,7 @@ class AmazonClient:
                     "inputFeedDocumentId": document.feedDocumentId,
                 },
             ),
-            _decoder(CreateFeedResponse),
+            decoder(CreateFeedResponse),
             "createFeed",
         )
         return created.feedId
@@ -601,20 +589,7 @@ class AmazonClient:
         self, method: str, url: str, content: bytes | None = None, headers: Mapping[str, str] | None = None
     ) -> bytes:
         """A call to a presigned document URL (no SP-API token: the URL is the authorization)."""
-        where = urlsplit(url).path
-        try:
-            response = self._http.request(
-                method, url, content=content, headers=dict(headers or {}), timeout=self._timeout
-            )
-        except httpx.TimeoutException as exc:
-            raise TransientMarketplaceError("timeout", f"{method} {where}: {type(exc).__name__}") from None
-        except httpx.TransportError as exc:
-            raise TransientMarketplaceError("connection", f"{method} {where}: {type(exc).__name__}") from None
-        if 200 <= response.status_code < 300:
-            return response.content
-        raise classify(
-            response.status_code, response.content, response.headers.get("Retry-After"), read_error
-        )
+        return self._transport.request(method, url, headers or {}, content=content, where=urlsplit(url).path)
 
     def poll(self, request: SyncRequest, marketplace_reference: str) -> Outcome:
         feed: Feed = self._get(f"/feeds/2021-06-30/feeds/{quote(marketplace_reference)}", Feed)
@@ -666,5 +641,4 @@ class AmazonClient:
                 return total
 
     def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
+        self._transport.close()

@@ -59,12 +59,11 @@ from .base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from .registry import ADAPTERS, SyncSettings, client_for
+from .registry import ADAPTERS, ClientFactory, SyncSettings, client_for
 
 logger = logging.getLogger(__name__)
 
 Connect = Callable[[], psycopg.Connection[TupleRow]]
-ClientFactory = Callable[[Any, SyncSettings], MarketplaceClient]
 ACTOR = "dispatcher"
 SKIPPED = "skipped:"
 

@@ -68,7 +68,7 @@ from .base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from .rest import RestTransport, decode, format_time, parse_time, quote
+from .rest import RestTransport, decode, decoder, format_time, parse_time, quote
 
 BASE = "/sell/fulfillment/v1"
 DEFAULT_MARKETPLACE_ID = "EBAY_US"
@@ -236,15 +236,6 @@ class EbayError(msgspec.Struct, forbid_unknown_fields=False):
 
 class ErrorList(msgspec.Struct, forbid_unknown_fields=False):
     errors: list[EbayError] = msgspec.field(default_factory=list)
-
-
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(kind: type[Any]) -> msgspec.json.Decoder[Any]:
-    if kind not in _decoders:
-        _decoders[kind] = msgspec.json.Decoder(kind)
-    return _decoders[kind]
 
 
 def read_error(body: bytes) -> tuple[str, str] | None:
@@ -493,9 +484,7 @@ class EbayClient:
             )
         self._token = credentials["access_token"]
         self._marketplace_id = credentials.get("marketplace_id") or DEFAULT_MARKETPLACE_ID
-        self._owns_http = http is None
-        self._http = http if http is not None else httpx.Client(timeout=endpoint.timeout_seconds)
-        self._transport = RestTransport(endpoint, self._http, read_error)
+        self._transport = RestTransport(endpoint, http, read_error)
         self._page_size = page_size
 
     def _call(
@@ -516,7 +505,7 @@ class EbayClient:
         )
 
     def _get(self, path: str, kind: type[Any], params: Mapping[str, Any] | None = None) -> Any:
-        return decode(self._call("GET", path, params=params), _decoder(kind), f"GET {path}")
+        return decode(self._call("GET", path, params=params), decoder(kind), f"GET {path}")
 
     # ---------------------------------------------------------------------------------- inbound
 
@@ -562,7 +551,7 @@ class EbayClient:
             if not body["refundItems"]:
                 raise PermanentMarketplaceError("nothing-to-refund", "the refund's lines total zero")
             refund: Refund = decode(
-                self._call("POST", f"{order_path}/issue_refund", body=body), _decoder(Refund), "issueRefund"
+                self._call("POST", f"{order_path}/issue_refund", body=body), decoder(Refund), "issueRefund"
             )
             if refund.refundStatus == "FAILED" or not refund.refundId:
                 raise PermanentMarketplaceError(
@@ -572,7 +561,7 @@ class EbayClient:
         if request.action == "cancel":
             created: CancelCreated = decode(
                 self._call("POST", "/post-order/v2/cancellation", body=cancellation_body(request), iaf=True),
-                _decoder(CancelCreated),
+                decoder(CancelCreated),
                 "createCancellation",
             )
             return Accepted(marketplace_reference=created.cancelId)
@@ -644,5 +633,4 @@ class EbayClient:
         )
 
     def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
+        self._transport.close()

@@ -51,12 +51,11 @@ from .base import (
     PermanentMarketplaceError,
     RemoteOrder,
 )
-from .registry import MarketplaceNotConfiguredError, SyncSettings, client_for
+from .registry import ClientFactory, MarketplaceNotConfiguredError, SyncSettings, client_for
 
 logger = logging.getLogger(__name__)
 
 Connect = Callable[[], psycopg.Connection[TupleRow]]
-ClientFactory = Callable[[Any, SyncSettings], MarketplaceClient]
 ACTOR = "importer"
 _REGISTERED = get_topic(MarketplaceAccount.Registered)  # type: ignore[attr-defined]
 _DDL_LOCK = zlib.crc32(b"ledger-integrations:ddl") & 0x7FFFFFFF

@@ -19,8 +19,7 @@ item's idempotency key, so a repeated request has one effect. `Authorization: Be
 JSON numbers in US dollars. Jet needs no acknowledgement here and has no dispute API: both are accepted with
 nothing sent.
 
-A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
-the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
 """
 
 from __future__ import annotations
@@ -57,7 +56,18 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, facts_of, format_time, order_status, parse_time, quote
+from .rest import (
+    RestTransport,
+    cancel_code,
+    decode,
+    encode,
+    facts_of,
+    format_time,
+    order_status,
+    order_time,
+    quote,
+    refund_code,
+)
 
 PAGE_SIZE = 100
 CURRENCY = "USD"
@@ -184,7 +194,6 @@ _orders_decoder = msgspec.json.Decoder(OrdersResponse)
 _order_decoder = msgspec.json.Decoder(JetOrder)
 _refund_decoder = msgspec.json.Decoder(RefundResponse)
 _error_decoder = msgspec.json.Decoder(ErrorResponse)
-_encoder = msgspec.json.Encoder(decimal_format="number")
 
 # ------------------------------------------------------------------------------------- the maps
 
@@ -223,25 +232,14 @@ def carrier_name(carrier: str) -> str:
 
 
 def cancel_reason(reason: str | None, requested_by: str) -> str:
-    if reason is None:
-        return CANCEL_REASONS[
-            CancelReason.BUYER_CANCELLED if requested_by == Requester.BUYER else CancelReason.OTHER
-        ]
-    return CANCEL_REASONS.get(reason, CANCEL_REASONS[CancelReason.OTHER])
+    return cancel_code(CANCEL_REASONS, reason, requested_by)
 
 
 def refund_reason(reason: str | None) -> str:
-    return REFUND_REASONS.get(reason or RefundReason.OTHER, REFUND_REASONS[RefundReason.OTHER])
+    return refund_code(REFUND_REASONS, reason)
 
 
 # ------------------------------------------------------------------------------------- inbound
-
-
-def _time(text: str, where: str) -> datetime:
-    try:
-        return parse_time(text)
-    except ValueError:
-        raise PermanentMarketplaceError("unmappable-order", f"{where}: time {text!r}") from None
 
 
 def imported_order(order: JetOrder) -> ImportedOrder:
@@ -249,7 +247,7 @@ def imported_order(order: JetOrder) -> ImportedOrder:
     where = f"order {order.merchant_order_id}"
     if not order.order_items:
         raise PermanentMarketplaceError("unmappable-order", f"{where} has no items")
-    purchased_at = _time(order.order_placed_date, where)
+    purchased_at = order_time(order.order_placed_date, where)
     lines = []
     for item in order.order_items:
         if item.request_order_quantity < 1:
@@ -294,7 +292,7 @@ def imported_order(order: JetOrder) -> ImportedOrder:
 
 
 def updated_at(order: JetOrder) -> datetime:
-    return _time(order.order_last_update or order.order_placed_date, order.merchant_order_id)
+    return order_time(order.order_last_update or order.order_placed_date, order.merchant_order_id)
 
 
 def cancel_request(order: JetOrder) -> BuyerCancelled | None:
@@ -369,10 +367,6 @@ def refund_request(payload: Mapping[str, Any]) -> RefundRequest:
             for line in payload["lines"]
         ]
     )
-
-
-def encode(request: msgspec.Struct) -> bytes:
-    return _encoder.encode(request)
 
 
 def read_error(body: bytes) -> tuple[str, str] | None:

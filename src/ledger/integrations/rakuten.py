@@ -20,8 +20,7 @@ As in RMS: names like `orderNumber`, `orderProgress`, `itemDetailId`, `manageNum
 Amounts are JSON numbers in the order's currency (yen have no minor unit). Rakuten has no dispute API for
 sellers, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
-the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
 """
 
 from __future__ import annotations
@@ -60,7 +59,18 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, facts_of, format_time, order_status, parse_time, quote
+from .rest import (
+    RestTransport,
+    cancel_code,
+    decode,
+    encode,
+    facts_of,
+    format_time,
+    order_status,
+    order_time,
+    quote,
+    refund_code,
+)
 
 PAGE_LIMIT = 100
 BASE = "/es/2.0/orders"
@@ -199,7 +209,6 @@ _orders_decoder = msgspec.json.Decoder(OrdersResponse)
 _order_decoder = msgspec.json.Decoder(OrderResponse)
 _action_decoder = msgspec.json.Decoder(ActionResponse)
 _error_decoder = msgspec.json.Decoder(ErrorResponse)
-_encoder = msgspec.json.Encoder(decimal_format="number")
 
 # ------------------------------------------------------------------------------------- the maps
 
@@ -248,25 +257,14 @@ def delivery_company(carrier: str) -> tuple[str, str | None]:
 
 
 def cancel_reason(reason: str | None, requested_by: str) -> str:
-    if reason is None:
-        return CANCEL_REASONS[
-            CancelReason.BUYER_CANCELLED if requested_by == Requester.BUYER else CancelReason.OTHER
-        ]
-    return CANCEL_REASONS.get(reason, CANCEL_REASONS[CancelReason.OTHER])
+    return cancel_code(CANCEL_REASONS, reason, requested_by)
 
 
 def refund_reason(reason: str | None) -> str:
-    return REFUND_REASONS.get(reason or RefundReason.OTHER, REFUND_REASONS[RefundReason.OTHER])
+    return refund_code(REFUND_REASONS, reason)
 
 
 # ------------------------------------------------------------------------------------- inbound
-
-
-def _time(text: str, where: str) -> datetime:
-    try:
-        return parse_time(text)
-    except ValueError:
-        raise PermanentMarketplaceError("unmappable-order", f"{where}: time {text!r}") from None
 
 
 def _name(family: str, first: str) -> str:
@@ -281,7 +279,7 @@ def imported_order(order: RakutenOrder) -> ImportedOrder:
     for item in order.items:
         if item.units < 1:
             raise PermanentMarketplaceError("unmappable-order", f"{where} item {item.item_detail_id}: units")
-    paid_at = _time(order.payment_datetime, where) if order.payment_datetime else None
+    paid_at = order_time(order.payment_datetime, where) if order.payment_datetime else None
     orderer = order.orderer or Orderer()
     ship_to = None
     if order.ship_to is not None:
@@ -297,7 +295,7 @@ def imported_order(order: RakutenOrder) -> ImportedOrder:
         )
     return ImportedOrder(
         marketplace_order_id=order.order_number,
-        purchased_at=_time(order.order_datetime, where),
+        purchased_at=order_time(order.order_datetime, where),
         currency=order.currency,
         payment_status=PaymentStatus.PAID if paid_at is not None else PaymentStatus.PENDING,
         buyer=Buyer(name=_name(orderer.family_name, orderer.first_name), email=orderer.email_address),
@@ -329,14 +327,14 @@ def cancel_request(order: RakutenOrder) -> BuyerCancelled | None:
         else tuple(LineQuantity(i.item_detail_id, i.units) for i in request.items)
     )
     return BuyerCancelled(
-        applied=False, requested_at=_time(request.request_datetime, order.order_number), lines=lines
+        applied=False, requested_at=order_time(request.request_datetime, order.order_number), lines=lines
     )
 
 
 def remote_order(order: RakutenOrder) -> RemoteOrder:
     return RemoteOrder(
         order=imported_order(order),
-        updated_at=_time(order.update_datetime, order.order_number),
+        updated_at=order_time(order.update_datetime, order.order_number),
         facts=facts_of(cancel_request(order)),
     )
 
@@ -396,10 +394,6 @@ def refund_request(key: str, payload: Mapping[str, Any]) -> RefundRequest:
             for line in payload["lines"]
         ],
     )
-
-
-def encode(request: msgspec.Struct) -> bytes:
-    return _encoder.encode(request)
 
 
 def read_error(body: bytes) -> tuple[str, str] | None:

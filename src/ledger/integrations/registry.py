@@ -21,7 +21,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,10 @@ def endpoint_for(account_id: str, marketplace: Marketplace, settings: SyncSettin
         credentials=load_credentials(settings, account_id, marketplace),
         timeout_seconds=settings.timeout_seconds,
     )
+
+
+# How the importer and the dispatcher get an account's adapter (`client_for`, or a test's own).
+ClientFactory = Callable[[Any, SyncSettings], MarketplaceClient]
 
 
 def client_for(account: Any, settings: SyncSettings) -> MarketplaceClient:

@@ -1,10 +1,15 @@
-"""The HTTP plumbing the REST adapters (Walmart, Rakuten, Jet) share: one call, its failures classified.
+"""The HTTP plumbing the marketplace adapters share: one call, its failures classified.
 
 A marketplace's answer is sorted into what the dispatcher can act on: 429, 5xx, a timeout or a dropped
 connection is a `TransientMarketplaceError` (worth retrying, with the `Retry-After` it gave); any other 4xx is a
 `PermanentMarketplaceError` (the marketplace refused the request itself). A 2xx body that does not decode is
 transient too: every request carries the marketplace's dedupe key, so asking again cannot apply a change twice.
 Credentials travel only in headers built per request; nothing here logs a header.
+
+Walmart, Rakuten and Jet report a customer's cancellation request (`cancel_request`) as a `BuyerCancelled`
+fact with `applied=False`: the ledger records it as a request the seller answers by cancelling or shipping, not
+as a cancellation. Their amounts travel as JSON numbers (`encode`), and their reason maps fall back alike
+(`cancel_code`, `refund_code`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from urllib.parse import quote as _quote
 import httpx
 import msgspec
 
-from ..aggregates.values import OrderStatus
+from ..aggregates.values import CancelReason, OrderStatus, RefundReason, Requester
 from .base import Endpoint, MarketplaceFact, PermanentMarketplaceError, TransientMarketplaceError
 
 T = TypeVar("T")
@@ -77,19 +82,35 @@ class RestTransport:
         all_headers = {"Accept": "application/json", **headers}
         if body is not None:
             all_headers["Content-Type"] = content_type
+        return self.request(
+            method,
+            self._base + path,
+            all_headers,
+            params=dict(params) if params else None,
+            content=body,
+            where=path,
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        where: str,
+    ) -> bytes:
+        """`call` to an absolute URL (a presigned document URL, say) with the headers as given; `where` names it
+        in errors."""
         try:
             response = self._http.request(
-                method,
-                self._base + path,
-                params=dict(params) if params else None,
-                content=body,
-                headers=all_headers,
-                timeout=self._timeout,
+                method, url, params=params, content=content, headers=dict(headers), timeout=self._timeout
             )
         except httpx.TimeoutException as exc:
-            raise TransientMarketplaceError("timeout", f"{method} {path}: {type(exc).__name__}") from None
+            raise TransientMarketplaceError("timeout", f"{method} {where}: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
-            raise TransientMarketplaceError("connection", f"{method} {path}: {type(exc).__name__}") from None
+            raise TransientMarketplaceError("connection", f"{method} {where}: {type(exc).__name__}") from None
         if 200 <= response.status_code < 300:
             return response.content
         raise classify(
@@ -99,6 +120,16 @@ class RestTransport:
     def close(self) -> None:
         if self._owns:
             self._http.close()
+
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
+    """The one msgspec decoder for `kind`, made on first use."""
+    if kind not in _decoders:
+        _decoders[kind] = msgspec.json.Decoder(kind)
+    return _decoders[kind]
 
 
 def decode(body: bytes, decoder: msgspec.json.Decoder[T], what: str) -> T:
@@ -150,3 +181,32 @@ def order_status(units: Iterable[tuple[int, int, int]]) -> str:
 def facts_of(*facts: MarketplaceFact | None) -> tuple[MarketplaceFact, ...]:
     """The facts an adapter found on an order, leaving out the ones it did not find (None)."""
     return tuple(fact for fact in facts if fact is not None)
+
+
+_numbers = msgspec.json.Encoder(decimal_format="number")
+
+
+def encode(request: Any) -> bytes:
+    """A request body with Decimals as JSON numbers (as Walmart, Rakuten and Jet take amounts)."""
+    return _numbers.encode(request)
+
+
+def order_time(text: str, where: str) -> datetime:
+    """An RFC 3339 time from an order; one that does not parse makes the order unmappable (`where` says which)."""
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise PermanentMarketplaceError("unmappable-order", f"{where}: time {text!r}") from None
+
+
+def cancel_code(codes: Mapping[str, str], reason: str | None, requested_by: str) -> str:
+    """The marketplace's cancellation code (`codes`: by the ledger's CancelReason) for a cancellation; one
+    without a reason is the buyer's when the buyer asked for it, else OTHER."""
+    if reason is None:
+        return codes[CancelReason.BUYER_CANCELLED if requested_by == Requester.BUYER else CancelReason.OTHER]
+    return codes.get(reason, codes[CancelReason.OTHER])
+
+
+def refund_code(codes: Mapping[str, str], reason: str | None) -> str:
+    """The marketplace's refund code (`codes`: by the ledger's RefundReason); OTHER's for anything else."""
+    return codes.get(reason or RefundReason.OTHER, codes[RefundReason.OTHER])

@@ -9,8 +9,7 @@ id once. Refunds are negative amounts, per line and charge (`PRODUCT` with its t
 
 Walmart has no API for the seller to close a dispute, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request (`cancel_request`) is reported as a `BuyerCancelled` fact with `applied=False`:
-the ledger records it as a request the seller answers by cancelling or shipping, not as a cancellation.
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
 """
 
 from __future__ import annotations
@@ -52,7 +51,19 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import RestTransport, decode, facts_of, format_time, from_millis, order_status, quote, to_millis
+from .rest import (
+    RestTransport,
+    cancel_code,
+    decode,
+    encode,
+    facts_of,
+    format_time,
+    from_millis,
+    order_status,
+    quote,
+    refund_code,
+    to_millis,
+)
 
 SERVICE_NAME = "Walmart Marketplace"
 PAGE_LIMIT = 100  # Walmart's default page; it allows up to 200
@@ -262,8 +273,6 @@ class RefundRequest(msgspec.Struct, rename="camel"):
 _orders_decoder = msgspec.json.Decoder(OrdersResponse)
 _order_decoder = msgspec.json.Decoder(OrderResponse)
 _error_decoder = msgspec.json.Decoder(ErrorResponse)
-# Walmart takes amounts as JSON numbers.
-_encoder = msgspec.json.Encoder(decimal_format="number")
 
 # ------------------------------------------------------------------------------------- the maps
 
@@ -336,15 +345,11 @@ def method_code(shipping_class: str | None) -> str:
 
 
 def cancellation_reason(reason: str | None, requested_by: str) -> str:
-    if reason is None:
-        return CANCEL_REASONS[
-            CancelReason.BUYER_CANCELLED if requested_by == Requester.BUYER else CancelReason.OTHER
-        ]
-    return CANCEL_REASONS.get(reason, CANCEL_REASONS[CancelReason.OTHER])
+    return cancel_code(CANCEL_REASONS, reason, requested_by)
 
 
 def refund_reason(reason: str | None) -> str:
-    return REFUND_REASONS.get(reason or RefundReason.OTHER, REFUND_REASONS[RefundReason.OTHER])
+    return refund_code(REFUND_REASONS, reason)
 
 
 # ------------------------------------------------------------------------------------- inbound
@@ -603,10 +608,6 @@ def refund_request(marketplace_order_id: str, payload: Mapping[str, Any]) -> Ref
                 )
             )
     return RefundRequest(OrderRefund(purchase_order_id=marketplace_order_id, order_lines=RefundLines(lines)))
-
-
-def encode(request: msgspec.Struct) -> bytes:
-    return _encoder.encode(request)
 
 
 def read_error(body: bytes) -> tuple[str, str] | None:

@@ -29,14 +29,19 @@ A module `sandbox/<name>.py` exports `MARKETPLACE = app.Marketplace(...)` with:
 - optional `tick(sandbox)` (move asynchronous work along: feeds, refunds; called under the lock at the start
   of every call), `event(sandbox, order, body) -> bool` (control events of its own, see below; True when
   handled) and `describe(sandbox, order) -> dict` (extra fields for the control API's order view).
-Then it is added to `app.MODULES`. Each handler starts with `early = await sandbox.begin(request, NAME,
-"<operation>")` and returns `early` when it is not None (that is where faults fire), finds the account from
-the credentials, checks the request (`sandbox.refuse(request, NAME, "<operation>", errors)` returns the 400
-to give when there are errors, and records them), and applies changes under `sandbox.state.lock` through
+Then it is added to `app.MODULES`. The module declares its preamble as data, `CALLER = app.Caller(NAME,
+account_of, error, unauthorized, not_found)`, and each handler starts with `sandbox, account = await
+CALLER.begin(request, "<operation>")` (faults fire there; a missing credential gets the marketplace's own
+401/403). It checks the request (`sandbox.refuse(request, NAME, "<operation>", errors)` returns the 400 to
+give when there are errors, and records them), finds orders with `CALLER.order(sandbox, account, order_id)`
+(or the marketplace's own 404) and applies changes under `sandbox.state.lock` through
 `sandbox.state.apply_once(NAME, account, "<operation>", dedupe_key, order_id, apply)`. List calls ask
 `sandbox.duplicate_page(NAME, "<operation>")` whether to repeat the previous page's last order. Orders are
 the generic `state.Order` (lines with shipped and cancelled units, shipments, cancellations, refunds,
-disputes); a module renders them in its own shapes and keeps its own fields in `order.extra`.
+disputes); a module renders them in its own shapes and keeps its own fields in `order.extra`. `apply`
+refuses a change with `raise CALLER.refuse(status, code, message)` (an `app.Answer`: the app gives its
+response as it is). Walmart, Rakuten and Jet, which have no spec files, serve every call through
+`strict.serve(request, CALLER, "<operation>", work)` instead (see `strict.py`).
 
 The control API (same server, JSON)
 -----------------------------------
@@ -67,5 +72,6 @@ free port): the session fixture `sandbox_url` is its base URL and `sandbox` a `S
 `violations`, `clear_violations`, `settings`, `reset`, `wait_for`). Import them in a test module with
 `from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401`. Point an
 adapter's `Endpoint(base_url=sandbox_url, credentials={"access_token": account})` at it, and use an account
-of the test's own (`Sandbox.new_account()`).
+of the test's own (`Sandbox.new_account()`). `sync_request`, `whole_lines`, `cancel_payload` and
+`settle_outcome` there build outbound queue items for sandbox orders and poll submitted ones to the end.
 """

@@ -35,7 +35,7 @@ from xml.etree import ElementTree
 from litestar import Request, Response, get, post, put
 from litestar.params import FromPath
 
-from .app import Marketplace, Sandbox, json_response, read_json, sandbox_of
+from .app import Caller, Marketplace, Sandbox, json_response, read_json, sandbox_of
 from .state import Json, Order, Violation, iso, monotonic, parse_time, utcnow
 from .validation import spec
 
@@ -109,6 +109,15 @@ def new_order_id(rng: random.Random) -> str:
 def _account(request: Request[Any, Any, Any]) -> str | None:
     token = request.headers.get("x-amz-access-token", "").strip()
     return token or None
+
+
+CALLER = Caller(
+    NAME,
+    _account,
+    error,
+    (403, "Unauthorized", "Access to requested resource is denied."),
+    ("NotFound", "Order {} not found"),
+)
 
 
 def _money(amount: Decimal, currency: str) -> Json:
@@ -213,13 +222,7 @@ def _untoken(token: str) -> Json | None:
 
 @get("/orders/v0/orders")
 async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getOrders")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "getOrders")
     query = {key: request.query_params.getall(key) for key in request.query_params}
     problems = spec(ORDERS_SPEC).query_errors("/orders/v0/orders", "get", query)
     token = request.query_params.get("NextToken")
@@ -274,29 +277,15 @@ async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/orders/v0/orders/{order_id:str}")
 async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getOrder")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "getOrder")
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "NotFound", f"Order {order_id} not found")
+        order = CALLER.order(sandbox, account, order_id)
         return json_response({"payload": render_order(order)})
 
 
 @get("/orders/v0/orders/{order_id:str}/orderItems")
 async def get_order_items(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getOrderItems")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "getOrderItems")
     query = {key: request.query_params.getall(key) for key in request.query_params}
     refused = sandbox.refuse(
         request,
@@ -307,9 +296,7 @@ async def get_order_items(request: Request[Any, Any, Any], order_id: FromPath[st
     if refused is not None:
         return refused
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "NotFound", f"Order {order_id} not found")
+        order = CALLER.order(sandbox, account, order_id)
         return json_response(
             {"payload": {"AmazonOrderId": order.order_id, "OrderItems": render_items(order)}}
         )
@@ -317,13 +304,7 @@ async def get_order_items(request: Request[Any, Any, Any], order_id: FromPath[st
 
 @post("/orders/v0/orders/{order_id:str}/shipmentConfirmation", status_code=200)
 async def confirm_shipment(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "confirmShipment")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "confirmShipment")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(ORDERS_SPEC).body_errors("ConfirmShipmentRequest", body)
     if not problems:
@@ -339,26 +320,21 @@ async def confirm_shipment(request: Request[Any, Any, Any], order_id: FromPath[s
         return refused
     detail = body["packageDetail"]
 
-    class Refused(Exception):
-        pass
-
     def apply() -> Json:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            raise Refused(404, "NotFound", f"Order {order_id} not found")
+        order = CALLER.order(sandbox, account, order_id)
         if order.canceled:
-            raise Refused(400, "InvalidInput", f"Order {order_id} is canceled")
+            raise CALLER.refuse(400, "InvalidInput", f"Order {order_id} is canceled")
         if order.paid_at is None:
-            raise Refused(400, "InvalidInput", f"Order {order_id} is pending payment")
+            raise CALLER.refuse(400, "InvalidInput", f"Order {order_id} is pending payment")
         wanted: dict[str, int] = {}
         for item in detail["orderItems"]:
             wanted[item["orderItemId"]] = wanted.get(item["orderItemId"], 0) + item["quantity"]
         for item_id, quantity in wanted.items():
             line = order.line(item_id)
             if line is None:
-                raise Refused(400, "InvalidInput", f"Order item {item_id} is not in order {order_id}")
+                raise CALLER.refuse(400, "InvalidInput", f"Order item {item_id} is not in order {order_id}")
             if quantity < 1 or line.shipped + quantity > line.quantity - line.cancelled:
-                raise Refused(
+                raise CALLER.refuse(
                     400, "InvalidInput", f"Quantity {quantity} of {item_id} exceeds what is left to ship"
                 )
         for item_id, quantity in wanted.items():
@@ -379,13 +355,7 @@ async def confirm_shipment(request: Request[Any, Any, Any], order_id: FromPath[s
         order.touch()
         return shipment
 
-    try:
-        sandbox.state.apply_once(
-            NAME, account, "confirmShipment", detail["packageReferenceId"], order_id, apply
-        )
-    except Refused as refusal:
-        status, code, message = refusal.args
-        return error(status, code, message)
+    sandbox.state.apply_once(NAME, account, "confirmShipment", detail["packageReferenceId"], order_id, apply)
     return Response(content=b"", status_code=204)
 
 
@@ -426,13 +396,7 @@ def _signed_document(sandbox: Sandbox, signature: str) -> Json | None:
 
 @post("/feeds/2021-06-30/documents", status_code=201)
 async def create_feed_document(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "createFeedDocument")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "createFeedDocument")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(FEEDS_SPEC).body_errors("CreateFeedDocumentSpecification", body)
     refused = sandbox.refuse(request, NAME, "createFeedDocument", problems)
@@ -487,13 +451,7 @@ async def download_document(request: Request[Any, Any, Any], signature: FromPath
 
 @post("/feeds/2021-06-30/feeds", status_code=202)
 async def create_feed(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "createFeed")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "createFeed")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(FEEDS_SPEC).body_errors("CreateFeedSpecification", body)
     if not problems and body["feedType"] not in (ACKNOWLEDGEMENT_FEED, ADJUSTMENT_FEED):
@@ -527,13 +485,7 @@ async def create_feed(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/feeds/2021-06-30/feeds/{feed_id:str}")
 async def get_feed(request: Request[Any, Any, Any], feed_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getFeed")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "getFeed")
     with sandbox.state.lock:
         feed = _object(sandbox, "feed", account, feed_id)
         if feed is None:
@@ -543,13 +495,7 @@ async def get_feed(request: Request[Any, Any, Any], feed_id: FromPath[str]) -> R
 
 @get("/feeds/2021-06-30/documents/{document_id:str}")
 async def get_feed_document(request: Request[Any, Any, Any], document_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getFeedDocument")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "getFeedDocument")
     with sandbox.state.lock:
         if _object(sandbox, "document", account, document_id) is None:
             return error(404, "NotFound", f"Feed document {document_id} not found")
@@ -849,17 +795,9 @@ async def list_financial_events_by_order_id(
 
     No spec file for Finances here; the shape follows Amazon's public model (`RefundEventList` of
     `ShipmentItemAdjustmentList` with negative `ItemChargeAdjustmentList` amounts)."""
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "listFinancialEventsByOrderId")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(403, "Unauthorized", "Access to requested resource is denied.")
+    sandbox, account = await CALLER.begin(request, "listFinancialEventsByOrderId")
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "NotFound", f"Order {order_id} not found")
+        order = CALLER.order(sandbox, account, order_id)
         events = [
             {
                 "AmazonOrderId": order.order_id,

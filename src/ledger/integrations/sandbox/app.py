@@ -116,6 +116,53 @@ class Sandbox:
         return self.faults.take(marketplace, operation, ("duplicate",)) is not None
 
 
+class Answer(Exception):
+    """A marketplace call answered before its work (a fault, no credential, no such order): `response` as it is."""
+
+    def __init__(self, response: Response[Any]) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The preamble every marketplace route starts with, given per module as data.
+
+    `begin`: the fault the framework may fire first, then the seller the credential names, or the
+    marketplace's own unauthorized answer (`unauthorized`: status, code, message). `order`: the account's order,
+    or the marketplace's own 404 (`not_found`: code, and a message with `{}` for the order id). Both raise
+    `Answer`, which the app gives as it is."""
+
+    name: str
+    account_of: Callable[[Request[Any, Any, Any]], str | None]
+    error: ErrorBody
+    unauthorized: tuple[int, str, str]
+    not_found: tuple[str, str]
+
+    async def begin(self, request: Request[Any, Any, Any], operation: str) -> tuple[Sandbox, str]:
+        sandbox = sandbox_of(request)
+        early = await sandbox.begin(request, self.name, operation)
+        if early is not None:
+            raise Answer(early)
+        account = self.account_of(request)
+        if not account:
+            raise Answer(self.error(*self.unauthorized))
+        return sandbox, account
+
+    def refuse(self, status: int, code: str, message: str) -> Answer:
+        """The marketplace's error, to raise; raised inside a change (`SandboxState.apply_once`), nothing is
+        applied."""
+        return Answer(self.error(status, code, message))
+
+    def order(self, sandbox: Sandbox, account: str, order_id: str) -> Order:
+        """The account's order (call it under the state's lock), or the marketplace's 404."""
+        order = sandbox.state.find(self.name, account, order_id)
+        if order is None:
+            code, message = self.not_found
+            raise Answer(self.error(404, code, message.format(order_id)))
+        return order
+
+
 async def read_json(request: Request[Any, Any, Any]) -> tuple[Any, str | None]:
     """The request's JSON body, or why it is not JSON."""
     raw = await request.body()
@@ -432,6 +479,10 @@ def _control_error_handler(request: Request[Any, Any, Any], exc: ControlError) -
     return _control_error(str(exc), exc.status)
 
 
+def _answer_handler(request: Request[Any, Any, Any], exc: Answer) -> Response[Any]:
+    return exc.response
+
+
 def load_modules(names: Sequence[str] = MODULES) -> list[Marketplace]:
     loaded: list[Marketplace] = []
     for name in names:
@@ -468,7 +519,7 @@ def create_sandbox_app(
     return Litestar(
         route_handlers=routes,
         state=State({"sandbox": sandbox}),
-        exception_handlers={ControlError: _control_error_handler},
+        exception_handlers={ControlError: _control_error_handler, Answer: _answer_handler},
         openapi_config=None,
         middleware=[DropConnection],
         debug=False,

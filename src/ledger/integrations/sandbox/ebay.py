@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,7 +34,7 @@ from urllib.parse import urlencode
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from .app import ControlError, Marketplace, Sandbox, json_response, read_json, sandbox_of
+from .app import Caller, ControlError, Marketplace, Sandbox, json_response, read_json
 from .state import Json, Order, iso, monotonic, parse_time, utcnow
 from .validation import spec
 
@@ -85,6 +86,24 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
     if scheme not in ("Bearer", "IAF") or not token.strip():
         return None
     return token.strip()
+
+
+CALLER = Caller(
+    NAME,
+    _account,
+    error,
+    (401, "Invalid access token", "Invalid access token."),
+    ("Order not found", "Order {} was not found."),
+)
+# getOrders words its 401 at more length.
+LIST_CALLER = replace(
+    CALLER,
+    unauthorized=(
+        401,
+        "Invalid access token",
+        "Invalid access token. Check the value of the Authorization HTTP request header.",
+    ),
+)
 
 
 def _amount(value: Decimal, currency: str) -> Json:
@@ -297,17 +316,7 @@ def _query(request: Request[Any, Any, Any]) -> dict[str, list[str]]:
 
 @get(f"{BASE}/order")
 async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getOrders")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(
-            401,
-            "Invalid access token",
-            "Invalid access token. Check the value of the Authorization HTTP request header.",
-        )
+    sandbox, account = await LIST_CALLER.begin(request, "getOrders")
     query = _query(request)
     problems = spec(SPEC).query_errors("/order", "get", query)
     window: tuple[str, datetime | None, datetime | None] | None = None
@@ -376,17 +385,9 @@ async def get_orders(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get(f"{BASE}/order/{{order_id:str}}")
 async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getOrder")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getOrder")
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         return json_response(render_order(order))
 
 
@@ -394,13 +395,7 @@ async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) ->
 async def create_shipping_fulfillment(
     request: Request[Any, Any, Any], order_id: FromPath[str]
 ) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "createShippingFulfillment")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "createShippingFulfillment")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(SPEC).body_errors("ShippingFulfillmentDetails", body)
     if not problems:
@@ -418,20 +413,15 @@ async def create_shipping_fulfillment(
         return refused
     tracking = str(body["trackingNumber"])
 
-    class Refused(Exception):
-        pass
-
     def apply() -> Json:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            raise Refused(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         if order.canceled or order.paid_at is None:
-            raise Refused(400, "Invalid order state", f"Order {order_id} is not paid or is cancelled.")
+            raise CALLER.refuse(400, "Invalid order state", f"Order {order_id} is not paid or is cancelled.")
         wanted: dict[str, int] = {}
         for item in body["lineItems"]:
             line = order.line(str(item.get("lineItemId", "")))
             if line is None:
-                raise Refused(
+                raise CALLER.refuse(
                     400,
                     "Invalid line item",
                     f"Line item {item.get('lineItemId')} is not in order {order_id}.",
@@ -443,7 +433,7 @@ async def create_shipping_fulfillment(
             line = order.line(line_id)
             assert line is not None
             if quantity < 1 or line.shipped + quantity > line.quantity - line.cancelled:
-                raise Refused(
+                raise CALLER.refuse(
                     400,
                     "Invalid quantity",
                     f"Line item {line_id} has fewer than {quantity} units left to ship.",
@@ -463,10 +453,7 @@ async def create_shipping_fulfillment(
         order.touch()
         return shipment
 
-    try:
-        sandbox.state.apply_once(NAME, account, "createShippingFulfillment", tracking, order_id, apply)
-    except Refused as refusal:
-        return error(*refusal.args)
+    sandbox.state.apply_once(NAME, account, "createShippingFulfillment", tracking, order_id, apply)
     location = str(request.base_url).rstrip("/") + f"{BASE}/order/{order_id}/shipping_fulfillment/{tracking}"
     return Response(content=b"", status_code=201, headers={"Location": location})
 
@@ -475,17 +462,9 @@ async def create_shipping_fulfillment(
 async def get_shipping_fulfillments(
     request: Request[Any, Any, Any], order_id: FromPath[str]
 ) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getShippingFulfillments")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getShippingFulfillments")
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         fulfillments = [
             {
                 "fulfillmentId": s["fulfillmentId"],
@@ -524,13 +503,7 @@ def _refund_problems(body: Json) -> list[str]:
 
 @post(f"{BASE}/order/{{order_id:str}}/issue_refund", status_code=200)
 async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "issueRefund")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "issueRefund")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(SPEC).body_errors("IssueRefundRequest", body)
     if not problems:
@@ -539,25 +512,20 @@ async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str])
     if refused is not None:
         return refused
 
-    class Refused(Exception):
-        pass
-
     def apply() -> Json:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            raise Refused(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         if order.paid_at is None:
-            raise Refused(409, "Order not paid", f"Order {order_id} has no payment to refund.")
+            raise CALLER.refuse(409, "Order not paid", f"Order {order_id} has no payment to refund.")
         lines: dict[str, str] = {}
         total = Decimal(0)
         for item in body.get("refundItems") or []:
             line = order.line(item["lineItemId"])
             if line is None:
-                raise Refused(
+                raise CALLER.refuse(
                     400, "Invalid line item", f"Line item {item['lineItemId']} is not in order {order_id}."
                 )
             if item["refundAmount"]["currency"] != order.currency:
-                raise Refused(400, "Invalid currency", f"The order's currency is {order.currency}.")
+                raise CALLER.refuse(400, "Invalid currency", f"The order's currency is {order.currency}.")
             amount = Decimal(item["refundAmount"]["value"])
             lines[line.line_id] = str(Decimal(lines.get(line.line_id, "0")) + amount)
             total += amount
@@ -565,7 +533,9 @@ async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str])
             total = Decimal(body["orderLevelRefundAmount"]["value"])
         already = sum((Decimal(r["amount"]) for r in _refunds(order)), Decimal(0))
         if already + total > order.total:
-            raise Refused(409, "Refund exceeds payment", f"Refunds would exceed the {order.total} paid.")
+            raise CALLER.refuse(
+                409, "Refund exceeds payment", f"Refunds would exceed the {order.total} paid."
+            )
         refund = {
             "refundId": f"5{sandbox.state.next_number():011d}",
             "refundStatus": "PENDING",
@@ -581,22 +551,13 @@ async def issue_refund(request: Request[Any, Any, Any], order_id: FromPath[str])
         return {"refundId": refund["refundId"], "refundStatus": "PENDING"}
 
     key = str(body.get("comment") or f"{order_id}:{sandbox.state.next_number()}")
-    try:
-        result, _ = sandbox.state.apply_once(NAME, account, "issueRefund", key, order_id, apply)
-    except Refused as refusal:
-        return error(*refusal.args)
+    result, _ = sandbox.state.apply_once(NAME, account, "issueRefund", key, order_id, apply)
     return json_response(result)
 
 
 @get(f"{BASE}/payment_dispute_summary")
 async def get_payment_dispute_summaries(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getPaymentDisputeSummaries")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getPaymentDisputeSummaries")
     query = _query(request)
     problems = spec(SPEC).query_errors("/payment_dispute_summary", "get", query)
     try:
@@ -633,13 +594,7 @@ async def get_payment_dispute_summaries(request: Request[Any, Any, Any]) -> Resp
 
 @get(f"{BASE}/payment_dispute/{{dispute_id:str}}")
 async def get_payment_dispute(request: Request[Any, Any, Any], dispute_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getPaymentDispute")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getPaymentDispute")
     with sandbox.state.lock:
         for order in sandbox.state.account_orders(NAME, account).values():
             for dispute in order.disputes:
@@ -651,13 +606,7 @@ async def get_payment_dispute(request: Request[Any, Any, Any], dispute_id: FromP
 @post(f"{BASE}/payment_dispute/{{dispute_id:str}}/accept", status_code=200)
 async def accept_payment_dispute(request: Request[Any, Any, Any], dispute_id: FromPath[str]) -> Response[Any]:
     """The seller accepts the buyer's claim: the dispute closes in the buyer's favour (once per dispute)."""
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "acceptPaymentDispute")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "acceptPaymentDispute")
     body, problem = await read_json(request)
     problems = [problem] if problem else spec(SPEC).body_errors("AcceptPaymentDisputeRequest", body or {})
     refused = sandbox.refuse(request, NAME, "acceptPaymentDispute", problems)
@@ -735,13 +684,7 @@ def _complete_cancel(order: Order, cancel: Json, approved: bool) -> None:
 
 @post("/post-order/v2/cancellation", status_code=201)
 async def create_cancellation(request: Request[Any, Any, Any]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "createCancellation")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "createCancellation")
     body, problem = await read_json(request)
     problems = [problem] if problem else []
     if not problems:
@@ -768,13 +711,8 @@ async def create_cancellation(request: Request[Any, Any, Any]) -> Response[Any]:
         return refused
     order_id = body["legacyOrderId"]
 
-    class Refused(Exception):
-        pass
-
     with sandbox.state.lock:
-        order = sandbox.state.find(NAME, account, order_id)
-        if order is None:
-            return error(404, "Order not found", f"Order {order_id} was not found.")
+        order = CALLER.order(sandbox, account, order_id)
         active = next(
             (c for c in _cancels(order) if c["cancelRequestState"] in ("REQUESTED", "COMPLETED")), None
         )
@@ -818,13 +756,7 @@ async def create_cancellation(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/post-order/v2/cancellation/{cancel_id:str}")
 async def get_cancellation(request: Request[Any, Any, Any], cancel_id: FromPath[str]) -> Response[Any]:
-    sandbox = sandbox_of(request)
-    early = await sandbox.begin(request, NAME, "getCancellation")
-    if early is not None:
-        return early
-    account = _account(request)
-    if account is None:
-        return error(401, "Invalid access token", "Invalid access token.")
+    sandbox, account = await CALLER.begin(request, "getCancellation")
     with sandbox.state.lock:
         for order in sandbox.state.account_orders(NAME, account).values():
             for cancel in _cancels(order):

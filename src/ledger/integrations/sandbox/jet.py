@@ -8,8 +8,6 @@ more than the item was charged. A `buyer_cancel` event is a customer's request (
 
 from __future__ import annotations
 
-import base64
-import binascii
 import random
 from datetime import datetime
 from decimal import Decimal
@@ -19,9 +17,20 @@ import msgspec
 from litestar import Request, Response, get, post, put
 from litestar.params import FromPath
 
-from .app import Marketplace, Sandbox
-from .state import Json, Line, Order, iso, parse_time, utcnow
-from .strict import Invalid, Refusal, int_param, json_response, known_params, serve, strict
+from .app import Caller, Marketplace, Sandbox
+from .state import Json, Line, Order, iso
+from .strict import (
+    UNAUTHORIZED,
+    Invalid,
+    Refusal,
+    buyer_cancel,
+    changed_page,
+    json_response,
+    known_params,
+    plain,
+    serve,
+    strict,
+)
 
 NAME = "jet"
 MAX_PAGE = 1000
@@ -180,11 +189,7 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
     return token or None
 
 
-def _order(sandbox: Sandbox, account: str, merchant_order_id: FromPath[str]) -> Order:
-    order = sandbox.state.find(NAME, account, merchant_order_id)
-    if order is None:
-        raise Refusal(404, "NotFound", f"order {merchant_order_id} not found")
-    return order
+CALLER = Caller(NAME, _account, error, UNAUTHORIZED, ("NotFound", "order {} not found"))
 
 
 def _item(order: Order, order_item_id: str | None, sku: str) -> Line:
@@ -204,56 +209,32 @@ def _item(order: Order, order_item_id: str | None, sku: str) -> Line:
 # ------------------------------------------------------------------------------------ the routes
 
 
-def _key(order: Order) -> tuple[datetime, str]:
-    return parse_time(str(iso(order.updated_at))), order.order_id
-
-
-def _token(order: Order) -> str:
-    return base64.urlsafe_b64encode(f"{iso(order.updated_at)}|{order.order_id}".encode()).decode()
-
-
-def _after(token: str) -> tuple[datetime, str]:
-    try:
-        at, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return parse_time(at), number
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Invalid([f"page_token {token!r} is not one this API gave"]) from None
-
-
 @get("/api/orders")
 async def list_orders(request: Request[Any, Any, Any]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
         known_params(request, {"updated_since", "page_size", "page_token"})
-        raw = request.query_params.get("updated_since")
-        if raw is None:
-            raise Invalid(["query parameter 'updated_since' is required"])
-        try:
-            since = parse_time(raw)
-        except ValueError:
-            raise Invalid([f"updated_since: {raw!r} is not an RFC 3339 time"]) from None
-        size = int_param(request, "page_size", 100, 1, MAX_PAGE)
-        token = request.query_params.get("page_token")
-        after = _after(token) if token else None
-        orders = sorted(
-            (o for o in sandbox.state.account_orders(NAME, account).values() if o.updated_at >= since),
-            key=_key,
+        page, next_token = changed_page(
+            request,
+            sandbox,
+            account,
+            CALLER,
+            "listOrders",
+            since="updated_since",
+            size="page_size",
+            most=MAX_PAGE,
+            cursor="page_token",
         )
-        remaining = [o for o in orders if after is None or _key(o) > after]
-        page = remaining[:size]
-        if after is not None and sandbox.duplicate_page(NAME, "listOrders"):
-            page = [o for o in orders if _key(o) <= after][-1:] + page
-        next_token = _token(page[-1]) if len(remaining) > size else None
         return json_response({"orders": [render(o) for o in page], "next_page_token": next_token})
 
-    return await serve(request, NAME, "listOrders", _account, error, work)
+    return await serve(request, CALLER, "listOrders", work)
 
 
 @get("/api/orders/withoutShipmentDetail/{merchant_order_id:str}")
 async def order_details(request: Request[Any, Any, Any], merchant_order_id: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
-        return json_response(render(_order(sandbox, account, merchant_order_id)))
+        return json_response(render(CALLER.order(sandbox, account, merchant_order_id)))
 
-    return await serve(request, NAME, "getOrder", _account, error, work)
+    return await serve(request, CALLER, "getOrder", work)
 
 
 @put("/api/orders/{merchant_order_id:str}/shipped", status_code=200)
@@ -263,7 +244,7 @@ async def ship_order(request: Request[Any, Any, Any], merchant_order_id: FromPat
         for shipment in shipped.shipments:
             if shipment.response_shipment_date.tzinfo is None:
                 raise Invalid(["response_shipment_date needs a time zone"])
-        order = _order(sandbox, account, merchant_order_id)
+        order = CALLER.order(sandbox, account, merchant_order_id)
         for shipment in shipped.shipments:
 
             def apply(shipment: _Shipment = shipment) -> Json:
@@ -300,7 +281,7 @@ async def ship_order(request: Request[Any, Any, Any], merchant_order_id: FromPat
             )
         return Response(content=b"", status_code=204)
 
-    return await serve(request, NAME, "shipOrder", _account, error, work)
+    return await serve(request, CALLER, "shipOrder", work)
 
 
 @put("/api/orders/{merchant_order_id:str}/cancel", status_code=200)
@@ -309,7 +290,7 @@ async def cancel_order(request: Request[Any, Any, Any], merchant_order_id: FromP
 
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         cancel = strict(body, CancelRequest)
-        order = _order(sandbox, account, merchant_order_id)
+        order = CALLER.order(sandbox, account, merchant_order_id)
 
         def apply() -> Json:
             if any(line.shipped for line in order.lines):
@@ -330,7 +311,7 @@ async def cancel_order(request: Request[Any, Any, Any], merchant_order_id: FromP
         sandbox.state.apply_once(NAME, account, "cancelOrder", cancel.alt_cancel_id, order.order_id, apply)
         return Response(content=b"", status_code=204)
 
-    return await serve(request, NAME, "cancelOrder", _account, error, work)
+    return await serve(request, CALLER, "cancelOrder", work)
 
 
 @post("/api/refunds/{merchant_order_id:str}/{alt_refund_id:str}", status_code=201)
@@ -346,7 +327,7 @@ async def create_refund(
         ]
         if negative:
             raise Invalid(negative)
-        order = _order(sandbox, account, merchant_order_id)
+        order = CALLER.order(sandbox, account, merchant_order_id)
 
         def apply() -> Json:
             items: list[Json] = []
@@ -389,7 +370,7 @@ async def create_refund(
         )
         return json_response(result, 201)
 
-    return await serve(request, NAME, "createRefund", _account, error, work)
+    return await serve(request, CALLER, "createRefund", work)
 
 
 # ------------------------------------------------------------------------------ the module's hooks
@@ -399,22 +380,12 @@ def new_order_id(rng: random.Random) -> str:
     return f"{rng.getrandbits(128):032x}"
 
 
-def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
-    """A customer's cancellation is a request on Jet (`request_order_cancel_qty` on the open items)."""
-    if body.get("type") != "buyer_cancel":
-        return False
-    at = parse_time(str(body["at"])) if body.get("at") else utcnow()
-    order.buyer_cancel = {
-        "requested_at": at,
-        "reason": body.get("reason", "Customer Requested"),
-        "applied": False,
-    }
-    return True
+# A customer's cancellation is a request on Jet (`request_order_cancel_qty` on the open items).
+event = buyer_cancel("Customer Requested")
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:
-    rendered: Json = msgspec.json.decode(msgspec.json.encode(render(order)))
-    return {"jet": rendered}
+    return {"jet": plain(render(order))}
 
 
 MARKETPLACE = Marketplace(

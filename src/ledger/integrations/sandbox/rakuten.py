@@ -20,9 +20,20 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from .app import Marketplace, Sandbox
-from .state import Json, Line, Order, iso, parse_time, utcnow
-from .strict import Invalid, Refusal, int_param, json_response, known_params, serve, strict
+from .app import Caller, Marketplace, Sandbox
+from .state import Json, Line, Order, iso, utcnow
+from .strict import (
+    UNAUTHORIZED,
+    Invalid,
+    Refusal,
+    buyer_cancel,
+    changed_page,
+    json_response,
+    known_params,
+    plain,
+    serve,
+    strict,
+)
 
 NAME = "rakuten"
 BASE = "/es/2.0/orders"
@@ -191,11 +202,7 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
     return license_key if secret and license_key else None
 
 
-def _order(sandbox: Sandbox, account: str, order_number: FromPath[str]) -> Order:
-    order = sandbox.state.find(NAME, account, order_number)
-    if order is None:
-        raise Refusal(404, NOT_FOUND, f"order {order_number} not found")
-    return order
+CALLER = Caller(NAME, _account, error, UNAUTHORIZED, (NOT_FOUND, "order {} not found"))
 
 
 def _line(order: Order, item_detail_id: str) -> Line:
@@ -223,58 +230,34 @@ def _wanted(order: Order, items: list[_ItemUnits], what: str) -> dict[str, int]:
 # ------------------------------------------------------------------------------------ the routes
 
 
-def _cursor(order: Order) -> str:
-    return base64.urlsafe_b64encode(f"{iso(order.updated_at)}|{order.order_id}".encode()).decode()
-
-
-def _after(token: str) -> tuple[datetime, str]:
-    try:
-        at, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return parse_time(at), number
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Invalid([f"cursor {token!r} is not one this API gave"]) from None
-
-
-def _key(order: Order) -> tuple[datetime, str]:
-    return parse_time(str(iso(order.updated_at))), order.order_id
-
-
 @get(BASE)
 async def search_orders(request: Request[Any, Any, Any]) -> Response[Any]:
     """Orders changed at or after `updatedFrom`, oldest change first, keyset-paged by `cursor`."""
 
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
         known_params(request, {"updatedFrom", "limit", "cursor"})
-        raw = request.query_params.get("updatedFrom")
-        if raw is None:
-            raise Invalid(["query parameter 'updatedFrom' is required"])
-        try:
-            since = parse_time(raw)
-        except ValueError:
-            raise Invalid([f"updatedFrom: {raw!r} is not an RFC 3339 time"]) from None
-        limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
-        token = request.query_params.get("cursor")
-        orders = sorted(
-            (o for o in sandbox.state.account_orders(NAME, account).values() if o.updated_at >= since),
-            key=_key,
+        page, next_cursor = changed_page(
+            request,
+            sandbox,
+            account,
+            CALLER,
+            "searchOrder",
+            since="updatedFrom",
+            size="limit",
+            most=MAX_LIMIT,
+            cursor="cursor",
         )
-        after = _after(token) if token else None
-        remaining = [o for o in orders if after is None or _key(o) > after]
-        page = remaining[:limit]
-        if after is not None and sandbox.duplicate_page(NAME, "searchOrder"):
-            page = [o for o in orders if _key(o) <= after][-1:] + page
-        next_cursor = _cursor(page[-1]) if len(remaining) > limit else None
         return json_response({"orders": [render(o) for o in page], "nextCursor": next_cursor})
 
-    return await serve(request, NAME, "searchOrder", _account, error, work)
+    return await serve(request, CALLER, "searchOrder", work)
 
 
 @get(BASE + "/{order_number:str}")
 async def get_order(request: Request[Any, Any, Any], order_number: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
-        return json_response({"order": render(_order(sandbox, account, order_number))})
+        return json_response({"order": render(CALLER.order(sandbox, account, order_number))})
 
-    return await serve(request, NAME, "getOrder", _account, error, work)
+    return await serve(request, CALLER, "getOrder", work)
 
 
 @post(BASE + "/{order_number:str}/shipments", status_code=200)
@@ -287,7 +270,7 @@ async def update_order_shipping(
             raise Invalid(["shippingDatetime needs a time zone"])
         if shipment.delivery_company == "1000" and not shipment.delivery_company_name:
             raise Invalid(["deliveryCompany 1000 (other) needs deliveryCompanyName"])
-        order = _order(sandbox, account, order_number)
+        order = CALLER.order(sandbox, account, order_number)
 
         def apply() -> Json:
             if order.canceled:
@@ -315,14 +298,14 @@ async def update_order_shipping(
         )
         return _info("ORDER_EXT_API_UPDATE_ORDERSHIPPING_INFO_101", "shipping registered", **result)
 
-    return await serve(request, NAME, "updateOrderShipping", _account, error, work)
+    return await serve(request, CALLER, "updateOrderShipping", work)
 
 
 @post(BASE + "/{order_number:str}/cancellations", status_code=200)
 async def cancel_order(request: Request[Any, Any, Any], order_number: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         cancellation = strict(body, CancellationRequest)
-        order = _order(sandbox, account, order_number)
+        order = CALLER.order(sandbox, account, order_number)
 
         def apply() -> Json:
             wanted = _wanted(order, cancellation.items, "cancel")
@@ -353,7 +336,7 @@ async def cancel_order(request: Request[Any, Any, Any], order_number: FromPath[s
         )
         return _info("ORDER_EXT_API_CANCEL_ORDER_INFO_101", "cancellation registered", **result)
 
-    return await serve(request, NAME, "cancelOrder", _account, error, work)
+    return await serve(request, CALLER, "cancelOrder", work)
 
 
 @post(BASE + "/{order_number:str}/refunds", status_code=200)
@@ -367,7 +350,7 @@ async def refund_order(request: Request[Any, Any, Any], order_number: FromPath[s
         ]
         if negative:
             raise Invalid(negative)
-        order = _order(sandbox, account, order_number)
+        order = CALLER.order(sandbox, account, order_number)
         if refund.currency != order.currency:
             raise Refusal(400, INVALID, f"currency {refund.currency} is not the order's {order.currency}")
 
@@ -401,7 +384,7 @@ async def refund_order(request: Request[Any, Any, Any], order_number: FromPath[s
         )
         return _info("ORDER_EXT_API_REFUND_ORDER_INFO_101", "refund registered", **result)
 
-    return await serve(request, NAME, "refundOrder", _account, error, work)
+    return await serve(request, CALLER, "refundOrder", work)
 
 
 # ------------------------------------------------------------------------------ the module's hooks
@@ -411,18 +394,12 @@ def new_order_id(rng: random.Random) -> str:
     return f"{rng.randint(100000, 999999)}-{utcnow():%Y%m%d}-{rng.randint(0, 10**10 - 1):010d}"
 
 
-def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
-    """A buyer's cancellation is a request on Rakuten (`cancelRequest`), which the shop answers."""
-    if body.get("type") != "buyer_cancel":
-        return False
-    at = parse_time(str(body["at"])) if body.get("at") else utcnow()
-    order.buyer_cancel = {"requested_at": at, "reason": body.get("reason", "BUYER_REQUEST"), "applied": False}
-    return True
+# A buyer's cancellation is a request on Rakuten (`cancelRequest`), which the shop answers.
+event = buyer_cancel("BUYER_REQUEST")
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:
-    rendered: Json = msgspec.json.decode(msgspec.json.encode(render(order)))
-    return {"rakuten": rendered, "restocked": dict(order.extra.get("restocked", {}))}
+    return {"rakuten": plain(render(order)), "restocked": dict(order.extra.get("restocked", {}))}
 
 
 MARKETPLACE = Marketplace(

@@ -24,9 +24,20 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from .app import Marketplace, Sandbox
+from .app import Caller, Marketplace, Sandbox
 from .state import Json, Line, Order, parse_time, utcnow
-from .strict import Invalid, Refusal, int_param, json_response, known_params, serve, strict
+from .strict import (
+    UNAUTHORIZED,
+    Invalid,
+    Refusal,
+    buyer_cancel,
+    int_param,
+    json_response,
+    known_params,
+    plain,
+    serve,
+    strict,
+)
 
 NAME = "walmart"
 MAX_LIMIT = 200
@@ -360,6 +371,9 @@ def _account(request: Request[Any, Any, Any]) -> str | None:
         return None  # not one this sandbox issued: 401, as for an expired token
 
 
+CALLER = Caller(NAME, _account, error, UNAUTHORIZED, (NOT_FOUND, "purchase order {} not found"))
+
+
 def _correlation(request: Request[Any, Any, Any]) -> str:
     value = request.headers.get("WM_QOS.CORRELATION_ID")
     if not value:
@@ -367,13 +381,6 @@ def _correlation(request: Request[Any, Any, Any]) -> str:
     if not request.headers.get("WM_SVC.NAME"):
         raise Invalid(["header WM_SVC.NAME is required"])
     return value
-
-
-def _order(sandbox: Sandbox, account: str, purchase_order_id: FromPath[str]) -> Order:
-    order = sandbox.state.find(NAME, account, purchase_order_id)
-    if order is None:
-        raise Refusal(404, NOT_FOUND, f"purchase order {purchase_order_id} not found")
-    return order
 
 
 def _units(status_quantity: _StatusQuantity) -> int:
@@ -421,6 +428,9 @@ def _client(request: Request[Any, Any, Any]) -> str | None:
     return client_id if client_id and secret else None
 
 
+TOKEN_CALLER = Caller(NAME, _client, error, UNAUTHORIZED, CALLER.not_found)
+
+
 @post("/v3/token", status_code=200)
 async def get_token(request: Request[Any, Any, Any]) -> Response[Any]:
     """The client-credentials grant: a form body `grant_type=client_credentials` -> {access_token, ...}."""
@@ -434,7 +444,7 @@ async def get_token(request: Request[Any, Any, Any]) -> Response[Any]:
         token = {"access_token": issue_token(client_id), "token_type": "Bearer", "expires_in": 900}
         return json_response(token)
 
-    return await serve(request, NAME, "getToken", _client, error, work)
+    return await serve(request, TOKEN_CALLER, "getToken", work)
 
 
 @get("/v3/orders")
@@ -492,16 +502,16 @@ async def get_all_orders(request: Request[Any, Any, Any]) -> Response[Any]:
         }
         return json_response(body)
 
-    return await serve(request, NAME, "getAllOrders", _account, error, work)
+    return await serve(request, CALLER, "getAllOrders", work)
 
 
 @get("/v3/orders/{purchase_order_id:str}")
 async def get_an_order(request: Request[Any, Any, Any], purchase_order_id: FromPath[str]) -> Response[Any]:
     def work(sandbox: Sandbox, account: str, _: bytes) -> Response[Any]:
         _correlation(request)
-        return json_response({"order": render(_order(sandbox, account, purchase_order_id))})
+        return json_response({"order": render(CALLER.order(sandbox, account, purchase_order_id))})
 
-    return await serve(request, NAME, "getAnOrder", _account, error, work)
+    return await serve(request, CALLER, "getAnOrder", work)
 
 
 def _once(
@@ -519,7 +529,7 @@ async def acknowledge_orders(
         key = _correlation(request)
         if body.strip():
             raise Invalid(["acknowledge takes no body"])
-        order = _order(sandbox, account, purchase_order_id)
+        order = CALLER.order(sandbox, account, purchase_order_id)
 
         def apply() -> Json:
             if order.acknowledged_at is None:
@@ -529,7 +539,7 @@ async def acknowledge_orders(
 
         return _once(sandbox, account, "acknowledgeOrders", key, order, apply)
 
-    return await serve(request, NAME, "acknowledgeOrders", _account, error, work)
+    return await serve(request, CALLER, "acknowledgeOrders", work)
 
 
 @post("/v3/orders/{purchase_order_id:str}/shipping", status_code=200)
@@ -546,7 +556,7 @@ async def ship_order_lines(
         ]
         if any((name.carrier is None) == (name.other_carrier is None) for name in carriers):
             raise Invalid(["trackingInfo.carrierName takes one of carrier and otherCarrier"])
-        order = _order(sandbox, account, purchase_order_id)
+        order = CALLER.order(sandbox, account, purchase_order_id)
 
         def apply() -> Json:
             wanted: dict[str, int] = {}
@@ -571,7 +581,7 @@ async def ship_order_lines(
 
         return _once(sandbox, account, "shippingUpdates", key, order, apply)
 
-    return await serve(request, NAME, "shippingUpdates", _account, error, work)
+    return await serve(request, CALLER, "shippingUpdates", work)
 
 
 @post("/v3/orders/{purchase_order_id:str}/cancel", status_code=200)
@@ -581,7 +591,7 @@ async def cancel_order_lines(
     def work(sandbox: Sandbox, account: str, body: bytes) -> Response[Any]:
         key = _correlation(request)
         cancellation = strict(body, CancelRequest)
-        order = _order(sandbox, account, purchase_order_id)
+        order = CALLER.order(sandbox, account, purchase_order_id)
 
         def apply() -> Json:
             wanted: dict[str, int] = {}
@@ -609,7 +619,7 @@ async def cancel_order_lines(
 
         return _once(sandbox, account, "cancelOrderLines", key, order, apply)
 
-    return await serve(request, NAME, "cancelOrderLines", _account, error, work)
+    return await serve(request, CALLER, "cancelOrderLines", work)
 
 
 @post("/v3/orders/{purchase_order_id:str}/refund", status_code=200)
@@ -621,7 +631,7 @@ async def refund_order_lines(
         refund = strict(body, RefundRequest)
         if refund.order_refund.purchase_order_id != purchase_order_id:
             raise Invalid(["orderRefund.purchaseOrderId differs from the path's purchaseOrderId"])
-        order = _order(sandbox, account, purchase_order_id)
+        order = CALLER.order(sandbox, account, purchase_order_id)
 
         def apply() -> Json:
             made: list[Json] = []
@@ -674,7 +684,7 @@ async def refund_order_lines(
 
         return _once(sandbox, account, "refundOrderLines", key, order, apply)
 
-    return await serve(request, NAME, "refundOrderLines", _account, error, work)
+    return await serve(request, CALLER, "refundOrderLines", work)
 
 
 # ------------------------------------------------------------------------------ the module's hooks
@@ -684,22 +694,12 @@ def new_order_id(rng: random.Random) -> str:
     return str(rng.randint(10**12, 10**13 - 1))
 
 
-def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
-    """A customer's cancellation is a request on Walmart: the open lines show `intentToCancel`."""
-    if body.get("type") != "buyer_cancel":
-        return False
-    at = parse_time(str(body["at"])) if body.get("at") else utcnow()
-    order.buyer_cancel = {
-        "requested_at": at,
-        "reason": body.get("reason", "CUSTOMER_REQUESTED"),
-        "applied": False,
-    }
-    return True
+# A customer's cancellation is a request on Walmart: the open lines show `intentToCancel`.
+event = buyer_cancel("CUSTOMER_REQUESTED")
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:
-    rendered: Json = msgspec.json.decode(msgspec.json.encode(render(order)))
-    return {"walmart": rendered}
+    return {"walmart": plain(render(order))}
 
 
 MARKETPLACE = Marketplace(
