@@ -130,7 +130,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         url = f"http://{_url_host(args.host)}:{args.port}"
         out.write(
             f"ledger: serving {url} on {info.version.split(' on ')[0]} at {info.url} (schema {info.schema})\n"
-            f"ledger: API docs {url}/schema; Ctrl-C stops\n"
+            f"ledger: web page {url}/ (sign in with an API key); API docs {url}/schema; Ctrl-C stops\n"
             "ledger: first key: ledger keys create --seller SELLER --role admin\n"
         )
         out.flush()
