@@ -25,7 +25,7 @@ from .integrations.base import MarketplaceClient, MarketplaceError
 from .integrations.dispatcher import Dispatcher, replay_order
 from .integrations.importer import AccountReport, Importer, ensure_tables
 from .integrations.registry import MarketplaceNotConfiguredError, SyncSettings, client_for
-from .projections.base import Tables, active_generation, apply_batch, decode, install, lock_key
+from .projections.base import Tables, active_generation, apply_batch, decode, install, projection_lock
 from .projections.outbound import OutboundProjection
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,8 @@ def catch_up_queue(target: PostgresTarget, app: Ledger) -> None:
     `ledger dispatch` sends what was just recorded even when no `ledger worker` runs."""
     projection = OutboundProjection()
     with connect(target, autocommit=True) as conn:
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(projection.name),)).fetchone()
+        key = projection_lock(conn, projection.name)
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if not (got and got[0]):
             return
         try:
@@ -229,7 +230,7 @@ def catch_up_queue(target: PostgresTarget, app: Ledger) -> None:
                         apply_batch(cur, projection, Tables(generation), events)
                 position = notifications[-1].id
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(projection.name),))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 # ------------------------------------------------------------------------------------- sync

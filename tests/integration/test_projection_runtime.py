@@ -315,3 +315,35 @@ def test_starting_another_worker_takes_no_lock_on_the_live_tables(own_target: Po
             for table in projection.tables:
                 (definition,) = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (table,)).fetchone()
                 assert f"{table}_g{first[0]}" in definition
+
+
+@pytest.mark.postgres
+def test_deployments_sharing_a_database_elect_their_workers_apart(
+    own_target: PostgresTarget, pg_target: PostgresTarget
+) -> None:
+    """Two deployments (schemas) of one database: each elects its own active worker for a projection; one
+    deployment's worker never holds the other's projection in standby."""
+    ledgers = [Ledger(env=target.eventsourcing_env()) for target in (own_target, pg_target)]
+    workers = [
+        base.ProjectionWorker(
+            AllSalesProjection(),
+            lambda t=target: connect(t),
+            ledger.recorder,
+            ledger.mapper,
+            standby_interval=0.1,
+        )
+        for target, ledger in zip((own_target, pg_target), ledgers, strict=True)
+    ]
+    threads = [threading.Thread(target=worker.run, daemon=True) for worker in workers]
+    try:
+        threads[0].start()
+        assert workers[0].is_active.wait(10)
+        threads[1].start()
+        assert workers[1].is_active.wait(10)
+    finally:
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join(10)
+        for ledger in ledgers:
+            ledger.close()

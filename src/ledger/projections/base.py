@@ -228,14 +228,25 @@ def per_order_between(
     return fetch_all(conn, row_type, query, [*params, start, end])
 
 
-def lock_key(name: str) -> int:
-    """A stable advisory-lock key per projection (non-negative 31 bits, so pg_locks shows it as objid)."""
-    return zlib.crc32(f"ledger-projection:{name}".encode()) & 0x7FFFFFFF
+def lock_key(name: str, schema: str) -> int:
+    """A stable advisory-lock key per projection of one deployment (its schema: several deployments may share
+    a database, and each elects its own workers), non-negative 31 bits, so pg_locks shows it as objid."""
+    return zlib.crc32(f"ledger-projection:{schema}:{name}".encode()) & 0x7FFFFFFF
+
+
+def projection_lock(conn: psycopg.Connection[TupleRow] | Cursor, name: str) -> int:
+    """`lock_key` of projection `name` in the schema this connection works in (the head of its search_path)."""
+    row = conn.execute("SELECT current_schema()").fetchone()
+    return lock_key(name, str(row[0]) if row else "")
+
+
+# Serializes the projections' DDL; one key for the whole database is enough (and simpler) for that.
+DDL_LOCK = zlib.crc32(b"ledger-projection:#ddl") & 0x7FFFFFFF
 
 
 def ensure_state(conn: psycopg.Connection[TupleRow]) -> None:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("#ddl"),))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         conn.execute(STATE_DDL)
 
 
@@ -256,7 +267,7 @@ def install(conn: psycopg.Connection[TupleRow], projection: Projection) -> tuple
     """Make sure the projection has an active generation with its tables and views; return it."""
     ensure_state(conn)
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("#ddl"),))
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         current = active_generation(cur, projection.name)
         if current is None:
             cur.execute(
@@ -372,8 +383,9 @@ class ProjectionWorker:
     def _run_once(self) -> None:
         with self.connect() as lock_conn:
             lock_conn.autocommit = True
+            key = projection_lock(lock_conn, self.projection.name)
             while not self.stopping.is_set():
-                row = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.projection.name),))
+                row = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
                 if (got := row.fetchone()) and got[0]:
                     break
                 self.stopping.wait(self.standby_interval)
@@ -642,7 +654,7 @@ def status(conn: psycopg.Connection[TupleRow], projections: Sequence[Projection]
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
                 " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND classid = 0 AND objid = %s AND objsubid = 1)",
-                (lock_key(projection.name),),
+                (projection_lock(cur, projection.name),),
             ).fetchone()
             result.append(
                 ProjectionStatus(
