@@ -12,6 +12,7 @@ from .aggregates.account import MarketplaceAccount
 from .aggregates.api_key import ApiKey
 from .aggregates.chain import canonical
 from .aggregates.order import Cancellation, Dispute, Order, Refund, Shipment, SyncOutcome
+from .aggregates.rules import AllowedActions, allowed_actions
 from .aggregates.values import Address, Buyer
 
 ENVELOPE_FIELDS = frozenset(
@@ -148,6 +149,7 @@ class OrderDetails:
     refunds: tuple[Refund, ...]
     disputes: tuple[Dispute, ...]
     sync: tuple[SyncOutcome, ...]
+    actions: AllowedActions
 
     @classmethod
     def of(cls, order: Order) -> OrderDetails:
@@ -203,6 +205,7 @@ class OrderDetails:
             refunds=tuple(order.refunds.values()),
             disputes=tuple(order.disputes.values()),
             sync=tuple(order.sync),
+            actions=allowed_actions(order),
         )
 
 

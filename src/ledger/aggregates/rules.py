@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -118,6 +119,42 @@ def check_tracking_number(carrier: Carrier, tracking_number: str) -> str:
         msg = f"{tracking_number!r} is not a valid {carrier.value} tracking number"
         raise InvalidTrackingNumberError(msg, "tracking_number")
     return number
+
+
+@dataclass(frozen=True)
+class AllowedActions:
+    """What an order allows right now: the changes the checks below would accept (the web page offers only
+    these)."""
+
+    ship: bool
+    cancel: bool
+    refund: bool
+    cancel_opens_dispute: (
+        bool  # eBay, paid, unshipped: cancelling opens a dispute; refunding is the other way
+    )
+    whole_order_only: bool  # the marketplace cancels whole orders only (Jet)
+
+
+def allowed_actions(order: Order) -> AllowedActions:
+    policy = order.policy
+    paid = order.payment_status is PaymentStatus.PAID
+    lines = order.lines.values()
+    cancellable = sum(state.cancellable for state in lines)
+    charged_only = policy.charges_on_shipment_confirmation and not order.third_party_managed
+    refundable = sum(state.shipped_refundable(charged_only) for state in lines)
+    try:
+        check_can_ship(order)
+    except (ShipUnpaidOrderError, ShipDuringCancellationDisputeError):
+        can_ship = False
+    else:
+        can_ship = sum(state.shippable for state in lines) > 0
+    return AllowedActions(
+        ship=can_ship,
+        cancel=cancellable > 0 and (policy.partial_cancellation or not order.shipped_units),
+        refund=refundable > 0 or (policy.refund_paid_unshipped and paid and cancellable > 0),
+        cancel_opens_dispute=policy.cancel_paid_opens_dispute and paid and cancellable > 0,
+        whole_order_only=not policy.partial_cancellation,
+    )
 
 
 def check_can_ship(order: Order) -> None:

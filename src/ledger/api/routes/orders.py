@@ -7,18 +7,21 @@ recorded and the ids made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.types import AnyCallable
 from psycopg_pool import ConnectionPool
 
 from ...aggregates.errors import LedgerError
-from ...aggregates.values import LineQuantity, Marketplace, RefundRequestLine
+from ...aggregates.values import LineQuantity, Marketplace, RefundRequestLine, Role
 from ...application import ImportItem, Ledger
 from ...projections.all_sales import AllSalesProjection
 from ...projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
@@ -259,15 +262,27 @@ def order_history(
 # ------------------------------------------------------------------------------------------- commands
 
 
-@post(
+def command(
+    path: str, operation_id: str, summary: str, roles: frozenset[Role] = CHANGE_ORDERS
+) -> Callable[[AnyCallable], HTTPRouteHandler]:
+    """The route of an order command: what every one of them documents and answers alike (201 with the
+    command's result, the log position, the problems a command can meet), in one place."""
+    return post(
+        path,
+        operation_id=operation_id,
+        summary=summary,
+        tags=COMMAND_TAGS,
+        opt={ROLES_OPT: roles},
+        responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
+        response_headers=POSITION_RESPONSE_HEADERS,
+        sync_to_thread=True,
+    )
+
+
+@command(
     "/orders/{order_id:uuid}/shipments",
-    operation_id="shipOrder",
-    summary="Record a shipment (no `lines`: everything still unshipped)",
-    tags=COMMAND_TAGS,
-    opt={ROLES_OPT: CHANGE_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
-    response_headers=POSITION_RESPONSE_HEADERS,
-    sync_to_thread=True,
+    "shipOrder",
+    "Record a shipment (no `lines`: everything still unshipped)",
 )
 def ship(
     order_id: FromPath[UUID],
@@ -292,15 +307,10 @@ def ship(
     return _created(result, ledger)
 
 
-@post(
+@command(
     "/orders/{order_id:uuid}/cancellations",
-    operation_id="cancelOrder",
-    summary="Cancel unshipped units (no `lines`: everything unshipped); on paid eBay orders, opens a dispute",
-    tags=COMMAND_TAGS,
-    opt={ROLES_OPT: CHANGE_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
-    response_headers=POSITION_RESPONSE_HEADERS,
-    sync_to_thread=True,
+    "cancelOrder",
+    "Cancel unshipped units (no `lines`: everything unshipped); on paid eBay orders, opens a dispute",
 )
 def cancel(
     order_id: FromPath[UUID],
@@ -323,15 +333,10 @@ def cancel(
     return _created(result, ledger)
 
 
-@post(
+@command(
     "/orders/{order_id:uuid}/refunds",
-    operation_id="refundOrder",
-    summary="Refund shipped units or amounts (no `lines`: everything refundable)",
-    tags=COMMAND_TAGS,
-    opt={ROLES_OPT: CHANGE_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
-    response_headers=POSITION_RESPONSE_HEADERS,
-    sync_to_thread=True,
+    "refundOrder",
+    "Refund shipped units or amounts (no `lines`: everything refundable)",
 )
 def refund(
     order_id: FromPath[UUID],
@@ -360,16 +365,7 @@ def refund(
     return _created(result, ledger)
 
 
-@post(
-    "/orders/{order_id:uuid}/disputes",
-    operation_id="openDispute",
-    summary="Record a buyer's dispute",
-    tags=COMMAND_TAGS,
-    opt={ROLES_OPT: RECORD_DISPUTES},
-    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
-    response_headers=POSITION_RESPONSE_HEADERS,
-    sync_to_thread=True,
-)
+@command("/orders/{order_id:uuid}/disputes", "openDispute", "Record a buyer's dispute", roles=RECORD_DISPUTES)
 def open_dispute(
     order_id: FromPath[UUID],
     data: JSONBody[DisputeIn],
@@ -390,15 +386,11 @@ def open_dispute(
     return _created(result, ledger)
 
 
-@post(
+@command(
     "/orders/{order_id:uuid}/disputes/{dispute_id:uuid}/close",
-    operation_id="closeDispute",
-    summary="Close a dispute with its outcome (`accepted` makes a cancellation dispute's cancellation happen)",
-    tags=COMMAND_TAGS,
-    opt={ROLES_OPT: RECORD_DISPUTES},
-    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
-    response_headers=POSITION_RESPONSE_HEADERS,
-    sync_to_thread=True,
+    "closeDispute",
+    "Close a dispute with its outcome (`accepted` makes a cancellation dispute's cancellation happen)",
+    roles=RECORD_DISPUTES,
 )
 def close_dispute(
     order_id: FromPath[UUID],
@@ -421,15 +413,10 @@ def close_dispute(
     return _created(result, ledger)
 
 
-@post(
+@command(
     "/orders/{order_id:uuid}/restocks",
-    operation_id="restockOrder",
-    summary="Put cancelled or returned units back into the ledger's stock",
-    tags=COMMAND_TAGS,
-    opt={ROLES_OPT: CHANGE_ORDERS},
-    responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
-    response_headers=POSITION_RESPONSE_HEADERS,
-    sync_to_thread=True,
+    "restockOrder",
+    "Put cancelled or returned units back into the ledger's stock",
 )
 def restock(
     order_id: FromPath[UUID],

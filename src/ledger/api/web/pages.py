@@ -19,10 +19,9 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect
 
 from ...aggregates.errors import LedgerError
-from ...aggregates.policies import policy_for
 from ...aggregates.values import CancelReason, Carrier, Marketplace, RefundReason
 from ...projections.all_sales_view import AllSalesView, InvalidCursorError, InvalidFilterError, SalesFilter
-from ...queries import KeyDetails, OrderDetails
+from ...queries import KeyDetails
 from ...shipments_csv import TEMPLATE
 from ..auth import CHANGE_ORDERS, READ_HISTORY, READ_ORDERS
 from .session import (
@@ -196,36 +195,6 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
 # ---------------------------------------------------------------------------------------------- order
 
 
-@dataclass(frozen=True)
-class Actions:
-    """What the rules allow on the order right now: only these forms are offered."""
-
-    ship: bool
-    cancel: bool
-    refund: bool
-    cancel_opens_dispute: (
-        bool  # eBay, paid, unshipped: cancelling opens a dispute; refunding is the other way
-    )
-    whole_order_only: bool  # Jet: cancels whole orders only
-
-
-def allowed_actions(order: OrderDetails) -> Actions:
-    policy = policy_for(order.marketplace)
-    paid = order.payment_status == "paid"
-    cancellation_dispute = any(d.is_open and d.kind == "cancellation" for d in order.disputes)
-    shippable = sum(line.shippable for line in order.lines)
-    cancellable = sum(line.cancellable for line in order.lines)
-    refundable = sum(line.refundable for line in order.lines)
-    refund_unshipped = policy.refund_paid_unshipped and paid and cancellable > 0
-    return Actions(
-        ship=paid and shippable > 0 and not cancellation_dispute,
-        cancel=cancellable > 0 and not (policy.partial_cancellation is False and order.shipped_units > 0),
-        refund=refundable > 0 or refund_unshipped,
-        cancel_opens_dispute=policy.cancel_paid_opens_dispute and paid and cancellable > 0,
-        whole_order_only=not policy.partial_cancellation,
-    )
-
-
 def order_page(
     request: Request[Any, Any, Any],
     key: KeyDetails,
@@ -241,7 +210,7 @@ def order_page(
     order = ledger.get_order(order_id, key.seller)
     account = ledger.get_account(order.account_id, key.seller)
     history = ledger.order_history(order_id, key.seller) if may(key, READ_HISTORY) else None
-    actions = allowed_actions(order)
+    actions = order.actions
     if error_form and not getattr(actions, error_form, False):
         error_form = ""  # that form is no longer offered: say it above the forms
     return render(
