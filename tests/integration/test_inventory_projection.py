@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
@@ -21,6 +22,7 @@ from order_scenarios import (
     steps,
 )
 
+from ledger import database
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import (
     CancelReason,
@@ -32,6 +34,7 @@ from ledger.aggregates.values import (
     Source,
 )
 from ledger.application import Ledger
+from ledger.database import PostgresTarget
 from ledger.projections import base
 from ledger.projections.inventory import InventoryProjection, InventoryView, RestockEntry
 
@@ -137,8 +140,17 @@ def test_stock_is_kept_per_seller(app: Ledger, connect: base.Connect) -> None:
         assert [len(VIEW.restocks(conn, shop.seller, "SKU-1")) for shop in shops] == [1, 1]
 
 
-def test_worker_and_rebuild_agree(shop: Scenario, connect: base.Connect) -> None:
+@pytest.fixture
+def own_shop(own_target: PostgresTarget) -> Iterator[Scenario]:
+    """A seller in a schema of the test's own: a worker there follows this test's log, not the session's."""
+    ledger = Ledger(env=own_target.eventsourcing_env())
+    yield Scenario(ledger, new_seller("inventory"))
+    ledger.close()
+
+
+def test_worker_and_rebuild_agree(own_shop: Scenario, own_target: PostgresTarget) -> None:
     """A live worker's levels equal those a rebuild makes from the whole log."""
+    shop, connect = own_shop, lambda: database.connect(own_target)
     order_id = shop.place(spec(Marketplace.WALMART)).order_id
     worker = base.ProjectionWorker(PROJECTION, connect, shop.app.recorder, shop.app.mapper)
     thread = threading.Thread(target=worker.run, daemon=True)
