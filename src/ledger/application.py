@@ -29,14 +29,14 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from . import idempotency
-from .aggregates import rules
-from .aggregates.account import MarketplaceAccount, SellerAccounts
-from .aggregates.api_key import ApiKey, SellerApiKeys
-from .aggregates.chain import canonical
-from .aggregates.errors import InvalidInputError, LedgerError
-from .aggregates.order import Order
-from .aggregates.values import (
+from ledger import idempotency
+from ledger.aggregates import rules
+from ledger.aggregates.account import MarketplaceAccount, SellerAccounts
+from ledger.aggregates.api_key import ApiKey, SellerApiKeys
+from ledger.aggregates.chain import canonical
+from ledger.aggregates.errors import InvalidInputError, LedgerError
+from ledger.aggregates.order import Order
+from ledger.aggregates.values import (
     Address,
     Buyer,
     CancelReason,
@@ -54,11 +54,11 @@ from .aggregates.values import (
     Role,
     SyncAction,
 )
-from .database import LedgerApplicationRecorder
-from .group_commit import GroupCommitter
-from .idempotency import StoredResponse
-from .privacy import KeyStore, MemoryKeys, PersonalData, PostgresKeys, key_id_for
-from .queries import (
+from ledger.database import LedgerApplicationRecorder
+from ledger.group_commit import GroupCommitter
+from ledger.idempotency import StoredResponse
+from ledger.privacy import KeyStore, MemoryKeys, PersonalData, PostgresKeys, key_id_for
+from ledger.queries import (
     ID_FIELDS,
     AccountDetails,
     CommandResult,
@@ -67,7 +67,7 @@ from .queries import (
     KeyDetails,
     OrderDetails,
 )
-from .transcoding import LedgerTranscoder
+from ledger.transcoding import LedgerTranscoder
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 8

@@ -28,12 +28,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .application import Ledger
-from .config import Settings
-from .database import connect, open_database
-from .privacy import forget
-from .sales_as_of import all_sales_as_of, to_csv, to_json
-from .verification import VerificationSummary, verify_all, verify_order, write_checkpoints
+from ledger.application import Ledger
+from ledger.config import Settings
+from ledger.database import connect, open_database
+from ledger.privacy import forget
+from ledger.sales_as_of import all_sales_as_of, to_csv, to_json
+from ledger.verification import VerificationSummary, verify_all, verify_order, write_checkpoints
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

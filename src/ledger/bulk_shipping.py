@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Final
 from uuid import UUID
 
-from .aggregates.errors import LedgerError
-from .aggregates.values import Context, LineQuantity, Marketplace, Source
-from .application import IdempotencyKeyReusedError, Ledger, OrderNotFoundError
-from .queries import OrderDetails
-from .shipments_csv import ACCEPTED, REJECTED, BulkReport, ParsedFile, RowResult, ShipmentRow
+from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.values import Context, LineQuantity, Marketplace, Source
+from ledger.application import IdempotencyKeyReusedError, Ledger, OrderNotFoundError
+from ledger.queries import OrderDetails
+from ledger.shipments_csv import ACCEPTED, REJECTED, BulkReport, ParsedFile, RowResult, ShipmentRow
 
 MAX_SUBSET_ROWS: Final = 8  # shipments with more lines are recognised on a re-upload only when whole
 

@@ -20,9 +20,9 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from . import audit_cli, cli_bulk, sync_cli
-from .aggregates.errors import LedgerError
-from .aggregates.values import (
+from ledger import audit_cli, cli_bulk, sync_cli
+from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.values import (
     CancelReason,
     Carrier,
     Context,
@@ -34,16 +34,16 @@ from .aggregates.values import (
     Role,
     Source,
 )
-from .api.schemas import decode_orders
-from .application import ImportItem, Ledger
-from .config import ConfigError, Settings
-from .database import DatabaseUnavailableError, PostgresTarget, check_connection, connect, open_database
-from .integrations.sandbox import cli as sandbox_cli
-from .progress import progress as progress_bar
-from .projections.base import Projection, ProjectionWorker, rebuild
-from .projections.base import status as projection_status
-from .projections.registry import all_projections, projection_named
-from .queries import HistoryEntry, OrderDetails
+from ledger.api.schemas import decode_orders
+from ledger.application import ImportItem, Ledger
+from ledger.config import ConfigError, Settings
+from ledger.database import DatabaseUnavailableError, PostgresTarget, check_connection, connect, open_database
+from ledger.integrations.sandbox import cli as sandbox_cli
+from ledger.progress import progress as progress_bar
+from ledger.projections.base import Projection, ProjectionWorker, rebuild
+from ledger.projections.base import status as projection_status
+from ledger.projections.registry import all_projections, projection_named
+from ledger.queries import HistoryEntry, OrderDetails
 
 EXIT_FAILED = 1  # the ledger refused something, or some rows of a file failed
 EXIT_USAGE = 2  # bad arguments or input file
@@ -109,9 +109,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     import uvicorn  # noqa: PLC0415 - only `serve` needs the HTTP server
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
-    from .api.app import create_app  # noqa: PLC0415
-    from .api.observability import configure_logging  # noqa: PLC0415
-    from .api.serving import export_target, graceful_seconds  # noqa: PLC0415
+    from ledger.api.app import create_app  # noqa: PLC0415
+    from ledger.api.observability import configure_logging  # noqa: PLC0415
+    from ledger.api.serving import export_target, graceful_seconds  # noqa: PLC0415
 
     configure_logging(settings.log_level)  # JSON lines to stderr; the app logs one line per request
     stop = threading.Event()
@@ -809,7 +809,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     forget.add_argument("--buyer", required=True, metavar="EMAIL")
     forget.add_argument("--seller", required=True)
     # --- finance ---
-    from .cli_finance import add_finance_commands  # noqa: PLC0415 - the finance commands' own module
+    from ledger.cli_finance import add_finance_commands  # noqa: PLC0415 - the finance commands' own module
 
     add_finance_commands(sub, command, _uuid)
     # --- web page and bulk shipping ---

@@ -13,11 +13,11 @@ from typing import Any, TextIO
 
 import msgspec
 
-from .aggregates.values import Source
-from .application import Ledger
-from .bulk_shipping import BulkShipper
-from .progress import progress
-from .shipments_csv import NotCsvError, RowResult, parse
+from ledger.aggregates.values import Source
+from ledger.application import Ledger
+from ledger.bulk_shipping import BulkShipper
+from ledger.progress import progress
+from ledger.shipments_csv import NotCsvError, RowResult, parse
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 
-from .aggregates.values import Address, Buyer
+from ledger.aggregates.values import Address, Buyer
 
 TOKEN_PREFIX = "pd1:"  # noqa: S105 - a marker, not a secret
 ERASED = "[erased]"

@@ -8,12 +8,12 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from .aggregates.account import MarketplaceAccount
-from .aggregates.api_key import ApiKey
-from .aggregates.chain import canonical
-from .aggregates.order import Cancellation, Dispute, Order, Refund, Shipment, SyncOutcome
-from .aggregates.rules import AllowedActions, allowed_actions
-from .aggregates.values import Address, Buyer
+from ledger.aggregates.account import MarketplaceAccount
+from ledger.aggregates.api_key import ApiKey
+from ledger.aggregates.chain import canonical
+from ledger.aggregates.order import Cancellation, Dispute, Order, Refund, Shipment, SyncOutcome
+from ledger.aggregates.rules import AllowedActions, allowed_actions
+from ledger.aggregates.values import Address, Buyer
 
 ENVELOPE_FIELDS = frozenset(
     {

@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
-from .aggregates.tracking import is_valid_tracking_number, normalize_tracking_number
-from .aggregates.values import Carrier
+from ledger.aggregates.tracking import is_valid_tracking_number, normalize_tracking_number
+from ledger.aggregates.values import Carrier
 
 COLUMNS: Final = (
     "marketplace_order_id",

@@ -32,10 +32,10 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from .aggregates.chain import GENESIS_HASH, chain_hash
-from .aggregates.order import Order
-from .application import OrderNotFoundError
-from .database import DEFAULT_EVENTS_TABLE
+from ledger.aggregates.chain import GENESIS_HASH, chain_hash
+from ledger.aggregates.order import Order
+from ledger.application import OrderNotFoundError
+from ledger.database import DEFAULT_EVENTS_TABLE
 
 Connection = psycopg.Connection[TupleRow]
 Progress = Callable[[str, int, int], None]

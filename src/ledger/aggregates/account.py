@@ -7,8 +7,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from .errors import InvalidInputError
-from .values import Context, Marketplace
+from ledger.aggregates.errors import InvalidInputError
+from ledger.aggregates.values import Context, Marketplace
 
 SELLER_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.dev/sellers")
 MAX_NAME = 100

@@ -11,8 +11,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from .errors import InvalidInputError
-from .values import Context, Role
+from ledger.aggregates.errors import InvalidInputError
+from ledger.aggregates.values import Context, Role
 
 KEY_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.dev/api-keys")
 SELLER_KEYS_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.dev/sellers/api-keys")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from .values import MINOR_UNITS, ZERO, OrderLine
+from ledger.aggregates.values import MINOR_UNITS, ZERO, OrderLine
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:

@@ -14,17 +14,17 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from . import rules
-from .chain import GENESIS_HASH, chain_hash
-from .errors import (
+from ledger.aggregates import rules
+from ledger.aggregates.chain import GENESIS_HASH, chain_hash
+from ledger.aggregates.errors import (
     DisputeAlreadyClosedError,
     DisputeNotFoundError,
     ImportConflictError,
     UnknownSyncReferenceError,
 )
-from .lines import LineState
-from .policies import MarketplacePolicy, policy_for
-from .values import (
+from ledger.aggregates.lines import LineState
+from ledger.aggregates.policies import MarketplacePolicy, policy_for
+from ledger.aggregates.values import (
     Address,
     Buyer,
     CancelReason,

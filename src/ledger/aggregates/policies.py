@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .values import Marketplace
+from ledger.aggregates.values import Marketplace
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from .errors import (
+from ledger.aggregates.errors import (
     CancelAfterShipmentError,
     InvalidAmountError,
     InvalidInputError,
@@ -31,9 +31,9 @@ from .errors import (
     ShipUnpaidOrderError,
     UnknownLineError,
 )
-from .lines import LineState, allocate
-from .tracking import is_valid_tracking_number, normalize_tracking_number
-from .values import (
+from ledger.aggregates.lines import LineState, allocate
+from ledger.aggregates.tracking import is_valid_tracking_number, normalize_tracking_number
+from ledger.aggregates.values import (
     ZERO,
     CancelReason,
     Carrier,
@@ -49,7 +49,7 @@ from .values import (
 )
 
 if TYPE_CHECKING:
-    from .order import Order
+    from ledger.aggregates.order import Order
 
 # Clocks of marketplaces, carriers and our hosts disagree a little; a ship time this far ahead is still "now".
 CLOCK_SKEW = timedelta(minutes=5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .values import Carrier
+from ledger.aggregates.values import Carrier
 
 _UPS = re.compile(r"^1Z[0-9A-Z]{16}$")
 _UPS_MAIL_INNOVATIONS = re.compile(r"^(9[0-9]{21}|[0-9]{9}|T[0-9]{10})$")

@@ -18,14 +18,14 @@ from litestar.openapi.spec import Components, SecurityScheme
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from ..application import Ledger
-from ..database import PostgresTarget
-from .auth import authorize
-from .dependencies import DEPENDENCIES
-from .errors import EXCEPTION_HANDLERS
-from .observability import Metrics, metrics_endpoint, observe
-from .routes import accounts, audit, finance, health, orders, shipments, sync
-from .web import ROUTES as WEB_ROUTES
+from ledger.api.auth import authorize
+from ledger.api.dependencies import DEPENDENCIES
+from ledger.api.errors import EXCEPTION_HANDLERS
+from ledger.api.observability import Metrics, metrics_endpoint, observe
+from ledger.api.routes import accounts, audit, finance, health, orders, shipments, sync
+from ledger.api.web import ROUTES as WEB_ROUTES
+from ledger.application import Ledger
+from ledger.database import PostgresTarget
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0

@@ -15,9 +15,9 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 
-from ..aggregates.values import Context, Role, Source
-from ..application import Ledger
-from ..queries import KeyDetails
+from ledger.aggregates.values import Context, Role, Source
+from ledger.application import Ledger
+from ledger.queries import KeyDetails
 
 ROLES_OPT = "roles"
 STATE_KEY = "api_key"

@@ -12,11 +12,11 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta, Struct
 
-from ..aggregates.values import CancelReason, Carrier, DisputeOutcome, Marketplace, RefundReason
-from ..projections.all_sales_view import OrderSummary
-from ..queries import AccountDetails, CommandResult, HistoryEntry, ImportResult, OrderDetails
-from .errors import Problem
-from .schemas import Amount, AwareTime, Id
+from ledger.aggregates.values import CancelReason, Carrier, DisputeOutcome, Marketplace, RefundReason
+from ledger.api.errors import Problem
+from ledger.api.schemas import Amount, AwareTime, Id
+from ledger.projections.all_sales_view import OrderSummary
+from ledger.queries import AccountDetails, CommandResult, HistoryEntry, ImportResult, OrderDetails
 
 Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
 Name = Annotated[str, Meta(min_length=1, max_length=100)]

@@ -18,9 +18,9 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import HeaderParameter, QueryParameter
 from psycopg_pool import ConnectionPool
 
-from ..aggregates.errors import InvalidInputError
-from ..projections.base import head_position, wait_for
-from .errors import BadRequestError, ProjectionBehindError
+from ledger.aggregates.errors import InvalidInputError
+from ledger.api.errors import BadRequestError, ProjectionBehindError
+from ledger.projections.base import head_position, wait_for
 
 POSITION_HEADER = "Ledger-Position"
 MIN_POSITION_HEADER = "Ledger-Min-Position"

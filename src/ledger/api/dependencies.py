@@ -15,10 +15,10 @@ from litestar.di import Provide
 from litestar.params import HeaderParameter
 from psycopg_pool import ConnectionPool
 
-from ..application import Ledger
-from .auth import provide_key
-from .consistency import provide_min_position
-from .errors import BadRequestError
+from ledger.api.auth import provide_key
+from ledger.api.consistency import provide_min_position
+from ledger.api.errors import BadRequestError
+from ledger.application import Ledger
 
 MAX_IDEMPOTENCY_KEY = 200
 _IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')

@@ -28,8 +28,8 @@ from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from psycopg_pool import PoolTimeout
 
-from ..aggregates.errors import InvalidInputError, LedgerError, RuleViolationError
-from ..application import (
+from ledger.aggregates.errors import InvalidInputError, LedgerError, RuleViolationError
+from ledger.application import (
     AccountNameTakenError,
     AccountNotFoundError,
     ApiKeyNotFoundError,
@@ -37,10 +37,10 @@ from ..application import (
     OrderNotFoundError,
     VersionMismatchError,
 )
-from ..database import DatabaseUnavailableError
-from ..finance.reconcile import ReconciliationNotFoundError
-from ..projections import exposure, refunds
-from ..projections.all_sales_view import InvalidCursorError, InvalidFilterError
+from ledger.database import DatabaseUnavailableError
+from ledger.finance.reconcile import ReconciliationNotFoundError
+from ledger.projections import exposure, refunds
+from ledger.projections.all_sales_view import InvalidCursorError, InvalidFilterError
 
 PROBLEM_BASE = "https://ledger.dev/problems/"
 PROBLEM_JSON = "application/problem+json"

@@ -10,10 +10,10 @@ from uuid import UUID
 
 import msgspec
 
-from ..finance.reconcile import Reconciliation, ReconciliationDetails
-from ..projections.exposure import ExposureEntry
-from ..projections.refunds import RefundEntry, RefundTotals
-from .bodies import Out
+from ledger.api.bodies import Out
+from ledger.finance.reconcile import Reconciliation, ReconciliationDetails
+from ledger.projections.exposure import ExposureEntry
+from ledger.projections.refunds import RefundEntry, RefundTotals
 
 # The refunds as CSV (API `format=csv` and `ledger finance refunds --format csv`): one row per refund.
 CSV_COLUMNS = (

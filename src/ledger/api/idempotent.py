@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 from litestar import Response
 
-from ..application import IdempotencyKeyReusedError, Ledger, ResponseStoredError
-from ..idempotency import StoredResponse
+from ledger.application import IdempotencyKeyReusedError, Ledger, ResponseStoredError
+from ledger.idempotency import StoredResponse
 
 JSON = "application/json"
 

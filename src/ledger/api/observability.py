@@ -38,11 +38,11 @@ from prometheus_client import (
 )
 from psycopg_pool import ConnectionPool
 
-from ..projections.base import status as projection_status
-from ..projections.outbound import OutboundView
-from ..projections.registry import all_projections
-from .auth import STATE_KEY
-from .errors import PROBLEM_BASE
+from ledger.api.auth import STATE_KEY
+from ledger.api.errors import PROBLEM_BASE
+from ledger.projections.base import status as projection_status
+from ledger.projections.outbound import OutboundView
+from ledger.projections.registry import all_projections
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID = 128

@@ -13,8 +13,8 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta, Struct
 
-from ..aggregates.errors import InvalidOrderError
-from ..aggregates.values import Address, Buyer, ImportedOrder, OrderLine, PaymentStatus
+from ledger.aggregates.errors import InvalidOrderError
+from ledger.aggregates.values import Address, Buyer, ImportedOrder, OrderLine, PaymentStatus
 
 Id = Annotated[str, Meta(min_length=1, max_length=100)]
 Text = Annotated[str, Meta(max_length=500)]

@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 from litestar import Litestar
 
-from ..config import Settings
-from ..database import PostgresTarget, parse_database_url
-from .app import create_app
+from ledger.api.app import create_app
+from ledger.config import Settings
+from ledger.database import PostgresTarget, parse_database_url
 
 DEFAULT_GRACEFUL_SECONDS = 30
 """How long SIGTERM waits for in-flight requests (LEDGER_GRACEFUL_TIMEOUT) before closing their connections."""

@@ -30,11 +30,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
-from ..aggregates.errors import InvalidInputError, LedgerError
-from ..application import IdempotencyKeyReusedError, Ledger
-from ..projections.exposure import ExposureView
-from ..projections.refunds import RefundsView, decode_cursor, encode_cursor
-from .settlements import CHARGE, PARSERS, REFUND, BadRow, SettlementReport, parse_report
+from ledger.aggregates.errors import InvalidInputError, LedgerError
+from ledger.application import IdempotencyKeyReusedError, Ledger
+from ledger.finance.settlements import CHARGE, PARSERS, REFUND, BadRow, SettlementReport, parse_report
+from ledger.projections.exposure import ExposureView
+from ledger.projections.refunds import RefundsView, decode_cursor, encode_cursor
 
 MATCHED = "matched"
 MISSING_IN_MARKETPLACE = "missing_in_marketplace"

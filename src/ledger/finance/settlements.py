@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 
-from ..aggregates.errors import InvalidInputError
-from ..aggregates.values import Marketplace, is_currency
+from ledger.aggregates.errors import InvalidInputError
+from ledger.aggregates.values import Marketplace, is_currency
 
 CHARGE, REFUND = "charge", "refund"
 AMAZON_V2 = "amazon-flat-file-v2"

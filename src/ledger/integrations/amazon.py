@@ -36,7 +36,7 @@ from xml.etree import ElementTree
 import httpx
 import msgspec
 
-from ..aggregates.values import (
+from ledger.aggregates.values import (
     Address,
     Buyer,
     CancelReason,
@@ -47,7 +47,7 @@ from ..aggregates.values import (
     PaymentStatus,
     RefundReason,
 )
-from .base import (
+from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
     Endpoint,
@@ -62,7 +62,7 @@ from .base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from .rest import RestTransport, decode, decoder, format_time, parse_time, quote
+from ledger.integrations.rest import RestTransport, decode, decoder, format_time, parse_time, quote
 
 DEFAULT_MARKETPLACE_ID = "ATVPDKIKX0DER"
 ACKNOWLEDGEMENT_FEED = "POST_ORDER_ACKNOWLEDGEMENT_DATA"

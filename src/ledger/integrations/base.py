@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from ..aggregates.values import DisputeOutcome, ImportedOrder, LineQuantity, Marketplace
+from ledger.aggregates.values import DisputeOutcome, ImportedOrder, LineQuantity, Marketplace
 
 
 @dataclass(frozen=True)

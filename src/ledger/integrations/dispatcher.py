@@ -45,11 +45,11 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
-from ..aggregates.errors import LedgerError
-from ..aggregates.values import Context, Marketplace, Source, SyncAction
-from ..application import Ledger
-from ..database import DatabaseUnavailableError
-from .base import (
+from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.values import Context, Marketplace, Source, SyncAction
+from ledger.application import Ledger
+from ledger.database import DatabaseUnavailableError
+from ledger.integrations.base import (
     Accepted,
     MarketplaceClient,
     MarketplaceError,
@@ -59,7 +59,7 @@ from .base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from .registry import ADAPTERS, ClientFactory, SyncSettings, client_for
+from ledger.integrations.registry import ADAPTERS, ClientFactory, SyncSettings, client_for
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from ..aggregates.values import (
+from ledger.aggregates.values import (
     Address,
     Buyer,
     CancelReason,
@@ -51,7 +51,7 @@ from ..aggregates.values import (
     PaymentStatus,
     RefundReason,
 )
-from .base import (
+from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
     DisputeClosedRemotely,
@@ -68,7 +68,7 @@ from .base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from .rest import RestTransport, decode, decoder, format_time, parse_time, quote
+from ledger.integrations.rest import RestTransport, decode, decoder, format_time, parse_time, quote
 
 BASE = "/sell/fulfillment/v1"
 DEFAULT_MARKETPLACE_ID = "EBAY_US"

@@ -33,14 +33,12 @@ import psycopg
 from eventsourcing.utils import get_topic
 from psycopg.rows import TupleRow
 
-from ..aggregates.account import MarketplaceAccount
-from ..aggregates.errors import DisputeAlreadyClosedError, LedgerError, NothingToCancelError
-from ..aggregates.values import CancelReason, Context, Marketplace, Requester, Source
-from ..application import Ledger
-from ..database import DatabaseUnavailableError
-from ..projections.outbound import OUTBOUND
-from ..queries import AccountDetails
-from .base import (
+from ledger.aggregates.account import MarketplaceAccount
+from ledger.aggregates.errors import DisputeAlreadyClosedError, LedgerError, NothingToCancelError
+from ledger.aggregates.values import CancelReason, Context, Marketplace, Requester, Source
+from ledger.application import Ledger
+from ledger.database import DatabaseUnavailableError
+from ledger.integrations.base import (
     BuyerCancelled,
     DisputeClosedRemotely,
     DisputeOpenedRemotely,
@@ -51,7 +49,14 @@ from .base import (
     PermanentMarketplaceError,
     RemoteOrder,
 )
-from .registry import ClientFactory, MarketplaceNotConfiguredError, SyncSettings, client_for
+from ledger.integrations.registry import (
+    ClientFactory,
+    MarketplaceNotConfiguredError,
+    SyncSettings,
+    client_for,
+)
+from ledger.projections.outbound import OUTBOUND
+from ledger.queries import AccountDetails
 
 logger = logging.getLogger(__name__)
 

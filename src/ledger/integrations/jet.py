@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from ..aggregates.values import (
+from ledger.aggregates.values import (
     Address,
     Buyer,
     CancelReason,
@@ -45,7 +45,7 @@ from ..aggregates.values import (
     Requester,
     SyncAction,
 )
-from .base import (
+from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
     Endpoint,
@@ -56,7 +56,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import (
+from ledger.integrations.rest import (
     RestTransport,
     cancel_code,
     decode,

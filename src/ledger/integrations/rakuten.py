@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from ..aggregates.values import (
+from ledger.aggregates.values import (
     Address,
     Buyer,
     CancelReason,
@@ -48,7 +48,7 @@ from ..aggregates.values import (
     Requester,
     SyncAction,
 )
-from .base import (
+from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
     Endpoint,
@@ -59,7 +59,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import (
+from ledger.integrations.rest import (
     RestTransport,
     cancel_code,
     decode,

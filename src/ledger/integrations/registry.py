@@ -28,10 +28,10 @@ from typing import Any
 
 import msgspec
 
-from ..aggregates.errors import LedgerError
-from ..aggregates.values import Marketplace
-from ..config import ConfigError
-from .base import Endpoint, MarketplaceClient
+from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.values import Marketplace
+from ledger.config import ConfigError
+from ledger.integrations.base import Endpoint, MarketplaceClient
 
 # marketplace -> (module, class) of its adapter; imported when first asked for.
 ADAPTERS: dict[Marketplace, tuple[str, str]] = {

@@ -23,8 +23,13 @@ from urllib.parse import quote as _quote
 import httpx
 import msgspec
 
-from ..aggregates.values import CancelReason, OrderStatus, RefundReason, Requester
-from .base import Endpoint, MarketplaceFact, PermanentMarketplaceError, TransientMarketplaceError
+from ledger.aggregates.values import CancelReason, OrderStatus, RefundReason, Requester
+from ledger.integrations.base import (
+    Endpoint,
+    MarketplaceFact,
+    PermanentMarketplaceError,
+    TransientMarketplaceError,
+)
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from uuid import uuid4
 import httpx
 import msgspec
 
-from ..aggregates.values import (
+from ledger.aggregates.values import (
     Address,
     Buyer,
     CancelReason,
@@ -40,7 +40,7 @@ from ..aggregates.values import (
     Requester,
     SyncAction,
 )
-from .base import (
+from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
     Endpoint,
@@ -51,7 +51,7 @@ from .base import (
     RemoteState,
     SyncRequest,
 )
-from .rest import (
+from ledger.integrations.rest import (
     RestTransport,
     cancel_code,
     decode,

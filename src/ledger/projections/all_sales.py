@@ -17,10 +17,10 @@ from uuid import UUID
 
 from psycopg import sql
 
-from .. import privacy
-from ..aggregates.order import Order
-from ..aggregates.values import OrderStatus
-from .base import Cursor, Event, Projection, Tables, select_by_order
+from ledger import privacy
+from ledger.aggregates.order import Order
+from ledger.aggregates.values import OrderStatus
+from ledger.projections.base import Cursor, Event, Projection, Tables, select_by_order
 
 ZERO = Decimal(0)
 DISPUTES_OPEN_TAB = "disputes_open"

@@ -28,9 +28,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
-from ..aggregates.values import OrderStatus
-from .all_sales import DISPUTES_OPEN_TAB, THIRD_PARTY_TAB
-from .base import all_of, check_marketplace, seller_conditions
+from ledger.aggregates.values import OrderStatus
+from ledger.projections.all_sales import DISPUTES_OPEN_TAB, THIRD_PARTY_TAB
+from ledger.projections.base import all_of, check_marketplace, seller_conditions
 
 Connection = psycopg.Connection[TupleRow]
 

@@ -33,8 +33,8 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
-from ..aggregates.values import Marketplace
-from ..database import DatabaseUnavailableError
+from ledger.aggregates.values import Marketplace
+from ledger.database import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 

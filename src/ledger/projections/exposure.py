@@ -27,11 +27,11 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from ..aggregates.lines import quantize
-from ..aggregates.order import Order
-from ..aggregates.values import SyncAction
-from . import base
-from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
+from ledger.aggregates.lines import quantize
+from ledger.aggregates.order import Order
+from ledger.aggregates.values import SyncAction
+from ledger.projections import base
+from ledger.projections.base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 ZERO = Decimal(0)
 

@@ -28,12 +28,12 @@ from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 from psycopg.types.json import Jsonb
 
-from ..aggregates.errors import RuleViolationError
-from ..aggregates.order import Order
-from ..aggregates.policies import policy_for
-from ..aggregates.values import DisputeKind, Marketplace, Requester, Source, SyncAction
-from . import base
-from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
+from ledger.aggregates.errors import RuleViolationError
+from ledger.aggregates.order import Order
+from ledger.aggregates.policies import policy_for
+from ledger.aggregates.values import DisputeKind, Marketplace, Requester, Source, SyncAction
+from ledger.projections import base
+from ledger.projections.base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD = "pending", "in_flight", "succeeded", "failed", "dead"
 STATES = (PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD)

@@ -23,9 +23,9 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from ..aggregates.order import Order
-from . import base
-from .base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
+from ledger.aggregates.order import Order
+from ledger.projections import base
+from ledger.projections.base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 ZERO = Decimal(0)
 MAX_LIMIT = 500

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .all_sales import AllSalesProjection
-from .base import Projection
-from .exposure import ExposureProjection
-from .inventory import InventoryProjection
-from .outbound import OutboundProjection
-from .refunds import RefundsProjection
+from ledger.projections.all_sales import AllSalesProjection
+from ledger.projections.base import Projection
+from ledger.projections.exposure import ExposureProjection
+from ledger.projections.inventory import InventoryProjection
+from ledger.projections.outbound import OutboundProjection
+from ledger.projections.refunds import RefundsProjection
 
 
 def all_projections() -> list[Projection]:

@@ -9,13 +9,13 @@ from litestar import Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from ...application import Ledger
-from ...idempotency import StoredResponse
-from ...queries import AccountDetails, KeyDetails
-from .. import idempotent
-from ..auth import ADMIN, READ_ACCOUNTS, ROLES_OPT, context_for
-from ..bodies import AccountIn, AccountList, AccountOut, AccountPatch
-from ..errors import problem_responses
+from ledger.api import idempotent
+from ledger.api.auth import ADMIN, READ_ACCOUNTS, ROLES_OPT, context_for
+from ledger.api.bodies import AccountIn, AccountList, AccountOut, AccountPatch
+from ledger.api.errors import problem_responses
+from ledger.application import Ledger
+from ledger.idempotency import StoredResponse
+from ledger.queries import AccountDetails, KeyDetails
 
 TAGS = ["accounts"]
 

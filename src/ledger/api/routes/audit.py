@@ -14,13 +14,13 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from psycopg_pool import ConnectionPool
 
-from ...aggregates.values import Role
-from ...application import Ledger
-from ...queries import KeyDetails
-from ...verification import verify_order
-from ..auth import ROLES_OPT
-from ..bodies import Out
-from ..errors import problem_responses
+from ledger.aggregates.values import Role
+from ledger.api.auth import ROLES_OPT
+from ledger.api.bodies import Out
+from ledger.api.errors import problem_responses
+from ledger.application import Ledger
+from ledger.queries import KeyDetails
+from ledger.verification import verify_order
 
 VERIFY = frozenset({Role.ADMIN, Role.AUDITOR})
 

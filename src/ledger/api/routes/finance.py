@@ -33,15 +33,10 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from psycopg_pool import ConnectionPool
 
-from ...aggregates.values import Marketplace, RefundReason, Role
-from ...application import Ledger
-from ...finance import reconcile
-from ...projections.exposure import ExposureView
-from ...projections.refunds import MAX_LIMIT, RefundsView, snapshot
-from ...queries import KeyDetails
-from ..auth import ROLES_OPT, actor_of
-from ..errors import problem_responses
-from ..finance_bodies import (
+from ledger.aggregates.values import Marketplace, RefundReason, Role
+from ledger.api.auth import ROLES_OPT, actor_of
+from ledger.api.errors import problem_responses
+from ledger.api.finance_bodies import (
     CSV_COLUMNS,
     ExposureEntryOut,
     ExposureOut,
@@ -53,6 +48,11 @@ from ..finance_bodies import (
     RefundTotalsOut,
     csv_row,
 )
+from ledger.application import Ledger
+from ledger.finance import reconcile
+from ledger.projections.exposure import ExposureView
+from ledger.projections.refunds import MAX_LIMIT, RefundsView, snapshot
+from ledger.queries import KeyDetails
 
 TAGS = ["finance"]
 FINANCE = frozenset({Role.ADMIN, Role.FINANCE})

@@ -16,10 +16,10 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from psycopg_pool import ConnectionPool
 
-from ...projections.base import ProjectionStatus
-from ...projections.base import status as projection_status
-from ...projections.registry import all_projections
-from ..bodies import HealthOut
+from ledger.api.bodies import HealthOut
+from ledger.projections.base import ProjectionStatus
+from ledger.projections.base import status as projection_status
+from ledger.projections.registry import all_projections
 
 TAGS = ["operations"]
 DEFAULT_MAX_LAG = 10_000

@@ -20,16 +20,19 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.types import AnyCallable
 from psycopg_pool import ConnectionPool
 
-from ...aggregates.errors import LedgerError
-from ...aggregates.values import LineQuantity, Marketplace, RefundRequestLine, Role
-from ...application import ImportItem, Ledger
-from ...projections.all_sales import AllSalesProjection
-from ...projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
-from ...queries import CommandResult, KeyDetails
-from .. import idempotent
-from ..auth import CHANGE_ORDERS, IMPORT_ORDERS, READ_HISTORY, READ_ORDERS, RECORD_DISPUTES, ROLES_OPT
-from ..auth import context_for as _ctx
-from ..bodies import (
+from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.values import LineQuantity, Marketplace, RefundRequestLine, Role
+from ledger.api import idempotent
+from ledger.api.auth import (
+    CHANGE_ORDERS,
+    IMPORT_ORDERS,
+    READ_HISTORY,
+    READ_ORDERS,
+    RECORD_DISPUTES,
+    ROLES_OPT,
+)
+from ledger.api.auth import context_for as _ctx
+from ledger.api.bodies import (
     CancellationIn,
     CommandOut,
     DisputeCloseIn,
@@ -47,9 +50,13 @@ from ..bodies import (
     RestockIn,
     ShipmentIn,
 )
-from ..consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
-from ..errors import ledger_problem, problem_responses
-from ..schemas import ImportRequest, OrderIn
+from ledger.api.consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
+from ledger.api.errors import ledger_problem, problem_responses
+from ledger.api.schemas import ImportRequest, OrderIn
+from ledger.application import ImportItem, Ledger
+from ledger.projections.all_sales import AllSalesProjection
+from ledger.projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
+from ledger.queries import CommandResult, KeyDetails
 
 TAGS = ["orders"]
 COMMAND_TAGS = ["order commands"]

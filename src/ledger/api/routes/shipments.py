@@ -17,13 +17,13 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from msgspec import Struct
 
-from ...aggregates.values import Source
-from ...application import Ledger
-from ...bulk_shipping import BulkShipper
-from ...queries import KeyDetails
-from ...shipments_csv import BulkReport, NotCsvError, parse
-from ..auth import CHANGE_ORDERS, ROLES_OPT, actor_of
-from ..errors import PROBLEM_JSON, FieldError, Problem, problem, problem_responses
+from ledger.aggregates.values import Source
+from ledger.api.auth import CHANGE_ORDERS, ROLES_OPT, actor_of
+from ledger.api.errors import PROBLEM_JSON, FieldError, Problem, problem, problem_responses
+from ledger.application import Ledger
+from ledger.bulk_shipping import BulkShipper
+from ledger.queries import KeyDetails
+from ledger.shipments_csv import BulkReport, NotCsvError, parse
 
 CSV_MEDIA_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/vnd.ms-excel"})
 

@@ -18,10 +18,15 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 from psycopg_pool import ConnectionPool
 
-from ... import idempotency
-from ...aggregates.values import Marketplace, Role
-from ...application import Ledger, ResponseStoredError
-from ...projections.outbound import (
+from ledger import idempotency
+from ledger.aggregates.values import Marketplace, Role
+from ledger.api import idempotent
+from ledger.api.auth import ROLES_OPT
+from ledger.api.bodies import Out
+from ledger.api.consistency import await_position
+from ledger.api.errors import problem_responses
+from ledger.application import Ledger, ResponseStoredError
+from ledger.projections.outbound import (
     DEAD,
     FAILED,
     IN_FLIGHT,
@@ -32,12 +37,7 @@ from ...projections.outbound import (
     OutboundProjection,
     OutboundView,
 )
-from ...queries import KeyDetails
-from .. import idempotent
-from ..auth import ROLES_OPT
-from ..bodies import Out
-from ..consistency import await_position
-from ..errors import problem_responses
+from ledger.queries import KeyDetails
 
 TAGS = ["sync"]
 SYNC_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})

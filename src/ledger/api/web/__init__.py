@@ -10,7 +10,7 @@ from pathlib import Path
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from . import actions, pages
+from ledger.api.web import actions, pages
 
 STATIC = Path(__file__).parent / "static"
 

@@ -17,15 +17,22 @@ from litestar.datastructures import UploadFile
 from litestar.params import FromPath
 from litestar.response import Redirect
 
-from ...aggregates.errors import InvalidInputError, LedgerError
-from ...aggregates.values import CancelReason, Carrier, LineQuantity, RefundReason, RefundRequestLine, Source
-from ...application import VersionMismatchError
-from ...bulk_shipping import BulkShipper
-from ...queries import KeyDetails
-from ...shipments_csv import NotCsvError, failed_rows_csv, parse
-from ..auth import CHANGE_ORDERS, actor_of
-from .pages import Form, forbidden, order_page
-from .session import foreign_origin, ledger_of, may, render, signed_in, to_signin, web_context
+from ledger.aggregates.errors import InvalidInputError, LedgerError
+from ledger.aggregates.values import (
+    CancelReason,
+    Carrier,
+    LineQuantity,
+    RefundReason,
+    RefundRequestLine,
+    Source,
+)
+from ledger.api.auth import CHANGE_ORDERS, actor_of
+from ledger.api.web.pages import Form, forbidden, order_page
+from ledger.api.web.session import foreign_origin, ledger_of, may, render, signed_in, to_signin, web_context
+from ledger.application import VersionMismatchError
+from ledger.bulk_shipping import BulkShipper
+from ledger.queries import KeyDetails
+from ledger.shipments_csv import NotCsvError, failed_rows_csv, parse
 
 MAX_UPLOAD = 4 * 1024 * 1024
 

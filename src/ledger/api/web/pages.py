@@ -18,13 +18,10 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.response import Redirect
 
-from ...aggregates.errors import LedgerError
-from ...aggregates.values import CancelReason, Carrier, Marketplace, RefundReason
-from ...projections.all_sales_view import AllSalesView, InvalidCursorError, InvalidFilterError, SalesFilter
-from ...queries import KeyDetails
-from ...shipments_csv import TEMPLATE
-from ..auth import CHANGE_ORDERS, READ_HISTORY, READ_ORDERS
-from .session import (
+from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.values import CancelReason, Carrier, Marketplace, RefundReason
+from ledger.api.auth import CHANGE_ORDERS, READ_HISTORY, READ_ORDERS
+from ledger.api.web.session import (
     COOKIE,
     foreign_origin,
     ledger_of,
@@ -35,6 +32,14 @@ from .session import (
     signed_in,
     to_signin,
 )
+from ledger.projections.all_sales_view import (
+    AllSalesView,
+    InvalidCursorError,
+    InvalidFilterError,
+    SalesFilter,
+)
+from ledger.queries import KeyDetails
+from ledger.shipments_csv import TEMPLATE
 
 VIEW = AllSalesView()
 PAGE_SIZE = 50

@@ -22,10 +22,10 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect
 from psycopg_pool import ConnectionPool
 
-from ...aggregates.values import Context, Role, Source
-from ...application import Ledger
-from ...queries import KeyDetails
-from ..auth import actor_of
+from ledger.aggregates.values import Context, Role, Source
+from ledger.api.auth import actor_of
+from ledger.application import Ledger
+from ledger.queries import KeyDetails
 
 COOKIE = "ledger_session"
 HTML = "text/html; charset=utf-8"

@@ -21,9 +21,17 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.types import ControllerRouterHandler
 
-from .faults import DropConnection, Fault, FaultError, Faults, mark_drop
-from .state import Json, Order, SandboxState, Settings, Violation, parse_time, utcnow
-from .validation import specs_dir
+from ledger.integrations.sandbox.faults import DropConnection, Fault, FaultError, Faults, mark_drop
+from ledger.integrations.sandbox.state import (
+    Json,
+    Order,
+    SandboxState,
+    Settings,
+    Violation,
+    parse_time,
+    utcnow,
+)
+from ledger.integrations.sandbox.validation import specs_dir
 
 # The marketplace modules, by name in this package. A new marketplace: write its module, add it here.
 MODULES = ["amazon", "ebay", "walmart", "rakuten", "jet"]

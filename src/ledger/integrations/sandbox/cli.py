@@ -58,9 +58,9 @@ def cmd_sandbox(args: argparse.Namespace, settings: Any, out: TextIO) -> int:
     """Serve until interrupted."""
     import uvicorn  # noqa: PLC0415 - the server's imports only when it runs
 
-    from .app import create_sandbox_app  # noqa: PLC0415
-    from .faults import quiet_dropped_connections  # noqa: PLC0415
-    from .validation import SpecsNotFoundError, specs_dir  # noqa: PLC0415
+    from ledger.integrations.sandbox.app import create_sandbox_app  # noqa: PLC0415
+    from ledger.integrations.sandbox.faults import quiet_dropped_connections  # noqa: PLC0415
+    from ledger.integrations.sandbox.validation import SpecsNotFoundError, specs_dir  # noqa: PLC0415
 
     try:
         specs = specs_dir()

@@ -34,9 +34,16 @@ from urllib.parse import urlencode
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from .app import Caller, ControlError, Marketplace, Sandbox, json_response, read_json
-from .state import Json, Order, iso, monotonic, parse_time, utcnow
-from .validation import spec
+from ledger.integrations.sandbox.app import (
+    Caller,
+    ControlError,
+    Marketplace,
+    Sandbox,
+    json_response,
+    read_json,
+)
+from ledger.integrations.sandbox.state import Json, Order, iso, monotonic, parse_time, utcnow
+from ledger.integrations.sandbox.validation import spec
 
 NAME = "ebay"
 SPEC = "ebay/sell_fulfillment_v1_oas3.json"
