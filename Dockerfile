@@ -6,7 +6,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m venv /opt/ledger \
     && /opt/ledger/bin/pip install --no-cache-dir --upgrade "pip>=25.1" \
-    && /opt/ledger/bin/pip install --no-cache-dir .
+    && /opt/ledger/bin/pip install --no-cache-dir ".[sandbox]"
 
 FROM python:3.11-slim-bookworm
 RUN useradd --create-home --uid 10001 ledger

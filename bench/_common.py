@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from ledger.config import Settings
-from ledger.database import EmbeddedPostgres, PostgresTarget, ensure_schema, parse_database_url
+from ledger.eventstore.database import EmbeddedPostgres, PostgresTarget, ensure_schema, parse_database_url
 
 DEFAULT_DATA_DIR = Path("/tmp/ledger-bench-pg")  # noqa: S108 - kept between runs on purpose
 

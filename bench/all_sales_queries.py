@@ -42,8 +42,8 @@ from ledger.aggregates.values import (
     PaymentStatus,
     Role,
 )
-from ledger.application import Ledger, OrderNotFoundError
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import Ledger, OrderNotFoundError
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections.all_sales_view import AllSalesView, SalesFilter
 
 CTX = Context(actor="bench")

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import commands_http as bench
 
 from ledger.aggregates.values import Role
-from ledger.application import Ledger
-from ledger.database import EmbeddedPostgres, ensure_schema
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import EmbeddedPostgres, ensure_schema
 
 
 def cpu_seconds(pid: int) -> float:

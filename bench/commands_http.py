@@ -55,9 +55,9 @@ from ledger.aggregates.values import (
     RefundReason,
     Role,
 )
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.config import Settings
-from ledger.database import EmbeddedPostgres, PostgresTarget, ensure_schema, parse_database_url
+from ledger.eventstore.database import EmbeddedPostgres, PostgresTarget, ensure_schema, parse_database_url
 
 CTX = Context(actor="bench")
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -52,12 +52,18 @@ import psycopg
 from psycopg import sql
 
 from ledger.aggregates.values import CancelReason, Carrier, Context, Marketplace, RefundReason
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.config import Settings
-from ledger.database import EmbeddedPostgres, PostgresTarget, connect, ensure_schema, parse_database_url
+from ledger.eventstore.database import (
+    EmbeddedPostgres,
+    PostgresTarget,
+    connect,
+    ensure_schema,
+    parse_database_url,
+)
 from ledger.integrations.dispatcher import RATE_LIMITS, Dispatcher
 from ledger.integrations.importer import Importer
-from ledger.integrations.registry import SyncSettings
+from ledger.integrations.marketplaces import SyncSettings
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 

@@ -32,9 +32,9 @@ from _common import bench_target, database_url, drop_schema, machine
 from psycopg.types.json import Jsonb
 
 from ledger.aggregates.values import Context, Marketplace, Role
-from ledger.api.schemas import decode_orders
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.api.bodies.schemas import decode_orders
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 
 CTX = Context(actor="bench")
 TARGET_ORDERS_PER_S = 5_000

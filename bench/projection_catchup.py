@@ -46,9 +46,15 @@ from ledger.aggregates.values import (
     PaymentStatus,
     RefundReason,
 )
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.config import Settings
-from ledger.database import EmbeddedPostgres, PostgresTarget, connect, ensure_schema, parse_database_url
+from ledger.eventstore.database import (
+    EmbeddedPostgres,
+    PostgresTarget,
+    connect,
+    ensure_schema,
+    parse_database_url,
+)
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 

@@ -26,9 +26,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ledger.cli import main
+from ledger.cli.main import main
 from ledger.config import ConfigError, redact_url
-from ledger.database import (
+from ledger.eventstore.database import (
     DatabaseUnavailableError,
     EmbeddedPostgres,
     PostgresTarget,

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ledger.database import PostgresTarget
+from ledger.eventstore.database import PostgresTarget
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 

@@ -21,7 +21,6 @@ import uvicorn
 from browser_support import CHROMIUM, CHROMIUM_ARGS
 from playwright.sync_api import sync_playwright
 
-from ledger import database
 from ledger.aggregates.values import (
     Buyer,
     Context,
@@ -32,8 +31,9 @@ from ledger.aggregates.values import (
     Role,
 )
 from ledger.api.app import create_app
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore import database
+from ledger.eventstore.database import PostgresTarget
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.base import ProjectionWorker
 

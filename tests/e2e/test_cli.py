@@ -17,7 +17,7 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.cli import EXIT_FAILED, EXIT_USAGE, IMPORT_BATCH
+from ledger.cli.main import EXIT_FAILED, EXIT_USAGE, IMPORT_BATCH
 
 
 def _order(account_id: str, order_id: str, **overrides: object) -> dict[str, object]:

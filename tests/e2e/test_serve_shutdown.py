@@ -23,9 +23,9 @@ import msgspec
 import pytest
 
 from ledger.aggregates.values import Context, Marketplace, Role
-from ledger.api.schemas import OrderIn
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.api.bodies.schemas import OrderIn
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.base import install
 

@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
 
 import ledger
-from ledger import database
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import (
     CancelReason,
@@ -43,11 +42,12 @@ from ledger.aggregates.values import (
     Source,
 )
 from ledger.api.app import create_app
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore import database
+from ledger.eventstore.database import PostgresTarget
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
-from ledger.integrations.registry import SyncSettings
+from ledger.integrations.marketplaces import SyncSettings
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 

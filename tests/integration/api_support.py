@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.aggregates.values import Context, Marketplace, Role
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 
 API_MAX_BODY = 64_000
 UPS_TRACKING = "1Z999AA10123456784"

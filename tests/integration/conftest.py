@@ -9,10 +9,10 @@ import pytest
 from api_support import API_MAX_BODY, Seller, make_seller
 from litestar.testing import TestClient
 
-from ledger import database
 from ledger.api.app import create_app
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore import database
+from ledger.eventstore.database import PostgresTarget
 from ledger.projections import base
 
 

@@ -35,7 +35,7 @@ from ledger.aggregates.values import (
     Source,
     SyncAction,
 )
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 
 UPS_TRACKING = "1Z999AA10123456784"

@@ -27,9 +27,9 @@ import pytest
 import uvicorn
 
 from ledger.integrations.base import Outcome, Submitted, SyncRequest
-from ledger.integrations.sandbox.app import create_sandbox_app
-from ledger.integrations.sandbox.faults import quiet_dropped_connections
-from ledger.integrations.sandbox.state import Settings
+from ledger_sandbox.app import create_sandbox_app
+from ledger_sandbox.faults import quiet_dropped_connections
+from ledger_sandbox.state import Settings
 
 # Asynchronous work (Amazon feeds, eBay refunds) finishes quickly in tests; tests poll, never sleep fixed times.
 TEST_SETTINGS = {
@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 class Sandbox:
-    """The control API of a running sandbox (see the docstring of `ledger.integrations.sandbox`)."""
+    """The control API of a running sandbox (see the docstring of `ledger_sandbox`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url

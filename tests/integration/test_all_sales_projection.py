@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from order_scenarios import OrderSpec, Scenario, catch_up, new_seller, order_specs, steps
 
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 

@@ -32,8 +32,9 @@ from ledger.aggregates.values import (
     RefundReason,
     RefundRequestLine,
 )
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import Ledger
+from ledger.application.queries import OrderDetails
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.all_sales_view import (
     MAX_LIMIT,
@@ -48,7 +49,6 @@ from ledger.projections.all_sales_view import (
     encode_cursor,
 )
 from ledger.projections.base import rebuild
-from ledger.queries import OrderDetails
 
 CTX = Context(actor="all-sales-test")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from api_support import CTX, UPS_TRACKING, Seller, order_body
 from litestar.testing import TestClient
 
 from ledger.aggregates.values import Marketplace, Role
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 
 PROBLEM = "https://ledger.dev/problems/"
 

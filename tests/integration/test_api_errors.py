@@ -11,8 +11,8 @@ from litestar.testing import TestClient
 
 from ledger.aggregates.values import Marketplace
 from ledger.api.app import create_app
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget
 
 PROBLEM = "https://ledger.dev/problems/"
 

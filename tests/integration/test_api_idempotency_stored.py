@@ -18,8 +18,8 @@ from litestar.testing import TestClient
 from order_scenarios import catch_up, rows
 
 from ledger.aggregates.values import Context, Marketplace, Role
-from ledger.api.schemas import OrderIn
-from ledger.application import Ledger
+from ledger.api.bodies.schemas import OrderIn
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 

@@ -8,8 +8,8 @@ import pytest
 from api_support import CTX
 
 from ledger.aggregates.values import Role
-from ledger.application import ApiKeyNotFoundError, Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import ApiKeyNotFoundError, Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 
 
 def test_key_authenticates_until_revoked(api_ledger: Ledger) -> None:

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ledger.aggregates.values import Marketplace, Role
 from ledger.api.app import create_app
 from ledger.api.observability import JsonFormatter
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 from ledger.projections.registry import all_projections

@@ -9,8 +9,8 @@ from api_support import UPS_TRACKING, Seller, order_body
 from litestar.testing import TestClient
 
 from ledger.aggregates.values import Marketplace
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.base import rebuild
 

@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 from order_scenarios import catch_up
 
 from ledger.aggregates.values import Marketplace
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 from ledger.projections.registry import all_projections
 

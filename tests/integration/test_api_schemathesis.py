@@ -31,9 +31,9 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from ledger.aggregates.values import Carrier, Marketplace
 from ledger.api.app import create_app
-from ledger.api.schemas import OrderIn
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.api.bodies.schemas import OrderIn
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections.base import rebuild
 from ledger.projections.registry import all_projections
 

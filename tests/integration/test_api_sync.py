@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from order_scenarios import catch_up, rows
 
 from ledger.aggregates.values import Marketplace, Role
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 

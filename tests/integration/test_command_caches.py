@@ -19,8 +19,8 @@ from ledger.aggregates.values import (
     RefundReason,
     Role,
 )
-from ledger.application import KEY_CACHE_SECONDS, KeyCache, Ledger
-from ledger.queries import KeyDetails
+from ledger.application.ledger import KEY_CACHE_SECONDS, KeyCache, Ledger
+from ledger.application.queries import KeyDetails
 
 
 class Ticks:

@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger.config import ConfigError, Settings
-from ledger.database import (
+from ledger.eventstore.database import (
     DatabaseUnavailableError,
     EmbeddedPostgres,
     PostgresTarget,
@@ -545,7 +545,7 @@ _OTHER_PROCESS = textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
-    from ledger.database import EmbeddedPostgres, check_connection
+    from ledger.eventstore.database import EmbeddedPostgres, check_connection
     server = EmbeddedPostgres(Path(sys.argv[1]))
     target = server.start()
     check_connection(target)

@@ -16,7 +16,6 @@ from uuid import UUID, uuid4
 import pytest
 from order_scenarios import UPS_TRACKING, catch_up
 
-from ledger import database
 from ledger.aggregates.values import (
     Buyer,
     CancelReason,
@@ -29,10 +28,11 @@ from ledger.aggregates.values import (
     RefundReason,
     Source,
 )
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore import database
+from ledger.eventstore.database import PostgresTarget
 from ledger.integrations.dispatcher import Dispatcher, TokenBucket, backoff_delay, replay_order
-from ledger.integrations.registry import SyncSettings
+from ledger.integrations.marketplaces import SyncSettings
 from ledger.projections.outbound import OutboundProjection
 
 pytestmark = pytest.mark.postgres

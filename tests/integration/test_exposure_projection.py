@@ -18,7 +18,7 @@ from order_scenarios import UPS_TRACKING, OrderSpec, Scenario, catch_up, new_sel
 from ledger.aggregates.lines import quantize
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import Carrier, LineQuantity, Marketplace, Source, SyncAction
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 from ledger.projections.exposure import ExposureEntry, ExposureProjection, ExposureView
 

@@ -19,7 +19,7 @@ from litestar.testing import TestClient
 from order_scenarios import catch_up
 
 from ledger.aggregates.values import Context, Marketplace, Role, Source, SyncAction
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 from ledger.projections.exposure import ExposureProjection
 from ledger.projections.refunds import RefundsProjection

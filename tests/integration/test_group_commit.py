@@ -19,9 +19,9 @@ from api_support import CTX, UPS_TRACKING, make_seller, order_body
 from eventsourcing.persistence import IntegrityError, Recording
 
 from ledger.aggregates.values import Carrier, Context, LineQuantity, Marketplace
-from ledger.api.schemas import OrderIn
-from ledger.application import Ledger, VersionMismatchError
-from ledger.group_commit import GroupCommitter, _Member
+from ledger.api.bodies.schemas import OrderIn
+from ledger.application.ledger import Ledger, VersionMismatchError
+from ledger.eventstore.group_commit import GroupCommitter, _Member
 
 pytestmark = pytest.mark.postgres
 NOW = datetime.now(UTC)

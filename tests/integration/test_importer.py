@@ -17,14 +17,14 @@ from order_scenarios import catch_up
 from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
 
 from ledger.aggregates.values import Context, Marketplace, Source
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
+from ledger.application.queries import AccountDetails
 from ledger.integrations.amazon import AmazonClient
 from ledger.integrations.base import MarketplaceClient, OrderPage
 from ledger.integrations.importer import Importer
-from ledger.integrations.registry import SyncSettings, endpoint_for
+from ledger.integrations.marketplaces import SyncSettings, endpoint_for
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
-from ledger.queries import AccountDetails
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)

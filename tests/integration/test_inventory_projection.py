@@ -22,7 +22,6 @@ from order_scenarios import (
     steps,
 )
 
-from ledger import database
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import (
     CancelReason,
@@ -33,8 +32,9 @@ from ledger.aggregates.values import (
     RefundRequestLine,
     Source,
 )
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore import database
+from ledger.eventstore.database import PostgresTarget
 from ledger.projections import base
 from ledger.projections.inventory import InventoryProjection, InventoryView, RestockEntry
 

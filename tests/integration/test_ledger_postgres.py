@@ -40,13 +40,13 @@ from ledger.aggregates.values import (
     Requester,
     SyncAction,
 )
-from ledger.application import (
+from ledger.application.ledger import (
     ConcurrentUpdateError,
     IdempotencyKeyReusedError,
     Ledger,
     VersionMismatchError,
 )
-from ledger.queries import AccountDetails, CommandResult
+from ledger.application.queries import AccountDetails, CommandResult
 
 NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
 PURCHASED_AT = NOW - timedelta(hours=2)

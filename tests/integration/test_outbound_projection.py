@@ -36,7 +36,7 @@ from ledger.aggregates.values import (
     Source,
     SyncAction,
 )
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 from ledger.projections.outbound import (
     InvalidFilterError,

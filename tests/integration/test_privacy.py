@@ -23,11 +23,11 @@ from ledger.aggregates.values import (
     OrderLine,
     PaymentStatus,
 )
-from ledger.cli import main
-from ledger.privacy import ERASED, forget
+from ledger.audit.verification import verify_order
+from ledger.cli.main import main
+from ledger.eventstore.keys_store import ERASED, forget
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.all_sales_view import AllSalesView, SalesFilter
-from ledger.verification import verify_order
 
 pytestmark = pytest.mark.postgres
 

@@ -32,8 +32,8 @@ from ledger.aggregates.values import (
     PaymentStatus,
     RefundReason,
 )
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import Buyer, Context, ImportedOrder, Marketplace, OrderLine, PaymentStatus
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 

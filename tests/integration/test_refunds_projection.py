@@ -33,7 +33,7 @@ from ledger.aggregates.values import (
     RefundRequestLine,
     Source,
 )
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.projections import base
 from ledger.projections.refunds import (
     InvalidCursorError,

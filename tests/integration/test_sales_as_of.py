@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 import pytest
 from order_scenarios import COMMANDS, PRICES, SOURCES, OrderSpec, Scenario, Step, catch_up, new_seller
 
-from ledger import database
 from ledger.aggregates.values import Marketplace, Source
-from ledger.application import OrderNotFoundError
-from ledger.cli import main
+from ledger.application.ledger import OrderNotFoundError
+from ledger.audit.as_of import COLUMNS, all_sales_as_of
+from ledger.cli.main import main
+from ledger.eventstore import database
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.all_sales_view import AllSalesView, OrderSummary, SalesFilter
-from ledger.sales_as_of import COLUMNS, all_sales_as_of
 
 pytestmark = pytest.mark.postgres
 

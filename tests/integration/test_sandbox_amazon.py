@@ -36,8 +36,8 @@ from ledger.integrations.base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from ledger.integrations.sandbox.app import create_sandbox_app
-from ledger.integrations.sandbox.validation import SPECS_ENV, SpecsNotFoundError, spec
+from ledger_sandbox.app import create_sandbox_app
+from ledger_sandbox.validation import SPECS_ENV, SpecsNotFoundError, spec
 
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 SRC = Path(__file__).resolve().parents[2] / "src"

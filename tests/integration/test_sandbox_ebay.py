@@ -36,7 +36,7 @@ from ledger.integrations.base import (
     TransientMarketplaceError,
 )
 from ledger.integrations.ebay import EbayClient
-from ledger.integrations.sandbox.validation import spec
+from ledger_sandbox.validation import spec
 
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from ledger.application import Ledger
-from ledger.database import PIPELINE_MAX_BYTES
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PIPELINE_MAX_BYTES
 
 TOPIC = "tests.save_round_trips:Event"
 

@@ -13,7 +13,6 @@ import pytest
 from order_scenarios import catch_up
 from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
 
-from ledger import database
 from ledger.aggregates.values import (
     CancelReason,
     Carrier,
@@ -23,14 +22,15 @@ from ledger.aggregates.values import (
     RefundRequestLine,
     Source,
 )
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.cli.sync import compare
+from ledger.eventstore import database
+from ledger.eventstore.database import PostgresTarget
 from ledger.integrations.base import SyncRequest
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
-from ledger.integrations.registry import SyncSettings, client_for
+from ledger.integrations.marketplaces import SyncSettings, client_for
 from ledger.projections.outbound import OutboundProjection
-from ledger.sync_cli import compare
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)

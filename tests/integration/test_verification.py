@@ -18,7 +18,6 @@ import pytest
 from api_support import make_seller
 from litestar.testing import TestClient
 
-from ledger import database
 from ledger.aggregates.values import (
     Buyer,
     Carrier,
@@ -31,10 +30,11 @@ from ledger.aggregates.values import (
     Role,
 )
 from ledger.api.app import create_app
-from ledger.application import Ledger, OrderNotFoundError
-from ledger.cli import main
-from ledger.database import PostgresTarget
-from ledger.verification import verify_all, verify_order, write_checkpoints
+from ledger.application.ledger import Ledger, OrderNotFoundError
+from ledger.audit.verification import verify_all, verify_order, write_checkpoints
+from ledger.cli.main import main
+from ledger.eventstore import database
+from ledger.eventstore.database import PostgresTarget
 
 pytestmark = pytest.mark.postgres
 

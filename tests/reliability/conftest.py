@@ -24,8 +24,8 @@ from sandbox_support import sandbox_fixture, sandbox_url_fixture  # noqa: F401
 from sync_support import flow  # noqa: F401
 
 from ledger.api.app import create_app
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from api_support import order_body as api_order_body
 
 from ledger.aggregates.values import Context, Marketplace, Role
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget
 
 CTX = Context(actor="reliability")
 UPS_TRACKING = "1Z999AA10123456784"

@@ -23,11 +23,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from sandbox_support import Sandbox
 
-from ledger import database
 from ledger.aggregates.values import Context, Marketplace, Source
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
-from ledger.integrations.registry import SyncSettings
+from ledger.application.ledger import Ledger
+from ledger.eventstore import database
+from ledger.eventstore.database import PostgresTarget
+from ledger.integrations.marketplaces import SyncSettings
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 

@@ -18,8 +18,8 @@ from litestar.testing import TestClient
 from rel_support import MAX_BODY, PROBLEM, UPS_TRACKING, Seller, order_body, report
 
 from ledger.aggregates.values import Marketplace
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections import base
 from ledger.projections.registry import all_projections
 

@@ -37,8 +37,8 @@ from ledger.aggregates.values import (
     RefundReason,
     Role,
 )
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections import base
 from ledger.projections.registry import all_projections
 

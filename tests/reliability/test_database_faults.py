@@ -36,8 +36,8 @@ from rel_support import (
 )
 
 from ledger.aggregates.values import Marketplace, Role
-from ledger.application import Ledger
-from ledger.database import EmbeddedPostgres, PostgresTarget, ensure_schema
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import EmbeddedPostgres, PostgresTarget, ensure_schema
 
 LOAD_CLIENTS = 4
 

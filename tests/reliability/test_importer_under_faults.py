@@ -21,7 +21,7 @@ from sync_support import Flow
 from ledger.aggregates.values import Marketplace
 from ledger.integrations.base import MarketplaceClient
 from ledger.integrations.importer import Importer
-from ledger.integrations.registry import ADAPTERS, SyncSettings, endpoint_for
+from ledger.integrations.marketplaces import ADAPTERS, SyncSettings, endpoint_for
 
 pytestmark = pytest.mark.postgres
 ROUNDS = 10

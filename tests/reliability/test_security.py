@@ -20,8 +20,8 @@ from rel_support import CTX, PROBLEM, UPS_TRACKING, Seller, order_body, report
 
 from ledger.aggregates.values import Marketplace, Role
 from ledger.api.app import create_app
-from ledger.application import Ledger
-from ledger.database import PostgresTarget, connect
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections import base
 from ledger.projections.registry import all_projections
 

@@ -29,8 +29,8 @@ from ledger.aggregates.values import (
     Source,
     SyncAction,
 )
-from ledger.application import Ledger
-from ledger.queries import CommandResult, LineDetails, OrderDetails
+from ledger.application.ledger import Ledger
+from ledger.application.queries import CommandResult, LineDetails, OrderDetails
 
 PURCHASED_AT = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 # A UPS example number with a correct 1Z check digit.

@@ -14,8 +14,8 @@ import pytest
 from ledger.aggregates.values import CancelReason, Carrier, PaymentStatus, RefundReason
 from ledger.integrations import amazon
 from ledger.integrations.base import BuyerCancelled, PaymentCleared, SyncRequest
-from ledger.integrations.sandbox import amazon as amazon_sandbox
-from ledger.integrations.sandbox.validation import spec
+from ledger_sandbox import amazon as amazon_sandbox
+from ledger_sandbox.validation import spec
 
 ORDER = {
     "AmazonOrderId": "112-1234567-7654321",

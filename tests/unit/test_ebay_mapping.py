@@ -19,8 +19,8 @@ from ledger.integrations.base import (
     PaymentCleared,
     SyncRequest,
 )
-from ledger.integrations.sandbox import ebay as ebay_sandbox
-from ledger.integrations.sandbox.validation import spec
+from ledger_sandbox import ebay as ebay_sandbox
+from ledger_sandbox.validation import spec
 
 SPEC = "ebay/sell_fulfillment_v1_oas3.json"
 ORDER: dict[str, Any] = {

@@ -17,7 +17,7 @@ from ledger.aggregates.values import (
     OrderLine,
     PaymentStatus,
 )
-from ledger.application import IdempotencyKeyReusedError, Ledger
+from ledger.application.ledger import IdempotencyKeyReusedError, Ledger
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

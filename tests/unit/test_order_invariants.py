@@ -62,8 +62,8 @@ from ledger.aggregates.values import (
     Requester,
     SyncAction,
 )
-from ledger.application import IdempotencyKeyReusedError, Ledger, LedgerError, VersionMismatchError
-from ledger.queries import AccountDetails, CommandResult, OrderDetails
+from ledger.application.ledger import IdempotencyKeyReusedError, Ledger, LedgerError, VersionMismatchError
+from ledger.application.queries import AccountDetails, CommandResult, OrderDetails
 
 NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
 PURCHASED_AT = NOW - timedelta(hours=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ledger.progress import progress
+from ledger.cli.progress import progress
 
 
 class FakeTerminal(io.StringIO):

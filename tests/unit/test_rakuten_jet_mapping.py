@@ -25,8 +25,8 @@ from ledger.aggregates.values import (
 )
 from ledger.integrations import jet, rakuten
 from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError
-from ledger.integrations.sandbox import jet as sandbox_jet
-from ledger.integrations.sandbox import rakuten as sandbox_rakuten
+from ledger_sandbox import jet as sandbox_jet
+from ledger_sandbox import rakuten as sandbox_rakuten
 
 EXACT = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
 

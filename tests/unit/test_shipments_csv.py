@@ -10,8 +10,8 @@ from uuid import uuid4
 import pytest
 
 from ledger.aggregates.values import LineQuantity, Marketplace, Source
-from ledger.bulk_shipping import BulkShipper, idempotency_key
-from ledger.shipments_csv import ACCEPTED, REJECTED, TEMPLATE, NotCsvError, failed_rows_csv, parse
+from ledger.application.bulk_shipping import BulkShipper, idempotency_key
+from ledger.application.shipments_csv import ACCEPTED, REJECTED, TEMPLATE, NotCsvError, failed_rows_csv, parse
 
 UPS_TRACKING = "1Z999AA10123456784"  # a UPS example number with a correct check digit
 HEADER = "marketplace_order_id,line_id,quantity,carrier,tracking_number,shipping_class,shipped_at\n"

@@ -12,16 +12,16 @@ from uuid import uuid4
 import pytest
 
 from ledger.aggregates.values import Marketplace
+from ledger.application.queries import AccountDetails
 from ledger.config import ConfigError
 from ledger.integrations.amazon import AmazonClient
 from ledger.integrations.jet import JetClient
-from ledger.integrations.registry import (
+from ledger.integrations.marketplaces import (
     MarketplaceNotConfiguredError,
     SyncSettings,
     client_for,
     endpoint_for,
 )
-from ledger.queries import AccountDetails
 
 
 def _account(marketplace: Marketplace) -> AccountDetails:

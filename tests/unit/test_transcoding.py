@@ -6,8 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 from ledger.aggregates.values import Buyer, Marketplace, OrderLine
-from ledger.application import Ledger
-from ledger.transcoding import LedgerTranscoder
+from ledger.application.ledger import Ledger
+from ledger.eventstore.transcoding import LedgerTranscoder
 
 ODD_TEXT = "".join(chr(c) for c in range(1, 128)) + '"\\é中😀\u2028\u2029\ufeff'
 

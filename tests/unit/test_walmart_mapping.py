@@ -27,7 +27,7 @@ from ledger.integrations import walmart
 from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError, TransientMarketplaceError
 from ledger.integrations.rest import classify, order_status, retry_after_seconds
 from ledger.integrations.rest import decode as decode_response
-from ledger.integrations.sandbox import walmart as sandbox
+from ledger_sandbox import walmart as sandbox
 
 ORDER_DATE = 1_732_100_000_000  # 2024-11-20T10:53:20Z
 STATUS_DATE = ORDER_DATE + 3_600_000

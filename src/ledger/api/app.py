@@ -24,8 +24,8 @@ from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.observability import Metrics, metrics_endpoint, observe
 from ledger.api.routes import accounts, audit, finance, health, orders, shipments, sync
 from ledger.api.web import ROUTES as WEB_ROUTES
-from ledger.application import Ledger
-from ledger.database import PostgresTarget
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import PostgresTarget
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0

@@ -16,8 +16,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler
 
 from ledger.aggregates.values import Context, Role, Source
-from ledger.application import Ledger
-from ledger.queries import KeyDetails
+from ledger.application.ledger import Ledger
+from ledger.application.queries import KeyDetails
 
 ROLES_OPT = "roles"
 STATE_KEY = "api_key"

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 from ledger.api.auth import provide_key
 from ledger.api.consistency import provide_min_position
 from ledger.api.errors import BadRequestError
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 
 MAX_IDEMPOTENCY_KEY = 200
 _IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')

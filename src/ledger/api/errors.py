@@ -29,7 +29,7 @@ from litestar.types import ExceptionHandlersMap
 from psycopg_pool import PoolTimeout
 
 from ledger.aggregates.errors import InvalidInputError, LedgerError, RuleViolationError
-from ledger.application import (
+from ledger.application.ledger import (
     AccountNameTakenError,
     AccountNotFoundError,
     ApiKeyNotFoundError,
@@ -37,7 +37,7 @@ from ledger.application import (
     OrderNotFoundError,
     VersionMismatchError,
 )
-from ledger.database import DatabaseUnavailableError
+from ledger.eventstore.database import DatabaseUnavailableError
 from ledger.finance.reconcile import ReconciliationNotFoundError
 from ledger.projections import exposure, refunds
 from ledger.projections.all_sales_view import InvalidCursorError, InvalidFilterError

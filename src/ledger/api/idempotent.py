@@ -1,4 +1,4 @@
-"""`Idempotency-Key` for POSTs whose response is stored whole (ledger.idempotency): accounts, bulk import, an
+"""`Idempotency-Key` for POSTs whose response is stored whole (ledger.eventstore.idempotency): accounts, bulk import, an
 operator's retry. The first response's status and bytes are what a retry gets; another request under the key
 (another operation or another body) is 422 `idempotency-key-reused`."""
 
@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 from litestar import Response
 
-from ledger.application import IdempotencyKeyReusedError, Ledger, ResponseStoredError
-from ledger.idempotency import StoredResponse
+from ledger.application.ledger import IdempotencyKeyReusedError, Ledger, ResponseStoredError
+from ledger.eventstore.idempotency import StoredResponse
 
 JSON = "application/json"
 

@@ -15,7 +15,7 @@ from litestar import Litestar
 
 from ledger.api.app import create_app
 from ledger.config import Settings
-from ledger.database import PostgresTarget, parse_database_url
+from ledger.eventstore.database import PostgresTarget, parse_database_url
 
 DEFAULT_GRACEFUL_SECONDS = 30
 """How long SIGTERM waits for in-flight requests (LEDGER_GRACEFUL_TIMEOUT) before closing their connections."""

@@ -47,8 +47,8 @@ from psycopg.rows import TupleRow
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Context, Marketplace, Source, SyncAction
-from ledger.application import Ledger
-from ledger.database import DatabaseUnavailableError
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import DatabaseUnavailableError
 from ledger.integrations.base import (
     Accepted,
     MarketplaceClient,
@@ -59,7 +59,7 @@ from ledger.integrations.base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from ledger.integrations.registry import ADAPTERS, ClientFactory, SyncSettings, client_for
+from ledger.integrations.marketplaces import ADAPTERS, ClientFactory, SyncSettings, client_for
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,9 @@ from psycopg.rows import TupleRow
 from ledger.aggregates.account import MarketplaceAccount
 from ledger.aggregates.errors import DisputeAlreadyClosedError, LedgerError, NothingToCancelError
 from ledger.aggregates.values import CancelReason, Context, Marketplace, Requester, Source
-from ledger.application import Ledger
-from ledger.database import DatabaseUnavailableError
+from ledger.application.ledger import Ledger
+from ledger.application.queries import AccountDetails
+from ledger.eventstore.database import DatabaseUnavailableError
 from ledger.integrations.base import (
     BuyerCancelled,
     DisputeClosedRemotely,
@@ -49,14 +50,13 @@ from ledger.integrations.base import (
     PermanentMarketplaceError,
     RemoteOrder,
 )
-from ledger.integrations.registry import (
+from ledger.integrations.marketplaces import (
     ClientFactory,
     MarketplaceNotConfiguredError,
     SyncSettings,
     client_for,
 )
 from ledger.projections.outbound import OUTBOUND
-from ledger.queries import AccountDetails
 
 logger = logging.getLogger(__name__)
 

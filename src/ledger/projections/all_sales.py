@@ -17,9 +17,9 @@ from uuid import UUID
 
 from psycopg import sql
 
-from ledger import privacy
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import OrderStatus
+from ledger.eventstore import keys_store
 from ledger.projections.base import Cursor, Event, Projection, Tables, select_by_order
 
 ZERO = Decimal(0)
@@ -320,15 +320,15 @@ _HANDLERS = {
 
 
 def reveal_buyers(cur: Cursor, rows: Sequence[OrderRow]) -> None:
-    """Imports store the buyer encrypted (privacy.py): the read model keeps the plaintext, for the list and its
+    """Imports store the buyer encrypted (keys_store.py): the read model keeps the plaintext, for the list and its
     search, while the buyer's key lives (`ledger privacy forget` scrubs it), and `[erased]` after."""
-    key_ids = privacy.key_ids_in(value for row in rows for value in (row.buyer_name, row.buyer_email))
+    key_ids = keys_store.key_ids_in(value for row in rows for value in (row.buyer_name, row.buyer_email))
     if not key_ids:
         return
-    keys = privacy.fetch_keys(cur, sorted(key_ids))
+    keys = keys_store.fetch_keys(cur, sorted(key_ids))
     for row in rows:
-        row.buyer_name = privacy.decrypt(keys, row.buyer_name)
-        row.buyer_email = privacy.decrypt(keys, row.buyer_email)
+        row.buyer_name = keys_store.decrypt(keys, row.buyer_name)
+        row.buyer_email = keys_store.decrypt(keys, row.buyer_email)
 
 
 # Column -> PostgreSQL type, in the order of _order_params and LINE_COLUMNS.

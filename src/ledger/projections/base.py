@@ -34,7 +34,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
 from ledger.aggregates.values import Marketplace
-from ledger.database import DatabaseUnavailableError
+from ledger.eventstore.database import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from litestar.params import FromPath, JSONBody
 
 from ledger.api import idempotent
 from ledger.api.auth import ADMIN, READ_ACCOUNTS, ROLES_OPT, context_for
-from ledger.api.bodies import AccountIn, AccountList, AccountOut, AccountPatch
+from ledger.api.bodies.orders import AccountIn, AccountList, AccountOut, AccountPatch
 from ledger.api.errors import problem_responses
-from ledger.application import Ledger
-from ledger.idempotency import StoredResponse
-from ledger.queries import AccountDetails, KeyDetails
+from ledger.application.ledger import Ledger
+from ledger.application.queries import AccountDetails, KeyDetails
+from ledger.eventstore.idempotency import StoredResponse
 
 TAGS = ["accounts"]
 

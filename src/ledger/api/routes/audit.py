@@ -16,11 +16,11 @@ from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.values import Role
 from ledger.api.auth import ROLES_OPT
-from ledger.api.bodies import Out
+from ledger.api.bodies.orders import Out
 from ledger.api.errors import problem_responses
-from ledger.application import Ledger
-from ledger.queries import KeyDetails
-from ledger.verification import verify_order
+from ledger.application.ledger import Ledger
+from ledger.application.queries import KeyDetails
+from ledger.audit.verification import verify_order
 
 VERIFY = frozenset({Role.ADMIN, Role.AUDITOR})
 

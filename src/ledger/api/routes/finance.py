@@ -35,8 +35,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.values import Marketplace, RefundReason, Role
 from ledger.api.auth import ROLES_OPT, actor_of
-from ledger.api.errors import problem_responses
-from ledger.api.finance_bodies import (
+from ledger.api.bodies.finance import (
     CSV_COLUMNS,
     ExposureEntryOut,
     ExposureOut,
@@ -48,11 +47,12 @@ from ledger.api.finance_bodies import (
     RefundTotalsOut,
     csv_row,
 )
-from ledger.application import Ledger
+from ledger.api.errors import problem_responses
+from ledger.application.ledger import Ledger
+from ledger.application.queries import KeyDetails
 from ledger.finance import reconcile
 from ledger.projections.exposure import ExposureView
 from ledger.projections.refunds import MAX_LIMIT, RefundsView, snapshot
-from ledger.queries import KeyDetails
 
 TAGS = ["finance"]
 FINANCE = frozenset({Role.ADMIN, Role.FINANCE})

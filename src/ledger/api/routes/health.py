@@ -16,7 +16,7 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from psycopg_pool import ConnectionPool
 
-from ledger.api.bodies import HealthOut
+from ledger.api.bodies.orders import HealthOut
 from ledger.projections.base import ProjectionStatus
 from ledger.projections.base import status as projection_status
 from ledger.projections.registry import all_projections

@@ -32,7 +32,7 @@ from ledger.api.auth import (
     ROLES_OPT,
 )
 from ledger.api.auth import context_for as _ctx
-from ledger.api.bodies import (
+from ledger.api.bodies.orders import (
     CancellationIn,
     CommandOut,
     DisputeCloseIn,
@@ -50,13 +50,13 @@ from ledger.api.bodies import (
     RestockIn,
     ShipmentIn,
 )
+from ledger.api.bodies.schemas import ImportRequest, OrderIn
 from ledger.api.consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
 from ledger.api.errors import ledger_problem, problem_responses
-from ledger.api.schemas import ImportRequest, OrderIn
-from ledger.application import ImportItem, Ledger
+from ledger.application.ledger import ImportItem, Ledger
+from ledger.application.queries import CommandResult, KeyDetails
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
-from ledger.queries import CommandResult, KeyDetails
 
 TAGS = ["orders"]
 COMMAND_TAGS = ["order commands"]

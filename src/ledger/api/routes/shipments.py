@@ -20,10 +20,10 @@ from msgspec import Struct
 from ledger.aggregates.values import Source
 from ledger.api.auth import CHANGE_ORDERS, ROLES_OPT, actor_of
 from ledger.api.errors import PROBLEM_JSON, FieldError, Problem, problem, problem_responses
-from ledger.application import Ledger
-from ledger.bulk_shipping import BulkShipper
-from ledger.queries import KeyDetails
-from ledger.shipments_csv import BulkReport, NotCsvError, parse
+from ledger.application.bulk_shipping import BulkShipper
+from ledger.application.ledger import Ledger
+from ledger.application.queries import KeyDetails
+from ledger.application.shipments_csv import BulkReport, NotCsvError, parse
 
 CSV_MEDIA_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/vnd.ms-excel"})
 

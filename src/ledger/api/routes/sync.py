@@ -18,14 +18,15 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 from psycopg_pool import ConnectionPool
 
-from ledger import idempotency
 from ledger.aggregates.values import Marketplace, Role
 from ledger.api import idempotent
 from ledger.api.auth import ROLES_OPT
-from ledger.api.bodies import Out
+from ledger.api.bodies.orders import Out
 from ledger.api.consistency import await_position
 from ledger.api.errors import problem_responses
-from ledger.application import Ledger, ResponseStoredError
+from ledger.application.ledger import Ledger, ResponseStoredError
+from ledger.application.queries import KeyDetails
+from ledger.eventstore import idempotency
 from ledger.projections.outbound import (
     DEAD,
     FAILED,
@@ -37,7 +38,6 @@ from ledger.projections.outbound import (
     OutboundProjection,
     OutboundView,
 )
-from ledger.queries import KeyDetails
 
 TAGS = ["sync"]
 SYNC_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})

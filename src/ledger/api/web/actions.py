@@ -29,10 +29,10 @@ from ledger.aggregates.values import (
 from ledger.api.auth import CHANGE_ORDERS, actor_of
 from ledger.api.web.pages import Form, forbidden, order_page
 from ledger.api.web.session import foreign_origin, ledger_of, may, render, signed_in, to_signin, web_context
-from ledger.application import VersionMismatchError
-from ledger.bulk_shipping import BulkShipper
-from ledger.queries import KeyDetails
-from ledger.shipments_csv import NotCsvError, failed_rows_csv, parse
+from ledger.application.bulk_shipping import BulkShipper
+from ledger.application.ledger import VersionMismatchError
+from ledger.application.queries import KeyDetails
+from ledger.application.shipments_csv import NotCsvError, failed_rows_csv, parse
 
 MAX_UPLOAD = 4 * 1024 * 1024
 

@@ -32,14 +32,14 @@ from ledger.api.web.session import (
     signed_in,
     to_signin,
 )
+from ledger.application.queries import KeyDetails
+from ledger.application.shipments_csv import TEMPLATE
 from ledger.projections.all_sales_view import (
     AllSalesView,
     InvalidCursorError,
     InvalidFilterError,
     SalesFilter,
 )
-from ledger.queries import KeyDetails
-from ledger.shipments_csv import TEMPLATE
 
 VIEW = AllSalesView()
 PAGE_SIZE = 50

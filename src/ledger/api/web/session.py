@@ -24,8 +24,8 @@ from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.values import Context, Role, Source
 from ledger.api.auth import actor_of
-from ledger.application import Ledger
-from ledger.queries import KeyDetails
+from ledger.application.ledger import Ledger
+from ledger.application.queries import KeyDetails
 
 COOKIE = "ledger_session"
 HTML = "text/html; charset=utf-8"

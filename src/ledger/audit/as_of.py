@@ -23,10 +23,10 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from ledger.aggregates.errors import InvalidInputError
-from ledger.database import DEFAULT_EVENTS_TABLE
+from ledger.audit.verification import IMPORTED_TOPIC
+from ledger.eventstore.database import DEFAULT_EVENTS_TABLE
 from ledger.projections.all_sales import OrderRow, fold, reveal_buyers
 from ledger.projections.all_sales_view import OrderSummary
-from ledger.verification import IMPORTED_TOPIC
 
 Connection = psycopg.Connection[TupleRow]
 COLUMNS = tuple(f.name for f in fields(OrderSummary))

@@ -21,8 +21,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.types import ControllerRouterHandler
 
-from ledger.integrations.sandbox.faults import DropConnection, Fault, FaultError, Faults, mark_drop
-from ledger.integrations.sandbox.state import (
+from ledger_sandbox.faults import DropConnection, Fault, FaultError, Faults, mark_drop
+from ledger_sandbox.state import (
     Json,
     Order,
     SandboxState,
@@ -31,7 +31,7 @@ from ledger.integrations.sandbox.state import (
     parse_time,
     utcnow,
 )
-from ledger.integrations.sandbox.validation import specs_dir
+from ledger_sandbox.validation import specs_dir
 
 # The marketplace modules, by name in this package. A new marketplace: write its module, add it here.
 MODULES = ["amazon", "ebay", "walmart", "rakuten", "jet"]

@@ -18,9 +18,16 @@ from uuid import UUID
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Context, LineQuantity, Marketplace, Source
-from ledger.application import IdempotencyKeyReusedError, Ledger, OrderNotFoundError
-from ledger.queries import OrderDetails
-from ledger.shipments_csv import ACCEPTED, REJECTED, BulkReport, ParsedFile, RowResult, ShipmentRow
+from ledger.application.ledger import IdempotencyKeyReusedError, Ledger, OrderNotFoundError
+from ledger.application.queries import OrderDetails
+from ledger.application.shipments_csv import (
+    ACCEPTED,
+    REJECTED,
+    BulkReport,
+    ParsedFile,
+    RowResult,
+    ShipmentRow,
+)
 
 MAX_SUBSET_ROWS: Final = 8  # shipments with more lines are recognised on a re-upload only when whole
 

@@ -22,9 +22,9 @@ import psycopg
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Marketplace, RefundReason
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.config import Settings
-from ledger.database import connect, open_database
+from ledger.eventstore.database import connect, open_database
 from ledger.finance.reconcile import Reconciliations, Upload, check_account
 from ledger.finance.settlements import PARSERS, SettlementFormatError
 from ledger.projections.exposure import ExposureView
@@ -33,7 +33,7 @@ from ledger.projections.refunds import RefundEntry, RefundsView, snapshot
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ledger.api.finance_bodies import ReconciliationOut
+    from ledger.api.bodies.finance import ReconciliationOut
 
 EXIT_ROWS_FAILED = 1  # the report had rows that could not be read (each is listed)
 PAGE = 500
@@ -85,7 +85,7 @@ def cmd_refunds(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
         "reason": args.reason,
         "account_id": args.account,
     }
-    from ledger.api.finance_bodies import CSV_COLUMNS, FinanceRefundOut, RefundTotalsOut, csv_row
+    from ledger.api.bodies.finance import CSV_COLUMNS, FinanceRefundOut, RefundTotalsOut, csv_row
 
     view = RefundsView()
     entries: list[RefundEntry] = []
@@ -132,7 +132,7 @@ def cmd_refunds(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Reconcile a report file; exit 1 when some of its rows could not be read (they are listed)."""
-    from ledger.api.finance_bodies import ReconciliationOut
+    from ledger.api.bodies.finance import ReconciliationOut
 
     path = Path(args.file)
     try:
@@ -169,7 +169,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings, out: TextIO) -> 
 
 
 def cmd_reconciliation(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from ledger.api.finance_bodies import ReconciliationOut
+    from ledger.api.bodies.finance import ReconciliationOut
 
     with reading(settings) as conn:
         details = Reconciliations().get(conn, args.seller, args.reconciliation_id)
@@ -182,7 +182,7 @@ def cmd_reconciliation(args: argparse.Namespace, settings: Settings, out: TextIO
 
 
 def cmd_reconciliations(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from ledger.api.finance_bodies import ReconciliationSummaryOut
+    from ledger.api.bodies.finance import ReconciliationSummaryOut
 
     with reading(settings) as conn:
         page = Reconciliations().list(conn, args.seller, args.marketplace, limit=args.limit)
@@ -232,7 +232,7 @@ def _write_reconciliation(r: ReconciliationOut, out: TextIO) -> None:
 
 
 def cmd_exposure(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from ledger.api.finance_bodies import ExposureEntryOut
+    from ledger.api.bodies.finance import ExposureEntryOut
 
     with reading(settings) as conn:
         entries = ExposureView().exposure(conn, args.seller, args.marketplace, args.account)

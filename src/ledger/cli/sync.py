@@ -18,13 +18,13 @@ from uuid import UUID
 import msgspec
 
 from ledger.aggregates.values import OrderStatus
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
 from ledger.config import Settings
-from ledger.database import PostgresTarget, connect, open_database
+from ledger.eventstore.database import PostgresTarget, connect, open_database
 from ledger.integrations.base import MarketplaceClient, MarketplaceError
 from ledger.integrations.dispatcher import Dispatcher, replay_order
 from ledger.integrations.importer import AccountReport, Importer, ensure_tables
-from ledger.integrations.registry import MarketplaceNotConfiguredError, SyncSettings, client_for
+from ledger.integrations.marketplaces import MarketplaceNotConfiguredError, SyncSettings, client_for
 from ledger.projections.base import Tables, active_generation, apply_batch, decode, install, projection_lock
 from ledger.projections.outbound import OutboundProjection
 
@@ -108,8 +108,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """`ledger import FILE` imports a file; without FILE, a round of marketplace imports (--once), or rounds
     on the schedule until SIGINT/SIGTERM."""
     if args.file is not None:
-        from ledger.cli import cmd_import as import_file  # noqa: PLC0415 - cli imports this module
-        from ledger.cli import open_ledger  # noqa: PLC0415
+        from ledger.cli.main import cmd_import as import_file  # noqa: PLC0415 - cli imports this module
+        from ledger.cli.main import open_ledger  # noqa: PLC0415
 
         if args.once or args.account:
             print(

@@ -35,9 +35,9 @@ from xml.etree import ElementTree
 from litestar import Request, Response, get, post, put
 from litestar.params import FromPath
 
-from ledger.integrations.sandbox.app import Caller, Marketplace, Sandbox, json_response, read_json, sandbox_of
-from ledger.integrations.sandbox.state import Json, Order, Violation, iso, monotonic, parse_time, utcnow
-from ledger.integrations.sandbox.validation import spec
+from ledger_sandbox.app import Caller, Marketplace, Sandbox, json_response, read_json, sandbox_of
+from ledger_sandbox.state import Json, Order, Violation, iso, monotonic, parse_time, utcnow
+from ledger_sandbox.validation import spec
 
 NAME = "amazon"
 ORDERS_SPEC = "amazon/ordersV0.json"

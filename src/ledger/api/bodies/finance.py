@@ -10,7 +10,7 @@ from uuid import UUID
 
 import msgspec
 
-from ledger.api.bodies import Out
+from ledger.api.bodies.orders import Out
 from ledger.finance.reconcile import Reconciliation, ReconciliationDetails
 from ledger.projections.exposure import ExposureEntry
 from ledger.projections.refunds import RefundEntry, RefundTotals

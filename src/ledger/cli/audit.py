@@ -28,12 +28,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ledger.application import Ledger
+from ledger.application.ledger import Ledger
+from ledger.audit.as_of import all_sales_as_of, to_csv, to_json
+from ledger.audit.verification import VerificationSummary, verify_all, verify_order, write_checkpoints
 from ledger.config import Settings
-from ledger.database import connect, open_database
-from ledger.privacy import forget
-from ledger.sales_as_of import all_sales_as_of, to_csv, to_json
-from ledger.verification import VerificationSummary, verify_all, verify_order, write_checkpoints
+from ledger.eventstore.database import connect, open_database
+from ledger.eventstore.keys_store import forget
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from ledger.integrations.sandbox.app import (
+from ledger_sandbox.app import (
     Caller,
     ControlError,
     Marketplace,
@@ -42,8 +42,8 @@ from ledger.integrations.sandbox.app import (
     json_response,
     read_json,
 )
-from ledger.integrations.sandbox.state import Json, Order, iso, monotonic, parse_time, utcnow
-from ledger.integrations.sandbox.validation import spec
+from ledger_sandbox.state import Json, Order, iso, monotonic, parse_time, utcnow
+from ledger_sandbox.validation import spec
 
 NAME = "ebay"
 SPEC = "ebay/sell_fulfillment_v1_oas3.json"

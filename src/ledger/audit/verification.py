@@ -34,8 +34,8 @@ from psycopg.rows import TupleRow
 
 from ledger.aggregates.chain import GENESIS_HASH, chain_hash
 from ledger.aggregates.order import Order
-from ledger.application import OrderNotFoundError
-from ledger.database import DEFAULT_EVENTS_TABLE
+from ledger.application.ledger import OrderNotFoundError
+from ledger.eventstore.database import DEFAULT_EVENTS_TABLE
 
 Connection = psycopg.Connection[TupleRow]
 Progress = Callable[[str, int, int], None]

@@ -24,9 +24,9 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from ledger.integrations.sandbox.app import Caller, Marketplace, Sandbox
-from ledger.integrations.sandbox.state import Json, Line, Order, parse_time, utcnow
-from ledger.integrations.sandbox.strict import (
+from ledger_sandbox.app import Caller, Marketplace, Sandbox
+from ledger_sandbox.state import Json, Line, Order, parse_time, utcnow
+from ledger_sandbox.strict import (
     UNAUTHORIZED,
     Invalid,
     Refusal,

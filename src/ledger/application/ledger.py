@@ -29,7 +29,6 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from ledger import idempotency
 from ledger.aggregates import rules
 from ledger.aggregates.account import MarketplaceAccount, SellerAccounts
 from ledger.aggregates.api_key import ApiKey, SellerApiKeys
@@ -54,11 +53,7 @@ from ledger.aggregates.values import (
     Role,
     SyncAction,
 )
-from ledger.database import LedgerApplicationRecorder
-from ledger.group_commit import GroupCommitter
-from ledger.idempotency import StoredResponse
-from ledger.privacy import KeyStore, MemoryKeys, PersonalData, PostgresKeys, key_id_for
-from ledger.queries import (
+from ledger.application.queries import (
     ID_FIELDS,
     AccountDetails,
     CommandResult,
@@ -67,7 +62,12 @@ from ledger.queries import (
     KeyDetails,
     OrderDetails,
 )
-from ledger.transcoding import LedgerTranscoder
+from ledger.eventstore import idempotency
+from ledger.eventstore.database import LedgerApplicationRecorder
+from ledger.eventstore.group_commit import GroupCommitter
+from ledger.eventstore.idempotency import StoredResponse
+from ledger.eventstore.keys_store import KeyStore, MemoryKeys, PersonalData, PostgresKeys, key_id_for
+from ledger.eventstore.transcoding import LedgerTranscoder
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 8
@@ -376,7 +376,7 @@ class Ledger(Application[UUID]):
         raise ConcurrentUpdateError(f"account {account_id} kept changing; try again")
 
     def stored_response(self, seller: str, key: str) -> StoredResponse | None:
-        """The response stored under this seller's idempotency key, if any (ledger.idempotency)."""
+        """The response stored under this seller's idempotency key, if any (ledger.eventstore.idempotency)."""
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
             return idempotency.select(cur, self.recorder.datastore.schema, seller, key)  # type: ignore[attr-defined]
 

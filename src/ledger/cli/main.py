@@ -20,7 +20,6 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from ledger import audit_cli, cli_bulk, sync_cli
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import (
     CancelReason,
@@ -34,16 +33,24 @@ from ledger.aggregates.values import (
     Role,
     Source,
 )
-from ledger.api.schemas import decode_orders
-from ledger.application import ImportItem, Ledger
+from ledger.api.bodies.schemas import decode_orders
+from ledger.application.ledger import ImportItem, Ledger
+from ledger.application.queries import HistoryEntry, OrderDetails
+from ledger.cli import audit as audit_cli
+from ledger.cli import bulk as cli_bulk
+from ledger.cli import sync as sync_cli
+from ledger.cli.progress import progress as progress_bar
 from ledger.config import ConfigError, Settings
-from ledger.database import DatabaseUnavailableError, PostgresTarget, check_connection, connect, open_database
-from ledger.integrations.sandbox import cli as sandbox_cli
-from ledger.progress import progress as progress_bar
+from ledger.eventstore.database import (
+    DatabaseUnavailableError,
+    PostgresTarget,
+    check_connection,
+    connect,
+    open_database,
+)
 from ledger.projections.base import Projection, ProjectionWorker, rebuild
 from ledger.projections.base import status as projection_status
 from ledger.projections.registry import all_projections, projection_named
-from ledger.queries import HistoryEntry, OrderDetails
 
 EXIT_FAILED = 1  # the ledger refused something, or some rows of a file failed
 EXIT_USAGE = 2  # bad arguments or input file
@@ -809,14 +816,16 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaratio
     forget.add_argument("--buyer", required=True, metavar="EMAIL")
     forget.add_argument("--seller", required=True)
     # --- finance ---
-    from ledger.cli_finance import add_finance_commands  # noqa: PLC0415 - the finance commands' own module
+    from ledger.cli.finance import add_finance_commands  # noqa: PLC0415 - the finance commands' own module
 
     add_finance_commands(sub, command, _uuid)
     # --- web page and bulk shipping ---
     cli_bulk.add_parser(sub, command)
     # --- marketplaces: import, dispatch, sync ---
     sync_cli.add_commands(sub, command, imp, serve, worker)
-    # --- sandbox marketplaces ---
+    # --- sandbox marketplaces: a development tool outside the product's import graph, loaded here only ---
+    from ledger_sandbox import cli as sandbox_cli  # noqa: PLC0415
+
     sandbox_cli.add_command(sub)
     return parser
 
@@ -861,7 +870,3 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except BrokenPipeError:  # the reader (e.g. `| head`) went away: nothing left to say
         sys.stderr.close()
         return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -58,9 +58,9 @@ def cmd_sandbox(args: argparse.Namespace, settings: Any, out: TextIO) -> int:
     """Serve until interrupted."""
     import uvicorn  # noqa: PLC0415 - the server's imports only when it runs
 
-    from ledger.integrations.sandbox.app import create_sandbox_app  # noqa: PLC0415
-    from ledger.integrations.sandbox.faults import quiet_dropped_connections  # noqa: PLC0415
-    from ledger.integrations.sandbox.validation import SpecsNotFoundError, specs_dir  # noqa: PLC0415
+    from ledger_sandbox.app import create_sandbox_app  # noqa: PLC0415
+    from ledger_sandbox.faults import quiet_dropped_connections  # noqa: PLC0415
+    from ledger_sandbox.validation import SpecsNotFoundError, specs_dir  # noqa: PLC0415
 
     try:
         specs = specs_dir()
@@ -81,7 +81,7 @@ def cmd_sandbox(args: argparse.Namespace, settings: Any, out: TextIO) -> int:
             sandbox.state.generate(name, args.account, marketplace.new_order_id, count=args.orders)
     print(f"sandbox marketplaces ({', '.join(sandbox.marketplaces)}) at {url}", file=out)
     print(
-        f"  schemas from {specs}; control API at {url}/_sandbox/ (see `ledger.integrations.sandbox`)",
+        f"  schemas from {specs}; control API at {url}/_sandbox/ (see `ledger_sandbox`)",
         file=out,
     )
     if args.orders:

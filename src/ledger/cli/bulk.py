@@ -14,10 +14,10 @@ from typing import Any, TextIO
 import msgspec
 
 from ledger.aggregates.values import Source
-from ledger.application import Ledger
-from ledger.bulk_shipping import BulkShipper
-from ledger.progress import progress
-from ledger.shipments_csv import NotCsvError, RowResult, parse
+from ledger.application.bulk_shipping import BulkShipper
+from ledger.application.ledger import Ledger
+from ledger.application.shipments_csv import NotCsvError, RowResult, parse
+from ledger.cli.progress import progress
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

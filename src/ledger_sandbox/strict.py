@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response
 
-from ledger.integrations.sandbox.app import Caller, Sandbox
-from ledger.integrations.sandbox.state import Json, Order, iso, parse_time, utcnow
+from ledger_sandbox.app import Caller, Sandbox
+from ledger_sandbox.state import Json, Order, iso, parse_time, utcnow
 
 T = TypeVar("T")
 

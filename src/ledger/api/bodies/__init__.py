@@ -1,0 +1,1 @@
+"""The HTTP API's request and response bodies: orders.py, finance.py and the import shapes (schemas.py)."""
