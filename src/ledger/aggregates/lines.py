@@ -1,16 +1,125 @@
-"""Per-line quantities and amounts of an order, and the arithmetic the order's rules use."""
+"""Per-line quantities and amounts of an order, and every piece of state derived from them.
+
+Derived order state (a line's open units, the refunded-unshipped rule, an order's status, whether it is open,
+its dispute status, its totals) is defined here once, as pure functions over plain values, so that the `Order`
+aggregate and the projections that fold its events (All Sales, exposure) cannot disagree.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import NamedTuple
 
-from ledger.aggregates.values import MINOR_UNITS, ZERO, OrderLine
+from ledger.aggregates.values import MINOR_UNITS, ZERO, OrderLine, OrderStatus
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
     """Round to the currency's minor unit (banker's rounding, as marketplaces settle)."""
     return amount.quantize(Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2)), rounding=ROUND_HALF_EVEN)
+
+
+# ------------------------------------------------------------------------------------ one line
+
+
+def open_units(quantity: int, shipped: int, cancelled: int, refunded_unshipped: int) -> int:
+    """Units neither shipped, cancelled nor refunded before shipment."""
+    return quantity - shipped - cancelled - refunded_unshipped
+
+
+def unrefunded_shipped(shipped: int, refunded_quantity: int, refunded_unshipped: int) -> int:
+    """Of `shipped` units, those not yet refunded (units refunded before shipment were never among them)."""
+    return max(shipped - (refunded_quantity - refunded_unshipped), 0)
+
+
+def unshipped_in_refund(quantity: int, shipped: int, refunded_quantity: int, refunded_unshipped: int) -> int:
+    """The refunded-unshipped rule: how many of `quantity` refunded units had not shipped (eBay refunds paid,
+    unshipped units): a refund takes the shipped, unrefunded units first; the rest never ship."""
+    return max(quantity - unrefunded_shipped(shipped, refunded_quantity, refunded_unshipped), 0)
+
+
+def share(amount: Decimal, *, of: int, done: int, units: int, left: Decimal, currency: str) -> Decimal:
+    """The part of `amount` (spread over `of` units) that `units` more units take when `done` units took theirs
+    and `left` remains: in proportion, rounded to the minor unit, and the last units take whatever is left."""
+    if units <= 0 or of == 0:
+        return ZERO
+    if done + units >= of:
+        return left
+    return min(quantize(amount * units / of, currency), left)
+
+
+# ------------------------------------------------------------------------------------ the order
+
+
+class LineTally(NamedTuple):
+    """What an order's derived state needs of one line."""
+
+    quantity: int
+    shipped: int
+    cancelled: int
+    open_quantity: int
+    total: Decimal
+    refunded: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """An order's derived state, as the aggregate answers it and the read models store it."""
+
+    units: int
+    shipped_units: int
+    cancelled_units: int
+    total: Decimal
+    refunded_total: Decimal
+    status: OrderStatus
+    is_open: bool
+    dispute_status: str | None
+    open_disputes: int
+
+
+def order_status(shipped_units: int, settled: bool) -> OrderStatus:
+    """`settled`: no line has a unit left to ship. `canceled` when nothing shipped and nothing is left."""
+    if shipped_units == 0:
+        return OrderStatus.CANCELED if settled else OrderStatus.UNSHIPPED
+    return OrderStatus.SHIPPED if settled else OrderStatus.PARTIALLY_SHIPPED
+
+
+def is_open(settled: bool, open_disputes: int) -> bool:
+    """Open until every unit is shipped, cancelled or refunded before shipment and no dispute is open."""
+    return open_disputes > 0 or not settled
+
+
+def dispute_status(disputes: int, open_disputes: int) -> str | None:
+    """None without disputes; `open` while any is open; else `closed`."""
+    if not disputes:
+        return None
+    return "open" if open_disputes else "closed"
+
+
+def order_state(lines: Iterable[LineTally], *, disputes: int, open_disputes: int) -> OrderState:
+    """The order's derived state, in one pass over its lines."""
+    units = shipped = cancelled = 0
+    total = refunded = ZERO
+    settled = True
+    for line in lines:
+        units += line.quantity
+        shipped += line.shipped
+        cancelled += line.cancelled
+        total += line.total
+        refunded += line.refunded
+        settled = settled and line.open_quantity == 0
+    return OrderState(
+        units=units,
+        shipped_units=shipped,
+        cancelled_units=cancelled,
+        total=total,
+        refunded_total=refunded,
+        status=order_status(shipped, settled),
+        is_open=is_open(settled, open_disputes),
+        dispute_status=dispute_status(disputes, open_disputes),
+        open_disputes=open_disputes,
+    )
 
 
 @dataclass
@@ -36,8 +145,7 @@ class LineState:
 
     @property
     def open_quantity(self) -> int:
-        """Units neither shipped, cancelled nor refunded before shipment."""
-        return self.ordered - self.shipped - self.cancelled - self.refunded_unshipped
+        return open_units(self.ordered, self.shipped, self.cancelled, self.refunded_unshipped)
 
     @property
     def shippable(self) -> int:
@@ -68,18 +176,32 @@ class LineState:
         """Cancelled or returned (refunded) units not yet back in the ledger's stock."""
         return self.cancelled + self.refunded_quantity - self.restocked
 
+    @property
+    def tally(self) -> LineTally:
+        return LineTally(
+            self.ordered,
+            self.shipped,
+            self.cancelled,
+            self.open_quantity,
+            self.line.total,
+            self.refunded_amount,
+        )
+
     def shipped_refundable(self, charged_only: bool) -> int:
         """Shipped units not yet refunded; `charged_only` counts only those the marketplace confirmed."""
         shipped = self.confirmed_shipped if charged_only else self.shipped
-        return max(shipped - (self.refunded_quantity - self.refunded_unshipped), 0)
+        return unrefunded_shipped(shipped, self.refunded_quantity, self.refunded_unshipped)
 
     def tax_share(self, quantity: int, currency: str) -> Decimal:
-        """The line's tax for `quantity` units; the last units take whatever rounding left over."""
-        if quantity <= 0 or self.line.quantity == 0:
-            return ZERO
-        if self.refunded_quantity + quantity >= self.line.quantity:
-            return self.refundable_tax
-        return min(quantize(self.line.tax * quantity / self.line.quantity, currency), self.refundable_tax)
+        """The line's tax for `quantity` more refunded units."""
+        return share(
+            self.line.tax,
+            of=self.line.quantity,
+            done=self.refunded_quantity,
+            units=quantity,
+            left=self.refundable_tax,
+            currency=currency,
+        )
 
 
 def allocate(total: Decimal, capacities: list[Decimal]) -> list[Decimal]:

@@ -22,7 +22,7 @@ from ledger.aggregates.errors import (
     ImportConflictError,
     UnknownSyncReferenceError,
 )
-from ledger.aggregates.lines import LineState
+from ledger.aggregates.lines import LineState, OrderState, order_state, unshipped_in_refund
 from ledger.aggregates.policies import MarketplacePolicy, policy_for
 from ledger.aggregates.values import (
     Address,
@@ -274,8 +274,9 @@ class Order(Aggregate):
         def apply(self, order: Order) -> None:
             for item in self.lines:
                 state = order.lines[item.line_id]
-                unshipped = item.quantity - state.shipped_refundable(charged_only=False)
-                state.refunded_unshipped += max(unshipped, 0)
+                state.refunded_unshipped += unshipped_in_refund(
+                    item.quantity, state.shipped, state.refunded_quantity, state.refunded_unshipped
+                )
                 state.refunded_quantity += item.quantity
                 state.refunded_item += item.item_amount
                 state.refunded_tax += item.tax_amount
@@ -393,50 +394,51 @@ class Order(Aggregate):
         return policy_for(self.marketplace)
 
     @property
+    def charged_only(self) -> bool:
+        """Whether refunds reach only shipped units the marketplace confirmed (it charges on confirmation);
+        Third Party Managed orders are charged outside the ledger."""
+        return self.policy.charges_on_shipment_confirmation and not self.third_party_managed
+
+    @property
+    def state(self) -> OrderState:
+        """Status, totals and the rest of the order's derived state (aggregates/lines.py defines them)."""
+        return order_state(
+            (s.tally for s in self.lines.values()),
+            disputes=len(self.disputes),
+            open_disputes=sum(d.is_open for d in self.disputes.values()),
+        )
+
+    @property
     def units(self) -> int:
-        return sum(s.ordered for s in self.lines.values())
+        return self.state.units
 
     @property
     def shipped_units(self) -> int:
-        return sum(s.shipped for s in self.lines.values())
+        return self.state.shipped_units
 
     @property
     def cancelled_units(self) -> int:
-        return sum(s.cancelled for s in self.lines.values())
+        return self.state.cancelled_units
 
     @property
     def total(self) -> Decimal:
-        return sum((s.line.total for s in self.lines.values()), Decimal(0))
+        return self.state.total
 
     @property
     def refunded_total(self) -> Decimal:
-        return sum((s.refunded_amount for s in self.lines.values()), Decimal(0))
+        return self.state.refunded_total
 
     @property
     def status(self) -> OrderStatus:
-        """`canceled` when no unit shipped and none is left to ship (cancelled, or refunded before shipment)."""
-        if self.shipped_units == 0 and all(s.open_quantity == 0 for s in self.lines.values()):
-            return OrderStatus.CANCELED
-        if self.shipped_units == 0:
-            return OrderStatus.UNSHIPPED
-        if all(s.open_quantity == 0 for s in self.lines.values()):
-            return OrderStatus.SHIPPED
-        return OrderStatus.PARTIALLY_SHIPPED
-
-    @property
-    def has_open_dispute(self) -> bool:
-        return any(d.is_open for d in self.disputes.values())
+        return self.state.status
 
     @property
     def dispute_status(self) -> str | None:
-        if not self.disputes:
-            return None
-        return "open" if self.has_open_dispute else "closed"
+        return self.state.dispute_status
 
     @property
     def is_open(self) -> bool:
-        """Open until every unit is shipped or cancelled and no dispute is open."""
-        return self.has_open_dispute or any(s.open_quantity > 0 for s in self.lines.values())
+        return self.state.is_open
 
     def versions_for_key(self, idempotency_key: str) -> list[int]:
         return list(self.command_keys.get(idempotency_key, ()))

@@ -140,7 +140,7 @@ def allowed_actions(order: Order) -> AllowedActions:
     paid = order.payment_status is PaymentStatus.PAID
     lines = order.lines.values()
     cancellable = sum(state.cancellable for state in lines)
-    charged_only = policy.charges_on_shipment_confirmation and not order.third_party_managed
+    charged_only = order.charged_only
     refundable = sum(state.shipped_refundable(charged_only) for state in lines)
     try:
         check_can_ship(order)
@@ -277,7 +277,7 @@ def resolve_refund(
     for name, amount in (("shipping_amount", shipping_amount), ("tax_amount", tax_amount)):
         if not is_valid_amount(amount, order.currency):
             raise InvalidAmountError(f"{amount} is not a valid {order.currency} amount", name)
-    charged_only = order.policy.charges_on_shipment_confirmation and not order.third_party_managed
+    charged_only = order.charged_only
     if requested is None:
         requested = _whole_refund(order, charged_only)
     drafts = [_refund_line(order, index, item, charged_only) for index, item in enumerate(requested)]

@@ -71,6 +71,7 @@ def all_sales_as_of(conn: Connection, mapper: Mapper[UUID], seller: str, at: dat
 
 
 def summary_of(row: OrderRow) -> OrderSummary:
+    state = row.state
     return OrderSummary(
         order_id=row.order_id,
         account_id=row.account_id,
@@ -79,16 +80,16 @@ def summary_of(row: OrderRow) -> OrderSummary:
         purchased_at=row.purchased_at,
         buyer_name=row.buyer_name,
         currency=row.currency,
-        total=row.total,
-        refunded_total=row.refunded_total,
-        status=row.status,
+        total=state.total,
+        refunded_total=state.refunded_total,
+        status=state.status.value,
         payment_status=row.payment_status,
-        dispute_status=row.dispute_status,
+        dispute_status=state.dispute_status,
         third_party_managed=row.third_party_managed,
-        open=row.is_open,
-        units=row.units,
-        shipped_units=row.shipped_units,
-        cancelled_units=row.cancelled_units,
+        open=state.is_open,
+        units=state.units,
+        shipped_units=state.shipped_units,
+        cancelled_units=state.cancelled_units,
         version=row.version,
         updated_at=row.updated_at,
     )

@@ -17,8 +17,8 @@ from uuid import UUID
 
 from psycopg import sql
 
+from ledger.aggregates.lines import LineTally, OrderState, open_units, order_state, unshipped_in_refund
 from ledger.aggregates.order import Order
-from ledger.aggregates.values import OrderStatus
 from ledger.eventstore import keys_store
 from ledger.projections.base import Cursor, Event, Projection, Tables, select_by_order
 
@@ -51,16 +51,15 @@ class LineRow:
     dirty: bool = field(default=True, compare=False)  # changed since loaded: to be written
 
     @property
-    def open_quantity(self) -> int:
-        return self.quantity - self.shipped - self.cancelled - self.refunded_unshipped
-
-    @property
-    def refunded_amount(self) -> Decimal:
-        return self.refunded_item + self.refunded_tax + self.refunded_shipping
-
-    @property
-    def total(self) -> Decimal:
-        return self.unit_price * self.quantity + self.tax + self.shipping
+    def tally(self) -> LineTally:
+        return LineTally(
+            self.quantity,
+            self.shipped,
+            self.cancelled,
+            open_units(self.quantity, self.shipped, self.cancelled, self.refunded_unshipped),
+            self.unit_price * self.quantity + self.tax + self.shipping,
+            self.refunded_item + self.refunded_tax + self.refunded_shipping,
+        )
 
 
 LINE_COLUMNS = tuple(f.name for f in fields(LineRow) if f.name != "dirty")
@@ -86,55 +85,28 @@ class OrderRow:
     open_claims: int = 0
     lines: dict[str, LineRow] = field(default_factory=dict)
 
-    # Derived columns, stored for filtering and sorting.
-    @property
-    def units(self) -> int:
-        return sum(line.quantity for line in self.lines.values())
-
-    @property
-    def shipped_units(self) -> int:
-        return sum(line.shipped for line in self.lines.values())
-
-    @property
-    def cancelled_units(self) -> int:
-        return sum(line.cancelled for line in self.lines.values())
-
     @property
     def open_disputes(self) -> int:
         return self.open_claims + len(self.pending)
 
     @property
-    def status(self) -> str:
-        """The same rule as `Order.status`."""
-        done = all(line.open_quantity == 0 for line in self.lines.values())
-        if self.shipped_units == 0:
-            return OrderStatus.CANCELED.value if done else OrderStatus.UNSHIPPED.value
-        return OrderStatus.SHIPPED.value if done else OrderStatus.PARTIALLY_SHIPPED.value
-
-    @property
-    def tab(self) -> str:
-        return THIRD_PARTY_TAB if self.third_party_managed else self.status
-
-    @property
-    def is_open(self) -> bool:
-        return self.open_disputes > 0 or any(line.open_quantity > 0 for line in self.lines.values())
-
-    @property
-    def dispute_status(self) -> str | None:
-        if not self.disputes:
-            return None
-        return "open" if self.open_disputes else "closed"
-
-    @property
-    def total(self) -> Decimal:
-        return sum((line.total for line in self.lines.values()), ZERO)
-
-    @property
-    def refunded_total(self) -> Decimal:
-        return sum((line.refunded_amount for line in self.lines.values()), ZERO)
+    def state(self) -> OrderState:
+        """The derived columns, stored for filtering and sorting: the same functions as `Order.state`."""
+        return order_state(
+            (line.tally for line in self.lines.values()),
+            disputes=self.disputes,
+            open_disputes=self.open_disputes,
+        )
 
     def tabs(self) -> list[str]:
-        return [self.tab, DISPUTES_OPEN_TAB] if self.open_disputes else [self.tab]
+        state = self.state
+        tab = tab_of(state.status, self.third_party_managed)
+        return [tab, DISPUTES_OPEN_TAB] if state.open_disputes else [tab]
+
+
+def tab_of(status: str, third_party_managed: bool) -> str:
+    """The All Sales tab an order is listed under (besides `disputes_open` while it has an open dispute)."""
+    return THIRD_PARTY_TAB if third_party_managed else status
 
 
 ORDER_STORED = (
@@ -175,35 +147,21 @@ line_values = attrgetter(*LINE_COLUMNS)
 
 
 def _order_params(row: OrderRow) -> tuple[Any, ...]:
-    """The row's columns: stored ones, then the derived ones, computed in one pass over the lines."""
+    """The row's columns: stored ones, then the derived ones."""
     stored = list(_STORED(row))
     stored[_PENDING] = json.dumps(row.pending)
-    units = shipped = cancelled = 0
-    total = refunded = ZERO
-    all_done = True
-    for line in row.lines.values():
-        units += line.quantity
-        shipped += line.shipped
-        cancelled += line.cancelled
-        total += line.unit_price * line.quantity + line.tax + line.shipping
-        refunded += line.refunded_item + line.refunded_tax + line.refunded_shipping
-        all_done = all_done and line.open_quantity == 0
-    if shipped == 0:
-        status = OrderStatus.CANCELED.value if all_done else OrderStatus.UNSHIPPED.value
-    else:
-        status = OrderStatus.SHIPPED.value if all_done else OrderStatus.PARTIALLY_SHIPPED.value
-    open_disputes = row.open_disputes
+    state = row.state
     derived = (
-        status,
-        THIRD_PARTY_TAB if row.third_party_managed else status,
-        open_disputes > 0 or not all_done,
-        row.dispute_status,
-        open_disputes,
-        units,
-        shipped,
-        cancelled,
-        total,
-        refunded,
+        state.status.value,
+        tab_of(state.status.value, row.third_party_managed),
+        state.is_open,
+        state.dispute_status,
+        state.open_disputes,
+        state.units,
+        state.shipped_units,
+        state.cancelled_units,
+        state.total,
+        state.refunded_total,
     )
     return (*stored, *derived)
 
@@ -276,8 +234,9 @@ def _cancelled(row: OrderRow, event: Any) -> None:
 def _refunded(row: OrderRow, event: Any) -> None:
     for item in event.lines:
         line = _touch(row, item.line_id)
-        shipped_refundable = max(line.shipped - (line.refunded_quantity - line.refunded_unshipped), 0)
-        line.refunded_unshipped += max(item.quantity - shipped_refundable, 0)
+        line.refunded_unshipped += unshipped_in_refund(
+            item.quantity, line.shipped, line.refunded_quantity, line.refunded_unshipped
+        )
         line.refunded_quantity += item.quantity
         line.refunded_item += item.item_amount
         line.refunded_tax += item.tax_amount

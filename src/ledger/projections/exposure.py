@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from ledger.aggregates.lines import quantize
+from ledger.aggregates.lines import share
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import SyncAction
 from ledger.projections import base
@@ -54,12 +54,14 @@ class LineValue:
         """The value of `units` more units of this line, and count them as shipped."""
         if units <= 0:
             return ZERO
-        if self.shipped + units >= self.quantity:
-            extras = self.extras - self.extras_shipped
-        else:
-            extras = min(
-                quantize(self.extras * units / self.quantity, currency), self.extras - self.extras_shipped
-            )
+        extras = share(
+            self.extras,
+            of=self.quantity,
+            done=self.shipped,
+            units=units,
+            left=self.extras - self.extras_shipped,
+            currency=currency,
+        )
         self.shipped += units
         self.extras_shipped += extras
         return self.unit_price * units + extras
