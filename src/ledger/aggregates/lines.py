@@ -58,7 +58,7 @@ class LineTally(NamedTuple):
     quantity: int
     shipped: int
     cancelled: int
-    open_quantity: int
+    refunded_unshipped: int
     total: Decimal
     refunded: Decimal
 
@@ -108,7 +108,9 @@ def order_state(lines: Iterable[LineTally], *, disputes: int, open_disputes: int
         cancelled += line.cancelled
         total += line.total
         refunded += line.refunded
-        settled = settled and line.open_quantity == 0
+        settled = (
+            settled and open_units(line.quantity, line.shipped, line.cancelled, line.refunded_unshipped) == 0
+        )
     return OrderState(
         units=units,
         shipped_units=shipped,
@@ -182,7 +184,7 @@ class LineState:
             self.ordered,
             self.shipped,
             self.cancelled,
-            self.open_quantity,
+            self.refunded_unshipped,
             self.line.total,
             self.refunded_amount,
         )
@@ -209,7 +211,7 @@ def allocate(total: Decimal, capacities: list[Decimal]) -> list[Decimal]:
     shares = []
     remaining = total
     for capacity in capacities:
-        share = min(remaining, max(capacity, ZERO))
-        shares.append(share)
-        remaining -= share
+        part = min(remaining, max(capacity, ZERO))
+        shares.append(part)
+        remaining -= part
     return shares

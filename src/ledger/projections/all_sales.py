@@ -17,7 +17,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from ledger.aggregates.lines import LineTally, OrderState, open_units, order_state, unshipped_in_refund
+from ledger.aggregates.lines import LineTally, OrderState, order_state, unshipped_in_refund
 from ledger.aggregates.order import Order
 from ledger.eventstore import keys_store
 from ledger.projections.base import Cursor, Event, Projection, Tables, select_by_order
@@ -56,7 +56,7 @@ class LineRow:
             self.quantity,
             self.shipped,
             self.cancelled,
-            open_units(self.quantity, self.shipped, self.cancelled, self.refunded_unshipped),
+            self.refunded_unshipped,
             self.unit_price * self.quantity + self.tax + self.shipping,
             self.refunded_item + self.refunded_tax + self.refunded_shipping,
         )
@@ -100,7 +100,7 @@ class OrderRow:
 
     def tabs(self) -> list[str]:
         state = self.state
-        tab = tab_of(state.status, self.third_party_managed)
+        tab = tab_of(state.status.value, self.third_party_managed)
         return [tab, DISPUTES_OPEN_TAB] if state.open_disputes else [tab]
 
 
