@@ -17,7 +17,8 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.cli.main import EXIT_FAILED, EXIT_USAGE, IMPORT_BATCH
+from ledger.cli.common import EXIT_FAILED, EXIT_USAGE
+from ledger.cli.imports import IMPORT_BATCH
 
 
 def _order(account_id: str, order_id: str, **overrides: object) -> dict[str, object]:

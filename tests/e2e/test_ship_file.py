@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.cli.main import EXIT_FAILED, EXIT_USAGE
+from ledger.cli.common import EXIT_FAILED, EXIT_USAGE
 
 pytestmark = pytest.mark.postgres
 

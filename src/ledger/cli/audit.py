@@ -1,6 +1,6 @@
 """The auditors' commands: `ledger verify`, `ledger checkpoint` and `ledger report all-sales --as-of`.
 
-They read the stored events table directly (verification.py, sales_as_of.py), so they take the Settings and
+They read the stored events table directly (audit/verification.py, audit/as_of.py), so they take the Settings and
 open their own autocommit connection; the Ledger is opened only for its mapper (the events' decoding).
 Progress goes to stderr (a rich bar on a terminal, a plain line a second otherwise); results go to `out`.
 """
@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import msgspec
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -31,18 +30,15 @@ from rich.text import Text
 from ledger.application.ledger import Ledger
 from ledger.audit.as_of import all_sales_as_of, to_csv, to_json
 from ledger.audit.verification import VerificationSummary, verify_all, verify_order, write_checkpoints
+from ledger.cli.common import EXIT_FAILED, Command, print_json, time_arg, uuid_arg
 from ledger.config import Settings
 from ledger.eventstore.database import connect, open_database
-from ledger.eventstore.keys_store import forget
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 PHASES = {
     "checkpoints": "re-verifying checkpoints",
     "orders": "verifying order chains",
     "sealing": "sealing new checkpoints",
 }
-_json = msgspec.json.Encoder(decimal_format="string")
 
 
 class RateColumn(ProgressColumn):
@@ -96,10 +92,6 @@ def progress_reporter(err: TextIO) -> Iterator[Any]:
         yield report
 
 
-def _print_json(value: Any, out: TextIO) -> None:
-    out.write(_json.encode(value).decode() + "\n")
-
-
 def cmd_verify(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """`ledger verify --order ID` or `--all` (the default): exit 1 when anything is invalid."""
     with open_database(settings) as target:
@@ -109,7 +101,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
                 if args.order is not None:
                     result = verify_order(conn, ledger.mapper, args.order)
                     if args.json:
-                        _print_json(result, out)
+                        print_json(result, out)
                     elif result.valid:
                         out.write(
                             f"order {result.order_id}: valid ({result.events_checked} events checked)\n"
@@ -130,7 +122,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 def _write_summary(summary: VerificationSummary, as_json: bool, out: TextIO) -> None:
     if as_json:
-        _print_json(summary, out)
+        print_json(summary, out)
         return
     out.write(
         f"verified {summary.orders_checked} orders ({summary.events_checked} events), "
@@ -154,7 +146,7 @@ def cmd_checkpoint(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     ):
         written = write_checkpoints(conn, report)
     if args.json:
-        _print_json({"checkpoints_written": written}, out)
+        print_json({"checkpoints_written": written}, out)
     else:
         out.write(f"wrote {written} new checkpoints\n")
     return 0
@@ -174,28 +166,25 @@ def cmd_report_all_sales(args: argparse.Namespace, settings: Settings, out: Text
     return 0
 
 
-def cmd_privacy_forget(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """Destroy a buyer's personal data key and scrub the read models' copies (crypto-shredding)."""
-    email = args.buyer.strip()
-    if not email:
-        print("ledger: --buyer needs the buyer's email", file=sys.stderr)
-        return EXIT_USAGE
-    with open_database(settings) as target, connect(target, autocommit=True) as conn:
-        destroyed, scrubbed = forget(conn, args.seller, email)
-    if args.json:
-        _print_json({"key_destroyed": destroyed, "rows_scrubbed": scrubbed}, out)
-    elif destroyed:
-        out.write(
-            f"buyer {email} of seller {args.seller} forgotten: key destroyed, "
-            f"{scrubbed} All Sales rows scrubbed; history still verifies\n"
-        )
-    elif scrubbed:
-        out.write(
-            f"buyer {email} of seller {args.seller}: no key (orders recorded before encryption keep the "
-            f"plaintext in their events); {scrubbed} All Sales rows scrubbed\n"
-        )
-    else:
-        out.write(
-            f"no live key for buyer {email} of seller {args.seller} (forgotten already, or never seen)\n"
-        )
-    return 0 if destroyed or scrubbed else EXIT_FAILED
+def add_commands(sub: Any, command: Command) -> None:
+    """`verify`, `checkpoint` and `report all-sales`."""
+    verify = command(sub, "verify", None, "recompute hash chains and checkpoints from the stored events")
+    verify.set_defaults(settings_handler=cmd_verify)
+    scope = verify.add_mutually_exclusive_group()
+    scope.add_argument("--order", type=uuid_arg, help="verify one order's chain")
+    scope.add_argument("--all", action="store_true", help="every order and checkpoint (the default)")
+    verify.add_argument(
+        "--no-checkpoint", action="store_true", help="don't seal new checkpoints after a clean --all"
+    )
+    command(sub, "checkpoint", None, "seal the events recorded since the last checkpoint").set_defaults(
+        settings_handler=cmd_checkpoint
+    )
+    report = command(sub, "report", None, "reports rebuilt from the events")
+    report_sub = report.add_subparsers(dest="report_command", metavar="COMMAND", required=True)
+    as_of = command(
+        report_sub, "all-sales", None, "a seller's All Sales list as it stood at a time, from the events"
+    )
+    as_of.set_defaults(settings_handler=cmd_report_all_sales)
+    as_of.add_argument("--seller", required=True)
+    as_of.add_argument("--as-of", type=time_arg, help="ISO 8601 time with a zone (default: now)")
+    as_of.add_argument("--format", choices=["csv", "json"], default="csv")

@@ -11,38 +11,30 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-import msgspec
-
 from ledger.aggregates.values import Source
 from ledger.application.bulk_shipping import BulkShipper
 from ledger.application.ledger import Ledger
 from ledger.application.shipments_csv import NotCsvError, RowResult, parse
+from ledger.cli.common import EXIT_FAILED, Command, UsageError, print_json
 from ledger.cli.progress import progress
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-_json = msgspec.json.Encoder()
 
 
 def cmd_ship_file(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
     try:
         data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
     except OSError as e:
-        print(f"ledger: cannot read {args.file}: {e.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
     try:
         parsed = parse(data)
     except NotCsvError as e:
-        print(f"ledger: {args.file}: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"{args.file}: {e}") from None
     shipper = BulkShipper(app, actor=args.actor, seller=args.seller, source=Source.BULK)
     with progress("ship-file", len(parsed.rows), unit="rows", out=sys.stderr, tty=sys.stderr) as bar:
         report = shipper.run(parsed, progress=bar.advance)
     if args.json:
         rows = [_row_json(r) for r in report.rows]
         body = {"rows": rows, "accepted": report.accepted, "rejected": report.rejected}
-        out.write(_json.encode(body).decode() + "\n")
+        print_json(body, out)
     else:
         for r in report.rows:
             out.write(_row_line(r))
@@ -72,8 +64,8 @@ def _row_line(r: RowResult) -> str:
     return f"{head}: accepted, shipment {r.shipment_id} (order version {r.version}){note}\n"
 
 
-def add_parser(sub: Any, command: Any) -> None:
-    """`ship-file`, declared through cli.py's `command` helper."""
+def add_commands(sub: Any, command: Command) -> None:
+    """`ship-file`."""
     p = command(
         sub, "ship-file", cmd_ship_file, "record the shipments of a CSV file (one shipment line a row)"
     )

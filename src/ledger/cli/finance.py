@@ -17,12 +17,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import msgspec
 import psycopg
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Marketplace, RefundReason
 from ledger.application.ledger import Ledger
+from ledger.cli.common import Command, print_json, uuid_arg
 from ledger.config import Settings
 from ledger.eventstore.database import connect, open_database
 from ledger.finance.reconcile import Reconciliations, Upload, check_account
@@ -37,15 +37,10 @@ if TYPE_CHECKING:
 
 EXIT_ROWS_FAILED = 1  # the report had rows that could not be read (each is listed)
 PAGE = 500
-_json = msgspec.json.Encoder(decimal_format="string")
 
 
 def _format(args: argparse.Namespace) -> str:
     return "json" if args.json else str(args.format)
-
-
-def _write_json(value: Any, out: TextIO) -> None:
-    out.write(_json.encode(value).decode() + "\n")
 
 
 def _day(text: str) -> date:
@@ -104,7 +99,7 @@ def cmd_refunds(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
         writer.writerow(CSV_COLUMNS)
         writer.writerows(csv_row(e) for e in entries)
     elif form == "json":
-        _write_json(
+        print_json(
             {
                 "items": [FinanceRefundOut.of(e) for e in entries],
                 "totals": [RefundTotalsOut.of(t) for t in totals],
@@ -162,7 +157,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings, out: TextIO) -> 
                 raise ReadModelMissingError(msg) from None
     body = ReconciliationOut.of_details(details)
     if _format(args) == "json":
-        _write_json(body, out)
+        print_json(body, out)
     else:
         _write_reconciliation(body, out)
     return EXIT_ROWS_FAILED if details.bad_rows else 0
@@ -175,7 +170,7 @@ def cmd_reconciliation(args: argparse.Namespace, settings: Settings, out: TextIO
         details = Reconciliations().get(conn, args.seller, args.reconciliation_id)
     body = ReconciliationOut.of_details(details)
     if _format(args) == "json":
-        _write_json(body, out)
+        print_json(body, out)
     else:
         _write_reconciliation(body, out)
     return 0
@@ -188,7 +183,7 @@ def cmd_reconciliations(args: argparse.Namespace, settings: Settings, out: TextI
         page = Reconciliations().list(conn, args.seller, args.marketplace, limit=args.limit)
     runs = [ReconciliationSummaryOut.of(r) for r in page.items]
     if _format(args) == "json":
-        _write_json(runs, out)
+        print_json(runs, out)
         return 0
     if not runs:
         out.write("no reconciliations\n")
@@ -238,7 +233,7 @@ def cmd_exposure(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
         entries = ExposureView().exposure(conn, args.seller, args.marketplace, args.account)
     items = [ExposureEntryOut.of(e) for e in entries]
     if _format(args) == "json":
-        _write_json({"items": items}, out)
+        print_json({"items": items}, out)
         return 0
     if not items:
         out.write("no exposure: every shipment is confirmed by its marketplace\n")
@@ -250,8 +245,8 @@ def cmd_exposure(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
     return 0
 
 
-def add_finance_commands(sub: Any, command: Any, uuid: Any) -> None:
-    """The `finance` command group (called from cli.build_parser; `command` makes a subcommand parser)."""
+def add_commands(sub: Any, command: Command) -> None:
+    """`finance refunds|reconcile|reconciliation|reconciliations|exposure`."""
     marketplaces = [m.value for m in Marketplace]
     finance = command(sub, "finance", None, "refunds, settlement reconciliation and payment exposure")
     fin_sub = finance.add_subparsers(dest="finance_command", metavar="COMMAND", required=True)
@@ -264,7 +259,7 @@ def add_finance_commands(sub: Any, command: Any, uuid: Any) -> None:
     refunds.add_argument("--marketplace", choices=marketplaces)
     refunds.add_argument("--currency", help="ISO 4217 code")
     refunds.add_argument("--reason", choices=[r.value for r in RefundReason])
-    refunds.add_argument("--account", type=uuid, help="one marketplace account's refunds")
+    refunds.add_argument("--account", type=uuid_arg, help="one marketplace account's refunds")
     refunds.add_argument("--format", choices=["text", "json", "csv"], default="text")
 
     rec = command(
@@ -276,12 +271,12 @@ def add_finance_commands(sub: Any, command: Any, uuid: Any) -> None:
     )
     rec.add_argument("--seller", required=True)
     rec.add_argument("--marketplace", required=True, choices=sorted(PARSERS))
-    rec.add_argument("--account", type=uuid, help="match only this account's orders")
+    rec.add_argument("--account", type=uuid_arg, help="match only this account's orders")
     rec.add_argument("--format", choices=["text", "json"], default="text")
 
     show = command(fin_sub, "reconciliation", None, "one stored reconciliation run, in full")
     show.set_defaults(settings_handler=cmd_reconciliation)
-    show.add_argument("reconciliation_id", type=uuid)
+    show.add_argument("reconciliation_id", type=uuid_arg)
     show.add_argument("--seller", required=True)
     show.add_argument("--format", choices=["text", "json"], default="text")
 
@@ -298,5 +293,5 @@ def add_finance_commands(sub: Any, command: Any, uuid: Any) -> None:
     exposure.set_defaults(settings_handler=cmd_exposure)
     exposure.add_argument("--seller", required=True)
     exposure.add_argument("--marketplace", choices=marketplaces)
-    exposure.add_argument("--account", type=uuid)
+    exposure.add_argument("--account", type=uuid_arg)
     exposure.add_argument("--format", choices=["text", "json"], default="text")

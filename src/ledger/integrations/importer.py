@@ -431,3 +431,17 @@ class _UnknownDispute(LedgerError):
         super().__init__(
             f"the marketplace closed dispute {marketplace_dispute_id}, which the ledger never opened"
         )
+
+
+def recently_changed(
+    conn: psycopg.Connection[TupleRow], since: datetime, account_id: UUID | None
+) -> list[tuple[UUID, str, UUID]]:
+    """(account_id, marketplace_order_id, order_id) of the imported orders the marketplace changed since `since`,
+    of one account or of all, by account and newest change first (what `ledger sync check` compares)."""
+    ensure_tables(conn)
+    return conn.execute(
+        "SELECT account_id, marketplace_order_id, order_id FROM integration_orders"
+        " WHERE remote_updated_at >= %s AND (%s::uuid IS NULL OR account_id = %s)"
+        " ORDER BY account_id, remote_updated_at DESC",
+        (since, account_id, account_id),
+    ).fetchall()

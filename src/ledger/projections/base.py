@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, cast
 
 import psycopg
@@ -623,6 +624,38 @@ def _catch_up_in(
             return position
 
 
+def catch_up_unless_followed(
+    conn: psycopg.Connection[TupleRow],
+    projection: Projection,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    *,
+    batch_size: int = 2000,
+) -> None:
+    """Bring the projection's active generation up to the head of the log from this process, unless a worker
+    follows it (holds its lock). `conn` is in autocommit; a rebuild swapping generations ends it early (the
+    rebuild's own catch-up covers the rest)."""
+    key = projection_lock(conn, projection.name)
+    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    if not (got and got[0]):
+        return
+    try:
+        generation, position = install(conn, projection)
+        while notifications := recorder.select_notifications(
+            start=position, limit=batch_size, topics=projection.topics, inclusive_of_start=False
+        ):
+            with conn.transaction(), conn.cursor() as cur:
+                current = active_generation(cur, projection.name, lock="share")
+                if current is None or current[0] != generation:
+                    return
+                events = decode(mapper, [n for n in notifications if n.id > current[1]])
+                if events:
+                    apply_batch(cur, projection, Tables(generation), events)
+            position = notifications[-1].id
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 # ------------------------------------------------------------------------- status and waits
 
 
@@ -667,6 +700,12 @@ def status(conn: psycopg.Connection[TupleRow], projections: Sequence[Projection]
                 )
             )
     return result
+
+
+def database_now(conn: psycopg.Connection[TupleRow]) -> datetime:
+    """The database's clock, which stamps `ProjectionStatus.updated_at`: compare that with this, not the host's."""
+    row = conn.execute("SELECT now()").fetchone()
+    return cast(datetime, row[0]) if row else datetime.now(UTC)
 
 
 def _events_table_exists(cur: Cursor) -> bool:

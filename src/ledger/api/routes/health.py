@@ -9,7 +9,7 @@ A 503 body names each projection behind and why. Tests set `app.state.ready_max_
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from litestar import Request, Response, get
@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 from psycopg_pool import ConnectionPool
 
 from ledger.api.bodies.orders import HealthOut
-from ledger.projections.base import ProjectionStatus
+from ledger.projections.base import ProjectionStatus, database_now
 from ledger.projections.base import status as projection_status
 from ledger.projections.registry import all_projections
 
@@ -79,13 +79,12 @@ def readyz(
     try:
         with pool.connection(timeout=2) as conn:
             rows = projection_status(conn, all_projections())
-            now = conn.execute("SELECT now()").fetchone()
+            clock = database_now(conn)
     except Exception:
         body = HealthOut(status="unavailable", database="unreachable")
         return Response(body, status_code=503, headers={"Retry-After": "5"})
     lags = {row.name: row.lag for row in rows}
     max_events, max_seconds = bounds(request)
-    clock = now[0] if now else datetime.now(UTC)
     late = {row.name: why for row in rows if (why := behind(row, max_events, max_seconds, clock)) is not None}
     if late:
         body = HealthOut(status="unavailable", database="reachable", projections=lags, behind=late)
