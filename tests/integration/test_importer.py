@@ -230,9 +230,6 @@ def test_accounts_are_found_in_the_log(app: Ledger, connect: base.Connect, amazo
     importer = _importer(app, connect, amazon["settings"])
     with connect() as conn:
         conn.autocommit = True
-        from ledger.integrations.importer import ensure_tables  # noqa: PLC0415
-
-        ensure_tables(conn)
         found = importer.discover_accounts(conn)
         assert amazon["account"].account_id in found
         later = app.register_account(

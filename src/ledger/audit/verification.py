@@ -48,27 +48,6 @@ FETCH_SIZE = 2000
 _LOCK_KEY = 0x6C6564676572_01  # advisory lock: one sealer at a time
 _EVENTS = sql.Identifier(DEFAULT_EVENTS_TABLE)
 
-CHECKPOINT_DDL = """
-CREATE TABLE IF NOT EXISTS audit_checkpoints (
-    seq integer PRIMARY KEY,
-    first_id bigint NOT NULL,
-    last_id bigint NOT NULL,
-    row_count integer NOT NULL,
-    prev_digest text NOT NULL,
-    digest text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS audit_checkpoint_events (
-    notification_id bigint PRIMARY KEY,
-    seq integer NOT NULL,
-    originator_id uuid NOT NULL,
-    originator_version bigint NOT NULL,
-    row_digest bytea NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_checkpoint_events_originator
-    ON audit_checkpoint_events (originator_id, originator_version);
-"""
-
 
 @dataclass(frozen=True)
 class Row:
@@ -248,7 +227,6 @@ def verify_all(
 
     `conn` must be in autocommit mode: each step opens the transactions it needs."""
     report = progress or _no_progress
-    ensure_checkpoint_tables(conn)
     findings: list[Finding] = []
     checkpoints = check_checkpoints(conn, findings, report)
     orders, events = _check_all_chains(conn, mapper, findings, report)
@@ -304,12 +282,6 @@ def _streams(conn: Connection) -> Iterator[tuple[UUID, list[Row]]]:
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-
-
-def ensure_checkpoint_tables(conn: Connection) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        conn.execute(CHECKPOINT_DDL)
 
 
 def checkpoint_digest(prev_digest: str, row_digests: Iterable[bytes]) -> str:
@@ -373,7 +345,6 @@ def write_checkpoints(conn: Connection, progress: Progress | None = None, size: 
     """Seal every row after the last sealed one, in ranges of at most `size` rows, one transaction per range
     (under an advisory lock, so concurrent sealers take turns). Returns the number of ranges written."""
     report = progress or _no_progress
-    ensure_checkpoint_tables(conn)
     last = conn.execute("SELECT coalesce(max(last_id), 0) FROM audit_checkpoints").fetchone()
     count = conn.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE notification_id > %s").format(_EVENTS),

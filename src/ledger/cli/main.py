@@ -38,6 +38,7 @@ from ledger.cli.common import (
 )
 from ledger.config import ConfigError, Settings
 from ledger.eventstore.database import DatabaseUnavailableError
+from ledger.eventstore.migrations import MigrationError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except UsageError as e:
         print(f"ledger: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, DatabaseUnavailableError) as e:
+    except (ConfigError, DatabaseUnavailableError, MigrationError) as e:
         print(f"ledger: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except (PersistenceError, psycopg.OperationalError) as e:

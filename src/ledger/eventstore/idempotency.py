@@ -34,15 +34,6 @@ class StoredResponse:
     body: bytes
 
 
-def create_table_statement(schema: str) -> sql.Composed:
-    return sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
-        "seller text NOT NULL, key text NOT NULL, operation text NOT NULL, digest text NOT NULL, "
-        "status integer NOT NULL, body bytea NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), "
-        "PRIMARY KEY (seller, key))"
-    ).format(schema=sql.Identifier(schema), table=sql.Identifier(IDEMPOTENCY_TABLE))
-
-
 def insert(cur: Any, schema: str, response: StoredResponse, *, if_absent: bool = False) -> None:
     """Insert the row; a second row under the key is a unique violation unless `if_absent`."""
     statement = sql.SQL(

@@ -38,16 +38,6 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 ADDRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Address))
 SEALED_FIELDS = 2 + len(ADDRESS_FIELDS)  # the buyer's name and email, and the address
-_LOCK_KEY = 0x6C6564676572_02  # advisory lock: one creator of the table at a time
-
-KEYS_DDL = """
-CREATE TABLE IF NOT EXISTS {table} (
-    key_id text PRIMARY KEY,
-    key bytea,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    destroyed_at timestamptz
-)
-"""
 
 
 def key_id_for(seller: str, email: str) -> str:
@@ -202,10 +192,7 @@ class PostgresKeys:
 
     def __init__(self, datastore: Any) -> None:
         self.datastore = datastore
-        self.table = sql.Identifier(datastore.schema or "public", "personal_data_keys")
-        with datastore.transaction(commit=True) as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            cur.execute(sql.SQL(KEYS_DDL).format(table=self.table))
+        self.table = sql.Identifier(datastore.schema or "public", "personal_data_keys")  # migration 0001
 
     def key_for(self, seller: str, email: str) -> tuple[str, bytes]:
         key_id = key_id_for(seller, email)

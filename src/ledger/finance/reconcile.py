@@ -252,45 +252,6 @@ class Upload:
         return hashlib.sha256(head + self.data).hexdigest()
 
 
-DDL = """
-CREATE TABLE IF NOT EXISTS finance_reconciliations (
-    reconciliation_id uuid PRIMARY KEY, seller text NOT NULL, marketplace text NOT NULL, account_id uuid,
-    created_at timestamptz NOT NULL, created_by text NOT NULL, source text NOT NULL, file_name text NOT NULL,
-    file_size bigint NOT NULL, file_sha256 text NOT NULL, format text NOT NULL, settlement_id text,
-    currency text NOT NULL, period_start timestamptz NOT NULL, period_end timestamptz NOT NULL,
-    total_amount numeric, rows integer NOT NULL, ignored_rows integer NOT NULL, bad_rows integer NOT NULL,
-    matched integer NOT NULL, missing_in_marketplace integer NOT NULL, missing_in_ledger integer NOT NULL,
-    amount_differs integer NOT NULL, idempotency_key text, request_digest text
-);
-CREATE UNIQUE INDEX IF NOT EXISTS finance_reconciliations_key
-    ON finance_reconciliations (seller, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS finance_reconciliations_newest
-    ON finance_reconciliations (seller, created_at DESC, reconciliation_id DESC);
-CREATE TABLE IF NOT EXISTS finance_reconciliation_items (
-    reconciliation_id uuid NOT NULL REFERENCES finance_reconciliations ON DELETE CASCADE,
-    seq integer NOT NULL, kind text NOT NULL, outcome text NOT NULL, marketplace_order_id text NOT NULL,
-    order_id uuid, currency text NOT NULL, ledger_amount numeric, marketplace_amount numeric,
-    report_lines integer[] NOT NULL, PRIMARY KEY (reconciliation_id, seq)
-);
-CREATE TABLE IF NOT EXISTS finance_reconciliation_bad_rows (
-    reconciliation_id uuid NOT NULL REFERENCES finance_reconciliations ON DELETE CASCADE,
-    seq integer NOT NULL, line integer NOT NULL, message text NOT NULL, field text NOT NULL,
-    PRIMARY KEY (reconciliation_id, seq)
-);
-"""
-_DDL_LOCK = 0x6C656467  # an advisory lock key of this module's own: concurrent first uses create once
-
-
-def ensure_tables(conn: psycopg.Connection[TupleRow]) -> None:
-    """Create the run tables on first use (the last one made is checked first: usually all exist)."""
-    row = conn.execute("SELECT to_regclass('finance_reconciliation_bad_rows') IS NOT NULL").fetchone()
-    if row is not None and row[0]:
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-        conn.execute(DDL)
-
-
 _RUN_SELECT = sql.SQL(", ").join(map(sql.Identifier, RUN_COLUMNS))
 
 
@@ -303,7 +264,6 @@ class Reconciliations:
 
     def run(self, conn: psycopg.Connection[TupleRow], upload: Upload, now: datetime) -> ReconciliationDetails:
         """Parse, match against the read models, store; the same Idempotency-Key replays the first run."""
-        ensure_tables(conn)
         digest = upload.digest
         if upload.idempotency_key is not None:
             replay = self._replay(conn, upload.seller, upload.idempotency_key, digest)
@@ -426,7 +386,6 @@ class Reconciliations:
     def get(
         self, conn: psycopg.Connection[TupleRow], seller: str, reconciliation_id: UUID
     ) -> ReconciliationDetails:
-        ensure_tables(conn)
         query = sql.SQL(
             "SELECT {} FROM finance_reconciliations WHERE reconciliation_id = %s AND seller = %s"
         ).format(_RUN_SELECT)
@@ -462,7 +421,6 @@ class Reconciliations:
         cursor: str | None = None,
     ) -> ReconciliationPage:
         """The seller's runs, newest first; `next_cursor` continues after the page's last run."""
-        ensure_tables(conn)
         where: list[sql.Composable] = [sql.SQL("seller = %s")]
         params: list[Any] = [seller]
         if marketplace is not None:

@@ -63,31 +63,6 @@ logger = logging.getLogger(__name__)
 Connect = Callable[[], psycopg.Connection[TupleRow]]
 ACTOR = "importer"
 _REGISTERED = get_topic(MarketplaceAccount.Registered)  # type: ignore[attr-defined]
-_DDL_LOCK = zlib.crc32(b"ledger-integrations:ddl") & 0x7FFFFFFF
-
-DDL = """
-CREATE TABLE IF NOT EXISTS integration_cursors (
-    account_id uuid PRIMARY KEY, marketplace text NOT NULL, updated_after timestamptz NOT NULL,
-    last_round_at timestamptz, last_error text, updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS integration_accounts (
-    account_id uuid PRIMARY KEY, marketplace text NOT NULL, registered_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS integration_orders (
-    account_id uuid NOT NULL, marketplace_order_id text NOT NULL, order_id uuid NOT NULL,
-    remote_updated_at timestamptz NOT NULL, imported_at timestamptz NOT NULL DEFAULT now(),
-    acknowledged_at timestamptz, PRIMARY KEY (account_id, marketplace_order_id)
-);
-CREATE INDEX IF NOT EXISTS integration_orders_recent ON integration_orders (account_id, remote_updated_at DESC);
-CREATE TABLE IF NOT EXISTS integration_state (name text PRIMARY KEY, position bigint NOT NULL);
-"""
-
-
-def ensure_tables(conn: psycopg.Connection[TupleRow]) -> None:
-    """Create the importer's tables once (processes starting together wait on one lock)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-        conn.execute(DDL)
 
 
 @dataclass
@@ -141,7 +116,6 @@ class Importer:
         self.clock = clock
         self.stopping = threading.Event()
         self.error: Exception | None = None
-        self._ready = False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -164,9 +138,6 @@ class Importer:
     def run_round(self, account_id: UUID | None = None) -> list[AccountReport]:
         with self.connect() as conn:
             conn.autocommit = True  # each statement, or `transaction()` block, commits on its own
-            if not self._ready:
-                ensure_tables(conn)
-                self._ready = True
             if account_id is not None:
                 accounts = [self.ledger.get_account(account_id)]
             else:
@@ -438,7 +409,6 @@ def recently_changed(
 ) -> list[tuple[UUID, str, UUID]]:
     """(account_id, marketplace_order_id, order_id) of the imported orders the marketplace changed since `since`,
     of one account or of all, by account and newest change first (what `ledger sync check` compares)."""
-    ensure_tables(conn)
     return conn.execute(
         "SELECT account_id, marketplace_order_id, order_id FROM integration_orders"
         " WHERE remote_updated_at >= %s AND (%s::uuid IS NULL OR account_id = %s)"

@@ -46,19 +46,6 @@ MARKETPLACES = frozenset(m.value for m in Marketplace)
 Row = TypeVar("Row")
 EVENTS_TABLE = "ledger_events"
 
-STATE_DDL = """
-CREATE TABLE IF NOT EXISTS projection_state (
-    name text NOT NULL,
-    generation integer NOT NULL,
-    position bigint NOT NULL DEFAULT 0,
-    active boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (name, generation)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS projection_state_one_active ON projection_state (name) WHERE active;
-"""
-
 
 @dataclass(frozen=True)
 class Tables:
@@ -245,12 +232,6 @@ def projection_lock(conn: psycopg.Connection[TupleRow] | Cursor, name: str) -> i
 DDL_LOCK = zlib.crc32(b"ledger-projection:#ddl") & 0x7FFFFFFF
 
 
-def ensure_state(conn: psycopg.Connection[TupleRow]) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
-        conn.execute(STATE_DDL)
-
-
 _ACTIVE = {
     "": "SELECT generation, position FROM projection_state WHERE name = %s AND active",
     "share": "SELECT generation, position FROM projection_state WHERE name = %s AND active FOR SHARE",
@@ -266,7 +247,6 @@ def active_generation(cur: Cursor, name: str, *, lock: str = "") -> tuple[int, i
 
 def install(conn: psycopg.Connection[TupleRow], projection: Projection) -> tuple[int, int]:
     """Make sure the projection has an active generation with its tables and views; return it."""
-    ensure_state(conn)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         current = active_generation(cur, projection.name)
@@ -674,7 +654,6 @@ class ProjectionStatus:
 
 
 def status(conn: psycopg.Connection[TupleRow], projections: Sequence[Projection]) -> list[ProjectionStatus]:
-    ensure_state(conn)
     result = []
     with conn.transaction(), conn.cursor() as cur:
         head = head_position(cur) if _events_table_exists(cur) else 0

@@ -1,0 +1,216 @@
+"""Versioned migrations: a schema made by release 0.1.0 upgrades with its data intact; runs are safe together."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import UUID
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ledger.application.ledger import Ledger
+from ledger.eventstore import migrations
+from ledger.eventstore.database import PostgresTarget, connect, ensure_schema
+from ledger.projections.base import install
+from ledger.projections.registry import all_projections
+
+pytestmark = pytest.mark.postgres
+
+RELEASE_DUMP = Path(__file__).parent.parent / "fixtures" / "schema_release_0_1.sql"
+# What the fixture holds (recorded through release 0.1.0's CLI; see the dump's header).
+ACCOUNT_ID = UUID("ca0e8b34-df6f-4a98-97f1-a0e1fd620884")
+SHIPPED_ORDER = UUID("3dea5ebb-ced5-5937-a364-0a3605752377")
+CANCELLED_ORDER = UUID("2733ac8b-6e82-5744-ae94-2c29ed899a4b")
+OPEN_ORDER = UUID("e29e01fb-e0ea-5525-96ee-0cabc66e7f2b")
+
+
+@pytest.fixture
+def new_schema(pg_server: PostgresTarget) -> Iterator[PostgresTarget]:
+    """A schema name of this test's own (not created), dropped at the end."""
+    target = dataclasses.replace(pg_server, schema=f"ledger_mig_{secrets.token_hex(4)}")
+    yield target
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target.schema)))
+
+
+@pytest.fixture
+def release_schema(new_schema: PostgresTarget) -> PostgresTarget:
+    """The release 0.1.0 dump restored into the test's schema (not migrated)."""
+    dump = RELEASE_DUMP.read_text().replace("__SCHEMA__", new_schema.schema)
+    with psycopg.connect(new_schema.conninfo(), autocommit=True) as conn:
+        conn.execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"
+        )  # as the All Sales projection does
+        conn.execute(dump.encode())
+    return new_schema
+
+
+@pytest.fixture
+def other_schema(pg_server: PostgresTarget) -> Iterator[PostgresTarget]:
+    """A second schema name of the test's own (not created), dropped at the end."""
+    target = dataclasses.replace(pg_server, schema=f"ledger_mig_{secrets.token_hex(4)}")
+    yield target
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target.schema)))
+
+
+def _count(target: PostgresTarget, table: str) -> int:
+    with connect(target) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _start_like_a_process(target: PostgresTarget) -> None:
+    """What `ledger serve` does at start: migrate, open the Ledger (the library's tables), install projections."""
+    ensure_schema(target)
+    Ledger(env=target.eventsourcing_env()).close()
+    with connect(target, autocommit=True) as conn:
+        for projection in all_projections():
+            install(conn, projection)
+
+
+def test_release_schema_upgrades_with_data_intact(release_schema: PostgresTarget) -> None:
+    """Migrating release 0.1.0's schema records version 1 and keeps its orders, accounts and read models."""
+    assert migrations.status(release_schema.conninfo(), release_schema.schema).version == 0
+
+    applied = migrations.migrate(release_schema.conninfo(), release_schema.schema)
+
+    assert [m.version for m in applied] == [1]
+    state = migrations.status(release_schema.conninfo(), release_schema.schema)
+    assert (state.version, state.pending, state.changed) == (1, (), ())
+    assert state.applied[0].checksum == migrations.available()[0].checksum
+    app = Ledger(env=release_schema.eventsourcing_env())
+    try:
+        shipped = app.get_order(SHIPPED_ORDER)
+        cancelled = app.get_order(CANCELLED_ORDER)
+        still_open = app.get_order(OPEN_ORDER)
+        account = app.get_account(ACCOUNT_ID)
+    finally:
+        app.close()
+    assert (shipped.status, shipped.shipped_units, shipped.buyer.name) == ("shipped", 2, "Ann Lee")
+    assert (cancelled.cancelled_units, cancelled.buyer.email) == (1, "bo@example.com")
+    assert still_open.open
+    assert (account.seller, account.marketplace) == ("acme", "walmart")
+    counts = {
+        t: _count(release_schema, t) for t in ("all_sales_orders", "outbound_items", "audit_checkpoints")
+    }
+    assert counts == {"all_sales_orders": 3, "outbound_items": 5, "audit_checkpoints": 1}
+    assert _count(release_schema, "finance_reconciliations") == 0  # release 0.1.0 made it on first use only
+
+
+def test_second_migrate_is_a_no_op(release_schema: PostgresTarget) -> None:
+    """A migrate after the schema is current applies nothing and leaves schema_migrations as it was."""
+    migrations.migrate(release_schema.conninfo(), release_schema.schema)
+    before = migrations.status(release_schema.conninfo(), release_schema.schema)
+
+    assert migrations.migrate(release_schema.conninfo(), release_schema.schema) == []
+    assert migrations.status(release_schema.conninfo(), release_schema.schema) == before
+
+
+def _columns_and_indexes(target: PostgresTarget) -> tuple[list[tuple[str, ...]], list[str]]:
+    with connect(target) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable, coalesce(column_default, '')"
+            " FROM information_schema.columns WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+            (target.schema,),
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s ORDER BY indexname", (target.schema,)
+        ).fetchall()
+    return (
+        [tuple(str(v).replace(target.schema, "<schema>") for v in row) for row in columns],
+        [str(row[0]).replace(target.schema, "<schema>") for row in indexes],
+    )
+
+
+def test_fresh_schema_matches_upgraded_release(
+    release_schema: PostgresTarget, other_schema: PostgresTarget
+) -> None:
+    """A new schema and release 0.1.0's migrated schema end with the same tables, columns and indexes."""
+    _start_like_a_process(release_schema)
+    _start_like_a_process(other_schema)
+
+    upgraded = _columns_and_indexes(release_schema)
+    fresh = _columns_and_indexes(other_schema)
+
+    assert {row[0] for row in fresh[0]} >= {"schema_migrations", "ledger_events", "finance_reconciliations"}
+    assert fresh == upgraded
+
+
+def _slow_migrations(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "0001_slow.sql").write_text("SELECT pg_sleep(0.3); CREATE TABLE probe (n integer);")
+    (folder / "0002_python.py").write_text(
+        "def apply(cur):\n    cur.execute('INSERT INTO probe VALUES (2)')\n"
+    )
+    return folder
+
+
+def test_concurrent_migrations_apply_once(new_schema: PostgresTarget, tmp_path: Path) -> None:
+    """Two processes migrating one schema together: one applies each migration, the other finds none pending."""
+    ensure_schema(new_schema, migrate=False)
+    source = _slow_migrations(tmp_path / "migrations")
+    start = threading.Barrier(2)
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            applied = migrations.migrate(new_schema.conninfo(), new_schema.schema, source=source)
+            results.append([m.version for m in applied])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(results) == [[], [1, 2]]
+    assert _count(new_schema, "probe") == 1  # the Python migration ran once
+    assert migrations.status(new_schema.conninfo(), new_schema.schema, source=source).version == 2
+
+
+def test_an_edited_applied_migration_is_refused(new_schema: PostgresTarget, tmp_path: Path) -> None:
+    """A shipped migration changed after it was applied stops migrate (and status names it)."""
+    ensure_schema(new_schema, migrate=False)
+    source = _slow_migrations(tmp_path / "migrations")
+    migrations.migrate(new_schema.conninfo(), new_schema.schema, source=source)
+    (source / "0002_python.py").write_text("def apply(cur):\n    pass\n")
+
+    with pytest.raises(migrations.MigrationError, match="0002"):
+        migrations.migrate(new_schema.conninfo(), new_schema.schema, source=source)
+    assert migrations.status(new_schema.conninfo(), new_schema.schema, source=source).changed == (2,)
+
+
+def test_cli_db_status_shows_pending_and_db_migrate_applies(
+    cli: Callable[..., tuple[int, str, str]], release_schema: PostgresTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ledger db status` names the version and the pending migrations; `ledger db migrate` applies them once."""
+    monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", release_schema.schema)
+    status, out, _ = cli("db", "status")
+    assert status == 0
+    assert "version  0, 1 pending" in out
+    assert "pending  0001 initial" in out
+
+    status, out, _ = cli("db", "migrate")
+    assert (status, out.splitlines()[0]) == (0, "applied 0001 initial")
+
+    status, out, _ = cli("db", "migrate", "--json")
+    assert status == 0
+    assert json.loads(out)["applied"] == []
+
+    status, out, _ = cli("db", "status", "--json")
+    report = json.loads(out)
+    assert (report["schema_version"], report["pending_migrations"]) == (1, [])
+    assert report["schema"] == release_schema.schema
