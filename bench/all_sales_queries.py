@@ -42,7 +42,8 @@ from ledger.aggregates.values import (
     PaymentStatus,
     Role,
 )
-from ledger.application.ledger import Ledger, OrderNotFoundError
+from ledger.application.errors import OrderNotFoundError
+from ledger.application.ledger import Ledger
 from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections.all_sales_view import AllSalesView, SalesFilter
 

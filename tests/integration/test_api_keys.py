@@ -8,7 +8,8 @@ import pytest
 from api_support import CTX
 
 from ledger.aggregates.values import Role
-from ledger.application.ledger import ApiKeyNotFoundError, Ledger
+from ledger.application.errors import ApiKeyNotFoundError
+from ledger.application.ledger import Ledger
 from ledger.eventstore.database import PostgresTarget, connect
 
 

@@ -17,7 +17,8 @@ from litestar.testing import TestClient
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Context, Marketplace
 from ledger.api.bodies.schemas import decode_orders
-from ledger.application.ledger import ImportItem, Ledger
+from ledger.application.commands import ImportItem
+from ledger.application.ledger import Ledger
 from ledger.application.queries import ImportResult
 from ledger.eventstore.keys_store import key_id_for, token_key_id
 from ledger.projections import base

@@ -19,7 +19,8 @@ from ledger.aggregates.values import (
     RefundReason,
     Role,
 )
-from ledger.application.ledger import KEY_CACHE_SECONDS, KeyCache, Ledger
+from ledger.application.keys import KEY_CACHE_SECONDS, KeyCache
+from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
 
 

@@ -20,7 +20,8 @@ from eventsourcing.persistence import IntegrityError, Recording
 
 from ledger.aggregates.values import Carrier, Context, LineQuantity, Marketplace
 from ledger.api.bodies.schemas import OrderIn
-from ledger.application.ledger import Ledger, VersionMismatchError
+from ledger.application.errors import VersionMismatchError
+from ledger.application.ledger import Ledger
 from ledger.eventstore.group_commit import GroupCommitter, _Member
 
 pytestmark = pytest.mark.postgres

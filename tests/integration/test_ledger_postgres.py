@@ -40,12 +40,8 @@ from ledger.aggregates.values import (
     Requester,
     SyncAction,
 )
-from ledger.application.ledger import (
-    ConcurrentUpdateError,
-    IdempotencyKeyReusedError,
-    Ledger,
-    VersionMismatchError,
-)
+from ledger.application.errors import ConcurrentUpdateError, IdempotencyKeyReusedError, VersionMismatchError
+from ledger.application.ledger import Ledger
 from ledger.application.queries import AccountDetails, CommandResult
 
 NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)

@@ -14,7 +14,8 @@ import pytest
 from order_scenarios import UPS_TRACKING, OrderSpec, Scenario, catch_up, new_seller
 
 from ledger.aggregates.values import Carrier, Marketplace, RefundReason, RefundRequestLine, Source, SyncAction
-from ledger.application.ledger import IdempotencyKeyReusedError, Ledger
+from ledger.application.errors import IdempotencyKeyReusedError
+from ledger.application.ledger import Ledger
 from ledger.finance.reconcile import (
     AMOUNT_DIFFERS,
     MATCHED,

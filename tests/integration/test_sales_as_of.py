@@ -13,7 +13,7 @@ import pytest
 from order_scenarios import COMMANDS, PRICES, SOURCES, OrderSpec, Scenario, Step, catch_up, new_seller
 
 from ledger.aggregates.values import Marketplace, Source
-from ledger.application.ledger import OrderNotFoundError
+from ledger.application.errors import OrderNotFoundError
 from ledger.audit.as_of import COLUMNS, all_sales_as_of
 from ledger.cli.main import main
 from ledger.eventstore import database

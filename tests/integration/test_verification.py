@@ -30,7 +30,8 @@ from ledger.aggregates.values import (
     Role,
 )
 from ledger.api.app import create_app
-from ledger.application.ledger import Ledger, OrderNotFoundError
+from ledger.application.errors import OrderNotFoundError
+from ledger.application.ledger import Ledger
 from ledger.audit.verification import verify_all, verify_order, write_checkpoints
 from ledger.cli.main import main
 from ledger.eventstore import database

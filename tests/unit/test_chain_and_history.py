@@ -23,7 +23,7 @@ from ledger.aggregates.values import (
     RefundRequestLine,
     Source,
 )
-from ledger.application.ledger import OrderNotFoundError, VersionMismatchError
+from ledger.application.errors import OrderNotFoundError, VersionMismatchError
 
 
 def busy_order(shop):

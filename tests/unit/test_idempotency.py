@@ -17,7 +17,8 @@ from ledger.aggregates.values import (
     OrderLine,
     PaymentStatus,
 )
-from ledger.application.ledger import IdempotencyKeyReusedError, Ledger
+from ledger.application.errors import IdempotencyKeyReusedError
+from ledger.application.ledger import Ledger
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

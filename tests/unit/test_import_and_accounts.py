@@ -21,7 +21,7 @@ from ledger.aggregates.values import (
     RefundRequestLine,
     Source,
 )
-from ledger.application.ledger import AccountNameTakenError, AccountNotFoundError, OrderNotFoundError
+from ledger.application.errors import AccountNameTakenError, AccountNotFoundError, OrderNotFoundError
 
 ALL = list(Marketplace)
 LINE = OrderLine("A", "SKU-A", 1, Decimal("10.00"))

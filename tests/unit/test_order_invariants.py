@@ -30,6 +30,7 @@ from ledger.aggregates.errors import (
     ImportConflictError,
     InvalidShipTimeError,
     InvalidTrackingNumberError,
+    LedgerError,
     NothingToCancelError,
     NothingToRefundError,
     NothingToShipError,
@@ -62,7 +63,8 @@ from ledger.aggregates.values import (
     Requester,
     SyncAction,
 )
-from ledger.application.ledger import IdempotencyKeyReusedError, Ledger, LedgerError, VersionMismatchError
+from ledger.application.errors import IdempotencyKeyReusedError, VersionMismatchError
+from ledger.application.ledger import Ledger
 from ledger.application.queries import AccountDetails, CommandResult, OrderDetails
 
 NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)

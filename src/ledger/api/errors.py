@@ -29,7 +29,7 @@ from litestar.types import ExceptionHandlersMap
 from psycopg_pool import PoolTimeout
 
 from ledger.aggregates.errors import InvalidInputError, LedgerError, RuleViolationError
-from ledger.application.ledger import (
+from ledger.application.errors import (
     AccountNameTakenError,
     AccountNotFoundError,
     ApiKeyNotFoundError,

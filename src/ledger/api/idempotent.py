@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 from litestar import Response
 
-from ledger.application.ledger import IdempotencyKeyReusedError, Ledger, ResponseStoredError
+from ledger.application.errors import IdempotencyKeyReusedError, ResponseStoredError
+from ledger.application.ledger import Ledger
 from ledger.eventstore.idempotency import StoredResponse
 
 JSON = "application/json"

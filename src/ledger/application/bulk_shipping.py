@@ -18,7 +18,8 @@ from uuid import UUID
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Context, LineQuantity, Marketplace, Source
-from ledger.application.ledger import IdempotencyKeyReusedError, Ledger, OrderNotFoundError
+from ledger.application.errors import IdempotencyKeyReusedError, OrderNotFoundError
+from ledger.application.ledger import Ledger
 from ledger.application.queries import OrderDetails
 from ledger.application.shipments_csv import (
     ACCEPTED,

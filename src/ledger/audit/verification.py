@@ -34,7 +34,7 @@ from psycopg.rows import TupleRow
 
 from ledger.aggregates.chain import GENESIS_HASH, chain_hash
 from ledger.aggregates.order import Order
-from ledger.application.ledger import OrderNotFoundError
+from ledger.application.errors import OrderNotFoundError
 from ledger.eventstore.database import DEFAULT_EVENTS_TABLE
 
 Connection = psycopg.Connection[TupleRow]

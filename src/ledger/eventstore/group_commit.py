@@ -7,7 +7,7 @@ inserts all their events with one `insert_events` call: one lock, one commit, on
 
 The batch is all-or-nothing in PostgreSQL. When it fails (typically one member's version conflict, an
 IntegrityError), nothing of it was recorded, and the committer saves each member alone: the others land, and
-only the failing member gets its own error back, so the caller's usual retry loop (`Ledger._execute`) reloads
+only the failing member gets its own error back, so the caller's usual retry loop (`LedgerCore._run`) reloads
 and runs that one command again. Idempotency keys and expected versions are checked by the caller before
 submitting, exactly as without grouping.
 """

@@ -8,14 +8,20 @@ Python pass turns the event's state into plain dicts, lists and strings, with ea
 Anything outside that plain set (a float, a non-string key, a type without a transcoding) goes to the library's
 encoder as before, so nothing is stored in a shape the library would not have written. Decoding is the
 library's.
+
+Value objects (order lines, buyers, addresses, ...) are stored as a dict of their fields under a name that never
+changes (`DataclassTranscoding`, `VALUE_TRANSCODINGS`), so moving or renaming a class never breaks stored events.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgspec
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import JSONTranscoder, Transcoding
+
+from ledger.aggregates.values import Address, Buyer, LineQuantity, OrderLine, RefundLine
 
 
 class _NotPlain(Exception):
@@ -52,3 +58,29 @@ class LedgerTranscoder(JSONTranscoder):
         if isinstance(value, str):  # a str enum: json writes its text, as msgspec does
             return str.__str__(value)
         raise _NotPlain
+
+
+class DataclassTranscoding(Transcoding):
+    """Stores a frozen value object as a dict of its fields, under a name that never changes."""
+
+    def __init__(self, cls: type[Any], name: str) -> None:
+        self.type = cls
+        self.name = name
+        self.fields = tuple(
+            f.name for f in dataclasses.fields(cls)
+        )  # `fields()` per call: a bulk import's hot path
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {name: getattr(obj, name) for name in self.fields}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
+VALUE_TRANSCODINGS = (
+    (OrderLine, "order_line"),
+    (LineQuantity, "line_quantity"),
+    (RefundLine, "refund_line"),
+    (Buyer, "buyer"),
+    (Address, "address"),
+)

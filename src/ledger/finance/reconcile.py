@@ -31,7 +31,8 @@ from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
 from ledger.aggregates.errors import InvalidInputError, LedgerError
-from ledger.application.ledger import IdempotencyKeyReusedError, Ledger
+from ledger.application.errors import IdempotencyKeyReusedError
+from ledger.application.ledger import Ledger
 from ledger.finance.settlements import CHARGE, PARSERS, REFUND, BadRow, SettlementReport, parse_report
 from ledger.projections.exposure import ExposureView
 from ledger.projections.refunds import RefundsView, decode_cursor, encode_cursor

@@ -53,7 +53,8 @@ from ledger.api.bodies.orders import (
 from ledger.api.bodies.schemas import ImportRequest, OrderIn
 from ledger.api.consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
 from ledger.api.errors import ledger_problem, problem_responses
-from ledger.application.ledger import ImportItem, Ledger
+from ledger.application.commands import ImportItem
+from ledger.application.ledger import Ledger
 from ledger.application.queries import CommandResult, KeyDetails
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter

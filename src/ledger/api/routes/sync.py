@@ -24,7 +24,8 @@ from ledger.api.auth import ROLES_OPT
 from ledger.api.bodies.orders import Out
 from ledger.api.consistency import await_position
 from ledger.api.errors import problem_responses
-from ledger.application.ledger import Ledger, ResponseStoredError
+from ledger.application.errors import ResponseStoredError
+from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
 from ledger.eventstore import idempotency
 from ledger.projections.outbound import (

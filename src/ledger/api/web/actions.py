@@ -30,7 +30,7 @@ from ledger.api.auth import CHANGE_ORDERS, actor_of
 from ledger.api.web.pages import Form, forbidden, order_page
 from ledger.api.web.session import foreign_origin, ledger_of, may, render, signed_in, to_signin, web_context
 from ledger.application.bulk_shipping import BulkShipper
-from ledger.application.ledger import VersionMismatchError
+from ledger.application.errors import VersionMismatchError
 from ledger.application.queries import KeyDetails
 from ledger.application.shipments_csv import NotCsvError, failed_rows_csv, parse
 

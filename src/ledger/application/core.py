@@ -1,0 +1,143 @@
+"""What every handler of the Ledger shares: the generic command path and the loaders.
+
+An order command is: load the order (another seller's order is not found), answer a retried request from the
+events its idempotency key recorded (`_replayed`), check the version the caller expects (If-Match), call the
+command's handler, save; on a write conflict, reload and run again, at most MAX_ATTEMPTS times (`_run`). The
+handlers (orders.py, imports.py, accounts.py, keys.py) are subclasses' methods or functions of a `LedgerCore`;
+ledger.py puts them together. Persistence (saving, the stores, the library's internals) is
+ledger.eventstore.application's `EventStoreApplication`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, Recording
+
+from ledger.aggregates.account import MarketplaceAccount
+from ledger.aggregates.errors import InvalidInputError
+from ledger.aggregates.order import Order
+from ledger.aggregates.values import Context
+from ledger.application.commands import OrderCommand
+from ledger.application.errors import (
+    AccountNotFoundError,
+    ConcurrentUpdateError,
+    IdempotencyKeyReusedError,
+    OrderNotFoundError,
+    VersionMismatchError,
+)
+from ledger.application.queries import ID_FIELDS, CommandResult
+from ledger.eventstore.application import EventStoreApplication
+
+MAX_ATTEMPTS = 8
+
+OrderHandler = Callable[["LedgerCore", Order, Any], None]
+"""One order command's step between load and save: call the aggregate (orders.py)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LedgerCore(EventStoreApplication):
+    """The generic command path and the loaders every handler uses; `clock` is the time commands record."""
+
+    def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(env)
+        self.clock = clock
+
+    def _run(self, cmd: OrderCommand, handler: OrderHandler) -> CommandResult:
+        """Load, check the expected version, run, save; on a write conflict, reload and run again."""
+        for _ in range(MAX_ATTEMPTS):
+            order = self._order(cmd.order_id, cmd.seller)
+            if cmd.ctx.idempotency_key is not None:
+                versions = order.versions_for_key(cmd.ctx.idempotency_key)
+                if versions:
+                    return self._replayed(order, versions, cmd.ctx)
+            if cmd.expected_version is not None and order.version != cmd.expected_version:
+                msg = f"order {cmd.order_id} is at version {order.version}, not {cmd.expected_version}"
+                raise VersionMismatchError(msg)
+            handler(self, order, cmd)
+            try:
+                recordings = self._save(order)
+            except IntegrityError:
+                if cmd.expected_version is not None:
+                    msg = f"order {cmd.order_id} changed after version {cmd.expected_version}"
+                    raise VersionMismatchError(msg) from None
+                continue
+            events = [r.domain_event for r in recordings]
+            return CommandResult(
+                order_id=cmd.order_id,
+                version=order.version,
+                events=event_names(recordings),
+                ids=made_ids(events),
+                notification_id=log_position(recordings),
+            )
+        msg = f"order {cmd.order_id} kept changing while this command retried; try again"
+        raise ConcurrentUpdateError(msg)
+
+    def _replayed(self, order: Order, versions: list[int], ctx: Context) -> CommandResult:
+        """What the command that recorded these versions under ctx's idempotency key answered."""
+        events = list(self.events.get(order.id, gt=versions[0] - 1, lte=versions[-1]))
+        first_digest = getattr(events[0], "request_digest", None)
+        if None not in (first_digest, ctx.request_digest) and first_digest != ctx.request_digest:
+            msg = f"idempotency key {ctx.idempotency_key!r} was used for a different request"
+            raise IdempotencyKeyReusedError(msg, "Idempotency-Key")
+        return CommandResult(
+            order_id=order.id,
+            version=versions[-1],
+            events=tuple(type(e).__name__ for e in events),
+            ids=made_ids(events),
+            replayed=True,
+        )
+
+    def _order(self, order_id: UUID, seller: str | None) -> Order:
+        order = self._find_order(order_id)
+        if order is None or (seller is not None and order.seller != seller):
+            raise OrderNotFoundError(f"no order {order_id}")
+        return order
+
+    def _find_order(self, order_id: UUID) -> Order | None:
+        try:
+            order: object = self.repository.get(order_id)
+        except AggregateNotFoundError:
+            return None
+        return order if isinstance(order, Order) else None
+
+    def _account(self, account_id: UUID, seller: str | None, *, to_change: bool = True) -> MarketplaceAccount:
+        """`to_change=False`: the caller only reads it (shared with the cache, not copied)."""
+        try:
+            account: MarketplaceAccount = self.repository.get(account_id, deepcopy_from_cache=to_change)
+        except AggregateNotFoundError:
+            raise AccountNotFoundError(f"no account {account_id}") from None
+        if not isinstance(account, MarketplaceAccount) or (seller is not None and account.seller != seller):
+            raise AccountNotFoundError(f"no account {account_id}")
+        return account
+
+
+def check_seller(seller: str) -> None:
+    if not seller.strip() or len(seller) > 100:
+        raise InvalidInputError("seller must be 1 to 100 characters", "seller")
+
+
+def event_names(recordings: list[Recording[UUID]]) -> tuple[str, ...]:
+    return tuple(type(r.domain_event).__name__ for r in recordings)
+
+
+def log_position(recordings: list[Recording[UUID]]) -> int | None:
+    """The last recording's position in the global log (for read-your-writes)."""
+    return recordings[-1].notification.id if recordings else None
+
+
+def made_ids(events: list[Any]) -> dict[str, UUID]:
+    ids: dict[str, UUID] = {}
+    for event in events:
+        for name in ID_FIELDS:
+            value = getattr(event, name, None)
+            if isinstance(value, UUID):
+                ids.setdefault(name, value)
+    return ids

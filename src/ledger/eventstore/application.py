@@ -1,0 +1,167 @@
+"""The library's `Application` with the Ledger's persistence: every override of the library's internals.
+
+The Ledger (ledger.application) is built on `EventStoreApplication` and knows nothing of what is here beyond
+`_save`, `existing_ids`, `stored_response`, `store_response` and `personal_data`. What changes, and why:
+- the repository: `LedgerRepository` (repository.py), no deep copy of an aggregate loaded for a command, and a
+  bounded aggregate cache;
+- the recorder: created with a few retries, since processes starting together race on the catalog;
+- the transcoder: `LedgerTranscoder` (transcoding.py), the library's JSON written faster, value objects stored
+  under names that never change;
+- saves: on PostgreSQL, grouped with other threads' saves in one transaction (group_commit.py);
+- the crypto-shredding key store that matches the recorder (keys_store.py), and the responses stored under
+  idempotency keys (idempotency.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import Application, Repository
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    InternalError,
+    JSONTranscoder,
+    Notification,
+    ProgrammingError,
+    Recording,
+    StoredEvent,
+    Transcoder,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
+
+from ledger.eventstore import idempotency
+from ledger.eventstore.database import LedgerApplicationRecorder
+from ledger.eventstore.group_commit import GroupCommitter
+from ledger.eventstore.idempotency import StoredResponse
+from ledger.eventstore.keys_store import KeyStore, MemoryKeys, PersonalData, PostgresKeys
+from ledger.eventstore.repository import LedgerRepository
+from ledger.eventstore.transcoding import VALUE_TRANSCODINGS, DataclassTranscoding, LedgerTranscoder
+
+CREATE_TABLE_ATTEMPTS = 5
+
+
+class EventStoreApplication(Application[UUID]):
+    """An eventsourcing Application whose persistence is the Ledger's (see the module's docstring)."""
+
+    # The library reads "0" as an UNBOUNDED cache (every aggregate ever loaded kept for the life of the process);
+    # a bounded LRU keeps recently used aggregates, fast-forwarded from the store before each use.
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "1000"}
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        self.personal_data = PersonalData(self._key_store())
+        # On PostgreSQL, concurrent saves are committed together (see group_commit.py); LEDGER_GROUP_COMMIT=n
+        # saves each alone, as the library does.
+        grouped = isinstance(self.recorder, PostgresApplicationRecorder) and self.env.get(
+            "LEDGER_GROUP_COMMIT", "y"
+        ).strip().lower() not in ("n", "no", "0", "false", "off")
+        self.committer: GroupCommitter | None = GroupCommitter(self._put_encoded) if grouped else None
+
+    def construct_repository(self) -> Repository[UUID]:
+        library = super().construct_repository()
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return LedgerRepository(
+            event_store=self.events,
+            snapshot_store=self.snapshots,
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=library.fastforward,
+            fastforward_skipping=library.fastforward_skipping,
+            deepcopy_from_cache=library.deepcopy_from_cache,
+        )
+
+    def _key_store(self) -> KeyStore:
+        if isinstance(self.recorder, PostgresApplicationRecorder):
+            return PostgresKeys(self.recorder.datastore)
+        return MemoryKeys()
+
+    def close(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+        super().close()
+
+    def _save(self, *aggregates: Any) -> list[Recording[UUID]]:
+        """Save the aggregates' pending events in one transaction, grouped with other threads' saves.
+
+        Raises what a lone save would (IntegrityError on a version conflict) and records nothing then. The
+        library's post-save hooks (`_notify`, snapshots) are skipped: the Ledger uses neither."""
+        if self.committer is None:
+            return self.save(*aggregates)
+        # Encoded here, in the request's thread: the committer's thread is the one everybody waits for.
+        encoded = [
+            (event, self.mapper.to_stored_event(event))
+            for aggregate in aggregates
+            for event in aggregate.collect_events()
+        ]
+        recordings = self.committer.save(encoded)
+        if self.repository.cache is not None:  # as the library's save does (LedgerRepository)
+            for aggregate in aggregates:
+                self.repository.cache.put(aggregate.id, aggregate)
+        return recordings
+
+    def _put_encoded(self, encoded: Sequence[tuple[Any, StoredEvent]]) -> list[Recording[UUID]]:
+        """The library's `EventStore.put` for events already encoded: one insert, the recordings in order."""
+        ids = self.recorder.insert_events([stored for _, stored in encoded])
+        assert ids is not None
+        assert len(ids) == len(encoded)
+        return [
+            Recording(
+                event,
+                Notification(
+                    originator_id=stored.originator_id,
+                    originator_version=stored.originator_version,
+                    topic=stored.topic,
+                    state=stored.state,
+                    id=notification_id,
+                ),
+            )
+            for (event, stored), notification_id in zip(encoded, ids, strict=True)
+        ]
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        """The library creates its tables on start; processes starting together race on the catalog."""
+        for attempt in range(CREATE_TABLE_ATTEMPTS):
+            try:
+                return super().construct_recorder()
+            except (InternalError, IntegrityError, ProgrammingError):
+                if attempt == CREATE_TABLE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON, written faster (transcoding.py); a TRANSCODER_TOPIC setting still wins."""
+        if self.env.get(self.factory.TRANSCODER_TOPIC):
+            return super().construct_transcoder()
+        transcoder = LedgerTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        for cls, name in VALUE_TRANSCODINGS:
+            transcoder.register(DataclassTranscoding(cls, name))
+
+    def existing_ids(self, originator_ids: list[UUID]) -> set[UUID]:
+        """Which of these aggregates have events (on PostgreSQL in one query: a bulk import's existence check)."""
+        if isinstance(self.recorder, LedgerApplicationRecorder):
+            return self.recorder.existing_originator_ids(originator_ids)
+        return {
+            originator_id
+            for originator_id in originator_ids
+            if self.recorder.select_events(originator_id, limit=1)
+        }
+
+    def stored_response(self, seller: str, key: str) -> StoredResponse | None:
+        """The response stored under this seller's idempotency key, if any (ledger.eventstore.idempotency)."""
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
+            return idempotency.select(cur, self.recorder.datastore.schema, seller, key)  # type: ignore[attr-defined]
+
+    def store_response(self, response: StoredResponse) -> None:
+        """Keep a response under its key (a no-op if one is there): for effects made of several transactions."""
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            idempotency.insert(cur, datastore.schema, response, if_absent=True)
