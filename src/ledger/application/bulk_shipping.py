@@ -18,6 +18,7 @@ from uuid import UUID
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Context, LineQuantity, Marketplace, Source
+from ledger.application.commands import Ship
 from ledger.application.errors import IdempotencyKeyReusedError, OrderNotFoundError
 from ledger.application.ledger import Ledger
 from ledger.application.queries import OrderDetails
@@ -197,15 +198,17 @@ class BulkShipper:
         assert first.carrier is not None
         key = idempotency_key(order.seller, order.order_id, first.tracking_number, lines)
         ctx = Context(actor=self.actor, source=self.source, idempotency_key=key, request_digest=_digest(rows))
-        result = self.ledger.ship(
-            ctx,
-            order.order_id,
-            carrier=first.carrier,
-            tracking_number=first.tracking_number,
-            shipping_class=first.shipping_class,
-            shipped_at=first.shipped_at,
-            lines=lines,
-            seller=self.seller,
+        result = self.ledger.execute(
+            Ship(
+                ctx=ctx,
+                order_id=order.order_id,
+                carrier=first.carrier,
+                tracking_number=first.tracking_number,
+                shipping_class=first.shipping_class,
+                shipped_at=first.shipped_at,
+                lines=lines,
+                seller=self.seller,
+            )
         )
         self._orders.pop(first.order_ref, None)  # it changed: read it again for the next shipment
         shipment_id = result.ids.get("shipment_id")

@@ -47,6 +47,7 @@ from psycopg.rows import TupleRow
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Context, Marketplace, Source, SyncAction
+from ledger.application.commands import RecordSyncOutcome
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import DatabaseUnavailableError
 from ledger.integrations.base import (
@@ -457,8 +458,14 @@ class Dispatcher:
         """The marketplace's answer as an event on the order (its history says what each was told)."""
         ctx = Context(actor=ACTOR, source=Source.SYSTEM)
         try:
-            self.ledger.record_sync_outcome(
-                ctx, item.order_id, action=SyncAction(item.action), reference=item.reference, **outcome
+            self.ledger.execute(
+                RecordSyncOutcome(
+                    ctx=ctx,
+                    order_id=item.order_id,
+                    action=SyncAction(item.action),
+                    reference=item.reference,
+                    **outcome,
+                )
             )
         except LedgerError as e:  # cannot happen for an item the projection made; keep going if it does
             logger.error("dispatcher: cannot record the answer about item %s: %s", item.id, e)

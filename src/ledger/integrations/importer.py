@@ -36,6 +36,7 @@ from psycopg.rows import TupleRow
 from ledger.aggregates.account import MarketplaceAccount
 from ledger.aggregates.errors import DisputeAlreadyClosedError, LedgerError, NothingToCancelError
 from ledger.aggregates.values import CancelReason, Context, Marketplace, Requester, Source
+from ledger.application.commands import Cancel, CloseDispute, ImportOrder, OpenDispute, RecordPayment
 from ledger.application.ledger import Ledger
 from ledger.application.queries import AccountDetails
 from ledger.eventstore.database import DatabaseUnavailableError
@@ -271,7 +272,9 @@ class Importer:
             actor=f"{ACTOR}:{account.marketplace}", source=Source.MARKETPLACE, effective_at=remote.updated_at
         )
         try:
-            result = self.ledger.import_order(ctx, account.account_id, remote.order)
+            result = self.ledger.execute(
+                ImportOrder(ctx=ctx, account_id=account.account_id, order=remote.order)
+            )
         except LedgerError as e:
             report.refused.append({"marketplace_order_id": moid, "code": e.code, "message": e.message})
             logger.warning(
@@ -328,7 +331,7 @@ class Importer:
                 ctx = Context(
                     actor=actor, source=Source.MARKETPLACE, idempotency_key=key, effective_at=fact.paid_at
                 )
-                result = self.ledger.record_payment(ctx, order_id, paid_at=fact.paid_at)
+                result = self.ledger.execute(RecordPayment(ctx=ctx, order_id=order_id, paid_at=fact.paid_at))
             elif isinstance(fact, BuyerCancelled):
                 ctx = Context(
                     actor=actor,
@@ -339,16 +342,21 @@ class Importer:
                 # Applied: the marketplace's own act. Asked: the buyer's request, which the order's policy
                 # records as a cancellation request for the seller (or applies, inside a cancel window).
                 requested_by = Requester.MARKETPLACE if fact.applied else Requester.BUYER
-                result = self.ledger.cancel(
-                    ctx, order_id, reason=CancelReason.BUYER_CANCELLED, lines=fact.lines,
+                result = self.ledger.execute(Cancel(
+                    ctx=ctx, order_id=order_id, reason=CancelReason.BUYER_CANCELLED, lines=fact.lines,
                     requested_by=requested_by,
-                )  # fmt: skip
+                ))  # fmt: skip
             elif isinstance(fact, DisputeOpenedRemotely):
                 ctx = Context(
                     actor=actor, source=Source.MARKETPLACE, idempotency_key=key, effective_at=fact.opened_at
                 )
-                result = self.ledger.open_dispute(
-                    ctx, order_id, reason=fact.reason, marketplace_dispute_id=fact.marketplace_dispute_id
+                result = self.ledger.execute(
+                    OpenDispute(
+                        ctx=ctx,
+                        order_id=order_id,
+                        reason=fact.reason,
+                        marketplace_dispute_id=fact.marketplace_dispute_id,
+                    )
                 )
             else:
                 ctx = Context(
@@ -357,7 +365,9 @@ class Importer:
                 dispute_id = self._dispute_id(order_id, fact)
                 if dispute_id is None:
                     raise _UnknownDispute(fact.marketplace_dispute_id)
-                result = self.ledger.close_dispute(ctx, order_id, dispute_id=dispute_id, outcome=fact.outcome)
+                result = self.ledger.execute(
+                    CloseDispute(ctx=ctx, order_id=order_id, dispute_id=dispute_id, outcome=fact.outcome)
+                )
         except (NothingToCancelError, DisputeAlreadyClosedError):
             return False  # the ledger has it already (e.g. cancelled by the seller first): nothing to record
         except LedgerError as e:

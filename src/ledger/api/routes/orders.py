@@ -53,7 +53,17 @@ from ledger.api.bodies.orders import (
 from ledger.api.bodies.schemas import ImportRequest, OrderIn
 from ledger.api.consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
 from ledger.api.errors import ledger_problem, problem_responses
-from ledger.application.commands import ImportItem
+from ledger.application.commands import (
+    Cancel,
+    CloseDispute,
+    ImportItem,
+    ImportOrder,
+    ImportOrders,
+    OpenDispute,
+    Refund,
+    Restock,
+    Ship,
+)
 from ledger.application.ledger import Ledger
 from ledger.application.queries import CommandResult, KeyDetails
 from ledger.projections.all_sales import AllSalesProjection
@@ -105,8 +115,13 @@ def import_order(
     idempotency_key: NamedDependency[str | None],
     digest: NamedDependency[str],
 ) -> Response[ImportOut]:
-    result = ledger.import_order(
-        _ctx(key, idempotency_key, digest), data.account_id, data.to_domain(), seller=key.seller
+    result = ledger.execute(
+        ImportOrder(
+            ctx=_ctx(key, idempotency_key, digest),
+            account_id=data.account_id,
+            order=data.to_domain(),
+            seller=key.seller,
+        )
     )
     headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
     return Response(ImportOut.of(result), status_code=201 if result.created else 200, headers=headers)
@@ -145,7 +160,9 @@ def import_orders(
                 continue
             order_key = None if idempotency_key is None else f"{idempotency_key}#{index}"
             items.append(ImportItem(order.account_id, domain, order_key))
-        outcomes = ledger.import_orders(_ctx(key, idempotency_key, digest), items, seller=key.seller)
+        outcomes = ledger.execute(
+            ImportOrders(ctx=_ctx(key, idempotency_key, digest), items=items, seller=key.seller)
+        )
         results: list[ImportItemOut] = []
         positions: list[int] = []
         for index, (order, result) in enumerate(zip(data.orders, outcomes, strict=True)):
@@ -301,16 +318,18 @@ def ship(
     expected_version: NamedDependency[int | None],
     digest: NamedDependency[str],
 ) -> Response[CommandOut]:
-    result = ledger.ship(
-        _ctx(key, idempotency_key, digest),
-        order_id,
-        carrier=data.carrier,
-        tracking_number=data.tracking_number,
-        shipping_class=data.shipping_class,
-        shipped_at=data.shipped_at,
-        lines=_lines(data.lines),
-        expected_version=expected_version,
-        seller=key.seller,
+    result = ledger.execute(
+        Ship(
+            ctx=_ctx(key, idempotency_key, digest),
+            order_id=order_id,
+            carrier=data.carrier,
+            tracking_number=data.tracking_number,
+            shipping_class=data.shipping_class,
+            shipped_at=data.shipped_at,
+            lines=_lines(data.lines),
+            expected_version=expected_version,
+            seller=key.seller,
+        )
     )
     return _created(result, ledger)
 
@@ -329,14 +348,16 @@ def cancel(
     expected_version: NamedDependency[int | None],
     digest: NamedDependency[str],
 ) -> Response[CommandOut]:
-    result = ledger.cancel(
-        _ctx(key, idempotency_key, digest),
-        order_id,
-        reason=data.reason,
-        lines=_lines(data.lines),
-        restock_in_ledger=data.restock_in_ledger,
-        expected_version=expected_version,
-        seller=key.seller,
+    result = ledger.execute(
+        Cancel(
+            ctx=_ctx(key, idempotency_key, digest),
+            order_id=order_id,
+            reason=data.reason,
+            lines=_lines(data.lines),
+            restock_in_ledger=data.restock_in_ledger,
+            expected_version=expected_version,
+            seller=key.seller,
+        )
     )
     return _created(result, ledger)
 
@@ -360,15 +381,17 @@ def refund(
         if data.lines is None
         else tuple(RefundRequestLine(x.line_id, x.quantity, x.amount) for x in data.lines)
     )
-    result = ledger.refund(
-        _ctx(key, idempotency_key, digest),
-        order_id,
-        reason=data.reason,
-        lines=lines,
-        shipping_amount=data.shipping_amount,
-        tax_amount=data.tax_amount,
-        expected_version=expected_version,
-        seller=key.seller,
+    result = ledger.execute(
+        Refund(
+            ctx=_ctx(key, idempotency_key, digest),
+            order_id=order_id,
+            reason=data.reason,
+            lines=lines,
+            shipping_amount=data.shipping_amount,
+            tax_amount=data.tax_amount,
+            expected_version=expected_version,
+            seller=key.seller,
+        )
     )
     return _created(result, ledger)
 
@@ -383,13 +406,15 @@ def open_dispute(
     expected_version: NamedDependency[int | None],
     digest: NamedDependency[str],
 ) -> Response[CommandOut]:
-    result = ledger.open_dispute(
-        _ctx(key, idempotency_key, digest),
-        order_id,
-        reason=data.reason,
-        marketplace_dispute_id=data.marketplace_dispute_id,
-        expected_version=expected_version,
-        seller=key.seller,
+    result = ledger.execute(
+        OpenDispute(
+            ctx=_ctx(key, idempotency_key, digest),
+            order_id=order_id,
+            reason=data.reason,
+            marketplace_dispute_id=data.marketplace_dispute_id,
+            expected_version=expected_version,
+            seller=key.seller,
+        )
     )
     return _created(result, ledger)
 
@@ -410,13 +435,15 @@ def close_dispute(
     expected_version: NamedDependency[int | None],
     digest: NamedDependency[str],
 ) -> Response[CommandOut]:
-    result = ledger.close_dispute(
-        _ctx(key, idempotency_key, digest),
-        order_id,
-        dispute_id=dispute_id,
-        outcome=data.outcome,
-        expected_version=expected_version,
-        seller=key.seller,
+    result = ledger.execute(
+        CloseDispute(
+            ctx=_ctx(key, idempotency_key, digest),
+            order_id=order_id,
+            dispute_id=dispute_id,
+            outcome=data.outcome,
+            expected_version=expected_version,
+            seller=key.seller,
+        )
     )
     return _created(result, ledger)
 
@@ -437,12 +464,14 @@ def restock(
 ) -> Response[CommandOut]:
     lines = _lines(data.lines)
     assert lines is not None
-    result = ledger.restock(
-        _ctx(key, idempotency_key, digest),
-        order_id,
-        lines=lines,
-        expected_version=expected_version,
-        seller=key.seller,
+    result = ledger.execute(
+        Restock(
+            ctx=_ctx(key, idempotency_key, digest),
+            order_id=order_id,
+            lines=lines,
+            expected_version=expected_version,
+            seller=key.seller,
+        )
     )
     return _created(result, ledger)
 

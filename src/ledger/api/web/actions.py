@@ -30,6 +30,7 @@ from ledger.api.auth import CHANGE_ORDERS, actor_of
 from ledger.api.web.pages import Form, forbidden, order_page
 from ledger.api.web.session import foreign_origin, ledger_of, may, render, signed_in, to_signin, web_context
 from ledger.application.bulk_shipping import BulkShipper
+from ledger.application.commands import Cancel, Refund, Ship
 from ledger.application.errors import VersionMismatchError
 from ledger.application.queries import KeyDetails
 from ledger.application.shipments_csv import NotCsvError, failed_rows_csv, parse
@@ -108,45 +109,51 @@ def _act(request: Request[Any, Any, Any], order_id: UUID, form: str, data: dict[
     version = _version(data)
     try:
         if form == "ship":
-            ledger.ship(
-                ctx,
-                order_id,
-                carrier=Carrier(str(data.get("carrier", ""))),
-                tracking_number=str(data.get("tracking_number", "")),
-                shipping_class=str(data.get("shipping_class", "")).strip()[:100],
-                lines=_lines(data),
-                expected_version=version,
-                seller=key.seller,
+            ledger.execute(
+                Ship(
+                    ctx=ctx,
+                    order_id=order_id,
+                    carrier=Carrier(str(data.get("carrier", ""))),
+                    tracking_number=str(data.get("tracking_number", "")),
+                    shipping_class=str(data.get("shipping_class", "")).strip()[:100],
+                    lines=_lines(data),
+                    expected_version=version,
+                    seller=key.seller,
+                )
             )
             done = "shipped"
         elif form == "cancel":
             reason = str(data.get("reason", ""))
             if not reason:
                 raise FormError("a cancellation needs a reason", "reason")
-            result = ledger.cancel(
-                ctx,
-                order_id,
-                reason=CancelReason(reason),
-                lines=_lines(data),
-                restock_in_ledger=data.get("restock_in_ledger") == "on",
-                expected_version=version,
-                seller=key.seller,
+            result = ledger.execute(
+                Cancel(
+                    ctx=ctx,
+                    order_id=order_id,
+                    reason=CancelReason(reason),
+                    lines=_lines(data),
+                    restock_in_ledger=data.get("restock_in_ledger") == "on",
+                    expected_version=version,
+                    seller=key.seller,
+                )
             )
             done = "dispute" if "DisputeOpened" in result.events else "cancelled"
         else:
             reason = str(data.get("reason", ""))
             if not reason:
                 raise FormError("a refund needs a reason", "reason")
-            ledger.refund(
-                ctx,
-                order_id,
-                reason=RefundReason(reason),
-                lines=_refund_lines(data),
-                shipping_amount=_amount(str(data.get("shipping_amount", "")), "shipping amount")
-                or Decimal(0),
-                tax_amount=_amount(str(data.get("tax_amount", "")), "tax amount") or Decimal(0),
-                expected_version=version,
-                seller=key.seller,
+            ledger.execute(
+                Refund(
+                    ctx=ctx,
+                    order_id=order_id,
+                    reason=RefundReason(reason),
+                    lines=_refund_lines(data),
+                    shipping_amount=_amount(str(data.get("shipping_amount", "")), "shipping amount")
+                    or Decimal(0),
+                    tax_amount=_amount(str(data.get("tax_amount", "")), "tax amount") or Decimal(0),
+                    expected_version=version,
+                    seller=key.seller,
+                )
             )
             done = "refunded"
     except ValueError:  # a carrier or reason the form never offers
