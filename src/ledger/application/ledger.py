@@ -38,13 +38,13 @@ from ledger.application.commands import (
     Ship,
 )
 from ledger.application.core import utcnow
-from ledger.application.imports import import_order, import_orders
+from ledger.application.imports import Imports
 from ledger.application.keys import ApiKeys, KeyCache
 from ledger.application.orders import ORDER_HANDLERS, OrderQueries
 from ledger.application.queries import CommandResult, ImportResult
 
 
-class Ledger(OrderQueries, Accounts, ApiKeys):
+class Ledger(OrderQueries, Imports, Accounts, ApiKeys):
     """Commands and small queries over orders, marketplace accounts and API keys."""
 
     name = "Ledger"
@@ -69,9 +69,9 @@ class Ledger(OrderQueries, Accounts, ApiKeys):
     ) -> CommandResult | ImportResult | list[ImportResult | LedgerError]:
         """Run one command: an order command through the generic path with its handler, or an import."""
         if isinstance(cmd, ImportOrder):
-            return import_order(self, cmd)
+            return self.import_one(cmd)
         if isinstance(cmd, ImportOrders):
-            return import_orders(self, cmd)
+            return self.import_many(cmd)
         return self._run(cmd, ORDER_HANDLERS[type(cmd)])
 
     # The same commands by keyword (fields as in commands.py).

@@ -1,7 +1,7 @@
 """The library's `Application` with the Ledger's persistence: every override of the library's internals.
 
 The Ledger (ledger.application) is built on `EventStoreApplication` and knows nothing of what is here beyond
-`_save`, `existing_ids`, `stored_response`, `store_response` and `personal_data`. What changes, and why:
+`_save`, `_existing_ids`, `stored_response`, `store_response` and `personal_data`. What changes, and why:
 - the repository: `LedgerRepository` (repository.py), no deep copy of an aggregate loaded for a command, and a
   bounded aggregate cache;
 - the recorder: created with a few retries, since processes starting together race on the catalog;
@@ -145,7 +145,7 @@ class EventStoreApplication(Application[UUID]):
         for cls, name in VALUE_TRANSCODINGS:
             transcoder.register(DataclassTranscoding(cls, name))
 
-    def existing_ids(self, originator_ids: list[UUID]) -> set[UUID]:
+    def _existing_ids(self, originator_ids: list[UUID]) -> set[UUID]:
         """Which of these aggregates have events (on PostgreSQL in one query: a bulk import's existence check)."""
         if isinstance(self.recorder, LedgerApplicationRecorder):
             return self.recorder.existing_originator_ids(originator_ids)
