@@ -14,7 +14,8 @@ import msgspec
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Source
 from ledger.api.bodies.schemas import decode_orders
-from ledger.application.ledger import ImportItem, Ledger
+from ledger.application.commands import ImportItem, ImportOrders
+from ledger.application.ledger import Ledger
 from ledger.cli.common import (
     EXIT_FAILED,
     Command,
@@ -107,7 +108,7 @@ def import_file(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
                 except LedgerError as e:
                     items.append(e)
             for offset, (order, result) in enumerate(
-                zip(batch, app.import_orders(ctx, items, seller=args.seller), strict=True)
+                zip(batch, app.execute(ImportOrders(ctx=ctx, items=items, seller=args.seller)), strict=True)
             ):
                 row: dict[str, Any] = {
                     "index": start + offset,

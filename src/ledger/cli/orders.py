@@ -15,6 +15,7 @@ from ledger.aggregates.values import (
     RefundReason,
     RefundRequestLine,
 )
+from ledger.application.commands import Cancel, CloseDispute, OpenDispute, Refund, Restock, Ship
 from ledger.application.ledger import Ledger
 from ledger.application.queries import HistoryEntry, OrderDetails
 from ledger.cli.common import Command, Handler, context, print_json, time_arg, uuid_arg, yes_no
@@ -106,61 +107,77 @@ def _report(result: Any, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_ship(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.ship(
-        context(args),
-        args.order_id,
-        carrier=Carrier(args.carrier),
-        tracking_number=args.tracking_number,
-        shipping_class=args.shipping_class,
-        shipped_at=args.shipped_at,
-        lines=tuple(args.line) if args.line else None,
-        expected_version=args.expected_version,
+    result = app.execute(
+        Ship(
+            ctx=context(args),
+            order_id=args.order_id,
+            carrier=Carrier(args.carrier),
+            tracking_number=args.tracking_number,
+            shipping_class=args.shipping_class,
+            shipped_at=args.shipped_at,
+            lines=tuple(args.line) if args.line else None,
+            expected_version=args.expected_version,
+        )
     )
     return _report(result, args, out)
 
 
 def cmd_cancel(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.cancel(
-        context(args),
-        args.order_id,
-        reason=CancelReason(args.reason),
-        lines=tuple(args.line) if args.line else None,
-        restock_in_ledger=args.restock_in_ledger,
-        expected_version=args.expected_version,
+    result = app.execute(
+        Cancel(
+            ctx=context(args),
+            order_id=args.order_id,
+            reason=CancelReason(args.reason),
+            lines=tuple(args.line) if args.line else None,
+            restock_in_ledger=args.restock_in_ledger,
+            expected_version=args.expected_version,
+        )
     )
     return _report(result, args, out)
 
 
 def cmd_refund(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
     lines = tuple(RefundRequestLine(item.line_id, item.quantity) for item in args.line) if args.line else None
-    result = app.refund(
-        context(args),
-        args.order_id,
-        reason=RefundReason(args.reason),
-        lines=lines,
-        shipping_amount=args.shipping_amount,
-        tax_amount=args.tax_amount,
-        expected_version=args.expected_version,
+    result = app.execute(
+        Refund(
+            ctx=context(args),
+            order_id=args.order_id,
+            reason=RefundReason(args.reason),
+            lines=lines,
+            shipping_amount=args.shipping_amount,
+            tax_amount=args.tax_amount,
+            expected_version=args.expected_version,
+        )
     )
     return _report(result, args, out)
 
 
 def cmd_dispute_open(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.open_dispute(
-        context(args), args.order_id, reason=args.reason, marketplace_dispute_id=args.marketplace_dispute_id
+    result = app.execute(
+        OpenDispute(
+            ctx=context(args),
+            order_id=args.order_id,
+            reason=args.reason,
+            marketplace_dispute_id=args.marketplace_dispute_id,
+        )
     )
     return _report(result, args, out)
 
 
 def cmd_dispute_close(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.close_dispute(
-        context(args), args.order_id, dispute_id=args.dispute_id, outcome=DisputeOutcome(args.outcome)
+    result = app.execute(
+        CloseDispute(
+            ctx=context(args),
+            order_id=args.order_id,
+            dispute_id=args.dispute_id,
+            outcome=DisputeOutcome(args.outcome),
+        )
     )
     return _report(result, args, out)
 
 
 def cmd_restock(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.restock(context(args), args.order_id, lines=tuple(args.line))
+    result = app.execute(Restock(ctx=context(args), order_id=args.order_id, lines=tuple(args.line)))
     return _report(result, args, out)
 
 
