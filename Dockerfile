@@ -2,11 +2,15 @@
 # dispatcher and the sandbox marketplaces differ only in their command.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
+# The dependencies come from the hash-pinned lock (the sandbox extra included; `./dev lock` writes it),
+# in a layer of their own that a change to src/ does not rebuild; then the project without dependencies.
+COPY requirements/lock.txt ./requirements/
+RUN python -m venv /opt/ledger \
+    && /opt/ledger/bin/pip install --no-cache-dir --require-hashes -r requirements/lock.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN python -m venv /opt/ledger \
-    && /opt/ledger/bin/pip install --no-cache-dir --upgrade "pip>=25.1" \
-    && /opt/ledger/bin/pip install --no-cache-dir ".[sandbox]"
+RUN /opt/ledger/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/ledger/bin/pip check
 
 FROM python:3.11-slim-bookworm
 RUN useradd --create-home --uid 10001 ledger
