@@ -77,11 +77,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LEDGER_DB_POOL_SIZE: connections kept open per process."""
     log_level: str = "INFO"
     """LEDGER_LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+    audit_signing_key: str | None = None
+    """LEDGER_AUDIT_SIGNING_KEY: the checkpoints' Ed25519 signing key, base64 (a secret: never printed)."""
+    audit_key_file: Path | None = None
+    """LEDGER_AUDIT_KEY_FILE: a file holding the signing key; unset (and no key above): data_dir's own."""
+    audit_public_keys: tuple[str, ...] = ()
+    """LEDGER_AUDIT_PUBLIC_KEYS: retired signing keys' public keys (base64, comma-separated), still trusted."""
+    audit_checkpoint_events: int = 1000
+    """LEDGER_AUDIT_CHECKPOINT_EVENTS: the worker seals when this many events (or a minute) are unsealed."""
 
     def __post_init__(self) -> None:
         validate_schema_name(self.database_schema)
         if self.pool_size < 1:
             msg = f"LEDGER_DB_POOL_SIZE must be at least 1, got {self.pool_size}"
+            raise ConfigError(msg)
+        if self.audit_checkpoint_events < 1:
+            msg = f"LEDGER_AUDIT_CHECKPOINT_EVENTS must be at least 1, got {self.audit_checkpoint_events}"
             raise ConfigError(msg)
         if self.log_level not in logging.getLevelNamesMapping():
             msg = (
@@ -112,19 +123,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             value = source.get(name, "").strip()
             return value or None
 
-        pool_size = 5
-        if (raw_pool_size := get("LEDGER_DB_POOL_SIZE")) is not None:
+        def whole(name: str, default: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
             try:
-                pool_size = int(raw_pool_size)
+                return int(raw)
             except ValueError:
-                msg = f"LEDGER_DB_POOL_SIZE={raw_pool_size!r} is not a whole number"
+                msg = f"{name}={raw!r} is not a whole number"
                 raise ConfigError(msg) from None
+
+        key_file = get("LEDGER_AUDIT_KEY_FILE")
 
         data_dir = get("LEDGER_DATA_DIR")
         return cls(
             database_url=get("LEDGER_DATABASE_URL"),
             database_schema=get("LEDGER_DATABASE_SCHEMA") or "public",
             data_dir=Path(data_dir).expanduser().absolute() if data_dir else default_data_dir(),
-            pool_size=pool_size,
+            pool_size=whole("LEDGER_DB_POOL_SIZE", 5),
             log_level=(get("LEDGER_LOG_LEVEL") or "INFO").upper(),
+            audit_signing_key=get("LEDGER_AUDIT_SIGNING_KEY"),
+            audit_key_file=Path(key_file).expanduser().absolute() if key_file else None,
+            audit_public_keys=tuple(
+                k.strip() for k in (get("LEDGER_AUDIT_PUBLIC_KEYS") or "").split(",") if k.strip()
+            ),
+            audit_checkpoint_events=whole("LEDGER_AUDIT_CHECKPOINT_EVENTS", 1000),
         )

@@ -77,14 +77,14 @@ def _start_like_a_process(target: PostgresTarget) -> None:
 
 
 def test_release_schema_upgrades_with_data_intact(release_schema: PostgresTarget) -> None:
-    """Migrating release 0.1.0's schema records version 1 and keeps its orders, accounts and read models."""
+    """Migrating release 0.1.0's schema records versions 1 and 2 and keeps its orders, accounts and read models."""
     assert migrations.status(release_schema.conninfo(), release_schema.schema).version == 0
 
     applied = migrations.migrate(release_schema.conninfo(), release_schema.schema)
 
-    assert [m.version for m in applied] == [1]
+    assert [m.version for m in applied] == [1, 2]
     state = migrations.status(release_schema.conninfo(), release_schema.schema)
-    assert (state.version, state.pending, state.changed) == (1, (), ())
+    assert (state.version, state.pending, state.changed) == (2, (), ())
     assert state.applied[0].checksum == migrations.available()[0].checksum
     app = Ledger(env=release_schema.eventsourcing_env())
     try:
@@ -101,7 +101,8 @@ def test_release_schema_upgrades_with_data_intact(release_schema: PostgresTarget
     counts = {
         t: _count(release_schema, t) for t in ("all_sales_orders", "outbound_items", "audit_checkpoints")
     }
-    assert counts == {"all_sales_orders": 3, "outbound_items": 5, "audit_checkpoints": 1}
+    # 0002 drops the release's unsigned checkpoint: the worker re-seals the log, signed
+    assert counts == {"all_sales_orders": 3, "outbound_items": 5, "audit_checkpoints": 0}
     assert _count(release_schema, "finance_reconciliations") == 0  # release 0.1.0 made it on first use only
 
 
@@ -200,7 +201,7 @@ def test_cli_db_status_shows_pending_and_db_migrate_applies(
     monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", release_schema.schema)
     status, out, _ = cli("db", "status")
     assert status == 0
-    assert "version  0, 1 pending" in out
+    assert "version  0, 2 pending" in out
     assert "pending  0001 initial" in out
 
     status, out, _ = cli("db", "migrate")
@@ -212,5 +213,5 @@ def test_cli_db_status_shows_pending_and_db_migrate_applies(
 
     status, out, _ = cli("db", "status", "--json")
     report = json.loads(out)
-    assert (report["schema_version"], report["pending_migrations"]) == (1, [])
+    assert (report["schema_version"], report["pending_migrations"]) == (2, [])
     assert report["schema"] == release_schema.schema

@@ -25,6 +25,7 @@ from ledger.api.observability import Metrics, metrics_endpoint, observe
 from ledger.api.routes import accounts, audit, finance, health, orders, shipments, sync
 from ledger.api.web import ROUTES as WEB_ROUTES
 from ledger.application.ledger import Ledger
+from ledger.audit.keys import AuditTrust
 from ledger.eventstore.database import PostgresTarget
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
@@ -50,10 +51,13 @@ def create_app(
     target: PostgresTarget,
     *,
     ledger: Ledger | None = None,
+    audit_trust: AuditTrust | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     debug: bool = False,
 ) -> Litestar:
-    """The HTTP API over `target` (its schema must exist). A given `ledger` is used and left open."""
+    """The HTTP API over `target` (its schema must exist). A given `ledger` is used and left open.
+    `audit_trust` gives the public keys the audit routes list (none without it)."""
+    trust = audit_trust or AuditTrust(None)
     metrics = Metrics()
 
     @asynccontextmanager
@@ -64,6 +68,7 @@ def create_app(
         pool.open(wait=False)
         app.state.pool = pool
         app.state.metrics = metrics
+        app.state.audit_trust = trust
         try:
             yield
         finally:

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from litestar import Litestar
 
 from ledger.api.app import create_app
+from ledger.audit.keys import load_trust
 from ledger.config import Settings
 from ledger.eventstore.database import PostgresTarget, parse_database_url
 
@@ -45,7 +46,7 @@ def app_from_env() -> Litestar:
     if settings.database_url is None:
         raise RuntimeError("a ledger worker process needs LEDGER_DATABASE_URL (set by `ledger serve`)")
     target = parse_database_url(settings.database_url, settings.database_schema, pool_size=settings.pool_size)
-    return create_app(target)
+    return create_app(target, audit_trust=load_trust(settings))
 
 
 def graceful_seconds() -> int:

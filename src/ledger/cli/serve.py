@@ -11,6 +11,8 @@ import threading
 from typing import Any, TextIO
 
 from ledger.application.ledger import Ledger
+from ledger.audit.keys import load_trust
+from ledger.cli.audit import no_sealer, start_sealer
 from ledger.cli.common import EXIT_FAILED, EXIT_UNAVAILABLE, Command, UsageError, stop_on_signals
 from ledger.cli.sync import SyncThreads, start_sync
 from ledger.config import Settings
@@ -39,6 +41,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
+    trust = load_trust(settings)  # the first start makes the signing key, outside the database
     with open_database(settings) as target:
         Ledger(env=target.eventsourcing_env()).close()
         info = check_connection(target)
@@ -53,7 +56,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         if processes > 1:  # each worker process builds its own app on the database exported here
             export_target(target)
         config = uvicorn.Config(
-            create_app(target) if processes == 1 else "ledger.api.serving:app_from_env",
+            create_app(target, audit_trust=trust) if processes == 1 else "ledger.api.serving:app_from_env",
             factory=processes > 1,
             workers=processes,
             host=args.host,
@@ -69,6 +72,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         server = uvicorn.Server(config)
         server.should_exit = stop.is_set()
         workers: threading.Thread | None = None
+        stop_sealer = no_sealer if args.no_workers else start_sealer(target, settings, trust, out)
         if not args.no_workers:
             workers = threading.Thread(
                 target=run_workers,
@@ -89,6 +93,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
                 sync.stop()
             if workers is not None:
                 workers.join()
+            stop_sealer()
         if processes == 1 and not server.started:
             out.write(f"ledger: could not listen on {args.host}:{args.port}\n")
             return EXIT_UNAVAILABLE
@@ -108,11 +113,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
     stop = stop_on_signals()
+    trust = load_trust(settings)
     with open_database(settings) as target:
         sync = start_sync(target, args, out)
+        stop_sealer = start_sealer(target, settings, trust, out)
         try:
             failed = run_workers(target, projections, args.batch_size, stop, out)
         finally:
+            stop_sealer()
             if sync is not None:
                 sync.stop()
     out.write("ledger: worker stopped\n")
