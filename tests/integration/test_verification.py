@@ -4,26 +4,23 @@ found by the chain check and the checkpoints, which name the order and the versi
 from __future__ import annotations
 
 import io
-import secrets
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import pytest
 from api_support import make_seller
+from audit_support import CTX, TRACKING, Shop, alter_tracking, delete, open_shop, swap_states
 from litestar.testing import TestClient
 
 from ledger.aggregates.values import (
     Buyer,
     Carrier,
-    Context,
     ImportedOrder,
-    LineQuantity,
     Marketplace,
     OrderLine,
     PaymentStatus,
@@ -31,101 +28,20 @@ from ledger.aggregates.values import (
 )
 from ledger.api.app import create_app
 from ledger.application.errors import OrderNotFoundError
-from ledger.application.ledger import Ledger
-from ledger.audit.verification import verify_all, verify_order, write_checkpoints
+from ledger.audit.checkpoints import write_checkpoints
+from ledger.audit.keys import seed_b64
+from ledger.audit.verification import verify_all
 from ledger.cli.main import main
-from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
 
 pytestmark = pytest.mark.postgres
 
-CTX = Context(actor="audit-test")
-TRACKING = "1Z999AA10123456784"
-OTHER_TRACKING = "1Z999AA10123456792"
-
-
-@dataclass
-class Shop:
-    """A Ledger on a schema of the test's own (tampering must not touch other tests' events)."""
-
-    target: PostgresTarget
-    ledger: Ledger
-    conn: psycopg.Connection[Any]
-    account_id: UUID
-    seller: str
-    rows_besides_orders: int  # the account's events
-
-    def order(self, shipments: int = 3) -> UUID:
-        """An order of one line of 3 units, shipped one unit at a time: 1 + `shipments` events."""
-        imported = ImportedOrder(
-            marketplace_order_id=f"MO-{secrets.token_hex(5)}",
-            purchased_at=datetime(2026, 11, 20, 10, tzinfo=UTC),
-            currency="USD",
-            payment_status=PaymentStatus.PAID,
-            buyer=Buyer("Ann Lee", "ann@example.com"),
-            lines=(OrderLine("A", "MUG-1", 3, Decimal("12.50")),),
-        )
-        order_id = self.ledger.import_order(CTX, self.account_id, imported).order_id
-        for _ in range(shipments):
-            self.ledger.ship(
-                CTX, order_id, carrier=Carrier.UPS, tracking_number=TRACKING, lines=(LineQuantity("A", 1),)
-            )
-        return order_id
-
-    def verify(self, order_id: UUID, seller: str | None = None) -> Any:
-        return verify_order(self.conn, self.ledger.mapper, order_id, seller=seller)
-
-    def sql(self, statement: str, *params: Any) -> None:
-        self.conn.execute(statement, params)
-
 
 @pytest.fixture
-def shop(own_target: PostgresTarget) -> Iterator[Shop]:
+def shop(own_target: PostgresTarget, tmp_path: Path) -> Iterator[Shop]:
     """A seller with an Amazon account, on the test's own schema."""
-    ledger = Ledger(env=own_target.eventsourcing_env())
-    seller = f"seller-{secrets.token_hex(4)}"
-    account = ledger.register_account(CTX, seller=seller, marketplace=Marketplace.AMAZON, name="main")
-    with database.connect(own_target, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
-        yield Shop(own_target, ledger, conn, account.account_id, seller, row[0])
-    ledger.close()
-
-
-def alter_tracking(shop: Shop, order_id: UUID, version: int) -> None:
-    """Rewrite the tracking number inside one stored event's JSON state."""
-    shop.sql(
-        "UPDATE ledger_events SET state = convert_to(replace(convert_from(state, 'UTF8'), %s, %s), 'UTF8')"
-        " WHERE originator_id = %s AND originator_version = %s",
-        TRACKING,
-        OTHER_TRACKING,
-        order_id,
-        version,
-    )
-
-
-def delete(shop: Shop, order_id: UUID, version: int | None = None) -> None:
-    if version is None:
-        shop.sql("DELETE FROM ledger_events WHERE originator_id = %s", order_id)
-    else:
-        shop.sql(
-            "DELETE FROM ledger_events WHERE originator_id = %s AND originator_version = %s",
-            order_id,
-            version,
-        )
-
-
-def swap_states(shop: Shop, order_id: UUID, first: int, second: int) -> None:
-    """Exchange the stored states (event content) of two versions: the events now read in another order."""
-    shop.sql(
-        "UPDATE ledger_events e SET state = o.state FROM ledger_events o"
-        " WHERE e.originator_id = %s AND o.originator_id = e.originator_id"
-        " AND (e.originator_version, o.originator_version) IN ((%s, %s), (%s, %s))",
-        order_id,
-        first,
-        second,
-        second,
-        first,
-    )
+    with open_shop(own_target, tmp_path) as opened:
+        yield opened
 
 
 # ------------------------------------------------------------------------------------------ one order
@@ -197,7 +113,7 @@ def test_swapped_versions_are_found(shop):
 def test_deleted_last_event_is_found_once_sealed(shop):
     """A deleted last event leaves a self-consistent chain; the checkpoint that sealed it names it."""
     order_id = shop.order()
-    write_checkpoints(shop.conn)
+    write_checkpoints(shop.conn, shop.trust)
     delete(shop, order_id, 4)
 
     result = shop.verify(order_id)
@@ -217,7 +133,7 @@ def test_deleted_last_event_before_sealing_goes_unseen(shop):
 def test_whole_order_deleted_after_sealing_is_reported(shop):
     """An order whose every row is gone is still known to its checkpoint: invalid from version 1."""
     order_id = shop.order()
-    write_checkpoints(shop.conn)
+    write_checkpoints(shop.conn, shop.trust)
     delete(shop, order_id)
 
     result = shop.verify(order_id)
@@ -244,9 +160,9 @@ def test_verify_all_seals_then_re_verifies_checkpoints(shop):
     for _ in range(3):
         shop.order()
 
-    first = verify_all(shop.conn, shop.ledger.mapper)
+    first = verify_all(shop.conn, shop.ledger.mapper, shop.trust)
     shop.order()
-    second = verify_all(shop.conn, shop.ledger.mapper)
+    second = verify_all(shop.conn, shop.ledger.mapper, shop.trust)
 
     assert (first.valid, first.orders_checked, first.checkpoints_checked, first.checkpoints_written) == (
         True,
@@ -266,13 +182,13 @@ def test_verify_all_seals_then_re_verifies_checkpoints(shop):
 def test_verify_all_names_every_broken_order_and_version(shop):
     """Each kind of tampering is reported with its order and version; nothing is sealed over it."""
     altered, gapped, truncated, erased, intact = (shop.order() for _ in range(5))
-    write_checkpoints(shop.conn)
+    write_checkpoints(shop.conn, shop.trust)
     alter_tracking(shop, altered, 2)
     delete(shop, gapped, 3)
     delete(shop, truncated, 4)
     delete(shop, erased)
 
-    summary = verify_all(shop.conn, shop.ledger.mapper)
+    summary = verify_all(shop.conn, shop.ledger.mapper, shop.trust)
 
     assert not summary.valid
     assert summary.checkpoints_written == 0
@@ -285,7 +201,7 @@ def test_verify_all_names_every_broken_order_and_version(shop):
 def test_rows_reordered_in_the_global_log_break_the_checkpoint(shop):
     """Exchanging two rows' notification ids keeps every chain intact, but not the sealed range."""
     first, second = shop.order(shipments=0), shop.order(shipments=0)
-    write_checkpoints(shop.conn)
+    write_checkpoints(shop.conn, shop.trust)
     shop.sql(
         "UPDATE ledger_events SET notification_id = -notification_id WHERE originator_id IN (%s, %s)",
         first,
@@ -300,7 +216,7 @@ def test_rows_reordered_in_the_global_log_break_the_checkpoint(shop):
         first,
     )
 
-    summary = verify_all(shop.conn, shop.ledger.mapper)
+    summary = verify_all(shop.conn, shop.ledger.mapper, shop.trust)
 
     assert not summary.valid
     assert {first, second} <= {f.order_id for f in summary.findings}
@@ -310,13 +226,13 @@ def test_rows_reordered_in_the_global_log_break_the_checkpoint(shop):
 def test_a_changed_checkpoint_is_reported(shop):
     """Editing the checkpoint table itself (to cover a deletion) breaks the checkpoints' own chain."""
     order_id = shop.order()
-    write_checkpoints(shop.conn)
+    write_checkpoints(shop.conn, shop.trust)
     delete(shop, order_id, 4)
     shop.sql(
         "DELETE FROM audit_checkpoint_events WHERE originator_id = %s AND originator_version = 4", order_id
     )
 
-    summary = verify_all(shop.conn, shop.ledger.mapper)
+    summary = verify_all(shop.conn, shop.ledger.mapper, shop.trust)
 
     assert not summary.valid
     assert any("list of sealed events was changed" in f.message for f in summary.findings)
@@ -374,10 +290,14 @@ def test_verification_endpoint(shop, client):
 
 
 @pytest.fixture
-def cli(shop: Shop, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
+def cli(shop: Shop, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Runs `ledger ARGS` in-process on the test's own schema; returns (exit status, stdout, stderr)."""
     for name in ("LEDGER_DATABASE_URL", "LEDGER_DATABASE_SCHEMA"):
         monkeypatch.setenv(name, cli_env[name])
+    monkeypatch.setenv(
+        "LEDGER_DATA_DIR", str(tmp_path)
+    )  # the shop's record of checkpoints is in tmp_path/audit
+    monkeypatch.setenv("LEDGER_AUDIT_SIGNING_KEY", seed_b64(shop.trust.signer))
 
     def run(*args: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
@@ -430,11 +350,11 @@ def test_cli_verify_all_and_checkpoint(shop, cli):
 def test_checkpoints_chain_over_many_ranges(shop):
     """Small ranges chain one to the next; a change in a later range names that range, order and version."""
     order_ids = [shop.order() for _ in range(3)]
-    written = write_checkpoints(shop.conn, size=5)
-    clean = verify_all(shop.conn, shop.ledger.mapper, seal=False)
+    written = write_checkpoints(shop.conn, shop.trust, size=5)
+    clean = verify_all(shop.conn, shop.ledger.mapper, shop.trust, seal=False)
     alter_tracking(shop, order_ids[-1], 4)
 
-    broken = verify_all(shop.conn, shop.ledger.mapper, seal=False)
+    broken = verify_all(shop.conn, shop.ledger.mapper, shop.trust, seal=False)
 
     assert written == -(-(3 * 4 + shop.rows_besides_orders) // 5)
     assert (clean.valid, clean.checkpoints_checked) == (True, written)

@@ -32,6 +32,7 @@ CHANGE = frozenset({Role.ADMIN, Role.OPERATOR})
 DISPUTES = frozenset({Role.ADMIN, Role.OPERATOR, Role.INTEGRATION})
 ADMIN = frozenset({Role.ADMIN})
 FINANCE = frozenset({Role.ADMIN, Role.FINANCE})
+AUDIT = frozenset({Role.ADMIN, Role.AUDITOR})
 # A bulk shipment file naming an order nobody has: allowed roles get a row report, and nothing changes.
 BULK_CSV = (
     "marketplace_order_id,line_id,quantity,carrier,tracking_number,shipping_class,shipped_at\n"
@@ -59,7 +60,10 @@ CONTRACT: dict[str, tuple[frozenset[Role], Any]] = {
     "closeDispute": (DISPUTES, {"outcome": "rejected"}),
     "listOutbound": (CHANGE, None),
     "retryOutbound": (CHANGE, None),
-    "verifyOrder": (frozenset({Role.ADMIN, Role.AUDITOR}), None),
+    "verifyOrder": (AUDIT, None),
+    "listAuditPublicKeys": (AUDIT, None),
+    "getLatestAuditCheckpoint": (AUDIT, None),
+    "getOrderAuditBundle": (AUDIT, None),
     "shipBulk": (CHANGE, "csv"),
     "listFinanceRefunds": (FINANCE, None),
     "reconcileSettlement": (FINANCE, None),
