@@ -202,12 +202,14 @@ def database_url(target: PostgresTarget) -> str:
 
 
 @pytest.fixture
-def cli_env(own_target: PostgresTarget) -> dict[str, str]:
-    """The environment of a `ledger` process that uses this test's own schema."""
+def cli_env(own_target: PostgresTarget, tmp_path: Path) -> dict[str, str]:
+    """The environment of a `ledger` process that uses this test's own schema (and data directory: the
+    audit signing key is made there, never in the home directory)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     return env | {
         "LEDGER_DATABASE_URL": database_url(own_target),
         "LEDGER_DATABASE_SCHEMA": own_target.schema,
+        "LEDGER_DATA_DIR": str(tmp_path / "ledger-data"),
     }
 
 
@@ -219,11 +221,12 @@ def pg_url(pg_target: PostgresTarget) -> str:
 
 @pytest.fixture
 def cli(
-    pg_target: PostgresTarget, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_target: PostgresTarget, pg_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Callable[..., tuple[int, str, str]]:
     """Runs `ledger ARGS` in-process on the test schema; returns (exit status, stdout, stderr)."""
     monkeypatch.setenv("LEDGER_DATABASE_URL", pg_url)
     monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", pg_target.schema)
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path / "ledger-data"))  # the audit key's place
 
     def run(*args: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()

@@ -276,6 +276,7 @@ def test_key_from_the_environment_or_a_file(tmp_path, offline_cli):
     assert stat.S_IMODE((tmp_path / "k.pem").stat().st_mode) == 0o600
     assert again[0] == 2
     assert not (tmp_path / "audit-signing-key.pem").exists()
+    assert env_key not in repr(Settings(data_dir=tmp_path, audit_signing_key=env_key))
     with pytest.raises(ConfigError, match="LEDGER_AUDIT_KEY_FILE"):
         load_trust(Settings(data_dir=tmp_path, audit_key_file=tmp_path / "missing.pem"))
 

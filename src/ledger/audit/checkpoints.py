@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import struct
 import threading
 import time
@@ -266,10 +267,13 @@ def _write_record(path: Path | None, checkpoint: SignedCheckpoint, rows: Sequenc
         checkpoint,
         [_RecordedRow(r.notification_id, r.originator_id, r.version, r.digest().hex()) for r in rows],
     )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = path.with_suffix(".tmp")
-    partial.write_bytes(msgspec.json.encode(record))
-    partial.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_bytes(msgspec.json.encode(record))
+        partial.replace(path)  # atomic: a reader sees the old record or the new one
+    except OSError as e:  # the checkpoint is signed and stored; only this host's extra evidence is behind
+        log.warning("audit checkpoints: could not record checkpoint %s in %s: %s", checkpoint.seq, path, e)
 
 
 def _compare_outside(
@@ -574,6 +578,8 @@ class CheckpointWorker:
                 return
             except psycopg.Error as e:
                 log.warning("audit checkpoints: will retry: %s", e)
+            except Exception:  # a sealer that dies silently would leave the log unsealed: say so, go on
+                log.exception("audit checkpoints: sealing failed; will retry")
 
     def _unsealed(self, conn: Connection) -> int:
         found = conn.execute(

@@ -130,8 +130,8 @@ def _saved_checkpoint(path: Path | None) -> SignedCheckpoint | None:
 def cmd_verify(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """`ledger verify --order ID` or `--all` (the default, optionally `--against` an auditor's saved
     checkpoint): exit 1 when anything is invalid."""
-    against = _saved_checkpoint(getattr(args, "against", None))
-    trust = load_trust(settings)
+    against = _saved_checkpoint(args.against)
+    trust = load_trust(settings, create=False)  # verifying makes no key: it judges with the ones set
     with open_database(settings) as target:
         ledger = Ledger(env=target.eventsourcing_env())
         try:
