@@ -8,7 +8,9 @@ import base64
 import io
 import json
 import logging
+import signal
 import stat
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -41,7 +43,7 @@ from ledger.audit.checkpoints import (
     latest_checkpoint,
     write_checkpoints,
 )
-from ledger.audit.keys import AuditTrust, key_id, load_trust, public_pem, seed_b64
+from ledger.audit.keys import AuditTrust, key_id, load_trust, parse_public_key, public_pem, seed_b64
 from ledger.audit.verification import verify_all
 from ledger.cli.main import main
 from ledger.config import ConfigError, Settings
@@ -238,6 +240,34 @@ def test_worker_seals_old_events_and_stops_when_checkpoints_shrank(shop):
 
     assert isinstance(worker.error, CheckpointsChangedError)
     assert latest_checkpoint(shop.conn) is None
+
+
+@pytest.mark.slow
+def test_ledger_worker_makes_its_key_and_seals_by_itself(shop, cli_env):
+    """`ledger worker` with no key configured makes one (0600, in the data directory, logged) and signs
+    checkpoints on its own within LEDGER_AUDIT_CHECKPOINT_EVENTS events."""
+    env = cli_env | {"LEDGER_AUDIT_CHECKPOINT_EVENTS": "2"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "worker", "--projection", "all_sales", "--no-sync"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        shop.order()
+        wait_for(lambda: (c := latest_checkpoint(shop.conn)) is not None and c.last_position >= 5)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    key_file = Path(env["LEDGER_DATA_DIR"]) / "audit-signing-key.pem"
+    public = parse_public_key((key_file.with_suffix(".pub")).read_text(), source="test")
+
+    assert worker.returncode == 0
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert str(key_file) in err
+    assert f"audit checkpoints signed by key {key_id(public)}" in out
+    assert verify(shop, AuditTrust.of(None, public)).valid
 
 
 # ------------------------------------------------------------------------------------------ keys

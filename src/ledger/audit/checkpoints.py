@@ -255,9 +255,15 @@ def _record_path(conn: Connection, trust: AuditTrust) -> Path | None:
 
 
 def _read_record(path: Path | None) -> _Record | None:
+    """This host's record; CheckpointsChangedError when it exists but cannot be read (it too was tampered
+    with, or damaged: either way nothing may be sealed over it until someone looks)."""
     if path is None or not path.exists():
         return None
-    return msgspec.json.decode(path.read_bytes(), type=_Record)
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=_Record)
+    except (OSError, msgspec.DecodeError) as e:
+        msg = f"this host's record of the newest checkpoint, {path}, cannot be read: {e}"
+        raise CheckpointsChangedError(msg) from None
 
 
 def _write_record(path: Path | None, checkpoint: SignedCheckpoint, rows: Sequence[Row]) -> None:
@@ -403,7 +409,11 @@ def check_checkpoints(
 
 def _check_outside(conn: Connection, trust: AuditTrust, against: SignedCheckpoint | None) -> list[Finding]:
     findings: list[Finding] = []
-    record = _read_record(_record_path(conn, trust))
+    try:
+        record = _read_record(_record_path(conn, trust))
+    except CheckpointsChangedError as e:
+        findings.append(Finding(str(e)))
+        record = None
     if record is not None:
         findings.extend(_compare_outside(conn, record.checkpoint, record.rows, "this host's record"))
     if against is not None:
