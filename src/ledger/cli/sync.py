@@ -18,10 +18,11 @@ from ledger.aggregates.values import OrderStatus
 from ledger.application.ledger import Ledger
 from ledger.cli.common import EXIT_FAILED, Command, print_json, relay, stop_on_signals, time_arg, uuid_arg
 from ledger.config import Settings
+from ledger.eventstore import import_state
 from ledger.eventstore.database import PostgresTarget, connect, open_database
 from ledger.integrations.base import MarketplaceClient, MarketplaceError
 from ledger.integrations.dispatcher import Dispatcher, replay_order
-from ledger.integrations.importer import Importer, recently_changed
+from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import MarketplaceNotConfiguredError, SyncSettings, client_for
 from ledger.projections.base import catch_up_unless_followed
 from ledger.projections.outbound import OutboundProjection
@@ -182,7 +183,7 @@ def cmd_sync_check(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         app = Ledger(env=target.eventsourcing_env())
         try:
             with connect(target, autocommit=True) as conn:
-                rows = recently_changed(conn, since, args.account)
+                rows = import_state.recent_orders(conn, since, args.account)
             clients: dict[UUID, MarketplaceClient | None] = {}
             for account_id, moid, order_id in rows:
                 order = app.get_order(order_id)

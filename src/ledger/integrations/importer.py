@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from ledger.aggregates.values import CancelReason, Context, Marketplace, Request
 from ledger.application.commands import Cancel, CloseDispute, ImportOrder, OpenDispute, RecordPayment
 from ledger.application.ledger import Ledger
 from ledger.application.queries import AccountDetails
+from ledger.eventstore import import_state
 from ledger.eventstore.database import DatabaseUnavailableError
 from ledger.integrations.base import (
     BuyerCancelled,
@@ -152,43 +152,29 @@ class Importer:
 
     def discover_accounts(self, conn: psycopg.Connection[TupleRow]) -> list[UUID]:
         """Every registered account: those seen before, and those registered since (read from the log)."""
-        row = conn.execute("SELECT position FROM integration_state WHERE name = 'accounts'").fetchone()
-        position = int(row[0]) if row else 0
+        position = import_state.accounts_position(conn)
         while True:
             notifications = self.ledger.recorder.select_notifications(
                 start=position, limit=500, topics=[_REGISTERED], inclusive_of_start=False
             )
             if not notifications:
                 break
-            with conn.transaction():
-                for n in notifications:
-                    event: Any = self.ledger.mapper.to_domain_event(n)
-                    conn.execute(
-                        "INSERT INTO integration_accounts (account_id, marketplace, registered_at)"
-                        " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                        (n.originator_id, event.marketplace, event.timestamp),
-                    )
-                position = notifications[-1].id
-                conn.execute(
-                    "INSERT INTO integration_state (name, position) VALUES ('accounts', %s)"
-                    " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
-                    (position,),
-                )
-        rows = conn.execute("SELECT account_id FROM integration_accounts ORDER BY registered_at").fetchall()
-        return [r[0] for r in rows]
+            found = []
+            for n in notifications:
+                event: Any = self.ledger.mapper.to_domain_event(n)
+                found.append((n.originator_id, event.marketplace, event.timestamp))
+            position = notifications[-1].id
+            import_state.record_accounts(conn, found, position)
+        return import_state.account_ids(conn)
 
     def import_account(self, conn: psycopg.Connection[TupleRow], account: AccountDetails) -> AccountReport:
         """One account's round, unless another process is importing it right now (then it is skipped)."""
         report = AccountReport(account.account_id, account.marketplace)
-        key = zlib.crc32(f"ledger-import:{account.account_id}".encode()) & 0x7FFFFFFF
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-        if not (got and got[0]):
-            report.error = "skipped: another process is importing this account"
-            return report
-        try:
+        with import_state.account_lock(conn, account.account_id) as taken:
+            if not taken:
+                report.error = "skipped: another process is importing this account"
+                return report
             return self._import_account(conn, account, report)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def _import_account(
         self, conn: psycopg.Connection[TupleRow], account: AccountDetails, report: AccountReport
@@ -204,11 +190,7 @@ class Importer:
             report.error = f"{e.code}: {e.message}"
         finally:
             client.close()
-        with conn.transaction():
-            conn.execute(
-                "UPDATE integration_cursors SET last_round_at = now(), last_error = %s WHERE account_id = %s",
-                (report.error, account.account_id),
-            )
+        import_state.end_round(conn, account.account_id, report.error)
         return report
 
     def _pages(
@@ -238,27 +220,15 @@ class Importer:
             page = result.next_page
 
     def _cursor(self, conn: psycopg.Connection[TupleRow], account: AccountDetails) -> datetime:
-        row = conn.execute(
-            "SELECT updated_after FROM integration_cursors WHERE account_id = %s", (account.account_id,)
-        ).fetchone()
-        if row is not None:
-            return row[0]  # type: ignore[no-any-return]
+        found = import_state.cursor(conn, account.account_id)
+        if found is not None:
+            return found
         start = self.clock() - timedelta(seconds=self.settings.import_lookback)
-        with conn.transaction():
-            conn.execute(
-                "INSERT INTO integration_cursors (account_id, marketplace, updated_after) VALUES (%s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (account.account_id, account.marketplace, start),
-            )
+        import_state.start_cursor(conn, account.account_id, account.marketplace, start)
         return start
 
     def _advance(self, conn: psycopg.Connection[TupleRow], account: AccountDetails, to: datetime) -> None:
-        with conn.transaction():
-            conn.execute(
-                "UPDATE integration_cursors SET updated_after = greatest(updated_after, %s), updated_at = now()"
-                " WHERE account_id = %s",
-                (to, account.account_id),
-            )
+        import_state.advance_cursor(conn, account.account_id, to)
 
     # ------------------------------------------------------------------------------ one order
 
@@ -289,21 +259,15 @@ class Importer:
         for fact in remote.facts:
             if self._fact(account, result.order_id, moid, fact, report):
                 report.facts += 1
-        with conn.transaction():
-            row = conn.execute(
-                "INSERT INTO integration_orders (account_id, marketplace_order_id, order_id, remote_updated_at)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (account_id, marketplace_order_id) DO UPDATE"
-                " SET remote_updated_at = greatest(integration_orders.remote_updated_at, EXCLUDED.remote_updated_at)"
-                " RETURNING acknowledged_at",
-                (account.account_id, moid, result.order_id, remote.updated_at),
-            ).fetchone()
+        acknowledged_at = import_state.record_order(
+            conn, account.account_id, moid, result.order_id, remote.updated_at
+        )
         if (
             remote.needs_acknowledgement
             and account.fulfillment_managed
             # Walmart's acknowledgements go through the outbound queue, so they are on the order's record.
             and not OUTBOUND[Marketplace(account.marketplace)].acknowledges_orders
-            and row is not None
-            and row[0] is None
+            and acknowledged_at is None
         ):
             try:
                 client.acknowledge(moid)
@@ -312,12 +276,7 @@ class Importer:
                     {"marketplace_order_id": moid, "code": e.code, "message": f"acknowledgement: {e.message}"}
                 )
                 return
-            with conn.transaction():
-                conn.execute(
-                    "UPDATE integration_orders SET acknowledged_at = now()"
-                    " WHERE account_id = %s AND marketplace_order_id = %s",
-                    (account.account_id, moid),
-                )
+            import_state.mark_acknowledged(conn, account.account_id, moid)
             report.acknowledged += 1
 
     def _fact(
@@ -412,16 +371,3 @@ class _UnknownDispute(LedgerError):
         super().__init__(
             f"the marketplace closed dispute {marketplace_dispute_id}, which the ledger never opened"
         )
-
-
-def recently_changed(
-    conn: psycopg.Connection[TupleRow], since: datetime, account_id: UUID | None
-) -> list[tuple[UUID, str, UUID]]:
-    """(account_id, marketplace_order_id, order_id) of the imported orders the marketplace changed since `since`,
-    of one account or of all, by account and newest change first (what `ledger sync check` compares)."""
-    return conn.execute(
-        "SELECT account_id, marketplace_order_id, order_id FROM integration_orders"
-        " WHERE remote_updated_at >= %s AND (%s::uuid IS NULL OR account_id = %s)"
-        " ORDER BY account_id, remote_updated_at DESC",
-        (since, account_id, account_id),
-    ).fetchall()
