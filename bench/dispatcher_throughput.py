@@ -11,7 +11,7 @@ Each run, interleaved so that the machine's noise spreads over all of them:
 - ceiling (measured after the lifted run's queue is made, so on the same sandbox state): plain httpx POSTs
   of Amazon `confirmShipment` (the body the adapter sends) from `--dispatchers` threads, one request per
   order of an account of its own, no database: what the sandbox server answers at this concurrency.
-- limited: the same with the default published limits (`dispatcher.RATE_LIMITS`, each bucket per
+- limited: the same with the default published limits (`marketplaces.RATE_LIMITS`, each bucket per
   dispatcher), for `--limited-seconds`: rate-bound; the bound the buckets allow is reported beside it.
 
 The mix over four accounts: Amazon shipments (`confirmShipment`); Walmart acknowledgements (one per imported
@@ -61,9 +61,9 @@ from ledger.eventstore.database import (
     ensure_schema,
     parse_database_url,
 )
-from ledger.integrations.dispatcher import RATE_LIMITS, Dispatcher
+from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
-from ledger.integrations.marketplaces import SyncSettings
+from ledger.integrations.marketplaces import RATE_LIMITS, SyncSettings
 from ledger.projections import base
 from ledger.projections.outbound import OutboundProjection
 

@@ -21,8 +21,9 @@ import pytest
 from sync_support import CTX, Flow
 
 from ledger.aggregates.values import CancelReason, Carrier, Marketplace, RefundReason
-from ledger.integrations.dispatcher import RATE_LIMITS, Dispatcher
+from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
+from ledger.integrations.marketplaces import RATE_LIMITS
 
 pytestmark = pytest.mark.postgres
 UPS = "1Z999AA10123456784"

@@ -21,7 +21,7 @@ from sync_support import Flow
 from ledger.aggregates.values import Marketplace
 from ledger.integrations.base import MarketplaceClient
 from ledger.integrations.importer import Importer
-from ledger.integrations.marketplaces import ADAPTERS, SyncSettings, endpoint_for
+from ledger.integrations.marketplaces import MARKETPLACES, SyncSettings, endpoint_for
 
 pytestmark = pytest.mark.postgres
 ROUNDS = 10
@@ -56,7 +56,7 @@ def _arm_during_round(flow: Flow, rng: random.Random) -> None:
 def small_pages(account: Any, settings: SyncSettings) -> MarketplaceClient:
     """The account's adapter as `client_for` makes it, asking for pages of PAGE_SIZE orders."""
     marketplace = Marketplace(account.marketplace)
-    module, name = ADAPTERS[marketplace]
+    module, name = MARKETPLACES[marketplace].adapter
     adapter = getattr(importlib.import_module(module), name)
     client: MarketplaceClient = adapter(
         endpoint_for(str(account.account_id), marketplace, settings), page_size=PAGE_SIZE

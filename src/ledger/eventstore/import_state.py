@@ -32,7 +32,9 @@ def accounts_position(conn: Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def record_accounts(conn: Connection, accounts: Iterable[tuple[UUID, str, datetime]], position: int) -> None:
+def record_accounts(
+    conn: Connection, accounts: Iterable[tuple[UUID | str, str, datetime]], position: int
+) -> None:
     """Record (account id, marketplace, registered at) of accounts found up to `position`, in one transaction."""
     with conn.transaction():
         for account_id, marketplace, registered_at in accounts:
@@ -76,7 +78,7 @@ def cursor(conn: Connection, account_id: UUID) -> datetime | None:
     row = conn.execute(
         "SELECT updated_after FROM integration_cursors WHERE account_id = %s", (account_id,)
     ).fetchone()
-    return None if row is None else row[0]  # type: ignore[no-any-return]
+    return None if row is None else row[0]
 
 
 def start_cursor(conn: Connection, account_id: UUID, marketplace: str, start: datetime) -> None:
@@ -123,7 +125,7 @@ def record_order(
             " RETURNING acknowledged_at",
             (account_id, marketplace_order_id, order_id, remote_updated_at),
         ).fetchone()
-    return None if row is None else row[0]  # type: ignore[no-any-return]
+    return None if row is None else row[0]
 
 
 def mark_acknowledged(conn: Connection, account_id: UUID, marketplace_order_id: str) -> None:

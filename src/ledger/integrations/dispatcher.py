@@ -60,29 +60,19 @@ from ledger.integrations.base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from ledger.integrations.marketplaces import ADAPTERS, ClientFactory, SyncSettings, client_for
+from ledger.integrations.marketplaces import (
+    MARKETPLACES,
+    RATE_LIMITS,
+    ClientFactory,
+    SyncSettings,
+    client_for,
+)
 
 logger = logging.getLogger(__name__)
 
 Connect = Callable[[], psycopg.Connection[TupleRow]]
 ACTOR = "dispatcher"
 SKIPPED = "skipped:"
-
-# Token buckets, (requests per second, burst), per marketplace or per `marketplace.action`, from the published
-# limits of the calls each action makes. Per dispatcher process: N dispatchers may send N times as fast.
-RATE_LIMITS: dict[str, tuple[float, int]] = {
-    # Amazon SP-API, as published in the models (../shared/marketplace-specs/amazon): Orders v0
-    # confirmShipment 2 rps, burst 10; Feeds createFeed 0.0083 rps (one per 2 minutes), burst 15, for
-    # cancellations (order acknowledgement feed) and refunds (adjustment feed).
-    "amazon.ship": (2.0, 10),
-    "amazon": (0.0083, 15),
-    # eBay, Walmart, Rakuten, Jet: their limits are per application or seller and per day or minute, and not
-    # in the specs we hold; these are conservative figures (override with LEDGER_SYNC_RATE_LIMITS).
-    "ebay": (2.5, 10),
-    "walmart": (1.0, 10),
-    "rakuten": (1.0, 5),
-    "jet": (1.0, 5),
-}
 
 
 def bucket_name(marketplace: str, action: str, limits: dict[str, tuple[float, int]]) -> str:
@@ -237,7 +227,7 @@ class Dispatcher:
         if not self.settings.url_for(marketplace):
             return False
         try:
-            __import__(ADAPTERS[marketplace][0])
+            __import__(MARKETPLACES[marketplace].adapter[0])
         except ImportError:
             return False
         return True

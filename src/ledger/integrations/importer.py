@@ -34,7 +34,7 @@ from psycopg.rows import TupleRow
 
 from ledger.aggregates.account import MarketplaceAccount
 from ledger.aggregates.errors import DisputeAlreadyClosedError, LedgerError, NothingToCancelError
-from ledger.aggregates.values import CancelReason, Context, Marketplace, Requester, Source
+from ledger.aggregates.values import CancelReason, Context, Requester, Source
 from ledger.application.commands import Cancel, CloseDispute, ImportOrder, OpenDispute, RecordPayment
 from ledger.application.ledger import Ledger
 from ledger.application.queries import AccountDetails
@@ -56,8 +56,8 @@ from ledger.integrations.marketplaces import (
     MarketplaceNotConfiguredError,
     SyncSettings,
     client_for,
+    entry_for,
 )
-from ledger.projections.outbound import OUTBOUND
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class Importer:
             remote.needs_acknowledgement
             and account.fulfillment_managed
             # Walmart's acknowledgements go through the outbound queue, so they are on the order's record.
-            and not OUTBOUND[Marketplace(account.marketplace)].acknowledges_orders
+            and not entry_for(account.marketplace).acknowledges_orders
             and acknowledged_at is None
         ):
             try:

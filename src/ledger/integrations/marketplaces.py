@@ -22,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,67 @@ from ledger.aggregates.values import Marketplace
 from ledger.config import ConfigError
 from ledger.integrations.base import Endpoint, MarketplaceClient
 
-# marketplace -> (module, class) of its adapter; imported when first asked for.
-ADAPTERS: dict[Marketplace, tuple[str, str]] = {
-    Marketplace.AMAZON: ("ledger.integrations.amazon", "AmazonClient"),
-    Marketplace.EBAY: ("ledger.integrations.ebay", "EbayClient"),
-    Marketplace.WALMART: ("ledger.integrations.walmart", "WalmartClient"),
-    Marketplace.RAKUTEN: ("ledger.integrations.rakuten", "RakutenClient"),
-    Marketplace.JET: ("ledger.integrations.jet", "JetClient"),
+
+@dataclass(frozen=True)
+class MarketplaceEntry:
+    """Everything the integrations need to know of one marketplace. Its domain rules (what an order on it
+    allows) are its `MarketplacePolicy` in `aggregates/policies.py`."""
+
+    adapter: tuple[str, str]
+    """(module, class) of its adapter, imported when first asked for"""
+    rate_limits: Mapping[str, tuple[float, int]]
+    """Token buckets, (requests per second, burst): "" the marketplace's own bucket, or a sync action's"""
+    acknowledges_orders: bool = False
+    """Walmart cancels an order the seller does not acknowledge: every order it sends is acknowledged
+    through the outbound queue (the importer leaves it alone)"""
+    takes_restock_choice: bool = False
+    """Rakuten's cancellation request says whether to put the units back into the marketplace's stock"""
+
+
+# THE table of marketplaces. Adding one: a `Marketplace` member and a `MarketplacePolicy` (the domain), an
+# entry here, its adapter module, and its sandbox module; tests/unit/test_marketplace_table.py checks them.
+# Rate limits are per dispatcher process (N dispatchers may send N times as fast), from the published limits of
+# the calls each action makes; LEDGER_SYNC_RATE_LIMITS overrides them.
+MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
+    # Amazon SP-API, as published in the models (../shared/marketplace-specs/amazon): Orders v0
+    # confirmShipment 2 rps, burst 10; Feeds createFeed 0.0083 rps (one per 2 minutes), burst 15, for
+    # cancellations (order acknowledgement feed) and refunds (adjustment feed).
+    Marketplace.AMAZON: MarketplaceEntry(
+        adapter=("ledger.integrations.amazon", "AmazonClient"),
+        rate_limits={"ship": (2.0, 10), "": (0.0083, 15)},
+    ),
+    # eBay, Walmart, Rakuten, Jet: their limits are per application or seller and per day or minute, and not
+    # in the specs we hold; these are conservative figures.
+    Marketplace.EBAY: MarketplaceEntry(
+        adapter=("ledger.integrations.ebay", "EbayClient"),
+        rate_limits={"": (2.5, 10)},
+    ),
+    Marketplace.WALMART: MarketplaceEntry(
+        adapter=("ledger.integrations.walmart", "WalmartClient"),
+        rate_limits={"": (1.0, 10)},
+        acknowledges_orders=True,
+    ),
+    Marketplace.RAKUTEN: MarketplaceEntry(
+        adapter=("ledger.integrations.rakuten", "RakutenClient"),
+        rate_limits={"": (1.0, 5)},
+        takes_restock_choice=True,
+    ),
+    Marketplace.JET: MarketplaceEntry(
+        adapter=("ledger.integrations.jet", "JetClient"),
+        rate_limits={"": (1.0, 5)},
+    ),
+}
+
+
+def entry_for(marketplace: Marketplace | str) -> MarketplaceEntry:
+    return MARKETPLACES[Marketplace(marketplace)]
+
+
+# Every marketplace's token buckets by bucket name (`amazon`, `amazon.ship`, ...), as the dispatcher uses them.
+RATE_LIMITS: dict[str, tuple[float, int]] = {
+    f"{marketplace.value}.{action}" if action else marketplace.value: limit
+    for marketplace, entry in MARKETPLACES.items()
+    for action, limit in entry.rate_limits.items()
 }
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
@@ -196,7 +251,7 @@ ClientFactory = Callable[[Any, SyncSettings], MarketplaceClient]
 def client_for(account: Any, settings: SyncSettings) -> MarketplaceClient:
     """The adapter for `account` (anything with `account_id` and `marketplace`, e.g. AccountDetails)."""
     marketplace = Marketplace(account.marketplace)
-    module_name, class_name = ADAPTERS[marketplace]
+    module_name, class_name = MARKETPLACES[marketplace].adapter
     try:
         module = importlib.import_module(module_name)
     except ImportError:

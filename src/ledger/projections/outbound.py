@@ -31,7 +31,8 @@ from psycopg.types.json import Jsonb
 from ledger.aggregates.errors import RuleViolationError
 from ledger.aggregates.order import Order
 from ledger.aggregates.policies import policy_for
-from ledger.aggregates.values import DisputeKind, Marketplace, Requester, Source, SyncAction
+from ledger.aggregates.values import DisputeKind, Requester, Source, SyncAction
+from ledger.integrations.marketplaces import entry_for
 from ledger.projections import base
 from ledger.projections.base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
@@ -54,27 +55,6 @@ class NotRetriableError(RuleViolationError):
         super().__init__(f"item {item_id} is {state}: only a {' or '.join(RETRIABLE)} item can be retried")
         self.state = state
 
-
-@dataclass(frozen=True)
-class MarketplaceOutbound:
-    """What one marketplace takes from the queue besides ship, cancel, refund and close_dispute.
-
-    Kept here rather than on `MarketplacePolicy`: it is about the marketplaces' APIs, not the order's rules.
-    """
-
-    # Walmart cancels an order that the seller does not acknowledge; every order it sends is acknowledged.
-    acknowledges_orders: bool = False
-    # Rakuten's cancellation request says whether to put the units back into the marketplace's stock.
-    takes_restock_choice: bool = False
-
-
-OUTBOUND: dict[Marketplace, MarketplaceOutbound] = {
-    Marketplace.AMAZON: MarketplaceOutbound(),
-    Marketplace.EBAY: MarketplaceOutbound(),
-    Marketplace.WALMART: MarketplaceOutbound(acknowledges_orders=True),
-    Marketplace.RAKUTEN: MarketplaceOutbound(takes_restock_choice=True),
-    Marketplace.JET: MarketplaceOutbound(),
-}
 
 # The sync action an answer may name for an item of another action: the aggregate accepts answers about a
 # cancellation dispute only as `open_dispute`, while the queue asks for it with `cancel`.
@@ -148,7 +128,7 @@ def _lines(row: OrderRow, lines: Sequence[Any]) -> list[dict[str, Any]]:
 
 def _restock_choice(row: OrderRow, restocks_on_marketplace: bool) -> bool:
     """The restock flag of a cancellation: only marketplaces that take the choice are ever asked to restock."""
-    return OUTBOUND[Marketplace(row.marketplace)].takes_restock_choice and restocks_on_marketplace
+    return entry_for(row.marketplace).takes_restock_choice and restocks_on_marketplace
 
 
 # --------------------------------------------------------------------------------------- folding
@@ -201,7 +181,7 @@ class Batch:
         self.orders[row.order_id] = row
         self.new_orders.add(row.order_id)
         # Acknowledging is the answer to the marketplace's own message, so whatever brought the order in.
-        if not row.third_party_managed and OUTBOUND[Marketplace(row.marketplace)].acknowledges_orders:
+        if not row.third_party_managed and entry_for(row.marketplace).acknowledges_orders:
             payload = {"lines": _lines(row, event.lines)}
             self._make(row, position, event, SyncAction.ACKNOWLEDGE.value, str(row.order_id), payload)
 
