@@ -26,6 +26,7 @@ import httpx
 import pytest
 import uvicorn
 
+from ledger.integrations import outbox
 from ledger.integrations.base import Outcome, Submitted, SyncRequest
 from ledger_sandbox.app import create_sandbox_app
 from ledger_sandbox.faults import quiet_dropped_connections
@@ -162,7 +163,7 @@ def sync_request(
         action=action,
         reference=str(uuid.uuid4()),
         idempotency_key=key or str(uuid.uuid4()),
-        payload={"marketplace_order_id": order["order_id"], **payload},
+        message=outbox.decode(action, {"marketplace_order_id": order["order_id"], **payload}),
     )
 
 

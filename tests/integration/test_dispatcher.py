@@ -31,8 +31,9 @@ from ledger.aggregates.values import (
 from ledger.application.ledger import Ledger
 from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
-from ledger.integrations.dispatcher import Dispatcher, TokenBucket, backoff_delay, replay_order
+from ledger.integrations.dispatcher import Dispatcher, TokenBucket, backoff_delay
 from ledger.integrations.marketplaces import SyncSettings
+from ledger.integrations.outbox import replay_order
 from ledger.projections.outbound import OutboundProjection
 
 pytestmark = pytest.mark.postgres

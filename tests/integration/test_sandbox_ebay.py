@@ -194,7 +194,7 @@ def test_a_fulfillment_is_created_once_per_tracking_number(
     """createShippingFulfillment twice with one tracking number: one fulfillment."""
     order = sandbox.orders("ebay", account, 1)[0]
     sync = ship(order)
-    tracking = sync.payload["tracking_number"]
+    tracking = sync.message.tracking_number  # type: ignore[union-attr]
     assert ebay.send(sync) == ebay.send(sync) == Accepted(tracking)
     effects = sandbox.effects("ebay", account, key=tracking)
     assert [(e["operation"], e["attempts"]) for e in effects] == [("createShippingFulfillment", 2)]

@@ -17,6 +17,7 @@ import pytest
 from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
 
 from ledger.aggregates.values import PaymentStatus
+from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
@@ -84,7 +85,7 @@ def request(order_id: str, action: str, payload: dict[str, Any], key: str | None
         action=action,
         reference=str(uuid4()),
         idempotency_key=key or str(item),
-        payload={"marketplace_order_id": order_id, **payload},
+        message=outbox.decode(action, {"marketplace_order_id": order_id, **payload}),
     )
 
 

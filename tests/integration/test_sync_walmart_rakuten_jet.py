@@ -26,6 +26,7 @@ from ledger.application.ledger import Ledger
 from ledger.cli.sync import compare
 from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
+from ledger.integrations import outbox
 from ledger.integrations.base import SyncRequest
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
@@ -138,7 +139,8 @@ def test_walmart_orders_in_acknowledged_shipped_refunded_out(
     direct = client_for(f.account, f.settings)
     line = f.remote(other)["lines"][0]
     payload = {"reason": "out_of_stock", "lines": [{"line_id": "1", "sku": line["sku"], "quantity": 1}]}
-    direct.send(SyncRequest(uuid4(), uuid4(), other, "cancel", "direct", "direct-1", payload))
+    message = outbox.decode("cancel", {"marketplace_order_id": other, **payload})
+    direct.send(SyncRequest(uuid4(), uuid4(), other, "cancel", "direct", "direct-1", message))
     direct.close()
     units = sum(line["quantity"] for line in f.remote(other)["lines"])
     expected = [("line 1 cancelled", "0", "1")]

@@ -1,7 +1,7 @@
 """What the marketplace mapping tests share: the outbound queue's payloads for a real order, and generated
 payload lines for the property tests.
 
-Use from a unit test module: `from mapping_support import payload_lines, queue_payloads`.
+Use from a unit test module: `from mapping_support import message, payload_lines, queue_payloads`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from uuid import UUID
 
 from hypothesis import strategies as st
 
+from ledger.integrations import outbox
 from ledger.projections.outbound import Batch
 
 
@@ -19,7 +20,12 @@ def queue_payloads(shop: Any, order_id: UUID) -> dict[str, dict[str, Any]]:
     batch = Batch({}, {})
     for position, event in enumerate(shop.events(order_id), 1):
         batch.fold(position, event)
-    return {item.action: item.payload for item in batch.new_items}
+    return {item.action: outbox.payload_of(item.payload) for item in batch.new_items}
+
+
+def message(action: str, payload: dict[str, Any]) -> Any:
+    """A payload (as the queue stores it, or made up by a test) as the dispatcher hands it to an adapter."""
+    return outbox.decode(action, {"marketplace_order_id": "MO-1", **payload})
 
 
 def payload_lines(line_ids: st.SearchStrategy[str], most: int) -> st.SearchStrategy[list[dict[str, Any]]]:

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from ledger.aggregates.values import CancelReason, Carrier, PaymentStatus, RefundReason
-from ledger.integrations import amazon
+from ledger.integrations import amazon, outbox
 from ledger.integrations.base import BuyerCancelled, PaymentCleared, SyncRequest
 from ledger_sandbox import amazon as amazon_sandbox
 from ledger_sandbox.validation import spec
@@ -63,7 +63,7 @@ def sync(action: str, payload: dict[str, Any], key: str | None = None) -> SyncRe
         action=action,
         reference=str(uuid.uuid4()),
         idempotency_key=key or str(uuid.uuid4()),
-        payload=payload,
+        message=outbox.decode(action, {"marketplace_order_id": ORDER["AmazonOrderId"], **payload}),
     )
 
 
@@ -122,7 +122,7 @@ def test_confirm_shipment_validates_against_amazons_model() -> None:
             "lines": [{"line_id": "11111", "sku": "MUG-BLK-12", "quantity": 2}],
         },
     )
-    body = amazon.confirm_shipment_body(request, "ATVPDKIKX0DER")
+    body = amazon.confirm_shipment_body(request.message, request.idempotency_key, "ATVPDKIKX0DER")
     assert spec("amazon/ordersV0.json").body_errors("ConfirmShipmentRequest", body) == []
     detail = body["packageDetail"]
     assert detail["carrierCode"] == "FedEx"
@@ -146,7 +146,9 @@ def test_an_unmapped_carrier_is_named() -> None:
         "ship",
         {"carrier": "other", "tracking_number": "X1", "shipped_at": "2026-03-02T09:30:00+00:00", "lines": []},
     )
-    detail = amazon.confirm_shipment_body(request, "ATVPDKIKX0DER")["packageDetail"]
+    detail = amazon.confirm_shipment_body(request.message, request.idempotency_key, "ATVPDKIKX0DER")[
+        "packageDetail"
+    ]
     assert (detail["carrierCode"], detail["carrierName"]) == ("Other", "Other")
     assert "shippingMethod" not in detail
 
@@ -180,7 +182,9 @@ def test_the_cancellation_feed_names_each_item_reason_and_key() -> None:
         },
         key="k-1",
     )
-    root = ElementTree.fromstring(amazon.cancellation_feed(request, "A1SELLER"))
+    root = ElementTree.fromstring(
+        amazon.cancellation_feed(request.message, request.idempotency_key, "A1SELLER")
+    )
     assert root.findtext("MessageType") == "OrderAcknowledgement"
     assert root.findtext("Header/MerchantIdentifier") == "A1SELLER"
     ack = root.find("Message/OrderAcknowledgement")
@@ -205,13 +209,27 @@ def test_the_adjustment_feed_refunds_components_under_one_id_per_line() -> None:
             "reason": "damaged",
             "currency": "USD",
             "lines": [
-                {"line_id": "11111", "item_amount": "12.99", "tax_amount": "1.04", "shipping_amount": "4.99"},
-                {"line_id": "22222", "item_amount": "5.00", "tax_amount": "0", "shipping_amount": "0"},
+                {
+                    "line_id": "11111",
+                    "quantity": 1,
+                    "item_amount": "12.99",
+                    "tax_amount": "1.04",
+                    "shipping_amount": "4.99",
+                },
+                {
+                    "line_id": "22222",
+                    "quantity": 1,
+                    "item_amount": "5.00",
+                    "tax_amount": "0",
+                    "shipping_amount": "0",
+                },
             ],
         },
         key="k-2",
     )
-    root = ElementTree.fromstring(amazon.adjustment_feed(request, "A1SELLER"))
+    root = ElementTree.fromstring(
+        amazon.adjustment_feed(request.message, request.idempotency_key, "A1SELLER")
+    )
     items = root.findall("Message/OrderAdjustment/AdjustedItem")
     assert [i.findtext("MerchantAdjustmentItemID") for i in items] == ["k-2:1", "k-2:2"]
     assert [i.findtext("AdjustmentReason") for i in items] == ["CustomerReturn", "CustomerReturn"]

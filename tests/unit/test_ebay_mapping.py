@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from ledger.aggregates.values import CancelReason, Carrier, DisputeOutcome, PaymentStatus, RefundReason
-from ledger.integrations import ebay
+from ledger.integrations import ebay, outbox
 from ledger.integrations.base import (
     BuyerCancelled,
     DisputeClosedRemotely,
@@ -71,7 +71,7 @@ def sync(action: str, payload: dict[str, Any]) -> SyncRequest:
         action=action,
         reference=str(uuid.uuid4()),
         idempotency_key=str(uuid.uuid4()),
-        payload=payload,
+        message=outbox.decode(action, {"marketplace_order_id": ORDER["orderId"], **payload}),
     )
 
 
@@ -170,7 +170,7 @@ def test_a_fulfillment_request_validates_against_ebays_spec() -> None:
             "lines": [{"line_id": "10001", "sku": "USB-C-2M", "quantity": 2}],
         },
     )
-    body = ebay.fulfillment_body(request)
+    body = ebay.fulfillment_body(request.message)
     assert spec(SPEC).body_errors("ShippingFulfillmentDetails", body) == []
     assert body == {
         "lineItems": [{"lineItemId": "10001", "quantity": 2}],
@@ -187,10 +187,13 @@ def test_a_refund_request_validates_against_ebays_spec() -> None:
         {
             "reason": "customer_return",
             "currency": "USD",
-            "lines": [{"line_id": "10001", "total": "12.34"}, {"line_id": "10002", "total": "0.00"}],
+            "lines": [
+                {"line_id": "10001", "quantity": 1, "total": "12.34"},
+                {"line_id": "10002", "quantity": 1, "total": "0.00"},
+            ],
         },
     )
-    body = ebay.refund_body(request)
+    body = ebay.refund_body(request.message, request.idempotency_key)
     assert spec(SPEC).body_errors("IssueRefundRequest", body) == []
     assert body["reasonForRefund"] == "BUYER_RETURN"
     assert body["comment"] == request.idempotency_key
@@ -206,7 +209,7 @@ def test_a_misspelt_field_fails_the_strict_schema() -> None:
 
 def test_a_cancellation_names_the_order_and_a_post_order_reason() -> None:
     """Post-Order cancellation: legacyOrderId and a seller reason eBay knows."""
-    body = ebay.cancellation_body(sync("cancel", {"reason": "out_of_stock"}))
+    body = ebay.cancellation_body(sync("cancel", {"reason": "out_of_stock"}).message)
     assert body == {"legacyOrderId": "12-34567-89012", "cancelReason": "OUT_OF_STOCK_OR_CANNOT_FULFILL"}
 
 

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mapping_support import message, queue_payloads
 from mapping_support import payload_lines as payload_lines_of
-from mapping_support import queue_payloads
 
 from ledger.aggregates.values import (
     CancelReason,
@@ -132,7 +132,7 @@ def test_rakuten_requests_from_queue_payloads(shop: Any) -> None:
     shop.refund(order_id, reason=RefundReason.DAMAGED, lines=(RefundRequestLine("A", 1),))
     payloads = queue_payloads(shop, order_id)
 
-    ship = EXACT.decode(rakuten.encode(rakuten.shipment_request("key-1", payloads["ship"])))
+    ship = EXACT.decode(rakuten.encode(rakuten.shipment_request("key-1", message("ship", payloads["ship"]))))
     assert ship["requestId"] == "key-1"
     assert (ship["deliveryCompany"], ship["shippingNumber"]) == ("1018", "1234567890")
     assert "deliveryCompanyName" not in ship
@@ -143,17 +143,23 @@ def test_rakuten_requests_from_queue_payloads(shop: Any) -> None:
 
     # Rakuten puts cancelled units back into its own stock: the queue asks for it, and it is sent.
     assert payloads["cancel"]["restock"] is True
-    cancel = EXACT.decode(rakuten.encode(rakuten.cancellation_request("key-2", payloads["cancel"])))
+    cancel = EXACT.decode(
+        rakuten.encode(rakuten.cancellation_request("key-2", message("cancel", payloads["cancel"])))
+    )
     assert cancel == {
         "requestId": "key-2",
         "cancelReason": "BUYER_REQUEST",
         "inventoryRestoreType": 1,
         "items": [{"itemDetailId": "B", "units": 1}],
     }
-    no_restock = rakuten.cancellation_request("key-3", {**payloads["cancel"], "restock": False})
+    no_restock = rakuten.cancellation_request(
+        "key-3", message("cancel", {**payloads["cancel"], "restock": False})
+    )
     assert no_restock.inventory_restore_type == 0
 
-    refund = EXACT.decode(rakuten.encode(rakuten.refund_request("key-4", payloads["refund"])))
+    refund = EXACT.decode(
+        rakuten.encode(rakuten.refund_request("key-4", message("refund", payloads["refund"])))
+    )
     line = payloads["refund"]["lines"][0]
     assert refund["refundReason"] == "DAMAGED"
     assert refund["items"] == [
@@ -276,7 +282,7 @@ def test_jet_requests_from_queue_payloads(shop: Any) -> None:
     shop.refund(order_id, reason=RefundReason.CUSTOMER_RETURN, lines=(RefundRequestLine("A", 1),))
     payloads = queue_payloads(shop, order_id)
 
-    ship = EXACT.decode(jet.encode(jet.shipment_request("key-1", payloads["ship"])))
+    ship = EXACT.decode(jet.encode(jet.shipment_request("key-1", message("ship", payloads["ship"]))))
     (shipment,) = ship["shipments"]
     assert shipment["alt_shipment_id"] == "key-1"
     assert (shipment["carrier"], shipment["shipment_tracking_number"]) == ("Other", "TBA123456789000")
@@ -284,7 +290,7 @@ def test_jet_requests_from_queue_payloads(shop: Any) -> None:
         {"order_item_id": "A", "merchant_sku": "SKU-A", "response_shipment_sku_quantity": 1}
     ]
 
-    refund = EXACT.decode(jet.encode(jet.refund_request(payloads["refund"])))
+    refund = EXACT.decode(jet.encode(jet.refund_request(message("refund", payloads["refund"]))))
     (item,) = refund["items"]
     line = payloads["refund"]["lines"][0]
     assert (item["order_item_id"], item["order_return_refund_qty"]) == ("A", 1)
@@ -299,7 +305,9 @@ def test_jet_requests_from_queue_payloads(shop: Any) -> None:
     cancel_order = shop.order(Marketplace.JET)
     shop.cancel(cancel_order, reason=CancelReason.ADDRESS_UNDELIVERABLE)
     cancel = msgspec.json.decode(
-        jet.encode(jet.cancellation_request("key-2", queue_payloads(shop, cancel_order)["cancel"]))
+        jet.encode(
+            jet.cancellation_request("key-2", message("cancel", queue_payloads(shop, cancel_order)["cancel"]))
+        )
     )
     assert cancel == {"alt_cancel_id": "key-2", "cancel_reason": "Undeliverable Address"}
 
@@ -342,11 +350,20 @@ def test_every_rakuten_and_jet_request_passes_the_sandbox_schema(
     cancel = {"reason": cancel_reason, "requested_by": "seller", "restock": restock, "lines": lines}
     refund = {"refund_id": "r", "reason": refund_reason, "currency": "USD", "lines": lines}
     for encoded, shape in (
-        (rakuten.encode(rakuten.shipment_request("k", ship)), sandbox_rakuten.ShipmentRequest),
-        (rakuten.encode(rakuten.cancellation_request("k", cancel)), sandbox_rakuten.CancellationRequest),
-        (rakuten.encode(rakuten.refund_request("k", refund)), sandbox_rakuten.RefundRequest),
-        (jet.encode(jet.shipment_request("k", ship)), sandbox_jet.ShippedRequest),
-        (jet.encode(jet.cancellation_request("k", cancel)), sandbox_jet.CancelRequest),
-        (jet.encode(jet.refund_request(refund)), sandbox_jet.RefundRequest),
+        (
+            rakuten.encode(rakuten.shipment_request("k", message("ship", ship))),
+            sandbox_rakuten.ShipmentRequest,
+        ),
+        (
+            rakuten.encode(rakuten.cancellation_request("k", message("cancel", cancel))),
+            sandbox_rakuten.CancellationRequest,
+        ),
+        (
+            rakuten.encode(rakuten.refund_request("k", message("refund", refund))),
+            sandbox_rakuten.RefundRequest,
+        ),
+        (jet.encode(jet.shipment_request("k", message("ship", ship))), sandbox_jet.ShippedRequest),
+        (jet.encode(jet.cancellation_request("k", message("cancel", cancel))), sandbox_jet.CancelRequest),
+        (jet.encode(jet.refund_request(message("refund", refund))), sandbox_jet.RefundRequest),
     ):
         msgspec.json.decode(encoded, type=shape)

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mapping_support import message, queue_payloads
 from mapping_support import payload_lines as payload_lines_of
-from mapping_support import queue_payloads
 
 from ledger.aggregates.values import (
     CancelReason,
@@ -217,7 +217,7 @@ def test_queue_payloads_become_walmart_requests(shop: Any) -> None:
     payloads = queue_payloads(shop, order_id)
     assert set(payloads) == {"acknowledge", "ship", "cancel", "refund"}
 
-    ship = msgspec.json.decode(walmart.encode(walmart.shipment_request(payloads["ship"])))
+    ship = msgspec.json.decode(walmart.encode(walmart.shipment_request(message("ship", payloads["ship"]))))
     (line,) = ship["orderShipment"]["orderLines"]["orderLine"]
     (status,) = line["orderLineStatuses"]["orderLineStatus"]
     assert line["lineNumber"] == "A"
@@ -229,7 +229,9 @@ def test_queue_payloads_become_walmart_requests(shop: Any) -> None:
     shipped_at = datetime.fromisoformat(payloads["ship"]["shipped_at"])
     assert status["trackingInfo"]["shipDateTime"] == int(shipped_at.timestamp() * 1000)
 
-    cancel = msgspec.json.decode(walmart.encode(walmart.cancellation_request(payloads["cancel"])))
+    cancel = msgspec.json.decode(
+        walmart.encode(walmart.cancellation_request(message("cancel", payloads["cancel"])))
+    )
     (line,) = cancel["orderCancellation"]["orderLines"]["orderLine"]
     assert line["orderLineStatuses"]["orderLineStatus"] == [
         {
@@ -240,7 +242,9 @@ def test_queue_payloads_become_walmart_requests(shop: Any) -> None:
     ]
 
     exact = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
-    refund = exact.decode(walmart.encode(walmart.refund_request("PO-1", payloads["refund"])))
+    refund = exact.decode(
+        walmart.encode(walmart.refund_request("PO-1", message("refund", payloads["refund"])))
+    )
     assert refund["orderRefund"]["purchaseOrderId"] == "PO-1"
     (line,) = refund["orderRefund"]["orderLines"]["orderLine"]
     charges = line["refunds"]["refund"][0]["refundCharges"]["refundCharge"]
@@ -258,9 +262,17 @@ def test_refund_without_shipping_sends_no_shipping_charge() -> None:
         "refund_id": "r-1",
         "reason": "goodwill",
         "currency": "USD",
-        "lines": [{"line_id": "2", "item_amount": "5.00", "tax_amount": "0.40", "shipping_amount": "0"}],
+        "lines": [
+            {
+                "line_id": "2",
+                "quantity": 1,
+                "item_amount": "5.00",
+                "tax_amount": "0.40",
+                "shipping_amount": "0",
+            }
+        ],
     }
-    request = walmart.refund_request("PO-2", payload)
+    request = walmart.refund_request("PO-2", message("refund", payload))
     charges = request.order_refund.order_lines.order_line[0].refunds.refund[0].refund_charges.refund_charge
     assert [(c.refund_reason, c.charge.charge_type) for c in charges] == [("Finance -> Goodwill", "PRODUCT")]
 
@@ -400,10 +412,14 @@ def test_every_request_the_adapter_builds_passes_the_sandbox_schema(
         "lines": lines,
     }
     ship["shipped_at"] = "2026-11-20T10:00:00+00:00"
-    msgspec.json.decode(walmart.encode(walmart.shipment_request(ship)), type=sandbox.ShipRequest)
+    msgspec.json.decode(
+        walmart.encode(walmart.shipment_request(message("ship", ship))), type=sandbox.ShipRequest
+    )
     cancel = {"reason": cancel_reason, "requested_by": "seller", "lines": lines}
-    msgspec.json.decode(walmart.encode(walmart.cancellation_request(cancel)), type=sandbox.CancelRequest)
+    msgspec.json.decode(
+        walmart.encode(walmart.cancellation_request(message("cancel", cancel))), type=sandbox.CancelRequest
+    )
     refund = {"refund_id": "r", "reason": refund_reason, "currency": "USD", "lines": lines}
-    body = walmart.refund_request("PO-1", refund)
+    body = walmart.refund_request("PO-1", message("refund", refund))
     if body.order_refund.order_lines.order_line:  # all-zero lines send nothing (the adapter refuses it)
         msgspec.json.decode(walmart.encode(body), type=sandbox.RefundRequest)

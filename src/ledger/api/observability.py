@@ -40,8 +40,8 @@ from psycopg_pool import ConnectionPool
 
 from ledger.api.auth import STATE_KEY
 from ledger.api.errors import PROBLEM_BASE
+from ledger.integrations.outbox import OutboundView
 from ledger.projections.base import status as projection_status
-from ledger.projections.outbound import OutboundView
 from ledger.projections.registry import all_projections
 
 REQUEST_ID_HEADER = "x-request-id"

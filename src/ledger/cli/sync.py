@@ -21,9 +21,10 @@ from ledger.config import Settings
 from ledger.eventstore import import_state
 from ledger.eventstore.database import PostgresTarget, connect, open_database
 from ledger.integrations.base import MarketplaceClient, MarketplaceError
-from ledger.integrations.dispatcher import Dispatcher, replay_order
+from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import MarketplaceNotConfiguredError, SyncSettings, client_for
+from ledger.integrations.outbox import replay_order
 from ledger.projections.base import catch_up_unless_followed
 from ledger.projections.outbound import OutboundProjection
 

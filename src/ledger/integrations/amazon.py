@@ -62,6 +62,7 @@ from ledger.integrations.base import (
     SyncRequest,
     TransientMarketplaceError,
 )
+from ledger.integrations.outbox import Acknowledge, Cancel, CloseDispute, Refund, Ship
 from ledger.integrations.rest import RestTransport, decode, decoder, format_time, parse_time, quote
 
 DEFAULT_MARKETPLACE_ID = "ATVPDKIKX0DER"
@@ -353,24 +354,20 @@ def to_remote_order(order: AmazonOrder, items: Sequence[AmazonOrderItem]) -> Rem
 # ------------------------------------------------------------------------------ outbound mapping
 
 
-def confirm_shipment_body(request: SyncRequest, marketplace_id: str) -> dict[str, Any]:
-    """The `confirmShipment` request for a ship item."""
-    payload = request.payload
-    carrier = str(payload.get("carrier") or Carrier.OTHER)
+def confirm_shipment_body(ship: Ship, key: str, marketplace_id: str) -> dict[str, Any]:
+    """The `confirmShipment` request for a ship item (`key`: its idempotency key)."""
+    carrier = ship.carrier or Carrier.OTHER
     detail: dict[str, Any] = {
-        "packageReferenceId": package_reference_id(request.idempotency_key),
+        "packageReferenceId": package_reference_id(key),
         "carrierCode": carrier_code(carrier),
-        "trackingNumber": str(payload["tracking_number"]),
-        "shipDate": format_time(datetime.fromisoformat(str(payload["shipped_at"]))),
-        "orderItems": [
-            {"orderItemId": str(line["line_id"]), "quantity": int(line["quantity"])}
-            for line in payload["lines"]
-        ],
+        "trackingNumber": ship.tracking_number,
+        "shipDate": format_time(ship.shipped_at),
+        "orderItems": [{"orderItemId": line.line_id, "quantity": line.quantity} for line in ship.lines],
     }
     if detail["carrierCode"] == "Other":
         detail["carrierName"] = carrier.replace("_", " ").title() if carrier != Carrier.OTHER else "Other"
-    if payload.get("shipping_class"):
-        detail["shippingMethod"] = str(payload["shipping_class"])
+    if ship.shipping_class:
+        detail["shippingMethod"] = ship.shipping_class
     return {"marketplaceId": marketplace_id, "packageDetail": detail}
 
 
@@ -387,19 +384,18 @@ def _envelope(seller_id: str, message_type: str, body: ElementTree.Element) -> b
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + text
 
 
-def cancellation_feed(request: SyncRequest, seller_id: str) -> bytes:
+def cancellation_feed(cancel: Cancel, key: str, seller_id: str) -> bytes:
     """An OrderAcknowledgement feed cancelling the request's lines (all of them when it lists none)."""
-    payload = request.payload
     body = ElementTree.Element("OrderAcknowledgement")
-    ElementTree.SubElement(body, "AmazonOrderID").text = request.marketplace_order_id
-    ElementTree.SubElement(body, "MerchantOrderID").text = request.idempotency_key
+    ElementTree.SubElement(body, "AmazonOrderID").text = cancel.marketplace_order_id
+    ElementTree.SubElement(body, "MerchantOrderID").text = key
     ElementTree.SubElement(body, "StatusCode").text = "Failure"
-    reason = cancel_reason(payload.get("reason"))
-    for line in payload.get("lines") or ():
+    reason = cancel_reason(cancel.reason)
+    for line in cancel.lines:
         item = ElementTree.SubElement(body, "Item")
-        ElementTree.SubElement(item, "AmazonOrderItemCode").text = str(line["line_id"])
+        ElementTree.SubElement(item, "AmazonOrderItemCode").text = line.line_id
         ElementTree.SubElement(item, "CancelReason").text = reason
-        ElementTree.SubElement(item, "Quantity").text = str(int(line["quantity"]))
+        ElementTree.SubElement(item, "Quantity").text = str(line.quantity)
     return _envelope(seller_id, "OrderAcknowledgement", body)
 
 
@@ -411,27 +407,23 @@ def acknowledgement_feed(marketplace_order_id: str, seller_id: str, key: str) ->
     return _envelope(seller_id, "OrderAcknowledgement", body)
 
 
-def adjustment_feed(request: SyncRequest, seller_id: str) -> bytes:
+def adjustment_feed(refund: Refund, key: str, seller_id: str) -> bytes:
     """An OrderAdjustment feed refunding each line's components."""
-    payload = request.payload
-    currency = str(payload["currency"])
-    reason = adjustment_reason(payload.get("reason"))
+    currency = refund.currency
+    reason = adjustment_reason(refund.reason)
     body = ElementTree.Element("OrderAdjustment")
-    ElementTree.SubElement(body, "AmazonOrderID").text = request.marketplace_order_id
-    for index, line in enumerate(payload["lines"], start=1):
+    ElementTree.SubElement(body, "AmazonOrderID").text = refund.marketplace_order_id
+    for index, line in enumerate(refund.lines, start=1):
         item = ElementTree.SubElement(body, "AdjustedItem")
-        ElementTree.SubElement(item, "AmazonOrderItemCode").text = str(line["line_id"])
-        ElementTree.SubElement(item, "MerchantAdjustmentItemID").text = adjustment_item_id(
-            request.idempotency_key, index
-        )
+        ElementTree.SubElement(item, "AmazonOrderItemCode").text = line.line_id
+        ElementTree.SubElement(item, "MerchantAdjustmentItemID").text = adjustment_item_id(key, index)
         ElementTree.SubElement(item, "AdjustmentReason").text = reason
         adjustments = ElementTree.SubElement(item, "ItemPriceAdjustments")
-        for kind, field in (
-            ("Principal", "item_amount"),
-            ("Shipping", "shipping_amount"),
-            ("Tax", "tax_amount"),
+        for kind, amount in (
+            ("Principal", line.item_amount),
+            ("Shipping", line.shipping_amount),
+            ("Tax", line.tax_amount),
         ):
-            amount = Decimal(str(line.get(field) or "0"))
             if amount == 0 and kind != "Principal":
                 continue
             component = ElementTree.SubElement(adjustments, "Component")
@@ -534,33 +526,33 @@ class AmazonClient:
     # --------------------------------------------------------------------------------- outbound
 
     def send(self, request: SyncRequest) -> Outcome:
-        action = request.action
-        if action == "ship":
-            body = confirm_shipment_body(request, self._marketplace_id)
-            self._call(
-                "POST",
-                f"/orders/v0/orders/{quote(request.marketplace_order_id)}/shipmentConfirmation",
-                body=body,
-            )
-            return Accepted(marketplace_reference=body["packageDetail"]["packageReferenceId"])
-        if action == "cancel":
-            feed_id = self._submit_feed(ACKNOWLEDGEMENT_FEED, cancellation_feed(request, self._seller_id))
-            return Submitted(feed_id, poll_after_seconds=FEED_POLL_SECONDS)
-        if action == "refund":
-            feed_id = self._submit_feed(ADJUSTMENT_FEED, adjustment_feed(request, self._seller_id))
-            return Submitted(feed_id, poll_after_seconds=FEED_POLL_SECONDS)
-        if action == "acknowledge":
-            feed = acknowledgement_feed(
-                request.marketplace_order_id, self._seller_id, request.idempotency_key
-            )
-            return Submitted(
-                self._submit_feed(ACKNOWLEDGEMENT_FEED, feed), poll_after_seconds=FEED_POLL_SECONDS
-            )
-        if action == "close_dispute":
-            raise PermanentMarketplaceError(
-                "unsupported", "SP-API has no call to close an A-to-z claim: answer it in Seller Central"
-            )
-        raise PermanentMarketplaceError("unsupported", f"Amazon takes no {action!r} request")
+        key = request.idempotency_key
+        match request.message:
+            case Ship() as ship:
+                body = confirm_shipment_body(ship, key, self._marketplace_id)
+                self._call(
+                    "POST",
+                    f"/orders/v0/orders/{quote(request.marketplace_order_id)}/shipmentConfirmation",
+                    body=body,
+                )
+                return Accepted(marketplace_reference=body["packageDetail"]["packageReferenceId"])
+            case Cancel() as cancel:
+                feed_id = self._submit_feed(
+                    ACKNOWLEDGEMENT_FEED, cancellation_feed(cancel, key, self._seller_id)
+                )
+                return Submitted(feed_id, poll_after_seconds=FEED_POLL_SECONDS)
+            case Refund() as refund:
+                feed_id = self._submit_feed(ADJUSTMENT_FEED, adjustment_feed(refund, key, self._seller_id))
+                return Submitted(feed_id, poll_after_seconds=FEED_POLL_SECONDS)
+            case Acknowledge():
+                feed = acknowledgement_feed(request.marketplace_order_id, self._seller_id, key)
+                return Submitted(
+                    self._submit_feed(ACKNOWLEDGEMENT_FEED, feed), poll_after_seconds=FEED_POLL_SECONDS
+                )
+            case CloseDispute():
+                raise PermanentMarketplaceError(
+                    "unsupported", "SP-API has no call to close an A-to-z claim: answer it in Seller Central"
+                )
 
     def _submit_feed(self, feed_type: str, content: bytes) -> str:
         """createFeedDocument, upload, createFeed: the feed id."""

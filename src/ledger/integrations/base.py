@@ -3,7 +3,8 @@
 Adapters (`amazon.py`, `ebay.py`, `walmart.py`, `rakuten.py`, `jet.py`) speak the marketplace's own wire
 shapes and map them, with pure functions, to and from the shapes below. Nothing here knows HTTP.
 
-Outbound: the dispatcher turns one outbound-queue item into a `SyncRequest` and calls `send`. The adapter
+Outbound: the dispatcher turns one outbound-queue item into a `SyncRequest` (its message typed, one Struct per
+action: see `outbox.py`) and calls `send`. The adapter
 answers `Accepted` (the marketplace has it), `Submitted` (the marketplace took it for asynchronous processing,
 e.g. an Amazon feed or an eBay refund: ask again with `poll`), or raises `TransientMarketplaceError` (try
 again later, honouring `retry_after`) or `PermanentMarketplaceError` (retrying cannot help). Every request
@@ -19,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from ledger.aggregates.values import DisputeOutcome, ImportedOrder, LineQuantity, Marketplace
+from ledger.integrations.outbox import Message
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class SyncRequest:
     action: str  # a SyncAction value: ship, cancel, refund, close_dispute, acknowledge
     reference: str  # the ledger's id of the change: shipment, cancellation, refund or dispute id
     idempotency_key: str
-    payload: Mapping[str, Any]  # as the outbound projection built it (see projections/outbound.py)
+    message: Message  # the item's typed message, decoded by the outbox
 
 
 @dataclass(frozen=True)

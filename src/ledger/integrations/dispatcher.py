@@ -1,5 +1,8 @@
 """Take due items off the outbound queue, tell the marketplace, record its answer on the order.
 
+The queue's rows are read and written through `outbox.py` (claim, finish, skip, replay); this module decides
+what to send when, and what an answer means.
+
 How an item moves (the columns the dispatcher owns: state, attempts, next_attempt_at, last_error, updated_at,
 and marketplace_reference while a change is `Submitted`):
 
@@ -14,7 +17,7 @@ and marketplace_reference while a change is `Submitted`):
 2. Call the adapter outside any transaction, after taking a token from the marketplace's bucket.
 3. Record the answer as an event (`Ledger.record_sync_outcome`: MarketplaceAcknowledged or
    MarketplaceRejected), then update the row (succeeded; failed with a retry time; dead). The outbound
-   projection applies the same events; `settle` there never undoes the dispatcher's later change.
+   projection applies the same events; `outbox.settle` never lets them undo the dispatcher's own work.
    `Submitted` (an Amazon feed, an eBay refund): the item stays in flight with the marketplace's reference and
    `next_attempt_at` at the poll time; the claim that follows polls rather than sends.
 
@@ -36,13 +39,10 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
 from ledger.aggregates.errors import LedgerError
@@ -50,6 +50,7 @@ from ledger.aggregates.values import Context, Marketplace, Source, SyncAction
 from ledger.application.commands import RecordSyncOutcome
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import DatabaseUnavailableError
+from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     MarketplaceClient,
@@ -67,12 +68,14 @@ from ledger.integrations.marketplaces import (
     SyncSettings,
     client_for,
 )
+from ledger.integrations.outbox import Claimed
 
 logger = logging.getLogger(__name__)
 
 Connect = Callable[[], psycopg.Connection[TupleRow]]
 ACTOR = "dispatcher"
-SKIPPED = "skipped:"
+# In-flight items (a poll due, a dead dispatcher's lease run out) are looked for every STALE_CHECK seconds.
+STALE_CHECK = 5.0
 
 
 def bucket_name(marketplace: str, action: str, limits: dict[str, tuple[float, int]]) -> str:
@@ -118,79 +121,6 @@ def backoff_delay(
     delay = min(settings.sync_backoff_max, settings.sync_backoff * 2 ** max(attempts - 1, 0))
     jittered = rng.uniform(delay / 2, delay)
     return max(jittered, retry_after or 0.0)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """An item this dispatcher holds: `claimed_at` (its updated_at) fences later writes."""
-
-    id: UUID
-    order_id: UUID
-    account_id: UUID
-    marketplace: str
-    action: str
-    reference: str
-    idempotency_key: str
-    payload: dict[str, Any]
-    attempts: int
-    marketplace_reference: str | None
-    claimed_at: datetime
-
-    def request(self) -> SyncRequest:
-        return SyncRequest(
-            item_id=self.id,
-            order_id=self.order_id,
-            marketplace_order_id=str(self.payload.get("marketplace_order_id", "")),
-            action=self.action,
-            reference=self.reference,
-            idempotency_key=self.idempotency_key,
-            payload=self.payload,
-        )
-
-
-_CLAIM = """
-WITH candidate AS (
-    SELECT i.id FROM outbound_items i
-    WHERE {due} AND i.next_attempt_at <= now()
-      AND i.marketplace <> ALL(%(blocked)s) AND (i.marketplace || '.' || i.action) <> ALL(%(blocked)s)
-      AND NOT EXISTS (
-          SELECT 1 FROM outbound_items e
-          WHERE e.order_id = i.order_id AND e.sequence < i.sequence AND e.state <> 'succeeded'
-            AND NOT (e.state = 'dead' AND e.attempts = 0 AND e.last_error LIKE 'skipped:%%')
-      )
-    ORDER BY i.next_attempt_at
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE outbound_items u SET
-    state = 'in_flight',
-    attempts = u.attempts + CASE WHEN u.state = 'in_flight' AND u.marketplace_reference IS NOT NULL
-                                 THEN 0 ELSE 1 END,
-    next_attempt_at = now() + make_interval(secs => %(lease)s),
-    updated_at = now()
-FROM candidate c WHERE u.id = c.id
-RETURNING u.id, u.order_id, u.account_id, u.marketplace, u.action, u.reference, u.idempotency_key,
-          u.payload, u.attempts, u.marketplace_reference, u.updated_at
-"""
-# One state per query, so the scan follows the queue's index on (state, next_attempt_at) and stops at the
-# first item it may take, however long the backlog: failed items whose retry is due first, then pending ones.
-# In-flight ones (a poll due, a dead dispatcher's lease run out) are looked for every STALE_CHECK seconds.
-_CLAIM_FAILED = _CLAIM.replace("{due}", "i.state = 'failed'")
-_CLAIM_PENDING = _CLAIM.replace("{due}", "i.state = 'pending'")
-_CLAIM_IN_FLIGHT = _CLAIM.replace("{due}", "i.state = 'in_flight'")
-STALE_CHECK = 5.0
-
-_FINISH = """
-UPDATE outbound_items SET state = %(state)s, next_attempt_at = now() + make_interval(secs => %(delay)s),
-    last_error = coalesce(%(error)s, last_error), marketplace_reference = %(reference)s, updated_at = now()
-WHERE id = %(id)s AND state = 'in_flight' AND updated_at = %(claimed_at)s
-"""
-
-_SKIP_HISTORIC = """
-UPDATE outbound_items SET state = 'dead', updated_at = now(),
-    last_error = 'skipped: made before LEDGER_SYNC_SINCE (' || %(since)s || '); retry it to send it'
-WHERE state = 'pending' AND attempts = 0 AND created_at < %(since_at)s AND updated_at < %(since_at)s
-"""
 
 
 class Dispatcher:
@@ -298,15 +228,7 @@ class Dispatcher:
 
     def skip_historic(self) -> int:
         since = self.settings.sync_since
-        if since is None:
-            return 0
-        conn = self._connection()
-        try:
-            with conn.transaction():
-                cur = conn.execute(_SKIP_HISTORIC, {"since": since.isoformat(), "since_at": since})
-                return cur.rowcount
-        except pg_errors.UndefinedTable:
-            return 0
+        return 0 if since is None else outbox.skip_historic(self._connection(), since)
 
     def blocked(self) -> list[str]:
         """Marketplaces, or marketplace.action buckets, not to take items of now."""
@@ -321,25 +243,18 @@ class Dispatcher:
         return self.buckets[name]
 
     def claim(self) -> Claimed | None:
+        """Failed items whose retry is due first, then pending ones; in flight ones every STALE_CHECK."""
         now = time.monotonic()
         if now - self._in_flight_checked >= STALE_CHECK:
-            item = self._claim(_CLAIM_IN_FLIGHT)
+            item = self._claim(outbox.IN_FLIGHT)
             # Found one: more may be waiting, look again at the next claim; none: not for a while.
             self._in_flight_checked = float("-inf") if item is not None else now
             if item is not None:
                 return item
-        return self._claim(_CLAIM_FAILED) or self._claim(_CLAIM_PENDING)
+        return self._claim(outbox.FAILED) or self._claim(outbox.PENDING)
 
-    def _claim(self, query: str) -> Claimed | None:
-        conn = self._connection()
-        try:
-            with conn.transaction():
-                row = conn.execute(
-                    query, {"blocked": self.blocked(), "lease": self.settings.sync_lease}
-                ).fetchone()
-        except pg_errors.UndefinedTable:  # the outbound projection has not run yet: no queue, nothing due
-            return None
-        return None if row is None else Claimed(*row)
+    def _claim(self, state: str) -> Claimed | None:
+        return outbox.claim(self._connection(), state, self.blocked(), self.settings.sync_lease)
 
     def _finish(
         self,
@@ -350,20 +265,7 @@ class Dispatcher:
         error: str | None = None,
         reference: str | None = None,
     ) -> bool:
-        conn = self._connection()
-        with conn.transaction():
-            cur = conn.execute(
-                _FINISH,
-                {
-                    "state": state,
-                    "delay": delay,
-                    "error": error,
-                    "reference": reference,
-                    "id": item.id,
-                    "claimed_at": item.claimed_at,
-                },
-            )
-            return cur.rowcount == 1
+        return outbox.finish(self._connection(), item, state, delay=delay, error=error, reference=reference)
 
     # ----------------------------------------------------------------------------- sending
 
@@ -379,9 +281,9 @@ class Dispatcher:
         try:
             if polling:
                 assert item.marketplace_reference is not None
-                outcome: Outcome = client.poll(item.request(), item.marketplace_reference)
+                outcome: Outcome = client.poll(_request(item), item.marketplace_reference)
             else:
-                outcome = client.send(item.request())
+                outcome = client.send(_request(item))
         except PermanentMarketplaceError as e:
             self._rejected(item, e, permanent=True)
         except TransientMarketplaceError as e:
@@ -461,19 +363,14 @@ class Dispatcher:
             logger.error("dispatcher: cannot record the answer about item %s: %s", item.id, e)
 
 
-# ------------------------------------------------------------------------------ operator tools
-
-
-def replay_order(conn: psycopg.Connection[TupleRow], order_id: UUID) -> int:
-    """Put every item of the order that is not in flight back in the queue, due now, with the same keys.
-
-    The marketplace dedupes by those keys, so what it has is not applied twice; what it lost is applied again.
-    Attempts are kept. Returns how many items were put back.
-    """
-    with conn.transaction():
-        cur = conn.execute(
-            "UPDATE outbound_items SET state = 'pending', next_attempt_at = now(), updated_at = now(),"
-            " marketplace_reference = NULL WHERE order_id = %s AND state <> 'in_flight'",
-            (order_id,),
-        )
-        return cur.rowcount
+def _request(item: Claimed) -> SyncRequest:
+    message = item.message()
+    return SyncRequest(
+        item_id=item.id,
+        order_id=item.order_id,
+        marketplace_order_id=message.marketplace_order_id,
+        action=item.action,
+        reference=item.reference,
+        idempotency_key=item.idempotency_key,
+        message=message,
+    )

@@ -51,6 +51,7 @@ from ledger.aggregates.values import (
     PaymentStatus,
     RefundReason,
 )
+from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
@@ -417,43 +418,37 @@ def to_remote_order(
 # ------------------------------------------------------------------------------ outbound mapping
 
 
-def fulfillment_body(request: SyncRequest) -> dict[str, Any]:
+def fulfillment_body(ship: outbox.Ship) -> dict[str, Any]:
     """The `createShippingFulfillment` request of a ship item."""
-    payload = request.payload
     return {
-        "lineItems": [
-            {"lineItemId": str(line["line_id"]), "quantity": int(line["quantity"])}
-            for line in payload["lines"]
-        ],
-        "shippedDate": format_time(datetime.fromisoformat(str(payload["shipped_at"]))),
-        "shippingCarrierCode": carrier_code(str(payload.get("carrier") or Carrier.OTHER)),
-        "trackingNumber": str(payload["tracking_number"]),
+        "lineItems": [{"lineItemId": line.line_id, "quantity": line.quantity} for line in ship.lines],
+        "shippedDate": format_time(ship.shipped_at),
+        "shippingCarrierCode": carrier_code(ship.carrier or Carrier.OTHER),
+        "trackingNumber": ship.tracking_number,
     }
 
 
-def refund_body(request: SyncRequest) -> dict[str, Any]:
+def refund_body(refund: outbox.Refund, key: str) -> dict[str, Any]:
     """The `issueRefund` request of a refund item: every line's total, the idempotency key as comment."""
-    payload = request.payload
-    currency = str(payload["currency"])
     return {
-        "reasonForRefund": refund_reason(payload.get("reason")),
-        "comment": request.idempotency_key[:100],
+        "reasonForRefund": refund_reason(refund.reason),
+        "comment": key[:100],
         "refundItems": [
             {
-                "lineItemId": str(line["line_id"]),
-                "refundAmount": {"value": f"{Decimal(str(line['total'])):.2f}", "currency": currency},
+                "lineItemId": line.line_id,
+                "refundAmount": {"value": f"{line.total:.2f}", "currency": refund.currency},
             }
-            for line in payload["lines"]
-            if Decimal(str(line["total"])) > 0
+            for line in refund.lines
+            if line.total > 0
         ],
     }
 
 
-def cancellation_body(request: SyncRequest) -> dict[str, Any]:
+def cancellation_body(cancel: outbox.Cancel) -> dict[str, Any]:
     """The Post-Order cancellation request (eBay cancels whole orders)."""
     return {
-        "legacyOrderId": request.marketplace_order_id,
-        "cancelReason": cancel_reason(request.payload.get("reason")),
+        "legacyOrderId": cancel.marketplace_order_id,
+        "cancelReason": cancel_reason(cancel.reason),
     }
 
 
@@ -542,54 +537,51 @@ class EbayClient:
 
     def send(self, request: SyncRequest) -> Outcome:
         order_path = f"{BASE}/order/{quote(request.marketplace_order_id)}"
-        if request.action == "ship":
-            body = fulfillment_body(request)
-            self._call("POST", f"{order_path}/shipping_fulfillment", body=body)
-            return Accepted(marketplace_reference=body["trackingNumber"])
-        if request.action == "refund":
-            body = refund_body(request)
-            if not body["refundItems"]:
-                raise PermanentMarketplaceError("nothing-to-refund", "the refund's lines total zero")
-            refund: Refund = decode(
-                self._call("POST", f"{order_path}/issue_refund", body=body), decoder(Refund), "issueRefund"
-            )
-            if refund.refundStatus == "FAILED" or not refund.refundId:
-                raise PermanentMarketplaceError(
-                    "refund-failed", f"eBay answered refundStatus {refund.refundStatus}"
+        match request.message:
+            case outbox.Ship() as ship:
+                body = fulfillment_body(ship)
+                self._call("POST", f"{order_path}/shipping_fulfillment", body=body)
+                return Accepted(marketplace_reference=body["trackingNumber"])
+            case outbox.Refund() as refund_message:
+                body = refund_body(refund_message, request.idempotency_key)
+                if not body["refundItems"]:
+                    raise PermanentMarketplaceError("nothing-to-refund", "the refund's lines total zero")
+                refund: Refund = decode(
+                    self._call("POST", f"{order_path}/issue_refund", body=body),
+                    decoder(Refund),
+                    "issueRefund",
                 )
-            return Submitted(refund.refundId, poll_after_seconds=REFUND_POLL_SECONDS)
-        if request.action == "cancel":
-            created: CancelCreated = decode(
-                self._call("POST", "/post-order/v2/cancellation", body=cancellation_body(request), iaf=True),
-                decoder(CancelCreated),
-                "createCancellation",
-            )
-            return Accepted(marketplace_reference=created.cancelId)
-        if request.action == "close_dispute":
-            return self._close_dispute(request)
-        if request.action == "acknowledge":
-            return Accepted()
-        raise PermanentMarketplaceError("unsupported", f"eBay takes no {request.action!r} request")
+                if refund.refundStatus == "FAILED" or not refund.refundId:
+                    raise PermanentMarketplaceError(
+                        "refund-failed", f"eBay answered refundStatus {refund.refundStatus}"
+                    )
+                return Submitted(refund.refundId, poll_after_seconds=REFUND_POLL_SECONDS)
+            case outbox.Cancel() as cancel:
+                created: CancelCreated = decode(
+                    self._call(
+                        "POST", "/post-order/v2/cancellation", body=cancellation_body(cancel), iaf=True
+                    ),
+                    decoder(CancelCreated),
+                    "createCancellation",
+                )
+                return Accepted(marketplace_reference=created.cancelId)
+            case outbox.CloseDispute() as close:
+                return self._close_dispute(close)
+            case outbox.Acknowledge():
+                return Accepted()
 
-    def _close_dispute(self, request: SyncRequest) -> Outcome:
-        payload = request.payload
-        dispute_id = payload.get("marketplace_dispute_id")
-        if (
-            payload.get("kind") != "claim"
-            or payload.get("outcome") != DisputeOutcome.ACCEPTED
-            or not dispute_id
-        ):
+    def _close_dispute(self, close: outbox.CloseDispute) -> Outcome:
+        dispute_id = close.marketplace_dispute_id
+        if close.kind != "claim" or close.outcome != DisputeOutcome.ACCEPTED or not dispute_id:
             raise PermanentMarketplaceError(
                 "unsupported",
                 "eBay takes only the acceptance of a buyer's payment dispute; do the rest in Seller Hub",
             )
-        dispute: PaymentDispute = self._get(
-            f"{BASE}/payment_dispute/{quote(str(dispute_id))}", PaymentDispute
-        )
+        dispute: PaymentDispute = self._get(f"{BASE}/payment_dispute/{quote(dispute_id)}", PaymentDispute)
         if dispute.paymentDisputeStatus != "CLOSED":
             body = {} if dispute.revision is None else {"revision": dispute.revision}
-            self._call("POST", f"{BASE}/payment_dispute/{quote(str(dispute_id))}/accept", body=body)
-        return Accepted(marketplace_reference=str(dispute_id))
+            self._call("POST", f"{BASE}/payment_dispute/{quote(dispute_id)}/accept", body=body)
+        return Accepted(marketplace_reference=dispute_id)
 
     def poll(self, request: SyncRequest, marketplace_reference: str) -> Outcome:
         if request.action != "refund":

@@ -24,10 +24,8 @@ A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import msgspec
@@ -42,9 +40,8 @@ from ledger.aggregates.values import (
     OrderLine,
     PaymentStatus,
     RefundReason,
-    Requester,
-    SyncAction,
 )
+from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
@@ -323,48 +320,44 @@ def remote_state(order: JetOrder) -> RemoteState:
 # ------------------------------------------------------------------------------------ outbound
 
 
-def shipment_request(key: str, payload: Mapping[str, Any]) -> ShipmentRequest:
+def shipment_request(key: str, ship: outbox.Ship) -> ShipmentRequest:
     return ShipmentRequest(
         [
             Shipment(
                 alt_shipment_id=key,
-                shipment_tracking_number=payload["tracking_number"],
-                response_shipment_date=format_time(datetime.fromisoformat(payload["shipped_at"])),
-                carrier=carrier_name(payload["carrier"]),
-                shipment_items=[
-                    ShipmentItem(line["line_id"], line.get("sku", ""), line["quantity"])
-                    for line in payload["lines"]
-                ],
+                shipment_tracking_number=ship.tracking_number,
+                response_shipment_date=format_time(ship.shipped_at),
+                carrier=carrier_name(ship.carrier),
+                shipment_items=[ShipmentItem(line.line_id, line.sku, line.quantity) for line in ship.lines],
             )
         ]
     )
 
 
-def cancellation_request(key: str, payload: Mapping[str, Any]) -> CancellationRequest:
-    """Jet's whole-order cancellation: the payload's lines are not sent (Jet takes no units)."""
+def cancellation_request(key: str, cancel: outbox.Cancel) -> CancellationRequest:
+    """Jet's whole-order cancellation: the message's lines are not sent (Jet takes no units)."""
     return CancellationRequest(
-        alt_cancel_id=key,
-        cancel_reason=cancel_reason(payload.get("reason"), payload.get("requested_by", Requester.SELLER)),
+        alt_cancel_id=key, cancel_reason=cancel_reason(cancel.reason, cancel.requested_by)
     )
 
 
-def refund_request(payload: Mapping[str, Any]) -> RefundRequest:
+def refund_request(refund: outbox.Refund) -> RefundRequest:
     """Jet's refund: the line's tax goes as `tax`; the ledger keeps no separate tax on shipping."""
-    reason = refund_reason(payload.get("reason"))
+    reason = refund_reason(refund.reason)
     return RefundRequest(
         [
             RefundItem(
-                order_item_id=line["line_id"],
-                order_return_refund_qty=line["quantity"],
+                order_item_id=line.line_id,
+                order_return_refund_qty=line.quantity,
                 refund_reason=reason,
                 refund_amount=RefundAmount(
-                    principal=Decimal(line["item_amount"]),
-                    tax=Decimal(line["tax_amount"]),
-                    shipping_cost=Decimal(line["shipping_amount"]),
+                    principal=line.item_amount,
+                    tax=line.tax_amount,
+                    shipping_cost=line.shipping_amount,
                     shipping_tax=Decimal(0),
                 ),
             )
-            for line in payload["lines"]
+            for line in refund.lines
         ]
     )
 
@@ -410,26 +403,28 @@ class JetClient:
         """Jet's orders need no acknowledgement here."""
 
     def send(self, request: SyncRequest) -> Outcome:
-        key, payload = request.idempotency_key, request.payload
+        key = request.idempotency_key
         order = quote(request.marketplace_order_id)
-        if request.action == SyncAction.SHIP:
-            body = encode(shipment_request(key, payload))
-            self._transport.call("PUT", f"/api/orders/{order}/shipped", self._auth, body=body)
-            return Accepted(marketplace_reference=payload["tracking_number"])
-        if request.action == SyncAction.CANCEL:
-            body = encode(cancellation_request(key, payload))
-            self._transport.call("PUT", f"/api/orders/{order}/cancel", self._auth, body=body)
-            return Accepted()
-        if request.action == SyncAction.REFUND:
-            path = f"/api/refunds/{order}/{quote(key)}"
-            answer = self._transport.call("POST", path, self._auth, body=encode(refund_request(payload)))
-            refund = decode(answer, _refund_decoder, path)
-            if refund.refund_status == "rejected":
-                raise PermanentMarketplaceError("refund-rejected", f"Jet rejected refund {key}")
-            return Accepted(marketplace_reference=refund.refund_authorization_id)
-        if request.action in (SyncAction.CLOSE_DISPUTE, SyncAction.ACKNOWLEDGE):
-            return Accepted()  # nothing Jet takes
-        raise PermanentMarketplaceError("unsupported-action", f"Jet takes no {request.action!r} request")
+        match request.message:
+            case outbox.Ship() as ship:
+                body = encode(shipment_request(key, ship))
+                self._transport.call("PUT", f"/api/orders/{order}/shipped", self._auth, body=body)
+                return Accepted(marketplace_reference=ship.tracking_number)
+            case outbox.Cancel() as cancel:
+                body = encode(cancellation_request(key, cancel))
+                self._transport.call("PUT", f"/api/orders/{order}/cancel", self._auth, body=body)
+                return Accepted()
+            case outbox.Refund() as refund_message:
+                path = f"/api/refunds/{order}/{quote(key)}"
+                body = encode(refund_request(refund_message))
+                refund = decode(
+                    self._transport.call("POST", path, self._auth, body=body), _refund_decoder, path
+                )
+                if refund.refund_status == "rejected":
+                    raise PermanentMarketplaceError("refund-rejected", f"Jet rejected refund {key}")
+                return Accepted(marketplace_reference=refund.refund_authorization_id)
+            case outbox.CloseDispute() | outbox.Acknowledge():
+                return Accepted()  # nothing Jet takes
 
     def poll(self, request: SyncRequest, marketplace_reference: str) -> Outcome:
         """Jet answers synchronously here: nothing is ever Submitted."""

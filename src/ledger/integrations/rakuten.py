@@ -26,10 +26,9 @@ A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import msgspec
@@ -45,9 +44,8 @@ from ledger.aggregates.values import (
     OrderLine,
     PaymentStatus,
     RefundReason,
-    Requester,
-    SyncAction,
 )
+from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
@@ -352,46 +350,46 @@ def remote_state(order: RakutenOrder) -> RemoteState:
 # ------------------------------------------------------------------------------------ outbound
 
 
-def _units(payload: Mapping[str, Any]) -> list[ItemUnits]:
-    return [ItemUnits(line["line_id"], line["quantity"]) for line in payload["lines"]]
+def _units(lines: Sequence[outbox.Line]) -> list[ItemUnits]:
+    return [ItemUnits(line.line_id, line.quantity) for line in lines]
 
 
-def shipment_request(key: str, payload: Mapping[str, Any]) -> ShipmentRequest:
-    code, name = delivery_company(payload["carrier"])
+def shipment_request(key: str, ship: outbox.Ship) -> ShipmentRequest:
+    code, name = delivery_company(ship.carrier)
     return ShipmentRequest(
         request_id=key,
         delivery_company=code,
         delivery_company_name=name,
-        shipping_number=payload["tracking_number"],
-        shipping_datetime=format_time(datetime.fromisoformat(payload["shipped_at"])),
-        items=_units(payload),
+        shipping_number=ship.tracking_number,
+        shipping_datetime=format_time(ship.shipped_at),
+        items=_units(ship.lines),
     )
 
 
-def cancellation_request(key: str, payload: Mapping[str, Any]) -> CancellationRequest:
+def cancellation_request(key: str, cancel: outbox.Cancel) -> CancellationRequest:
     """A cancel item as Rakuten's request; `restock` becomes inventoryRestoreType 1 (restore) or 0."""
     return CancellationRequest(
         request_id=key,
-        cancel_reason=cancel_reason(payload.get("reason"), payload.get("requested_by", Requester.SELLER)),
-        inventory_restore_type=1 if payload.get("restock") else 0,
-        items=_units(payload),
+        cancel_reason=cancel_reason(cancel.reason, cancel.requested_by),
+        inventory_restore_type=1 if cancel.restock else 0,
+        items=_units(cancel.lines),
     )
 
 
-def refund_request(key: str, payload: Mapping[str, Any]) -> RefundRequest:
+def refund_request(key: str, refund: outbox.Refund) -> RefundRequest:
     return RefundRequest(
         request_id=key,
-        refund_reason=refund_reason(payload.get("reason")),
-        currency=payload["currency"],
+        refund_reason=refund_reason(refund.reason),
+        currency=refund.currency,
         items=[
             RefundItem(
-                item_detail_id=line["line_id"],
-                units=line["quantity"],
-                item_amount=Decimal(line["item_amount"]),
-                tax_amount=Decimal(line["tax_amount"]),
-                shipping_amount=Decimal(line["shipping_amount"]),
+                item_detail_id=line.line_id,
+                units=line.quantity,
+                item_amount=line.item_amount,
+                tax_amount=line.tax_amount,
+                shipping_amount=line.shipping_amount,
             )
-            for line in payload["lines"]
+            for line in refund.lines
         ],
     )
 
@@ -444,19 +442,19 @@ class RakutenClient:
         """Rakuten needs no acknowledgement."""
 
     def send(self, request: SyncRequest) -> Outcome:
-        key, payload = request.idempotency_key, request.payload
-        if request.action == SyncAction.SHIP:
-            answer = self._post(request, "shipments", encode(shipment_request(key, payload)))
-            return Accepted(marketplace_reference=answer.shipping_detail_id)
-        if request.action == SyncAction.CANCEL:
-            answer = self._post(request, "cancellations", encode(cancellation_request(key, payload)))
-            return Accepted(marketplace_reference=answer.cancellation_id)
-        if request.action == SyncAction.REFUND:
-            answer = self._post(request, "refunds", encode(refund_request(key, payload)))
-            return Accepted(marketplace_reference=answer.refund_id)
-        if request.action in (SyncAction.CLOSE_DISPUTE, SyncAction.ACKNOWLEDGE):
-            return Accepted()  # nothing Rakuten takes: no dispute API, no acknowledgement
-        raise PermanentMarketplaceError("unsupported-action", f"Rakuten takes no {request.action!r} request")
+        key = request.idempotency_key
+        match request.message:
+            case outbox.Ship() as ship:
+                answer = self._post(request, "shipments", encode(shipment_request(key, ship)))
+                return Accepted(marketplace_reference=answer.shipping_detail_id)
+            case outbox.Cancel() as cancel:
+                answer = self._post(request, "cancellations", encode(cancellation_request(key, cancel)))
+                return Accepted(marketplace_reference=answer.cancellation_id)
+            case outbox.Refund() as refund:
+                answer = self._post(request, "refunds", encode(refund_request(key, refund)))
+                return Accepted(marketplace_reference=answer.refund_id)
+            case outbox.CloseDispute() | outbox.Acknowledge():
+                return Accepted()  # nothing Rakuten takes: no dispute API, no acknowledgement
 
     def _post(self, request: SyncRequest, what: str, body: bytes) -> ActionResponse:
         path = f"{BASE}/{quote(request.marketplace_order_id)}/{what}"

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -37,9 +36,8 @@ from ledger.aggregates.values import (
     OrderLine,
     PaymentStatus,
     RefundReason,
-    Requester,
-    SyncAction,
 )
+from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
@@ -515,56 +513,54 @@ def _each(quantity: int) -> Quantity:
     return Quantity(unit_of_measurement="EACH", amount=str(quantity))
 
 
-def shipment_request(payload: Mapping[str, Any]) -> ShipmentRequest:
-    """A ship item's payload as Walmart's `orderShipment`: one Shipped status per line, with tracking."""
-    shipped_at = datetime.fromisoformat(payload["shipped_at"])
+def shipment_request(ship: outbox.Ship) -> ShipmentRequest:
+    """A ship item as Walmart's `orderShipment`: one Shipped status per line, with tracking."""
     tracking = TrackingInfo(
-        ship_date_time=to_millis(shipped_at),
-        carrier_name=carrier_name(payload["carrier"]),
-        method_code=method_code(payload.get("shipping_class")),
-        tracking_number=payload["tracking_number"],
+        ship_date_time=to_millis(ship.shipped_at),
+        carrier_name=carrier_name(ship.carrier),
+        method_code=method_code(ship.shipping_class),
+        tracking_number=ship.tracking_number,
     )
     return ShipmentRequest(
         OrderShipment(
             ShipLines(
                 [
                     ShipLine(
-                        line_number=line["line_id"],
+                        line_number=line.line_id,
                         order_line_statuses=LineStatuses(
-                            [LineStatus("Shipped", _each(line["quantity"]), tracking_info=tracking)]
+                            [LineStatus("Shipped", _each(line.quantity), tracking_info=tracking)]
                         ),
                     )
-                    for line in payload["lines"]
+                    for line in ship.lines
                 ]
             )
         )
     )
 
 
-def cancellation_request(payload: Mapping[str, Any]) -> CancellationRequest:
-    """A cancel item's payload as Walmart's `orderCancellation`, one Cancelled status per line."""
-    reason = cancellation_reason(payload.get("reason"), payload.get("requested_by", Requester.SELLER))
+def cancellation_request(cancel: outbox.Cancel) -> CancellationRequest:
+    """A cancel item as Walmart's `orderCancellation`, one Cancelled status per line."""
+    reason = cancellation_reason(cancel.reason, cancel.requested_by)
     return CancellationRequest(
         OrderCancellation(
             ShipLines(
                 [
                     ShipLine(
-                        line_number=line["line_id"],
+                        line_number=line.line_id,
                         order_line_statuses=LineStatuses(
-                            [LineStatus("Cancelled", _each(line["quantity"]), cancellation_reason=reason)]
+                            [LineStatus("Cancelled", _each(line.quantity), cancellation_reason=reason)]
                         ),
                     )
-                    for line in payload["lines"]
+                    for line in cancel.lines
                 ]
             )
         )
     )
 
 
-def _refund_charges(line: Mapping[str, Any], currency: str, reason: str) -> list[RefundCharge]:
+def _refund_charges(line: outbox.RefundLine, currency: str, reason: str) -> list[RefundCharge]:
     charges: list[RefundCharge] = []
-    item, tax = Decimal(line["item_amount"]), Decimal(line["tax_amount"])
-    shipping = Decimal(line["shipping_amount"])
+    item, tax, shipping = line.item_amount, line.tax_amount, line.shipping_amount
     if item or tax:
         charges.append(
             RefundCharge(
@@ -589,18 +585,18 @@ def _refund_charges(line: Mapping[str, Any], currency: str, reason: str) -> list
     return charges
 
 
-def refund_request(marketplace_order_id: str, payload: Mapping[str, Any]) -> RefundRequest:
-    """A refund item's payload as Walmart's `orderRefund`: negative amounts per line and charge."""
-    reason = refund_reason(payload.get("reason"))
-    currency = payload["currency"]
-    comment = f"ledger refund {payload['refund_id']} ({payload.get('reason') or 'other'})"
+def refund_request(marketplace_order_id: str, refund: outbox.Refund) -> RefundRequest:
+    """A refund item as Walmart's `orderRefund`: negative amounts per line and charge."""
+    reason = refund_reason(refund.reason)
+    currency = refund.currency
+    comment = f"ledger refund {refund.refund_id} ({refund.reason or 'other'})"
     lines = []
-    for line in payload["lines"]:
+    for line in refund.lines:
         charges = _refund_charges(line, currency, reason)
         if charges:
             lines.append(
                 RefundLine(
-                    line_number=line["line_id"],
+                    line_number=line.line_id,
                     is_full_refund=False,
                     refunds=RefundList(
                         [Refund(refund_charges=RefundCharges(charges), refund_comments=comment)]
@@ -736,24 +732,24 @@ class WalmartClient:
     def send(self, request: SyncRequest) -> Outcome:
         po = request.marketplace_order_id
         key = request.idempotency_key
-        if request.action == SyncAction.ACKNOWLEDGE:
-            self._acknowledge(po, key)
-            return Accepted()
-        if request.action == SyncAction.SHIP:
-            self._post(po, "shipping", key, encode(shipment_request(request.payload)))
-            return Accepted(marketplace_reference=request.payload["tracking_number"])
-        if request.action == SyncAction.CANCEL:
-            self._post(po, "cancel", key, encode(cancellation_request(request.payload)))
-            return Accepted()
-        if request.action == SyncAction.REFUND:
-            refund = refund_request(po, request.payload)
-            if not refund.order_refund.order_lines.order_line:
-                raise PermanentMarketplaceError("empty-refund", "the refund has no amount on any line")
-            self._post(po, "refund", key, encode(refund))
-            return Accepted()
-        if request.action == SyncAction.CLOSE_DISPUTE:
-            return Accepted()  # Walmart has no seller-side dispute API: nothing to tell it
-        raise PermanentMarketplaceError("unsupported-action", f"Walmart takes no {request.action!r} request")
+        match request.message:
+            case outbox.Acknowledge():
+                self._acknowledge(po, key)
+                return Accepted()
+            case outbox.Ship() as ship:
+                self._post(po, "shipping", key, encode(shipment_request(ship)))
+                return Accepted(marketplace_reference=ship.tracking_number)
+            case outbox.Cancel() as cancel:
+                self._post(po, "cancel", key, encode(cancellation_request(cancel)))
+                return Accepted()
+            case outbox.Refund() as refund_message:
+                refund = refund_request(po, refund_message)
+                if not refund.order_refund.order_lines.order_line:
+                    raise PermanentMarketplaceError("empty-refund", "the refund has no amount on any line")
+                self._post(po, "refund", key, encode(refund))
+                return Accepted()
+            case outbox.CloseDispute():
+                return Accepted()  # Walmart has no seller-side dispute API: nothing to tell it
 
     def _post(self, purchase_order_id: str, verb: str, correlation_id: str, body: bytes) -> WalmartOrder:
         path = f"/v3/orders/{quote(purchase_order_id)}/{verb}"

@@ -1,6 +1,6 @@
 """The outbound sync queue: `/v1/sync/outbound` (what each marketplace must be told) and an operator's retry.
 
-Reads and the retry go through `OutboundView` (the SQL lives in the projection module), always within the
+Reads and the retry go through `OutboundView` (the SQL lives in `integrations/outbox.py`), always within the
 key's seller: another seller's item is a 404 like a missing one.
 """
 
@@ -28,7 +28,7 @@ from ledger.application.errors import ResponseStoredError
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
 from ledger.eventstore import idempotency
-from ledger.projections.outbound import (
+from ledger.integrations.outbox import (
     DEAD,
     FAILED,
     IN_FLIGHT,
@@ -36,9 +36,9 @@ from ledger.projections.outbound import (
     PENDING,
     SUCCEEDED,
     OutboundItem,
-    OutboundProjection,
     OutboundView,
 )
+from ledger.projections.outbound import OutboundProjection
 
 TAGS = ["sync"]
 SYNC_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
