@@ -64,8 +64,8 @@ from ledger.eventstore.database import (
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import RATE_LIMITS, SyncSettings
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
-from ledger.projections.outbound import OutboundProjection
 
 CTX = Context(actor="bench")
 UPS = "1Z999AA10123456784"

@@ -48,8 +48,8 @@ from ledger.eventstore.database import PostgresTarget
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import SyncSettings
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
-from ledger.projections.outbound import OutboundProjection
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)

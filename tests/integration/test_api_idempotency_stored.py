@@ -20,8 +20,8 @@ from order_scenarios import catch_up, rows
 from ledger.aggregates.values import Context, Marketplace, Role
 from ledger.api.bodies.schemas import OrderIn
 from ledger.application.ledger import Ledger
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
-from ledger.projections.outbound import OutboundProjection
 
 pytestmark = pytest.mark.postgres
 PROBLEM = "https://ledger.dev/problems/"

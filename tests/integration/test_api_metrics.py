@@ -18,8 +18,8 @@ from ledger.api.app import create_app
 from ledger.api.observability import JsonFormatter
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import PostgresTarget
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
-from ledger.projections.outbound import OutboundProjection
 from ledger.projections.registry import all_projections
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

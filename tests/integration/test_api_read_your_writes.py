@@ -12,9 +12,9 @@ from order_scenarios import catch_up
 
 from ledger.aggregates.values import Marketplace, Role
 from ledger.application.ledger import Ledger
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
-from ledger.projections.outbound import OutboundProjection
 
 pytestmark = pytest.mark.postgres
 PROBLEM = "https://ledger.dev/problems/"

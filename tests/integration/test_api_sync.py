@@ -12,8 +12,8 @@ from order_scenarios import catch_up, rows
 
 from ledger.aggregates.values import Marketplace, Role
 from ledger.application.ledger import Ledger
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
-from ledger.projections.outbound import OutboundProjection
 
 PROBLEM = "https://ledger.dev/problems/"
 ITEM_FIELDS = {

@@ -33,8 +33,8 @@ from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
 from ledger.integrations.dispatcher import Dispatcher, TokenBucket, backoff_delay
 from ledger.integrations.marketplaces import SyncSettings
+from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import replay_order
-from ledger.projections.outbound import OutboundProjection
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)

@@ -23,8 +23,8 @@ from ledger.integrations.amazon import AmazonClient
 from ledger.integrations.base import MarketplaceClient, OrderPage
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import SyncSettings, endpoint_for
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
-from ledger.projections.outbound import OutboundProjection
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)

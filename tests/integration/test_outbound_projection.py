@@ -37,9 +37,9 @@ from ledger.aggregates.values import (
     SyncAction,
 )
 from ledger.application.ledger import Ledger
+from ledger.integrations.outbound import OutboundProjection, item_id
 from ledger.integrations.outbox import InvalidFilterError, OutboundItem, OutboundView
 from ledger.projections import base
-from ledger.projections.outbound import OutboundProjection, item_id
 
 PROJECTION = OutboundProjection()
 VIEW = OutboundView()

@@ -299,7 +299,7 @@ def test_worker_exits_cleanly_on_sigterm(cli_env: dict[str, str], app: Ledger) -
 def test_starting_another_worker_takes_no_lock_on_the_live_tables(own_target: PostgresTarget) -> None:
     """A second process installing a live projection (a worker, a dispatcher starting) neither waits for nor
     blocks the writers of its tables: no index is asked for again and no view is replaced."""
-    from ledger.projections.outbound import OutboundProjection  # noqa: PLC0415
+    from ledger.integrations.outbound import OutboundProjection  # noqa: PLC0415
 
     for projection in (AllSalesProjection(), OutboundProjection()):
         with connect(own_target) as conn:

@@ -31,7 +31,7 @@ from ledger.integrations.base import SyncRequest
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import SyncSettings, client_for
-from ledger.projections.outbound import OutboundProjection
+from ledger.integrations.outbound import OutboundProjection
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)

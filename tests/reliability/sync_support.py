@@ -28,8 +28,8 @@ from ledger.application.ledger import Ledger
 from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
 from ledger.integrations.marketplaces import SyncSettings
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
-from ledger.projections.outbound import OutboundProjection
 
 CTX = Context(actor="test", source=Source.API)
 

@@ -12,7 +12,7 @@ from uuid import UUID
 from hypothesis import strategies as st
 
 from ledger.integrations import outbox
-from ledger.projections.outbound import Batch
+from ledger.integrations.outbound import Batch
 
 
 def queue_payloads(shop: Any, order_id: UUID) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ import pytest
 from ledger.integrations import outbox
 
 LINE = {"line_id": "L1", "sku": "SKU-1", "quantity": 2}
-# Payloads exactly as `projections/outbound.py` wrote them before the messages were typed (one per action).
+# Payloads exactly as `projections/outbound.py` (now `integrations/outbound.py`) wrote them before the messages were typed (one per action).
 STORED: dict[str, dict[str, Any]] = {
     "ship": {
         "marketplace_order_id": "MO-1",

@@ -24,9 +24,9 @@ from ledger.integrations.base import MarketplaceClient, MarketplaceError
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import MarketplaceNotConfiguredError, SyncSettings, client_for
+from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import replay_order
 from ledger.projections.base import catch_up_unless_followed
-from ledger.projections.outbound import OutboundProjection
 
 # ----------------------------------------------------------------------- threads in serve/worker
 

@@ -2,7 +2,7 @@
 
 Who calls what:
 
-- the outbound projection (`projections/outbound.py`) folds events into new items and hands them to `enqueue`,
+- the outbound projection (`outbound.py`) folds events into new items and hands them to `enqueue`,
   and the marketplace's answers (recorded as events) to `lock_answered`, `settle` and `record_answers`, inside
   its own batch transaction, so each event is applied exactly once; `carry_over` at a rebuild's swap;
 - the dispatcher `claim`s a due item, and `finish`es it with the marketplace's answer; `skip_historic` on a
@@ -22,7 +22,7 @@ the row); an item never claimed (a rebuild's new generation) follows the answers
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -39,7 +39,7 @@ from ledger.aggregates.errors import RuleViolationError
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import SyncAction
 from ledger.projections import base
-from ledger.projections.base import Cursor, insert_rows
+from ledger.projections.base import Cursor, insert_rows, select_by_order
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -184,6 +184,77 @@ OUTCOME_COLUMNS = (
     "marketplace_reference",
     "updated_at",
 )
+
+
+@dataclass
+class OrderRow:
+    """What the queue needs to know about an order to build its items (a row of `outbound_orders`)."""
+
+    order_id: UUID
+    seller: str
+    account_id: UUID
+    marketplace: str
+    marketplace_order_id: str
+    currency: str
+    third_party_managed: bool
+    skus: dict[str, str]
+    disputes: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> kind, marketplace id
+    next_sequence: int = 1
+
+
+ORDER_COLUMNS = tuple(f.name for f in fields(OrderRow))
+
+
+ORDER_COLUMNS = tuple(f.name for f in fields(OrderRow))
+
+
+def create_tables(cur: Cursor, orders: sql.Identifier, items: sql.Identifier) -> None:
+    """The queue's tables of one generation of the outbound projection (IF NOT EXISTS)."""
+    states = sql.SQL(", ").join(map(sql.Literal, STATES))
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS {orders} (
+            order_id uuid PRIMARY KEY, seller text NOT NULL, account_id uuid NOT NULL,
+            marketplace text NOT NULL, marketplace_order_id text NOT NULL, currency text NOT NULL,
+            third_party_managed boolean NOT NULL, skus jsonb NOT NULL, disputes jsonb NOT NULL,
+            next_sequence integer NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS {items} (
+            id uuid PRIMARY KEY, idempotency_key text NOT NULL UNIQUE, order_id uuid NOT NULL,
+            seller text NOT NULL, account_id uuid NOT NULL, marketplace text NOT NULL,
+            action text NOT NULL, reference text NOT NULL, payload jsonb NOT NULL,
+            sequence integer NOT NULL, position bigint NOT NULL,
+            state text NOT NULL DEFAULT 'pending' CHECK (state IN ({states})),
+            attempts integer NOT NULL DEFAULT 0, next_attempt_at timestamptz NOT NULL,
+            last_error text, marketplace_reference text,
+            created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+            UNIQUE (order_id, sequence)
+        )""",
+    ):
+        cur.execute(sql.SQL(statement).format(orders=orders, items=items, states=states))
+
+
+def load_orders(cur: Cursor, order_ids: list[UUID], table: sql.Identifier) -> dict[UUID, OrderRow]:
+    rows = select_by_order(cur, table, ORDER_COLUMNS, order_ids)
+    return {record[0]: OrderRow(*record) for record in rows}
+
+
+def save_orders(cur: Cursor, orders: list[OrderRow], table: sql.Identifier) -> None:
+    """Insert new orders, or update the disputes and next sequence of known ones, in the caller's transaction."""
+    insert_rows(
+        cur,
+        table,
+        ORDER_COLUMNS,
+        [_order_params(row) for row in orders],
+        on_conflict=("order_id",),
+        update=("disputes", "next_sequence"),
+    )
+
+
+def _order_params(row: OrderRow) -> tuple[Any, ...]:
+    values = [getattr(row, c) for c in ORDER_COLUMNS]
+    values[ORDER_COLUMNS.index("skus")] = Jsonb(row.skus)
+    values[ORDER_COLUMNS.index("disputes")] = Jsonb(row.disputes)
+    return tuple(values)
 
 
 def enqueue(cur: Cursor, items: list[ItemRow], table: sql.Identifier = ITEMS) -> None:

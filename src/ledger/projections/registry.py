@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.base import Projection
 from ledger.projections.exposure import ExposureProjection
 from ledger.projections.inventory import InventoryProjection
-from ledger.projections.outbound import OutboundProjection
 from ledger.projections.refunds import RefundsProjection
 
 

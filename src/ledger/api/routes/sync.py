@@ -28,6 +28,7 @@ from ledger.application.errors import ResponseStoredError
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
 from ledger.eventstore import idempotency
+from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import (
     DEAD,
     FAILED,
@@ -38,7 +39,6 @@ from ledger.integrations.outbox import (
     OutboundItem,
     OutboundView,
 )
-from ledger.projections.outbound import OutboundProjection
 
 TAGS = ["sync"]
 SYNC_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})

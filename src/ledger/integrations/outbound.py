@@ -8,30 +8,27 @@ An item's id is a uuid5 of (order, action, reference), so it is the same in ever
 `idempotency_key` (the id as text) is what the dispatcher hands to the marketplace: a rebuild never makes a
 second request for the same change.
 
-The rows are written through `integrations/outbox.py`, the queue's one owner: this projection hands it the
+This projection holds no SQL: `outbox.py`, the queue's one owner, writes the rows. The projection hands it the
 items it makes and the marketplace's answers that arrive as events (`MarketplaceAcknowledged`,
 `MarketplaceRejected`), inside its batch's transaction; the dispatcher claims and finishes items through it.
+It lives in integrations/ beside the outbox and the marketplace table it reads (what each marketplace is sent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID, uuid5
-
-from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from ledger.aggregates.order import Order
 from ledger.aggregates.policies import policy_for
 from ledger.aggregates.values import DisputeKind, Requester, Source, SyncAction
 from ledger.integrations import outbox
 from ledger.integrations.marketplaces import entry_for
-from ledger.integrations.outbox import ItemRow
+from ledger.integrations.outbox import ItemRow, OrderRow
 from ledger.projections import base
-from ledger.projections.base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
+from ledger.projections.base import Cursor, Event, Projection, Tables
 
 # The sync action an answer may name for an item of another action: the aggregate accepts answers about a
 # cancellation dispute only as `open_dispute`, while the queue asks for it with `cancel`.
@@ -44,25 +41,6 @@ def item_id(order_id: UUID, action: str, reference: str) -> UUID:
 
 
 # ------------------------------------------------------------------------------------------ rows
-
-
-@dataclass
-class OrderRow:
-    """What the queue needs to know about an order to build its items."""
-
-    order_id: UUID
-    seller: str
-    account_id: UUID
-    marketplace: str
-    marketplace_order_id: str
-    currency: str
-    third_party_managed: bool
-    skus: dict[str, str]
-    disputes: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> kind, marketplace id
-    next_sequence: int = 1
-
-
-ORDER_COLUMNS = tuple(f.name for f in fields(OrderRow))
 
 
 def _lines(row: OrderRow, lines: Sequence[Any]) -> tuple[outbox.Line, ...]:
@@ -311,31 +289,7 @@ class OutboundProjection(Projection):
     topics: ClassVar[tuple[str, ...]] = ()
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
-        states = sql.SQL(", ").join(map(sql.Literal, outbox.STATES))
-        for statement in (
-            """CREATE TABLE IF NOT EXISTS {orders} (
-                order_id uuid PRIMARY KEY, seller text NOT NULL, account_id uuid NOT NULL,
-                marketplace text NOT NULL, marketplace_order_id text NOT NULL, currency text NOT NULL,
-                third_party_managed boolean NOT NULL, skus jsonb NOT NULL, disputes jsonb NOT NULL,
-                next_sequence integer NOT NULL
-            )""",
-            """CREATE TABLE IF NOT EXISTS {items} (
-                id uuid PRIMARY KEY, idempotency_key text NOT NULL UNIQUE, order_id uuid NOT NULL,
-                seller text NOT NULL, account_id uuid NOT NULL, marketplace text NOT NULL,
-                action text NOT NULL, reference text NOT NULL, payload jsonb NOT NULL,
-                sequence integer NOT NULL, position bigint NOT NULL,
-                state text NOT NULL DEFAULT 'pending' CHECK (state IN ({states})),
-                attempts integer NOT NULL DEFAULT 0, next_attempt_at timestamptz NOT NULL,
-                last_error text, marketplace_reference text,
-                created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
-                UNIQUE (order_id, sequence)
-            )""",
-        ):
-            cur.execute(
-                sql.SQL(statement).format(
-                    orders=t["outbound_orders"], items=t["outbound_items"], states=states
-                )
-            )
+        outbox.create_tables(cur, t["outbound_orders"], t["outbound_items"])
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
         """For the dispatcher (due items), the per-marketplace counts, and the API's listing per seller."""
@@ -366,29 +320,16 @@ class OutboundProjection(Projection):
             for target in answer_targets(e.event.originator_id, e.event.action, e.event.reference)
         ]
         batch = Batch(
-            self._load_orders(cur, t, list(order_ids)),
+            outbox.load_orders(cur, list(order_ids), t["outbound_orders"]),
             outbox.lock_answered(cur, answered, t["outbound_items"]),
         )
         for item in events:
             batch.fold(item.position, item.event)
         self._write(cur, t, batch)
 
-    def _load_orders(self, cur: Cursor, t: Tables, order_ids: list[UUID]) -> dict[UUID, OrderRow]:
-        rows = select_by_order(cur, t["outbound_orders"], ORDER_COLUMNS, order_ids)
-        return {record[0]: OrderRow(*record) for record in rows}
-
     def _write(self, cur: Cursor, t: Tables, batch: Batch) -> None:
-        insert_rows(
-            cur,
-            t["outbound_orders"],
-            ORDER_COLUMNS,
-            [
-                _order_params(batch.orders[order_id])
-                for order_id in sorted(batch.changed_orders | batch.new_orders)
-            ],
-            on_conflict=("order_id",),
-            update=("disputes", "next_sequence"),
-        )
+        changed_orders = [batch.orders[o] for o in sorted(batch.changed_orders | batch.new_orders)]
+        outbox.save_orders(cur, changed_orders, t["outbound_orders"])
         outbox.enqueue(cur, batch.new_items, t["outbound_items"])
         made = {item.id for item in batch.new_items}
         changed = [batch.items[i] for i in sorted(batch.changed_items - made)]
@@ -397,10 +338,3 @@ class OutboundProjection(Projection):
     def carry_over(self, cur: Cursor, old: Tables, new: Tables) -> None:
         """Keep what the dispatcher did (see `outbox.carry_over`)."""
         outbox.carry_over(cur, old["outbound_items"], new["outbound_items"])
-
-
-def _order_params(row: OrderRow) -> tuple[Any, ...]:
-    values = [getattr(row, c) for c in ORDER_COLUMNS]
-    values[ORDER_COLUMNS.index("skus")] = Jsonb(row.skus)
-    values[ORDER_COLUMNS.index("disputes")] = Jsonb(row.disputes)
-    return tuple(values)
