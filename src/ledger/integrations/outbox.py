@@ -48,9 +48,6 @@ STATES = (PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD)
 RETRIABLE = (FAILED, DEAD)  # what an operator may put back in the queue
 MAX_LIMIT = 500
 
-# The queue as everyone but the projection sees it: the view over the active generation's table.
-ITEMS = sql.Identifier("outbound_items")
-
 # ------------------------------------------------------------------------------------------ messages
 
 ZERO = Decimal(0)
@@ -257,7 +254,7 @@ def _order_params(row: OrderRow) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def enqueue(cur: Cursor, items: list[ItemRow], table: sql.Identifier = ITEMS) -> None:
+def enqueue(cur: Cursor, items: list[ItemRow], table: sql.Identifier) -> None:
     """Insert new items, in the caller's transaction (the projection's batch)."""
     insert_rows(cur, table, ITEM_COLUMNS, [_item_params(item) for item in items])
 
@@ -268,7 +265,7 @@ def _item_params(item: ItemRow) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def lock_answered(cur: Cursor, ids: list[UUID], table: sql.Identifier = ITEMS) -> dict[UUID, ItemRow]:
+def lock_answered(cur: Cursor, ids: list[UUID], table: sql.Identifier) -> dict[UUID, ItemRow]:
     """The items answers in a batch are about, locked: the dispatcher waits rather than interleaves."""
     if not ids:
         return {}
@@ -320,7 +317,7 @@ def settle(item: ItemRow, event: Any) -> bool:
     return True
 
 
-def record_answers(cur: Cursor, items: list[ItemRow], table: sql.Identifier = ITEMS) -> None:
+def record_answers(cur: Cursor, items: list[ItemRow], table: sql.Identifier) -> None:
     """Write what `settle` changed on existing items, in the caller's transaction."""
     if not items:
         return
