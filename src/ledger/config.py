@@ -6,6 +6,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,6 +24,9 @@ __all__ = [
 # A bare, lower-case identifier: it is always quoted in SQL anyway, but a schema name that needs
 # quoting to mean what it says (upper case, spaces, dots) is almost always a configuration mistake.
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_DURATION = re.compile(r"([0-9]{1,9})\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_WEB_SESSION_TTL = timedelta(hours=12)
 
 
 class ConfigError(ValueError):
@@ -85,6 +89,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LEDGER_AUDIT_PUBLIC_KEYS: retired signing keys' public keys (base64, comma-separated), still trusted."""
     audit_checkpoint_events: int = 1000
     """LEDGER_AUDIT_CHECKPOINT_EVENTS: the worker seals when this many events (or a minute) are unsealed."""
+    web_session_ttl: timedelta = DEFAULT_WEB_SESSION_TTL
+    """LEDGER_WEB_SESSION_TTL: how long a web page sign-in lasts, from sign-in (absolute, not sliding): seconds,
+    or a number with s, m, h or d (`12h`, the default)."""
 
     def __post_init__(self) -> None:
         validate_schema_name(self.database_schema)
@@ -106,7 +113,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return (
             f"Settings(database_url={url!r}, database_schema={self.database_schema!r}, "
             f"data_dir={self.data_dir!r}, pool_size={self.pool_size!r}, "
-            f"log_level={self.log_level!r})"
+            f"log_level={self.log_level!r}, web_session_ttl={self.web_session_ttl!r})"
         )
 
     @property
@@ -148,4 +155,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 k.strip() for k in (get("LEDGER_AUDIT_PUBLIC_KEYS") or "").split(",") if k.strip()
             ),
             audit_checkpoint_events=whole("LEDGER_AUDIT_CHECKPOINT_EVENTS", 1000),
+            web_session_ttl=_duration("LEDGER_WEB_SESSION_TTL", get("LEDGER_WEB_SESSION_TTL"))
+            or DEFAULT_WEB_SESSION_TTL,
         )
+
+
+def _duration(variable: str, raw: str | None) -> timedelta | None:
+    """`raw` as a positive duration (`90`, `30m`, `12h`, `7d`); None when unset; else ConfigError."""
+    if raw is None:
+        return None
+    match = _DURATION.fullmatch(raw.lower())
+    if match is None or int(match.group(1)) == 0:
+        msg = f"{variable}={raw!r} is not a duration: use seconds, or a number with s, m, h or d (12h)"
+        raise ConfigError(msg)
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])

@@ -76,13 +76,13 @@ def test_key_read_before_a_revocation_is_not_kept() -> None:
     keys = KeyCache(ticks)
     details = KeyDetails(Order.create_id("s", "m", "k"), "s", "operator", "", datetime.now(UTC), None)
     revision = keys.revision
-    keys.forget("other-hash")
-    keys.put("hash", details, revision)
-    assert keys.get("hash") is None
-    keys.put("hash", details, keys.revision)
-    assert keys.get("hash") == details
+    keys.forget(Order.create_id("s", "m", "other"))
+    keys.put(details.key_id, details, revision)
+    assert keys.get(details.key_id) is None
+    keys.put(details.key_id, details, keys.revision)
+    assert keys.get(details.key_id) == details
     ticks.now += KEY_CACHE_SECONDS
-    assert keys.get("hash") is None
+    assert keys.get(details.key_id) is None
 
 
 def _order(ledger: Ledger, seller: str) -> Order:

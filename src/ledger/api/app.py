@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from litestar import Litestar, Router
@@ -26,6 +27,7 @@ from ledger.api.routes import accounts, audit, finance, health, orders, shipment
 from ledger.api.web import ROUTES as WEB_ROUTES
 from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
+from ledger.config import DEFAULT_WEB_SESSION_TTL
 from ledger.eventstore.database import PostgresTarget
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
@@ -53,6 +55,7 @@ def create_app(
     ledger: Ledger | None = None,
     audit_trust: AuditTrust | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    web_session_ttl: timedelta = DEFAULT_WEB_SESSION_TTL,
     debug: bool = False,
 ) -> Litestar:
     """The HTTP API over `target` (its schema must exist). A given `ledger` is used and left open.
@@ -69,6 +72,7 @@ def create_app(
         app.state.pool = pool
         app.state.metrics = metrics
         app.state.audit_trust = trust
+        app.state.web_session_ttl = web_session_ttl
         try:
             yield
         finally:

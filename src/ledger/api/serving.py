@@ -46,7 +46,7 @@ def app_from_env() -> Litestar:
     if settings.database_url is None:
         raise RuntimeError("a ledger worker process needs LEDGER_DATABASE_URL (set by `ledger serve`)")
     target = parse_database_url(settings.database_url, settings.database_schema, pool_size=settings.pool_size)
-    return create_app(target, audit_trust=load_trust(settings))
+    return create_app(target, audit_trust=load_trust(settings), web_session_ttl=settings.web_session_ttl)
 
 
 def graceful_seconds() -> int:

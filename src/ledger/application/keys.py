@@ -32,7 +32,7 @@ KEY_CACHE_SIZE = 10_000
 
 
 class KeyCache:
-    """Active API keys recently authenticated, by the hash of their secret, each for KEY_CACHE_SECONDS.
+    """Active API keys recently authenticated, by key id, each for KEY_CACHE_SECONDS.
 
     Why: loading the key's aggregate on every request was about a tenth of a command's CPU in the server
     (BENCHMARKS.md). Only active keys are kept (an unknown secret is looked up every time, so guessing fills
@@ -44,33 +44,33 @@ class KeyCache:
     ) -> None:
         self._monotonic = monotonic
         self._seconds = seconds
-        self._keys: dict[str, tuple[float, KeyDetails]] = {}
+        self._keys: dict[UUID, tuple[float, KeyDetails]] = {}
         self._lock = threading.Lock()
         self.revision = 0
         """Counts revocations: a key read before one is not kept (it may be the key just revoked)."""
 
-    def get(self, key_hash: str) -> KeyDetails | None:
-        entry = self._keys.get(key_hash)
+    def get(self, key_id: UUID) -> KeyDetails | None:
+        entry = self._keys.get(key_id)
         if entry is None:
             return None
         if self._monotonic() >= entry[0]:
-            self._keys.pop(key_hash, None)
+            self._keys.pop(key_id, None)
             return None
         return entry[1]
 
-    def put(self, key_hash: str, key: KeyDetails, revision: int) -> None:
+    def put(self, key_id: UUID, key: KeyDetails, revision: int) -> None:
         """Keep `key`, read when `revision` was current, unless a key was revoked since."""
         with self._lock:
             if revision != self.revision:
                 return
             if len(self._keys) >= KEY_CACHE_SIZE:
                 self._keys.clear()
-            self._keys[key_hash] = (self._monotonic() + self._seconds, key)
+            self._keys[key_id] = (self._monotonic() + self._seconds, key)
 
-    def forget(self, key_hash: str) -> None:
+    def forget(self, key_id: UUID) -> None:
         with self._lock:
             self.revision += 1
-            self._keys.pop(key_hash, None)
+            self._keys.pop(key_id, None)
 
 
 def hash_secret(secret: str) -> str:
@@ -118,7 +118,7 @@ class ApiKeys(LedgerCore):
                 self.save(key)
             except IntegrityError:
                 continue
-            self.keys.forget(key.key_hash)
+            self.keys.forget(key.id)
             return KeyDetails.of(key)
         raise ConcurrentUpdateError(f"API key {key_id} kept changing; try again")
 
@@ -130,18 +130,28 @@ class ApiKeys(LedgerCore):
         if not secret.startswith(KEY_PREFIX) or len(secret) > MAX_SECRET_LENGTH:
             return None
         key_hash = hash_secret(secret)
-        cached = self.keys.get(key_hash)
+        return self._active_key(ApiKey.create_id(key_hash), key_hash)
+
+    def active_key(self, key_id: UUID) -> KeyDetails | None:
+        """The key with this id if it is active (a web session's key, checked on every request); None if it
+        is unknown or revoked. Cached as `authenticate` is."""
+        return self._active_key(key_id, None)
+
+    def _active_key(self, key_id: UUID, key_hash: str | None) -> KeyDetails | None:
+        cached = self.keys.get(key_id)
         if cached is not None:
             return cached
         revision = self.keys.revision
         try:
-            key: object = self.repository.get(ApiKey.create_id(key_hash), deepcopy_from_cache=False)
+            key: object = self.repository.get(key_id, deepcopy_from_cache=False)
         except AggregateNotFoundError:
             return None
-        if not isinstance(key, ApiKey) or not hmac.compare_digest(key.key_hash, key_hash) or key.revoked:
+        if not isinstance(key, ApiKey) or key.revoked:
+            return None
+        if key_hash is not None and not hmac.compare_digest(key.key_hash, key_hash):
             return None
         details = KeyDetails.of(key)
-        self.keys.put(key_hash, details, revision)
+        self.keys.put(key_id, details, revision)
         return details
 
     def cached_key(self, secret: str) -> KeyDetails | None:
@@ -149,7 +159,7 @@ class ApiKeys(LedgerCore):
         loop); None means "ask `authenticate`", not "unknown"."""
         if not secret.startswith(KEY_PREFIX) or len(secret) > MAX_SECRET_LENGTH:
             return None
-        return self.keys.get(hash_secret(secret))
+        return self.keys.get(ApiKey.create_id(hash_secret(secret)))
 
     def _key_index(self, seller: str) -> SellerApiKeys:
         try:

@@ -28,7 +28,7 @@ from ledger.aggregates.values import (
 )
 from ledger.api.auth import CHANGE_ORDERS, actor_of
 from ledger.api.web.pages import Form, forbidden, order_page
-from ledger.api.web.session import foreign_origin, ledger_of, may, render, signed_in, to_signin, web_context
+from ledger.api.web.session import ledger_of, may, refuse_foreign, render, signed_in, to_signin, web_context
 from ledger.application.bulk_shipping import BulkShipper
 from ledger.application.commands import Cancel, Refund, Ship
 from ledger.application.errors import VersionMismatchError
@@ -98,10 +98,8 @@ def _act(request: Request[Any, Any, Any], order_id: UUID, form: str, data: dict[
     key = signed_in(request)
     if key is None:
         return to_signin()
-    if foreign_origin(request):
-        return render(
-            "message.html", 403, key=key, title="Refused", message="The form came from another site."
-        )
+    if (refusal := refuse_foreign(request, key)) is not None:
+        return refusal
     if not may(key, CHANGE_ORDERS):
         return forbidden(key, "change orders")
     ledger = ledger_of(request)
@@ -230,10 +228,8 @@ async def bulk_upload(request: Request[Any, Any, Any]) -> Response[Any]:
     if refusal is not None:
         return refusal
     assert key is not None
-    if foreign_origin(request):
-        return render(
-            "message.html", 403, key=key, title="Refused", message="The form came from another site."
-        )
+    if (refusal := refuse_foreign(request, key)) is not None:
+        return refusal
     form = await request.form()
     upload = form.get("file")
     data = await upload.read() if isinstance(upload, UploadFile) else b""
@@ -247,11 +243,20 @@ async def bulk_upload(request: Request[Any, Any, Any]) -> Response[Any]:
     return render("bulk.html", key=key, report=report, failed_csv=failed)
 
 
-@post("/shipments/failed.csv", include_in_schema=False, sync_to_thread=False)
-def failed_rows(data: Form) -> Response[str]:
-    """Hands the report's rejected rows back as a file to fix and upload again (nothing is stored)."""
+@post("/shipments/failed.csv", include_in_schema=False, sync_to_thread=True)
+def failed_rows(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+    """Hands the report's rejected rows back as a file to fix and upload again (nothing is stored).
+
+    Only to a signed-in user who may ship, from the bulk page itself: the file is whatever the form sent, so
+    another site must not be able to make a browser download its text from the ledger's origin."""
+    if (refusal := refuse_foreign(request, None)) is not None:
+        return refusal
+    _, refusal = _bulk_key(request)
+    if refusal is not None:
+        return refusal
     return Response(
         str(data.get("csv", "")),
+        status_code=200,
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": 'attachment; filename="failed-rows.csv"',

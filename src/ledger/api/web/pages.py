@@ -23,12 +23,14 @@ from ledger.aggregates.values import CancelReason, Carrier, Marketplace, RefundR
 from ledger.api.auth import CHANGE_ORDERS, READ_HISTORY, READ_ORDERS
 from ledger.api.web.session import (
     COOKIE,
+    close_session,
     foreign_origin,
     ledger_of,
     may,
+    open_session,
     pool_of,
+    refuse_foreign,
     render,
-    session_cookie,
     signed_in,
     to_signin,
 )
@@ -82,18 +84,22 @@ def signin_page() -> Response[str]:
 
 @post("/signin", include_in_schema=False, sync_to_thread=True)
 def signin(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
-    """Check the key, then keep it in the session cookie; a wrong key is said in words, with status 401."""
+    """Check the key, then open a session; a wrong key is said in words, with status 401."""
     if foreign_origin(request):
         return render("signin.html", 403, error="Sign-in must come from this site's own page.")
     secret = str(data.get("api_key", "")).strip()
     key = ledger_of(request).authenticate(secret) if secret else None
     if key is None:
         return render("signin.html", 401, error="That API key is unknown or revoked.")
-    return Redirect("/", status_code=303, cookies=[session_cookie(request, secret)])
+    return Redirect("/", status_code=303, cookies=[open_session(request, key)])
 
 
-@post("/signout", include_in_schema=False, sync_to_thread=False)
-def signout(request: Request[Any, Any, Any]) -> Redirect:
+@post("/signout", include_in_schema=False, sync_to_thread=True)
+def signout(request: Request[Any, Any, Any]) -> Response[Any]:
+    """End the session (its row is deleted) and forget the cookie; only this site's own page may ask."""
+    if (refusal := refuse_foreign(request, None)) is not None:
+        return refusal
+    close_session(request)
     response = Redirect("/signin", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
