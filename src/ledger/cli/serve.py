@@ -17,6 +17,7 @@ from ledger.cli.common import EXIT_FAILED, EXIT_UNAVAILABLE, Command, UsageError
 from ledger.cli.sync import SyncThreads, start_sync
 from ledger.config import Settings
 from ledger.eventstore.database import PostgresTarget, check_connection, connect, open_database
+from ledger.eventstore.supervisor import supervised
 from ledger.projections.base import Projection, ProjectionWorker
 from ledger.projections.registry import all_projections, projection_named
 
@@ -42,7 +43,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     trust = load_trust(settings)  # the first start makes the signing key, outside the database
-    with open_database(settings) as target:
+    with open_database(settings) as target, supervised(settings):  # a dead embedded server is restarted
         Ledger(env=target.eventsourcing_env()).close()
         info = check_connection(target)
         url = f"http://{_url_host(args.host)}:{args.port}"
@@ -56,7 +57,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         if processes > 1:  # each worker process builds its own app on the database exported here
             export_target(target)
         config = uvicorn.Config(
-            create_app(target, audit_trust=trust) if processes == 1 else "ledger.api.serving:app_from_env",
+            create_app(target, audit_trust=trust, web_session_ttl=settings.web_session_ttl)
+            if processes == 1
+            else "ledger.api.serving:app_from_env",
             factory=processes > 1,
             workers=processes,
             host=args.host,

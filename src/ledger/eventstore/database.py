@@ -414,6 +414,39 @@ class EmbeddedPostgres:
                 del _shared_servers[pgdata]
                 _release_server(shared.server)
 
+    def postmaster_alive(self) -> bool:
+        """Whether the server's postmaster runs (False once it died, even while its process is a zombie that
+        nobody has reaped, as a killed postmaster stays in a container whose init does not reap; False too once
+        its pid belongs to another program)."""
+        pid = self.server_pid
+        if pid is None or not _process_exists(pid) or _is_zombie(pid):
+            return False
+        return _process_name(pid) in (None, "postgres")
+
+    def restart(self) -> int:
+        """Start the server again after its postmaster died, on the same data directory (PostgreSQL's crash
+        recovery replays its write-ahead log: nothing committed is lost), at the same socket; return the new
+        postmaster's pid. If another process using the server restarted it first, that one is kept."""
+        with _shared_servers_lock:
+            if self._pgdata is None:
+                msg = "the embedded PostgreSQL handle is not started"
+                raise EmbeddedPostgresError(msg)
+            pgdata, server = self._pgdata, _shared_servers[self._pgdata].server
+        if not (pgdata / "PG_VERSION").is_file():  # never start an empty cluster in place of lost data
+            msg = f"the embedded PostgreSQL data in {pgdata} is gone; not starting a new, empty server"
+            raise EmbeddedPostgresError(msg)
+        with type(server)._lock:  # between processes: one of them starts it
+            _forget_zombie_lock_files(pgdata, server.get_postmaster_info().socket_dir)
+            try:
+                server.ensure_pgdata_inited()  # as root: the server's user may enter the directory again
+                server.ensure_postgres_running()
+            except (subprocess.SubprocessError, AssertionError, OSError) as exc:
+                msg = f"the embedded PostgreSQL server in {pgdata} did not start ({exc}); its log is {self.log_path}"
+                raise EmbeddedPostgresError(msg) from exc
+        pid = server.get_pid()
+        assert pid is not None  # ensure_postgres_running leaves a running server
+        return pid
+
     def __enter__(self) -> PostgresTarget:
         return self.start()
 
@@ -505,6 +538,29 @@ def _forget_foreign_postmaster_pid(pgdata: Path) -> None:
     name = _process_name(pid)
     if name is not None and name != "postgres":
         pid_file.unlink(missing_ok=True)
+
+
+def _forget_zombie_lock_files(pgdata: Path, socket_dir: Path | None) -> None:
+    """Remove postmaster.pid and the socket's lock file when the pid they name is a zombie: PostgreSQL (and the
+    library) would take the unreaped process for a running server and refuse to start."""
+    lock_files = [pgdata / "postmaster.pid"]
+    if socket_dir is not None:
+        lock_files += socket_dir.glob(".s.PGSQL.*.lock")
+    for lock_file in lock_files:
+        try:
+            pid = int(lock_file.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            continue
+        if _is_zombie(pid):
+            lock_file.unlink(missing_ok=True)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether the process has exited but was not reaped yet (Linux; elsewhere: never known, False)."""
+    with contextlib.suppress(OSError, IndexError):
+        # The state follows the parenthesized program name, which may itself hold spaces or parentheses.
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    return False
 
 
 def _process_exists(pid: int) -> bool:

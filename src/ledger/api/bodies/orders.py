@@ -386,3 +386,5 @@ class HealthOut(Out, frozen=True, omit_defaults=True):
     projections: dict[str, int] | None = None
     behind: dict[str, str] | None = None
     """/readyz: each projection past a readiness bound, and why."""
+    reason: str | None = None
+    """/readyz: why the database counts as down."""

@@ -1,5 +1,9 @@
 """`/healthz` (the process answers) and `/readyz` (the database answers and every projection is within bounds).
 
+`/readyz` asks the database on a new connection of its own, not a pooled one: while the server is down a pool
+waits (for its timeout) to reconnect, and would answer late, or ready once the server is back; a new connection
+is refused at once, so the answer is 503 with the reason for exactly as long as the server is down.
+
 Readiness bounds (a load balancer takes the instance out while they are exceeded):
 - `LEDGER_READY_MAX_LAG`: most events a projection may be behind the log's head (default 10000; 0 disables);
 - `LEDGER_READY_MAX_LAG_SECONDS`: how long a projection may be behind without progress (default unset: off).
@@ -12,6 +16,7 @@ import os
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from psycopg_pool import ConnectionPool
@@ -23,6 +28,7 @@ from ledger.projections.registry import all_projections
 
 TAGS = ["operations"]
 DEFAULT_MAX_LAG = 10_000
+CONNECT_TIMEOUT_SECONDS = 2
 
 
 @get("/healthz", operation_id="health", summary="The process is up", tags=TAGS, sync_to_thread=False)
@@ -76,12 +82,22 @@ def behind(
 def readyz(
     request: Request[Any, Any, Any], pool: NamedDependency[ConnectionPool[Any]]
 ) -> Response[HealthOut]:
+    conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+    kwargs = (pool.kwargs if isinstance(pool.kwargs, dict) else {}) | {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "autocommit": True,
+    }
     try:
-        with pool.connection(timeout=2) as conn:
+        with psycopg.connect(conninfo, **kwargs) as conn:
             rows = projection_status(conn, all_projections())
             clock = database_now(conn)
-    except Exception:
-        body = HealthOut(status="unavailable", database="unreachable")
+    except psycopg.Error as exc:
+        reason = (
+            "PostgreSQL does not accept connections"
+            if isinstance(exc, psycopg.OperationalError)
+            else f"PostgreSQL refused the readiness query ({type(exc).__name__})"
+        )
+        body = HealthOut(status="unavailable", database="unreachable", reason=reason)
         return Response(body, status_code=503, headers={"Retry-After": "5"})
     lags = {row.name: row.lag for row in rows}
     max_events, max_seconds = bounds(request)
