@@ -13,6 +13,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 from uuid import UUID
@@ -281,6 +282,23 @@ def test_settings_read_every_variable(tmp_path: Path) -> None:
     assert settings.database_schema == "shop_eu"
     assert settings.data_dir == tmp_path
     assert (settings.pool_size, settings.log_level) == (12, "DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [(None, 12 * 3600), ("90", 90), ("45s", 45), ("30m", 1800), ("8h", 28800), ("7D", 604800)],
+)
+def test_web_session_ttl_is_a_duration(raw: str | None, seconds: int) -> None:
+    """LEDGER_WEB_SESSION_TTL: seconds, or a number with s, m, h or d; 12 hours when unset."""
+    env = {} if raw is None else {"LEDGER_WEB_SESSION_TTL": raw}
+    assert Settings.from_env(env).web_session_ttl == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "1.5h", "12 hours", "h", "9999999999"])
+def test_web_session_ttl_that_is_no_duration_is_refused(raw: str) -> None:
+    """A TTL that is not a positive whole number of seconds, minutes, hours or days names the variable."""
+    with pytest.raises(ConfigError, match="LEDGER_WEB_SESSION_TTL"):
+        Settings.from_env({"LEDGER_WEB_SESSION_TTL": raw})
 
 
 def test_settings_treat_empty_values_as_unset() -> None:
