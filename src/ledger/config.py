@@ -92,6 +92,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     web_session_ttl: timedelta = DEFAULT_WEB_SESSION_TTL
     """LEDGER_WEB_SESSION_TTL: how long a web page sign-in lasts, from sign-in (absolute, not sliding): seconds,
     or a number with s, m, h or d (`12h`, the default)."""
+    webhook_allow_http: bool = False
+    """LEDGER_WEBHOOK_ALLOW_HTTP=1: webhook URLs may be http:// (else https:// only)."""
+    webhook_allow_private: bool = False
+    """LEDGER_WEBHOOK_ALLOW_PRIVATE=1: webhook URLs may reach loopback, private and link-local addresses."""
 
     def __post_init__(self) -> None:
         validate_schema_name(self.database_schema)
@@ -113,7 +117,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return (
             f"Settings(database_url={url!r}, database_schema={self.database_schema!r}, "
             f"data_dir={self.data_dir!r}, pool_size={self.pool_size!r}, "
-            f"log_level={self.log_level!r}, web_session_ttl={self.web_session_ttl!r})"
+            f"log_level={self.log_level!r}, web_session_ttl={self.web_session_ttl!r}, "
+            f"webhook_allow_http={self.webhook_allow_http!r}, webhook_allow_private={self.webhook_allow_private!r})"
         )
 
     @property
@@ -157,6 +162,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             audit_checkpoint_events=whole("LEDGER_AUDIT_CHECKPOINT_EVENTS", 1000),
             web_session_ttl=_duration("LEDGER_WEB_SESSION_TTL", get("LEDGER_WEB_SESSION_TTL"))
             or DEFAULT_WEB_SESSION_TTL,
+            webhook_allow_http=_flag(get("LEDGER_WEBHOOK_ALLOW_HTTP"), "LEDGER_WEBHOOK_ALLOW_HTTP"),
+            webhook_allow_private=_flag(get("LEDGER_WEBHOOK_ALLOW_PRIVATE"), "LEDGER_WEBHOOK_ALLOW_PRIVATE"),
         )
 
 
@@ -169,3 +176,16 @@ def _duration(variable: str, raw: str | None) -> timedelta | None:
         msg = f"{variable}={raw!r} is not a duration: use seconds, or a number with s, m, h or d (12h)"
         raise ConfigError(msg)
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _flag(value: str | None, variable: str) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off (unset: off)."""
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    msg = f"{variable}={value!r} is not on or off: use 1 or 0"
+    raise ConfigError(msg)

@@ -8,6 +8,7 @@ the app's own, made here, and `/metrics` (no key needed) reads it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -23,12 +24,15 @@ from ledger.api.auth import authorize
 from ledger.api.dependencies import DEPENDENCIES
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.observability import Metrics, metrics_endpoint, observe
-from ledger.api.routes import accounts, audit, finance, health, orders, shipments, sync
+from ledger.api.routes import accounts, audit, events, finance, health, orders, shipments, sync, webhooks
 from ledger.api.web import ROUTES as WEB_ROUTES
 from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
 from ledger.config import DEFAULT_WEB_SESSION_TTL
-from ledger.eventstore.database import PostgresTarget
+from ledger.eventstore.database import PostgresTarget, connect
+from ledger.feed import webhooks as webhook_tables
+from ledger.feed.urls import UrlPolicy
+from ledger.feed.wakeup import FeedWakeup
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0
@@ -56,10 +60,12 @@ def create_app(
     audit_trust: AuditTrust | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     web_session_ttl: timedelta = DEFAULT_WEB_SESSION_TTL,
+    webhook_urls: UrlPolicy | None = None,
     debug: bool = False,
 ) -> Litestar:
     """The HTTP API over `target` (its schema must exist). A given `ledger` is used and left open.
-    `audit_trust` gives the public keys the audit routes list (none without it)."""
+    `audit_trust` gives the public keys the audit routes list (none without it);
+    `webhook_urls`: which webhook URLs to accept besides public https ones (Settings; default none)."""
     trust = audit_trust or AuditTrust(None)
     metrics = Metrics()
 
@@ -73,9 +79,15 @@ def create_app(
         app.state.metrics = metrics
         app.state.audit_trust = trust
         app.state.web_session_ttl = web_session_ttl
+        app.state.webhook_urls = webhook_urls or UrlPolicy()
+        with connect(target, autocommit=True) as conn:
+            webhook_tables.ensure_tables(conn)
+        app.state.feed_wakeup = wakeup = FeedWakeup(lambda: connect(target))
+        wakeup.start(asyncio.get_running_loop())
         try:
             yield
         finally:
+            wakeup.stop()
             pool.close()
             if own:
                 app.state.ledger.close()
@@ -89,6 +101,8 @@ def create_app(
             *audit.ROUTES,
             *finance.ROUTES,
             *shipments.ROUTES,
+            *events.ROUTES,
+            *webhooks.ROUTES,
         ],
         guards=[authorize],
         security=[{"BearerAuth": []}],

@@ -17,6 +17,7 @@ from ledger.api.app import create_app
 from ledger.audit.keys import load_trust
 from ledger.config import Settings
 from ledger.eventstore.database import PostgresTarget, parse_database_url
+from ledger.feed.urls import UrlPolicy
 
 DEFAULT_GRACEFUL_SECONDS = 30
 """How long SIGTERM waits for in-flight requests (LEDGER_GRACEFUL_TIMEOUT) before closing their connections."""
@@ -46,7 +47,12 @@ def app_from_env() -> Litestar:
     if settings.database_url is None:
         raise RuntimeError("a ledger worker process needs LEDGER_DATABASE_URL (set by `ledger serve`)")
     target = parse_database_url(settings.database_url, settings.database_schema, pool_size=settings.pool_size)
-    return create_app(target, audit_trust=load_trust(settings), web_session_ttl=settings.web_session_ttl)
+    return create_app(
+        target,
+        audit_trust=load_trust(settings),
+        web_session_ttl=settings.web_session_ttl,
+        webhook_urls=UrlPolicy.of(settings),
+    )
 
 
 def graceful_seconds() -> int:

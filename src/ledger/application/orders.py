@@ -12,7 +12,6 @@ import dataclasses
 from datetime import datetime
 from uuid import UUID
 
-from ledger.aggregates.chain import canonical
 from ledger.aggregates.errors import InvalidInputError
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import Marketplace
@@ -152,16 +151,8 @@ class OrderQueries(LedgerCore):
 
     def order_history(self, order_id: UUID, seller: str | None = None) -> list[HistoryEntry]:
         order = self._order(order_id, seller)
-        entries = [HistoryEntry.of(e) for e in self.events.get(order_id)]  # type: ignore[arg-type]
         buyer, ship_to, _ = self.personal_data.reveal(order.buyer, order.ship_to)
-        shown = {"buyer": canonical(buyer), "ship_to": canonical(ship_to)}
-        # Only the import carries personal data; its hash stays the hash of what is stored (the tokens).
-        return [
-            dataclasses.replace(e, data={**e.data, **{k: v for k, v in shown.items() if k in e.data}})
-            if e.type == "Imported"
-            else e
-            for e in entries
-        ]
+        return [HistoryEntry.of(e).showing(buyer, ship_to) for e in self.events.get(order_id)]  # type: ignore[arg-type]
 
     def _shown(self, details: OrderDetails) -> OrderDetails:
         buyer, ship_to, _ = self.personal_data.reveal(details.buyer, details.ship_to)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -240,4 +241,13 @@ class HistoryEntry:
             data={k: canonical(v) for k, v in state.items() if k not in ENVELOPE_FIELDS},
             hash=event.hash,
             prev_hash=event.prev_hash,
+        )
+
+    def showing(self, buyer: Buyer, ship_to: Address | None) -> HistoryEntry:
+        """The entry with the buyer's fields as revealed (`PersonalData.reveal`: `[erased]` once forgotten). Only
+        the import carries them; its hash stays the hash of what is stored (the tokens)."""
+        if self.type != "Imported":
+            return self
+        return dataclasses.replace(
+            self, data={**self.data, "buyer": canonical(buyer), "ship_to": canonical(ship_to)}
         )

@@ -18,6 +18,8 @@ from ledger.cli.sync import SyncThreads, start_sync
 from ledger.config import Settings
 from ledger.eventstore.database import PostgresTarget, check_connection, connect, open_database
 from ledger.eventstore.supervisor import supervised
+from ledger.feed.dispatcher import WebhookDispatcher
+from ledger.feed.urls import UrlPolicy
 from ledger.projections.base import Projection, ProjectionWorker
 from ledger.projections.registry import all_projections, projection_named
 
@@ -57,7 +59,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         if processes > 1:  # each worker process builds its own app on the database exported here
             export_target(target)
         config = uvicorn.Config(
-            create_app(target, audit_trust=trust, web_session_ttl=settings.web_session_ttl)
+            create_app(
+                target,
+                audit_trust=trust,
+                web_session_ttl=settings.web_session_ttl,
+                webhook_urls=UrlPolicy.of(settings),
+            )
             if processes == 1
             else "ledger.api.serving:app_from_env",
             factory=processes > 1,
@@ -79,7 +86,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         if not args.no_workers:
             workers = threading.Thread(
                 target=run_workers,
-                args=(target, all_projections(), 2000, stop, out),
+                args=(target, all_projections(), 2000, stop, out, webhook_policy(args, settings)),
                 name="projection-workers",
             )
             workers.start()
@@ -121,7 +128,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         sync = start_sync(target, args, out)
         stop_sealer = start_sealer(target, settings, trust, out)
         try:
-            failed = run_workers(target, projections, args.batch_size, stop, out)
+            failed = run_workers(
+                target, projections, args.batch_size, stop, out, webhook_policy(args, settings)
+            )
         finally:
             stop_sealer()
             if sync is not None:
@@ -130,11 +139,22 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     return EXIT_FAILED if failed else 0
 
 
+def webhook_policy(args: argparse.Namespace, settings: Settings) -> UrlPolicy | None:
+    """The webhook URLs the dispatcher may call; None with `--no-webhooks` (no dispatcher in this process)."""
+    return None if args.no_webhooks else UrlPolicy.of(settings)
+
+
 def run_workers(
-    target: PostgresTarget, projections: list[Projection], batch_size: int, stop: threading.Event, out: TextIO
+    target: PostgresTarget,
+    projections: list[Projection],
+    batch_size: int,
+    stop: threading.Event,
+    out: TextIO,
+    webhooks: UrlPolicy | None = None,
 ) -> bool:
-    """One thread per projection, each elected by its advisory lock, until `stop` is set or one fails.
-    Returns whether a worker failed (it said why on stderr)."""
+    """One thread per projection, each elected by its advisory lock, and (given a URL policy) the webhook
+    dispatcher's threads, until `stop` is set or a worker fails. Returns whether a worker failed (it said why
+    on stderr)."""
     app = Ledger(env=target.eventsourcing_env())
     lock = threading.Lock()
 
@@ -154,10 +174,17 @@ def run_workers(
         thread.start()
     names = ", ".join(p.name for p in projections)
     out.write(f"ledger: workers for {names} started (standby until elected)\n")
+    dispatcher = None
+    if webhooks is not None:  # it decodes events as the workers do, with their Ledger
+        dispatcher = WebhookDispatcher(lambda: connect(target), app.mapper, app.personal_data, webhooks)
+        dispatcher.start()
+        out.write("ledger: webhook dispatcher running\n")
     out.flush()
     while not stop.wait(0.5):
         if any(worker.error for worker in workers):
             break
+    if dispatcher is not None:
+        dispatcher.stop()
     for worker in workers:
         worker.stop()
     for thread in threads:
@@ -218,4 +245,9 @@ def add_commands(sub: Any, command: Command) -> None:
     for parser in (serve, worker):
         parser.add_argument(
             "--no-sync", action="store_true", help="don't import from or send to marketplaces in this process"
+        )
+        parser.add_argument(
+            "--no-webhooks",
+            action="store_true",
+            help="don't deliver webhooks from this process (serve --no-workers never does)",
         )

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import os
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -140,17 +140,29 @@ class PersonalData:
 
     def reveal(self, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None, bool]:
         """(buyer, ship_to, erased): the plaintext, with ERASED where the key is gone."""
-        key_ids = key_ids_in(personal_values(buyer, ship_to))
-        if not key_ids:
-            return buyer, ship_to, False
-        keys = self.keys.live_keys(key_ids)
-        shown_buyer = Buyer(decrypt(keys, buyer.name), decrypt(keys, buyer.email))
-        shown_ship_to = ship_to
-        if ship_to is not None:
-            changes = {f.name: decrypt(keys, getattr(ship_to, f.name)) for f in dataclasses.fields(ship_to)}
-            shown_ship_to = dataclasses.replace(ship_to, **changes)
-        erased = ERASED in personal_values(shown_buyer, shown_ship_to)
-        return shown_buyer, shown_ship_to, erased
+        return self.reveal_all([(buyer, ship_to)])[0]
+
+    def reveal_all(
+        self, people: Sequence[tuple[Buyer, Address | None]]
+    ) -> list[tuple[Buyer, Address | None, bool]]:
+        """`reveal` of many buyers with one read of their keys (a page of the change feed)."""
+        key_ids = key_ids_in(value for buyer, ship_to in people for value in personal_values(buyer, ship_to))
+        keys = self.keys.live_keys(key_ids) if key_ids else {}
+        return [_shown(keys, buyer, ship_to) for buyer, ship_to in people]
+
+
+def _shown(
+    keys: Mapping[str, bytes], buyer: Buyer, ship_to: Address | None
+) -> tuple[Buyer, Address | None, bool]:
+    if not key_ids_in(personal_values(buyer, ship_to)):
+        return buyer, ship_to, False
+    shown_buyer = Buyer(decrypt(keys, buyer.name), decrypt(keys, buyer.email))
+    shown_ship_to = ship_to
+    if ship_to is not None:
+        changes = {f.name: decrypt(keys, getattr(ship_to, f.name)) for f in dataclasses.fields(ship_to)}
+        shown_ship_to = dataclasses.replace(ship_to, **changes)
+    erased = ERASED in personal_values(shown_buyer, shown_ship_to)
+    return shown_buyer, shown_ship_to, erased
 
 
 # ----------------------------------------------------------------------------------- key stores

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ledger.feed.index import FeedProjection
 from ledger.integrations.outbound import OutboundProjection
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.base import Projection
@@ -17,6 +18,7 @@ def all_projections() -> list[Projection]:
         RefundsProjection(),
         InventoryProjection(),
         ExposureProjection(),
+        FeedProjection(),
     ]
 
 
