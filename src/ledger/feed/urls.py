@@ -103,7 +103,7 @@ def refusal(address: IPAddress, policy: UrlPolicy) -> str | None:
         return refusal(mapped, policy)
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
-    if address.is_multicast or address.is_unspecified or address.is_reserved:
+    if address.is_multicast or address.is_unspecified:
         return "not a unicast address"
     if policy.allow_private:
         return None
@@ -111,6 +111,6 @@ def refusal(address: IPAddress, policy: UrlPolicy) -> str | None:
         return "a loopback address (allowed with LEDGER_WEBHOOK_ALLOW_PRIVATE=1)"
     if address.is_link_local:
         return "a link-local address (allowed with LEDGER_WEBHOOK_ALLOW_PRIVATE=1)"
-    if address.is_private or not address.is_global:
-        return "a private address (allowed with LEDGER_WEBHOOK_ALLOW_PRIVATE=1)"
+    if address.is_private or address.is_reserved or not address.is_global:
+        return "a private or reserved address (allowed with LEDGER_WEBHOOK_ALLOW_PRIVATE=1)"
     return None

@@ -127,7 +127,10 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-_COLUMNS = "webhook_id, seller, url, types, description, created_at, position, attempts, first_failed_at, next_attempt_at"
+_COLUMNS = sql.SQL(
+    "webhook_id, seller, url, types, description, created_at, position, attempts, first_failed_at,"
+    " next_attempt_at"
+)
 _ATTEMPT_COLUMNS = sql.SQL(
     "delivery_id, webhook_id, position, event_id, event_type, attempt, attempted_at, status_code, error,"
     " duration_ms, outcome"
