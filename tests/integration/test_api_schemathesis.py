@@ -105,7 +105,12 @@ def test_api_conforms_to_its_schema(
     api_schema: OpenApiSchema, seller: Seller, subtests: pytest.Subtests
 ) -> None:
     """No 5xx, and every response is documented: status code, content type and body."""
-    operations = [result.ok() for result in api_schema.get_all_operations()]
+    # The event stream never ends (a client closes it): test_feed.py reads it over a real connection.
+    operations = [
+        operation
+        for operation in (result.ok() for result in api_schema.get_all_operations())
+        if operation.label != "GET /v1/events/stream"
+    ]
     assert len(operations) > 10
     for operation in operations:
         takes_input = bool(operation.body) or any(True for _ in operation.iter_parameters())
@@ -129,6 +134,7 @@ def test_api_conforms_to_its_schema(
                     # are tested in test_api_read_your_writes.py.
                     if case.query:
                         case.query.pop("min_position", None)
+                        case.query.pop("wait", None)  # a long poll holds an empty answer up to 30 s
                     if case.headers:
                         case.headers.pop("Ledger-Min-Position", None)
                     case.call_and_validate(headers=seller.auth(), checks=CHECKS)
