@@ -30,7 +30,6 @@ from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
 from ledger.config import DEFAULT_WEB_SESSION_TTL
 from ledger.eventstore.database import PostgresTarget, connect
-from ledger.feed import webhooks as webhook_tables
 from ledger.feed.urls import UrlPolicy
 from ledger.feed.wakeup import FeedWakeup
 
@@ -80,8 +79,6 @@ def create_app(
         app.state.audit_trust = trust
         app.state.web_session_ttl = web_session_ttl
         app.state.webhook_urls = webhook_urls or UrlPolicy()
-        with connect(target, autocommit=True) as conn:
-            webhook_tables.ensure_tables(conn)
         app.state.feed_wakeup = wakeup = FeedWakeup(lambda: connect(target))
         wakeup.start(asyncio.get_running_loop())
         try:

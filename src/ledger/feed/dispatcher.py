@@ -175,13 +175,10 @@ class WebhookDispatcher:
         ]
 
     def prepare(self) -> None:
-        """Create the webhook tables and the feed's index if missing (a fresh database)."""
-        from ledger.feed.index import FeedProjection  # noqa: PLC0415 - only for the first start
-
+        """Create the feed's index if missing (a fresh database, before its worker first ran)."""
         with self.connect() as conn:
             conn.autocommit = True
-            webhooks.ensure_tables(conn)
-            base.install(conn, FeedProjection())
+            base.install(conn, index.FeedProjection())
 
     def start(self) -> None:
         self.prepare()

@@ -1,5 +1,5 @@
 """The one owner of the webhook tables: the endpoints (`webhooks`) and the log of every delivery attempt
-(`webhook_deliveries`).
+(`webhook_deliveries`); migration 0004_webhooks.sql creates them.
 
 The delivery queue is durable without a row per event: each webhook keeps a cursor into the change feed
 (`position`: every event of its seller up to there is delivered or dead) and the state of its next event
@@ -31,42 +31,7 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - a marker, not a secret
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 DEAD = "dead"
-OUTCOMES = (SUCCEEDED, FAILED, DEAD)
 MAX_ERROR_LENGTH = 500
-_LOCK_KEY = 0x6C6564676572_03  # advisory lock: one creator of the tables at a time
-
-DDL = """
-CREATE TABLE IF NOT EXISTS webhooks (
-    webhook_id uuid PRIMARY KEY,
-    seller text NOT NULL,
-    url text NOT NULL,
-    types text[] NOT NULL DEFAULT '{}',
-    description text,
-    secret text NOT NULL,
-    created_at timestamptz NOT NULL,
-    position bigint NOT NULL,
-    attempts integer NOT NULL DEFAULT 0,
-    first_failed_at timestamptz,
-    next_attempt_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS webhooks_seller ON webhooks (seller, created_at);
-CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_attempt_at);
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    delivery_id bigserial PRIMARY KEY,
-    webhook_id uuid NOT NULL REFERENCES webhooks ON DELETE CASCADE,
-    position bigint,
-    event_id uuid NOT NULL,
-    event_type text NOT NULL,
-    attempt integer NOT NULL,
-    attempted_at timestamptz NOT NULL,
-    status_code integer,
-    error text,
-    duration_ms integer NOT NULL,
-    outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'dead'))
-);
-CREATE INDEX IF NOT EXISTS webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, delivery_id);
-"""
-"""The tables (until the migrations package lands; then a numbered migration)."""
 
 
 @dataclass(frozen=True)
@@ -135,12 +100,6 @@ _ATTEMPT_COLUMNS = sql.SQL(
     "delivery_id, webhook_id, position, event_id, event_type, attempt, attempted_at, status_code, error,"
     " duration_ms, outcome"
 )
-
-
-def ensure_tables(conn: psycopg.Connection[TupleRow]) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        conn.execute(DDL)
 
 
 def new_secret() -> str:
