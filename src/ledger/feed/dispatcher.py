@@ -1,7 +1,7 @@
 """The webhook delivery worker: signed POSTs of feed items, at least once, in position order per webhook.
 
-Each worker thread claims a due webhook (webhooks.py: `FOR UPDATE SKIP LOCKED`), POSTs its next event, and
-records the attempt and moves the webhook's cursor in the claiming transaction. A 2xx within `TIMEOUT` is a
+Each worker thread claims a due webhook (webhooks.py: `FOR UPDATE SKIP LOCKED`), POSTs its next events one by
+one, in position order, and records each attempt and moves the webhook's cursor in the claiming transaction. A 2xx within `TIMEOUT` is a
 success; anything else (another status, a timeout, a refused or unresolvable address) is retried with
 exponential backoff and jitter until `RETRY_BUDGET` after the first failure, then the event is dead (listed in
 the delivery log) and the webhook goes on with its next one. Idle threads wait for the feed projection's
@@ -12,6 +12,7 @@ Signature: `Ledger-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -46,6 +47,9 @@ TIMEOUT = 10.0
 RETRY_BUDGET = timedelta(hours=24)
 FIRST_RETRY = timedelta(seconds=10)
 LONGEST_WAIT = timedelta(hours=1)
+BATCH = 100
+BATCH_SECONDS = 1.0
+"""Most events, and about the longest time, one claim of a webhook delivers before it commits."""
 TEST_EVENT_TYPE = "WebhookTest"
 USER_AGENT = "ledger-webhooks/1"
 
@@ -194,42 +198,57 @@ class WebhookDispatcher:
         self.client.close()
 
     def deliver_due(self, conn: psycopg.Connection[TupleRow]) -> int:
-        """Deliver until nothing is due at the clock's now; return the attempts made (tests, `--once`)."""
+        """Deliver until nothing is due at the clock's now; return the attempts made (tests)."""
         count = 0
-        while not self.stopping.is_set() and self.deliver_one(conn):
-            count += 1
+        while not self.stopping.is_set() and (made := self.deliver_one(conn)):
+            count += made
         return count
 
-    def deliver_one(self, conn: psycopg.Connection[TupleRow]) -> bool:
-        """Claim one due webhook and attempt its next event; False if none is due."""
+    def deliver_one(self, conn: psycopg.Connection[TupleRow]) -> int:
+        """Claim one due webhook and deliver its next events in position order, in one transaction that
+        records each attempt and moves the cursor past each success: up to BATCH events or BATCH_SECONDS,
+        stopping at the first failure (that event is due again later). Returns the attempts made (0: none due).
+
+        Why a batch: a claim, a page read and a key read per event cost more than the POST to a nearby receiver;
+        one webhook's events go out one after another, so that cost was its throughput. A crash mid-batch rolls
+        the batch back, and its events are sent again (at least once)."""
         with conn.transaction():
             claimed = webhooks.claim_due(conn, self.clock())
             if claimed is None:
-                return False
+                return 0
             hook = claimed.webhook
-            page = index.read_page(conn, hook.seller, hook.position, 1, types=hook.types)
-            if not page.rows:  # a rebuild of the index is swapping generations: come back
-                return False
-            item = items_of(page.rows, self.mapper, self.personal_data)[0]
-            outcome = send(
-                self.client,
-                hook.url,
-                self.policy,
-                claimed.secret,
-                item.event_id,
-                item.type,
-                item.position,
-                encode(item),
-                self.clock,
-            )
-            now = self.clock()
-            retry = None if outcome.succeeded else retry_at(hook, outcome, now, self.rng)
-            attempt = webhooks.record(conn, hook, outcome, now, retry_at=retry)
-        if attempt.outcome == webhooks.DEAD:
-            logger.warning(
-                "webhook %s: event %s dead after %d attempts", hook.webhook_id, item.position, attempt.attempt
-            )
-        return True
+            page = index.read_page(conn, hook.seller, hook.position, BATCH, types=hook.types)
+            started = time.monotonic()
+            made = 0
+            for item in items_of(page.rows, self.mapper, self.personal_data):
+                outcome = send(
+                    self.client,
+                    hook.url,
+                    self.policy,
+                    claimed.secret,
+                    item.event_id,
+                    item.type,
+                    item.position,
+                    encode(item),
+                    self.clock,
+                )
+                now = self.clock()
+                retry = None if outcome.succeeded else retry_at(hook, outcome, now, self.rng)
+                attempt = webhooks.record(conn, hook, outcome, now, retry_at=retry)
+                made += 1
+                if attempt.outcome == webhooks.FAILED:
+                    break
+                if attempt.outcome == webhooks.DEAD:
+                    logger.warning(
+                        "webhook %s: event %s dead after %d attempts",
+                        hook.webhook_id,
+                        item.position,
+                        attempt.attempt,
+                    )
+                hook = dataclasses.replace(hook, position=item.position, attempts=0, first_failed_at=None)
+                if time.monotonic() - started >= BATCH_SECONDS:
+                    break
+        return made
 
     def _work(self) -> None:
         backoff = 0.5

@@ -5,10 +5,10 @@ The delivery queue is durable without a row per event: each webhook keeps a curs
 (`position`: every event of its seller up to there is delivered or dead) and the state of its next event
 (`attempts`, `first_failed_at`, `next_attempt_at`). The feed's positions are stable and its index commits in
 log order (index.py), so "the webhook's next event" is always the same event until the cursor moves. A
-dispatcher claims one due webhook with `FOR UPDATE SKIP LOCKED`, delivers its next event while holding that
-row lock, and records the attempt and moves the cursor in that same transaction:
-- a crash or `kill -9` during the delivery rolls it back, so the event is delivered again (at least once),
-  and nothing else has moved;
+dispatcher claims one due webhook with `FOR UPDATE SKIP LOCKED`, delivers its next events while holding that
+row lock, and records each attempt and moves the cursor in that same transaction:
+- a crash or `kill -9` during a delivery rolls the transaction back, so its events are delivered again (at
+  least once), and nothing else has moved;
 - another dispatcher skips a webhook that is being delivered, so a webhook's events go out one at a time, in
   position order, each waiting for the one before it (or its death after the retry budget).
 """
