@@ -134,7 +134,6 @@ def dispatcher(api_ledger: Ledger, connect: base.Connect, clock: Clock) -> Itera
         rng=random.Random(7),
         client=httpx.Client(timeout=0.5, trust_env=False),
     )
-    hooks.prepare()
     yield hooks
     hooks.stop()
 
@@ -453,3 +452,26 @@ def test_ssrf_refusal_at_delivery(
     assert attempt["error"].startswith("refused")
     assert receiver.received == []
     assert UUID(attempt["event_id"])
+
+
+def test_the_dispatcher_threads_deliver_on_their_own(
+    local_client: TestClient[Any],
+    seller: Seller,
+    receiver: Receiver,
+    connect: base.Connect,
+    api_ledger: Ledger,
+) -> None:
+    """Started, the dispatcher's threads wake on the feed's progress and deliver; stop() ends them."""
+    create_hook(local_client, seller, receiver.url)
+    hooks = WebhookDispatcher(connect, api_ledger.mapper, api_ledger.personal_data, LOCAL, threads=2)
+    hooks.start()
+    try:
+        record_orders(local_client, seller, 2)
+        catch_up(FeedProjection(), connect, api_ledger, 500)
+        deadline = time.monotonic() + 30
+        while len(receiver.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        hooks.stop()
+
+    assert [r.item["type"] for r in receiver.received] == ["Imported", "Imported"]

@@ -117,6 +117,7 @@ def create_app(
             version="1.0.0",
             description="Event-sourced order ledger: the v1 HTTP contract (shared/API.md).",
             path="/schema",
+            webhooks=webhooks.DELIVERY_DOC,
             components=Components(
                 security_schemes={
                     "BearerAuth": SecurityScheme(type="http", scheme="bearer", description="an API key")

@@ -178,14 +178,7 @@ class WebhookDispatcher:
             for n in range(threads)
         ]
 
-    def prepare(self) -> None:
-        """Create the feed's index if missing (a fresh database, before its worker first ran)."""
-        with self.connect() as conn:
-            conn.autocommit = True
-            base.install(conn, index.FeedProjection())
-
     def start(self) -> None:
-        self.prepare()
         for thread in self._threads:
             thread.start()
 
@@ -256,6 +249,7 @@ class WebhookDispatcher:
             try:
                 with self.connect() as conn:
                     conn.autocommit = True
+                    base.install(conn, index.FeedProjection())  # a fresh database, before its worker ran
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(base.PROGRESS_CHANNEL)))
                     while not self.stopping.is_set():
                         if not self.deliver_one(conn):

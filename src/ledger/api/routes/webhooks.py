@@ -12,7 +12,20 @@ import msgspec
 import psycopg
 from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.enums import ParamType
 from litestar.exceptions import NotFoundException
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    PathItem,
+    Reference,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import Meta
 from psycopg_pool import ConnectionPool
@@ -272,3 +285,43 @@ def test_webhook(
 
 
 ROUTES = [create_webhook, list_webhooks, get_webhook, delete_webhook, list_deliveries, test_webhook]
+
+
+def _header(name: str, description: str, fmt: OpenAPIFormat | None = None) -> Parameter:
+    schema = Schema(type=OpenAPIType.STRING, format=fmt)
+    return Parameter(
+        name=name, param_in=ParamType.HEADER, required=True, schema=schema, description=description
+    )
+
+
+DELIVERY_DOC: dict[str, PathItem | Reference] = {
+    "changeFeedEvent": PathItem(
+        post=Operation(
+            operation_id="deliverChangeFeedEvent",
+            summary="What a webhook's URL receives: one change-feed item, signed",
+            description=(
+                "At least once, in position order per webhook (each waits for the one before it); receivers"
+                " dedupe by `Ledger-Event-Id`. A 2xx within 10 s is success; anything else is retried with"
+                " exponential backoff and jitter for 24 h, then the delivery is dead (listed in the webhook's"
+                " deliveries) and the next event goes."
+            ),
+            tags=TAGS,
+            parameters=[
+                _header("Ledger-Event-Id", "the item's `event_id`", OpenAPIFormat.UUID),
+                _header("Ledger-Event-Type", "the item's `type`"),
+                _header(
+                    "Ledger-Signature",
+                    '`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` with the webhook\'s secret',
+                ),
+            ],
+            request_body=RequestBody(
+                content={
+                    "application/json": OpenAPIMediaType(schema=Reference("#/components/schemas/FeedItem"))
+                },
+                required=True,
+            ),
+            responses={"2XX": OpenAPIResponse(description="received")},
+        )
+    )
+}
+"""The deliveries, for the OpenAPI document's `webhooks`."""
