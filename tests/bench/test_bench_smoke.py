@@ -88,3 +88,14 @@ def test_projection_catchup_smoke(pg_url: str) -> None:
                   "--lag-seconds", "1", "--lag-rate", "20")  # fmt: skip
     assert result["ours_events_per_s_median"] > 0
     assert result["live_lag"]["commands"] > 0
+
+
+@pytest.mark.slow
+def test_feed_smoke(pg_url: str) -> None:
+    """feed pages the change feed over HTTP and by its SQL, and times webhook deliveries, at a tiny size."""
+    result = _run("feed.py", pg_url, "--events", "300", "--page", "100", "--runs", "1", "--rate", "20",
+                  "--seconds", "1", "--port", str(_free_port()))  # fmt: skip
+    assert result["http_events_per_s_median"] > 0
+    assert result["sql_events_per_s_median"] > 0
+    assert result["webhook_events_received"] == result["webhook_events_sent"] == 20
+    assert result["webhook_in_order"]
