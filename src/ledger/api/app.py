@@ -24,6 +24,7 @@ from ledger.api.dependencies import DEPENDENCIES
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.observability import Metrics, metrics_endpoint, observe
 from ledger.api.routes import accounts, audit, finance, health, orders, shipments, sync
+from ledger.api.strict_body import strict_json_body
 from ledger.api.web import ROUTES as WEB_ROUTES
 from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
@@ -90,7 +91,7 @@ def create_app(
             *finance.ROUTES,
             *shipments.ROUTES,
         ],
-        guards=[authorize],
+        guards=[authorize, strict_json_body],
         security=[{"BearerAuth": []}],
     )
     return Litestar(

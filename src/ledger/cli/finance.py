@@ -11,7 +11,6 @@ HTTP, with the CLI's `--actor` as who ran it and `cli` as its source.
 from __future__ import annotations
 
 import argparse
-import csv
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import psycopg
 
+from ledger import csv_export
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Marketplace, RefundReason
 from ledger.application.ledger import Ledger
@@ -95,9 +95,7 @@ def cmd_refunds(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
             cursor = page.next_cursor
     form = _format(args)
     if form == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(csv_row(e) for e in entries)
+        out.write(csv_export.rows(CSV_COLUMNS, (csv_row(e) for e in entries), newline="\n"))
     elif form == "json":
         print_json(
             {
