@@ -29,7 +29,7 @@ from ledger.api.web import ROUTES as WEB_ROUTES
 from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
 from ledger.config import DEFAULT_WEB_SESSION_TTL
-from ledger.eventstore.database import PostgresTarget
+from ledger.eventstore.database import PostgresTarget, session_options
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0
@@ -37,7 +37,7 @@ POOL_TIMEOUT_SECONDS = 5.0
 
 def read_pool(target: PostgresTarget) -> ConnectionPool[Any]:
     """Autocommit connections whose search_path starts with the target's schema (like database.connect)."""
-    conninfo = make_conninfo(target.conninfo(), options=f"-c search_path={target.schema},public")
+    conninfo = make_conninfo(target.conninfo(), options=session_options(target))
     return ConnectionPool(
         conninfo,
         min_size=1,

@@ -20,6 +20,7 @@ import psycopg
 
 from ledger import csv_export
 from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.times import InvalidTimeError, parse_day
 from ledger.aggregates.values import Marketplace, RefundReason
 from ledger.application.ledger import Ledger
 from ledger.cli.common import Command, print_json, uuid_arg
@@ -45,9 +46,9 @@ def _format(args: argparse.Namespace) -> str:
 
 def _day(text: str) -> date:
     try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+        return parse_day(text, "day")
+    except InvalidTimeError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 class ReadModelMissingError(LedgerError):
