@@ -14,10 +14,11 @@ from typing import Any
 import msgspec
 from litestar.connection import ASGIConnection
 from litestar.enums import RequestEncodingType
+from litestar.exceptions import ClientException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import BodyKwarg
 
-from ledger.api.errors import BadRequestError, UnsupportedMediaTypeError
+from ledger.api.errors import UnsupportedMediaTypeError
 
 JSON_MEDIA_TYPE = "application/json"
 _decoders: dict[Callable[..., Any], msgspec.json.Decoder[Any] | None] = {}
@@ -56,4 +57,4 @@ async def strict_json_body(connection: ASGIConnection[Any, Any, Any, Any], handl
     except msgspec.ValidationError:
         raise
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
-        raise BadRequestError(f"the body is not JSON: {e}", "body") from None
+        raise ClientException(f"the body is not JSON: {e}") from None  # 400 malformed-request

@@ -12,7 +12,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta, Struct
 
-from ledger.aggregates.errors import InvalidOrderError
+from ledger.aggregates.errors import InvalidInputError, InvalidOrderError
 from ledger.aggregates.times import RFC3339_PATTERN, parse_moment, to_utc
 from ledger.aggregates.values import (
     AMOUNT_PATTERN,
@@ -100,7 +100,16 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     lines: Annotated[list[LineIn], Meta(min_length=1, max_length=1000)]
 
     def to_domain(self) -> ImportedOrder:
-        """The order as the domain takes it: amounts and times read exactly, the currency an active one."""
+        """The order as the domain takes it: amounts and times read exactly, the currency an active one. Every
+        refusal is an `invalid-order` naming the field, as the domain's own checks are."""
+        try:
+            return self._to_domain()
+        except InvalidOrderError:
+            raise
+        except InvalidInputError as e:
+            raise InvalidOrderError(e.message, e.field) from None
+
+    def _to_domain(self) -> ImportedOrder:
         if not is_currency(self.currency):
             raise InvalidOrderError(f"currency {self.currency!r} is not an active ISO 4217 code", "currency")
         purchased_at = to_utc(parse_moment(self.purchased_at, "purchased_at"), "purchased_at")
