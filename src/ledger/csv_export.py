@@ -46,8 +46,9 @@ def cell(value: Any) -> str:
 
 
 def line(values: Iterable[Any], newline: str = "\r\n") -> str:
-    """One row of cells, with its line ending."""
-    return ",".join(cell(v) for v in values) + newline
+    """One row of cells, with its line ending (a row of one empty cell is `""`, not a blank line)."""
+    cells = [cell(v) for v in values]
+    return (",".join(cells) if cells != [""] else '""') + newline
 
 
 def rows(header: Iterable[str], records: Iterable[Iterable[Any]], newline: str = "\r\n") -> str:

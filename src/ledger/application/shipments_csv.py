@@ -166,7 +166,7 @@ def _cell(text: str) -> str:
     """A cell as typed: trimmed, and without the quote csv_export puts before a cell a spreadsheet would run
     as a formula (so the failed-rows file, fixed and uploaded again, reads as the original did)."""
     text = text.strip()
-    return text[1:] if text[:1] == "'" and text[1:2] in csv_export.FORMULA_STARTS else text
+    return text[1:].strip() if text[:1] == "'" and text[1:2] in csv_export.FORMULA_STARTS else text
 
 
 def _header_error(columns: tuple[str, ...]) -> str | None:
