@@ -14,7 +14,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar, overload
 
-from ledger.aggregates.errors import InvalidAmountError
+from ledger.aggregates.errors import InvalidAmountError, InvalidQuantityError
 
 
 class Marketplace(StrEnum):
@@ -141,6 +141,7 @@ MAX_AMOUNT = Decimal(10) ** 12  # far above any order line; keeps typos such as 
 AMOUNT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 _AMOUNT = re.compile(AMOUNT_PATTERN)
 MAX_AMOUNT_TEXT = 40
+MAX_QUANTITY_DIGITS = 9
 
 
 def is_currency(code: str) -> bool:
@@ -163,6 +164,14 @@ def parse_amount(text: str, field: str, currency: str | None = None) -> Decimal:
         msg = f"{field} {text} has {places} decimal places; {currency} has {minor_units(currency)}"
         raise InvalidAmountError(msg, field)
     return amount
+
+
+def parse_quantity(text: str, field: str) -> int:
+    """A whole number of units written in a text format (CSV, a form, the command line): ASCII digits only,
+    no sign, space, underscore or other digits (Python's int() takes all of those). InvalidQuantityError."""
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_QUANTITY_DIGITS:
+        raise InvalidQuantityError(f"{field} {text[:20]!r} is not a whole number", field)
+    return int(text)
 
 
 def normalize_id(text: str) -> str:

@@ -20,9 +20,10 @@ from typing import Final
 from uuid import UUID
 
 from ledger import csv_export
+from ledger.aggregates.errors import InvalidQuantityError
 from ledger.aggregates.times import InvalidTimeError, parse_moment
 from ledger.aggregates.tracking import is_valid_tracking_number, normalize_tracking_number
-from ledger.aggregates.values import Carrier, normalize_id
+from ledger.aggregates.values import Carrier, normalize_id, parse_quantity
 
 COLUMNS: Final = (
     "marketplace_order_id",
@@ -205,11 +206,10 @@ def _parse_row(row: ShipmentRow, values: dict[str, str]) -> ShipmentRow:
     line_id = normalize_id(values.get("line_id", ""))
     if not line_id:
         return reject("line_id is empty", "missing-value")
-    quantity_text = values.get("quantity", "")
     try:
-        quantity = int(quantity_text)
-    except ValueError:
-        return reject(f"quantity {quantity_text!r} is not a whole number", "invalid-quantity")
+        quantity = parse_quantity(values.get("quantity", ""), "quantity")
+    except InvalidQuantityError as e:
+        return reject(e.message, "invalid-quantity")
     if not 1 <= quantity <= MAX_QUANTITY:
         return reject(f"quantity must be 1 to {MAX_QUANTITY}, not {quantity}", "invalid-quantity")
     carrier_text = values.get("carrier", "")
