@@ -11,6 +11,7 @@ import secrets
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -343,3 +344,96 @@ def test_nul_in_a_list_filter_is_422(client: TestClient[Any], seller: Seller, pa
     response = client.get("/v1/orders", params={param: "a\x00b"}, headers=seller.auth())
     assert response.status_code == 422, response.text
     assert response.json()["type"] == PROBLEM + "invalid-filter"
+
+
+def _line(**changes: Any) -> Any:
+    """An order body whose first line has `changes`."""
+
+    def body(account_id: Any) -> dict[str, Any]:
+        order = order_body(account_id)
+        order["lines"][0] |= changes
+        return order
+
+    return body
+
+
+def _order(**changes: Any) -> Any:
+    return lambda account_id: order_body(account_id, **changes)
+
+
+# API.md *Input, stated exactly*: (what, method, path, body maker or raw body, content type, status, field).
+# A body maker gets the seller's account id; `{order}` in a path is an imported order's id.
+BAD_INPUTS: list[tuple[str, str, str, Any, str | None, int, str]] = [
+    ("exponent amount", "POST", "/v1/orders", _line(unit_price="1e3"), None, 422, "lines[0].unit_price"),
+    ("Arabic-Indic digits", "POST", "/v1/orders", _line(unit_price="\u0661\u0662.\u0665\u0660"), None, 422,
+     "lines[0].unit_price"),
+    ("underscore amount", "POST", "/v1/orders", _line(unit_price="1_000.00"), None, 422, "lines[0].unit_price"),
+    ("spaced amount", "POST", "/v1/orders", _line(unit_price=" 12.50"), None, 422, "lines[0].unit_price"),
+    ("JSON number amount", "POST", "/v1/orders", _line(unit_price=12.5), None, 422, "lines[0].unit_price"),
+    ("past the minor unit", "POST", "/v1/orders", _line(tax="2.005"), None, 422, "lines[0].tax"),
+    ("JPY with cents", "POST", "/v1/orders", _order(currency="JPY"), None, 422, "lines[0].unit_price"),
+    ("string quantity", "POST", "/v1/orders", _line(quantity="5"), None, 422, "lines[0].quantity"),
+    ("currency XXX", "POST", "/v1/orders", _order(currency="XXX"), None, 422, "currency"),
+    ("currency BTC", "POST", "/v1/orders", _order(currency="BTC"), None, 422, "currency"),
+    ("purchase in 2099", "POST", "/v1/orders", _order(purchased_at="2099-01-01T00:00:00Z"), None, 422,
+     "purchased_at"),
+    ("epoch number", "POST", "/v1/orders", _order(purchased_at=1_700_000_000), None, 422, "purchased_at"),
+    ("epoch string", "POST", "/v1/orders", _order(purchased_at="1700000000"), None, 422, "purchased_at"),
+    ("lower-case t and z", "POST", "/v1/orders", _order(purchased_at="2026-11-20t10:00:00z"), None, 422,
+     "purchased_at"),
+    ("no zone", "POST", "/v1/orders", _order(paid_at="2026-11-20T10:00:00"), None, 422, "paid_at"),
+    ("tab in an order id", "POST", "/v1/orders", _order(marketplace_order_id="A\tB"), None, 422,
+     "marketplace_order_id"),
+    ("zero-width SKU", "POST", "/v1/orders", _line(sku="MUG\u200b1"), None, 422, "lines[0].sku"),
+    ("blank order id", "POST", "/v1/orders", _order(marketplace_order_id=" \u3000 "), None, 422,
+     "marketplace_order_id"),
+    ("JSON as text/plain", "POST", "/v1/orders", _order(), "text/plain", 415, "Content-Type"),
+    ("JSON without a type", "POST", "/v1/orders", _order(), "", 415, "Content-Type"),
+    ("string quantity in a batch", "POST", "/v1/orders/import", lambda a: {"orders": [_line(quantity="5")(a)]},
+     None, 422, "orders[0].lines[0].quantity"),
+    ("exponent refund", "POST", "/v1/orders/{order}/refunds",
+     {"reason": "damaged", "lines": [{"line_id": "1", "amount": "1e1"}]}, None, 422, "lines[0].amount"),
+    ("number refund", "POST", "/v1/orders/{order}/refunds", {"reason": "goodwill", "shipping_amount": 5}, None,
+     422, "shipping_amount"),
+    ("space in a ship time", "POST", "/v1/orders/{order}/shipments",
+     {"carrier": "ups", "tracking_number": UPS_TRACKING, "shipped_at": "2026-11-20 10:00:00Z"}, None, 422,
+     "shipped_at"),
+    ("epoch ship time", "POST", "/v1/orders/{order}/shipments",
+     {"carrier": "ups", "tracking_number": UPS_TRACKING, "shipped_at": 1_700_000_000}, None, 422, "shipped_at"),
+    ("string line quantity", "POST", "/v1/orders/{order}/shipments",
+     {"carrier": "ups", "tracking_number": UPS_TRACKING, "lines": [{"line_id": "1", "quantity": "1"}]}, None,
+     422, "lines[0].quantity"),
+    ("command as text/plain", "POST", "/v1/orders/{order}/cancellations", {"reason": "other"}, "text/plain", 415,
+     "Content-Type"),
+    ("CSV as JSON", "POST", "/v1/shipments/bulk", b"order_id,line_id\n", "application/json", 415, ""),
+    ("day after the calendar", "GET", "/v1/finance/refunds?to=10000-01-01", None, None, 422, "to"),
+    ("not a day", "GET", "/v1/finance/refunds?from=2026-02-30", None, None, 422, "from"),
+    ("epoch filter", "GET", "/v1/orders?purchased_from=1700000000", None, None, 422, "purchased_from"),
+    ("lower-case filter", "GET", "/v1/orders?purchased_to=2026-11-20t10:00:00z", None, None, 422, "purchased_to"),
+    ("epoch as_of", "GET", "/v1/orders/{order}?as_of=1700000000", None, None, 422, "as_of"),
+]  # fmt: skip
+
+
+def test_bad_inputs_are_refused_by_name_never_5xx(client: TestClient[Any], seller: Seller) -> None:
+    """API.md's *Input, stated exactly*, a table: each bad input is 422 naming its field (415 for a body of the
+    wrong media type), never a 5xx, and nothing is recorded."""
+    account_id = seller.accounts[Marketplace.AMAZON]
+    order_id = client.post("/v1/orders", json=order_body(account_id), headers=seller.auth()).json()[
+        "order_id"
+    ]
+    server_errors = 0
+    for what, method, path, body, media_type, status, field in BAD_INPUTS:
+        made = body(account_id) if callable(body) else body
+        content = made if isinstance(made, bytes) else None if made is None else msgspec.json.encode(made)
+        headers = seller.auth() | {"Content-Type": media_type or "application/json"}
+        if media_type == "":
+            del headers["Content-Type"]
+        response = client.request(method, path.format(order=order_id), content=content, headers=headers)
+        server_errors += response.status_code >= 500
+        assert response.status_code == status, (what, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json"), what
+        errors = response.json().get("errors") or [{"field": ""}]
+        assert errors[0]["field"] == field, (what, errors)
+    assert client.get(f"/v1/orders/{order_id}", headers=seller.auth()).json()["version"] == 1
+    assert server_errors == 0
+    report(f"bad inputs tried: {len(BAD_INPUTS)}, 5xx: {server_errors} (API.md Input, stated exactly)")
