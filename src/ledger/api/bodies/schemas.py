@@ -31,21 +31,24 @@ Text = Annotated[str, Meta(max_length=500)]
 ShortText = Annotated[str, Meta(max_length=200)]
 # Amounts and times are strings read by one parser each (values.parse_amount, times.parse_time), never by the
 # JSON decoder: it would take JSON numbers, exponents, epoch seconds and lower-case `t`/`z`, which API.md's
-# *Input, stated exactly* refuses (422). The patterns document the shape (OpenAPI, schema-driven tests).
+# *Input, stated exactly* refuses (422). Their patterns refuse the wrong shape as the body is decoded (so a
+# file for `ledger import` is refused whole, naming the field) and document it (OpenAPI); the parsers then
+# check what a pattern cannot: the calendar, the currency's minor unit.
 Amount = Annotated[
     str,
     Meta(
         max_length=MAX_AMOUNT_TEXT,
+        pattern=AMOUNT_PATTERN,
         description="a decimal string in the order's currency, such as 19.99",
-        extra_json_schema={"extra": {"pattern": AMOUNT_PATTERN}},
     ),
 ]
 Time = Annotated[
     str,
     Meta(
         max_length=40,
+        pattern=RFC3339_PATTERN,
         description="RFC 3339 with a zone, such as 2026-11-20T10:00:00Z",
-        extra_json_schema={"format": "date-time", "extra": {"pattern": RFC3339_PATTERN}},
+        extra_json_schema={"extra": {"format": "date-time"}},
     ),
 ]
 MAX_AHEAD = timedelta(hours=24)  # a purchase this far in the future is a typo or a wrong clock
