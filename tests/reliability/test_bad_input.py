@@ -42,7 +42,10 @@ JSON = st.recursive(
 )
 # Text as clients send it: any Unicode (no surrogates: not valid in JSON text), including control characters.
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
-ID = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40).filter(str.strip)
+# Identifiers as API.md allows them: no control or format characters, not blank once normalized.
+ID = st.text(st.characters(exclude_categories=["Cs", "Cc", "Cf"]), min_size=1, max_size=40).filter(
+    normalize_id
+)
 AMOUNT = st.decimals(min_value=0, max_value=Decimal("99999.99"), places=2).map(str)
 INJECTIONS = [
     "'; DROP TABLE ledger_events; --",
