@@ -156,7 +156,8 @@ class Order(Aggregate):
 
     @staticmethod
     def create_id(seller: str, marketplace: str, marketplace_order_id: str) -> UUID:
-        return uuid5(ORDER_NAMESPACE, f"{seller}\x1f{marketplace}\x1f{marketplace_order_id}")
+        """The order's id, from its normalized marketplace id: every lookup by a look-alike spelling finds it."""
+        return uuid5(ORDER_NAMESPACE, f"{seller}\x1f{marketplace}\x1f{normalize_id(marketplace_order_id)}")
 
     def __init__(self) -> None:
         self.last_hash = GENESIS_HASH
