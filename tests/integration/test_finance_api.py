@@ -203,7 +203,9 @@ def test_refunds_bad_parameters(client: TestClient[Any], seller: Seller) -> None
     )
     _problem(client.get("/v1/finance/refunds", params={"currency": "usd"}, headers=auth), 400)
     _problem(client.get("/v1/finance/refunds", params={"format": "xml"}, headers=auth), 400)
-    _problem(client.get("/v1/finance/refunds", params={"from": "yesterday"}, headers=auth), 400)
+    _problem(
+        client.get("/v1/finance/refunds", params={"from": "yesterday"}, headers=auth), 422, "invalid-time"
+    )
 
 
 def test_another_sellers_refunds_are_invisible(

@@ -11,13 +11,14 @@ import secrets
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 from rel_support import MAX_BODY, PROBLEM, UPS_TRACKING, Seller, order_body, report
 
-from ledger.aggregates.values import Marketplace
+from ledger.aggregates.values import Marketplace, normalize_id
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections import base
@@ -41,7 +42,10 @@ JSON = st.recursive(
 )
 # Text as clients send it: any Unicode (no surrogates: not valid in JSON text), including control characters.
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
-ID = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40).filter(str.strip)
+# Identifiers as API.md allows them: no control or format characters, not blank once normalized.
+ID = st.text(st.characters(exclude_categories=["Cs", "Cc", "Cf"]), min_size=1, max_size=40).filter(
+    normalize_id
+)
 AMOUNT = st.decimals(min_value=0, max_value=Decimal("99999.99"), places=2).map(str)
 INJECTIONS = [
     "'; DROP TABLE ledger_events; --",
@@ -101,14 +105,15 @@ def _mutated(valid: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[Any]
 
 
 def _assert_stored_verbatim(sent: dict[str, Any], stored: dict[str, Any]) -> None:
-    assert stored["marketplace_order_id"] == sent["marketplace_order_id"]
+    """Every text field as sent; identifiers as the ledger keeps them (normalize_id: NFKC, trimmed)."""
+    assert stored["marketplace_order_id"] == normalize_id(sent["marketplace_order_id"])
     assert stored["buyer"] == sent["buyer"]
     assert stored["buyer_name"] == sent["buyer"]["name"]
     if sent.get("ship_to") is not None:
         assert {k: stored["ship_to"][k] for k in sent["ship_to"]} == sent["ship_to"]
     for line, out in zip(sent["lines"], stored["lines"], strict=True):
         assert (out["line_id"], out["sku"], out["title"], out["quantity"]) == (
-            line["line_id"], line["sku"], line.get("title", ""), line["quantity"],
+            normalize_id(line["line_id"]), normalize_id(line["sku"]), line.get("title", ""), line["quantity"],
         )  # fmt: skip
         assert Decimal(out["unit_price"]) == Decimal(line["unit_price"])
 
@@ -343,3 +348,96 @@ def test_nul_in_a_list_filter_is_422(client: TestClient[Any], seller: Seller, pa
     response = client.get("/v1/orders", params={param: "a\x00b"}, headers=seller.auth())
     assert response.status_code == 422, response.text
     assert response.json()["type"] == PROBLEM + "invalid-filter"
+
+
+def _line(**changes: Any) -> Any:
+    """An order body whose first line has `changes`."""
+
+    def body(account_id: Any) -> dict[str, Any]:
+        order = order_body(account_id)
+        order["lines"][0] |= changes
+        return order
+
+    return body
+
+
+def _order(**changes: Any) -> Any:
+    return lambda account_id: order_body(account_id, **changes)
+
+
+# API.md *Input, stated exactly*: (what, method, path, body maker or raw body, content type, status, field).
+# A body maker gets the seller's account id; `{order}` in a path is an imported order's id.
+BAD_INPUTS: list[tuple[str, str, str, Any, str | None, int, str]] = [
+    ("exponent amount", "POST", "/v1/orders", _line(unit_price="1e3"), None, 422, "lines[0].unit_price"),
+    ("Arabic-Indic digits", "POST", "/v1/orders", _line(unit_price="\u0661\u0662.\u0665\u0660"), None, 422,
+     "lines[0].unit_price"),
+    ("underscore amount", "POST", "/v1/orders", _line(unit_price="1_000.00"), None, 422, "lines[0].unit_price"),
+    ("spaced amount", "POST", "/v1/orders", _line(unit_price=" 12.50"), None, 422, "lines[0].unit_price"),
+    ("JSON number amount", "POST", "/v1/orders", _line(unit_price=12.5), None, 422, "lines[0].unit_price"),
+    ("past the minor unit", "POST", "/v1/orders", _line(tax="2.005"), None, 422, "lines[0].tax"),
+    ("JPY with cents", "POST", "/v1/orders", _order(currency="JPY"), None, 422, "lines[0].unit_price"),
+    ("string quantity", "POST", "/v1/orders", _line(quantity="5"), None, 422, "lines[0].quantity"),
+    ("currency XXX", "POST", "/v1/orders", _order(currency="XXX"), None, 422, "currency"),
+    ("currency BTC", "POST", "/v1/orders", _order(currency="BTC"), None, 422, "currency"),
+    ("purchase in 2099", "POST", "/v1/orders", _order(purchased_at="2099-01-01T00:00:00Z"), None, 422,
+     "purchased_at"),
+    ("epoch number", "POST", "/v1/orders", _order(purchased_at=1_700_000_000), None, 422, "purchased_at"),
+    ("epoch string", "POST", "/v1/orders", _order(purchased_at="1700000000"), None, 422, "purchased_at"),
+    ("lower-case t and z", "POST", "/v1/orders", _order(purchased_at="2026-11-20t10:00:00z"), None, 422,
+     "purchased_at"),
+    ("no zone", "POST", "/v1/orders", _order(paid_at="2026-11-20T10:00:00"), None, 422, "paid_at"),
+    ("tab in an order id", "POST", "/v1/orders", _order(marketplace_order_id="A\tB"), None, 422,
+     "marketplace_order_id"),
+    ("zero-width SKU", "POST", "/v1/orders", _line(sku="MUG\u200b1"), None, 422, "lines[0].sku"),
+    ("blank order id", "POST", "/v1/orders", _order(marketplace_order_id=" \u3000 "), None, 422,
+     "marketplace_order_id"),
+    ("JSON as text/plain", "POST", "/v1/orders", _order(), "text/plain", 415, "Content-Type"),
+    ("JSON without a type", "POST", "/v1/orders", _order(), "", 415, "Content-Type"),
+    ("string quantity in a batch", "POST", "/v1/orders/import", lambda a: {"orders": [_line(quantity="5")(a)]},
+     None, 422, "orders[0].lines[0].quantity"),
+    ("exponent refund", "POST", "/v1/orders/{order}/refunds",
+     {"reason": "damaged", "lines": [{"line_id": "1", "amount": "1e1"}]}, None, 422, "lines[0].amount"),
+    ("number refund", "POST", "/v1/orders/{order}/refunds", {"reason": "goodwill", "shipping_amount": 5}, None,
+     422, "shipping_amount"),
+    ("space in a ship time", "POST", "/v1/orders/{order}/shipments",
+     {"carrier": "ups", "tracking_number": UPS_TRACKING, "shipped_at": "2026-11-20 10:00:00Z"}, None, 422,
+     "shipped_at"),
+    ("epoch ship time", "POST", "/v1/orders/{order}/shipments",
+     {"carrier": "ups", "tracking_number": UPS_TRACKING, "shipped_at": 1_700_000_000}, None, 422, "shipped_at"),
+    ("string line quantity", "POST", "/v1/orders/{order}/shipments",
+     {"carrier": "ups", "tracking_number": UPS_TRACKING, "lines": [{"line_id": "1", "quantity": "1"}]}, None,
+     422, "lines[0].quantity"),
+    ("command as text/plain", "POST", "/v1/orders/{order}/cancellations", {"reason": "other"}, "text/plain", 415,
+     "Content-Type"),
+    ("CSV as JSON", "POST", "/v1/shipments/bulk", b"order_id,line_id\n", "application/json", 415, ""),
+    ("day after the calendar", "GET", "/v1/finance/refunds?to=10000-01-01", None, None, 422, "to"),
+    ("not a day", "GET", "/v1/finance/refunds?from=2026-02-30", None, None, 422, "from"),
+    ("epoch filter", "GET", "/v1/orders?purchased_from=1700000000", None, None, 422, "purchased_from"),
+    ("lower-case filter", "GET", "/v1/orders?purchased_to=2026-11-20t10:00:00z", None, None, 422, "purchased_to"),
+    ("epoch as_of", "GET", "/v1/orders/{order}?as_of=1700000000", None, None, 422, "as_of"),
+]  # fmt: skip
+
+
+def test_bad_inputs_are_refused_by_name_never_5xx(client: TestClient[Any], seller: Seller) -> None:
+    """API.md's *Input, stated exactly*, a table: each bad input is 422 naming its field (415 for a body of the
+    wrong media type), never a 5xx, and nothing is recorded."""
+    account_id = seller.accounts[Marketplace.AMAZON]
+    order_id = client.post("/v1/orders", json=order_body(account_id), headers=seller.auth()).json()[
+        "order_id"
+    ]
+    server_errors = 0
+    for what, method, path, body, media_type, status, field in BAD_INPUTS:
+        made = body(account_id) if callable(body) else body
+        content = made if isinstance(made, bytes) else None if made is None else msgspec.json.encode(made)
+        headers = seller.auth() | {"Content-Type": media_type or "application/json"}
+        if media_type == "":
+            del headers["Content-Type"]
+        response = client.request(method, path.format(order=order_id), content=content, headers=headers)
+        server_errors += response.status_code >= 500
+        assert response.status_code == status, (what, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json"), what
+        errors = response.json().get("errors") or [{"field": ""}]
+        assert errors[0]["field"] == field, (what, errors)
+    assert client.get(f"/v1/orders/{order_id}", headers=seller.auth()).json()["version"] == 1
+    assert server_errors == 0
+    report(f"bad inputs tried: {len(BAD_INPUTS)}, 5xx: {server_errors} (API.md Input, stated exactly)")

@@ -239,3 +239,10 @@ def test_the_sql_scan_finds_sql() -> None:
     for statement in ("SELECT 1", "INSERT INTO t", "UPDATE t SET a = 1", "DELETE FROM t", "CREATE TABLE t"):
         assert SQL.search(statement), statement
     assert not SQL.search("select the rows, then update the view")
+
+
+def test_package_root_holds_only_settings() -> None:
+    """Every module has a room: at src/ledger/ only __init__.py, __main__.py and config.py remain as modules."""
+    root = SRC / "ledger"
+    modules = {path.name for path in root.glob("*.py")}
+    assert modules <= {"__init__.py", "__main__.py", "config.py"}, sorted(modules)

@@ -43,6 +43,8 @@ from ledger.aggregates.values import (
     RefundRequestLine,
     Requester,
     SyncAction,
+    normalize_id,
+    normalized_lines,
 )
 
 ORDER_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.dev/orders")
@@ -154,7 +156,8 @@ class Order(Aggregate):
 
     @staticmethod
     def create_id(seller: str, marketplace: str, marketplace_order_id: str) -> UUID:
-        return uuid5(ORDER_NAMESPACE, f"{seller}\x1f{marketplace}\x1f{marketplace_order_id}")
+        """The order's id, from its normalized marketplace id: every lookup by a look-alike spelling finds it."""
+        return uuid5(ORDER_NAMESPACE, f"{seller}\x1f{marketplace}\x1f{normalize_id(marketplace_order_id)}")
 
     def __init__(self) -> None:
         self.last_hash = GENESIS_HASH
@@ -519,7 +522,7 @@ class Order(Aggregate):
         rules.check_storable(shipping_class, "shipping_class")
         rules.check_can_ship(self)
         rules.check_ship_time(shipped_at, self.purchased_at, now)
-        items = rules.resolve_shipment_lines(self.lines, lines)
+        items = rules.resolve_shipment_lines(self.lines, normalized_lines(lines))
         shipment_id = self._new_id("shipment")
         self.trigger_event(
             self.Shipped,
@@ -545,7 +548,7 @@ class Order(Aggregate):
     ) -> UUID:
         """Cancel unshipped units. Returns the id of the cancellation, request or dispute it made."""
         reason = rules.check_cancel_reason(reason)
-        items = rules.resolve_cancellation_lines(self, lines)
+        items = rules.resolve_cancellation_lines(self, normalized_lines(lines))
         envelope = _envelope(ctx, reason=reason.value)
         requested_at = ctx.effective_at or now
         if requested_by is Requester.BUYER and not self.policy.buyer_cancellation_applies_at_once(
@@ -606,7 +609,7 @@ class Order(Aggregate):
         tax_amount: Decimal = Decimal(0),
     ) -> UUID:
         reason = rules.check_refund_reason(reason)
-        refund_lines = rules.resolve_refund(self, lines, shipping_amount, tax_amount)
+        refund_lines = rules.resolve_refund(self, normalized_lines(lines), shipping_amount, tax_amount)
         refund_id = self._new_id("refund")
         self.trigger_event(
             self.Refunded,
@@ -627,7 +630,8 @@ class Order(Aggregate):
         """A buyer's claim, as the marketplace or an operator reports it. The same marketplace id is a no-op."""
         rules.check_reason(reason)
         if marketplace_dispute_id is not None:
-            rules.check_storable(marketplace_dispute_id, "marketplace_dispute_id")
+            marketplace_dispute_id = normalize_id(marketplace_dispute_id)
+            rules.check_identifier(marketplace_dispute_id, "marketplace_dispute_id")
         for dispute in self.disputes.values():
             if marketplace_dispute_id and dispute.marketplace_dispute_id == marketplace_dispute_id:
                 return dispute.dispute_id
@@ -663,7 +667,7 @@ class Order(Aggregate):
         return None
 
     def restock(self, ctx: Context, *, lines: tuple[LineQuantity, ...]) -> UUID:
-        items = rules.resolve_restock_lines(self.lines, lines)
+        items = rules.resolve_restock_lines(self.lines, normalized_lines(lines))
         return self._restock(ctx, items, None)
 
     def _restock(self, ctx: Context, items: tuple[LineQuantity, ...], cause_id: UUID | None) -> UUID:

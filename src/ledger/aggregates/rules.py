@@ -44,6 +44,7 @@ from ledger.aggregates.values import (
     RefundLine,
     RefundReason,
     RefundRequestLine,
+    id_problem,
     is_currency,
     is_valid_amount,
 )
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 # Clocks of marketplaces, carriers and our hosts disagree a little; a ship time this far ahead is still "now".
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_TEXT = 500
+MAX_ID = 100
 
 
 # ---------------------------------------------------------------------------------------- import
@@ -66,10 +68,18 @@ def check_storable(value: str, field: str, error: type[InvalidInputError] = Inva
         raise error(f"{field} contains a NUL character (U+0000)", field)
 
 
+def check_identifier(value: str, field: str, error: type[InvalidInputError] = InvalidInputError) -> None:
+    """An identifier (already normalized by the value it is part of): 1 to 100 characters, none of them a
+    control or format character."""
+    problem = id_problem(value)
+    if problem is not None:
+        raise error(f"{field} {problem}", field)
+    if len(value) > MAX_ID:
+        raise error(f"{field} is longer than {MAX_ID} characters", field)
+
+
 def check_imported_order(order: ImportedOrder) -> None:
-    if not order.marketplace_order_id.strip() or len(order.marketplace_order_id) > 100:
-        raise InvalidOrderError("marketplace_order_id must be 1 to 100 characters", "marketplace_order_id")
-    check_storable(order.marketplace_order_id, "marketplace_order_id", InvalidOrderError)
+    check_identifier(order.marketplace_order_id, "marketplace_order_id", InvalidOrderError)
     check_storable(order.buyer.name, "buyer.name", InvalidOrderError)
     check_storable(order.buyer.email, "buyer.email", InvalidOrderError)
     if order.ship_to is not None:
@@ -80,19 +90,18 @@ def check_imported_order(order: ImportedOrder) -> None:
     if order.paid_at is not None and order.paid_at.tzinfo is None:
         raise InvalidOrderError("paid_at needs a time zone", "paid_at")
     if not is_currency(order.currency):
-        raise InvalidOrderError(f"currency {order.currency!r} is not an ISO 4217 code", "currency")
+        raise InvalidOrderError(f"currency {order.currency!r} is not an active ISO 4217 code", "currency")
     if not order.lines:
         raise InvalidOrderError("an order needs at least one line", "lines")
     seen: set[str] = set()
     for index, line in enumerate(order.lines):
         where = f"lines[{index}]"
-        if not line.line_id or line.line_id in seen:
-            raise InvalidOrderError(f"line_id {line.line_id!r} is empty or repeated", f"{where}.line_id")
+        check_identifier(line.line_id, f"{where}.line_id", InvalidOrderError)
+        check_identifier(line.sku, f"{where}.sku", InvalidOrderError)
+        if line.line_id in seen:
+            raise InvalidOrderError(f"line_id {line.line_id!r} is repeated", f"{where}.line_id")
         seen.add(line.line_id)
-        if not line.sku:
-            raise InvalidOrderError("sku is required", f"{where}.sku")
-        for name in ("line_id", "sku", "title"):
-            check_storable(getattr(line, name), f"{where}.{name}", InvalidOrderError)
+        check_storable(line.title, f"{where}.title", InvalidOrderError)
         if line.quantity < 1:
             raise InvalidOrderError("quantity must be at least 1", f"{where}.quantity")
         for name in ("unit_price", "tax", "shipping"):

@@ -7,10 +7,14 @@ whole units.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import TypeVar, overload
+
+from ledger.aggregates.errors import InvalidAmountError, InvalidQuantityError
 
 
 class Marketplace(StrEnum):
@@ -111,25 +115,91 @@ class Carrier(StrEnum):
     OTHER = "other"
 
 
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
-# Digits after the decimal point per ISO 4217; anything not listed has two.
+# Active ISO 4217 currencies (2026): the codes of money a buyer can pay in. Not: funds (BOV, CHE, CHW, CLF,
+# COU, MXV, USN, UYI, UYW), precious metals, SDR and settlement units (XAU, XAG, XPD, XPT, XDR, XSU, XUA, XB*),
+# the testing and "no currency" codes (XTS, XXX), withdrawn codes (ANG, BGN, CUC, HRK, SLL, ZWL, ...), and
+# anything that is no ISO code at all (BTC).
+ACTIVE_CURRENCIES = frozenset(
+    """
+    AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD CAD CDF CHF
+    CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD
+    HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL
+    LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP
+    PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT
+    TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
+    """.split()  # noqa: SIM905 - ISO's table, as it reads
+)
+# Digits after the decimal point per ISO 4217; every other active currency has two.
 MINOR_UNITS = {
-    "JPY": 0,
-    "KRW": 0,
-    "CLP": 0,
-    "ISK": 0,
-    "HUF": 2,
-    "BHD": 3,
-    "KWD": 3,
-    "JOD": 3,
-    "OMR": 3,
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split(), 0),  # noqa: SIM905
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),  # noqa: SIM905
 }
 ZERO = Decimal(0)
 MAX_AMOUNT = Decimal(10) ** 12  # far above any order line; keeps typos such as 1e400 out of the ledger
+# An amount as a client writes it (API.md, *Input, stated exactly*): ASCII digits, an optional leading `-`,
+# and an optional `.` with digits. No exponent, underscore, space, `+` or other digits.
+AMOUNT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+_AMOUNT = re.compile(AMOUNT_PATTERN)
+MAX_AMOUNT_TEXT = 40
+MAX_QUANTITY_DIGITS = 9
 
 
 def is_currency(code: str) -> bool:
-    return bool(CURRENCY_PATTERN.match(code))
+    return code in ACTIVE_CURRENCIES
+
+
+def minor_units(currency: str) -> int:
+    return MINOR_UNITS.get(currency, 2)
+
+
+def parse_amount(text: str, field: str, currency: str | None = None) -> Decimal:
+    """An amount written as API.md says, exactly as written (`12.50` keeps its two places); with `currency`,
+    no more decimal places than its minor unit. InvalidAmountError naming `field` otherwise."""
+    if len(text) > MAX_AMOUNT_TEXT or not _AMOUNT.fullmatch(text):
+        msg = f"{field} {text[:MAX_AMOUNT_TEXT]!r} is not an amount: ASCII digits with an optional '.', e.g. 12.50"
+        raise InvalidAmountError(msg, field)
+    amount = Decimal(text)
+    places = len(text.partition(".")[2])
+    if currency is not None and places > minor_units(currency):
+        msg = f"{field} {text} has {places} decimal places; {currency} has {minor_units(currency)}"
+        raise InvalidAmountError(msg, field)
+    return amount
+
+
+def parse_quantity(text: str, field: str) -> int:
+    """A whole number of units written in a text format (CSV, a form, the command line): ASCII digits only,
+    no sign, space, underscore or other digits (Python's int() takes all of those). InvalidQuantityError."""
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_QUANTITY_DIGITS:
+        raise InvalidQuantityError(f"{field} {text[:20]!r} is not a whole number", field)
+    return int(text)
+
+
+def normalize_id(text: str) -> str:
+    """An identifier a client or marketplace sends (marketplace order id, line id, SKU, dispute id), as the
+    ledger keeps it: NFKC-normalized, then trimmed. NFKC rather than NFC: it also folds compatibility look-alikes
+    (fullwidth letters and digits, ligatures, superscripts) into the ASCII marketplaces issue, so one id is one id
+    however a spreadsheet or keyboard encoded it; NFKC text is NFC text too."""
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+@overload
+def normalized_lines(lines: tuple[LineT, ...]) -> tuple[LineT, ...]: ...
+@overload
+def normalized_lines(lines: None) -> None: ...
+@overload
+def normalized_lines(lines: tuple[LineT, ...] | None) -> tuple[LineT, ...] | None: ...
+def normalized_lines(lines: tuple[LineT, ...] | None) -> tuple[LineT, ...] | None:
+    """A command's lines with their `line_id`s normalized (see normalize_id), as the order keys its lines."""
+    return None if lines is None else tuple(replace(x, line_id=normalize_id(x.line_id)) for x in lines)
+
+
+def id_problem(text: str) -> str | None:
+    """Why an identifier cannot be kept (empty, or holding an invisible control or format character such as
+    U+0000, a tab or a zero-width space), or None."""
+    if not text:
+        return "is empty"
+    bad = next((c for c in text if unicodedata.category(c) in {"Cc", "Cf"}), None)
+    return None if bad is None else f"contains the control character U+{ord(bad):04X}"
 
 
 def is_valid_amount(amount: Decimal, currency: str) -> bool:
@@ -138,7 +208,7 @@ def is_valid_amount(amount: Decimal, currency: str) -> bool:
         return False
     exponent = amount.normalize().as_tuple().exponent
     assert isinstance(exponent, int)
-    return -exponent <= MINOR_UNITS.get(currency, 2)
+    return -exponent <= minor_units(currency)
 
 
 @dataclass(frozen=True, order=True)
@@ -232,6 +302,9 @@ class RefundLine:
         return self.item_amount + self.tax_amount + self.shipping_amount
 
 
+LineT = TypeVar("LineT", "LineQuantity", "RefundRequestLine")
+
+
 @dataclass(frozen=True)
 class ImportedOrder:
     """The marketplace's view of an order: what `import_order` takes and compares re-imports against."""
@@ -244,6 +317,15 @@ class ImportedOrder:
     lines: tuple[OrderLine, ...]
     ship_to: Address | None = None
     paid_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        """Every way an order arrives (API, CLI file, marketplace import) keys it by its normalized ids, so
+        one order id in NFC, NFD, fullwidth or with a trailing space is one order, and one SKU one SKU."""
+        object.__setattr__(self, "marketplace_order_id", normalize_id(self.marketplace_order_id))
+        lines = tuple(
+            replace(x, line_id=normalize_id(x.line_id), sku=normalize_id(x.sku)) for x in self.lines
+        )
+        object.__setattr__(self, "lines", lines)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ from ledger.api.dependencies import DEPENDENCIES
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.observability import Metrics, metrics_endpoint, observe
 from ledger.api.routes import accounts, audit, events, finance, health, orders, shipments, sync, webhooks
+from ledger.api.strict_body import strict_json_body
 from ledger.api.web import ROUTES as WEB_ROUTES
 from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
 from ledger.config import DEFAULT_WEB_SESSION_TTL
-from ledger.eventstore.database import PostgresTarget, connect
+from ledger.eventstore.database import PostgresTarget, connect, session_options
 from ledger.feed.urls import UrlPolicy
 from ledger.feed.wakeup import FeedWakeup
 
@@ -39,7 +40,7 @@ POOL_TIMEOUT_SECONDS = 5.0
 
 def read_pool(target: PostgresTarget) -> ConnectionPool[Any]:
     """Autocommit connections whose search_path starts with the target's schema (like database.connect)."""
-    conninfo = make_conninfo(target.conninfo(), options=f"-c search_path={target.schema},public")
+    conninfo = make_conninfo(target.conninfo(), options=session_options(target))
     return ConnectionPool(
         conninfo,
         min_size=1,
@@ -101,7 +102,7 @@ def create_app(
             *events.ROUTES,
             *webhooks.ROUTES,
         ],
-        guards=[authorize],
+        guards=[authorize, strict_json_body],
         security=[{"BearerAuth": []}],
     )
     return Litestar(

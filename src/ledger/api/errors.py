@@ -72,6 +72,10 @@ class BadRequestError(Exception):
         self.field = field
 
 
+class UnsupportedMediaTypeError(Exception):
+    """A body sent as a media type its route does not read (JSON as text/plain): HTTP 415."""
+
+
 class ProjectionBehindError(Exception):
     """A read asked for a log position its view had not reached within the bound: HTTP 503, Retry-After."""
 
@@ -91,6 +95,7 @@ _DESCRIPTIONS = {
     409: "refused by the ledger's rules (the type names the rule)",
     412: "If-Match is stale",
     413: "body over the size limit",
+    415: "the body is sent as another media type than the route reads (JSON: application/json)",
     422: "well-formed but invalid; `errors` names the fields",
     503: "database unavailable, or a view behind `min_position`; see Retry-After",
 }
@@ -223,8 +228,27 @@ def _invalid_cursor(_: Request[Any, Any, Any], exc: ValueError) -> Response[Prob
     return problem(400, "invalid-cursor", str(exc), errors=[FieldError("cursor", str(exc))])
 
 
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_NAMED = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
+
+
+def validation_field(message: str) -> str:
+    """The field a msgspec validation message is about: `lines[0].quantity` from "... - at `$.lines[0].quantity`"
+    (and the named field of "missing required field `x`")."""
+    match = _AT_PATH.search(message)
+    path = match.group(1) if match else ""
+    if named := _NAMED.search(message):
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return path
+
+
 def _invalid_value(_: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[Problem]:
-    return problem(422, "invalid-request", str(exc), errors=[FieldError("", str(exc))])
+    message = str(exc)
+    return problem(422, "invalid-request", message, errors=[FieldError(validation_field(message), message)])
+
+
+def _unsupported_media_type(_: Request[Any, Any, Any], exc: UnsupportedMediaTypeError) -> Response[Problem]:
+    return problem(415, "unsupported-media-type", str(exc), errors=[FieldError("Content-Type", str(exc))])
 
 
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
@@ -269,6 +293,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     LedgerError: _ledger_error,
     HTTPException: _http_error,
     BadRequestError: _bad_request,
+    UnsupportedMediaTypeError: _unsupported_media_type,
     ProjectionBehindError: _projection_behind,
     InvalidFilterError: _invalid_filter,
     InvalidCursorError: _invalid_cursor,

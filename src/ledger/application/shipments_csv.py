@@ -19,8 +19,11 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
+from ledger.aggregates.errors import InvalidQuantityError
+from ledger.aggregates.times import InvalidTimeError, parse_moment
 from ledger.aggregates.tracking import is_valid_tracking_number, normalize_tracking_number
-from ledger.aggregates.values import Carrier
+from ledger.aggregates.values import Carrier, normalize_id, parse_quantity
+from ledger.application import csv_export
 
 COLUMNS: Final = (
     "marketplace_order_id",
@@ -148,7 +151,7 @@ def parse(data: bytes) -> ParsedFile:
     header_error = _header_error(columns)
     rows: list[ShipmentRow] = []
     for number, record in enumerate(records[1:], start=2):
-        values = dict(zip(columns, (cell.strip() for cell in record), strict=False))
+        values = dict(zip(columns, (_cell(cell) for cell in record), strict=False))
         row = ShipmentRow(row=number, fields={c: values.get(c, "") for c in columns})
         if header_error is not None:
             rows.append(replace(row, error=header_error, code="wrong-columns"))
@@ -158,6 +161,13 @@ def parse(data: bytes) -> ParsedFile:
         else:
             rows.append(_parse_row(row, values))
     return ParsedFile(columns, _mark_duplicates(rows))
+
+
+def _cell(text: str) -> str:
+    """A cell as typed: trimmed, and without the quote csv_export puts before a cell a spreadsheet would run
+    as a formula (so the failed-rows file, fixed and uploaded again, reads as the original did)."""
+    text = text.strip()
+    return text[1:].strip() if text[:1] == "'" and text[1:2] in csv_export.FORMULA_STARTS else text
 
 
 def _header_error(columns: tuple[str, ...]) -> str | None:
@@ -184,7 +194,7 @@ def _parse_row(row: ShipmentRow, values: dict[str, str]) -> ShipmentRow:
     too_long = [c for c, v in values.items() if len(v) > MAX_FIELD]
     if too_long:
         return reject(f"{too_long[0]} is longer than {MAX_FIELD} characters", "invalid-field")
-    marketplace_order_id = values.get("marketplace_order_id", "")
+    marketplace_order_id = normalize_id(values.get("marketplace_order_id", ""))
     order_id: UUID | None = None
     if values.get(ORDER_ID):
         try:
@@ -193,14 +203,13 @@ def _parse_row(row: ShipmentRow, values: dict[str, str]) -> ShipmentRow:
             return reject(f"order_id {values[ORDER_ID]!r} is not an order id (a UUID)", "unknown-order")
     elif not marketplace_order_id:
         return reject("marketplace_order_id is empty", "missing-value")
-    line_id = values.get("line_id", "")
+    line_id = normalize_id(values.get("line_id", ""))
     if not line_id:
         return reject("line_id is empty", "missing-value")
-    quantity_text = values.get("quantity", "")
     try:
-        quantity = int(quantity_text)
-    except ValueError:
-        return reject(f"quantity {quantity_text!r} is not a whole number", "invalid-quantity")
+        quantity = parse_quantity(values.get("quantity", ""), "quantity")
+    except InvalidQuantityError as e:
+        return reject(e.message, "invalid-quantity")
     if not 1 <= quantity <= MAX_QUANTITY:
         return reject(f"quantity must be 1 to {MAX_QUANTITY}, not {quantity}", "invalid-quantity")
     carrier_text = values.get("carrier", "")
@@ -219,11 +228,9 @@ def _parse_row(row: ShipmentRow, values: dict[str, str]) -> ShipmentRow:
     shipped_at: datetime | None = None
     if values.get("shipped_at"):
         try:
-            shipped_at = datetime.fromisoformat(values["shipped_at"].replace("Z", "+00:00"))
-        except ValueError:
-            return reject(f"shipped_at {values['shipped_at']!r} is not an ISO 8601 time", "invalid-time")
-        if shipped_at.tzinfo is None:
-            return reject("shipped_at needs a time zone, e.g. 2026-11-20T15:30:00Z", "invalid-time")
+            shipped_at = parse_moment(values["shipped_at"], "shipped_at")
+        except InvalidTimeError as e:
+            return reject(e.message, "invalid-time")
     return replace(
         row,
         marketplace_order_id=marketplace_order_id,
@@ -262,10 +269,5 @@ def _mark_duplicates(rows: list[ShipmentRow]) -> list[ShipmentRow]:
 def failed_rows_csv(columns: Iterable[str], results: Iterable[RowResult]) -> str:
     """The rejected rows as a CSV file with the same columns: fix them and upload this file again."""
     names = list(columns)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(names)
-    for result in results:
-        if not result.accepted:
-            writer.writerow([result.fields.get(c, "") for c in names])
-    return out.getvalue()
+    failed = ([result.fields.get(c, "") for c in names] for result in results if not result.accepted)
+    return csv_export.rows(names, failed, newline="\n")

@@ -8,8 +8,6 @@ seller's orders (decoded, so no assumption about the stored encoding), then thos
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
 from dataclasses import astuple, fields
 from datetime import datetime
@@ -23,6 +21,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from ledger.aggregates.errors import InvalidInputError
+from ledger.application import csv_export
 from ledger.audit.verification import IMPORTED_TOPIC
 from ledger.eventstore.database import DEFAULT_EVENTS_TABLE
 from ledger.projections.all_sales import OrderRow, fold, reveal_buyers
@@ -97,23 +96,8 @@ def summary_of(row: OrderRow) -> OrderSummary:
 
 def to_csv(summaries: Iterable[OrderSummary]) -> str:
     """A header of the summary's column names, then one row per order (decimals exact, times ISO 8601)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for summary in summaries:
-        writer.writerow(_cell(value) for value in astuple(summary))
-    return buffer.getvalue()
+    return csv_export.rows(COLUMNS, (astuple(summary) for summary in summaries), newline="\n")
 
 
 def to_json(summaries: Iterable[OrderSummary]) -> str:
     return _json.encode(list(summaries)).decode() + "\n"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)

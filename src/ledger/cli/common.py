@@ -13,6 +13,7 @@ from uuid import UUID
 
 import msgspec
 
+from ledger.aggregates.times import InvalidTimeError, parse_moment
 from ledger.aggregates.values import Context, Source
 from ledger.application.ledger import Ledger
 from ledger.config import Settings
@@ -83,13 +84,11 @@ def uuid_arg(text: str) -> UUID:
 
 
 def time_arg(text: str) -> datetime:
+    """An RFC 3339 time with a zone, read as the API reads one (aggregates.times)."""
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. 2026-11-20T10:00:00Z")
-    return value
+        return parse_moment(text, "time")
+    except InvalidTimeError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def yes_no(text: str) -> bool:

@@ -11,7 +11,6 @@ HTTP, with the CLI's `--actor` as who ran it and `cli` as its source.
 from __future__ import annotations
 
 import argparse
-import csv
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,7 +19,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import psycopg
 
 from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.times import InvalidTimeError, parse_day
 from ledger.aggregates.values import Marketplace, RefundReason
+from ledger.application import csv_export
 from ledger.application.ledger import Ledger
 from ledger.cli.common import Command, print_json, uuid_arg
 from ledger.config import Settings
@@ -45,9 +46,9 @@ def _format(args: argparse.Namespace) -> str:
 
 def _day(text: str) -> date:
     try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+        return parse_day(text, "day")
+    except InvalidTimeError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 class ReadModelMissingError(LedgerError):
@@ -95,9 +96,7 @@ def cmd_refunds(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
             cursor = page.next_cursor
     form = _format(args)
     if form == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(csv_row(e) for e in entries)
+        out.write(csv_export.rows(CSV_COLUMNS, (csv_row(e) for e in entries), newline="\n"))
     elif form == "json":
         print_json(
             {

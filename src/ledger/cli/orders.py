@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TextIO
 
+from ledger.aggregates import values
+from ledger.aggregates.errors import InvalidAmountError, InvalidQuantityError
 from ledger.aggregates.values import (
     CancelReason,
     Carrier,
@@ -14,6 +16,7 @@ from ledger.aggregates.values import (
     LineQuantity,
     RefundReason,
     RefundRequestLine,
+    parse_quantity,
 )
 from ledger.application.commands import Cancel, CloseDispute, OpenDispute, Refund, Restock, Ship
 from ledger.application.ledger import Ledger
@@ -84,16 +87,17 @@ def parse_line(text: str) -> LineQuantity:
     if not sep or not line_id:
         raise argparse.ArgumentTypeError(f"{text!r}: expected LINE_ID:QUANTITY")
     try:
-        return LineQuantity(line_id, int(quantity))
-    except ValueError:
+        return LineQuantity(line_id, parse_quantity(quantity, "quantity"))
+    except InvalidQuantityError:
         raise argparse.ArgumentTypeError(f"{text!r}: quantity must be a whole number") from None
 
 
 def parse_amount(text: str) -> Decimal:
+    """An amount as the API reads one (values.parse_amount)."""
     try:
-        return Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount") from None
+        return values.parse_amount(text, "amount")
+    except InvalidAmountError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def _report(result: Any, args: argparse.Namespace, out: TextIO) -> int:

@@ -244,9 +244,16 @@ def _connect(target: PostgresTarget) -> psycopg.Connection[TupleRow]:
         raise DatabaseUnavailableError(msg) from exc
 
 
+def session_options(target: PostgresTarget) -> str:
+    """Every connection of ours: the target's schema first on the search_path (then public, for extensions),
+    and times in UTC. In another session zone a time near the calendar's end (9999-12-31T23:00Z, a filter or a
+    report's period) reads back as year 10000, which psycopg cannot load."""
+    return f"-c search_path={target.schema},public -c timezone=UTC"
+
+
 def connect(target: PostgresTarget, *, autocommit: bool = False) -> psycopg.Connection[TupleRow]:
-    """A connection whose search_path starts with the target's schema (then public, for extensions)."""
-    conninfo = make_conninfo(target.conninfo(), options=f"-c search_path={target.schema},public")
+    """A connection with our session options (search_path and time zone, see session_options)."""
+    conninfo = make_conninfo(target.conninfo(), options=session_options(target))
     try:
         return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg.OperationalError as exc:

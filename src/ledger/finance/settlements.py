@@ -30,10 +30,11 @@ import csv
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from ledger.aggregates.errors import InvalidInputError
+from ledger.aggregates.times import MAX_TIME, InvalidTimeError, after_day, day_start, to_utc
 from ledger.aggregates.values import Marketplace, is_currency
 
 CHARGE, REFUND = "charge", "refund"
@@ -195,7 +196,9 @@ _DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%b %d, %Y", "%d %b %Y", "%d-%b-%Y", "%
 
 def parse_time(text: str, column: str) -> datetime:
     """A report time: ISO 8601, `2026-11-20 10:00:00 UTC`, `20.11.2026 10:00:00 UTC`, or a date (00:00 UTC).
-    A time without a zone is read as UTC (the reports say their times are UTC)."""
+    A time without a zone is read as UTC (the reports say their times are UTC). Marketplaces write these looser
+    than API.md lets a client; the conversion to UTC is aggregates.times' (a moment outside years 1 to 9999
+    there is the row's error)."""
     cleaned = text.strip()
     if not cleaned or len(cleaned) > 40:
         raise RowError(f"{column} is missing" if not cleaned else f"{column} {text!r} is not a time", column)
@@ -212,11 +215,10 @@ def parse_time(text: str, column: str) -> datetime:
                 continue
         else:
             raise RowError(f"{column} {text!r} is not a time", column) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def day_start(moment: datetime) -> datetime:
-    return datetime.combine(moment.astimezone(UTC).date(), time(), UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else to_utc(value, column)
+    except InvalidTimeError as e:
+        raise RowError(e.message, column) from None
 
 
 def _order_id(row: Row, column: str) -> str:
@@ -457,8 +459,8 @@ def parse_ebay(text: str) -> SettlementReport:
         marketplace=Marketplace.EBAY.value,
         format=EBAY_TRANSACTIONS,
         currency=currency,
-        period_start=day_start(min(times)),
-        period_end=day_start(max(times)) + timedelta(days=1),
+        period_start=day_start(min(times).date()),
+        period_end=after_day(max(times).date()) or MAX_TIME,  # the calendar's last day: to its end
         lines=tuple(kept),
         bad_rows=tuple(sorted(bad, key=lambda b: b.line)),
         ignored_rows=len(ignored),

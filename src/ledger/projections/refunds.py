@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
@@ -24,6 +24,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from ledger.aggregates.order import Order
+from ledger.aggregates.times import after_day, day_start
 from ledger.projections import base
 from ledger.projections.base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
@@ -479,14 +480,14 @@ def _conditions(
     by_day = time_column == "day"
     if date_from is not None:
         where.append(sql.SQL("{} >= %s").format(column))
-        params.append(date_from if by_day else datetime.combine(date_from, time(), UTC))
+        params.append(date_from if by_day else day_start(date_from))
     if date_to is not None:
         if by_day:
             where.append(sql.SQL("{} <= %s").format(column))
             params.append(date_to)
-        else:
+        elif (end := after_day(date_to)) is not None:  # none after 9999-12-31: nothing is later
             where.append(sql.SQL("{} < %s").format(column))
-            params.append(datetime.combine(date_to + timedelta(days=1), time(), UTC))
+            params.append(end)
     return where, params
 
 

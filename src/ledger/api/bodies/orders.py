@@ -12,8 +12,16 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta, Struct
 
-from ledger.aggregates.values import CancelReason, Carrier, DisputeOutcome, Marketplace, RefundReason
-from ledger.api.bodies.schemas import Amount, AwareTime, Id
+from ledger.aggregates.values import (
+    CancelReason,
+    Carrier,
+    DisputeOutcome,
+    Marketplace,
+    RefundReason,
+    RefundRequestLine,
+    parse_amount,
+)
+from ledger.api.bodies.schemas import Amount, Id, Time
 from ledger.api.errors import Problem
 from ledger.application.queries import AccountDetails, CommandResult, HistoryEntry, ImportResult, OrderDetails
 from ledger.projections.all_sales_view import OrderSummary
@@ -114,7 +122,7 @@ class ShipmentIn(Strict, frozen=True):
     carrier: Carrier
     tracking_number: Annotated[str, Meta(min_length=1, max_length=100)]
     shipping_class: Annotated[str, Meta(max_length=100)] = ""
-    shipped_at: AwareTime | None = None
+    shipped_at: Time | None = None
     lines: Annotated[list[LineQuantityIn], Meta(min_length=1, max_length=1000)] | None = None
 
 
@@ -129,12 +137,16 @@ class RefundLineIn(Strict, frozen=True):
     quantity: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
     amount: Amount | None = None
 
+    def to_domain(self, index: int) -> RefundRequestLine:
+        amount = None if self.amount is None else parse_amount(self.amount, f"lines[{index}].amount")
+        return RefundRequestLine(self.line_id, self.quantity, amount)
+
 
 class RefundIn(Strict, frozen=True):
     reason: RefundReason
     lines: Annotated[list[RefundLineIn], Meta(min_length=1, max_length=1000)] | None = None
-    shipping_amount: Amount = Decimal(0)
-    tax_amount: Amount = Decimal(0)
+    shipping_amount: Amount = "0"
+    tax_amount: Amount = "0"
 
 
 class DisputeIn(Strict, frozen=True):

@@ -5,30 +5,53 @@ The CLI reads the same shapes from files, so a file that `ledger import` takes i
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
 from msgspec import Meta, Struct
 
-from ledger.aggregates.errors import InvalidOrderError
-from ledger.aggregates.values import Address, Buyer, ImportedOrder, OrderLine, PaymentStatus
+from ledger.aggregates.errors import InvalidInputError, InvalidOrderError
+from ledger.aggregates.times import RFC3339_PATTERN, parse_moment, to_utc
+from ledger.aggregates.values import (
+    AMOUNT_PATTERN,
+    MAX_AMOUNT_TEXT,
+    Address,
+    Buyer,
+    ImportedOrder,
+    OrderLine,
+    PaymentStatus,
+    is_currency,
+    parse_amount,
+)
 
 Id = Annotated[str, Meta(min_length=1, max_length=100)]
 Text = Annotated[str, Meta(max_length=500)]
 ShortText = Annotated[str, Meta(max_length=200)]
-AwareTime = Annotated[datetime, Meta(tz=True)]
-# A money amount: a decimal string ("19.99"). The pattern only documents the shape (OpenAPI `pattern`, for
-# clients and schema-driven tests); the domain checks sign, size and precision against the currency (422).
+# Amounts and times are strings read by one parser each (values.parse_amount, times.parse_time), never by the
+# JSON decoder: it would take JSON numbers, exponents, epoch seconds and lower-case `t`/`z`, which API.md's
+# *Input, stated exactly* refuses (422). Their patterns refuse the wrong shape as the body is decoded (so a
+# file for `ledger import` is refused whole, naming the field) and document it (OpenAPI); the parsers then
+# check what a pattern cannot: the calendar, the currency's minor unit.
 Amount = Annotated[
-    Decimal,
+    str,
     Meta(
+        max_length=MAX_AMOUNT_TEXT,
+        pattern=AMOUNT_PATTERN,
         description="a decimal string in the order's currency, such as 19.99",
-        extra_json_schema={"extra": {"pattern": r"^\d{1,12}(\.\d{1,4})?$"}},
     ),
 ]
+Time = Annotated[
+    str,
+    Meta(
+        max_length=40,
+        pattern=RFC3339_PATTERN,
+        description="RFC 3339 with a zone, such as 2026-11-20T10:00:00Z",
+        extra_json_schema={"extra": {"format": "date-time"}},
+    ),
+]
+MAX_AHEAD = timedelta(hours=24)  # a purchase this far in the future is a typo or a wrong clock
 
 
 class LineIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -37,8 +60,19 @@ class LineIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     title: Text = ""
     quantity: Annotated[int, Meta(ge=1, le=1_000_000)]
     unit_price: Amount
-    tax: Amount = Decimal(0)
-    shipping: Amount = Decimal(0)
+    tax: Amount = "0"
+    shipping: Amount = "0"
+
+    def to_domain(self, where: str, currency: str) -> OrderLine:
+        return OrderLine(
+            line_id=self.line_id,
+            sku=self.sku,
+            quantity=self.quantity,
+            unit_price=parse_amount(self.unit_price, f"{where}.unit_price", currency),
+            tax=parse_amount(self.tax, f"{where}.tax", currency),
+            shipping=parse_amount(self.shipping, f"{where}.shipping", currency),
+            title=self.title,
+        )
 
 
 class BuyerIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -60,44 +94,41 @@ class AddressIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
 class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     account_id: UUID
     marketplace_order_id: Id
-    purchased_at: AwareTime
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")]
+    purchased_at: Time
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$", description="an active ISO 4217 code")]
     payment_status: Literal["pending", "paid"]
-    paid_at: AwareTime | None = None
+    paid_at: Time | None = None
     buyer: BuyerIn
     ship_to: AddressIn | None = None
     lines: Annotated[list[LineIn], Meta(min_length=1, max_length=1000)]
 
     def to_domain(self) -> ImportedOrder:
+        """The order as the domain takes it: amounts and times read exactly, the currency an active one. Every
+        refusal is an `invalid-order` naming the field, as the domain's own checks are."""
+        try:
+            return self._to_domain()
+        except InvalidOrderError:
+            raise
+        except InvalidInputError as e:
+            raise InvalidOrderError(e.message, e.field) from None
+
+    def _to_domain(self) -> ImportedOrder:
+        if not is_currency(self.currency):
+            raise InvalidOrderError(f"currency {self.currency!r} is not an active ISO 4217 code", "currency")
+        purchased_at = to_utc(parse_moment(self.purchased_at, "purchased_at"), "purchased_at")
+        if purchased_at > datetime.now(UTC) + MAX_AHEAD:
+            msg = f"purchased_at {self.purchased_at} is more than 24 hours in the future"
+            raise InvalidOrderError(msg, "purchased_at")
         return ImportedOrder(
             marketplace_order_id=self.marketplace_order_id,
-            purchased_at=_utc(self.purchased_at, "purchased_at"),
+            purchased_at=purchased_at,
             currency=self.currency,
             payment_status=PaymentStatus(self.payment_status),
             buyer=Buyer(self.buyer.name, self.buyer.email),
-            lines=tuple(
-                OrderLine(
-                    line_id=line.line_id,
-                    sku=line.sku,
-                    quantity=line.quantity,
-                    unit_price=line.unit_price,
-                    tax=line.tax,
-                    shipping=line.shipping,
-                    title=line.title,
-                )
-                for line in self.lines
-            ),
+            lines=tuple(line.to_domain(f"lines[{i}]", self.currency) for i, line in enumerate(self.lines)),
             ship_to=Address(**msgspec.structs.asdict(self.ship_to)) if self.ship_to else None,
-            paid_at=_utc(self.paid_at, "paid_at") if self.paid_at else None,
+            paid_at=to_utc(parse_moment(self.paid_at, "paid_at"), "paid_at") if self.paid_at else None,
         )
-
-
-def _utc(moment: datetime, field: str) -> datetime:
-    """The moment in UTC; one that falls outside years 1 to 9999 there (0001-01-01T00:00+02:00) is refused."""
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise InvalidOrderError(f"{field} is out of range once converted to UTC", field) from None
 
 
 class ImportRequest(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

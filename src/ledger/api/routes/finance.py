@@ -8,11 +8,11 @@ parsed, matched and stored by `finance.reconcile`.
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -33,6 +33,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from psycopg_pool import ConnectionPool
 
+from ledger.aggregates.times import DAY_PATTERN, parse_day
 from ledger.aggregates.values import Marketplace, RefundReason, Role
 from ledger.api.auth import ROLES_OPT, actor_of
 from ledger.api.bodies.finance import (
@@ -48,6 +49,7 @@ from ledger.api.bodies.finance import (
     csv_row,
 )
 from ledger.api.errors import problem_responses
+from ledger.application import csv_export
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
 from ledger.finance import reconcile
@@ -61,6 +63,9 @@ CSV_PAGE = 500
 REFUNDS = RefundsView()
 EXPOSURE = ExposureView()
 RECONCILIATIONS = reconcile.Reconciliations()
+_log = logging.getLogger("ledger.api")
+# A day filter: documented as a date; read by aggregates.times (422 outside 0001-01-01 ... 9999-12-31).
+DAY: dict[str, Any] = {"schema_extra": {"format": "date", "pattern": DAY_PATTERN}}
 Currency = Annotated[str | None, QueryParameter(pattern=r"^[A-Z]{3}$", description="ISO 4217, e.g. USD")]
 
 
@@ -105,8 +110,8 @@ class RefundsOperation(Operation):
 def list_refunds(
     pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
-    date_from: Annotated[date | None, QueryParameter(name="from", description="first UTC day")] = None,
-    date_to: Annotated[date | None, QueryParameter(name="to", description="last UTC day")] = None,
+    date_from: Annotated[str | None, QueryParameter(name="from", description="first UTC day", **DAY)] = None,
+    date_to: Annotated[str | None, QueryParameter(name="to", description="last UTC day", **DAY)] = None,
     marketplace: FromQuery[Marketplace | None] = None,
     currency: Currency = None,
     reason: FromQuery[RefundReason | None] = None,
@@ -116,24 +121,24 @@ def list_refunds(
     output_format: Annotated[RefundsFormat, QueryParameter(name="format")] = RefundsFormat.JSON,
 ) -> Response[Any]:
     filters: dict[str, Any] = {
-        "date_from": date_from,
-        "date_to": date_to,
+        "date_from": parse_day(date_from, "from") if date_from is not None else None,
+        "date_to": parse_day(date_to, "to") if date_to is not None else None,
         "marketplace": marketplace.value if marketplace else None,
         "currency": currency,
         "reason": reason.value if reason else None,
         "account_id": account_id,
     }
-    with pool.connection() as conn:
-        if output_format == RefundsFormat.CSV:
-            REFUNDS.totals(conn, key.seller, **filters)  # refuses bad filters before the stream starts
-            return Stream(
-                _csv(pool, key.seller, filters),
-                media_type="text/csv",
-                headers={"Content-Disposition": 'attachment; filename="refunds.csv"'},
-            )
-        with snapshot(conn):
-            page = REFUNDS.list_refunds(conn, key.seller, limit=limit, cursor=cursor, **filters)
-            totals = REFUNDS.totals(conn, key.seller, **filters)
+    if output_format == RefundsFormat.CSV:
+        chunks = _csv(pool, key.seller, filters)
+        first = next(chunks)  # the header and first page: a bad filter or a failure answers before the 200
+        return Stream(
+            itertools.chain([first], chunks),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="refunds.csv"'},
+        )
+    with pool.connection() as conn, snapshot(conn):
+        page = REFUNDS.list_refunds(conn, key.seller, limit=limit, cursor=cursor, **filters)
+        totals = REFUNDS.totals(conn, key.seller, **filters)
     body = FinanceRefundsOut(
         items=[FinanceRefundOut.of(e) for e in page.items],
         totals=[RefundTotalsOut.of(t) for t in totals],
@@ -143,22 +148,24 @@ def list_refunds(
 
 
 def _csv(pool: ConnectionPool[Any], seller: str, filters: dict[str, Any]) -> Iterator[str]:
-    """Every matching refund, a page of rows per chunk (keyset pages: constant memory, any size)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    yield buffer.getvalue()
+    """Every matching refund, a page of rows per chunk (keyset pages: constant memory, any size), the header
+    with the first. A failure after the first chunk (the database gone) is logged and raised again, so the
+    server aborts the response: the client sees a broken transfer, never a 200 whose file just ends early."""
     cursor: str | None = None
-    with pool.connection() as conn, snapshot(conn):
-        while True:
-            page = REFUNDS.list_refunds(conn, seller, limit=CSV_PAGE, cursor=cursor, **filters)
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(csv_row(e) for e in page.items)
-            yield buffer.getvalue()
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+    header = csv_export.line(CSV_COLUMNS)
+    try:
+        with pool.connection() as conn, snapshot(conn):
+            while True:
+                page = REFUNDS.list_refunds(conn, seller, limit=CSV_PAGE, cursor=cursor, **filters)
+                yield header + "".join(csv_export.line(csv_row(e)) for e in page.items)
+                header = ""
+                if page.next_cursor is None:
+                    return
+                cursor = page.next_cursor
+    except Exception:
+        if not header:  # past the first chunk: the status is sent, only the transfer can fail
+            _log.exception("the refunds CSV failed part-way; the response is aborted")
+        raise
 
 
 # -------------------------------------------------------------------------------------- settlements

@@ -21,7 +21,8 @@ from litestar.types import AnyCallable
 from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.errors import LedgerError
-from ledger.aggregates.values import LineQuantity, Marketplace, RefundRequestLine, Role
+from ledger.aggregates.times import RFC3339_PATTERN, parse_bound, parse_moment
+from ledger.aggregates.values import LineQuantity, Marketplace, Role, parse_amount
 from ledger.api import idempotent
 from ledger.api.auth import (
     CHANGE_ORDERS,
@@ -72,6 +73,15 @@ from ledger.projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSales
 TAGS = ["orders"]
 COMMAND_TAGS = ["order commands"]
 VIEW = AllSalesView()
+
+
+# A time filter: documented as RFC 3339; read by aggregates.times (422 if it is not one, clamped to the
+# calendar Python holds, so any moment of years 1 to 9999 in any zone is answered).
+TIME: dict[str, Any] = {"schema_extra": {"format": "date-time", "pattern": RFC3339_PATTERN}}
+
+
+def _bound(text: str | None, field: str) -> datetime | None:
+    return None if text is None else parse_bound(text, field)
 
 
 def _etag(version: int) -> dict[str, str]:
@@ -224,8 +234,10 @@ def list_orders(
     dispute: Annotated[str | None, QueryParameter(max_length=40)] = None,
     sku: Annotated[str | None, QueryParameter(max_length=100)] = None,
     q: Annotated[str | None, QueryParameter(max_length=320)] = None,
-    purchased_from: FromQuery[datetime | None] = None,
-    purchased_to: FromQuery[datetime | None] = None,
+    purchased_from: Annotated[
+        str | None, QueryParameter(description="first moment (inclusive)", **TIME)
+    ] = None,
+    purchased_to: Annotated[str | None, QueryParameter(description="end (exclusive)", **TIME)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, QueryParameter(max_length=100)] = None,
 ) -> OrderPage:
@@ -237,8 +249,8 @@ def list_orders(
         dispute=dispute,  # type: ignore[arg-type] # SalesFilter refuses anything but "open"
         sku=sku,
         q=q,
-        purchased_from=purchased_from,
-        purchased_to=purchased_to,
+        purchased_from=_bound(purchased_from, "purchased_from"),
+        purchased_to=_bound(purchased_to, "purchased_to"),
     )
     await_position(request, pool, AllSalesProjection.name, read_position)
     with pool.connection() as conn:
@@ -259,11 +271,12 @@ def get_order(
     order_id: FromPath[UUID],
     ledger: NamedDependency[Ledger],
     key: NamedDependency[KeyDetails],
-    as_of: FromQuery[datetime | None] = None,
+    as_of: Annotated[str | None, QueryParameter(description="the order as it stood then", **TIME)] = None,
     version: Annotated[int | None, QueryParameter(ge=1)] = None,
 ) -> Response[OrderOut]:
     if as_of is not None or version is not None:
-        details = ledger.order_as_of(order_id, version=version, at=as_of, seller=key.seller)
+        at = _bound(as_of, "as_of")
+        details = ledger.order_as_of(order_id, version=version, at=at, seller=key.seller)
     else:
         details = ledger.get_order(order_id, key.seller)
     return Response(OrderOut.of_details(details), headers=_etag(details.version))
@@ -325,7 +338,7 @@ def ship(
             carrier=data.carrier,
             tracking_number=data.tracking_number,
             shipping_class=data.shipping_class,
-            shipped_at=data.shipped_at,
+            shipped_at=None if data.shipped_at is None else parse_moment(data.shipped_at, "shipped_at"),
             lines=_lines(data.lines),
             expected_version=expected_version,
             seller=key.seller,
@@ -376,19 +389,15 @@ def refund(
     expected_version: NamedDependency[int | None],
     digest: NamedDependency[str],
 ) -> Response[CommandOut]:
-    lines = (
-        None
-        if data.lines is None
-        else tuple(RefundRequestLine(x.line_id, x.quantity, x.amount) for x in data.lines)
-    )
+    lines = None if data.lines is None else tuple(x.to_domain(index) for index, x in enumerate(data.lines))
     result = ledger.execute(
         Refund(
             ctx=_ctx(key, idempotency_key, digest),
             order_id=order_id,
             reason=data.reason,
             lines=lines,
-            shipping_amount=data.shipping_amount,
-            tax_amount=data.tax_amount,
+            shipping_amount=parse_amount(data.shipping_amount, "shipping_amount"),
+            tax_amount=parse_amount(data.tax_amount, "tax_amount"),
             expected_version=expected_version,
             seller=key.seller,
         )

@@ -7,7 +7,7 @@ form is refused, not applied to an order that moved on) and a one-time token (a 
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +17,7 @@ from litestar.datastructures import UploadFile
 from litestar.params import FromPath
 from litestar.response import Redirect
 
-from ledger.aggregates.errors import InvalidInputError, LedgerError
+from ledger.aggregates.errors import InvalidAmountError, InvalidInputError, InvalidQuantityError, LedgerError
 from ledger.aggregates.values import (
     CancelReason,
     Carrier,
@@ -25,6 +25,8 @@ from ledger.aggregates.values import (
     RefundReason,
     RefundRequestLine,
     Source,
+    parse_amount,
+    parse_quantity,
 )
 from ledger.api.auth import CHANGE_ORDERS, actor_of
 from ledger.api.web.pages import Form, forbidden, order_page
@@ -46,22 +48,20 @@ class FormError(InvalidInputError):
 
 def _quantity(text: str, name: str) -> int:
     try:
-        value = int(text or "0")
-    except ValueError:
+        return parse_quantity(text.strip() or "0", name)
+    except InvalidQuantityError:
         raise FormError(f"{name}: {text!r} is not a whole number", name) from None
-    if value < 0:
-        raise FormError(f"{name}: a quantity cannot be negative", name)
-    return value
 
 
 def _amount(text: str, name: str) -> Decimal | None:
+    """An amount as the API reads one (values.parse_amount); the form's surrounding spaces are ignored."""
     if not text.strip():
         return None
     try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise FormError(f"{name}: {text!r} is not an amount", name) from None
-    if not value.is_finite() or value < 0:
+        value = parse_amount(text.strip(), name)
+    except InvalidAmountError:
+        raise FormError(f"{name}: {text!r} is not an amount (digits and a '.', e.g. 12.50)", name) from None
+    if value < 0:
         raise FormError(f"{name}: an amount cannot be negative", name)
     return value
 

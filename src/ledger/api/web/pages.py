@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -19,6 +19,7 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect
 
 from ledger.aggregates.errors import LedgerError
+from ledger.aggregates.times import InvalidTimeError, after_day, day_start, parse_day
 from ledger.aggregates.values import CancelReason, Carrier, Marketplace, RefundReason
 from ledger.api.auth import CHANGE_ORDERS, READ_HISTORY, READ_ORDERS
 from ledger.api.web.session import (
@@ -129,13 +130,13 @@ class Query:
         return "/?" + urlencode({k: v for k, v in merged.items() if v})
 
 
-def _day(text: str, name: str) -> datetime | None:
+def _day(text: str, name: str) -> date | None:
     if not text:
         return None
     try:
-        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
-    except ValueError:
-        raise InvalidFilterError(f"{name} {text!r} is not a date (YYYY-MM-DD)") from None
+        return parse_day(text, name)
+    except InvalidTimeError as e:
+        raise InvalidFilterError(e.message) from None
 
 
 def _filters(values: dict[str, str]) -> SalesFilter:
@@ -146,7 +147,7 @@ def _filters(values: dict[str, str]) -> SalesFilter:
             account = UUID(values["account"])
         except ValueError:
             raise InvalidFilterError("unknown account") from None
-    to_day = _day(values.get("to", ""), "to")
+    from_day, to_day = _day(values.get("from", ""), "from"), _day(values.get("to", ""), "to")
     return SalesFilter(
         account_id=account,
         marketplace=values.get("marketplace") or None,
@@ -154,8 +155,8 @@ def _filters(values: dict[str, str]) -> SalesFilter:
         dispute="open" if tab == "disputes_open" else None,
         sku=values.get("sku") or None,
         q=values.get("q") or None,
-        purchased_from=_day(values.get("from", ""), "from"),
-        purchased_to=to_day + timedelta(days=1) if to_day else None,  # the page's "to" day is inclusive
+        purchased_from=day_start(from_day) if from_day else None,
+        purchased_to=after_day(to_day) if to_day else None,  # the page's "to" day is inclusive
     )
 
 
