@@ -664,14 +664,16 @@ class OrderLedgerMachine(RuleBasedStateMachine):
             ),
             label="refund lines",
         )
+        # No lines: the amounts alone if any is given, else everything refundable.
+        whole = chosen is None and not (shipping_amount or tax_amount)
         requests = (
             [RefundRequestLine(lid, q, amount) for lid, q, amount in chosen]
             if chosen is not None
             else self.whole_refund(model)
+            if whole
+            else []
         )
-        refusals, drafts = self.refund_outcome(
-            model, requests, shipping_amount, tax_amount, whole=chosen is None
-        )
+        refusals, drafts = self.refund_outcome(model, requests, shipping_amount, tax_amount, whole=whole)
         result = self.execute(
             model,
             Outcome(tuple(refusals), ("Refunded",)),

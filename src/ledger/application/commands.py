@@ -63,7 +63,8 @@ class Cancel(OrderCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class Refund(OrderCommand):
-    """Refund shipped units or amounts (no `lines`: everything refundable)."""
+    """Refund shipped units or amounts (no `lines`: only the shipping and tax amounts given; with neither,
+    everything refundable; `lines=()` is refused)."""
 
     reason: RefundReason
     lines: tuple[RefundRequestLine, ...] | None = None

@@ -223,7 +223,10 @@ def add_commands(sub: Any, command: Command) -> None:
     refund = order_command("refund", cmd_refund, "refund shipped units or amounts")
     refund.add_argument("--reason", required=True, choices=[r.value for r in RefundReason])
     refund.add_argument(
-        "--line", type=parse_line, action="append", help="LINE_ID:QUANTITY (default: everything)"
+        "--line",
+        type=parse_line,
+        action="append",
+        help="LINE_ID:QUANTITY (default: only the amounts given, or with none everything refundable)",
     )
     refund.add_argument("--shipping-amount", type=parse_amount, default=Decimal(0))
     refund.add_argument("--tax-amount", type=parse_amount, default=Decimal(0))

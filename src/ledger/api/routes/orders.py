@@ -365,7 +365,7 @@ def cancel(
 @command(
     "/orders/{order_id:uuid}/refunds",
     "refundOrder",
-    "Refund shipped units or amounts (no `lines`: everything refundable)",
+    "Refund shipped units or amounts (no `lines`: only the amounts given, or with none everything refundable)",
 )
 def refund(
     order_id: FromPath[UUID],

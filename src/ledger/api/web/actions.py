@@ -171,7 +171,7 @@ def _act(request: Request[Any, Any, Any], order_id: UUID, form: str, data: dict[
     return Redirect(f"/orders/{order_id}?done={done}", status_code=303)
 
 
-def _refund_lines(data: dict[str, Any]) -> tuple[RefundRequestLine, ...]:
+def _refund_lines(data: dict[str, Any]) -> tuple[RefundRequestLine, ...] | None:
     lines = []
     for name, value in data.items():
         if not str(name).startswith("qty:"):
@@ -183,7 +183,7 @@ def _refund_lines(data: dict[str, Any]) -> tuple[RefundRequestLine, ...]:
             lines.append(RefundRequestLine(line_id, quantity, amount))
     if not lines and not any(_amount(str(data.get(n, "")), n) for n in ("shipping_amount", "tax_amount")):
         raise FormError("choose at least one unit or amount to refund", "lines")
-    return tuple(lines)  # empty: only the order-level shipping or tax amounts
+    return tuple(lines) or None  # None: only the order-level shipping or tax amounts, as the API's command
 
 
 @post("/orders/{order_id:uuid}/ship", include_in_schema=False, sync_to_thread=True)
