@@ -238,7 +238,10 @@ async def bulk_upload(request: Request[Any, Any, Any]) -> Response[Any]:
     except NotCsvError as e:
         return render("bulk.html", 400, key=key, error=f"That file cannot be used: {e}.")
     shipper = BulkShipper(ledger_of(request), actor=actor_of(key), seller=key.seller, source=Source.WEB)
-    report = await anyio.to_thread.run_sync(shipper.run, parsed)
+    try:
+        report = await anyio.to_thread.run_sync(shipper.run, parsed)
+    except LedgerError as e:  # a row's refusal is in the report; anything else is told here, never as JSON
+        return render("bulk.html", 409, key=key, error=f"The file was not shipped: {_explain(e)}")
     failed = failed_rows_csv(parsed.columns, report.rows) if report.rejected else ""
     return render("bulk.html", key=key, report=report, failed_csv=failed)
 
