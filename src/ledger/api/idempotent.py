@@ -15,6 +15,8 @@ from ledger.application.ledger import Ledger
 from ledger.eventstore.idempotency import StoredResponse
 
 JSON = "application/json"
+REPLAYED = {"Idempotent-Replayed": "true"}
+"""The header of a response that answers a request made before under its Idempotency-Key."""
 
 
 class Request(msgspec.Struct, frozen=True):
@@ -48,7 +50,9 @@ def replay_or_run(ledger: Ledger, request: Request, run: Callable[[], Response[A
     if stored.operation != request.operation or stored.digest != request.digest:
         msg = f"idempotency key {request.key!r} was used for a different request"
         raise IdempotencyKeyReusedError(msg, "Idempotency-Key")
-    return stored_response(stored)
+    response = stored_response(stored)
+    response.headers.update(REPLAYED)
+    return response
 
 
 def stored_response(stored: StoredResponse) -> Response[Any]:

@@ -169,7 +169,7 @@ class Imports(LedgerCore):
             if existing is not None and ctx.idempotency_key is not None:
                 versions = existing.versions_for_key(ctx.idempotency_key)
                 if versions:  # a retry of an import we recorded: answer as the first time did
-                    replay = self._replayed(existing, versions, ctx)
+                    replay = self._replayed_from_events(existing, versions, ctx)
                     return ImportResult(order_id, versions[0] == 1, replay.version, replay.events)
             if existing is None:
                 new = Order.import_order(

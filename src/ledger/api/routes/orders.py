@@ -80,6 +80,8 @@ def _etag(version: int) -> dict[str, str]:
 
 def _created(result: CommandResult, ledger: Ledger) -> Response[CommandOut]:
     headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
+    if result.replayed:
+        headers |= idempotent.REPLAYED
     return Response(CommandOut.of(result), status_code=201, headers=headers)
 
 
