@@ -147,7 +147,8 @@ class BulkShipper:
         if earlier:
             try:
                 results += self._ship(order, earlier)
-            except LedgerError as e:  # recorded before with other details: those rows' verdict, not the file's
+            except LedgerError as e:
+                # Recorded before with other details: those rows' verdict, never the file's.
                 results += [_rejected(r, _reason(e), e.code, order) for r in earlier]
             rows = [r for r in rows if r not in earlier]
             if not rows:
