@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from order_scenarios import catch_up, rows
 
 from ledger.aggregates.values import Marketplace
+from ledger.application.errors import OrderNotFoundError
 from ledger.application.ledger import Ledger
 from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
@@ -243,3 +244,34 @@ def test_identical_concurrent_requests_with_one_key_and_if_match_all_get_the_rep
     assert len({a.content for a in answers}) == 1
     assert sum(1 for a in answers if REPLAYED not in a.headers) == 1
     assert len(client.get(f"/v1/orders/{order_id}", headers=seller.auth()).json()["refunds"]) == 1
+
+
+def test_a_key_used_on_an_import_is_refused_on_an_order_command_and_back(
+    client: TestClient[Any], seller: Seller, api_ledger: Ledger
+) -> None:
+    """An import's key replays the import (with the header) and is 422 on another order's command; a command's
+    key is 422 on an import, which imports nothing."""
+    order_id = _shipped_order(client, seller)
+    body = order_body(seller.accounts[Marketplace.JET])
+    first = _post(client, "/v1/orders", body, seller, Idempotency_Key="import-k")
+    again = _post(client, "/v1/orders", body, seller, Idempotency_Key="import-k")
+    assert first.status_code == again.status_code == 201
+    assert (again.content, again.headers[REPLAYED]) == (first.content, "true")
+    refund = {"reason": "shipping_adjustment", "shipping_amount": "1.00"}
+    _problem(
+        _post(client, f"/v1/orders/{order_id}/refunds", refund, seller, Idempotency_Key="import-k"),
+        422,
+        "idempotency-key-reused",
+    )
+    assert (
+        _post(
+            client, f"/v1/orders/{order_id}/refunds", refund, seller, Idempotency_Key="refund-k"
+        ).status_code
+        == 201
+    )
+    other = order_body(seller.accounts[Marketplace.JET])
+    _problem(
+        _post(client, "/v1/orders", other, seller, Idempotency_Key="refund-k"), 422, "idempotency-key-reused"
+    )
+    with pytest.raises(OrderNotFoundError):
+        api_ledger.find_order(seller.name, Marketplace.JET, other["marketplace_order_id"])

@@ -36,7 +36,7 @@ from ledger.application.errors import (
     OrderNotFoundError,
     VersionMismatchError,
 )
-from ledger.application.queries import ID_FIELDS, CommandResult
+from ledger.application.queries import ID_FIELDS, CommandResult, ImportResult
 from ledger.eventstore.application import EventStoreApplication
 from ledger.eventstore.idempotency import StoredResponse
 
@@ -62,7 +62,7 @@ class LedgerCore(EventStoreApplication):
         key; on a write conflict (another writer, or the same key's first request), reload and run again."""
         for _ in range(MAX_ATTEMPTS):
             order = self._order(cmd.order_id, cmd.seller)
-            asked = Asked.of(cmd, order.seller)
+            asked = Asked.of(cmd.ctx, order.seller, f"{type(cmd).__name__} {cmd.order_id}")
             if asked is not None:
                 replayed = self._replayed(order, asked)
                 if replayed is not None:
@@ -89,15 +89,24 @@ class LedgerCore(EventStoreApplication):
     def _replayed(self, order: Order, asked: Asked) -> CommandResult | None:
         """The result of the request first made under the key, None if the key is new; IdempotencyKeyReusedError
         if the key was used for another request (another command, order or endpoint, or another body)."""
-        stored = self.stored_response(asked.seller, asked.key)
+        stored = self._answered(asked)
         if stored is not None:
-            if not stored.answers(asked.operation, asked.digest):
-                msg = f"idempotency key {asked.key!r} was used for a different request: use a new key for a new request"
-                raise IdempotencyKeyReusedError(msg, "Idempotency-Key")
             return result_of(stored)
         # Keys recorded on the order's events before results were stored under them (within the 30 days).
         versions = order.versions_for_key(asked.key)
         return self._replayed_from_events(order, versions, asked.ctx) if versions else None
+
+    def _answered(self, asked: Asked) -> dict[str, Any] | None:
+        """The body stored under the seller's key for this request, None if the key is new;
+        IdempotencyKeyReusedError if the key was used for another request."""
+        stored = self.stored_response(asked.seller, asked.key)
+        if stored is None:
+            return None
+        if not stored.answers(asked.operation, asked.digest):
+            msg = f"idempotency key {asked.key!r} was used for a different request: use a new key for a new request"
+            raise IdempotencyKeyReusedError(msg, "Idempotency-Key")
+        body: dict[str, Any] = json.loads(stored.body)
+        return body
 
     def _replayed_from_events(self, order: Order, versions: list[int], ctx: Context) -> CommandResult:
         """What the command that recorded these versions under ctx's idempotency key answered (imports keep
@@ -152,28 +161,29 @@ class Asked:
     digest: str
 
     @classmethod
-    def of(cls, cmd: OrderCommand, seller: str) -> Asked | None:
-        key = cmd.ctx.idempotency_key
+    def of(cls, ctx: Context, seller: str, operation: str) -> Asked | None:
+        key = ctx.idempotency_key
         if key is None:
             return None
-        operation = f"{type(cmd).__name__} {cmd.order_id}"
-        return cls(cmd.ctx, seller, key, operation, cmd.ctx.request_digest or "")
+        return cls(ctx, seller, key, operation, ctx.request_digest or "")
 
-    def response(self, result: CommandResult) -> StoredResponse:
-        body = {
-            "order_id": str(result.order_id),
-            "version": result.version,
-            "events": list(result.events),
-            "ids": {name: str(value) for name, value in result.ids.items()},
-        }
+    def response(self, result: CommandResult | ImportResult) -> StoredResponse:
+        """The row to store: the result, with everything a replay needs to answer as the first time did."""
+        body: dict[str, Any] = {"order_id": str(result.order_id), "version": result.version}
+        body["events"] = list(result.events)
+        status = 201
+        if isinstance(result, ImportResult):
+            body["created"] = result.created
+            status = 201 if result.created else 200
+        else:
+            body["ids"] = {name: str(value) for name, value in result.ids.items()}
         return StoredResponse(
-            self.seller, self.key, self.operation, self.digest, 201, json.dumps(body).encode()
+            self.seller, self.key, self.operation, self.digest, status, json.dumps(body).encode()
         )
 
 
-def result_of(stored: StoredResponse) -> CommandResult:
+def result_of(body: dict[str, Any]) -> CommandResult:
     """The result an order command stored under its key, as a replay (`Asked.response` wrote it)."""
-    body = json.loads(stored.body)
     return CommandResult(
         order_id=UUID(body["order_id"]),
         version=body["version"],

@@ -61,7 +61,7 @@ class GroupCommitter:
     def save(self, events: Sequence[Any], responses: Sequence[Any] = ()) -> list[Recording[UUID]]:
         """Commit `events` (one or more aggregates' pending events), and `responses`, with whatever else is
         waiting."""
-        if not events:
+        if not events and not responses:
             return []
         member = _Member(list(events), responses)
         with self._lock:

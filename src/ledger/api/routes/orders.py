@@ -126,6 +126,8 @@ def import_order(
         )
     )
     headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
+    if result.replayed:
+        headers |= idempotent.REPLAYED
     return Response(ImportOut.of(result), status_code=201 if result.created else 200, headers=headers)
 
 
