@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 from litestar import Response
+from litestar.datastructures import ResponseHeader
 
 from ledger.application.errors import IdempotencyKeyReusedError, ResponseStoredError
 from ledger.application.ledger import Ledger
@@ -17,6 +18,12 @@ from ledger.eventstore.idempotency import StoredResponse
 JSON = "application/json"
 REPLAYED = {"Idempotent-Replayed": "true"}
 """The header of a response that answers a request made before under its Idempotency-Key."""
+REPLAYED_HEADER = ResponseHeader(
+    name="Idempotent-Replayed",
+    description="`true`: the first response to this request under its Idempotency-Key, again; nothing new recorded",
+    documentation_only=True,
+    value="true",
+)
 
 
 class Request(msgspec.Struct, frozen=True):

@@ -107,7 +107,7 @@ def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | Non
         200: ResponseSpec(ImportOut, description="already imported: unchanged, or its payment recorded"),
         **problem_responses(401, 403, 404, 409, 413, 422, 503),
     },
-    response_headers=POSITION_RESPONSE_HEADERS,
+    response_headers=[*POSITION_RESPONSE_HEADERS, idempotent.REPLAYED_HEADER],
     sync_to_thread=True,
 )
 def import_order(
@@ -303,7 +303,7 @@ def command(
         tags=COMMAND_TAGS,
         opt={ROLES_OPT: roles},
         responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
-        response_headers=POSITION_RESPONSE_HEADERS,
+        response_headers=[*POSITION_RESPONSE_HEADERS, idempotent.REPLAYED_HEADER],
         sync_to_thread=True,
     )
 
