@@ -71,15 +71,14 @@ class LedgerCore(EventStoreApplication):
                 msg = f"order {cmd.order_id} is at version {order.version}, not {cmd.expected_version}"
                 raise VersionMismatchError(msg)
             handler(self, order, cmd)
-            pending = list(order.pending_events)
             result = CommandResult(
                 order_id=cmd.order_id,
                 version=order.version,
-                events=tuple(type(e).__name__ for e in pending),
-                ids=made_ids(pending),
+                events=pending_names(order),
+                ids=made_ids(list(order.pending_events)),
             )
             try:
-                recordings = self._save(order, responses=() if asked is None else [asked.response(result)])
+                recordings = self._save(order, responses=stored_with(asked, result))
             except IntegrityError:
                 continue  # the next round replays the key's first request, or finds the version moved on
             return dataclasses.replace(result, notification_id=log_position(recordings))
@@ -191,6 +190,16 @@ def result_of(body: dict[str, Any]) -> CommandResult:
         ids={name: UUID(value) for name, value in body["ids"].items()},
         replayed=True,
     )
+
+
+def stored_with(asked: Asked | None, result: CommandResult | ImportResult) -> list[StoredResponse]:
+    """What to store with a command's events: its result under the key, if it has one."""
+    return [] if asked is None else [asked.response(result)]
+
+
+def pending_names(aggregate: Any) -> tuple[str, ...]:
+    """The names of the events the aggregate will record when saved."""
+    return tuple(type(e).__name__ for e in aggregate.pending_events)
 
 
 def check_seller(seller: str) -> None:

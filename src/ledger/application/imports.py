@@ -21,10 +21,17 @@ from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import Context, ImportedOrder
 from ledger.application.commands import ImportItem, ImportOrder, ImportOrders
-from ledger.application.core import MAX_ATTEMPTS, Asked, LedgerCore, event_names, log_position
+from ledger.application.core import (
+    MAX_ATTEMPTS,
+    Asked,
+    LedgerCore,
+    event_names,
+    log_position,
+    pending_names,
+    stored_with,
+)
 from ledger.application.errors import ConcurrentUpdateError
 from ledger.application.queries import ImportResult
-from ledger.eventstore.idempotency import StoredResponse
 from ledger.eventstore.keys_store import PersonalData, key_id_for
 
 Planned = tuple[int, ImportItem, MarketplaceAccount, UUID]
@@ -196,14 +203,14 @@ class Imports(LedgerCore):
                 )
                 result = ImportResult(order_id, True, new.version, pending_names(new))
                 try:
-                    recordings = self._save(new, responses=_responses(asked, result))
+                    recordings = self._save(new, responses=stored_with(asked, result))
                 except IntegrityError:
                     continue  # imported concurrently by another writer (or under the key): compare with theirs
                 return dataclasses.replace(result, notification_id=log_position(recordings))
             existing.reimport(ctx, account.id, self._as_stored(existing, order), self.clock())
             result = ImportResult(order_id, False, existing.version, pending_names(existing))
             try:
-                recordings = self._save(existing, responses=_responses(asked, result))
+                recordings = self._save(existing, responses=stored_with(asked, result))
             except IntegrityError:
                 continue
             return dataclasses.replace(result, notification_id=log_position(recordings))
@@ -227,14 +234,6 @@ class Imports(LedgerCore):
             buyer=existing.buyer if buyer == order.buyer else order.buyer,
             ship_to=existing.ship_to if ship_to == order.ship_to else order.ship_to,
         )
-
-
-def pending_names(order: Order) -> tuple[str, ...]:
-    return tuple(type(e).__name__ for e in order.pending_events)
-
-
-def _responses(asked: Asked | None, result: ImportResult) -> list[StoredResponse]:
-    return [] if asked is None else [asked.response(result)]
 
 
 def _item_context(ctx: Context, item: ImportItem) -> Context:
