@@ -34,6 +34,7 @@ from litestar.response import Stream
 from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.values import Marketplace, RefundReason, Role
+from ledger.api import idempotent
 from ledger.api.auth import ROLES_OPT, actor_of
 from ledger.api.bodies.finance import (
     CSV_COLUMNS,
@@ -202,6 +203,7 @@ async def upload_settlement(
     pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
     idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
     marketplace: FromQuery[Marketplace],
     account_id: FromQuery[UUID | None] = None,
     file_name: Annotated[
@@ -229,7 +231,8 @@ async def upload_settlement(
         with pool.connection() as conn:
             return RECONCILIATIONS.run(conn, upload, datetime.now(UTC))
 
-    details = await anyio.to_thread.run_sync(run)
+    asked = idempotent.Request(key.seller, idempotency_key, "reconcileSettlement", digest)
+    details = await anyio.to_thread.run_sync(idempotent.kept_elsewhere, ledger, asked, run)
     body: Any = (
         ReconciliationOut.of_details(details) if output_detail else ReconciliationSummaryOut.of(details.run)
     )
