@@ -241,7 +241,10 @@ async def bulk_upload(request: Request[Any, Any, Any]) -> Response[Any]:
     try:
         report = await anyio.to_thread.run_sync(shipper.run, parsed)
     except LedgerError as e:  # a row's refusal is in the report; anything else is told here, never as JSON
-        return render("bulk.html", 409, key=key, error=f"The file was not shipped: {_explain(e)}")
+        error = (
+            f"The upload stopped ({_explain(e).rstrip('.')}). Upload the file again for each row's verdict."
+        )
+        return render("bulk.html", 409, key=key, error=error)
     failed = failed_rows_csv(parsed.columns, report.rows) if report.rejected else ""
     return render("bulk.html", key=key, report=report, failed_csv=failed)
 
