@@ -190,6 +190,83 @@ def test_idempotency_key_replays(cli, tmp_path: Path) -> None:
     assert json.loads(cli("orders", "show", order_id, "--json")[1])["cancelled_units"] == 1
 
 
+def _shipped(cli, tmp_path: Path, moid: str) -> str:
+    """An imported order (two units of line 1, 2.00 tax, 4.99 shipping) with every unit shipped, from the CLI."""
+    _, account_id = _account(cli)
+    path = tmp_path / f"{moid}.json"
+    line = {
+        "line_id": "1",
+        "sku": "MUG-1",
+        "quantity": 2,
+        "unit_price": "12.50",
+        "tax": "2.00",
+        "shipping": "4.99",
+    }
+    path.write_text(json.dumps(_order(account_id, moid, lines=[line])))
+    _, out, _ = cli("import", str(path))
+    order_id = out.split()[3]
+    status, out, err = cli(
+        "orders", "ship", order_id, "--carrier", "ups", "--tracking-number", "1Z999AA10123456784"
+    )
+    assert status == 0, err
+    return order_id
+
+
+def test_a_key_used_to_ship_is_refused_on_a_cancel(cli, tmp_path: Path) -> None:
+    """Ship under --idempotency-key k1, then cancel under k1: refused with exit 1 and a clear message, nothing
+    cancelled; the same ship again replays; the key on another order, or with other arguments, is refused."""
+    _, account_id = _account(cli)
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps([_order(account_id, "W-K1"), _order(account_id, "W-K2")]))
+    _, out, _ = cli("import", str(path), "--json")
+    order_id, other_id = (row["order_id"] for row in json.loads(out))
+    ship = (
+        "orders",
+        "ship",
+        order_id,
+        "--carrier",
+        "ups",
+        "--tracking-number",
+        "1Z999AA10123456784",
+        "--line",
+    )
+    status, out, err = cli(*ship, "1:1", "--idempotency-key", "k1", "--json")
+    assert status == 0, err
+
+    status, _, err = cli("orders", "cancel", order_id, "--reason", "out_of_stock", "--idempotency-key", "k1")
+
+    assert status == EXIT_FAILED
+    assert "idempotency-key-reused" in err
+    assert "'k1' was used for a different request" in err
+    again = cli(*ship, "1:1", "--idempotency-key", "k1", "--json")
+    assert (again[0], json.loads(again[1])["replayed"]) == (0, True)
+    assert cli(*ship, "1:2", "--idempotency-key", "k1")[0] == EXIT_FAILED
+    other = ("orders", "ship", other_id, "--carrier", "ups", "--tracking-number", "1Z999AA10123456784")
+    assert cli(*other, "--idempotency-key", "k1")[0] == EXIT_FAILED
+    shown = json.loads(cli("orders", "show", order_id, "--json")[1])
+    assert (shown["version"], shown["cancelled_units"], shown["shipped_units"]) == (2, 0, 1)
+    assert json.loads(cli("orders", "show", other_id, "--json")[1])["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("amounts", "total"),
+    [(("--shipping-amount", "1.00"), "1.00"), (("--tax-amount", "0.50"), "0.50")],
+    ids=["shipping", "tax"],
+)
+def test_refund_of_an_amount_refunds_only_that_amount(
+    cli, tmp_path: Path, amounts: tuple[str, str], total: str
+) -> None:
+    """`ledger orders refund --shipping-amount 1.00` (or --tax-amount) with no --line refunds only that amount."""
+    order_id = _shipped(cli, tmp_path, "W-R")
+
+    status, _, err = cli("orders", "refund", order_id, "--reason", "shipping_adjustment", *amounts, "--json")
+
+    assert status == 0, err
+    shown = json.loads(cli("orders", "show", order_id, "--json")[1])
+    assert shown["refunded_total"] == total
+    assert shown["lines"][0]["refunded_quantity"] == 0
+
+
 def test_bad_arguments_are_usage_errors(cli) -> None:
     """An order id that is not a UUID, or a bad line spec, is refused before touching the database."""
     status, _, _ = cli("orders", "show", "not-a-uuid")

@@ -108,8 +108,11 @@ def test_bulk_import_retried_after_a_partial_failure_finishes_the_rest(
     account = seller.accounts[Marketplace.AMAZON]
     body = {"orders": [order_body(account), order_body(account)]}
     raw = json.dumps(body).encode()
+    digest = hashlib.sha256(
+        b"POST /v1/orders/import\n" + raw
+    ).hexdigest()  # the request's method, path and body
     done = api_ledger.import_order(
-        Context(actor="api", idempotency_key="bulk-2#0", request_digest=hashlib.sha256(raw).hexdigest()),
+        Context(actor="api", idempotency_key="bulk-2#0", request_digest=digest),
         account,
         _domain(body["orders"][0]),
         seller=seller.name,

@@ -141,3 +141,40 @@ def test_template_needs_no_key(client: Any) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     assert response.text.splitlines()[0] == HEADER.strip()
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"shipped_at": "2026-11-21T09:00:00Z"},
+        {"shipping_class": "Express"},
+    ],
+    ids=["another-shipped_at", "another-shipping_class"],
+)
+def test_a_row_recorded_before_with_other_details_is_that_rows_verdict(
+    client: Any, seller: Seller, changed: dict[str, str]
+) -> None:
+    """A row repeating an earlier upload's order, tracking and lines with another shipped_at or shipping_class
+    is rejected in the report ("already recorded with different details"); the file's other rows are recorded."""
+    first, second = _import(client, seller), _import(client, seller)
+    row = {"shipping_class": "Ground", "shipped_at": "2026-11-20T12:00:00Z"}
+    earlier = HEADER + f"{first['moid']},1,2,ups,{UPS_TRACKING},{row['shipping_class']},{row['shipped_at']}\n"
+    assert _upload(client, seller, earlier).json()["accepted"] == 1
+    row |= changed
+    text = HEADER + (
+        f"{second['moid']},1,2,ups,{UPS_TRACKING},Ground,\n"
+        f"{first['moid']},1,2,ups,{UPS_TRACKING},{row['shipping_class']},{row['shipped_at']}\n"
+        f"{first['moid']},2,1,ups,1Z999AA10123456793,Ground,\n"
+    )
+
+    response = _upload(client, seller, text)
+
+    assert response.status_code == 200, response.text
+    rows = {r["row"]: r for r in response.json()["rows"]}
+    assert rows[2]["status"] == rows[4]["status"] == "accepted"
+    assert rows[3]["status"] == "rejected"
+    assert rows[3]["code"] == "idempotency-key-reused"
+    assert rows[3]["reason"].startswith("already recorded with different details")
+    assert [line["shipped"] for line in _order(client, seller, first["order_id"])["lines"]] == [2, 1]
+    assert len(_order(client, seller, first["order_id"])["shipments"]) == 2
+    assert [line["shipped"] for line in _order(client, seller, second["order_id"])["lines"]] == [2, 0]

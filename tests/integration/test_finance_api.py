@@ -587,3 +587,38 @@ def test_cli_reconcile_stores_a_run_the_api_reads(
     status, out, _ = cli("finance", "exposure", "--seller", seller.name, "--json")
     assert status == 0
     assert json.loads(out) == _ok(client.get("/v1/finance/exposure", headers=seller.auth(FIN)))
+
+
+def test_a_settlement_key_is_the_sellers_across_endpoints(
+    client: TestClient[Any], seller: Seller, shipped_on_amazon: list[str]
+) -> None:
+    """A key used on a settlement upload is 422 on an order command, and a command's key is 422 on an upload."""
+    data = _amazon_report([("AMZ-1", "Principal", "30.00")])
+    upload = {**seller.auth(FIN), "Idempotency-Key": "settle-k"}
+    _ok(client.post("/v1/finance/settlements?marketplace=amazon", content=data, headers=upload), 201)
+    order_id = shipped_on_amazon[0]
+    dispute = {"reason": "late"}
+    _problem(
+        client.post(
+            f"/v1/orders/{order_id}/disputes",
+            json=dispute,
+            headers=seller.auth() | {"Idempotency-Key": "settle-k"},
+        ),
+        422,
+        "idempotency-key-reused",
+    )
+    opened = client.post(
+        f"/v1/orders/{order_id}/disputes",
+        json=dispute,
+        headers=seller.auth() | {"Idempotency-Key": "dispute-k"},
+    )
+    assert opened.status_code == 201, opened.text
+    _problem(
+        client.post(
+            "/v1/finance/settlements?marketplace=amazon",
+            content=data,
+            headers={**seller.auth(FIN), "Idempotency-Key": "dispute-k"},
+        ),
+        422,
+        "idempotency-key-reused",
+    )

@@ -40,13 +40,13 @@ class Gate:
         self.opened = threading.Event()
         committer._put = self
 
-    def __call__(self, events: Sequence[Any]) -> list[Recording[UUID]]:
+    def __call__(self, events: Sequence[Any], responses: Sequence[Any]) -> list[Recording[UUID]]:
         if not self.opened.is_set():
             while self.committer.saves - self.base + self.committer._queue.qsize() < self.total:
                 threading.Event().wait(0.005)
             self.opened.set()
         self.calls.append(len(events))
-        return self.inner(events)
+        return self.inner(events, responses)
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_a_failing_member_does_not_lose_the_others(ledger: Ledger) -> None:
         aggregate.ship(CTX, carrier=Carrier.UPS, tracking_number=UPS_TRACKING, shipped_at=NOW, now=NOW)
     members = [_Member(a.collect_events()) for a in [aggregates[0], stale, aggregates[1]]]
     put_calls: list[int] = []
-    group = GroupCommitter(lambda events: put_calls.append(len(events)) or ledger.events.put(events))
+    group = GroupCommitter(lambda events, _: put_calls.append(len(events)) or ledger.events.put(events))
     group._commit(members)  # what the committer thread does with a batch it took off the queue
     assert put_calls == [3, 1, 1, 1]  # the batch failed as a whole, then each member alone
     results = [m.future.exception() or m.future.result() for m in members]

@@ -177,3 +177,46 @@ def test_upload_that_is_not_csv_is_said_in_words(client: Any, seller: Seller) ->
     response = client.post("/shipments", files={"file": ("x.csv", b"\x00\x01", "text/csv")})
     assert response.status_code == 400
     assert "That file cannot be used: the file is binary" in response.text
+
+
+def test_a_shipping_refund_from_the_page_refunds_only_shipping(
+    client: Any, seller: Seller, api_ledger: Any
+) -> None:
+    """The refund form with only a shipping amount refunds that amount and no unit, as the API and CLI do."""
+    order_id = _import(client, seller)
+    _sign_in(client, seller)
+    fields = _token(client.get(f"/orders/{order_id}").text, "ship")
+    ship = {**fields, "carrier": "ups", "tracking_number": UPS_TRACKING, "qty:1": "2", "qty:2": "1"}
+    html = client.post(f"/orders/{order_id}/ship", data=ship).text
+    refund = {
+        **_token(html, "refund"),
+        "reason": "shipping_adjustment",
+        "qty:1": "0",
+        "shipping_amount": "1.00",
+    }
+    assert "Refund recorded." in client.post(f"/orders/{order_id}/refund", data=refund).text
+    order = api_ledger.get_order(order_id)
+    assert str(order.refunded_total) == "1.00"
+    assert [line.refunded_quantity for line in order.lines] == [0, 0]
+
+
+def test_an_upload_repeating_a_row_with_other_details_shows_the_report(client: Any, seller: Seller) -> None:
+    """A file whose row an earlier upload recorded with another shipped_at shows the report with that row
+    rejected in words (never problem JSON), and the file's other rows shipped."""
+    first, second = _import(client, seller), _import(client, seller)
+    header = "order_id,line_id,quantity,carrier,tracking_number,shipping_class,shipped_at\n"
+    _sign_in(client, seller)
+    earlier = header + f"{first},1,2,ups,{UPS_TRACKING},Ground,2026-11-20T12:00:00Z\n"
+    assert (
+        client.post("/shipments", files={"file": ("a.csv", earlier.encode(), "text/csv")}).status_code == 200
+    )
+    text = header + (
+        f"{first},1,2,ups,{UPS_TRACKING},Ground,2026-11-21T12:00:00Z\n{second},1,2,ups,{UPS_TRACKING},Ground,\n"
+    )
+
+    response = client.post("/shipments", files={"file": ("b.csv", text.encode(), "text/csv")})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "1 row(s) accepted, 1 rejected." in response.text
+    assert "already recorded with different details" in response.text

@@ -142,3 +142,69 @@ def test_conflicting_commands_never_break_an_invariant(
         f" {statuses[201]} acknowledged = {acknowledged_events} events recorded, {statuses[409]} x 409,"
         f" {statuses[412]} x 412, 0 x 5xx; no line over-shipped, over-cancelled or over-refunded"
     )
+
+
+BURST = 16
+BURST_ROUNDS = 3
+
+
+def _at_once(service: Any, path: str, body: dict[str, Any], headers: dict[str, str]) -> list[Any]:
+    """BURST clients post the same request at the same moment; their answers."""
+    start = threading.Barrier(BURST)
+    answers: list[Any] = [None] * BURST
+
+    def send(index: int) -> None:
+        with service.client() as own:
+            start.wait()
+            answers[index] = own.post(path, json=body, headers=headers)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(BURST)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+@pytest.mark.slow
+def test_identical_requests_under_one_key_all_replay(
+    cli_env: dict[str, str], seller: Seller, tmp_path: Path
+) -> None:
+    """16 identical requests at once under one Idempotency-Key and one If-Match, a few rounds: each round records
+    one event and all 16 answer its 201 (one first, 15 replayed, none 412); the key on another order is 422."""
+    with served(cli_env, tmp_path) as service, service.client() as http:
+        body = order_body(seller.accounts[Marketplace.WALMART])
+        body["lines"][0]["quantity"] = 40
+        order_id = http.post("/v1/orders", json=body, headers=seller.auth()).json()["order_id"]
+        other_id = http.post(
+            "/v1/orders", json=order_body(seller.accounts[Marketplace.WALMART]), headers=seller.auth()
+        ).json()["order_id"]
+        statuses: Counter[int] = Counter()
+        replayed = 0
+        for round_ in range(BURST_ROUNDS):
+            etag = http.get(f"/v1/orders/{order_id}", headers=seller.auth()).headers["etag"]
+            headers = seller.auth(Role.OPERATOR) | {"Idempotency-Key": f"burst-{round_}", "If-Match": etag}
+            ship = {
+                "carrier": "ups",
+                "tracking_number": UPS_TRACKING,
+                "lines": [{"line_id": "1", "quantity": 1}],
+            }
+            answers = _at_once(service, f"/v1/orders/{order_id}/shipments", ship, headers)
+            statuses.update(a.status_code for a in answers)
+            assert [a.status_code for a in answers] == [201] * BURST, [a.text for a in answers]
+            assert len({a.content for a in answers}) == 1
+            round_replays = sum(1 for a in answers if a.headers.get("idempotent-replayed") == "true")
+            assert round_replays == BURST - 1
+            replayed += round_replays
+            reused = http.post(f"/v1/orders/{other_id}/shipments", json=ship, headers=headers)
+            assert reused.status_code == 422
+            assert reused.json()["type"] == PROBLEM + "idempotency-key-reused"
+        order = http.get(f"/v1/orders/{order_id}", headers=seller.auth()).json()
+        assert (order["version"], order["lines"][0]["shipped"]) == (1 + BURST_ROUNDS, BURST_ROUNDS)
+        assert http.get(f"/v1/orders/{other_id}", headers=seller.auth()).json()["version"] == 1
+    assert_no_500(service.log)
+    report(
+        f"idempotency: {BURST_ROUNDS} bursts of {BURST} identical requests under one key and one If-Match:"
+        f" {BURST_ROUNDS} events recorded, {replayed} replays, {statuses[412]} x 412, 0 x 5xx;"
+        f" the key on another order is 422 idempotency-key-reused"
+    )

@@ -23,7 +23,7 @@ from ledger.aggregates.values import (
     RefundRequestLine,
     Source,
 )
-from ledger.application.errors import OrderNotFoundError, VersionMismatchError
+from ledger.application.errors import IdempotencyKeyReusedError, OrderNotFoundError, VersionMismatchError
 
 
 def busy_order(shop):
@@ -279,17 +279,17 @@ def test_replay_returns_every_event_of_the_first_command(shop):
     assert (again.events, again.ids, again.version) == (first.events, first.ids, first.version)
 
 
-def test_idempotency_key_is_per_order(shop):
-    """The same key on another order is a new command there."""
+def test_idempotency_key_is_the_sellers_across_orders(shop):
+    """The same key on another order of the seller is refused there and records nothing (API.md, Idempotency)."""
     first_order = shop.order(Marketplace.WALMART)
     second_order = shop.order(Marketplace.WALMART)
     ctx = keyed(shop, "shared")
 
     shop.ship(first_order, ctx=ctx)
-    result = shop.ship(second_order, ctx=ctx)
+    with pytest.raises(IdempotencyKeyReusedError):
+        shop.ship(second_order, ctx=ctx)
 
-    assert not result.replayed
-    assert shop.details(second_order).shipped_units == shop.details(second_order).units
+    assert shop.details(second_order).shipped_units == 0
 
 
 def test_failed_command_does_not_use_up_its_key(shop):

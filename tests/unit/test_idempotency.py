@@ -70,3 +70,42 @@ def test_same_key_other_digest_is_refused() -> None:
         )
     assert app.get_order(order_id).cancelled_units == 1
     assert app.get_order(order_id).version == 2
+
+
+def test_a_key_belongs_to_the_seller_across_orders_and_commands() -> None:
+    """In memory as on PostgreSQL: a seller's key used on one order is refused on another order and on another
+    command, and those record nothing."""
+    app, order_id = _setup()
+    other_id = app.import_order(
+        Context("t"),
+        app.list_accounts("s")[0].account_id,
+        ImportedOrder(
+            "W-2",
+            NOW - timedelta(hours=1),
+            "USD",
+            PaymentStatus.PAID,
+            Buyer("Bo", "bo@example.com"),
+            (OrderLine("1", "SKU", 3, Decimal("5.00")),),
+        ),
+    ).order_id
+    ctx = Context("t", idempotency_key="k", request_digest="d1")
+    app.cancel(ctx, order_id, reason=CancelReason.OTHER, lines=(LineQuantity("1", 1),))
+
+    with pytest.raises(IdempotencyKeyReusedError):
+        app.cancel(ctx, other_id, reason=CancelReason.OTHER, lines=(LineQuantity("1", 1),))
+    with pytest.raises(IdempotencyKeyReusedError):
+        app.open_dispute(ctx, order_id, reason="late")
+
+    assert (app.get_order(order_id).version, app.get_order(other_id).version) == (2, 1)
+
+
+def test_a_key_without_a_digest_replays_its_command_whatever_its_details() -> None:
+    """The ledger's own keys (the importer's facts) carry no digest: a re-delivery replays even if the
+    marketplace restamped the fact's time."""
+    app, order_id = _setup()
+    ctx = Context("importer", idempotency_key="mp:walmart:W-1:dispute-open:D1")
+    first = app.open_dispute(ctx, order_id, reason="late", marketplace_dispute_id="D1")
+    again = app.open_dispute(ctx, order_id, reason="late (restamped)", marketplace_dispute_id="D1")
+    assert again.replayed
+    assert (again.version, again.ids) == (first.version, first.ids)
+    assert len(app.get_order(order_id).disputes) == 1

@@ -199,8 +199,10 @@ class DisputeModel:
 
 @dataclass(frozen=True)
 class KeyUse:
-    """The first command that recorded events under an idempotency key."""
+    """The first command that ran under one of the seller's idempotency keys (recording events or not)."""
 
+    order_id: UUID
+    command: str | None  # the request's name (None: the dispatcher's outcome, sent without a request)
     version: int
     events: tuple[str, ...]
     digest: str | None
@@ -222,7 +224,6 @@ class OrderModel:
     references: dict[SyncAction, set[str]] = field(default_factory=dict)
     acknowledged: set[tuple[SyncAction, str]] = field(default_factory=set)
     sync_outcomes: int = 0
-    keys: dict[str, KeyUse] = field(default_factory=dict)
 
     def made(self, action: SyncAction, reference: UUID) -> None:
         self.references.setdefault(action, set()).add(str(reference))
@@ -262,6 +263,7 @@ class OrderLedgerMachine(RuleBasedStateMachine):
         self.app = Ledger(clock=lambda: NOW)
         self.accounts: dict[tuple[Marketplace, bool, bool], AccountDetails] = {}
         self.models: dict[str, OrderModel] = {}
+        self.keys: dict[str, KeyUse] = {}  # a key is the seller's, across orders and commands
 
     # ------------------------------------------------------------------------------- helpers
 
@@ -308,9 +310,9 @@ class OrderLedgerMachine(RuleBasedStateMachine):
         """Run `command(ctx, expected_version)` and check it against `outcome`; the result if the command ran.
 
         `request` describes the command; its digest goes with an idempotency key (None: send no digest, as
-        the dispatcher does). A reused key replays the first command, or is refused if that command's digest
-        differs; a stale expected version is refused before the rules are looked at. A refused command records
-        nothing at all.
+        the dispatcher does). A reused key replays the first command if it is the same command on the same
+        order with the same digest, and is refused otherwise; a stale expected version is refused after the key
+        is looked at and before the rules are. A refused command records nothing at all, nor uses its key.
         """
         position = self.recorded_position()
         digest = (
@@ -318,9 +320,10 @@ class OrderLedgerMachine(RuleBasedStateMachine):
         )
         ctx = self.ctx(key, effective_at, digest)
         expected_version = {None: None, "current": model.version, "stale": model.version - 1}[expected]
-        if key is not None and key in model.keys:
-            first = model.keys[key]
-            if None not in (first.digest, digest) and first.digest != digest:
+        command_name = None if request is None else request[0]
+        if key is not None and key in self.keys:
+            first = self.keys[key]
+            if (first.order_id, first.command, first.digest) != (model.order_id, command_name, digest):
                 with pytest.raises(IdempotencyKeyReusedError):
                     command(ctx, expected_version)
                 assert self.recorded_position() == position
@@ -351,8 +354,8 @@ class OrderLedgerMachine(RuleBasedStateMachine):
         assert result.events == outcome.events
         assert result.version == model.version + len(result.events)
         model.version = result.version
-        if key is not None and result.events:
-            model.keys[key] = KeyUse(result.version, result.events, digest)
+        if key is not None:
+            self.keys[key] = KeyUse(model.order_id, command_name, result.version, result.events, digest)
         return result
 
     # --------------------------------------------------------------------------------- imports
@@ -664,14 +667,16 @@ class OrderLedgerMachine(RuleBasedStateMachine):
             ),
             label="refund lines",
         )
+        # No lines: the amounts alone if any is given, else everything refundable.
+        whole = chosen is None and not (shipping_amount or tax_amount)
         requests = (
             [RefundRequestLine(lid, q, amount) for lid, q, amount in chosen]
             if chosen is not None
             else self.whole_refund(model)
+            if whole
+            else []
         )
-        refusals, drafts = self.refund_outcome(
-            model, requests, shipping_amount, tax_amount, whole=chosen is None
-        )
+        refusals, drafts = self.refund_outcome(model, requests, shipping_amount, tax_amount, whole=whole)
         result = self.execute(
             model,
             Outcome(tuple(refusals), ("Refunded",)),

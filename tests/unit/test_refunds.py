@@ -119,6 +119,46 @@ def test_whole_order_refund_gives_back_every_shipped_unit(shop, marketplace):
 
 
 @pytest.mark.parametrize("marketplace", ALL)
+@pytest.mark.parametrize("component", ["shipping_amount", "tax_amount"])
+def test_an_amount_without_lines_refunds_only_that_amount(shop, marketplace, component):
+    """A shipping or tax amount with no lines gives back only that amount: no unit, no item money."""
+    order_id = shop.shipped_order(marketplace)
+
+    result = shop.refund(order_id, **{component: Decimal("1.00")})
+
+    refund = refund_of(shop, order_id, result)
+    assert refund.total == Decimal("1.00")
+    assert sum(line.quantity for line in refund.lines) == 0
+    assert sum(line.item_amount for line in refund.lines) == 0
+    assert sum(getattr(line, component) for line in refund.lines) == Decimal("1.00")
+    assert all(line.refunded_quantity == 0 for line in shop.details(order_id).lines)
+
+
+def test_shipping_and_tax_without_lines_refund_both_and_nothing_else(shop):
+    """Shipping and tax together with no lines give back exactly their sum."""
+    order_id = shop.shipped_order(Marketplace.WALMART)
+
+    result = shop.refund(order_id, shipping_amount=Decimal("1.00"), tax_amount=Decimal("0.50"))
+
+    refund = refund_of(shop, order_id, result)
+    assert refund.total == Decimal("1.50")
+    assert sum(line.quantity for line in refund.lines) == 0
+
+
+def test_an_empty_list_of_lines_is_refused(shop):
+    """`lines: []` names nothing: it is refused rather than read as the whole order, with or without amounts."""
+    order_id = shop.shipped_order(Marketplace.RAKUTEN)
+
+    with pytest.raises(InvalidQuantityError) as caught:
+        shop.refund(order_id, lines=(), shipping_amount=Decimal("1.00"))
+    with pytest.raises(InvalidQuantityError):
+        shop.refund(order_id, lines=())
+
+    assert caught.value.field == "lines"
+    assert shop.details(order_id).refunds == ()
+
+
+@pytest.mark.parametrize("marketplace", ALL)
 def test_refunding_more_units_than_are_left_is_an_over_refund(shop, marketplace):
     """Units already refunded count: a line cannot be refunded past its shipped units."""
     order_id = shop.shipped_order(marketplace)
@@ -197,7 +237,7 @@ def test_order_level_shipping_is_spread_over_the_lines_in_order(shop):
     a, b = sold(shop, order_id, "A"), sold(shop, order_id, "B")
     amount = a.shipping + b.shipping / 2
 
-    result = shop.refund(order_id, lines=(), shipping_amount=amount)
+    result = shop.refund(order_id, shipping_amount=amount)
 
     refund = refund_of(shop, order_id, result)
     assert [(r.line_id, r.quantity, r.item_amount, r.shipping_amount) for r in refund.lines] == [
@@ -211,11 +251,11 @@ def test_order_level_shipping_counts_earlier_refunds(shop):
     """Shipping refunded before counts: more than is left is an over-refund."""
     order_id = shop.shipped_order(Marketplace.RAKUTEN)
     a, b = sold(shop, order_id, "A"), sold(shop, order_id, "B")
-    shop.refund(order_id, lines=(), shipping_amount=a.shipping)
+    shop.refund(order_id, shipping_amount=a.shipping)
 
     with pytest.raises(OverRefundError):
-        shop.refund(order_id, lines=(), shipping_amount=b.shipping + CENT)
-    shop.refund(order_id, lines=(), shipping_amount=b.shipping)
+        shop.refund(order_id, shipping_amount=b.shipping + CENT)
+    shop.refund(order_id, shipping_amount=b.shipping)
 
     assert shop.details(order_id).refunded_total == a.shipping + b.shipping
 
@@ -226,7 +266,7 @@ def test_order_level_shipping_above_the_order_is_an_over_refund(shop):
     total = sold(shop, order_id, "A").shipping + sold(shop, order_id, "B").shipping
 
     with pytest.raises(OverRefundError):
-        shop.refund(order_id, lines=(), shipping_amount=total + CENT)
+        shop.refund(order_id, shipping_amount=total + CENT)
 
 
 def test_order_level_shipping_joins_a_unit_refund(shop):
@@ -253,7 +293,7 @@ def test_order_level_tax_goes_where_tax_is_left(shop):
     assert refund_line(refund, "B").tax_amount == b.tax
     assert refund_line(refund, "B").quantity == 0
     with pytest.raises(OverRefundError):
-        shop.refund(order_id, lines=(), tax_amount=CENT)
+        shop.refund(order_id, tax_amount=CENT)
 
 
 # ---------------------------------------------------------------------------------- bad input
@@ -264,9 +304,9 @@ def test_order_level_tax_goes_where_tax_is_left(shop):
     [
         ({"lines": (RefundRequestLine("A", 0, Decimal("-1.00")),)}, "lines[0].amount"),
         ({"lines": (RefundRequestLine("A", 0, Decimal("1.001")),)}, "lines[0].amount"),
-        ({"lines": (), "shipping_amount": Decimal("-1")}, "shipping_amount"),
-        ({"lines": (), "shipping_amount": Decimal("0.005")}, "shipping_amount"),
-        ({"lines": (), "tax_amount": Decimal("-0.01")}, "tax_amount"),
+        ({"shipping_amount": Decimal("-1")}, "shipping_amount"),
+        ({"shipping_amount": Decimal("0.005")}, "shipping_amount"),
+        ({"tax_amount": Decimal("-0.01")}, "tax_amount"),
     ],
     ids=["negative", "too-precise", "negative-shipping", "too-precise-shipping", "negative-tax"],
 )
@@ -311,7 +351,7 @@ def test_invalid_refund_lines_are_refused(shop, lines, error):
         {},
         {"lines": (RefundRequestLine("A", 1),)},
         {"lines": (RefundRequestLine("A", 0, Decimal("1.00")),)},
-        {"lines": (), "shipping_amount": Decimal("1.00")},
+        {"shipping_amount": Decimal("1.00")},
     ],
     ids=["whole", "unit", "adjustment", "shipping"],
 )
@@ -457,7 +497,7 @@ def test_amazon_order_level_refund_before_acknowledgement_is_a_refund_before_cha
     shop.ship(order_id)
 
     with pytest.raises(RefundBeforeChargeError):
-        shop.refund(order_id, lines=(), **{component: Decimal("1.00")})
+        shop.refund(order_id, **{component: Decimal("1.00")})
 
     assert shop.details(order_id).refunds == ()
 

@@ -280,15 +280,21 @@ def resolve_refund(
     shipping_amount: Decimal,
     tax_amount: Decimal,
 ) -> tuple[RefundLine, ...]:
-    """What a refund gives back per line and component, within what was paid and not yet refunded."""
+    """What a refund gives back per line and component, within what was paid and not yet refunded.
+
+    With `requested` lines: those, plus the shipping and tax amounts if given; with no lines but a shipping or
+    tax amount: only those amounts; with neither: everything still refundable. An empty list of lines is
+    refused (it names nothing, and must not read as "everything")."""
     if order.payment_status is not PaymentStatus.PAID:
         raise RefundUnpaidOrderError(f"order {order.marketplace_order_id} is not paid: nothing to refund")
     for name, amount in (("shipping_amount", shipping_amount), ("tax_amount", tax_amount)):
         if not is_valid_amount(amount, order.currency):
             raise InvalidAmountError(f"{amount} is not a valid {order.currency} amount", name)
     charged_only = order.charged_only
+    if requested is not None and not requested:
+        raise InvalidQuantityError("name at least one line to refund, or leave lines out", "lines")
     if requested is None:
-        requested = _whole_refund(order, charged_only)
+        requested = () if shipping_amount or tax_amount else _whole_refund(order, charged_only)
     drafts = [_refund_line(order, index, item, charged_only) for index, item in enumerate(requested)]
     if len({d.line_id for d in drafts}) != len(drafts):
         raise InvalidQuantityError("a line is listed twice", "lines")

@@ -73,8 +73,11 @@ def provide_expected_version(
 
 
 async def provide_digest(request: Request[Any, Any, Any]) -> str:
-    """The fingerprint of the raw body: the same Idempotency-Key with another body is refused."""
-    return hashlib.sha256(await request.body()).hexdigest()
+    """The fingerprint of the request's method, path and raw body: the same Idempotency-Key with another of
+    any of them is refused."""
+    digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
+    digest.update(await request.body())
+    return digest.hexdigest()
 
 
 async def _resolve_in_order(

@@ -5,16 +5,26 @@ operator's retry. The first response's status and bytes are what a retry gets; a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Response
+from litestar.datastructures import ResponseHeader
 
 from ledger.application.errors import IdempotencyKeyReusedError, ResponseStoredError
 from ledger.application.ledger import Ledger
 from ledger.eventstore.idempotency import StoredResponse
 
+T = TypeVar("T")
 JSON = "application/json"
+REPLAYED = {"Idempotent-Replayed": "true"}
+"""The header of a response that answers a request made before under its Idempotency-Key."""
+REPLAYED_HEADER = ResponseHeader(
+    name="Idempotent-Replayed",
+    description="`true`: the first response to this request under its Idempotency-Key, again; nothing new recorded",
+    documentation_only=True,
+    value="true",
+)
 
 
 class Request(msgspec.Struct, frozen=True):
@@ -48,7 +58,26 @@ def replay_or_run(ledger: Ledger, request: Request, run: Callable[[], Response[A
     if stored.operation != request.operation or stored.digest != request.digest:
         msg = f"idempotency key {request.key!r} was used for a different request"
         raise IdempotencyKeyReusedError(msg, "Idempotency-Key")
-    return stored_response(stored)
+    response = stored_response(stored)
+    response.headers.update(REPLAYED)
+    return response
+
+
+def kept_elsewhere(ledger: Ledger, request: Request, run: Callable[[], T]) -> T:
+    """`run()` for an endpoint that keeps its own replays (a settlement upload: finance/reconcile.py) under a
+    key that is still the seller's across endpoints: refused if the key was used on another endpoint, and,
+    once run, marked as this endpoint's (an empty body: this endpoint never answers from the row)."""
+    if request.key is None:
+        return run()
+    stored = ledger.stored_response(request.seller, request.key)
+    if stored is not None and stored.operation != request.operation:
+        msg = f"idempotency key {request.key!r} was used for a different request"
+        raise IdempotencyKeyReusedError(msg, "Idempotency-Key")
+    result = run()
+    ledger.store_response(
+        StoredResponse(request.seller, request.key, request.operation, request.digest, 201, b"")
+    )
+    return result
 
 
 def stored_response(stored: StoredResponse) -> Response[Any]:

@@ -59,7 +59,7 @@ class Accounts(LedgerCore):
             index.add(account.id)
             details = AccountDetails.of(account)
             try:
-                self.save(account, index, stored_response=None if respond is None else respond(details))
+                self.save(account, index, stored_responses=() if respond is None else [respond(details)])
             except IntegrityError:
                 continue  # another account was added to this seller meanwhile (or a response stored)
             return details

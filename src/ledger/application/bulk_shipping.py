@@ -145,7 +145,11 @@ class BulkShipper:
                 rows.append(row)
         earlier = self._shipped_before(order, rows)
         if earlier:
-            results += self._ship(order, earlier)
+            try:
+                results += self._ship(order, earlier)
+            except LedgerError as e:
+                # Recorded before with other details: those rows' verdict, never the file's.
+                results += [_rejected(r, _reason(e), e.code, order) for r in earlier]
             rows = [r for r in rows if r not in earlier]
             if not rows:
                 return results
@@ -230,7 +234,7 @@ class BulkShipper:
 
 def _reason(e: LedgerError) -> str:
     if isinstance(e, IdempotencyKeyReusedError):
-        return "this shipment was recorded before with another carrier, shipping class or time"
+        return "already recorded with different details (carrier, shipping_class or shipped_at)"
     return e.message
 
 

@@ -11,10 +11,13 @@ seller's order, for operators and marketplaces; another seller's order is "not f
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 from uuid import UUID
 
 from ledger.aggregates.errors import LedgerError
@@ -40,6 +43,22 @@ class OrderCommand:
     seller: str | None = None
 
 
+C = TypeVar("C", bound=OrderCommand)
+
+
+def fingerprinted(cmd: C) -> C:
+    """The command with a fingerprint of what it asks as its request digest: its name and arguments (not who
+    asks, nor the version it expects). For a caller with no request of its own to fingerprint (the CLI): the
+    same idempotency key with other arguments is then refused instead of replaying the first command."""
+    asked = {
+        f.name: getattr(cmd, f.name)
+        for f in dataclasses.fields(cmd)
+        if f.name not in ("ctx", "expected_version", "seller")
+    }
+    digest = hashlib.sha256(f"{type(cmd).__name__} {asked!r}".encode()).hexdigest()
+    return dataclasses.replace(cmd, ctx=dataclasses.replace(cmd.ctx, request_digest=digest))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Ship(OrderCommand):
     """Record a shipment (no `lines`: everything still unshipped; no `shipped_at`: now)."""
@@ -63,7 +82,8 @@ class Cancel(OrderCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class Refund(OrderCommand):
-    """Refund shipped units or amounts (no `lines`: everything refundable)."""
+    """Refund shipped units or amounts (no `lines`: only the shipping and tax amounts given; with neither,
+    everything refundable; `lines=()` is refused)."""
 
     reason: RefundReason
     lines: tuple[RefundRequestLine, ...] | None = None

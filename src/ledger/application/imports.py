@@ -21,7 +21,15 @@ from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import Context, ImportedOrder
 from ledger.application.commands import ImportItem, ImportOrder, ImportOrders
-from ledger.application.core import MAX_ATTEMPTS, LedgerCore, event_names, log_position
+from ledger.application.core import (
+    MAX_ATTEMPTS,
+    Asked,
+    LedgerCore,
+    event_names,
+    log_position,
+    pending_names,
+    stored_with,
+)
 from ledger.application.errors import ConcurrentUpdateError
 from ledger.application.queries import ImportResult
 from ledger.eventstore.keys_store import PersonalData, key_id_for
@@ -36,11 +44,12 @@ class Imports(LedgerCore):
     def import_one(self, cmd: ImportOrder) -> ImportResult:
         """Import once and only once: a re-sent order changes nothing, or records that it was paid.
 
-        A retry under an idempotency key this order has seen answers as the first import did (and is refused
-        if the request differs)."""
+        Under an idempotency key (the seller's, as for every command: core.py) a retry answers as the first
+        import did, and another request under the key is refused."""
         account = self._account(cmd.account_id, cmd.seller)
         rules.check_imported_order(cmd.order)  # the plaintext: a NUL in a personal field hides in its token
-        return self._import_checked(cmd.ctx, account, cmd.order)
+        asked = Asked.of(cmd.ctx, account.seller, "ImportOrder")
+        return self._import_checked(cmd.ctx, account, cmd.order, asked=asked)
 
     def import_many(self, cmd: ImportOrders) -> list[ImportResult | LedgerError]:
         """Import many orders with the results `import_one` gives one at a time, in order, but in a few
@@ -160,16 +169,28 @@ class Imports(LedgerCore):
         account: MarketplaceAccount,
         order: ImportedOrder,
         sealed: ImportedOrder | None = None,
+        *,
+        asked: Asked | None = None,
     ) -> ImportResult:
         """`import_one` once the account is loaded and the order checked (`sealed`: the order with its
-        personal fields sealed already, as a bulk import's new orders are)."""
+        personal fields sealed already, as a bulk import's new orders are; `asked`: the request under the
+        seller's idempotency key, whose result is stored with the import's events)."""
         order_id = Order.create_id(account.seller, account.marketplace.value, order.marketplace_order_id)
         for _ in range(MAX_ATTEMPTS):
+            stored = None if asked is None else self._answered(asked)
+            if stored is not None:
+                return ImportResult(
+                    UUID(stored["order_id"]),
+                    stored["created"],
+                    stored["version"],
+                    tuple(stored["events"]),
+                    replayed=True,
+                )
             existing = self._find_order(order_id)
             if existing is not None and ctx.idempotency_key is not None:
                 versions = existing.versions_for_key(ctx.idempotency_key)
                 if versions:  # a retry of an import we recorded: answer as the first time did
-                    replay = self._replayed(existing, versions, ctx)
+                    replay = self._replayed_from_events(existing, versions, ctx)
                     return ImportResult(order_id, versions[0] == 1, replay.version, replay.events)
             if existing is None:
                 new = Order.import_order(
@@ -180,21 +201,19 @@ class Imports(LedgerCore):
                     order=sealed or self._protected(account.seller, order),
                     third_party_managed=not account.fulfillment_managed,
                 )
+                result = ImportResult(order_id, True, new.version, pending_names(new))
                 try:
-                    recordings = self._save(new)
+                    recordings = self._save(new, responses=stored_with(asked, result))
                 except IntegrityError:
-                    continue  # imported concurrently by another writer: compare with theirs
-                return ImportResult(
-                    order_id, True, new.version, event_names(recordings), log_position(recordings)
-                )
+                    continue  # imported concurrently by another writer (or under the key): compare with theirs
+                return dataclasses.replace(result, notification_id=log_position(recordings))
             existing.reimport(ctx, account.id, self._as_stored(existing, order), self.clock())
+            result = ImportResult(order_id, False, existing.version, pending_names(existing))
             try:
-                recordings = self._save(existing)
+                recordings = self._save(existing, responses=stored_with(asked, result))
             except IntegrityError:
                 continue
-            return ImportResult(
-                order_id, False, existing.version, event_names(recordings), log_position(recordings)
-            )
+            return dataclasses.replace(result, notification_id=log_position(recordings))
         raise ConcurrentUpdateError(f"order {order.marketplace_order_id} kept changing; try again")
 
     def _protected(self, seller: str, order: ImportedOrder) -> ImportedOrder:

@@ -54,6 +54,7 @@ class ImportResult:
     version: int
     events: tuple[str, ...]
     notification_id: int | None = None
+    replayed: bool = False  # the idempotency key was seen before: nothing new was recorded
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,18 @@ from ledger.aggregates.values import (
     RefundRequestLine,
     parse_quantity,
 )
-from ledger.application.commands import Cancel, CloseDispute, OpenDispute, Refund, Restock, Ship
+from ledger.application.commands import (
+    Cancel,
+    CloseDispute,
+    OpenDispute,
+    OrderCommand,
+    Refund,
+    Restock,
+    Ship,
+    fingerprinted,
+)
 from ledger.application.ledger import Ledger
-from ledger.application.queries import HistoryEntry, OrderDetails
+from ledger.application.queries import CommandResult, HistoryEntry, OrderDetails
 from ledger.cli.common import Command, Handler, context, print_json, time_arg, uuid_arg, yes_no
 
 # ------------------------------------------------------------------------------------- reading
@@ -100,6 +109,12 @@ def parse_amount(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(e.message) from None
 
 
+def _execute(app: Ledger, cmd: OrderCommand) -> CommandResult:
+    """Run the command, fingerprinted: under an --idempotency-key, another command or other arguments are
+    refused (idempotency-key-reused) instead of replaying the first."""
+    return app.execute(fingerprinted(cmd))
+
+
 def _report(result: Any, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         print_json(result, out)
@@ -111,7 +126,8 @@ def _report(result: Any, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_ship(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.execute(
+    result = _execute(
+        app,
         Ship(
             ctx=context(args),
             order_id=args.order_id,
@@ -121,13 +137,14 @@ def cmd_ship(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
             shipped_at=args.shipped_at,
             lines=tuple(args.line) if args.line else None,
             expected_version=args.expected_version,
-        )
+        ),
     )
     return _report(result, args, out)
 
 
 def cmd_cancel(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.execute(
+    result = _execute(
+        app,
         Cancel(
             ctx=context(args),
             order_id=args.order_id,
@@ -135,14 +152,15 @@ def cmd_cancel(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
             lines=tuple(args.line) if args.line else None,
             restock_in_ledger=args.restock_in_ledger,
             expected_version=args.expected_version,
-        )
+        ),
     )
     return _report(result, args, out)
 
 
 def cmd_refund(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
     lines = tuple(RefundRequestLine(item.line_id, item.quantity) for item in args.line) if args.line else None
-    result = app.execute(
+    result = _execute(
+        app,
         Refund(
             ctx=context(args),
             order_id=args.order_id,
@@ -151,37 +169,39 @@ def cmd_refund(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
             shipping_amount=args.shipping_amount,
             tax_amount=args.tax_amount,
             expected_version=args.expected_version,
-        )
+        ),
     )
     return _report(result, args, out)
 
 
 def cmd_dispute_open(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.execute(
+    result = _execute(
+        app,
         OpenDispute(
             ctx=context(args),
             order_id=args.order_id,
             reason=args.reason,
             marketplace_dispute_id=args.marketplace_dispute_id,
-        )
+        ),
     )
     return _report(result, args, out)
 
 
 def cmd_dispute_close(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.execute(
+    result = _execute(
+        app,
         CloseDispute(
             ctx=context(args),
             order_id=args.order_id,
             dispute_id=args.dispute_id,
             outcome=DisputeOutcome(args.outcome),
-        )
+        ),
     )
     return _report(result, args, out)
 
 
 def cmd_restock(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
-    result = app.execute(Restock(ctx=context(args), order_id=args.order_id, lines=tuple(args.line)))
+    result = _execute(app, Restock(ctx=context(args), order_id=args.order_id, lines=tuple(args.line)))
     return _report(result, args, out)
 
 
@@ -204,7 +224,11 @@ def add_commands(sub: Any, command: Command) -> None:
     def order_command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         p = command(ord_sub, name, handler, help_text)
         p.add_argument("order_id", type=uuid_arg)
-        p.add_argument("--idempotency-key", help="the same key again replays the first result")
+        p.add_argument(
+            "--idempotency-key",
+            help="the seller's key: the same command with the same arguments again replays the first result;"
+            " another command or other arguments under it are refused",
+        )
         p.add_argument("--expected-version", type=int, help="refuse if the order is not at this version")
         return p
 
@@ -227,7 +251,10 @@ def add_commands(sub: Any, command: Command) -> None:
     refund = order_command("refund", cmd_refund, "refund shipped units or amounts")
     refund.add_argument("--reason", required=True, choices=[r.value for r in RefundReason])
     refund.add_argument(
-        "--line", type=parse_line, action="append", help="LINE_ID:QUANTITY (default: everything)"
+        "--line",
+        type=parse_line,
+        action="append",
+        help="LINE_ID:QUANTITY (default: only the amounts given, or with none everything refundable)",
     )
     refund.add_argument("--shipping-amount", type=parse_amount, default=Decimal(0))
     refund.add_argument("--tax-amount", type=parse_amount, default=Decimal(0))

@@ -4,7 +4,8 @@ The Ledger (ledger.application) is built on `EventStoreApplication` and knows no
 `_save`, `_existing_ids`, `stored_response`, `store_response` and `personal_data`. What changes, and why:
 - the repository: `LedgerRepository` (repository.py), no deep copy of an aggregate loaded for a command, and a
   bounded aggregate cache;
-- the recorder: created with a few retries, since processes starting together race on the catalog;
+- the recorder: created with a few retries, since processes starting together race on the catalog; in memory,
+  `MemoryApplicationRecorder` (idempotency.py), which keeps stored responses as the PostgreSQL one does;
 - the transcoder: `LedgerTranscoder` (transcoding.py), the library's JSON written faster, value objects stored
   under names that never change;
 - saves: on PostgreSQL, grouped with other threads' saves in one transaction (group_commit.py);
@@ -31,12 +32,12 @@ from eventsourcing.persistence import (
     StoredEvent,
     Transcoder,
 )
+from eventsourcing.popo import POPOFactory
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from ledger.eventstore import idempotency
 from ledger.eventstore.database import LedgerApplicationRecorder
 from ledger.eventstore.group_commit import GroupCommitter
-from ledger.eventstore.idempotency import StoredResponse
+from ledger.eventstore.idempotency import MemoryApplicationRecorder, ResponseRecorder, StoredResponse
 from ledger.eventstore.keys_store import KeyStore, MemoryKeys, PersonalData, PostgresKeys
 from ledger.eventstore.repository import LedgerRepository
 from ledger.eventstore.transcoding import VALUE_TRANSCODINGS, DataclassTranscoding, LedgerTranscoder
@@ -83,28 +84,33 @@ class EventStoreApplication(Application[UUID]):
             self.committer.close()
         super().close()
 
-    def _save(self, *aggregates: Any) -> list[Recording[UUID]]:
-        """Save the aggregates' pending events in one transaction, grouped with other threads' saves.
+    def _save(self, *aggregates: Any, responses: Sequence[StoredResponse] = ()) -> list[Recording[UUID]]:
+        """Save the aggregates' pending events, and `responses` under their idempotency keys, in one
+        transaction, grouped with other threads' saves.
 
-        Raises what a lone save would (IntegrityError on a version conflict) and records nothing then. The
-        library's post-save hooks (`_notify`, snapshots) are skipped: the Ledger uses neither."""
+        Raises what a lone save would (IntegrityError on a version conflict, or a response already stored under
+        one of the keys) and records nothing then. The library's post-save hooks (`_notify`, snapshots) are
+        skipped: the Ledger uses neither."""
         if self.committer is None:
-            return self.save(*aggregates)
+            return self.save(*aggregates, stored_responses=responses)
         # Encoded here, in the request's thread: the committer's thread is the one everybody waits for.
         encoded = [
             (event, self.mapper.to_stored_event(event))
             for aggregate in aggregates
             for event in aggregate.collect_events()
         ]
-        recordings = self.committer.save(encoded)
+        recordings = self.committer.save(encoded, responses)
         if self.repository.cache is not None:  # as the library's save does (LedgerRepository)
             for aggregate in aggregates:
                 self.repository.cache.put(aggregate.id, aggregate)
         return recordings
 
-    def _put_encoded(self, encoded: Sequence[tuple[Any, StoredEvent]]) -> list[Recording[UUID]]:
-        """The library's `EventStore.put` for events already encoded: one insert, the recordings in order."""
-        ids = self.recorder.insert_events([stored for _, stored in encoded])
+    def _put_encoded(
+        self, encoded: Sequence[tuple[Any, StoredEvent]], responses: Sequence[StoredResponse]
+    ) -> list[Recording[UUID]]:
+        """The library's `EventStore.put` for events already encoded, with the responses to store beside them:
+        one transaction, the recordings in order."""
+        ids = self.recorder.insert_events([stored for _, stored in encoded], stored_responses=responses)
         assert ids is not None
         assert len(ids) == len(encoded)
         return [
@@ -122,7 +128,10 @@ class EventStoreApplication(Application[UUID]):
         ]
 
     def construct_recorder(self) -> ApplicationRecorder:
-        """The library creates its tables on start; processes starting together race on the catalog."""
+        """The library creates its tables on start; processes starting together race on the catalog. In
+        memory, a recorder that also keeps stored responses."""
+        if isinstance(self.factory, POPOFactory):
+            return MemoryApplicationRecorder()
         for attempt in range(CREATE_TABLE_ATTEMPTS):
             try:
                 return super().construct_recorder()
@@ -155,13 +164,16 @@ class EventStoreApplication(Application[UUID]):
             if self.recorder.select_events(originator_id, limit=1)
         }
 
+    @property
+    def _responses(self) -> ResponseRecorder:
+        recorder = self.recorder
+        assert isinstance(recorder, LedgerApplicationRecorder | MemoryApplicationRecorder), recorder
+        return recorder
+
     def stored_response(self, seller: str, key: str) -> StoredResponse | None:
         """The response stored under this seller's idempotency key, if any (ledger.eventstore.idempotency)."""
-        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
-            return idempotency.select(cur, self.recorder.datastore.schema, seller, key)  # type: ignore[attr-defined]
+        return self._responses.select_response(seller, key)
 
     def store_response(self, response: StoredResponse) -> None:
         """Keep a response under its key (a no-op if one is there): for effects made of several transactions."""
-        datastore = self.recorder.datastore  # type: ignore[attr-defined]
-        with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
-            idempotency.insert(cur, datastore.schema, response, if_absent=True)
+        self._responses.keep_response(response)

@@ -751,21 +751,38 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     def _insert_events_once(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """`stored_response=StoredResponse(...)` is inserted in the same transaction as the events."""
-        response: idempotency.StoredResponse | None = kwargs.pop("stored_response", None)
-        if self.datastore.enable_db_functions and response is None:
+        """`stored_responses=[StoredResponse(...)]` are inserted in the same transaction as the events (a row
+        already under one of their keys fails the whole insert with an IntegrityError)."""
+        responses: Sequence[idempotency.StoredResponse] = kwargs.pop("stored_responses", ())
+        if self.datastore.enable_db_functions and not responses:
             insert = PostgresApplicationRecorder.insert_events.__wrapped__
             return insert(self, stored_events, **kwargs)  # type: ignore[no-any-return]
-        if response is None and stored_events and not kwargs:
+        if not responses and stored_events and not kwargs:
             return self._insert_in_few_round_trips(stored_events)
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._insert_events(curs, stored_events, **kwargs)
-            if response is not None:
+            for response in responses:
                 idempotency.insert(curs, self.datastore.schema, response)
             if not stored_events:
                 return []
             self._insert_stored_events(curs, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+
+    def select_response(self, seller: str, key: str) -> idempotency.StoredResponse | None:
+        """The response stored under this seller's idempotency key, if any."""
+        return self.call_store(self._select_response_once, seller, key)
+
+    def _select_response_once(self, seller: str, key: str) -> idempotency.StoredResponse | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            return idempotency.select(curs, self.datastore.schema, seller, key)
+
+    def keep_response(self, response: idempotency.StoredResponse) -> None:
+        """Store the response unless one is under its key already."""
+        self.call_store(self._keep_response_once, response)
+
+    def _keep_response_once(self, response: idempotency.StoredResponse) -> None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            idempotency.insert(curs, self.datastore.schema, response, if_absent=True)
 
     def select_events(self, originator_id: Any, **kwargs: Any) -> Sequence[StoredEvent]:
         return self.call_store(self._select_events_once, originator_id, **kwargs)

@@ -9,7 +9,8 @@ The batch is all-or-nothing in PostgreSQL. When it fails (typically one member's
 IntegrityError), nothing of it was recorded, and the committer saves each member alone: the others land, and
 only the failing member gets its own error back, so the caller's usual retry loop (`LedgerCore._run`) reloads
 and runs that one command again. Idempotency keys and expected versions are checked by the caller before
-submitting, exactly as without grouping.
+submitting, exactly as without grouping; a member's stored responses (idempotency.py) go in the batch's
+transaction with its events, so a key stored meanwhile fails that member alone, like a version conflict.
 """
 
 from __future__ import annotations
@@ -27,20 +28,21 @@ from eventsourcing.persistence import Recording
 MAX_BATCH = 256
 """Most saves committed together (a batch's events go in one INSERT)."""
 
-Put = Callable[[Sequence[Any]], list[Recording[UUID]]]
+Put = Callable[[Sequence[Any], Sequence[Any]], list[Recording[UUID]]]
 
 
 @dataclass
 class _Member:
     events: list[Any]
+    responses: Sequence[Any] = ()
     future: Future[list[Recording[UUID]]] = field(default_factory=Future)
 
 
 class GroupCommitter:
     """One thread that commits what concurrent callers submit, in as few transactions as it can.
 
-    `put(events) -> recordings` is the one-transaction insert (the Ledger's `_put_encoded`, given events its
-    callers encoded). `save` blocks its caller until its events are committed (or failed) and returns their
+    `put(events, responses) -> recordings` is the one-transaction insert (the Ledger's `_put_encoded`, given
+    events its callers encoded and the responses to store with them). `save` blocks its caller until its events are committed (or failed) and returns their
     recordings, in order.
     """
 
@@ -56,11 +58,12 @@ class GroupCommitter:
         """Transactions committed or tried (for tests and the benchmark: saves / batches = mean batch size)."""
         self.saves = 0
 
-    def save(self, events: Sequence[Any]) -> list[Recording[UUID]]:
-        """Commit `events` (one or more aggregates' pending events) with whatever else is waiting."""
-        if not events:
+    def save(self, events: Sequence[Any], responses: Sequence[Any] = ()) -> list[Recording[UUID]]:
+        """Commit `events` (one or more aggregates' pending events), and `responses`, with whatever else is
+        waiting."""
+        if not events and not responses:
             return []
-        member = _Member(list(events))
+        member = _Member(list(events), responses)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the ledger is closed")
@@ -106,7 +109,10 @@ class GroupCommitter:
             self._commit_alone(batch[0])
             return
         try:
-            recordings = self._put([event for member in batch for event in member.events])
+            recordings = self._put(
+                [event for member in batch for event in member.events],
+                [response for member in batch for response in member.responses],
+            )
         except BaseException:
             for member in batch:
                 self.batches += 1
@@ -120,6 +126,6 @@ class GroupCommitter:
 
     def _commit_alone(self, member: _Member) -> None:
         try:
-            member.future.set_result(self._put(member.events))
+            member.future.set_result(self._put(member.events, member.responses))
         except BaseException as exc:
             member.future.set_exception(exc)

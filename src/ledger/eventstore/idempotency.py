@@ -1,22 +1,28 @@
-"""Stored responses for `Idempotency-Key` on requests whose effect is not one order's events.
+"""Stored responses under a seller's `Idempotency-Key`: one table, `ledger_idempotency`, keyed by (seller, key).
 
-Order commands keep their key on the events they record (a replay is rebuilt from those events). Creating an
-account, a bulk import or an operator's retry answer with something else, so their first response is kept in a
-table, `ledger_idempotency`, keyed by (seller, key): the same key and the same request (operation and body
-digest) get those bytes and that status again; another request under the key is refused.
+A key belongs to the seller, across every endpoint and every order (API.md, *Idempotency, exactly*): its row
+holds what was asked (`operation`, and the request's `digest`) and what was answered (`status`, `body`). The
+same key with the same operation and digest gets that answer again; anything else under the key is refused.
 
-Atomic with the effect: an account's response row is inserted by the events recorder in the same transaction
-as the account's events (`LedgerApplicationRecorder.insert_events(..., stored_response=...)`), so either both
-exist or neither. A bulk import is several transactions (its new orders in one, each re-sent order in its own):
-each order's import carries a key derived from the request's (`<key>#<index>`) on its events, so a retry after a
-crash replays the orders already imported and imports the rest; the whole response is stored once all are done.
+Atomic with the effect: the row is inserted by the events recorder in the same transaction as the events
+(`insert_events(..., stored_responses=[...])`, on PostgreSQL `LedgerApplicationRecorder`, in memory
+`MemoryApplicationRecorder` below), so either both exist or neither, and of two concurrent requests under one
+key exactly one commits (the other's save fails on the primary key, an IntegrityError, and it replays). An
+order command stores its `CommandResult` (application/core.py); an account's registration the HTTP response.
+A bulk import is several transactions (its new orders in one, each re-sent order in its own): each order's
+import carries a key derived from the request's (`<key>#<index>`) on its events, so a retry after a crash
+replays the orders already imported and imports the rest; the whole response is stored once all are done
+(`keep_response`, which keeps the first row if one is there).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.popo import POPOApplicationRecorder
 from psycopg import sql
 
 IDEMPOTENCY_TABLE = "ledger_idempotency"
@@ -32,6 +38,19 @@ class StoredResponse:
     digest: str
     status: int
     body: bytes
+
+    def answers(self, operation: str, digest: str) -> bool:
+        """Whether a request (this operation, this digest) under the key is the one this answered."""
+        return (self.operation, self.digest) == (operation, digest)
+
+
+class ResponseRecorder(Protocol):
+    """What the Ledger's recorders (PostgreSQL and in memory) offer besides the library's methods."""
+
+    def select_response(self, seller: str, key: str) -> StoredResponse | None: ...
+
+    def keep_response(self, response: StoredResponse) -> None:
+        """Store the row unless one is under its key already (for effects made of several transactions)."""
 
 
 def insert(cur: Any, schema: str, response: StoredResponse, *, if_absent: bool = False) -> None:
@@ -60,3 +79,29 @@ def select(cur: Any, schema: str, seller: str, key: str) -> StoredResponse | Non
         row.values() if isinstance(row, dict) else row
     )  # the library's rows are dicts
     return StoredResponse(seller, key, str(operation), str(digest), int(status), bytes(body))
+
+
+class MemoryApplicationRecorder(POPOApplicationRecorder):
+    """The library's in-memory recorder with the stored responses beside the events, under the same lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._responses: dict[tuple[str, str], StoredResponse] = {}
+
+    def _insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        responses: Sequence[StoredResponse] = kwargs.pop("stored_responses", ())
+        with self._database_lock:
+            keys = [(r.seller, r.key) for r in responses]
+            if len(set(keys)) != len(keys) or any(k in self._responses for k in keys):
+                raise IntegrityError("a response is stored under this idempotency key")
+            ids = super()._insert_events(stored_events, **kwargs)
+            self._responses.update(zip(keys, responses, strict=True))
+            return ids
+
+    def select_response(self, seller: str, key: str) -> StoredResponse | None:
+        with self._database_lock:
+            return self._responses.get((seller, key))
+
+    def keep_response(self, response: StoredResponse) -> None:
+        with self._database_lock:
+            self._responses.setdefault((response.seller, response.key), response)

@@ -35,6 +35,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.times import DAY_PATTERN, parse_day
 from ledger.aggregates.values import Marketplace, RefundReason, Role
+from ledger.api import idempotent
 from ledger.api.auth import ROLES_OPT, actor_of
 from ledger.api.bodies.finance import (
     CSV_COLUMNS,
@@ -209,6 +210,7 @@ async def upload_settlement(
     pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
     idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
     marketplace: FromQuery[Marketplace],
     account_id: FromQuery[UUID | None] = None,
     file_name: Annotated[
@@ -236,7 +238,8 @@ async def upload_settlement(
         with pool.connection() as conn:
             return RECONCILIATIONS.run(conn, upload, datetime.now(UTC))
 
-    details = await anyio.to_thread.run_sync(run)
+    asked = idempotent.Request(key.seller, idempotency_key, "reconcileSettlement", digest)
+    details = await anyio.to_thread.run_sync(idempotent.kept_elsewhere, ledger, asked, run)
     body: Any = (
         ReconciliationOut.of_details(details) if output_detail else ReconciliationSummaryOut.of(details.run)
     )

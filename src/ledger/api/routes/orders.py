@@ -90,6 +90,8 @@ def _etag(version: int) -> dict[str, str]:
 
 def _created(result: CommandResult, ledger: Ledger) -> Response[CommandOut]:
     headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
+    if result.replayed:
+        headers |= idempotent.REPLAYED
     return Response(CommandOut.of(result), status_code=201, headers=headers)
 
 
@@ -115,7 +117,7 @@ def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | Non
         200: ResponseSpec(ImportOut, description="already imported: unchanged, or its payment recorded"),
         **problem_responses(401, 403, 404, 409, 413, 422, 503),
     },
-    response_headers=POSITION_RESPONSE_HEADERS,
+    response_headers=[*POSITION_RESPONSE_HEADERS, idempotent.REPLAYED_HEADER],
     sync_to_thread=True,
 )
 def import_order(
@@ -134,6 +136,8 @@ def import_order(
         )
     )
     headers = _etag(result.version) | position_headers(_position(result.notification_id, ledger))
+    if result.replayed:
+        headers |= idempotent.REPLAYED
     return Response(ImportOut.of(result), status_code=201 if result.created else 200, headers=headers)
 
 
@@ -312,7 +316,7 @@ def command(
         tags=COMMAND_TAGS,
         opt={ROLES_OPT: roles},
         responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
-        response_headers=POSITION_RESPONSE_HEADERS,
+        response_headers=[*POSITION_RESPONSE_HEADERS, idempotent.REPLAYED_HEADER],
         sync_to_thread=True,
     )
 
@@ -378,7 +382,7 @@ def cancel(
 @command(
     "/orders/{order_id:uuid}/refunds",
     "refundOrder",
-    "Refund shipped units or amounts (no `lines`: everything refundable)",
+    "Refund shipped units or amounts (no `lines`: only the amounts given, or with none everything refundable)",
 )
 def refund(
     order_id: FromPath[UUID],

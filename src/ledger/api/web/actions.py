@@ -171,7 +171,7 @@ def _act(request: Request[Any, Any, Any], order_id: UUID, form: str, data: dict[
     return Redirect(f"/orders/{order_id}?done={done}", status_code=303)
 
 
-def _refund_lines(data: dict[str, Any]) -> tuple[RefundRequestLine, ...]:
+def _refund_lines(data: dict[str, Any]) -> tuple[RefundRequestLine, ...] | None:
     lines = []
     for name, value in data.items():
         if not str(name).startswith("qty:"):
@@ -183,7 +183,7 @@ def _refund_lines(data: dict[str, Any]) -> tuple[RefundRequestLine, ...]:
             lines.append(RefundRequestLine(line_id, quantity, amount))
     if not lines and not any(_amount(str(data.get(n, "")), n) for n in ("shipping_amount", "tax_amount")):
         raise FormError("choose at least one unit or amount to refund", "lines")
-    return tuple(lines)  # empty: only the order-level shipping or tax amounts
+    return tuple(lines) or None  # None: only the order-level shipping or tax amounts, as the API's command
 
 
 @post("/orders/{order_id:uuid}/ship", include_in_schema=False, sync_to_thread=True)
@@ -238,7 +238,13 @@ async def bulk_upload(request: Request[Any, Any, Any]) -> Response[Any]:
     except NotCsvError as e:
         return render("bulk.html", 400, key=key, error=f"That file cannot be used: {e}.")
     shipper = BulkShipper(ledger_of(request), actor=actor_of(key), seller=key.seller, source=Source.WEB)
-    report = await anyio.to_thread.run_sync(shipper.run, parsed)
+    try:
+        report = await anyio.to_thread.run_sync(shipper.run, parsed)
+    except LedgerError as e:  # a row's refusal is in the report; anything else is told here, never as JSON
+        error = (
+            f"The upload stopped ({_explain(e).rstrip('.')}). Upload the file again for each row's verdict."
+        )
+        return render("bulk.html", 409, key=key, error=error)
     failed = failed_rows_csv(parsed.columns, report.rows) if report.rejected else ""
     return render("bulk.html", key=key, report=report, failed_csv=failed)
 
