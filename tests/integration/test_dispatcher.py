@@ -31,8 +31,8 @@ from ledger.aggregates.values import (
 from ledger.application.ledger import Ledger
 from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
-from ledger.integrations.dispatcher import Dispatcher, TokenBucket, backoff_delay
-from ledger.integrations.marketplaces import SyncSettings
+from ledger.integrations.dispatcher import Dispatcher, RateLimiter, TokenBucket, backoff_delay
+from ledger.integrations.marketplaces import RATE_LIMITS, SyncSettings
 from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import replay_order
 
@@ -250,16 +250,17 @@ def test_token_bucket_limits_the_rate_and_pauses() -> None:
     assert bucket.available()
 
 
-def test_an_empty_bucket_holds_back_its_marketplace_only(own_app: Ledger, own_target: PostgresTarget) -> None:
-    """With eBay's bucket empty, its items wait while another marketplace's item is taken."""
-    ebay, jet = _order(own_app, Marketplace.EBAY), _order(own_app, Marketplace.JET)
-    for order_id in (ebay, jet):
-        own_app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
-    _queue(own_app, own_target)
-    dispatcher = _dispatcher(own_app, own_target, rate_limits={"ebay": (0.001, 1)})
-    dispatcher._bucket("ebay").take()
-    assert "ebay" in dispatcher.blocked()
-    claimed = dispatcher.claim()
-    assert claimed is not None
-    assert claimed.order_id == jet
-    assert dispatcher.claim() is None
+def test_buckets_are_per_account_where_the_marketplace_limits_each_seller() -> None:
+    """Amazon's buckets are each seller's; eBay's one application's, shared by every account."""
+    limiter = RateLimiter(RATE_LIMITS)
+    assert limiter.bucket("amazon", "a", "amazon.createFeed") is not limiter.bucket(
+        "amazon", "b", "amazon.createFeed"
+    )
+    assert limiter.bucket("ebay", "a", "ebay.issueRefund") is limiter.bucket("ebay", "b", "ebay.issueRefund")
+    assert limiter.bucket("amazon", "a", "amazon.close_dispute") is None  # no call, no limit
+
+
+def test_processes_split_every_bucket() -> None:
+    """Two dispatcher processes each take half of a rate and of a burst (at least one)."""
+    limiter = RateLimiter({"amazon.createFeed": (0.0083, 15), "jet.shipOrder": (1.0, 1)}, processes=2)
+    assert limiter.limits == {"amazon.createFeed": (0.00415, 7), "jet.shipOrder": (0.5, 1)}

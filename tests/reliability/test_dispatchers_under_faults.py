@@ -29,7 +29,7 @@ pytestmark = pytest.mark.postgres
 UPS = "1Z999AA10123456784"
 DISPATCHERS = 4
 FAULTS_PER_MARKETPLACE = 14
-LIFTED = dict.fromkeys([*RATE_LIMITS, *(m.value for m in Marketplace)], (10000.0, 10000))
+LIFTED = dict.fromkeys(RATE_LIMITS, (10000.0, 10000))
 # The sandbox's operation that applies each queue action, per marketplace.
 OPERATIONS = {
     Marketplace.AMAZON: {"confirmShipment": "ship"},

@@ -8,7 +8,7 @@ import pytest
 
 from ledger.aggregates.policies import POLICIES
 from ledger.aggregates.values import Marketplace, SyncAction
-from ledger.integrations.marketplaces import MARKETPLACES, RATE_LIMITS
+from ledger.integrations.marketplaces import MARKETPLACES, RATE_LIMITS, operation_for
 from ledger_sandbox.app import MODULES, load_modules
 
 ALL = list(Marketplace)
@@ -29,13 +29,23 @@ def test_every_marketplace_has_an_adapter_that_speaks_for_it(marketplace: Market
 
 
 @pytest.mark.parametrize("marketplace", ALL, ids=lambda m: m.value)
-def test_every_marketplace_has_its_own_rate_limit(marketplace: Marketplace) -> None:
-    """Each marketplace has a bucket of its own; per-action buckets name a sync action; all are positive."""
+def test_every_call_an_item_makes_has_a_published_limit(marketplace: Marketplace) -> None:
+    """Each action's send and poll name one of the marketplace's operations, whose rate and burst are positive."""
     entry = MARKETPLACES[marketplace]
-    assert "" in entry.rate_limits
-    assert set(entry.rate_limits) - {""} <= {a.value for a in SyncAction}
-    assert RATE_LIMITS[marketplace.value] == entry.rate_limits[""]
-    assert all(rate > 0 and burst >= 1 for rate, burst in entry.rate_limits.values())
+    assert set(entry.sends) | set(entry.polls) <= {a.value for a in SyncAction}
+    assert {*entry.sends.values(), *entry.polls.values()} <= set(entry.operations)
+    assert all(rate > 0 and burst >= 1 for rate, burst in entry.operations.values())
+    for call, limit in entry.operations.items():
+        assert RATE_LIMITS[f"{marketplace.value}.{call}"] == limit
+
+
+def test_an_item_names_the_call_it_makes() -> None:
+    """Amazon's shipment is confirmShipment; its feeds are created with createFeed and polled with getFeed."""
+    assert operation_for("amazon", "ship") == "amazon.confirmShipment"
+    assert operation_for("amazon", "cancel") == "amazon.createFeed"
+    assert operation_for("amazon", "refund", polling=True) == "amazon.getFeed"
+    assert operation_for("ebay", "refund", polling=True) == "ebay.getOrder"
+    assert operation_for("amazon", "close_dispute") == "amazon.close_dispute"  # answered without a call
 
 
 def test_the_table_names_only_known_marketplaces() -> None:

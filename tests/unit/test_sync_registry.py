@@ -49,7 +49,8 @@ def test_reads_every_setting_with_durations_and_per_marketplace_urls() -> None:
             "LEDGER_SYNC_BACKOFF_MAX": "1h",
             "LEDGER_SYNC_MAX_ATTEMPTS": "3",
             "LEDGER_SYNC_SINCE": "2026-11-20T00:00:00Z",
-            "LEDGER_SYNC_RATE_LIMITS": "amazon.ship=1/4, walmart=0.5/2",
+            "LEDGER_SYNC_RATE_LIMITS": "amazon.confirmShipment=1/4, walmart.shippingUpdates=0.5/2",
+            "LEDGER_SYNC_PROCESSES": "2",
         }
     )
     assert settings.url_for(Marketplace.AMAZON) == "http://127.0.0.1:8700"
@@ -57,7 +58,8 @@ def test_reads_every_setting_with_durations_and_per_marketplace_urls() -> None:
     assert (settings.import_interval, settings.import_lookback) == (900.0, 172800.0)
     assert (settings.sync_lease, settings.sync_backoff_max, settings.sync_max_attempts) == (90.0, 3600.0, 3)
     assert settings.sync_since == datetime(2026, 11, 20, tzinfo=UTC)
-    assert settings.rate_limits == {"amazon.ship": (1.0, 4), "walmart": (0.5, 2)}
+    assert settings.rate_limits == {"amazon.confirmShipment": (1.0, 4), "walmart.shippingUpdates": (0.5, 2)}
+    assert settings.processes == 2
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,9 @@ def test_reads_every_setting_with_durations_and_per_marketplace_urls() -> None:
         ("LEDGER_SYNC_SINCE", "yesterday"),
         ("LEDGER_SYNC_SINCE", "2026-11-20T00:00:00"),
         ("LEDGER_SYNC_RATE_LIMITS", "amazon=fast"),
+        ("LEDGER_SYNC_RATE_LIMITS", "amazon.ship=2/10"),
+        ("LEDGER_SYNC_PROCESSES", "0"),
+        ("LEDGER_SYNC_PROCESSES", "two"),
     ],
 )
 def test_a_bad_setting_is_a_config_error_naming_it(name: str, value: str) -> None:

@@ -14,7 +14,7 @@ and marketplace_reference while a change is `Submitted`):
    every request carries the item's idempotency key, which the adapter maps to the marketplace's own dedupe
    key (Amazon packageReferenceId, eBay's tracking number...). A claim counts one attempt; attempts are never
    reset, not even by an operator's retry.
-2. Call the adapter outside any transaction, after taking a token from the marketplace's bucket.
+2. Call the adapter outside any transaction, after taking a token from its operation's bucket (RateLimiter).
 3. Record the answer as an event (`Ledger.record_sync_outcome`: MarketplaceAcknowledged or
    MarketplaceRejected), then update the row (succeeded; failed with a retry time; dead). The outbound
    projection applies the same events; `outbox.settle` never lets them undo the dispatcher's own work.
@@ -38,7 +38,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -67,6 +67,8 @@ from ledger.integrations.marketplaces import (
     ClientFactory,
     SyncSettings,
     client_for,
+    entry_for,
+    operation_for,
 )
 from ledger.integrations.outbox import Claimed
 
@@ -76,11 +78,6 @@ Connect = Callable[[], psycopg.Connection[TupleRow]]
 ACTOR = "dispatcher"
 # In-flight items (a poll due, a dead dispatcher's lease run out) are looked for every STALE_CHECK seconds.
 STALE_CHECK = 5.0
-
-
-def bucket_name(marketplace: str, action: str, limits: dict[str, tuple[float, int]]) -> str:
-    specific = f"{marketplace}.{action}"
-    return specific if specific in limits else marketplace
 
 
 class TokenBucket:
@@ -114,6 +111,80 @@ class TokenBucket:
         self.tokens = 0.0
 
 
+class RateLimiter:
+    """The token buckets of one dispatcher process: one per marketplace operation (`amazon.confirmShipment`),
+    and per seller account where the marketplace limits each seller; the process's dispatchers share them.
+
+    An item waits only for its own operation's bucket: `blocked()` names the empty ones for the claim to pass
+    over, and `take` spends a token as the call is made (a poll on the operation it polls with). Two threads
+    that each claim an item for the last token both send it: the bucket goes below zero and its next token
+    comes that much later, so the rate holds over time. With `processes` dispatcher processes on one database,
+    each takes 1/processes of every rate and burst.
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, tuple[float, int]],
+        processes: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = {
+            op: (rate / processes, max(1, burst // processes)) for op, (rate, burst) in limits.items()
+        }
+        self.clock = clock
+        self.buckets: dict[tuple[str, str], TokenBucket] = {}
+        self.lock = threading.Lock()
+
+    def bucket(self, marketplace: str, account_id: UUID | str, operation: str) -> TokenBucket | None:
+        """The bucket of `operation` (`amazon.createFeed`) for the account; None: the call is not limited."""
+        limit = self.limits.get(operation)
+        if limit is None:
+            return None
+        key = (str(account_id) if entry_for(marketplace).limits_per_account else ANY_ACCOUNT, operation)
+        with self.lock:
+            if key not in self.buckets:
+                self.buckets[key] = TokenBucket(*limit, clock=self.clock)
+            return self.buckets[key]
+
+    def take(self, item: Claimed) -> None:
+        bucket = self.bucket(item.marketplace, item.account_id, _operation(item))
+        if bucket is not None:
+            with self.lock:
+                bucket.take()
+
+    def pause(self, item: Claimed, seconds: float) -> None:
+        """The marketplace said 429 to this item's call: that bucket waits `seconds` (its Retry-After)."""
+        bucket = self.bucket(item.marketplace, item.account_id, _operation(item))
+        if bucket is not None:
+            with self.lock:
+                bucket.pause(seconds)
+
+    def blocked(self) -> list[str]:
+        """What may not be sent now, as `outbox.claim` names items (`outbox.claim_key`)."""
+        with self.lock:
+            empty = [key for key, bucket in self.buckets.items() if not bucket.available()]
+        return [name for scope, operation in empty for name in _claim_keys(scope, operation)]
+
+
+ANY_ACCOUNT = "*"  # the scope of a bucket an application's calls share, whichever account they are for
+
+
+def _operation(item: Claimed) -> str:
+    return operation_for(item.marketplace, item.action, polling=item.marketplace_reference is not None)
+
+
+def _claim_keys(scope: str, operation: str) -> list[str]:
+    """The items an empty bucket holds back, by `outbox.claim_key`: each action that makes the call."""
+    marketplace, call = operation.split(".", 1)
+    entry = entry_for(marketplace)
+    return [
+        outbox.claim_key(scope, marketplace, action, polling=polling)
+        for polling, calls in ((False, entry.sends), (True, entry.polls))
+        for action, made in calls.items()
+        if made == call
+    ]
+
+
 def backoff_delay(
     attempts: int, settings: SyncSettings, retry_after: float | None, rng: random.Random
 ) -> float:
@@ -135,6 +206,7 @@ class Dispatcher:
         client_factory: ClientFactory = client_for,
         rng: random.Random | None = None,
         before_pass: Callable[[], None] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.before_pass = before_pass  # e.g. bring the queue up to date when no worker does
         self.ledger = ledger
@@ -142,8 +214,8 @@ class Dispatcher:
         self.settings = settings
         self.client_factory = client_factory
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self.limits = RATE_LIMITS | settings.rate_limits
-        self.buckets: dict[str, TokenBucket] = {}
+        # One limiter per process: dispatchers of one process are given the same one.
+        self.limiter = limiter or RateLimiter(RATE_LIMITS | settings.rate_limits, settings.processes)
         self.clients: dict[UUID, MarketplaceClient] = {}
         self.unconfigured = [m.value for m in Marketplace if not self._configured(m)]
         self._conn: psycopg.Connection[TupleRow] | None = None
@@ -230,18 +302,6 @@ class Dispatcher:
         since = self.settings.sync_since
         return 0 if since is None else outbox.skip_historic(self._connection(), since)
 
-    def blocked(self) -> list[str]:
-        """Marketplaces, or marketplace.action buckets, not to take items of now."""
-        names = {bucket_name(m.value, a.value, self.limits) for m in Marketplace for a in SyncAction}
-        empty = [name for name in sorted(names) if not self._bucket(name).available()]
-        return self.unconfigured + empty
-
-    def _bucket(self, name: str) -> TokenBucket:
-        if name not in self.buckets:
-            rate, burst = self.limits.get(name, (1.0, 5))
-            self.buckets[name] = TokenBucket(rate, burst)
-        return self.buckets[name]
-
     def claim(self) -> Claimed | None:
         """Failed items whose retry is due first, then pending ones; in flight ones every STALE_CHECK."""
         now = time.monotonic()
@@ -254,7 +314,9 @@ class Dispatcher:
         return self._claim(outbox.FAILED) or self._claim(outbox.PENDING)
 
     def _claim(self, state: str) -> Claimed | None:
-        return outbox.claim(self._connection(), state, self.blocked(), self.settings.sync_lease)
+        return outbox.claim(
+            self._connection(), state, self.unconfigured, self.limiter.blocked(), self.settings.sync_lease
+        )
 
     def _finish(
         self,
@@ -271,13 +333,13 @@ class Dispatcher:
 
     def handle(self, item: Claimed) -> None:
         """Send (or poll) one claimed item and record what came of it."""
-        self._bucket(bucket_name(item.marketplace, item.action, self.limits)).take()
         polling = item.marketplace_reference is not None
         try:
             client = self._client(item.account_id)
         except Exception as e:  # no URL, bad credentials: the marketplace was never reached, so no event
             self._local_failure(item, f"no client for account {item.account_id}: {e}")
             return
+        self.limiter.take(item)  # after the credentials: a call never made spends nothing
         try:
             if polling:
                 assert item.marketplace_reference is not None
@@ -288,7 +350,7 @@ class Dispatcher:
             self._rejected(item, e, permanent=True)
         except TransientMarketplaceError as e:
             if e.retry_after:
-                self._bucket(bucket_name(item.marketplace, item.action, self.limits)).pause(e.retry_after)
+                self.limiter.pause(item, e.retry_after)
             if polling:  # the status check failed, not the change: ask again later
                 delay = backoff_delay(1, self.settings, e.retry_after, self.rng)
                 self._finish(

@@ -22,7 +22,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,15 @@ class MarketplaceEntry:
 
     adapter: tuple[str, str]
     """(module, class) of its adapter, imported when first asked for"""
-    rate_limits: Mapping[str, tuple[float, int]]
-    """Token buckets, (requests per second, burst): "" the marketplace's own bucket, or a sync action's"""
+    operations: Mapping[str, tuple[float, int]]
+    """The marketplace's calls by its own name, each with its token bucket (requests per second, burst)"""
+    sends: Mapping[str, str]
+    """The call that sends each sync action; an action not here is answered without a call (never limited)"""
+    polls: Mapping[str, str] = field(default_factory=dict)
+    """The call that asks after an action the marketplace took for later (`Submitted`: an Amazon feed)"""
+    limits_per_account: bool = True
+    """True: each seller account has its own buckets (Amazon's usage plans are per selling partner); False:
+    one application's calls share them, whichever account they are for (eBay's daily call limits)"""
     acknowledges_orders: bool = False
     """Walmart cancels an order the seller does not acknowledge: every order it sends is acknowledged
     through the outbound queue (the importer leaves it alone)"""
@@ -51,37 +58,84 @@ class MarketplaceEntry:
     """Rakuten's cancellation request says whether to put the units back into the marketplace's stock"""
 
 
+# A rate of a daily limit, spread over the day.
+def _per_day(calls: int) -> float:
+    return calls / 86400
+
+
 # THE table of marketplaces. Adding one: a `Marketplace` member and a `MarketplacePolicy` (the domain), an
 # entry here, its adapter module, and its sandbox module; tests/unit/test_marketplace_table.py checks them.
-# Rate limits are per dispatcher process (N dispatchers may send N times as fast), from the published limits of
-# the calls each action makes; LEDGER_SYNC_RATE_LIMITS overrides them.
+# Buckets live in the dispatcher process (its dispatcher threads share them); LEDGER_SYNC_PROCESSES dispatcher
+# processes each take their share; LEDGER_SYNC_RATE_LIMITS overrides a figure. docs/marketplaces.md lists them.
 MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
-    # Amazon SP-API, as published in the models (../shared/marketplace-specs/amazon): Orders v0
-    # confirmShipment 2 rps, burst 10; Feeds createFeed 0.0083 rps (one per 2 minutes), burst 15, for
-    # cancellations (order acknowledgement feed) and refunds (adjustment feed).
+    # Amazon SP-API, as published in the models (marketplace-specs/amazon): Orders v0 and Feeds 2021-06-30.
+    # Cancellations, refunds and acknowledgements are feeds (createFeed; createFeedDocument and the upload
+    # come with it, under looser limits); their results are asked after with getFeed. getOrders is the
+    # importer's.
     Marketplace.AMAZON: MarketplaceEntry(
         adapter=("ledger.integrations.amazon", "AmazonClient"),
-        rate_limits={"ship": (2.0, 10), "": (0.0083, 15)},
+        operations={
+            "confirmShipment": (2.0, 10),
+            "createFeed": (0.0083, 15),
+            "getFeed": (2.0, 15),
+            "getOrders": (0.0167, 20),
+        },
+        sends={
+            "ship": "confirmShipment",
+            "cancel": "createFeed",
+            "refund": "createFeed",
+            "acknowledge": "createFeed",
+        },
+        polls={"cancel": "getFeed", "refund": "getFeed", "acknowledge": "getFeed"},
     ),
-    # eBay, Walmart, Rakuten, Jet: their limits are per application or seller and per day or minute, and not
-    # in the specs we hold; these are conservative figures.
+    # eBay publishes daily call limits per application (Sell Fulfillment API, Post-Order API); 100,000 a day
+    # each is assumed, spread over the day, with an assumed burst of 10. A refund is asked after on the order.
     Marketplace.EBAY: MarketplaceEntry(
         adapter=("ledger.integrations.ebay", "EbayClient"),
-        rate_limits={"": (2.5, 10)},
+        operations={
+            "createShippingFulfillment": (_per_day(100_000), 10),
+            "issueRefund": (_per_day(100_000), 10),
+            "getOrder": (_per_day(100_000), 10),
+            "createCancellation": (_per_day(100_000), 10),
+            "acceptPaymentDispute": (_per_day(100_000), 10),
+        },
+        sends={
+            "ship": "createShippingFulfillment",
+            "refund": "issueRefund",
+            "cancel": "createCancellation",
+            "close_dispute": "acceptPaymentDispute",
+        },
+        polls={"refund": "getOrder"},
+        limits_per_account=False,
     ),
+    # Walmart, Rakuten, Jet: per seller and per call; their figures are not in the specs we hold, so these are
+    # assumed and conservative (docs/marketplaces.md says so).
     Marketplace.WALMART: MarketplaceEntry(
         adapter=("ledger.integrations.walmart", "WalmartClient"),
-        rate_limits={"": (1.0, 10)},
+        operations={
+            "acknowledgeOrders": (1.0, 10),
+            "shippingUpdates": (1.0, 10),
+            "cancelOrderLines": (1.0, 10),
+            "refundOrderLines": (1.0, 10),
+        },
+        sends={
+            "acknowledge": "acknowledgeOrders",
+            "ship": "shippingUpdates",
+            "cancel": "cancelOrderLines",
+            "refund": "refundOrderLines",
+        },
         acknowledges_orders=True,
     ),
     Marketplace.RAKUTEN: MarketplaceEntry(
         adapter=("ledger.integrations.rakuten", "RakutenClient"),
-        rate_limits={"": (1.0, 5)},
+        operations={"updateOrderShipping": (1.0, 5), "cancelOrder": (1.0, 5), "refundOrder": (1.0, 5)},
+        sends={"ship": "updateOrderShipping", "cancel": "cancelOrder", "refund": "refundOrder"},
         takes_restock_choice=True,
     ),
     Marketplace.JET: MarketplaceEntry(
         adapter=("ledger.integrations.jet", "JetClient"),
-        rate_limits={"": (1.0, 5)},
+        operations={"shipOrder": (1.0, 5), "cancelOrder": (1.0, 5), "createRefund": (1.0, 5)},
+        sends={"ship": "shipOrder", "cancel": "cancelOrder", "refund": "createRefund"},
     ),
 }
 
@@ -90,17 +144,25 @@ def entry_for(marketplace: Marketplace | str) -> MarketplaceEntry:
     return MARKETPLACES[Marketplace(marketplace)]
 
 
-# Every marketplace's token buckets by bucket name (`amazon`, `amazon.ship`, ...), as the dispatcher uses them.
+def operation_for(marketplace: str, action: str, *, polling: bool = False) -> str:
+    """The call an item makes, as `marketplace.call` (`amazon.confirmShipment`; `amazon.getFeed` when it asks
+    after a feed); an action the marketplace is answered without a call for: `marketplace.action`."""
+    entry = entry_for(marketplace)
+    call = (entry.polls if polling else entry.sends).get(action)
+    return f"{marketplace}.{call or action}"
+
+
+# Every marketplace's buckets by operation (`amazon.confirmShipment`, ...), as the dispatcher uses them.
 RATE_LIMITS: dict[str, tuple[float, int]] = {
-    f"{marketplace.value}.{action}" if action else marketplace.value: limit
+    f"{marketplace.value}.{call}": limit
     for marketplace, entry in MARKETPLACES.items()
-    for action, limit in entry.rate_limits.items()
+    for call, limit in entry.operations.items()
 }
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-# "amazon.ship=2/10": bucket name = rate per second / burst
-_RATE = re.compile(r"([a-z_.]+)=(\d+(?:\.\d+)?)/(\d+)")
+# "amazon.confirmShipment=2/10": operation = rate per second / burst
+_RATE = re.compile(r"([a-z]+\.[A-Za-z_]+)=(\d+(?:\.\d+)?)/(\d+)")
 
 
 class MarketplaceNotConfiguredError(LedgerError):
@@ -139,11 +201,16 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
     sync_since: datetime | None = None
     """LEDGER_SYNC_SINCE: items of changes made before this time are never sent (first install)"""
     rate_limits: dict[str, tuple[float, int]] = msgspec.field(default_factory=dict)
-    """LEDGER_SYNC_RATE_LIMITS: overrides of the token buckets, `amazon.ship=2/10,walmart=5/10`"""
+    """LEDGER_SYNC_RATE_LIMITS: overrides of operations' buckets, `amazon.confirmShipment=2/10`"""
+    processes: int = 1
+    """LEDGER_SYNC_PROCESSES: dispatcher processes running against one database; each takes 1/N of every
+    bucket's rate and burst, so together they keep to the marketplace's limits"""
 
     def __post_init__(self) -> None:
         if self.sync_max_attempts < 1:
             raise ConfigError(f"LEDGER_SYNC_MAX_ATTEMPTS must be at least 1, got {self.sync_max_attempts}")
+        if self.processes < 1:
+            raise ConfigError(f"LEDGER_SYNC_PROCESSES must be at least 1, got {self.processes}")
         if self.sync_since is not None and self.sync_since.tzinfo is None:
             raise ConfigError("LEDGER_SYNC_SINCE needs a time zone, e.g. 2026-11-20T00:00:00Z")
 
@@ -164,11 +231,14 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
         urls = {m.value: url for m in Marketplace if (url := get(f"LEDGER_{m.value.upper()}_URL"))}
         credentials = get("LEDGER_MARKETPLACE_CREDENTIALS")
         attempts = get("LEDGER_SYNC_MAX_ATTEMPTS")
+        processes = get("LEDGER_SYNC_PROCESSES")
         since = get("LEDGER_SYNC_SINCE")
         try:
             max_attempts = int(attempts) if attempts else 8
         except ValueError:
             raise ConfigError(f"LEDGER_SYNC_MAX_ATTEMPTS={attempts!r} is not a whole number") from None
+        if processes is not None and not processes.isdigit():
+            raise ConfigError(f"LEDGER_SYNC_PROCESSES={processes!r} is not a whole number")
         try:
             since_at = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
         except ValueError:
@@ -188,6 +258,7 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
             dispatch_interval=duration("LEDGER_DISPATCH_INTERVAL", 1.0),
             sync_since=since_at,
             rate_limits=parse_rate_limits(get("LEDGER_SYNC_RATE_LIMITS") or ""),
+            processes=int(processes) if processes else 1,
         )
 
 
@@ -203,8 +274,12 @@ def parse_rate_limits(text: str) -> dict[str, tuple[float, int]]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         match = _RATE.fullmatch(part)
         if match is None or float(match.group(2)) <= 0 or int(match.group(3)) < 1:
-            msg = f"LEDGER_SYNC_RATE_LIMITS: {part!r} is not BUCKET=RATE/BURST, e.g. amazon.ship=2/10"
+            msg = f"LEDGER_SYNC_RATE_LIMITS: {part!r} is not OPERATION=RATE/BURST, e.g. amazon.confirmShipment=2/10"
             raise ConfigError(msg)
+        if match.group(1) not in RATE_LIMITS:
+            raise ConfigError(
+                f"LEDGER_SYNC_RATE_LIMITS: no operation {match.group(1)!r}; one of {', '.join(RATE_LIMITS)}"
+            )
         limits[match.group(1)] = (float(match.group(2)), int(match.group(3)))
     return limits
 

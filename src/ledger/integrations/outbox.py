@@ -373,7 +373,11 @@ _CLAIM = """
 WITH candidate AS (
     SELECT i.id FROM outbound_items i
     WHERE i.state = %(state)s AND i.next_attempt_at <= now()
-      AND i.marketplace <> ALL(%(blocked)s) AND (i.marketplace || '.' || i.action) <> ALL(%(blocked)s)
+      AND i.marketplace <> ALL(%(unconfigured)s)
+      AND NOT (ARRAY[
+          concat_ws('|', i.account_id::text, i.marketplace || '.' || i.action, {mode}),
+          concat_ws('|', '*', i.marketplace || '.' || i.action, {mode})
+      ] && %(blocked)s::text[])
       AND NOT EXISTS (
           SELECT 1 FROM outbound_items e
           WHERE e.order_id = i.order_id AND e.sequence < i.sequence AND e.state <> 'succeeded'
@@ -392,7 +396,7 @@ UPDATE outbound_items u SET
 FROM candidate c WHERE u.id = c.id
 RETURNING u.id, u.order_id, u.account_id, u.marketplace, u.action, u.reference, u.idempotency_key,
           u.payload, u.attempts, u.marketplace_reference, u.updated_at
-"""
+""".replace("{mode}", "CASE WHEN i.marketplace_reference IS NULL THEN 'send' ELSE 'poll' END")
 
 _FINISH = """
 UPDATE outbound_items SET state = %(state)s, next_attempt_at = now() + make_interval(secs => %(delay)s),
@@ -407,9 +411,18 @@ WHERE state = 'pending' AND attempts = 0 AND created_at < %(since_at)s AND updat
 """
 
 
-def claim(conn: Connection, state: str, blocked: list[str], lease: float) -> Claimed | None:
+def claim_key(account: str, marketplace: str, action: str, *, polling: bool) -> str:
+    """How `claim` names the items `blocked` holds back: `account|marketplace.action|send` (or `|poll`, an
+    item the marketplace took for later, asked after with another call); account `*`: every account's."""
+    return f"{account}|{marketplace}.{action}|{'poll' if polling else 'send'}"
+
+
+def claim(
+    conn: Connection, state: str, unconfigured: list[str], blocked: list[str], lease: float
+) -> Claimed | None:
     """Take the due item in `state` with the earliest `next_attempt_at` whose order has no earlier item
-    unfinished, and whose marketplace (or `marketplace.action`) is not `blocked`; None: none is due.
+    unfinished, whose marketplace is not `unconfigured`, and that `blocked` (`claim_key`s: the rate limiter's
+    empty buckets) does not hold back; None: none is due.
 
     One state per query, so the scan follows the queue's index on (state, next_attempt_at) and stops at the
     first item it may take, however long the backlog. The claim counts one attempt (not a poll's) and holds the
@@ -417,7 +430,8 @@ def claim(conn: Connection, state: str, blocked: list[str], lease: float) -> Cla
     """
     try:
         with conn.transaction():
-            row = conn.execute(_CLAIM, {"state": state, "blocked": blocked, "lease": lease}).fetchone()
+            params = {"state": state, "unconfigured": unconfigured, "blocked": blocked, "lease": lease}
+            row = conn.execute(_CLAIM, params).fetchone()
     except pg_errors.UndefinedTable:  # the outbound projection has not run yet: no queue, nothing due
         return None
     return None if row is None else Claimed(*row)
