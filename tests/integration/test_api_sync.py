@@ -28,6 +28,8 @@ ITEM_FIELDS = {
     "idempotency_key",
     "sequence",
     "reference",
+    "operation",
+    "blocked_by",
 }
 
 
@@ -121,6 +123,19 @@ def test_filters_and_pages(
     assert [i["action"] for i in second["items"]] == ["ship"]
     third = _queue(client, seller, limit=1, cursor=second["next_cursor"])
     assert third == {"items": [], "next_cursor": None}
+
+
+def test_items_name_their_call_and_the_earlier_item_they_wait_for(
+    client: TestClient[Any], seller: Seller, queued: dict[str, str], api_ledger: Ledger, connect: base.Connect
+) -> None:
+    """Walmart's shipment names shippingUpdates and waits for the acknowledgement; Amazon's waits for nothing."""
+    _ship(client, seller, queued["walmart"])
+    catch_up(OutboundProjection(), connect, api_ledger, 500)
+    acknowledge, ship = _queue(client, seller, order_id=queued["walmart"])["items"]
+    assert (acknowledge["operation"], acknowledge["blocked_by"]) == ("walmart.acknowledgeOrders", None)
+    assert (ship["operation"], ship["blocked_by"]) == ("walmart.shippingUpdates", acknowledge["id"])
+    amazon = _queue(client, seller, order_id=queued["amazon"])["items"][0]
+    assert (amazon["operation"], amazon["blocked_by"]) == ("amazon.confirmShipment", None)
 
 
 def test_bad_filters_are_400(client: TestClient[Any], seller: Seller) -> None:

@@ -22,6 +22,7 @@ from ledger.aggregates.values import (
     Carrier,
     Context,
     ImportedOrder,
+    LineQuantity,
     Marketplace,
     OrderLine,
     PaymentStatus,
@@ -122,6 +123,24 @@ def test_takes_an_orders_items_one_after_the_other(own_app: Ledger, own_target: 
     later = second.claim()
     assert later is not None
     assert later.action == "refund"
+
+
+def test_a_dead_item_holds_back_only_what_depends_on_it(own_app: Ledger, own_target: PostgresTarget) -> None:
+    """With the shipment dead, the refund of its units waits, while a cancellation of the order goes out."""
+    order_id = _order(own_app)
+    own_app.ship(
+        CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING, lines=(LineQuantity("1", 1),)
+    )
+    own_app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
+    own_app.refund(CTX, order_id, reason=RefundReason.DAMAGED)
+    _queue(own_app, own_target)
+    assert [row[:2] for row in _states(own_target, order_id)] == [(1, "ship"), (2, "cancel"), (3, "refund")]
+    _set(own_target, order_id, 1, state="dead", attempts=8, last_error="gave up")
+    dispatcher = _dispatcher(own_app, own_target)
+    claimed = dispatcher.claim()
+    assert claimed is not None
+    assert claimed.action == "cancel"
+    assert dispatcher.claim() is None  # the refund waits for its shipment, dead or not
 
 
 def test_concurrent_dispatchers_skip_locked_items(own_app: Ledger, own_target: PostgresTarget) -> None:
@@ -248,6 +267,23 @@ def test_token_bucket_limits_the_rate_and_pauses() -> None:
     assert not bucket.available()
     now[0] += 5.1
     assert bucket.available()
+
+
+def test_an_empty_bucket_holds_back_its_operation_only(own_app: Ledger, own_target: PostgresTarget) -> None:
+    """With Amazon's createFeed bucket empty, its cancellation waits while its shipment and Jet's are taken."""
+    amazon, jet = _order(own_app, Marketplace.AMAZON), _order(own_app, Marketplace.JET)
+    own_app.cancel(CTX, amazon, reason=CancelReason.OUT_OF_STOCK, lines=(LineQuantity("1", 1),))
+    for order_id in (amazon, jet):
+        own_app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    _queue(own_app, own_target)
+    dispatcher = _dispatcher(own_app, own_target, rate_limits={"amazon.createFeed": (0.001, 1)})
+    account = own_app.get_order(amazon).account_id
+    feeds = dispatcher.limiter.bucket("amazon", account, "amazon.createFeed")
+    assert feeds is not None
+    feeds.take()
+    claimed = [dispatcher.claim(), dispatcher.claim()]
+    assert {(c.order_id, c.action) for c in claimed if c is not None} == {(amazon, "ship"), (jet, "ship")}
+    assert dispatcher.claim() is None  # the cancellation waits for a createFeed token
 
 
 def test_buckets_are_per_account_where_the_marketplace_limits_each_seller() -> None:

@@ -17,7 +17,7 @@ from ledger.integrations.outbound import Batch
 
 def queue_payloads(shop: Any, order_id: UUID) -> dict[str, dict[str, Any]]:
     """The outbound queue's payload per action for the order's events, as the projection builds them."""
-    batch = Batch({}, {})
+    batch = Batch({}, {}, {})
     for position, event in enumerate(shop.events(order_id), 1):
         batch.fold(position, event)
     return {item.action: outbox.payload_of(item.payload) for item in batch.new_items}

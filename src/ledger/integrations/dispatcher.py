@@ -7,7 +7,9 @@ How an item moves (the columns the dispatcher owns: state, attempts, next_attemp
 and marketplace_reference while a change is `Submitted`):
 
 1. Claim, in one short transaction: the due item with the earliest `next_attempt_at` (retries first, then new
-   items) whose order has no earlier item (lower `sequence`) still unfinished, locked with `FOR UPDATE SKIP LOCKED` so several dispatchers never take the same item.
+   items) none of whose dependencies is unfinished (the earlier items of its order it waits for, by the one
+   rule `outbox.waits_for`; an independent later item never waits) and whose operation's bucket has a token,
+   locked with `FOR UPDATE SKIP LOCKED` so several dispatchers never take the same item.
    Due means pending or failed with `next_attempt_at` passed, or in flight with `next_attempt_at` passed: a
    claim sets `next_attempt_at` to now + the lease, so an item whose dispatcher died (kill -9 between the
    marketplace call and recording the answer) is taken again once the lease runs out. Re-sending it is safe:
@@ -28,7 +30,7 @@ item is dead with the reason in `last_error`; `POST /v1/sync/outbound/{id}/retry
 
 First install over existing history: with LEDGER_SYNC_SINCE set, pending items of changes made before that
 time and untouched since are marked dead with `last_error` "skipped: ..." instead of being sent, and they do
-not hold back the order's later items. An operator's retry sends one anyway. Without the setting, everything
+not hold back what depends on them. An operator's retry sends one anyway. Without the setting, everything
 in the queue is sent.
 """
 

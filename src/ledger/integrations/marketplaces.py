@@ -148,7 +148,7 @@ def operation_for(marketplace: str, action: str, *, polling: bool = False) -> st
     """The call an item makes, as `marketplace.call` (`amazon.confirmShipment`; `amazon.getFeed` when it asks
     after a feed); an action the marketplace is answered without a call for: `marketplace.action`."""
     entry = entry_for(marketplace)
-    call = (entry.polls if polling else entry.sends).get(action)
+    call = (polling and entry.polls.get(action)) or entry.sends.get(action)
     return f"{marketplace}.{call or action}"
 
 

@@ -60,9 +60,12 @@ def _restock_choice(row: OrderRow, restocks_on_marketplace: bool) -> bool:
 class Batch:
     """One batch's folding: the orders and items it touches, and the items it makes."""
 
-    def __init__(self, orders: dict[UUID, OrderRow], items: dict[UUID, ItemRow]) -> None:
+    def __init__(
+        self, orders: dict[UUID, OrderRow], items: dict[UUID, ItemRow], order_items: dict[UUID, list[ItemRow]]
+    ) -> None:
         self.orders = orders
         self.items = items
+        self.order_items = order_items  # each order's items so far, in sequence: what a new one may wait for
         self.new_orders: set[UUID] = set()
         self.changed_orders: set[UUID] = set()
         self.new_items: list[ItemRow] = []
@@ -116,6 +119,7 @@ class Batch:
         new_id = item_id(row.order_id, action, reference)
         if new_id in self.items:
             return  # the same change twice cannot happen; keep the first if it ever does
+        earlier = self.order_items.setdefault(row.order_id, [])
         item = ItemRow(
             id=new_id,
             idempotency_key=str(new_id),
@@ -135,7 +139,9 @@ class Batch:
             marketplace_reference=None,
             created_at=event.timestamp,
             updated_at=event.timestamp,
+            depends_on=[e.id for e in earlier if outbox.waits_for(message, e.payload)],
         )
+        earlier.append(item)
         row.next_sequence += 1
         self.changed_orders.add(row.order_id)
         self.items[new_id] = item
@@ -322,6 +328,7 @@ class OutboundProjection(Projection):
         batch = Batch(
             outbox.load_orders(cur, list(order_ids), t["outbound_orders"]),
             outbox.lock_answered(cur, answered, t["outbound_items"]),
+            outbox.load_order_items(cur, list(order_ids), t["outbound_items"]),
         )
         for item in events:
             batch.fold(item.position, item.event)

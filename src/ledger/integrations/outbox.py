@@ -44,7 +44,8 @@ from ledger.projections.base import Cursor, insert_rows, select_by_order
 Connection = psycopg.Connection[TupleRow]
 
 PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD = "pending", "in_flight", "succeeded", "failed", "dead"
-STATES = (PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD)
+RESOLVED = "resolved"  # dead, then settled by an operator by hand (the marketplace was told some other way)
+STATES = (PENDING, IN_FLIGHT, SUCCEEDED, FAILED, DEAD, RESOLVED)
 RETRIABLE = (FAILED, DEAD)  # what an operator may put back in the queue
 MAX_LIMIT = 500
 
@@ -144,6 +145,42 @@ def payload_of(message: Message) -> dict[str, Any]:
     return data
 
 
+# ------------------------------------------------------------------------------------- dependencies
+
+
+def waits_for(later: Message, earlier: Message) -> bool:
+    """THE dependency rule: whether `later` may go out only once the marketplace has `earlier`, an older item
+    of the same order. Nothing else waits: a slow, failing or dead item holds back only what depends on it.
+
+    - after an acknowledgement, everything (Walmart takes nothing about an order it was not told the seller has);
+    - a refund after the shipment it refunds (lines in common; a refund without lines refunds the whole order);
+    - a cancellation after an earlier cancellation of the same lines;
+    - closing a cancellation dispute after the request that opened it.
+    """
+    if isinstance(earlier, Acknowledge):
+        return True
+    if isinstance(later, Refund) and isinstance(earlier, Ship):
+        return _share_lines(later.lines, earlier.lines)
+    if isinstance(later, Cancel) and isinstance(earlier, Cancel):
+        return _share_lines(later.lines, earlier.lines)
+    if isinstance(later, CloseDispute) and isinstance(earlier, Cancel):
+        return earlier.dispute_id is not None and earlier.dispute_id == later.dispute_id
+    return False
+
+
+def _share_lines(a: tuple[Line, ...], b: tuple[Line, ...]) -> bool:
+    """Whether two changes touch a line in common (no lines: the whole order)."""
+    return not a or not b or not {line.line_id for line in a}.isdisjoint(line.line_id for line in b)
+
+
+# An item that no longer holds back what depends on it: the marketplace has it, an operator resolved it by
+# hand, or it was skipped at first install (never sent, on purpose). `{e}`: the item's alias.
+_DONE = (
+    "({e}.state IN ('succeeded', 'resolved')"
+    " OR ({e}.state = 'dead' AND {e}.attempts = 0 AND {e}.last_error LIKE 'skipped:%%'))"
+)
+
+
 # ---------------------------------------------------------------------------------- the projection's side
 
 
@@ -169,6 +206,9 @@ class ItemRow:
     marketplace_reference: str | None
     created_at: datetime
     updated_at: datetime
+    depends_on: list[UUID] = field(
+        default_factory=list
+    )  # earlier items of the order it waits for (`waits_for`)
 
 
 ITEM_COLUMNS = tuple(f.name for f in fields(ItemRow))
@@ -202,9 +242,6 @@ class OrderRow:
 ORDER_COLUMNS = tuple(f.name for f in fields(OrderRow))
 
 
-ORDER_COLUMNS = tuple(f.name for f in fields(OrderRow))
-
-
 def create_tables(cur: Cursor, orders: sql.Identifier, items: sql.Identifier) -> None:
     """The queue's tables of one generation of the outbound projection (IF NOT EXISTS)."""
     states = sql.SQL(", ").join(map(sql.Literal, STATES))
@@ -224,6 +261,7 @@ def create_tables(cur: Cursor, orders: sql.Identifier, items: sql.Identifier) ->
             attempts integer NOT NULL DEFAULT 0, next_attempt_at timestamptz NOT NULL,
             last_error text, marketplace_reference text,
             created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+            depends_on uuid[] NOT NULL DEFAULT '{{}}',
             UNIQUE (order_id, sequence)
         )""",
     ):
@@ -275,14 +313,23 @@ def lock_answered(cur: Cursor, ids: list[UUID], table: sql.Identifier) -> dict[U
         ),
         (ids,),
     )
+    return {item.id: item for item in map(_item_row, cur.fetchall())}
+
+
+def load_order_items(cur: Cursor, order_ids: list[UUID], table: sql.Identifier) -> dict[UUID, list[ItemRow]]:
+    """The orders' items, each order's in sequence: what a new item of theirs may wait for."""
+    found: dict[UUID, list[ItemRow]] = {order_id: [] for order_id in order_ids}
+    for record in select_by_order(cur, table, ITEM_COLUMNS, order_ids, order_by="sequence"):
+        item = _item_row(record)
+        found[item.order_id].append(item)
+    return found
+
+
+def _item_row(record: tuple[Any, ...]) -> ItemRow:
+    values = list(record)
     payload = ITEM_COLUMNS.index("payload")
-    action = ITEM_COLUMNS.index("action")
-    items = {}
-    for record in cur.fetchall():
-        values = list(record)
-        values[payload] = decode(values[action], values[payload])
-        items[values[0]] = ItemRow(*values)
-    return items
+    values[payload] = decode(values[ITEM_COLUMNS.index("action")], values[payload])
+    return ItemRow(*values)
 
 
 def settle(item: ItemRow, event: Any) -> bool:
@@ -378,11 +425,7 @@ WITH candidate AS (
           concat_ws('|', i.account_id::text, i.marketplace || '.' || i.action, {mode}),
           concat_ws('|', '*', i.marketplace || '.' || i.action, {mode})
       ] && %(blocked)s::text[])
-      AND NOT EXISTS (
-          SELECT 1 FROM outbound_items e
-          WHERE e.order_id = i.order_id AND e.sequence < i.sequence AND e.state <> 'succeeded'
-            AND NOT (e.state = 'dead' AND e.attempts = 0 AND e.last_error LIKE 'skipped:%%')
-      )
+      AND NOT EXISTS (SELECT 1 FROM outbound_items e WHERE e.id = ANY(i.depends_on) AND NOT {done})
     ORDER BY i.next_attempt_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -396,7 +439,9 @@ UPDATE outbound_items u SET
 FROM candidate c WHERE u.id = c.id
 RETURNING u.id, u.order_id, u.account_id, u.marketplace, u.action, u.reference, u.idempotency_key,
           u.payload, u.attempts, u.marketplace_reference, u.updated_at
-""".replace("{mode}", "CASE WHEN i.marketplace_reference IS NULL THEN 'send' ELSE 'poll' END")
+""".replace("{mode}", "CASE WHEN i.marketplace_reference IS NULL THEN 'send' ELSE 'poll' END").replace(
+    "{done}", _DONE.format(e="e")
+)
 
 _FINISH = """
 UPDATE outbound_items SET state = %(state)s, next_attempt_at = now() + make_interval(secs => %(delay)s),
@@ -420,8 +465,8 @@ def claim_key(account: str, marketplace: str, action: str, *, polling: bool) -> 
 def claim(
     conn: Connection, state: str, unconfigured: list[str], blocked: list[str], lease: float
 ) -> Claimed | None:
-    """Take the due item in `state` with the earliest `next_attempt_at` whose order has no earlier item
-    unfinished, whose marketplace is not `unconfigured`, and that `blocked` (`claim_key`s: the rate limiter's
+    """Take the due item in `state` with the earliest `next_attempt_at` none of whose dependencies
+    (`depends_on`, by `waits_for`) is unfinished, whose marketplace is not `unconfigured`, and that `blocked` (`claim_key`s: the rate limiter's
     empty buckets) does not hold back; None: none is due.
 
     One state per query, so the scan follows the queue's index on (state, next_attempt_at) and stops at the
@@ -525,9 +570,23 @@ class OutboundItem:
     position: int
     created_at: datetime
     updated_at: datetime
+    blocked_by: UUID | None  # the earlier item of the order it waits for (the first unfinished one), if any
+
+    @property
+    def polling(self) -> bool:
+        """Whether its next call asks after what the marketplace took for later (an Amazon feed's result)."""
+        return self.state in (IN_FLIGHT, FAILED) and self.marketplace_reference is not None
 
 
-_READ_COLUMNS = sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(OutboundItem))
+_READ_COLUMNS = sql.SQL(", ").join(
+    [
+        *(sql.Identifier(f.name) for f in fields(OutboundItem) if f.name != "blocked_by"),
+        sql.SQL(
+            "(SELECT e.id FROM outbound_items e WHERE e.id = ANY(outbound_items.depends_on) AND NOT {done}"
+            " ORDER BY e.sequence LIMIT 1) AS blocked_by"
+        ).format(done=sql.SQL(_DONE.format(e="e"))),
+    ]
+)
 
 
 class OutboundView:

@@ -28,6 +28,7 @@ from ledger.application.errors import ResponseStoredError
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
 from ledger.eventstore import idempotency
+from ledger.integrations.marketplaces import operation_for
 from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import (
     DEAD,
@@ -35,6 +36,7 @@ from ledger.integrations.outbox import (
     IN_FLIGHT,
     MAX_LIMIT,
     PENDING,
+    RESOLVED,
     SUCCEEDED,
     OutboundItem,
     OutboundView,
@@ -52,6 +54,7 @@ class ItemState(StrEnum):
     SUCCEEDED = SUCCEEDED
     FAILED = FAILED
     DEAD = DEAD
+    RESOLVED = RESOLVED
 
 
 class OutboundItemOut(Out, frozen=True):
@@ -66,6 +69,10 @@ class OutboundItemOut(Out, frozen=True):
     idempotency_key: str
     sequence: int
     reference: str
+    operation: str
+    """the marketplace call it makes, e.g. `amazon.confirmShipment` (`amazon.getFeed` while it polls a feed)"""
+    blocked_by: UUID | None
+    """the earlier item of the same order it waits for, if any"""
 
     @classmethod
     def of(cls, item: OutboundItem) -> OutboundItemOut:
@@ -81,6 +88,8 @@ class OutboundItemOut(Out, frozen=True):
             idempotency_key=item.idempotency_key,
             sequence=item.sequence,
             reference=item.reference,
+            operation=operation_for(item.marketplace, item.action, polling=item.polling),
+            blocked_by=item.blocked_by,
         )
 
 
