@@ -190,6 +190,29 @@ def test_retry_of_a_pending_or_succeeded_item_is_409(
     assert [i["state"] for i in _queue(client, seller)["items"]] == ["pending", "succeeded"]
 
 
+def test_resolving_a_dead_item_by_hand_records_why_on_its_order(
+    client: TestClient[Any], seller: Seller, queued: dict[str, str], api_ledger: Ledger, connect: base.Connect
+) -> None:
+    """A dead item resolved with a reason is `resolved` and its order says who resolved it, how; only dead ones."""
+    item = _queue(client, seller, order_id=queued["amazon"])["items"][0]
+    url = f"/v1/sync/outbound/{item['id']}/resolve"
+    body = {"reason": "confirmed in Seller Central"}
+    _problem(client.post(url, json=body, headers=seller.auth()), 409, "not-resolvable")  # still pending
+    _set(connect, item["id"], "dead", 8, "gave up after 8 attempts")
+    _problem(client.post(url, json={"reason": ""}, headers=seller.auth()), 422, "invalid-request")
+    response = client.post(url, json=body, headers=seller.auth())
+    assert response.status_code == 200, response.text
+    assert (response.json()["state"], response.json()["last_error"]) == (
+        "resolved",
+        "resolved by hand: confirmed in Seller Central",
+    )
+    history = client.get(f"/v1/orders/{queued['amazon']}/history", headers=seller.auth()).json()
+    last = history["events"][-1]
+    assert (last["type"], last["reason"]) == ("SyncItemResolved", "confirmed in Seller Central")
+    assert last["data"]["reference"] == queued["shipment"]
+    _problem(client.post(url, json=body, headers=seller.auth()), 409, "not-resolvable")  # once
+
+
 def test_another_sellers_or_an_unknown_item_is_404(
     client: TestClient[Any],
     seller: Seller,

@@ -60,6 +60,7 @@ CONTRACT: dict[str, tuple[frozenset[Role], Any]] = {
     "closeDispute": (DISPUTES, {"outcome": "rejected"}),
     "listOutbound": (CHANGE, None),
     "retryOutbound": (CHANGE, None),
+    "resolveOutbound": (CHANGE, {"reason": "confirmed in Seller Central"}),
     "verifyOrder": (AUDIT, None),
     "listAuditPublicKeys": (AUDIT, None),
     "getLatestAuditCheckpoint": (AUDIT, None),

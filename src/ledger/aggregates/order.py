@@ -380,6 +380,19 @@ class Order(Aggregate):
                 )
             )
 
+    class SyncItemDied(Event):
+        """The dispatcher gave up on telling the marketplace a change (`reason`): the order needs attention
+        until the change is acknowledged (an operator's retry) or resolved by hand."""
+
+        action: str
+        reference: str
+
+    class SyncItemResolved(Event):
+        """An operator settled a dead change by hand (`reason`: how the marketplace was told, or why not)."""
+
+        action: str
+        reference: str
+
     # ------------------------------------------------------------------------- chain and ids
 
     def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
@@ -716,6 +729,20 @@ class Order(Aggregate):
             message=message,
             permanent=permanent,
             **_envelope(ctx),
+        )
+
+    def record_sync_death(self, ctx: Context, *, action: SyncAction, reference: str, reason: str) -> None:
+        """The dispatcher gave up on a change: the order needs attention until it is retried or resolved."""
+        self._check_reference(action, reference)
+        self.trigger_event(
+            self.SyncItemDied, action=action.value, reference=reference, **_envelope(ctx, reason)
+        )
+
+    def resolve_sync_item(self, ctx: Context, *, action: SyncAction, reference: str, reason: str) -> None:
+        """An operator settled a change the dispatcher gave up on, by hand, saying how."""
+        self._check_reference(action, reference)
+        self.trigger_event(
+            self.SyncItemResolved, action=action.value, reference=reference, **_envelope(ctx, reason)
         )
 
     def _check_reference(self, action: SyncAction, reference: str) -> None:

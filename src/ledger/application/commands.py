@@ -131,6 +131,24 @@ class RecordSyncOutcome(OrderCommand):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RecordSyncItemDied(OrderCommand):
+    """The dispatcher gave up on telling the marketplace a change (dead), and why."""
+
+    action: SyncAction
+    reference: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolveSyncItem(OrderCommand):
+    """An operator settles a dead change by hand, saying how (the marketplace was told some other way)."""
+
+    action: SyncAction
+    reference: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImportOrder:
     """Import an order of an account once and only once (imports.py says what a re-sent order does)."""
 

@@ -21,8 +21,10 @@ from ledger.application.commands import (
     OpenDispute,
     OrderCommand,
     RecordPayment,
+    RecordSyncItemDied,
     RecordSyncOutcome,
     Refund,
+    ResolveSyncItem,
     Restock,
     Ship,
 )
@@ -103,6 +105,14 @@ def record_sync_outcome(app: LedgerCore, order: Order, cmd: RecordSyncOutcome) -
         )
 
 
+def record_sync_item_died(app: LedgerCore, order: Order, cmd: RecordSyncItemDied) -> None:
+    order.record_sync_death(cmd.ctx, action=cmd.action, reference=cmd.reference, reason=cmd.reason)
+
+
+def resolve_sync_item(app: LedgerCore, order: Order, cmd: ResolveSyncItem) -> None:
+    order.resolve_sync_item(cmd.ctx, action=cmd.action, reference=cmd.reference, reason=cmd.reason)
+
+
 ORDER_HANDLERS: dict[type[OrderCommand], OrderHandler] = {
     Ship: ship,
     Cancel: cancel,
@@ -112,6 +122,8 @@ ORDER_HANDLERS: dict[type[OrderCommand], OrderHandler] = {
     CloseDispute: close_dispute,
     Restock: restock,
     RecordSyncOutcome: record_sync_outcome,
+    RecordSyncItemDied: record_sync_item_died,
+    ResolveSyncItem: resolve_sync_item,
 }
 
 

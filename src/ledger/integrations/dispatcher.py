@@ -49,7 +49,7 @@ from psycopg.rows import TupleRow
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Context, Marketplace, Source, SyncAction
-from ledger.application.commands import RecordSyncOutcome
+from ledger.application.commands import RecordSyncItemDied, RecordSyncOutcome
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import DatabaseUnavailableError
 from ledger.integrations import outbox
@@ -392,9 +392,9 @@ class Dispatcher:
         self._record(item, accepted=False, error_code=error.code, message=error.message, permanent=permanent)
         reason = f"{error.code}: {error.message}"
         if permanent:
-            self._finish(item, "dead", error=reason)
+            self._give_up(item, reason)
         elif item.attempts >= self.settings.sync_max_attempts:
-            self._finish(item, "dead", error=f"gave up after {item.attempts} attempts: {reason}")
+            self._give_up(item, f"gave up after {item.attempts} attempts: {reason}")
         else:
             retry_after = error.retry_after if isinstance(error, TransientMarketplaceError) else None
             delay = backoff_delay(item.attempts, self.settings, retry_after, self.rng)
@@ -405,26 +405,34 @@ class Dispatcher:
     def _local_failure(self, item: Claimed, reason: str) -> None:
         """The marketplace said nothing (we never reached it): failed and retried, or dead, without an event."""
         if item.attempts >= self.settings.sync_max_attempts:
-            self._finish(item, "dead", error=f"gave up after {item.attempts} attempts: {reason}")
+            self._give_up(item, f"gave up after {item.attempts} attempts: {reason}")
         else:
             delay = backoff_delay(item.attempts, self.settings, None, self.rng)
             self._finish(item, "failed", delay=delay, error=reason, reference=item.marketplace_reference)
 
-    def _record(self, item: Claimed, **outcome: Any) -> None:
-        """The marketplace's answer as an event on the order (its history says what each was told)."""
+    def _give_up(self, item: Claimed, reason: str) -> None:
+        """Dead: first an event on the order (`SyncItemDied`: the order needs attention, and an operator
+        retries or resolves the item), then the row. What does not depend on the item still goes out."""
+        self._record(item, RecordSyncItemDied, reason=reason)
+        self._finish(item, "dead", error=reason)
+
+    def _record(self, item: Claimed, command: type[RecordSyncOutcome | RecordSyncItemDied] = RecordSyncOutcome,
+                **fields: Any) -> None:  # fmt: skip
+        """The marketplace's answer (or the dispatcher's giving up) as an event on the order: its history says
+        what each marketplace was told."""
         ctx = Context(actor=ACTOR, source=Source.SYSTEM)
         try:
             self.ledger.execute(
-                RecordSyncOutcome(
+                command(
                     ctx=ctx,
                     order_id=item.order_id,
                     action=SyncAction(item.action),
                     reference=item.reference,
-                    **outcome,
+                    **fields,
                 )
             )
         except LedgerError as e:  # cannot happen for an item the projection made; keep going if it does
-            logger.error("dispatcher: cannot record the answer about item %s: %s", item.id, e)
+            logger.error("dispatcher: cannot record on the order of item %s: %s", item.id, e)
 
 
 def _request(item: Claimed) -> SyncRequest:

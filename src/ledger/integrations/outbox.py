@@ -550,6 +550,16 @@ class NotRetriableError(RuleViolationError):
         self.state = state
 
 
+class NotResolvableError(RuleViolationError):
+    """Only a dead item is resolved by hand (HTTP 409): anything else is still the dispatcher's."""
+
+    code = "not-resolvable"
+
+    def __init__(self, item_id: UUID, state: str) -> None:
+        super().__init__(f"item {item_id} is {state}: only a {DEAD} item can be resolved by hand")
+        self.state = state
+
+
 @dataclass(frozen=True)
 class OutboundItem:
     """One item of the queue as the API and the CLI read it (`payload` as stored)."""
@@ -647,6 +657,25 @@ class OutboundView:
         if current is None:
             return None
         raise NotRetriableError(item_id, current.state)
+
+    def resolve(self, conn: Connection, seller: str, item_id: UUID, reason: str) -> OutboundItem | None:
+        """An operator settled a dead item by hand (its order's `SyncItemResolved` says how): `resolved`, which
+        no longer holds back what depends on it. None: no such item of the seller's; NotResolvableError: it
+        is not dead (an operator's retry or the dispatcher changed it)."""
+        query = sql.SQL(
+            "UPDATE outbound_items SET state = %s, last_error = %s, updated_at = now()"
+            " WHERE id = %s AND seller = %s AND state = %s RETURNING {}"
+        ).format(_READ_COLUMNS)
+        with conn.cursor(row_factory=class_row(OutboundItem)) as cur:
+            item = cur.execute(
+                query, (RESOLVED, f"resolved by hand: {reason}", item_id, seller, DEAD)
+            ).fetchone()
+            if item is not None:
+                return item
+        current = self.get_item(conn, seller, item_id)
+        if current is None:
+            return None
+        raise NotResolvableError(item_id, current.state)
 
     def count_by_state(self, conn: Connection) -> dict[str, int]:
         """How many items are in each state, every seller together (0 for a state with none)."""

@@ -15,15 +15,17 @@ import psycopg
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from msgspec import Meta
 from psycopg_pool import ConnectionPool
 
-from ledger.aggregates.values import Marketplace, Role
+from ledger.aggregates.values import Marketplace, Role, SyncAction
 from ledger.api import idempotent
-from ledger.api.auth import ROLES_OPT
-from ledger.api.bodies.orders import Out
+from ledger.api.auth import ROLES_OPT, context_for
+from ledger.api.bodies.orders import Out, Strict
 from ledger.api.consistency import await_position
 from ledger.api.errors import problem_responses
+from ledger.application.commands import ResolveSyncItem
 from ledger.application.errors import ResponseStoredError
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
@@ -38,6 +40,7 @@ from ledger.integrations.outbox import (
     PENDING,
     RESOLVED,
     SUCCEEDED,
+    NotResolvableError,
     OutboundItem,
     OutboundView,
 )
@@ -174,4 +177,52 @@ def retry_outbound(
     return idempotent.replay_or_run(ledger, request, run)
 
 
-ROUTES = [list_outbound, retry_outbound]
+class ResolveIn(Strict, frozen=True):
+    reason: Annotated[str, Meta(min_length=1, max_length=1000)]
+    """how the marketplace was told some other way (e.g. in Seller Central), or why it need not be"""
+
+
+@post(
+    "/sync/outbound/{item_id:uuid}/resolve",
+    operation_id="resolveOutbound",
+    summary="Settle a dead item by hand, saying how (an event on its order); what waited for it goes out",
+    tags=TAGS,
+    opt={ROLES_OPT: SYNC_ROLES},
+    status_code=200,
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    sync_to_thread=True,
+)
+def resolve_outbound(
+    item_id: FromPath[UUID],
+    data: JSONBody[ResolveIn],
+    pool: NamedDependency[ConnectionPool[Any]],
+    key: NamedDependency[KeyDetails],
+    ledger: NamedDependency[Ledger],
+    idempotency_key: NamedDependency[str | None],
+    digest: NamedDependency[str],
+) -> OutboundItemOut:
+    with pool.connection() as conn:
+        item = VIEW.get_item(conn, key.seller, item_id)
+    if item is None:
+        raise NotFoundException()
+    if item.state != DEAD:
+        raise NotResolvableError(item_id, item.state)
+    # The order's event first (its attention clears, its history says who resolved it and how), then the row.
+    ledger.execute(
+        ResolveSyncItem(
+            ctx=context_for(key, idempotency_key, digest),
+            order_id=item.order_id,
+            action=SyncAction(item.action),
+            reference=item.reference,
+            reason=data.reason,
+            seller=key.seller,
+        )
+    )
+    with pool.connection() as conn:
+        resolved = VIEW.resolve(conn, key.seller, item_id, data.reason)
+    if resolved is None:
+        raise NotFoundException()
+    return OutboundItemOut.of(resolved)
+
+
+ROUTES = [list_outbound, retry_outbound, resolve_outbound]
