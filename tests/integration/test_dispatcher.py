@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from order_scenarios import UPS_TRACKING, catch_up
+from prometheus_client import CollectorRegistry
 
 from ledger.aggregates.values import (
     Buyer,
@@ -34,6 +35,7 @@ from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
 from ledger.integrations.dispatcher import Dispatcher, RateLimiter, TokenBucket, backoff_delay
 from ledger.integrations.marketplaces import RATE_LIMITS, SyncSettings
+from ledger.integrations.metrics import QueueCollector
 from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import replay_order
 
@@ -300,3 +302,29 @@ def test_processes_split_every_bucket() -> None:
     """Two dispatcher processes each take half of a rate and of a burst (at least one)."""
     limiter = RateLimiter({"amazon.createFeed": (0.0083, 15), "jet.shipOrder": (1.0, 1)}, processes=2)
     assert limiter.limits == {"amazon.createFeed": (0.00415, 7), "jet.shipOrder": (0.5, 1)}
+
+
+def test_metrics_show_the_queue_by_operation_and_the_dead(
+    own_app: Ledger, own_target: PostgresTarget
+) -> None:
+    """The dispatcher's /metrics: depth and oldest age per operation, and the dead, read from the queue."""
+    order_id = _order(own_app, Marketplace.AMAZON)
+    own_app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK, lines=(LineQuantity("1", 1),))
+    own_app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    other = _order(own_app, Marketplace.AMAZON)
+    own_app.ship(CTX, other, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    _queue(own_app, own_target)
+    _set(own_target, other, 1, state="dead", attempts=8, last_error="gave up")
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(_connect(own_target)))
+
+    def sample(name: str, operation: str) -> float | None:
+        return registry.get_sample_value(name, {"operation": operation})
+
+    assert sample("ledger_sync_queue_depth", "amazon.createFeed") == 1
+    assert sample("ledger_sync_queue_depth", "amazon.confirmShipment") == 1
+    assert sample("ledger_sync_dead_items", "amazon.confirmShipment") == 1
+    age = sample("ledger_sync_oldest_pending_age_seconds", "amazon.confirmShipment")
+    assert age is not None
+    assert age >= 0
+    assert registry.get_sample_value("ledger_sync_metrics_database_up") == 1

@@ -24,6 +24,7 @@ from ledger.integrations.base import MarketplaceClient, MarketplaceError
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import MarketplaceNotConfiguredError, SyncSettings, client_for
+from ledger.integrations.metrics import serve_metrics
 from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import replay_order
 from ledger.projections.base import catch_up_unless_followed
@@ -81,8 +82,15 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
     sync = SyncSettings.from_env()
     if args.since is not None:
         sync = msgspec.structs.replace(sync, sync_since=args.since)
+    if args.metrics_port is not None:
+        sync = msgspec.structs.replace(sync, metrics_port=args.metrics_port)
     with open_database(settings) as target:
         app = Ledger(env=target.eventsourcing_env())
+        if sync.metrics_port is not None and not args.once:
+            serve_metrics(lambda: connect(target, autocommit=True), sync.metrics_port, sync.metrics_host)
+            out.write(
+                f"ledger: dispatcher metrics at http://{sync.metrics_host}:{sync.metrics_port}/metrics\n"
+            )
         keeper = QueueKeeper(target, app)
         dispatcher = Dispatcher(app, lambda: connect(target), sync, before_pass=keeper)
         try:
@@ -239,6 +247,11 @@ def add_commands(sub: Any, command: Command) -> None:
         "--since",
         type=time_arg,
         help="never send changes made before this time (ISO 8601 with zone; default LEDGER_SYNC_SINCE)",
+    )
+    dispatch.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve the queue's Prometheus metrics at /metrics on this port (default LEDGER_DISPATCHER_METRICS_PORT)",
     )
     sync = command(sub, "sync", None, "the marketplaces' copy of orders: replay and check")
     sync_sub = sync.add_subparsers(dest="sync_command", metavar="COMMAND", required=True)

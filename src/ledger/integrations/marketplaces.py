@@ -203,6 +203,10 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limits: dict[str, tuple[float, int]] = msgspec.field(default_factory=dict)
     """LEDGER_SYNC_RATE_LIMITS: overrides of operations' buckets, `amazon.confirmShipment=2/10`"""
     processes: int = 1
+    metrics_port: int | None = None
+    """LEDGER_DISPATCHER_METRICS_PORT: `ledger dispatch` serves the queue's metrics at /metrics on this port"""
+    metrics_host: str = "127.0.0.1"
+    """LEDGER_DISPATCHER_METRICS_HOST: the address it listens on"""
     """LEDGER_SYNC_PROCESSES: dispatcher processes running against one database; each takes 1/N of every
     bucket's rate and burst, so together they keep to the marketplace's limits"""
 
@@ -239,6 +243,9 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"LEDGER_SYNC_MAX_ATTEMPTS={attempts!r} is not a whole number") from None
         if processes is not None and not processes.isdigit():
             raise ConfigError(f"LEDGER_SYNC_PROCESSES={processes!r} is not a whole number")
+        metrics_port = get("LEDGER_DISPATCHER_METRICS_PORT")
+        if metrics_port is not None and not (metrics_port.isdigit() and 0 < int(metrics_port) < 65536):
+            raise ConfigError(f"LEDGER_DISPATCHER_METRICS_PORT={metrics_port!r} is not a port number")
         try:
             since_at = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
         except ValueError:
@@ -259,6 +266,8 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
             sync_since=since_at,
             rate_limits=parse_rate_limits(get("LEDGER_SYNC_RATE_LIMITS") or ""),
             processes=int(processes) if processes else 1,
+            metrics_port=int(metrics_port) if metrics_port else None,
+            metrics_host=get("LEDGER_DISPATCHER_METRICS_HOST") or "127.0.0.1",
         )
 
 

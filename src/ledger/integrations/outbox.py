@@ -550,6 +550,18 @@ class NotRetriableError(RuleViolationError):
         self.state = state
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """Unfinished and dead items of one (marketplace, action, polling): what the dispatcher's metrics show."""
+
+    marketplace: str
+    action: str
+    polling: bool
+    unfinished: int
+    oldest_seconds: float
+    dead: int
+
+
 class NotResolvableError(RuleViolationError):
     """Only a dead item is resolved by hand (HTTP 409): anything else is still the dispatcher's."""
 
@@ -676,6 +688,26 @@ class OutboundView:
         if current is None:
             return None
         raise NotResolvableError(item_id, current.state)
+
+    def backlog(self, conn: Connection) -> list[Backlog]:
+        """Every seller's unfinished and dead items by what their next call is (marketplace, action, poll or
+        send): how many, and how long the oldest unfinished one has waited (the database's clock)."""
+        query = """
+            SELECT marketplace, action,
+                   state IN ('in_flight', 'failed') AND marketplace_reference IS NOT NULL,
+                   count(*) FILTER (WHERE state IN ('pending', 'failed', 'in_flight')),
+                   coalesce(extract(epoch FROM now() - min(created_at)
+                            FILTER (WHERE state IN ('pending', 'failed', 'in_flight'))), 0),
+                   count(*) FILTER (WHERE state = 'dead')
+            FROM outbound_items
+            WHERE state IN ('pending', 'failed', 'in_flight')
+               OR (state = 'dead' AND NOT (attempts = 0 AND last_error LIKE 'skipped:%%'))
+            GROUP BY 1, 2, 3
+        """
+        return [
+            Backlog(str(m), str(a), bool(p), int(n), float(age), int(d))
+            for m, a, p, n, age, d in conn.execute(query)
+        ]
 
     def count_by_state(self, conn: Connection) -> dict[str, int]:
         """How many items are in each state, every seller together (0 for a state with none)."""
