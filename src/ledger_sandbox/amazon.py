@@ -849,4 +849,15 @@ MARKETPLACE = Marketplace(
     error=error,
     tick=tick,
     describe=describe,
+    # As the SP-API models publish them (the usage-plan tables of each operation in marketplace-specs/amazon).
+    rate_limits={
+        "getOrders": (0.0167, 20),
+        "getOrder": (0.5, 30),
+        "getOrderItems": (0.5, 30),
+        "confirmShipment": (2.0, 10),
+        "createFeedDocument": (0.5, 15),
+        "createFeed": (0.0083, 15),
+        "getFeed": (2.0, 15),
+        "getFeedDocument": (0.0222, 10),
+    },
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -50,6 +51,8 @@ class Marketplace:
     tick: Callable[[Sandbox], None] = lambda sandbox: None  # move asynchronous work along
     event: Callable[[Sandbox, Order, Json], bool] = lambda sandbox, order, body: False
     describe: Callable[[Sandbox, Order], Json] = lambda sandbox, order: {}
+    # Published limits by operation: (requests a second, burst), enforced when the `rate_limits` setting is on.
+    rate_limits: Mapping[str, tuple[float, int]] = field(default_factory=dict)
 
 
 class ControlError(ValueError):
@@ -65,6 +68,8 @@ class Sandbox:
     state: SandboxState
     faults: Faults = field(default_factory=Faults)
     marketplaces: dict[str, Marketplace] = field(default_factory=dict)
+    # (marketplace, account, operation) -> [tokens, last refill]
+    buckets: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
 
     def marketplace(self, name: str) -> Marketplace:
         found = self.marketplaces.get(name)
@@ -78,13 +83,20 @@ class Sandbox:
                 marketplace.tick(self)
 
     async def begin(
-        self, request: Request[Any, Any, Any], marketplace: str, operation: str
+        self, request: Request[Any, Any, Any], marketplace: str, operation: str, account: str = ""
     ) -> Response[Any] | None:
         """Every marketplace call starts here: asynchronous work moves on, then an armed fault fires.
 
         Returns the response to give instead of handling the call, or None to handle it. A `lost` fault lets
         the call be handled and then cuts the connection; a `slow` one only waits."""
         self.tick()
+        wait = self._over_limit(marketplace, account, operation)
+        if wait is not None:
+            response = self.marketplace(marketplace).error(
+                429, "QuotaExceeded", "You exceeded your quota for the requested resource."
+            )
+            response.headers["Retry-After"] = f"{wait:.3f}"
+            return response
         fault = self.faults.take(
             marketplace, operation, ("throttle", "server_error", "timeout", "slow", "reset", "lost")
         )
@@ -109,6 +121,26 @@ class Sandbox:
         if fault.kind == "reset":
             return error(500, "ConnectionReset", "dropped")
         return None  # lost: handled, then the answer is dropped
+
+    def _over_limit(self, marketplace: str, account: str, operation: str) -> float | None:
+        """With the `rate_limits` setting on: None if the call is within the operation's published limit (a
+        token bucket per account, spent), else the seconds until the next token (a fired `rate_limit`)."""
+        limit = self.marketplace(marketplace).rate_limits.get(operation)
+        if not self.state.settings.rate_limits or limit is None:
+            return None
+        rate, burst = limit
+        now = time.monotonic()
+        with self.state.lock:
+            bucket = self.buckets.setdefault((marketplace, account, operation), [float(burst), now])
+            bucket[0] = min(float(burst), bucket[0] + (now - bucket[1]) * rate)
+            bucket[1] = now
+            if bucket[0] >= 1:
+                bucket[0] -= 1
+                return None
+            self.faults.fired.append(
+                {"marketplace": marketplace, "operation": operation, "kind": "rate_limit"}
+            )
+            return (1 - bucket[0]) / rate
 
     def refuse(
         self, request: Request[Any, Any, Any], marketplace: str, operation: str, errors: Sequence[str]
@@ -149,10 +181,10 @@ class Caller:
 
     async def begin(self, request: Request[Any, Any, Any], operation: str) -> tuple[Sandbox, str]:
         sandbox = sandbox_of(request)
-        early = await sandbox.begin(request, self.name, operation)
+        account = self.account_of(request)
+        early = await sandbox.begin(request, self.name, operation, account or "")
         if early is not None:
             raise Answer(early)
-        account = self.account_of(request)
         if not account:
             raise Answer(self.error(*self.unauthorized))
         return sandbox, account
@@ -454,10 +486,11 @@ async def change_settings(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @post("/_sandbox/reset", status_code=204)
 async def reset(request: Request[Any, Any, Any]) -> None:
-    """Forget every order, effect, violation and fault (the settings stay)."""
+    """Forget every order, effect, violation, fault and spent rate limit (the settings stay)."""
     sandbox = sandbox_of(request)
     sandbox.state.reset()
     sandbox.faults.clear()
+    sandbox.buckets.clear()
 
 
 @get("/_sandbox/marketplaces")

@@ -170,6 +170,9 @@ class Settings:
     refund_processing_seconds: float = 2.0  # eBay refunds: PENDING, then REFUNDED
     cancellation_approval_seconds: float = -1.0  # eBay cancellation requests: approved after this; <0: never
     buyer_cancel_window_seconds: float = 30 * 60.0  # Amazon: a buyer cancels at once within 30 minutes
+    rate_limits: float = (
+        0.0  # 1: each operation keeps to its marketplace's published limit (429 beyond); 0: off
+    )
 
 
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim")

@@ -38,6 +38,7 @@ TEST_SETTINGS = {
     "refund_processing_seconds": 0.2,
     "cancellation_approval_seconds": -1.0,
     "buyer_cancel_window_seconds": 1800.0,
+    "rate_limits": 0.0,
 }
 
 

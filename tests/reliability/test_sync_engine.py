@@ -25,8 +25,10 @@ def _import(flow: Flow, marketplace: Marketplace, count: int, **options: Any) ->
 
 def test_tracking_is_not_delayed_by_cancellations_queued_behind_the_feed_limit(flow: Flow) -> None:
     """20 Amazon cancellations then 3 shipments, Amazon's published limits: the createFeed burst (15) goes out,
-    the other cancellations wait for its bucket, and every shipment confirmation reaches Amazon meanwhile."""
+    the other cancellations wait for its bucket, and every shipment confirmation reaches Amazon meanwhile; the
+    sandbox, keeping Amazon's published limits too, never had to refuse a call."""
     orders = _import(flow, Marketplace.AMAZON, 23)
+    flow.sandbox.settings(rate_limits=1)  # from here (the importer's calls are not the dispatcher's to limit)
     cancelled, shipped = orders[:20], orders[20:]
     for _, order_id in cancelled:
         flow.app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
@@ -47,6 +49,7 @@ def test_tracking_is_not_delayed_by_cancellations_queued_behind_the_feed_limit(f
         e["order_id"] for e in flow.sandbox.effects("amazon", token) if e["operation"] == "confirmShipment"
     }
     assert confirmed == {moid for moid, _ in shipped}
+    assert [f for f in flow.sandbox.faults()["fired"] if f["kind"] == "rate_limit"] == []
 
 
 def test_a_dead_item_is_said_on_its_order_and_holds_back_only_what_depends_on_it(flow: Flow) -> None:
@@ -71,3 +74,23 @@ def test_a_dead_item_is_said_on_its_order_and_holds_back_only_what_depends_on_it
     assert history[-3:] == ["MarketplaceRejected", "SyncItemDied", "MarketplaceAcknowledged"]
     effects = flow.sandbox.effects("jet", flow.tokens[Marketplace.JET], order_id=moid)
     assert [e["operation"] for e in effects] == ["shipOrder"]
+
+
+def test_the_sandbox_refuses_calls_beyond_amazons_published_limit(flow: Flow) -> None:
+    """With limits on and the ledger's createFeed bucket lifted, the 16th feed in a row is a 429 (at its
+    createFeedDocument, burst 15 too): the sandbox keeps Amazon's published limits."""
+    orders = _import(flow, Marketplace.AMAZON, 16)
+    flow.sandbox.settings(rate_limits=1)
+    for _, order_id in orders:
+        flow.app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
+    flow.queue()
+    settings = flow.settings(rate_limits={"amazon.createFeed": (1000.0, 1000)}, sync_backoff=60.0)
+    dispatcher = Dispatcher(flow.app, flow.connect, settings)
+    try:
+        dispatcher.dispatch_due()
+    finally:
+        dispatcher.close()
+    fired = [f for f in flow.sandbox.faults()["fired"] if f["kind"] == "rate_limit"]
+    assert fired == [{"marketplace": "amazon", "operation": "createFeedDocument", "kind": "rate_limit"}]
+    states = Counter(i["state"] for i in flow.items())
+    assert states == {"in_flight": 15, "failed": 1}
