@@ -18,7 +18,7 @@ also takes `IAF <token>`), any non-empty value: the account namespace.
   cancelled at once; a paid one opens a cancellation request (`CANCEL_REQUESTED`) that the control API
   approves or rejects (`approve_cancellation`, `reject_cancellation`), or that is approved by itself after
   `cancellation_approval_seconds` when that is not negative. One open request per order: asking again answers
-  with the same `cancelId`. `GET /post-order/v2/cancellation/{cancelId}` reads it.
+  with the same `cancelId`; a request after a rejected one gets a new `cancelId`. `GET /post-order/v2/cancellation/{cancelId}` reads it.
 """
 
 from __future__ import annotations
@@ -757,7 +757,10 @@ async def create_cancellation(request: Request[Any, Any, Any]) -> Response[Any]:
                 order.touch()
             return {"cancelId": cancel["cancelId"]}
 
-        result, _ = sandbox.state.apply_once(NAME, account, "createCancellation", order_id, order_id, apply)
+        # One request per order at a time: a new request after a rejected one is a new request, with its own
+        # cancelId (keyed by how many the order had), while a retry of an open one answered above.
+        key = f"{order_id}#{len(_cancels(order))}"
+        result, _ = sandbox.state.apply_once(NAME, account, "createCancellation", key, order_id, apply)
     return json_response({"cancelId": result["cancelId"]}, 201)
 
 

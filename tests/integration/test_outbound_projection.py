@@ -233,13 +233,11 @@ def test_a_cancellation_the_marketplace_made_is_not_requested(shop: Scenario, co
 def test_ebay_cancellation_of_a_paid_order_is_requested_once(shop: Scenario, connect: base.Connect) -> None:
     """The dispute it opens is the cancel request; the cancellation that follows acceptance makes no item."""
     order_id = shop.place(spec(Marketplace.EBAY)).order_id
-    dispute_id = shop.app.cancel(
-        shop.ctx(), order_id, reason=CancelReason.OUT_OF_STOCK, lines=(LineQuantity("L1", 2),)
-    ).ids["dispute_id"]
+    dispute_id = shop.app.cancel(shop.ctx(), order_id, reason=CancelReason.OUT_OF_STOCK).ids["dispute_id"]
     shop.app.close_dispute(
         shop.ctx(Source.MARKETPLACE), order_id, dispute_id=dispute_id, outcome=DisputeOutcome.ACCEPTED
     )
-    assert shop.app.get_order(order_id).cancelled_units == 2
+    assert shop.app.get_order(order_id).cancelled_units == 3
 
     [item] = queue(connect, shop.app, shop.seller)
 
@@ -247,11 +245,14 @@ def test_ebay_cancellation_of_a_paid_order_is_requested_once(shop: Scenario, con
     assert item.payload["dispute_id"] == str(dispute_id)
     assert item.payload["cancellation_id"] is None
     assert item.payload["reason"] == "out_of_stock"
-    assert item.payload["lines"] == [{"line_id": "L1", "sku": "SKU-1", "quantity": 2}]
+    assert [line["quantity"] for line in item.payload["lines"]] == [2, 1]
 
 
-def test_a_dispute_the_seller_closes_is_sent(shop: Scenario, connect: base.Connect) -> None:
-    """Withdrawing an eBay cancellation, or settling a claim, through the ledger queues close_dispute."""
+def test_only_dispute_closings_the_marketplace_has_a_call_for_are_sent(
+    shop: Scenario, connect: base.Connect
+) -> None:
+    """eBay takes the acceptance of a buyer's payment dispute; withdrawing an eBay cancellation request, and
+    any closing on Amazon (no call closes an A-to-z claim), are never queued and show `not_sent: no_call`."""
     order_id = shop.place(spec(Marketplace.EBAY)).order_id
     cancel_dispute = shop.app.cancel(shop.ctx(), order_id, reason=CancelReason.OUT_OF_STOCK).ids["dispute_id"]
     shop.app.close_dispute(shop.ctx(), order_id, dispute_id=cancel_dispute, outcome=DisputeOutcome.WITHDRAWN)
@@ -259,22 +260,34 @@ def test_a_dispute_the_seller_closes_is_sent(shop: Scenario, connect: base.Conne
         shop.ctx(Source.MARKETPLACE), order_id, reason="not received", marketplace_dispute_id="EB-9"
     ).ids["dispute_id"]
     shop.app.close_dispute(shop.ctx(), order_id, dispute_id=claim, outcome=DisputeOutcome.ACCEPTED)
+    amazon_id = shop.place(spec(Marketplace.AMAZON)).order_id
+    a_to_z = shop.app.open_dispute(
+        shop.ctx(Source.MARKETPLACE), amazon_id, reason="not received", marketplace_dispute_id="AZ-1"
+    ).ids["dispute_id"]
+    shop.app.close_dispute(shop.ctx(), amazon_id, dispute_id=a_to_z, outcome=DisputeOutcome.ACCEPTED)
 
     items = queue(connect, shop.app, shop.seller)
 
     assert [(i.action, i.reference) for i in items] == [
         ("cancel", str(cancel_dispute)),
-        ("close_dispute", str(cancel_dispute)),
         ("close_dispute", str(claim)),
     ]
     assert items[1].payload == {
         "marketplace_order_id": "MO-1",
-        "dispute_id": str(cancel_dispute),
-        "kind": "cancellation",
-        "marketplace_dispute_id": None,
-        "outcome": "withdrawn",
+        "dispute_id": str(claim),
+        "kind": "claim",
+        "marketplace_dispute_id": "EB-9",
+        "outcome": "accepted",
     }
-    assert (items[2].payload["kind"], items[2].payload["marketplace_dispute_id"]) == ("claim", "EB-9")
+    ebay_sync = {(e.action, e.reference): (e.state, e.reason) for e in shop.app.get_order(order_id).sync}
+    assert ebay_sync[("close_dispute", str(cancel_dispute))] == ("not_sent", "no_call")
+    assert ebay_sync[("close_dispute", str(claim))] == ("pending", None)
+    [amazon_entry] = shop.app.get_order(amazon_id).sync
+    assert (amazon_entry.action, amazon_entry.state, amazon_entry.reason) == (
+        "close_dispute",
+        "not_sent",
+        "no_call",
+    )
 
 
 def test_claims_and_restocks_are_not_queued(shop: Scenario, connect: base.Connect) -> None:
@@ -534,6 +547,7 @@ def expected_queue(events: list[Any]) -> list[tuple[str, str, str]]:
     if imported.third_party_managed:
         return []
     states: dict[tuple[str, str], str] = {}
+    kinds: dict[str, str] = {}  # dispute id -> kind
     if imported.marketplace == "walmart":
         states["acknowledge", str(imported.originator_id)] = "pending"
     for event in events[1:]:
@@ -551,6 +565,8 @@ def expected_queue(events: list[Any]) -> list[tuple[str, str, str]]:
                 elif states[key] in ("pending", "failed"):
                     states[key] = "failed"
             continue
+        if isinstance(event, Order.DisputeOpened):
+            kinds[str(event.dispute_id)] = event.kind
         if event.source == "marketplace":
             continue
         if isinstance(event, Order.Shipped):
@@ -565,7 +581,12 @@ def expected_queue(events: list[Any]) -> list[tuple[str, str, str]]:
             states["cancel", str(event.dispute_id)] = "pending"
         elif isinstance(event, Order.Refunded):
             states["refund", str(event.refund_id)] = "pending"
-        elif isinstance(event, Order.DisputeClosed):
+        elif (
+            isinstance(event, Order.DisputeClosed)
+            and imported.marketplace == "ebay"  # the one dispute call any marketplace has
+            and kinds.get(str(event.dispute_id)) == "claim"
+            and event.outcome == "accepted"
+        ):
             states["close_dispute", str(event.dispute_id)] = "pending"
     return [(action, reference, state) for (action, reference), state in states.items()]
 

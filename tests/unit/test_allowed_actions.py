@@ -22,7 +22,7 @@ def test_a_paid_unshipped_ebay_order_offers_cancel_as_a_dispute_or_a_refund(shop
     order_id = shop.order(Marketplace.EBAY)
     got = actions(shop, order_id)
     assert (got.ship, got.cancel, got.refund, got.cancel_opens_dispute) == (True, True, True, True)
-    shop.cancel(order_id, {"A": 1}, reason=CancelReason.OUT_OF_STOCK)
+    shop.cancel(order_id, reason=CancelReason.OUT_OF_STOCK)
     assert not actions(shop, order_id).ship
 
 

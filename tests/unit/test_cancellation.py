@@ -21,11 +21,14 @@ from ledger.aggregates.values import (
     LineQuantity,
     Marketplace,
     OrderStatus,
+    RefundRequestLine,
     Requester,
 )
 
 ALL = list(Marketplace)
-PARTIAL = [m for m in Marketplace if m is not Marketplace.JET]
+PARTIAL = [m for m in Marketplace if m not in (Marketplace.JET, Marketplace.EBAY)]
+# Cancelling what is left once some units shipped: every marketplace but Jet.
+AFTER_SHIPMENT = [m for m in Marketplace if m is not Marketplace.JET]
 # A seller's cancellation of a paid eBay order opens a dispute instead: these cancel at once.
 CANCEL_AT_ONCE = [(m, True) for m in Marketplace if m is not Marketplace.EBAY] + [(Marketplace.EBAY, False)]
 CANCEL_AT_ONCE_IDS = [f"{m.value}-{'paid' if paid else 'unpaid'}" for m, paid in CANCEL_AT_ONCE]
@@ -74,8 +77,8 @@ def test_cancel_requires_a_reason(shop):
 
 @pytest.mark.parametrize(
     ("marketplace", "paid"),
-    [c for c in CANCEL_AT_ONCE if c[0] is not Marketplace.JET],
-    ids=[i for i in CANCEL_AT_ONCE_IDS if not i.startswith("jet")],
+    [c for c in CANCEL_AT_ONCE if c[0] in PARTIAL],
+    ids=[i for i in CANCEL_AT_ONCE_IDS if not i.startswith(("jet", "ebay"))],
 )
 def test_partial_cancellation_leaves_the_rest_shippable(shop, marketplace, paid):
     """Cancelling some units leaves the others to ship; once they ship the order is shipped and closed."""
@@ -123,9 +126,7 @@ def test_only_unshipped_units_of_a_line_can_be_cancelled(shop, marketplace):
     shop.cancel(order_id, {"A": 1})
 
     line = shop.line(order_id, "A")
-    # eBay holds the unit in a cancellation dispute rather than cancelling it at once.
-    held = line.pending_cancel if marketplace is Marketplace.EBAY else line.cancelled
-    assert (line.shipped, held) == (1, 1)
+    assert (line.shipped, line.cancelled) == (1, 1)
 
 
 def test_cancelling_more_than_ordered_on_an_unshipped_line_is_refused(shop):
@@ -204,7 +205,7 @@ def test_jet_refuses_cancellation_after_a_partial_shipment(shop, lines):
     assert shop.details(order_id).cancelled_units == 0
 
 
-@pytest.mark.parametrize("marketplace", PARTIAL)
+@pytest.mark.parametrize("marketplace", AFTER_SHIPMENT)
 def test_other_marketplaces_cancel_the_rest_after_a_partial_shipment(shop, marketplace):
     """Outside Jet, what is left after a partial shipment can be cancelled, which closes the order."""
     order_id = shop.order(marketplace)
@@ -220,6 +221,34 @@ def test_other_marketplaces_cancel_the_rest_after_a_partial_shipment(shop, marke
     assert details.cancelled_units == 3
     assert details.status == OrderStatus.SHIPPED
     assert not details.open
+
+
+# ----------------------------------------------------------------------------------------- eBay
+
+
+@pytest.mark.parametrize("paid", [True, False], ids=["paid", "unpaid"])
+@pytest.mark.parametrize("lines", [{"A": 1}, {"A": 2}, {"A": 2, "B": 2}], ids=["unit", "line", "most"])
+def test_ebay_refuses_partial_cancellation_and_names_the_ways_it_takes(shop, lines, paid):
+    """eBay's cancellation names only the order, so cancelling some unshipped units is refused (a 409 that
+    says to cancel the whole order or refund), and nothing is recorded."""
+    order_id = shop.order(Marketplace.EBAY, paid=paid)
+    version = shop.version(order_id)
+
+    with pytest.raises(PartialCancellationError, match="cancel the whole order or refund"):
+        shop.cancel(order_id, lines)
+
+    assert shop.version(order_id) == version
+    assert shop.details(order_id).actions.whole_order_only
+
+
+def test_ebay_refund_of_unshipped_units_is_the_partial_way(shop):
+    """On a paid eBay order, refunding some unshipped units is what eBay takes instead: they never ship."""
+    order_id = shop.order(Marketplace.EBAY)
+
+    shop.refund(order_id, lines=(RefundRequestLine("A", 1),))
+
+    assert shop.details(order_id).shipments == ()
+    assert shop.line(order_id, "A").shippable == 1
 
 
 # ------------------------------------------------------------------------------------ restocking

@@ -35,7 +35,7 @@ def close(shop, order_id, dispute_id, outcome):
 # ------------------------------------------------------------------------ eBay cancellation flow
 
 
-@pytest.mark.parametrize("lines", [None, {"A": 1}], ids=["whole", "partial"])
+@pytest.mark.parametrize("lines", [None, {"A": 2, "B": 3}], ids=["implied", "named"])
 def test_ebay_paid_cancellation_opens_a_cancellation_dispute(shop, lines):
     """On eBay, the seller's cancellation of a paid order opens a cancellation dispute and cancels nothing."""
     order_id = shop.order(Marketplace.EBAY)
@@ -49,7 +49,7 @@ def test_ebay_paid_cancellation_opens_a_cancellation_dispute(shop, lines):
     assert dispute.kind == DisputeKind.CANCELLATION.value
     assert dispute.is_open
     assert dispute.reason == CancelReason.OUT_OF_STOCK.value
-    expected = {"A": 2, "B": 3} if lines is None else lines
+    expected = {"A": 2, "B": 3}
     assert {item.line_id: item.quantity for item in dispute.lines} == expected
     assert details.cancelled_units == 0
     assert details.cancellations == ()
@@ -62,7 +62,7 @@ def test_ebay_paid_cancellation_opens_a_cancellation_dispute(shop, lines):
 def test_ebay_order_ships_nothing_during_a_cancellation_dispute(shop, lines):
     """While a cancellation dispute is open, no unit of the order ships, not even units outside it."""
     order_id = shop.order(Marketplace.EBAY)
-    shop.cancel(order_id, {"A": 1})
+    shop.cancel(order_id)
 
     with pytest.raises(ShipDuringCancellationDisputeError):
         shop.ship(order_id, lines)
@@ -83,7 +83,7 @@ def test_units_held_by_a_cancellation_dispute_cannot_be_cancelled_again(shop):
 def test_accepted_cancellation_dispute_cancels_its_units(shop, restock):
     """Closing an eBay cancellation dispute as accepted cancels its units (and restocks them when asked)."""
     order_id = shop.order(Marketplace.EBAY)
-    dispute_id = shop.cancel(order_id, {"A": 2}, restock_in_ledger=restock).ids["dispute_id"]
+    dispute_id = shop.cancel(order_id, restock_in_ledger=restock).ids["dispute_id"]
 
     result = close(shop, order_id, dispute_id, DisputeOutcome.ACCEPTED)
 
@@ -92,13 +92,14 @@ def test_accepted_cancellation_dispute_cancels_its_units(shop, restock):
     details = shop.details(order_id)
     (cancellation,) = details.cancellations
     assert cancellation.dispute_id == dispute_id
-    assert cancellation.lines == (LineQuantity("A", 2),)
+    assert cancellation.lines == (LineQuantity("A", 2), LineQuantity("B", 3))
     assert cancellation.reason == CancelReason.OUT_OF_STOCK.value
     assert cancellation.restocked_on_marketplace is False
     assert details.disputes[0].outcome == DisputeOutcome.ACCEPTED.value
     line = shop.line(order_id, "A")
     assert (line.cancelled, line.pending_cancel, line.restocked) == (2, 0, 2 if restock else 0)
     assert details.dispute_status == "closed"
+    assert details.status == OrderStatus.CANCELED
 
 
 @pytest.mark.parametrize("account_restocks", [False, True])
@@ -125,16 +126,15 @@ def test_accepted_whole_cancellation_dispute_closes_the_order(shop):
     assert not details.open
 
 
-def test_accepted_partial_cancellation_dispute_lets_the_rest_ship(shop):
-    """After a partial cancellation is accepted, the other units ship and the order closes."""
+def test_accepted_cancellation_of_what_is_left_closes_a_partly_shipped_order(shop):
+    """eBay cancels what is left of a partly shipped order; once accepted, the order is shipped and closed."""
     order_id = shop.order(Marketplace.EBAY)
-    dispute_id = shop.cancel(order_id, {"A": 2}).ids["dispute_id"]
+    shop.ship(order_id, {"B": 3})
+    dispute_id = shop.cancel(order_id).ids["dispute_id"]
     close(shop, order_id, dispute_id, DisputeOutcome.ACCEPTED)
 
-    shop.ship(order_id)
-
     details = shop.details(order_id)
-    assert details.shipments[0].lines == (LineQuantity("B", 3),)
+    assert details.cancelled_units == 2
     assert details.status == OrderStatus.SHIPPED
     assert not details.open
 

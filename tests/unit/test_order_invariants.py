@@ -591,7 +591,10 @@ class OrderLedgerMachine(RuleBasedStateMachine):
         if not items or any(q > model.lines[lid].free for lid, q in items.items()):
             refusals.extend(CANCEL_QUANTITY_ERRORS)
         shipped_any = any(s.shipped for s in model.lines.values())
-        if model.marketplace is Marketplace.JET and (shipped_any or items != whole):
+        by_seller = requester is Requester.SELLER
+        if by_seller and model.marketplace is Marketplace.JET and (shipped_any or items != whole):
+            refusals.append(PartialCancellationError)
+        if by_seller and model.marketplace is Marketplace.EBAY and items != whole:
             refusals.append(PartialCancellationError)
         in_window = (
             model.marketplace is Marketplace.AMAZON
@@ -601,7 +604,12 @@ class OrderLedgerMachine(RuleBasedStateMachine):
         if requester is Requester.BUYER and not in_window:
             effect = "request"
             events: tuple[str, ...] = ("CancellationRequested",)
-        elif requester is Requester.SELLER and model.marketplace is Marketplace.EBAY and model.paid:
+        elif (
+            by_seller
+            and model.marketplace is Marketplace.EBAY
+            and model.paid
+            and model.account.fulfillment_managed  # a Third Party Managed order cancels at once
+        ):
             effect = "dispute"
             events = ("DisputeOpened",)
         else:
@@ -1033,11 +1041,11 @@ def check_against_model(details: OrderDetails, model: OrderModel) -> None:
     assert {str(c.cancellation_id) for c in details.cancellations} == model.known(SyncAction.CANCEL)
     assert {str(r.refund_id) for r in details.refunds} == model.known(SyncAction.REFUND)
     assert {str(d.dispute_id) for d in details.disputes} == model.known(SyncAction.OPEN_DISPUTE)
-    assert {(o.action, o.reference) for o in details.sync if o.accepted} == model.acknowledged
+    assert {(o.action, o.reference) for o in details.sync_answers if o.accepted} == model.acknowledged
     assert {d.dispute_id for d in details.disputes if d.is_open} == {
         k for k, d in model.disputes.items() if d.open
     }
-    assert len(details.sync) == model.sync_outcomes
+    assert len(details.sync_answers) == model.sync_outcomes
 
 
 def check_invariants(details: OrderDetails, model: OrderModel) -> None:

@@ -23,7 +23,7 @@ from ledger.aggregates.errors import (
     UnknownSyncReferenceError,
 )
 from ledger.aggregates.lines import LineState, OrderState, order_state, unshipped_in_refund
-from ledger.aggregates.policies import MarketplacePolicy, policy_for
+from ledger.aggregates.policies import MarketplacePolicy, NotSent, policy_for
 from ledger.aggregates.values import (
     Address,
     Buyer,
@@ -42,6 +42,7 @@ from ledger.aggregates.values import (
     RefundReason,
     RefundRequestLine,
     Requester,
+    Source,
     SyncAction,
     normalize_id,
     normalized_lines,
@@ -138,6 +139,31 @@ class SyncOutcome:
     recorded_at: datetime
 
 
+@dataclass(frozen=True)
+class Change:
+    """A change of the ledger's that its marketplace hears about, or why it does not (`not_sent`)."""
+
+    action: str
+    reference: str
+    not_sent: NotSent | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SyncEntry:
+    """Where one change stands with the marketplace: `sent` (acknowledged), `pending` (no answer yet),
+    `failing` (refused for now, tried again), `dead` (refused for good), or `not_sent` with the reason."""
+
+    action: str
+    reference: str
+    state: str
+    reason: str | None
+    marketplace_reference: str | None
+    error_code: str | None
+    message: str | None
+    at: datetime
+
+
 class Order(Aggregate):
     """An order on one marketplace. Command methods check the rules, then trigger one or more events."""
 
@@ -169,6 +195,7 @@ class Order(Aggregate):
         self.disputes: dict[UUID, Dispute] = {}
         self.cancel_requests: list[tuple[str, tuple[LineQuantity, ...]]] = []
         self.sync: list[SyncOutcome] = []
+        self.changes: list[Change] = []
         self.restocks: list[tuple[UUID, tuple[LineQuantity, ...]]] = []
 
     # ----------------------------------------------------------------------------------- events
@@ -234,6 +261,7 @@ class Order(Aggregate):
                 self.shipped_at,
                 tuple(self.lines),
             )
+            order.note_change(self, SyncAction.SHIP, self.shipment_id)
 
     class CancellationRequested(Event):
         requested_by: str
@@ -268,6 +296,9 @@ class Order(Aggregate):
                 self.dispute_id,
                 self.effective_at or self.timestamp,
             )
+            # After an accepted cancellation dispute, the request went out when the dispute opened.
+            if self.dispute_id is None:
+                order.note_change(self, SyncAction.CANCEL, self.cancellation_id)
 
     class Refunded(Event):
         refund_id: UUID
@@ -292,6 +323,7 @@ class Order(Aggregate):
                 self.total,
                 self.effective_at or self.timestamp,
             )
+            order.note_change(self, SyncAction.REFUND, self.refund_id)
 
     class DisputeOpened(Event):
         dispute_id: UUID
@@ -312,6 +344,8 @@ class Order(Aggregate):
                 self.restock_in_ledger,
                 self.effective_at or self.timestamp,
             )
+            if self.kind == DisputeKind.CANCELLATION:  # the seller's cancellation request (eBay)
+                order.note_change(self, SyncAction.CANCEL, self.dispute_id)
 
     class DisputeClosed(Event):
         dispute_id: UUID
@@ -323,6 +357,12 @@ class Order(Aggregate):
                 order.lines[item.line_id].pending_cancel -= item.quantity
             order.disputes[self.dispute_id] = replace(
                 dispute, outcome=self.outcome, closed_at=self.effective_at or self.timestamp
+            )
+            order.note_change(
+                self,
+                SyncAction.CLOSE_DISPUTE,
+                self.dispute_id,
+                (DisputeKind(dispute.kind), DisputeOutcome(self.outcome)),
             )
 
     class Restocked(Event):
@@ -392,6 +432,52 @@ class Order(Aggregate):
 
         action: str
         reference: str
+
+    # --------------------------------------------------------------------------- sync view
+
+    def note_change(
+        self,
+        event: Order.Event,
+        action: SyncAction,
+        reference: UUID,
+        dispute: tuple[DisputeKind, DisputeOutcome] | None = None,
+    ) -> None:
+        """Remember a change the marketplace hears about, or why it does not (the outbound queue applies the
+        same `MarketplacePolicy.not_sent` to what it enqueues)."""
+        reason = self.policy.not_sent(
+            action,
+            third_party_managed=self.third_party_managed,
+            from_marketplace=event.source == Source.MARKETPLACE,
+            dispute=dispute,
+        )
+        self.changes.append(
+            Change(action.value, str(reference), reason, event.effective_at or event.timestamp)
+        )
+
+    @property
+    def sync_status(self) -> tuple[SyncEntry, ...]:
+        """Each change as the marketplace has it, from its answers (a cancellation dispute's request is
+        answered as `cancel` or `open_dispute`); the answers to Walmart's order acknowledgement, which no
+        change of the ledger's made, are listed too."""
+        entries = []
+        for change in self.changes:
+            if change.not_sent is not None:
+                entries.append(
+                    SyncEntry(change.action, change.reference, "not_sent", change.not_sent.value,
+                              None, None, None, change.at)
+                )  # fmt: skip
+                continue
+            actions = {change.action}
+            if change.action == SyncAction.CANCEL:
+                actions.add(SyncAction.OPEN_DISPUTE.value)
+            answers = [a for a in self.sync if a.action in actions and a.reference == change.reference]
+            entries.append(_entry(change, answers))
+        acknowledgements = [a for a in self.sync if a.action == SyncAction.ACKNOWLEDGE]
+        if acknowledgements:
+            first = acknowledgements[0]
+            change = Change(first.action, first.reference, None, first.recorded_at)
+            entries.append(_entry(change, acknowledgements))
+        return tuple(entries)
 
     # ------------------------------------------------------------------------- chain and ids
 
@@ -561,7 +647,9 @@ class Order(Aggregate):
     ) -> UUID:
         """Cancel unshipped units. Returns the id of the cancellation, request or dispute it made."""
         reason = rules.check_cancel_reason(reason)
-        items = rules.resolve_cancellation_lines(self, normalized_lines(lines))
+        items = rules.resolve_cancellation_lines(
+            self, normalized_lines(lines), by_seller=requested_by is Requester.SELLER
+        )
         envelope = _envelope(ctx, reason=reason.value)
         requested_at = ctx.effective_at or now
         if requested_by is Requester.BUYER and not self.policy.buyer_cancellation_applies_at_once(
@@ -576,6 +664,7 @@ class Order(Aggregate):
             requested_by is Requester.SELLER
             and self.policy.cancel_paid_opens_dispute
             and self.payment_status is PaymentStatus.PAID
+            and not self.third_party_managed  # nothing is filed with the marketplace, so nothing answers
         ):
             dispute_id = self._new_id("dispute")
             self.trigger_event(
@@ -760,6 +849,27 @@ class Order(Aggregate):
         if reference not in known[action]:
             msg = f"order {self.id} has no {action.value} {reference!r} to report on"
             raise UnknownSyncReferenceError(msg)
+
+
+def _entry(change: Change, answers: list[SyncOutcome]) -> SyncEntry:
+    accepted = next((a for a in answers if a.accepted), None)
+    last = answers[-1] if answers else None
+    if accepted is not None:
+        state, last = "sent", accepted
+    elif last is None:
+        state = "pending"
+    else:
+        state = "dead" if last.permanent else "failing"
+    return SyncEntry(
+        change.action,
+        change.reference,
+        state,
+        None,
+        last.marketplace_reference if last else None,
+        last.error_code if last else None,
+        last.message if last else None,
+        last.recorded_at if last else change.at,
+    )
 
 
 def _envelope(ctx: Context, reason: str | None = None) -> dict[str, Any]:

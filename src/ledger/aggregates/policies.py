@@ -7,8 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from ledger.aggregates.values import Marketplace
+from ledger.aggregates.values import DisputeKind, DisputeOutcome, Marketplace, SyncAction
+
+
+class NotSent(StrEnum):
+    """Why a change of the ledger's is never sent to its marketplace (the order's `sync` shows it)."""
+
+    THIRD_PARTY_MANAGED = "third_party_managed"  # someone else fulfils the order and tells the marketplace
+    FROM_MARKETPLACE = "from_marketplace"  # the marketplace told us: telling it back would be an echo
+    NO_CALL = "no_call"  # the marketplace has no call that receives it
 
 
 @dataclass(frozen=True)
@@ -24,8 +33,18 @@ class MarketplacePolicy:
     # Amazon: a buyer's cancellation inside this window after purchase applies at once; later ones (and every
     # buyer cancellation elsewhere) are requests the seller answers by cancelling or shipping.
     buyer_cancel_window: timedelta | None = None
-    # Jet: only a whole order can be cancelled, never some of its units.
+    # Jet, eBay: a cancellation covers every unit still unshipped, never some of them (eBay's Post-Order
+    # cancellation names only the order: `legacyOrderId`, `cancelReason`).
     partial_cancellation: bool = True
+    # Jet: nothing can be cancelled once anything shipped.
+    cancel_after_shipment: bool = True
+    # What the seller names instead of a partial cancellation the marketplace cannot receive.
+    partial_cancellation_instead: str = "cancel the whole order"
+    # The dispute closings the marketplace has a call for, as (kind, outcome): eBay's `acceptPaymentDispute`
+    # (a buyer's payment dispute accepted by the seller). Amazon has no call to close an A-to-z claim; Walmart,
+    # Rakuten and Jet have no dispute API; the outcome of an eBay cancellation request is eBay's (or the
+    # buyer's) to decide, never the seller's.
+    closes_disputes: frozenset[tuple[DisputeKind, DisputeOutcome]] = frozenset()
     # Amazon: the buyer is charged (and the seller paid) only when the shipment confirmation reaches the
     # marketplace, so nothing can be refunded before that confirmation is acknowledged.
     charges_on_shipment_confirmation: bool = False
@@ -36,6 +55,24 @@ class MarketplacePolicy:
             return False
         return requested_at - purchased_at <= self.buyer_cancel_window
 
+    def not_sent(
+        self,
+        action: SyncAction,
+        *,
+        third_party_managed: bool,
+        from_marketplace: bool,
+        dispute: tuple[DisputeKind, DisputeOutcome] | None = None,
+    ) -> NotSent | None:
+        """Why a change is not sent to the marketplace; None when it is. The outbound queue enqueues only
+        what this lets through, and the order's `sync` shows the reason for the rest."""
+        if third_party_managed:
+            return NotSent.THIRD_PARTY_MANAGED
+        if from_marketplace:
+            return NotSent.FROM_MARKETPLACE
+        if action is SyncAction.CLOSE_DISPUTE and dispute not in self.closes_disputes:
+            return NotSent.NO_CALL
+        return None
+
 
 POLICIES: dict[Marketplace, MarketplacePolicy] = {
     Marketplace.AMAZON: MarketplacePolicy(
@@ -45,11 +82,18 @@ POLICIES: dict[Marketplace, MarketplacePolicy] = {
         charges_on_shipment_confirmation=True,
     ),
     Marketplace.EBAY: MarketplacePolicy(
-        Marketplace.EBAY, cancel_paid_opens_dispute=True, refund_paid_unshipped=True
+        Marketplace.EBAY,
+        cancel_paid_opens_dispute=True,
+        refund_paid_unshipped=True,
+        partial_cancellation=False,
+        partial_cancellation_instead="cancel the whole order or refund the units",
+        closes_disputes=frozenset({(DisputeKind.CLAIM, DisputeOutcome.ACCEPTED)}),
     ),
     Marketplace.WALMART: MarketplacePolicy(Marketplace.WALMART),
     Marketplace.RAKUTEN: MarketplacePolicy(Marketplace.RAKUTEN, cancellation_restocks_on_marketplace=True),
-    Marketplace.JET: MarketplacePolicy(Marketplace.JET, partial_cancellation=False),
+    Marketplace.JET: MarketplacePolicy(
+        Marketplace.JET, partial_cancellation=False, cancel_after_shipment=False
+    ),
 }
 
 

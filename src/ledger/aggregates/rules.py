@@ -141,7 +141,7 @@ class AllowedActions:
     cancel_opens_dispute: (
         bool  # eBay, paid, unshipped: cancelling opens a dispute; refunding is the other way
     )
-    whole_order_only: bool  # the marketplace cancels whole orders only (Jet)
+    whole_order_only: bool  # the marketplace cancels every unshipped unit at once, or nothing (Jet, eBay)
 
 
 def allowed_actions(order: Order) -> AllowedActions:
@@ -159,9 +159,11 @@ def allowed_actions(order: Order) -> AllowedActions:
         can_ship = sum(state.shippable for state in lines) > 0
     return AllowedActions(
         ship=can_ship,
-        cancel=cancellable > 0 and (policy.partial_cancellation or not order.shipped_units),
+        cancel=cancellable > 0 and (policy.cancel_after_shipment or not order.shipped_units),
         refund=refundable > 0 or (policy.refund_paid_unshipped and paid and cancellable > 0),
-        cancel_opens_dispute=policy.cancel_paid_opens_dispute and paid and cancellable > 0,
+        cancel_opens_dispute=(
+            policy.cancel_paid_opens_dispute and paid and cancellable > 0 and not order.third_party_managed
+        ),
         whole_order_only=not policy.partial_cancellation,
     )
 
@@ -221,8 +223,10 @@ def resolve_shipment_lines(
 
 
 def resolve_cancellation_lines(
-    order: Order, requested: tuple[LineQuantity, ...] | None
+    order: Order, requested: tuple[LineQuantity, ...] | None, *, by_seller: bool = True
 ) -> tuple[LineQuantity, ...]:
+    """The units a cancellation takes. A seller's cancellation must be one the marketplace can receive
+    (whole orders only on Jet and eBay); a buyer's or the marketplace's is a fact reported as it is."""
     lines = order.lines
     if requested is None:
         items = tuple(LineQuantity(k, s.cancellable) for k, s in lines.items() if s.cancellable > 0)
@@ -239,10 +243,19 @@ def resolve_cancellation_lines(
                 if state.shipped:
                     raise CancelAfterShipmentError(msg + "; shipped units can only be refunded")
                 raise NothingToCancelError(msg)
-    if not order.policy.partial_cancellation:
+    policy = order.policy
+    if not by_seller:
+        return items
+    if not policy.cancel_after_shipment and order.shipped_units:
+        msg = f"{order.marketplace.value} cancels whole orders only, before anything ships: refund instead"
+        raise PartialCancellationError(msg)
+    if not policy.partial_cancellation:
         whole = {k: s.cancellable for k, s in lines.items() if s.cancellable > 0}
-        if order.shipped_units or {i.line_id: i.quantity for i in items} != whole:
-            msg = f"{order.marketplace.value} cancels whole orders only, before anything ships"
+        if {i.line_id: i.quantity for i in items} != whole:
+            msg = (
+                f"{order.marketplace.value} cancels every unshipped unit of an order at once, never some of"
+                f" them: {policy.partial_cancellation_instead}"
+            )
             raise PartialCancellationError(msg)
     return items
 

@@ -12,7 +12,15 @@ from uuid import UUID
 from ledger.aggregates.account import MarketplaceAccount
 from ledger.aggregates.api_key import ApiKey
 from ledger.aggregates.chain import canonical
-from ledger.aggregates.order import Cancellation, Dispute, Order, Refund, Shipment, SyncOutcome
+from ledger.aggregates.order import (
+    Cancellation,
+    Dispute,
+    Order,
+    Refund,
+    Shipment,
+    SyncEntry,
+    SyncOutcome,
+)
 from ledger.aggregates.rules import AllowedActions, allowed_actions
 from ledger.aggregates.values import Address, Buyer
 
@@ -150,7 +158,8 @@ class OrderDetails:
     cancellations: tuple[Cancellation, ...]
     refunds: tuple[Refund, ...]
     disputes: tuple[Dispute, ...]
-    sync: tuple[SyncOutcome, ...]
+    sync: tuple[SyncEntry, ...]
+    sync_answers: tuple[SyncOutcome, ...]
     actions: AllowedActions
 
     @classmethod
@@ -206,7 +215,8 @@ class OrderDetails:
             cancellations=tuple(order.cancellations.values()),
             refunds=tuple(order.refunds.values()),
             disputes=tuple(order.disputes.values()),
-            sync=tuple(order.sync),
+            sync=order.sync_status,
+            sync_answers=tuple(order.sync),
             actions=allowed_actions(order),
         )
 

@@ -343,7 +343,7 @@ class Importer:
         for dispute in order.disputes:
             if dispute.marketplace_dispute_id == fact.marketplace_dispute_id:
                 return dispute.dispute_id
-        for outcome in order.sync:
+        for outcome in order.sync_answers:
             if (
                 outcome.accepted
                 and outcome.action == "cancel"

@@ -1,8 +1,9 @@
 """The outbound sync queue: what each marketplace must be told about an order, in the order it happened.
 
 One item per change the ledger made that a marketplace has to hear about: a shipment, a cancellation, a
-refund, a dispute the seller closed, and (Walmart) the acknowledgement of a new order. Nothing for Third Party
-Managed orders, and nothing for facts that came from the marketplace itself: telling it back would be an echo.
+refund, a dispute the seller closed, and (Walmart) the acknowledgement of a new order. Nothing the marketplace
+cannot receive (`MarketplacePolicy.not_sent`): nothing for Third Party Managed orders, nothing for facts that
+came from the marketplace itself (telling it back would be an echo), no call the marketplace does not have.
 
 An item's id is a uuid5 of (order, action, reference), so it is the same in every generation, and its
 `idempotency_key` (the id as text) is what the dispatcher hands to the marketplace: a rebuild never makes a
@@ -23,7 +24,7 @@ from uuid import UUID, uuid5
 
 from ledger.aggregates.order import Order
 from ledger.aggregates.policies import policy_for
-from ledger.aggregates.values import DisputeKind, Requester, Source, SyncAction
+from ledger.aggregates.values import DisputeKind, DisputeOutcome, Requester, Source, SyncAction
 from ledger.integrations import outbox
 from ledger.integrations.marketplaces import entry_for
 from ledger.integrations.outbox import ItemRow, OrderRow
@@ -79,7 +80,7 @@ class Batch:
             self._imported(position, event)
             return
         row = self.orders.get(event.originator_id)
-        if row is None or row.third_party_managed:
+        if row is None:
             return
         if isinstance(event, Order.DisputeOpened):
             row.disputes[str(event.dispute_id)] = {
@@ -87,10 +88,8 @@ class Batch:
                 "marketplace_dispute_id": event.marketplace_dispute_id,
             }
             self.changed_orders.add(row.order_id)
-        if event.source == Source.MARKETPLACE:
-            return  # a fact the marketplace told us
         made = _item_for(row, event)
-        if made is not None:
+        if made is not None and _sendable(row, event, made[0]):
             self._make(row, position, event, *made)
 
     def _imported(self, position: int, event: Order.Imported) -> None:
@@ -163,6 +162,23 @@ def answer_targets(order_id: UUID, action: str, reference: str) -> list[UUID]:
 
 
 Made = tuple[str, str, outbox.Message]  # action, reference, message
+
+
+def _sendable(row: OrderRow, event: Any, action: str) -> bool:
+    """Whether the marketplace can receive the change (`MarketplacePolicy.not_sent`, the order's `sync` shows
+    the same reason for what is not sent): never for Third Party Managed orders, never an echo of what the
+    marketplace told us, never a call the marketplace does not have."""
+    dispute = None
+    if isinstance(event, Order.DisputeClosed):
+        kind = row.disputes.get(str(event.dispute_id), {}).get("kind")
+        dispute = (DisputeKind(kind), DisputeOutcome(event.outcome)) if kind else None
+    reason = policy_for(row.marketplace).not_sent(
+        SyncAction(action),
+        third_party_managed=row.third_party_managed,
+        from_marketplace=event.source == Source.MARKETPLACE,
+        dispute=dispute,
+    )
+    return reason is None
 
 
 def _item_for(row: OrderRow, event: Any) -> Made | None:

@@ -309,14 +309,17 @@ class DisputeOut(Out, frozen=True):
 
 
 class SyncOut(Out, frozen=True):
+    """One change as the marketplace has it: `sent`, `pending`, `failing`, `dead`, or `not_sent` with the
+    `reason` (`third_party_managed`, `from_marketplace`, `no_call`)."""
+
     action: str
     reference: str
-    accepted: bool
+    state: str
+    reason: str | None
     marketplace_reference: str | None
     error_code: str | None
     message: str | None
-    permanent: bool
-    recorded_at: datetime
+    at: datetime
 
 
 class OrderOut(OrderSummaryOut, frozen=True):
