@@ -506,3 +506,34 @@ def test_a_missing_credential_fails_the_item_without_inventing_an_answer(world: 
     world.due_now(order_id)
     assert world.dispatch() == 1
     assert world.items(order_id)[0]["state"] == "succeeded"
+
+
+def test_the_buyer_cancels_on_amazon_while_the_seller_ships_and_the_seller_can_resolve_it(
+    world: World,
+) -> None:
+    """The race: the buyer cancels on Amazon (inside its 30 minutes) while the seller ships, before the next
+    import. Amazon refuses the confirmation ("order is canceled"): the ledger records the marketplace's
+    cancellation with attention, the seller voids the shipment (the order is then cancelled as Amazon has it),
+    and the next import records nothing more."""
+    [order_id] = world.import_orders(1, purchased_at=(datetime.now(UTC) - timedelta(minutes=5)).isoformat())
+    moid = world.app.get_order(order_id).marketplace_order_id
+    shipment_id = world.app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS).ids["shipment_id"]
+    world.sandbox.event("amazon", world.token, moid, "buyer_cancel", reason="changed my mind")
+
+    items = world.settle(order_id)
+
+    assert [(i["action"], i["state"]) for i in items] == [("ship", "dead")]
+    order = world.app.get_order(order_id)
+    assert order.attention
+    assert sum(i.quantity for i in order.marketplace_cancelled) == order.units
+    assert "MarketplaceCancelled" in [e.type for e in world.history(order_id)]
+    world.app.void_shipment(CTX, order_id, shipment_id=shipment_id, reason="the buyer cancelled on Amazon")
+    order = world.app.get_order(order_id)
+    assert (order.status, order.open, order.attention) == ("canceled", False, False)
+    version = order.version
+    Importer(world.app, world.connect, world.settings).run_round(world.account_id)
+    assert world.app.get_order(order_id).version == version  # the import's report is the ledger's already
+    world.queue()
+    assert [(i["action"], i["state"]) for i in world.items(order_id)] == [("ship", "dead")]  # nothing echoed
+    assert world.remote(order_id)["status"] == "canceled"
+    assert world.sandbox.violations() == []

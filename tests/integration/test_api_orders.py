@@ -8,7 +8,7 @@ from uuid import UUID
 from api_support import UPS_TRACKING, Seller, order_body
 from litestar.testing import TestClient
 
-from ledger.aggregates.values import Marketplace
+from ledger.aggregates.values import Context, Marketplace, SyncAction
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import PostgresTarget, connect
 from ledger.projections.all_sales import AllSalesProjection
@@ -299,3 +299,41 @@ def test_import_idempotency_key_replays_and_refuses_another_body(
     recorded = client.post("/v1/orders", json=paid, headers=seller.auth() | {"Idempotency-Key": "import-2"})
     assert recorded.status_code == 200
     assert recorded.json()["events"] == ["PaymentCleared"]
+
+
+def test_void_a_shipment_then_409_once_acknowledged(
+    client: TestClient[Any], seller: Seller, api_ledger: Ledger
+) -> None:
+    """`POST .../shipments/{id}/void` unships a pending shipment (its sync entry reads not_sent: voided); an
+    acknowledged one is 409 shipment-acknowledged; an eBay partial cancellation is 409 naming the way out."""
+    order_id = _import(client, seller, Marketplace.EBAY)
+    shipped = client.post(f"/v1/orders/{order_id}/shipments", json=SHIP, headers=seller.auth())
+    shipment_id = shipped.json()["shipment_id"]
+
+    voided = client.post(
+        f"/v1/orders/{order_id}/shipments/{shipment_id}/void",
+        json={"reason": "wrong tracking number"},
+        headers=seller.auth(),
+    )
+
+    assert voided.status_code == 201, voided.text
+    assert voided.json()["events"] == ["ShipmentVoided"]
+    order = client.get(f"/v1/orders/{order_id}", headers=seller.auth()).json()
+    assert (order["shipped_units"], order["shipments"][0]["voided"]) == (0, True)
+    assert [(e["state"], e["reason"]) for e in order["sync"]] == [("not_sent", "voided")]
+    partial = {"reason": "out_of_stock", "lines": [{"line_id": "1", "quantity": 1}]}
+    refused = client.post(f"/v1/orders/{order_id}/cancellations", json=partial, headers=seller.auth())
+    assert (
+        "cancel the whole order or refund"
+        in _problem(refused, 409, "partial-cancellation-not-supported")["detail"]
+    )
+
+    again = client.post(f"/v1/orders/{order_id}/shipments", json=SHIP, headers=seller.auth())
+    second = again.json()["shipment_id"]
+    api_ledger.record_sync_outcome(
+        Context(actor="dispatcher"), UUID(order_id), action=SyncAction.SHIP, reference=second, accepted=True
+    )
+    late = client.post(
+        f"/v1/orders/{order_id}/shipments/{second}/void", json={"reason": "late"}, headers=seller.auth()
+    )
+    _problem(late, 409, "shipment-acknowledged")

@@ -619,3 +619,18 @@ def test_queue_is_the_fold_of_each_orders_events(
         assert made_by.source != "marketplace" or item.action == "acknowledge"
         assert item.idempotency_key == str(item_id(item.order_id, item.action, item.reference))
     assert len(rows(connect, "SELECT 1 FROM outbound_items WHERE seller = %s", shop.seller)) == len(items)
+
+
+def test_a_voided_shipment_withdraws_its_queued_confirmation(shop: Scenario, connect: base.Connect) -> None:
+    """Voiding a shipment whose confirmation is still queued withdraws that item (dead, saying why): it is
+    never sent; the shipment that replaces it is queued as usual."""
+    order_id = shop.place(spec(Marketplace.AMAZON)).order_id
+    first = ship(shop, order_id)
+    queue(connect, shop.app, shop.seller)  # queued before the void
+    shop.app.void_shipment(shop.ctx(), order_id, shipment_id=first, reason="wrong tracking number")
+    second = ship(shop, order_id)
+
+    items = queue(connect, shop.app, shop.seller)
+
+    assert [(i.reference, i.state) for i in items] == [(str(first), "dead"), (str(second), "pending")]
+    assert items[0].last_error == "withdrawn: the shipment was voided (wrong tracking number)"

@@ -127,3 +127,23 @@ class AccountMismatchError(RuleViolationError):
 
 class UnknownSyncReferenceError(RuleViolationError):
     code = "unknown-sync-reference"
+
+
+class ShipmentNotFoundError(RuleViolationError):
+    code = "shipment-not-found"
+
+
+class ShipmentAcknowledgedError(RuleViolationError):
+    """The marketplace acknowledged the shipment: it is a fact there, so refund instead of voiding."""
+
+    code = "shipment-acknowledged"
+
+
+class ShipmentVoidedError(RuleViolationError):
+    code = "shipment-voided"
+
+
+class ShipmentRefundedError(RuleViolationError):
+    """Voiding would unship units that were refunded as shipped."""
+
+    code = "shipment-refunded"

@@ -20,10 +20,11 @@ from ledger.aggregates.errors import (
     DisputeAlreadyClosedError,
     DisputeNotFoundError,
     ImportConflictError,
+    NothingToCancelError,
     UnknownSyncReferenceError,
 )
 from ledger.aggregates.lines import LineState, OrderState, order_state, unshipped_in_refund
-from ledger.aggregates.policies import MarketplacePolicy, NotSent, policy_for
+from ledger.aggregates.policies import ORDER_CANCELED, MarketplacePolicy, NotSent, policy_for
 from ledger.aggregates.values import (
     Address,
     Buyer,
@@ -86,6 +87,7 @@ class Shipment:
     shipped_at: datetime
     lines: tuple[LineQuantity, ...]
     confirmed: bool = False
+    voided: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,9 @@ class Order(Aggregate):
         self.cancel_requests: list[tuple[str, tuple[LineQuantity, ...]]] = []
         self.sync: list[SyncOutcome] = []
         self.changes: list[Change] = []
+        # Units the marketplace says it cancelled while the ledger shows them shipped: the seller's to resolve
+        # (void the shipment, refund, or restock); the order needs attention meanwhile.
+        self.marketplace_cancelled: dict[str, int] = {}
         self.restocks: list[tuple[UUID, tuple[LineQuantity, ...]]] = []
 
     # ----------------------------------------------------------------------------------- events
@@ -296,9 +301,14 @@ class Order(Aggregate):
                 self.dispute_id,
                 self.effective_at or self.timestamp,
             )
+            if self.requested_by == Requester.MARKETPLACE:
+                _take(order.marketplace_cancelled, self.lines)
             # After an accepted cancellation dispute, the request went out when the dispute opened.
             if self.dispute_id is None:
-                order.note_change(self, SyncAction.CANCEL, self.cancellation_id)
+                by_marketplace = self.requested_by == Requester.MARKETPLACE
+                order.note_change(
+                    self, SyncAction.CANCEL, self.cancellation_id, by_marketplace=by_marketplace
+                )
 
     class Refunded(Event):
         refund_id: UUID
@@ -324,6 +334,7 @@ class Order(Aggregate):
                 self.effective_at or self.timestamp,
             )
             order.note_change(self, SyncAction.REFUND, self.refund_id)
+            order.marketplace_cancelled.clear()  # the seller resolved it by refunding
 
     class DisputeOpened(Event):
         dispute_id: UUID
@@ -374,6 +385,7 @@ class Order(Aggregate):
             for item in self.lines:
                 order.lines[item.line_id].restocked += item.quantity
             order.restocks.append((self.restock_id, tuple(self.lines)))
+            order.marketplace_cancelled.clear()  # the seller resolved it by restocking
 
     class MarketplaceAcknowledged(Event):
         action: str
@@ -433,6 +445,31 @@ class Order(Aggregate):
         action: str
         reference: str
 
+    class MarketplaceCancelled(Event):
+        """The marketplace cancelled units the ledger shows shipped: it refused their shipment ("order is
+        canceled"), or an import reports them cancelled. Its word on what it owns, recorded for the seller."""
+
+        lines: tuple[LineQuantity, ...]
+        shipment_id: UUID | None = None
+
+        def apply(self, order: Order) -> None:
+            for item in self.lines:
+                order.marketplace_cancelled[item.line_id] = (
+                    order.marketplace_cancelled.get(item.line_id, 0) + item.quantity
+                )
+
+    class ShipmentVoided(Event):
+        """A shipment the marketplace never acknowledged (or refused) is undone: its units are unshipped."""
+
+        shipment_id: UUID
+        lines: tuple[LineQuantity, ...]
+
+        def apply(self, order: Order) -> None:
+            for item in self.lines:
+                state = order.lines[item.line_id]
+                state.shipped -= item.quantity
+            order.shipments[self.shipment_id] = replace(order.shipments[self.shipment_id], voided=True)
+
     # --------------------------------------------------------------------------- sync view
 
     def note_change(
@@ -441,18 +478,38 @@ class Order(Aggregate):
         action: SyncAction,
         reference: UUID,
         dispute: tuple[DisputeKind, DisputeOutcome] | None = None,
+        *,
+        by_marketplace: bool = False,
     ) -> None:
         """Remember a change the marketplace hears about, or why it does not (the outbound queue applies the
         same `MarketplacePolicy.not_sent` to what it enqueues)."""
         reason = self.policy.not_sent(
             action,
             third_party_managed=self.third_party_managed,
-            from_marketplace=event.source == Source.MARKETPLACE,
+            from_marketplace=by_marketplace or event.source == Source.MARKETPLACE,
             dispute=dispute,
         )
         self.changes.append(
             Change(action.value, str(reference), reason, event.effective_at or event.timestamp)
         )
+
+    @property
+    def _voided(self) -> set[str]:
+        return {str(k) for k, shipment in self.shipments.items() if shipment.voided}
+
+    @property
+    def attention(self) -> bool:
+        """The seller has something to resolve: the marketplace cancelled units the ledger shows shipped, a
+        buyer asked to cancel, or a change the marketplace refused for good."""
+        return (
+            any(self.marketplace_cancelled.values())
+            or any(state.requested_cancel for state in self.lines.values())
+            or any(entry.state == "dead" for entry in self.sync_status)
+        )
+
+    @property
+    def buyer_cancel_requested(self) -> bool:
+        return any(state.requested_cancel for state in self.lines.values())
 
     @property
     def sync_status(self) -> tuple[SyncEntry, ...]:
@@ -471,6 +528,10 @@ class Order(Aggregate):
             if change.action == SyncAction.CANCEL:
                 actions.add(SyncAction.OPEN_DISPUTE.value)
             answers = [a for a in self.sync if a.action in actions and a.reference == change.reference]
+            if not any(a.accepted for a in answers) and change.reference in self._voided:
+                entries.append(SyncEntry(change.action, change.reference, "not_sent", NotSent.VOIDED.value,
+                                         None, None, None, change.at))  # fmt: skip
+                continue
             entries.append(_entry(change, answers))
         acknowledgements = [a for a in self.sync if a.action == SyncAction.ACKNOWLEDGE]
         if acknowledgements:
@@ -647,10 +708,11 @@ class Order(Aggregate):
     ) -> UUID:
         """Cancel unshipped units. Returns the id of the cancellation, request or dispute it made."""
         reason = rules.check_cancel_reason(reason)
-        items = rules.resolve_cancellation_lines(
-            self, normalized_lines(lines), by_seller=requested_by is Requester.SELLER
-        )
         envelope = _envelope(ctx, reason=reason.value)
+        lines = normalized_lines(lines)
+        if requested_by is Requester.MARKETPLACE:
+            return self._marketplace_cancelled(ctx, envelope, lines, restock_in_ledger, None)
+        items = rules.resolve_cancellation_lines(self, lines, by_seller=requested_by is Requester.SELLER)
         requested_at = ctx.effective_at or now
         if requested_by is Requester.BUYER and not self.policy.buyer_cancellation_applies_at_once(
             self.purchased_at, requested_at
@@ -700,6 +762,73 @@ class Order(Aggregate):
         if restock_in_ledger:
             self._restock(ctx, items, cancellation_id)
         return cancellation_id
+
+    def _marketplace_cancelled(
+        self,
+        ctx: Context,
+        envelope: dict[str, Any],
+        lines: tuple[LineQuantity, ...] | None,
+        restock_in_ledger: bool,
+        shipment_id: UUID | None,
+    ) -> UUID:
+        """The marketplace cancelled `lines` (None: every unit it has not shipped). Unshipped units are
+        cancelled; units the ledger shipped but the marketplace never acknowledged are its word against ours,
+        recorded as `MarketplaceCancelled` for the seller to resolve. Returns the cancellation's (or the
+        record's) id."""
+        whole = lines is None
+        if lines is None:
+            lines = tuple(
+                LineQuantity(k, s.ordered - s.confirmed_shipped - s.cancelled - s.refunded_unshipped)
+                for k, s in self.lines.items()
+            )
+        lines = rules.check_requested_lines(self.lines, (i for i in lines if i.quantity > 0 or not whole))
+        cancel: list[LineQuantity] = []
+        disputed: list[LineQuantity] = []
+        for item in lines:
+            state = self.lines[item.line_id]
+            now = min(item.quantity, state.open_quantity)
+            # Shipped here but never acknowledged there, and not reported before.
+            unacknowledged = (
+                state.shipped - state.confirmed_shipped - self.marketplace_cancelled.get(item.line_id, 0)
+            )
+            shipped = min(item.quantity - now, unacknowledged)
+            if not whole and item.quantity > now + max(shipped, 0):
+                msg = f"line {item.line_id} has {now + max(shipped, 0)} unit(s) the marketplace could cancel"
+                raise NothingToCancelError(msg)
+            if now > 0:
+                cancel.append(LineQuantity(item.line_id, now))
+            if shipped > 0:
+                disputed.append(LineQuantity(item.line_id, shipped))
+        if not cancel and not disputed:
+            raise NothingToCancelError("the ledger has this cancellation already")
+        made = None
+        if disputed:
+            made = self._new_id("marketplace-cancelled")
+            self.trigger_event(
+                self.MarketplaceCancelled, lines=tuple(disputed), shipment_id=shipment_id, **envelope
+            )
+        if cancel:
+            made = self._cancel_now(
+                ctx, envelope, tuple(cancel), Requester.MARKETPLACE, restock_in_ledger, None
+            )
+        assert made is not None
+        return made
+
+    def void_shipment(self, ctx: Context, *, shipment_id: UUID, reason: str) -> UUID:
+        """Undo a shipment the marketplace has not acknowledged, or refused: its units are unshipped again,
+        and whatever the marketplace said it cancelled of them is cancelled now. Returns the shipment id."""
+        rules.check_reason(reason)
+        shipment = rules.check_voidable(self, shipment_id)
+        envelope = _envelope(ctx, reason=reason)
+        self.trigger_event(self.ShipmentVoided, shipment_id=shipment_id, lines=shipment.lines, **envelope)
+        outstanding = tuple(
+            LineQuantity(k, min(q, self.lines[k].open_quantity))
+            for k, q in self.marketplace_cancelled.items()
+            if min(q, self.lines[k].open_quantity) > 0
+        )
+        if outstanding:
+            self._cancel_now(ctx, envelope, outstanding, Requester.MARKETPLACE, False, None)
+        return shipment_id
 
     def refund(
         self,
@@ -819,6 +948,11 @@ class Order(Aggregate):
             permanent=permanent,
             **_envelope(ctx),
         )
+        if action is SyncAction.SHIP and error_code == ORDER_CANCELED:
+            shipment = self.shipments[UUID(reference)]
+            if not shipment.voided:
+                envelope = _envelope(ctx, reason=message)
+                self._marketplace_cancelled(ctx, envelope, shipment.lines, False, shipment.shipment_id)
 
     def record_sync_death(self, ctx: Context, *, action: SyncAction, reference: str, reason: str) -> None:
         """The dispatcher gave up on a change: the order needs attention until it is retried or resolved."""
@@ -849,6 +983,12 @@ class Order(Aggregate):
         if reference not in known[action]:
             msg = f"order {self.id} has no {action.value} {reference!r} to report on"
             raise UnknownSyncReferenceError(msg)
+
+
+def _take(counts: dict[str, int], lines: tuple[LineQuantity, ...]) -> None:
+    for item in lines:
+        if item.line_id in counts:
+            counts[item.line_id] = max(counts[item.line_id] - item.quantity, 0)
 
 
 def _entry(change: Change, answers: list[SyncOutcome]) -> SyncEntry:

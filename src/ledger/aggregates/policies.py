@@ -18,6 +18,13 @@ class NotSent(StrEnum):
     THIRD_PARTY_MANAGED = "third_party_managed"  # someone else fulfils the order and tells the marketplace
     FROM_MARKETPLACE = "from_marketplace"  # the marketplace told us: telling it back would be an echo
     NO_CALL = "no_call"  # the marketplace has no call that receives it
+    VOIDED = "voided"  # the seller voided the shipment before the marketplace had it
+
+
+# The error code adapters give a refusal that says the order is cancelled on the marketplace (Amazon answers
+# confirmShipment of a cancelled order `InvalidInput: Order ... is canceled`): the marketplace's word, which
+# the order records as a cancellation by the marketplace.
+ORDER_CANCELED = "order-canceled"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ from ledger.aggregates.errors import (
     RefundUnpaidOrderError,
     RefundUnshippedError,
     ShipDuringCancellationDisputeError,
+    ShipmentAcknowledgedError,
+    ShipmentNotFoundError,
+    ShipmentRefundedError,
+    ShipmentVoidedError,
     ShipUnpaidOrderError,
     UnknownLineError,
 )
@@ -50,7 +54,9 @@ from ledger.aggregates.values import (
 )
 
 if TYPE_CHECKING:
-    from ledger.aggregates.order import Order
+    from uuid import UUID
+
+    from ledger.aggregates.order import Order, Shipment
 
 # Clocks of marketplaces, carriers and our hosts disagree a little; a ship time this far ahead is still "now".
 CLOCK_SKEW = timedelta(minutes=5)
@@ -184,6 +190,28 @@ def check_ship_time(shipped_at: datetime, purchased_at: datetime, now: datetime)
         raise InvalidShipTimeError("shipped_at is before the purchase", "shipped_at")
     if shipped_at > now + CLOCK_SKEW:
         raise InvalidShipTimeError("shipped_at is in the future", "shipped_at")
+
+
+def check_voidable(order: Order, shipment_id: UUID) -> Shipment:
+    """A shipment can be voided while the marketplace has not acknowledged it (pending, refused, never sent:
+    Third Party Managed, sync off), and while none of its units were refunded as shipped."""
+    shipment = order.shipments.get(shipment_id)
+    if shipment is None:
+        raise ShipmentNotFoundError(f"order {order.marketplace_order_id} has no shipment {shipment_id}")
+    if shipment.voided:
+        raise ShipmentVoidedError(f"shipment {shipment_id} is voided already")
+    if shipment.confirmed:
+        msg = (
+            f"{order.marketplace.value} acknowledged shipment {shipment_id}: it stands there, so refund or"
+            " restock instead of voiding it"
+        )
+        raise ShipmentAcknowledgedError(msg)
+    for item in shipment.lines:
+        state = order.lines[item.line_id]
+        if state.shipped - item.quantity < state.refunded_quantity - state.refunded_unshipped:
+            msg = f"line {item.line_id}: units of shipment {shipment_id} were refunded as shipped"
+            raise ShipmentRefundedError(msg)
+    return shipment
 
 
 def check_requested_lines(

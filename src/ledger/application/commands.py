@@ -118,6 +118,14 @@ class Restock(OrderCommand):
 
 
 @dataclass(frozen=True, kw_only=True)
+class VoidShipment(OrderCommand):
+    """Undo a shipment the marketplace has not acknowledged, or refused: its units are unshipped again."""
+
+    shipment_id: UUID
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class RecordSyncOutcome(OrderCommand):
     """What a marketplace answered about a change we sent it (the dispatcher records every answer)."""
 

@@ -36,6 +36,7 @@ from ledger.application.commands import (
     Refund,
     Restock,
     Ship,
+    VoidShipment,
 )
 from ledger.application.core import utcnow
 from ledger.application.imports import Imports
@@ -96,6 +97,9 @@ class Ledger(OrderQueries, Imports, Accounts, ApiKeys):
 
     def restock(self, ctx: Context, order_id: UUID, **fields: Any) -> CommandResult:
         return self.execute(Restock(ctx=ctx, order_id=order_id, **fields))
+
+    def void_shipment(self, ctx: Context, order_id: UUID, **fields: Any) -> CommandResult:
+        return self.execute(VoidShipment(ctx=ctx, order_id=order_id, **fields))
 
     def record_sync_outcome(self, ctx: Context, order_id: UUID, **fields: Any) -> CommandResult:
         return self.execute(RecordSyncOutcome(ctx=ctx, order_id=order_id, **fields))

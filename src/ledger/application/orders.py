@@ -27,6 +27,7 @@ from ledger.application.commands import (
     ResolveSyncItem,
     Restock,
     Ship,
+    VoidShipment,
 )
 from ledger.application.core import LedgerCore, OrderHandler
 from ledger.application.errors import OrderNotFoundError
@@ -86,6 +87,10 @@ def restock(app: LedgerCore, order: Order, cmd: Restock) -> None:
     order.restock(cmd.ctx, lines=cmd.lines)
 
 
+def void_shipment(app: LedgerCore, order: Order, cmd: VoidShipment) -> None:
+    order.void_shipment(cmd.ctx, shipment_id=cmd.shipment_id, reason=cmd.reason)
+
+
 def record_sync_outcome(app: LedgerCore, order: Order, cmd: RecordSyncOutcome) -> None:
     if cmd.accepted:
         order.record_acknowledgement(
@@ -121,6 +126,7 @@ ORDER_HANDLERS: dict[type[OrderCommand], OrderHandler] = {
     OpenDispute: open_dispute,
     CloseDispute: close_dispute,
     Restock: restock,
+    VoidShipment: void_shipment,
     RecordSyncOutcome: record_sync_outcome,
     RecordSyncItemDied: record_sync_item_died,
     ResolveSyncItem: resolve_sync_item,

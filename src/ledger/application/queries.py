@@ -22,7 +22,7 @@ from ledger.aggregates.order import (
     SyncOutcome,
 )
 from ledger.aggregates.rules import AllowedActions, allowed_actions
-from ledger.aggregates.values import Address, Buyer
+from ledger.aggregates.values import Address, Buyer, LineQuantity
 
 ENVELOPE_FIELDS = frozenset(
     {
@@ -158,6 +158,9 @@ class OrderDetails:
     cancellations: tuple[Cancellation, ...]
     refunds: tuple[Refund, ...]
     disputes: tuple[Dispute, ...]
+    attention: bool
+    buyer_cancel_requested: bool
+    marketplace_cancelled: tuple[LineQuantity, ...]
     sync: tuple[SyncEntry, ...]
     sync_answers: tuple[SyncOutcome, ...]
     actions: AllowedActions
@@ -215,6 +218,11 @@ class OrderDetails:
             cancellations=tuple(order.cancellations.values()),
             refunds=tuple(order.refunds.values()),
             disputes=tuple(order.disputes.values()),
+            attention=order.attention,
+            buyer_cancel_requested=order.buyer_cancel_requested,
+            marketplace_cancelled=tuple(
+                LineQuantity(k, q) for k, q in order.marketplace_cancelled.items() if q
+            ),
             sync=order.sync_status,
             sync_answers=tuple(order.sync),
             actions=allowed_actions(order),

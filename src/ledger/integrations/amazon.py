@@ -25,6 +25,7 @@ as `PermanentMarketplaceError`, else `Accepted(feed id)`; `CANCELLED`/`FATAL` ->
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -36,6 +37,7 @@ from xml.etree import ElementTree
 import httpx
 import msgspec
 
+from ledger.aggregates.policies import ORDER_CANCELED
 from ledger.aggregates.values import (
     Address,
     Buyer,
@@ -66,6 +68,8 @@ from ledger.integrations.outbox import Acknowledge, Cancel, CloseDispute, Refund
 from ledger.integrations.rest import RestTransport, decode, decoder, format_time, parse_time, quote
 
 DEFAULT_MARKETPLACE_ID = "ATVPDKIKX0DER"
+# confirmShipment's refusal of an order Amazon has cancelled: `InvalidInput`, "Order ... is canceled".
+CANCELED_ORDER = re.compile(r"\bis cancell?ed\b", re.IGNORECASE)
 ACKNOWLEDGEMENT_FEED = "POST_ORDER_ACKNOWLEDGEMENT_DATA"
 ADJUSTMENT_FEED = "POST_PAYMENT_ADJUSTMENT_DATA"
 FEED_CONTENT_TYPE = "text/xml; charset=UTF-8"
@@ -530,11 +534,16 @@ class AmazonClient:
         match request.message:
             case Ship() as ship:
                 body = confirm_shipment_body(ship, key, self._marketplace_id)
-                self._call(
-                    "POST",
-                    f"/orders/v0/orders/{quote(request.marketplace_order_id)}/shipmentConfirmation",
-                    body=body,
-                )
+                try:
+                    self._call(
+                        "POST",
+                        f"/orders/v0/orders/{quote(request.marketplace_order_id)}/shipmentConfirmation",
+                        body=body,
+                    )
+                except PermanentMarketplaceError as e:
+                    if CANCELED_ORDER.search(e.message):  # the buyer cancelled before the confirmation came
+                        raise PermanentMarketplaceError(ORDER_CANCELED, e.message) from None
+                    raise
                 return Accepted(marketplace_reference=body["packageDetail"]["packageReferenceId"])
             case Cancel() as cancel:
                 feed_id = self._submit_feed(

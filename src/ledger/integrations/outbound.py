@@ -76,6 +76,9 @@ class Batch:
         if isinstance(event, Order.MarketplaceAcknowledged | Order.MarketplaceRejected):
             self._answer(event)
             return
+        if isinstance(event, Order.ShipmentVoided):
+            self._withdraw(event)
+            return
         if isinstance(event, Order.Imported):
             self._imported(position, event)
             return
@@ -145,6 +148,17 @@ class Batch:
         self.changed_orders.add(row.order_id)
         self.items[new_id] = item
         self.new_items.append(item)
+
+    def _withdraw(self, event: Order.ShipmentVoided) -> None:
+        """A voided shipment's confirmation that has not gone out never will: its item is withdrawn (dead,
+        saying why). One in flight is left to its dispatcher; the marketplace's answer then tells."""
+        item = self.items.get(item_id(event.originator_id, SyncAction.SHIP.value, str(event.shipment_id)))
+        if item is None or item.state not in (outbox.PENDING, outbox.FAILED):
+            return
+        item.state = outbox.DEAD
+        item.last_error = f"withdrawn: the shipment was voided ({event.reason})"
+        item.updated_at = event.timestamp
+        self.changed_items.add(item.id)
 
     def _answer(self, event: Any) -> None:
         for target in answer_targets(event.originator_id, event.action, event.reference):
@@ -340,6 +354,10 @@ class OutboundProjection(Projection):
             for e in events
             if isinstance(e.event, _ANSWERS)
             for target in answer_targets(e.event.originator_id, e.event.action, e.event.reference)
+        ] + [
+            item_id(e.event.originator_id, SyncAction.SHIP.value, str(e.event.shipment_id))
+            for e in events
+            if isinstance(e.event, Order.ShipmentVoided)
         ]
         batch = Batch(
             outbox.load_orders(cur, list(order_ids), t["outbound_orders"]),

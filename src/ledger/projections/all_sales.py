@@ -226,6 +226,11 @@ def _shipped(row: OrderRow, event: Any) -> None:
         _touch(row, item.line_id).shipped += item.quantity
 
 
+def _shipment_voided(row: OrderRow, event: Any) -> None:
+    for item in event.lines:
+        _touch(row, item.line_id).shipped -= item.quantity
+
+
 def _cancelled(row: OrderRow, event: Any) -> None:
     for item in event.lines:
         _touch(row, item.line_id).cancelled += item.quantity
@@ -270,6 +275,7 @@ def _restocked(row: OrderRow, event: Any) -> None:
 _HANDLERS = {
     Order.PaymentCleared: _payment_cleared,
     Order.Shipped: _shipped,
+    Order.ShipmentVoided: _shipment_voided,
     Order.Cancelled: _cancelled,
     Order.Refunded: _refunded,
     Order.DisputeOpened: _dispute_opened,

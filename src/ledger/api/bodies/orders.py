@@ -158,6 +158,10 @@ class DisputeCloseIn(Strict, frozen=True):
     outcome: DisputeOutcome
 
 
+class VoidIn(Strict, frozen=True):
+    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+
+
 class RestockIn(Strict, frozen=True):
     lines: Annotated[list[LineQuantityIn], Meta(min_length=1, max_length=1000)]
 
@@ -268,6 +272,7 @@ class ShipmentOut(Out, frozen=True):
     shipped_at: datetime
     lines: list[LineQuantityOut]
     confirmed: bool
+    voided: bool
 
 
 class CancellationOut(Out, frozen=True):
@@ -333,6 +338,9 @@ class OrderOut(OrderSummaryOut, frozen=True):
     cancellations: list[CancellationOut]
     refunds: list[RefundOut]
     disputes: list[DisputeOut]
+    attention: bool
+    buyer_cancel_requested: bool
+    marketplace_cancelled: list[LineQuantityOut]
     sync: list[SyncOut]
 
     @classmethod
@@ -370,6 +378,9 @@ class OrderOutFields(Out, frozen=True):
     cancellations: list[CancellationOut]
     refunds: list[RefundOut]
     disputes: list[DisputeOut]
+    attention: bool
+    buyer_cancel_requested: bool
+    marketplace_cancelled: list[LineQuantityOut]
     sync: list[SyncOut]
 
 

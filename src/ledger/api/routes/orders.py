@@ -50,6 +50,7 @@ from ledger.api.bodies.orders import (
     RefundIn,
     RestockIn,
     ShipmentIn,
+    VoidIn,
 )
 from ledger.api.bodies.schemas import ImportRequest, OrderIn
 from ledger.api.consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
@@ -64,6 +65,7 @@ from ledger.application.commands import (
     Refund,
     Restock,
     Ship,
+    VoidShipment,
 )
 from ledger.application.ledger import Ledger
 from ledger.application.queries import CommandResult, KeyDetails
@@ -489,6 +491,35 @@ def restock(
     return _created(result, ledger)
 
 
+@command(
+    "/orders/{order_id:uuid}/shipments/{shipment_id:uuid}/void",
+    "voidShipment",
+    "Void a shipment the marketplace has not acknowledged, or refused: its units are unshipped again and its"
+    " queued confirmation is withdrawn (409 shipment-acknowledged once the marketplace has it)",
+)
+def void_shipment(
+    order_id: FromPath[UUID],
+    shipment_id: FromPath[UUID],
+    data: JSONBody[VoidIn],
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    idempotency_key: NamedDependency[str | None],
+    expected_version: NamedDependency[int | None],
+    digest: NamedDependency[str],
+) -> Response[CommandOut]:
+    result = ledger.execute(
+        VoidShipment(
+            ctx=_ctx(key, idempotency_key, digest),
+            order_id=order_id,
+            shipment_id=shipment_id,
+            reason=data.reason,
+            expected_version=expected_version,
+            seller=key.seller,
+        )
+    )
+    return _created(result, ledger)
+
+
 ROUTES = [
     import_order,
     import_orders,
@@ -501,4 +532,5 @@ ROUTES = [
     open_dispute,
     close_dispute,
     restock,
+    void_shipment,
 ]

@@ -1,0 +1,136 @@
+"""The marketplace's word on what it owns: its cancellations recorded with attention, and voiding shipments."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ledger.aggregates.errors import (
+    ShipmentAcknowledgedError,
+    ShipmentNotFoundError,
+    ShipmentVoidedError,
+)
+from ledger.aggregates.policies import ORDER_CANCELED
+from ledger.aggregates.values import (
+    CancelReason,
+    Marketplace,
+    RefundReason,
+    Requester,
+    Source,
+    SyncAction,
+)
+
+CANCELED = "Order 111-1 is canceled"
+
+
+def refuse_as_canceled(shop, order_id, shipment_id):
+    """The dispatcher records Amazon's refusal of the confirmation: the order is cancelled there."""
+    return shop.ledger.record_sync_outcome(
+        shop.ctx, order_id, action=SyncAction.SHIP, reference=str(shipment_id), accepted=False,
+        error_code=ORDER_CANCELED, message=CANCELED, permanent=True,
+    )  # fmt: skip
+
+
+def marketplace_cancels(shop, order_id):
+    """An import reports that the marketplace cancelled the whole order."""
+    ctx = replace(shop.ctx, source=Source.MARKETPLACE)
+    return shop.ledger.cancel(
+        ctx, order_id, reason=CancelReason.BUYER_CANCELLED, requested_by=Requester.MARKETPLACE
+    )
+
+
+def test_a_shipment_refused_because_the_order_is_canceled_records_the_marketplaces_word(shop):
+    """The buyer cancelled on Amazon while the seller shipped: the refusal records the cancellation on the
+    order (attention), and the seller can still act: void, refund or restock."""
+    order_id = shop.order(Marketplace.AMAZON)
+    shipment_id = shop.ship(order_id).ids["shipment_id"]
+
+    result = refuse_as_canceled(shop, order_id, shipment_id)
+
+    assert result.events == ("MarketplaceRejected", "MarketplaceCancelled")
+    details = shop.details(order_id)
+    assert details.attention
+    assert {(i.line_id, i.quantity) for i in details.marketplace_cancelled} == {("A", 2), ("B", 3)}
+    [entry] = details.sync
+    assert (entry.state, entry.error_code) == ("dead", ORDER_CANCELED)
+
+
+def test_voiding_the_refused_shipment_cancels_the_order_as_the_marketplace_did(shop):
+    """Voiding unships the units; what the marketplace cancelled is cancelled now, and attention clears."""
+    order_id = shop.order(Marketplace.AMAZON)
+    shipment_id = shop.ship(order_id).ids["shipment_id"]
+    refuse_as_canceled(shop, order_id, shipment_id)
+
+    result = shop.ledger.void_shipment(shop.ctx, order_id, shipment_id=shipment_id, reason="buyer cancelled")
+
+    assert result.events == ("ShipmentVoided", "Cancelled")
+    details = shop.details(order_id)
+    assert (details.status, details.open, details.shipped_units, details.cancelled_units) == (
+        "canceled", False, 0, 5,
+    )  # fmt: skip
+    assert not details.attention
+    assert details.shipments[0].voided
+    assert {(e.action, e.state, e.reason) for e in details.sync} == {
+        ("ship", "not_sent", "voided"),  # refused, then voided: nothing is left to send
+        ("cancel", "not_sent", "from_marketplace"),
+    }
+
+
+def test_an_import_reporting_shipped_units_cancelled_needs_attention_not_a_refusal(shop):
+    """The race seen from the import: the marketplace reports cancelled what the ledger shipped and it never
+    acknowledged; the ledger records that (no 409), and refunding resolves it."""
+    order_id = shop.order(Marketplace.WALMART)
+    shop.ship(order_id, {"A": 2})
+
+    result = marketplace_cancels(shop, order_id)
+
+    assert result.events == ("MarketplaceCancelled", "Cancelled")
+    details = shop.details(order_id)
+    assert details.attention
+    assert details.cancelled_units == 3
+    shop.refund(order_id, reason=RefundReason.OTHER)
+    assert not shop.details(order_id).attention
+
+
+def test_a_repeated_report_records_nothing_twice(shop):
+    """The same cancellation reported again (next import) records nothing new."""
+    order_id = shop.order(Marketplace.AMAZON)
+    shipment_id = shop.ship(order_id).ids["shipment_id"]
+    refuse_as_canceled(shop, order_id, shipment_id)
+    version = shop.version(order_id)
+
+    with pytest.raises(Exception, match="already"):
+        marketplace_cancels(shop, order_id)
+
+    assert shop.version(order_id) == version
+
+
+def test_an_acknowledged_shipment_cannot_be_voided(shop):
+    """Once the marketplace acknowledged a shipment, voiding is 409 shipment-acknowledged."""
+    order_id = shop.order(Marketplace.AMAZON)
+    shipment_id = shop.ship(order_id).ids["shipment_id"]
+    shop.acknowledge(order_id, shipment_id)
+
+    with pytest.raises(ShipmentAcknowledgedError) as refused:
+        shop.ledger.void_shipment(shop.ctx, order_id, shipment_id=shipment_id, reason="wrong parcel")
+
+    assert refused.value.code == "shipment-acknowledged"
+    assert shop.details(order_id).shipped_units == 5
+
+
+def test_an_unacknowledged_shipment_is_voided_and_its_units_ship_again(shop):
+    """A pending shipment (wrong tracking number) is voided: its units can ship again; twice is refused."""
+    order_id = shop.order(Marketplace.EBAY)
+    shipment_id = shop.ship(order_id, {"A": 1}).ids["shipment_id"]
+
+    shop.ledger.void_shipment(shop.ctx, order_id, shipment_id=shipment_id, reason="wrong tracking number")
+
+    assert shop.line(order_id, "A").shippable == 2
+    assert [(e.state, e.reason) for e in shop.details(order_id).sync] == [("not_sent", "voided")]
+    with pytest.raises(ShipmentVoidedError):
+        shop.ledger.void_shipment(shop.ctx, order_id, shipment_id=shipment_id, reason="again")
+    with pytest.raises(ShipmentNotFoundError):
+        shop.ledger.void_shipment(shop.ctx, order_id, shipment_id=order_id, reason="no such shipment")
+    shop.ship(order_id)
+    assert shop.details(order_id).status == "shipped"
