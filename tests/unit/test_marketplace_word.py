@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from ledger.aggregates.errors import (
+    RefundBeforeChargeError,
     ShipmentAcknowledgedError,
     ShipmentNotFoundError,
     ShipmentVoidedError,
@@ -134,3 +135,27 @@ def test_an_unacknowledged_shipment_is_voided_and_its_units_ship_again(shop):
         shop.ledger.void_shipment(shop.ctx, order_id, shipment_id=order_id, reason="no such shipment")
     shop.ship(order_id)
     assert shop.details(order_id).status == "shipped"
+
+
+def test_an_amazon_shipment_never_acknowledged_leaves_void_then_cancel(shop):
+    """Case 7: Amazon refused the confirmation for good (not a cancellation): a refund is refused with what to
+    do next, and voiding then cancelling gets the order out; a Third Party Managed order refunds at once."""
+    order_id = shop.order(Marketplace.AMAZON)
+    shipment_id = shop.ship(order_id).ids["shipment_id"]
+    shop.ledger.record_sync_outcome(
+        shop.ctx, order_id, action=SyncAction.SHIP, reference=str(shipment_id), accepted=False,
+        error_code="InvalidInput", message="bad carrier", permanent=True,
+    )  # fmt: skip
+
+    with pytest.raises(RefundBeforeChargeError, match="void the shipment"):
+        shop.refund(order_id, reason=RefundReason.OTHER)
+    assert shop.details(order_id).attention  # a change refused for good
+
+    shop.ledger.void_shipment(shop.ctx, order_id, shipment_id=shipment_id, reason="refused by Amazon")
+    shop.cancel(order_id, reason=CancelReason.OUT_OF_STOCK)
+    details = shop.details(order_id)
+    assert (details.status, details.attention) == ("canceled", False)
+
+    managed_elsewhere = shop.order(Marketplace.AMAZON, fulfillment_managed=False)
+    shop.ship(managed_elsewhere)
+    assert shop.refund(managed_elsewhere, reason=RefundReason.OTHER).events == ("Refunded",)

@@ -410,7 +410,8 @@ def _before_charge(order: Order, line_id: str | None) -> str:
     where = f"line {line_id}: " if line_id else ""
     return (
         f"{where}{order.marketplace.value} charges the buyer only once it has the shipment confirmation;"
-        " refund after the marketplace acknowledges the shipment"
+        " refund after the marketplace acknowledges the shipment, or, if it refused it or never will have it,"
+        " void the shipment (POST .../shipments/{shipment_id}/void) and cancel the units instead"
     )
 
 
