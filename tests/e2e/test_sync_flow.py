@@ -537,3 +537,29 @@ def test_the_buyer_cancels_on_amazon_while_the_seller_ships_and_the_seller_can_r
     assert [(i["action"], i["state"]) for i in world.items(order_id)] == [("ship", "dead")]  # nothing echoed
     assert world.remote(order_id)["status"] == "canceled"
     assert world.sandbox.violations() == []
+
+
+def test_a_late_amazon_buyer_request_is_recorded_and_answered_by_cancelling_or_shipping(world: World) -> None:
+    """Case 6: past Amazon's 30 minutes a buyer can only ask (`BuyerRequestedCancel` on an open order): the
+    import records the request (buyer_cancel_requested, attention); cancelling accepts it and goes to Amazon
+    as a cancellation, shipping declines it; a re-import records nothing twice."""
+    accepted, declined = world.import_orders(2)
+    importer = Importer(world.app, world.connect, world.settings)
+    for order_id in (accepted, declined):
+        moid = world.app.get_order(order_id).marketplace_order_id
+        world.sandbox.event("amazon", world.token, moid, "buyer_cancel", reason="found it cheaper")
+    importer.run_round(world.account_id)
+    importer.run_round(world.account_id)
+
+    for order_id in (accepted, declined):
+        order = world.app.get_order(order_id)
+        assert (order.buyer_cancel_requested, order.attention, order.status) == (True, True, "unshipped")
+        assert Counter(e.type for e in world.history(order_id))["CancellationRequested"] == 1
+    world.app.cancel(CTX, accepted, reason=CancelReason.BUYER_CANCELLED)
+    world.app.ship(CTX, declined, carrier=Carrier.UPS, tracking_number=UPS)
+    for order_id in (accepted, declined):
+        assert not world.app.get_order(order_id).buyer_cancel_requested
+    assert [(i["action"], i["state"]) for i in world.settle(accepted)] == [("cancel", "succeeded")]
+    assert world.remote(accepted)["status"] == "canceled"
+    assert [(i["action"], i["state"]) for i in world.settle(declined)] == [("ship", "succeeded")]
+    assert world.sandbox.violations() == []

@@ -97,7 +97,8 @@ def test_a_pending_order_is_unpaid_and_not_acknowledged() -> None:
 
 
 def test_a_buyer_cancellation_amazon_applied_is_a_fact() -> None:
-    """Canceled with BuyerRequestedCancel: BuyerCancelled; a seller's cancellation is no fact (it would echo)."""
+    """Canceled with BuyerRequestedCancel: BuyerCancelled; open with it: the buyer's request; a seller's
+    cancellation is no fact (it would echo)."""
     flagged = [
         {**ITEMS[0], "BuyerRequestedCancel": {"IsBuyerRequestedCancel": "true", "BuyerCancelReason": "x"}}
     ]
@@ -107,7 +108,11 @@ def test_a_buyer_cancellation_amazon_applied_is_a_fact() -> None:
     assert [f for f in by_buyer.facts if isinstance(f, BuyerCancelled)] == [
         BuyerCancelled(requested_at=by_buyer.updated_at)
     ]
-    assert not any(isinstance(f, BuyerCancelled) for f in by_seller.facts + requested.facts)
+    assert not any(isinstance(f, BuyerCancelled) for f in by_seller.facts)
+    # Past the 30 minutes, on an open order: the buyer's request, for the seller to answer (case 6).
+    assert [f for f in requested.facts if isinstance(f, BuyerCancelled)] == [
+        BuyerCancelled(requested_at=requested.updated_at, applied=False)
+    ]
 
 
 def test_confirm_shipment_validates_against_amazons_model() -> None:

@@ -9,7 +9,8 @@ Credentials (`endpoint.credentials`; never logged, never in an error message):
 Inbound: `getOrders` by `LastUpdatedAfter`, page by page (`NextToken`), and `getOrderItems` for each order.
 Amazon reports payment by the order's status (`Pending` is not yet paid), and a buyer's cancellation within
 30 minutes of purchase as a `Canceled` order whose items carry `BuyerRequestedCancel`: that becomes a
-`BuyerCancelled` fact. Amazon pays the seller only after the shipment is confirmed.
+`BuyerCancelled` fact. Later, the items carry `BuyerRequestedCancel` while the order stays open: a request
+(`BuyerCancelled(applied=False)`) that the seller answers by cancelling or shipping. Amazon pays the seller only after the shipment is confirmed.
 
 Outbound, each change under Amazon's own dedupe key so that a retry never applies twice:
 - ship: `confirmShipment` with `packageReferenceId` derived from the idempotency key (Amazon takes only
@@ -44,6 +45,7 @@ from ledger.aggregates.values import (
     CancelReason,
     Carrier,
     ImportedOrder,
+    LineQuantity,
     Marketplace,
     OrderLine,
     PaymentStatus,
@@ -341,12 +343,21 @@ def to_remote_order(order: AmazonOrder, items: Sequence[AmazonOrderItem]) -> Rem
     facts: list[MarketplaceFact] = []
     if paid:
         facts.append(PaymentCleared(paid_at=purchased_at))
-    buyer_asked = any(
-        i.BuyerRequestedCancel is not None and i.BuyerRequestedCancel.IsBuyerRequestedCancel == "true"
+    asked = [
+        i
         for i in items
-    )
-    if order.OrderStatus == "Canceled" and buyer_asked:
+        if i.BuyerRequestedCancel is not None and i.BuyerRequestedCancel.IsBuyerRequestedCancel == "true"
+    ]
+    if order.OrderStatus == "Canceled" and asked:
         facts.append(BuyerCancelled(requested_at=updated_at))
+    elif asked and order.OrderStatus in ("Unshipped", "PartiallyShipped"):
+        # Past its 30 minutes the buyer can only ask: a request the seller answers by cancelling or shipping.
+        requested = (
+            None
+            if len(asked) == len(items)
+            else tuple(LineQuantity(i.OrderItemId, i.QuantityOrdered) for i in asked)
+        )
+        facts.append(BuyerCancelled(requested_at=updated_at, lines=requested, applied=False))
     return RemoteOrder(
         order=imported,
         updated_at=updated_at,

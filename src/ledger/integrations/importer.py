@@ -92,7 +92,8 @@ def fact_key(marketplace: str, marketplace_order_id: str, fact: MarketplaceFact)
     if isinstance(fact, BuyerCancelled):
         lines = "all" if fact.lines is None else ",".join(f"{q.line_id}x{q.quantity}" for q in fact.lines)
         # Not the time: marketplaces restamp it as the order changes (Amazon reports its LastUpdateDate).
-        return f"{base}:buyer-cancel:{lines}"
+        # A request and the cancellation that may follow it are two facts.
+        return f"{base}:buyer-cancel:{lines}" + ("" if fact.applied else ":request")
     if isinstance(fact, DisputeOpenedRemotely):
         return f"{base}:dispute-open:{fact.marketplace_dispute_id}"
     return f"{base}:dispute-close:{fact.marketplace_dispute_id}"
