@@ -49,6 +49,7 @@ from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import SyncSettings
 from ledger.integrations.outbound import OutboundProjection
+from ledger.integrations.sync_check import SyncChecker
 from ledger.projections import base
 
 pytestmark = pytest.mark.postgres
@@ -563,3 +564,35 @@ def test_a_late_amazon_buyer_request_is_recorded_and_answered_by_cancelling_or_s
     assert world.remote(accepted)["status"] == "canceled"
     assert [(i["action"], i["state"]) for i in world.settle(declined)] == [("ship", "succeeded")]
     assert world.sandbox.violations() == []
+
+
+def test_a_check_records_each_divergence_found_and_resolved_on_the_order(world: World) -> None:
+    """Reconciliation: a shipment the marketplace has not heard of yet is a divergence found (an event,
+    attention, listed as an open discrepancy); once the dispatcher sends it, the next check resolves it; a
+    check that finds nothing new records nothing."""
+    [order_id] = world.import_orders(1)
+    world.app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS)
+    checker = SyncChecker(world.app, world.connect, world.settings)
+
+    report = checker.check(world.account_id)
+
+    assert report.differences
+    order = world.app.get_order(order_id)
+    assert order.attention
+    [found] = world.app.discrepancies(world.seller, open_only=True)
+    assert (found.order_id, found.open) == (order_id, True)
+    assert ("status", "shipped", "unshipped") in {
+        (d.field, d.ledger, d.marketplace) for d in found.divergences
+    }
+    version = order.version
+    checker.check(world.account_id)
+    assert world.app.get_order(order_id).version == version  # nothing new found: nothing recorded
+
+    world.settle(order_id)
+    assert not checker.check(world.account_id).differences
+    order = world.app.get_order(order_id)
+    assert not order.attention
+    assert world.app.discrepancies(world.seller, open_only=True) == []
+    [resolved] = world.app.discrepancies(world.seller, marketplace=Marketplace.AMAZON, open_only=False)
+    assert resolved.resolved_at is not None
+    assert [e.type for e in world.history(order_id)].count("DivergenceFound") == 1

@@ -10,7 +10,8 @@ from api_support import UPS_TRACKING, Seller, order_body
 from litestar.testing import TestClient
 from order_scenarios import catch_up, rows
 
-from ledger.aggregates.values import Marketplace, Role
+from ledger.aggregates.values import Context, Divergence, Marketplace, Role
+from ledger.application.commands import RecordSyncCheck
 from ledger.application.ledger import Ledger
 from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
@@ -239,3 +240,32 @@ def test_other_roles_are_403(client: TestClient[Any], seller: Seller, role: Role
 
 def test_no_key_is_401(client: TestClient[Any]) -> None:
     _problem(client.get("/v1/sync/outbound"), 401, "unauthorized")
+
+
+def test_discrepancies_list_what_a_check_found_per_seller_and_filter(
+    client: TestClient[Any], seller: Seller, other_seller: Seller, api_ledger: Ledger
+) -> None:
+    """`GET /v1/sync/discrepancies`: an order a check found diverging, with both values, open until a check
+    finds it in sync; filters account_id, marketplace, open; another seller sees none of it."""
+    order_id = _import(client, seller, Marketplace.WALMART)
+    found = (Divergence("line 1 shipped", "2", "0"),)
+    api_ledger.execute(
+        RecordSyncCheck(ctx=Context(actor="sync-check"), order_id=UUID(order_id), divergences=found)
+    )
+
+    body = client.get("/v1/sync/discrepancies", headers=seller.auth()).json()
+
+    [item] = body["items"]
+    assert (item["order_id"], item["open"], item["resolved_at"]) == (order_id, True, None)
+    assert item["divergences"] == [{"field": "line 1 shipped", "ledger": "2", "marketplace": "0"}]
+    assert item["account_id"] == str(seller.accounts[Marketplace.WALMART])
+    url = "/v1/sync/discrepancies"
+    assert client.get(f"{url}?marketplace=amazon", headers=seller.auth()).json()["items"] == []
+    assert client.get(f"{url}?open=false", headers=seller.auth()).json()["items"] == []
+    assert client.get(url, headers=other_seller.auth()).json()["items"] == []
+    assert client.get(f"{url}?open=maybe", headers=seller.auth()).status_code == 400
+    api_ledger.execute(
+        RecordSyncCheck(ctx=Context(actor="sync-check"), order_id=UUID(order_id), divergences=())
+    )
+    [resolved] = client.get(f"{url}?open=false", headers=seller.auth()).json()["items"]
+    assert resolved["resolved_at"] is not None

@@ -23,7 +23,6 @@ from ledger.aggregates.values import (
     Source,
 )
 from ledger.application.ledger import Ledger
-from ledger.cli.sync import compare
 from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
 from ledger.integrations import outbox
@@ -32,6 +31,7 @@ from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import SyncSettings, client_for
 from ledger.integrations.outbound import OutboundProjection
+from ledger.integrations.sync_check import compare
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)

@@ -33,6 +33,7 @@ from ledger.aggregates.values import (
     Context,
     DisputeKind,
     DisputeOutcome,
+    Divergence,
     ImportedOrder,
     LineQuantity,
     Marketplace,
@@ -201,6 +202,7 @@ class Order(Aggregate):
         # Units the marketplace says it cancelled while the ledger shows them shipped: the seller's to resolve
         # (void the shipment, refund, or restock); the order needs attention meanwhile.
         self.marketplace_cancelled: dict[str, int] = {}
+        self.divergences: tuple[Divergence, ...] = ()  # open: the last check found these; () when in sync
         self.restocks: list[tuple[UUID, tuple[LineQuantity, ...]]] = []
 
     # ----------------------------------------------------------------------------------- events
@@ -470,6 +472,21 @@ class Order(Aggregate):
                 state.shipped -= item.quantity
             order.shipments[self.shipment_id] = replace(order.shipments[self.shipment_id], voided=True)
 
+    class DivergenceFound(Event):
+        """A check found the marketplace disagreeing with the ledger on these fields (or on others than the
+        last check found)."""
+
+        divergences: tuple[Divergence, ...]
+
+        def apply(self, order: Order) -> None:
+            order.divergences = tuple(self.divergences)
+
+    class DivergenceResolved(Event):
+        """A check found the marketplace and the ledger agreeing again."""
+
+        def apply(self, order: Order) -> None:
+            order.divergences = ()
+
     # --------------------------------------------------------------------------- sync view
 
     def note_change(
@@ -499,10 +516,11 @@ class Order(Aggregate):
 
     @property
     def attention(self) -> bool:
-        """The seller has something to resolve: the marketplace cancelled units the ledger shows shipped, a
-        buyer asked to cancel, or a change the marketplace refused for good."""
+        """The seller has something to resolve: a check found the marketplace disagreeing, the marketplace
+        cancelled units the ledger shows shipped, a buyer asked to cancel, or a change was refused for good."""
         return (
-            any(self.marketplace_cancelled.values())
+            bool(self.divergences)
+            or any(self.marketplace_cancelled.values())
             or any(state.requested_cancel for state in self.lines.values())
             or any(entry.state == "dead" for entry in self.sync_status)
         )
@@ -907,6 +925,16 @@ class Order(Aggregate):
             self.Restocked, restock_id=restock_id, lines=items, cause_id=cause_id, **_envelope(ctx)
         )
         return restock_id
+
+    def record_check(self, ctx: Context, divergences: tuple[Divergence, ...]) -> None:
+        """What a comparison with the marketplace found: a divergence found (or changed), resolved, or
+        nothing new to record."""
+        if divergences == self.divergences:
+            return
+        if divergences:
+            self.trigger_event(self.DivergenceFound, divergences=divergences, **_envelope(ctx))
+        else:
+            self.trigger_event(self.DivergenceResolved, **_envelope(ctx))
 
     def record_acknowledgement(
         self,

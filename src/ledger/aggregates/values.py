@@ -348,3 +348,12 @@ class Role(StrEnum):
     AUDITOR = "auditor"
     FINANCE = "finance"
     INTEGRATION = "integration"
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A field on which the marketplace and the ledger disagree (`ledger sync check`), with both values."""
+
+    field: str
+    ledger: str
+    marketplace: str

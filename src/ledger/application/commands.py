@@ -26,6 +26,7 @@ from ledger.aggregates.values import (
     Carrier,
     Context,
     DisputeOutcome,
+    Divergence,
     ImportedOrder,
     LineQuantity,
     RefundReason,
@@ -123,6 +124,13 @@ class VoidShipment(OrderCommand):
 
     shipment_id: UUID
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordSyncCheck(OrderCommand):
+    """What comparing the order with the marketplace found (no divergences: they agree)."""
+
+    divergences: tuple[Divergence, ...]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import Any
 from uuid import UUID
+
+from eventsourcing.utils import get_topic
 
 from ledger.aggregates.errors import InvalidInputError
 from ledger.aggregates.order import Order
@@ -21,6 +24,7 @@ from ledger.application.commands import (
     OpenDispute,
     OrderCommand,
     RecordPayment,
+    RecordSyncCheck,
     RecordSyncItemDied,
     RecordSyncOutcome,
     Refund,
@@ -31,7 +35,7 @@ from ledger.application.commands import (
 )
 from ledger.application.core import LedgerCore, OrderHandler
 from ledger.application.errors import OrderNotFoundError
-from ledger.application.queries import HistoryEntry, OrderDetails
+from ledger.application.queries import Discrepancy, HistoryEntry, OrderDetails
 
 
 def ship(app: LedgerCore, order: Order, cmd: Ship) -> None:
@@ -91,6 +95,10 @@ def void_shipment(app: LedgerCore, order: Order, cmd: VoidShipment) -> None:
     order.void_shipment(cmd.ctx, shipment_id=cmd.shipment_id, reason=cmd.reason)
 
 
+def record_sync_check(app: LedgerCore, order: Order, cmd: RecordSyncCheck) -> None:
+    order.record_check(cmd.ctx, cmd.divergences)
+
+
 def record_sync_outcome(app: LedgerCore, order: Order, cmd: RecordSyncOutcome) -> None:
     if cmd.accepted:
         order.record_acknowledgement(
@@ -127,6 +135,7 @@ ORDER_HANDLERS: dict[type[OrderCommand], OrderHandler] = {
     CloseDispute: close_dispute,
     Restock: restock,
     VoidShipment: void_shipment,
+    RecordSyncCheck: record_sync_check,
     RecordSyncOutcome: record_sync_outcome,
     RecordSyncItemDied: record_sync_item_died,
     ResolveSyncItem: resolve_sync_item,
@@ -171,6 +180,46 @@ class OrderQueries(LedgerCore):
         order = self._order(order_id, seller)
         buyer, ship_to, _ = self.personal_data.reveal(order.buyer, order.ship_to)
         return [HistoryEntry.of(e).showing(buyer, ship_to) for e in self.events.get(order_id)]  # type: ignore[arg-type]
+
+    def discrepancies(
+        self,
+        seller: str,
+        *,
+        account_id: UUID | None = None,
+        marketplace: Marketplace | None = None,
+        open_only: bool | None = None,
+    ) -> list[Discrepancy]:
+        """Each order of the seller where a check found the marketplace disagreeing: what the latest
+        `DivergenceFound` found, when, and whether a `DivergenceResolved` followed; newest first. Read from the
+        log by those events' topics, so it costs what the divergences cost, not what the orders do."""
+        topics = [get_topic(Order.DivergenceFound), get_topic(Order.DivergenceResolved)]
+        latest: dict[UUID, Discrepancy] = {}
+        position = 0
+        while notifications := self.recorder.select_notifications(
+            start=position, limit=1000, topics=topics, inclusive_of_start=False
+        ):
+            position = notifications[-1].id
+            for notification in notifications:
+                event: Any = self.mapper.to_domain_event(notification)
+                if isinstance(event, Order.DivergenceFound):
+                    latest[event.originator_id] = Discrepancy(
+                        event.originator_id, tuple(event.divergences), event.timestamp, None
+                    )
+                elif event.originator_id in latest:
+                    found = latest[event.originator_id]
+                    latest[event.originator_id] = dataclasses.replace(found, resolved_at=event.timestamp)
+        shown = []
+        for found in sorted(latest.values(), key=lambda d: d.found_at, reverse=True):
+            if open_only is not None and open_only != (found.resolved_at is None):
+                continue
+            order: Order = self.repository.get(found.order_id)
+            if order.seller != seller or account_id not in (None, order.account_id):
+                continue
+            if marketplace is not None and order.marketplace is not marketplace:
+                continue
+            shown.append(dataclasses.replace(found, account_id=order.account_id, marketplace=order.marketplace.value,
+                                             marketplace_order_id=order.marketplace_order_id))  # fmt: skip
+        return shown
 
     def _shown(self, details: OrderDetails) -> OrderDetails:
         buyer, ship_to, _ = self.personal_data.reveal(details.buyer, details.ship_to)

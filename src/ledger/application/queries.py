@@ -22,7 +22,7 @@ from ledger.aggregates.order import (
     SyncOutcome,
 )
 from ledger.aggregates.rules import AllowedActions, allowed_actions
-from ledger.aggregates.values import Address, Buyer, LineQuantity
+from ledger.aggregates.values import Address, Buyer, Divergence, LineQuantity
 
 ENVELOPE_FIELDS = frozenset(
     {
@@ -270,3 +270,21 @@ class HistoryEntry:
         return dataclasses.replace(
             self, data={**self.data, "buyer": canonical(buyer), "ship_to": canonical(ship_to)}
         )
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """An order where a check found the marketplace disagreeing: the fields with both values, when, and when
+    a later check found them agreeing again (None: still open)."""
+
+    order_id: UUID
+    divergences: tuple[Divergence, ...]
+    found_at: datetime
+    resolved_at: datetime | None
+    account_id: UUID | None = None
+    marketplace: str = ""
+    marketplace_order_id: str = ""
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None

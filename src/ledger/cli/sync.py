@@ -6,27 +6,21 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
-from uuid import UUID
 
 import msgspec
 
-from ledger.aggregates.values import OrderStatus
 from ledger.application.ledger import Ledger
 from ledger.cli.common import EXIT_FAILED, Command, print_json, relay, stop_on_signals, time_arg, uuid_arg
 from ledger.config import Settings
-from ledger.eventstore import import_state
 from ledger.eventstore.database import PostgresTarget, connect, open_database
-from ledger.integrations.base import MarketplaceClient, MarketplaceError
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
-from ledger.integrations.marketplaces import MarketplaceNotConfiguredError, SyncSettings, client_for
+from ledger.integrations.marketplaces import SyncSettings
 from ledger.integrations.metrics import serve_metrics
 from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import replay_order
+from ledger.integrations.sync_check import SyncChecker
 from ledger.projections.base import catch_up_unless_followed
 
 # ----------------------------------------------------------------------- threads in serve/worker
@@ -43,9 +37,11 @@ class SyncThreads:
         self.dispatcher = Dispatcher(
             self.ledger, lambda: connect(target), settings, before_pass=QueueKeeper(target, self.ledger)
         )
+        self.checker = SyncChecker(self.ledger, lambda: connect(target, autocommit=True), settings)
         self.threads = [
             threading.Thread(target=self.importer.run, name="importer"),
             threading.Thread(target=self.dispatcher.run, name="dispatcher"),
+            threading.Thread(target=self.checker.run, name="sync-check"),
         ]
         for thread in self.threads:
             thread.start()
@@ -53,6 +49,7 @@ class SyncThreads:
     def stop(self) -> None:
         self.importer.stop()
         self.dispatcher.stop()
+        self.checker.stop()
         for thread in self.threads:
             thread.join()
         self.ledger.close()
@@ -150,79 +147,18 @@ def cmd_sync_replay(args: argparse.Namespace, settings: Settings, out: TextIO) -
     return 0
 
 
-@dataclass(frozen=True)
-class Difference:
-    account_id: UUID
-    marketplace: str
-    marketplace_order_id: str
-    order_id: UUID
-    field: str
-    ledger: str
-    marketplace_value: str
-
-
-def compare(order: Any, remote: Any) -> list[tuple[str, str, str]]:
-    """(field, ledger, marketplace) for every difference between the ledger's order and the marketplace's."""
-    found: list[tuple[str, str, str]] = []
-    if remote.status in {s.value for s in OrderStatus} and remote.status != order.status:
-        found.append(("status", order.status, remote.status))
-    for line in order.lines:
-        for name, mine, theirs in (
-            ("shipped", line.shipped, remote.shipped.get(line.line_id, 0)),
-            ("cancelled", line.cancelled, remote.cancelled.get(line.line_id, 0)),
-        ):
-            if int(mine) != int(theirs):
-                found.append((f"line {line.line_id} {name}", str(mine), str(theirs)))
-    try:
-        refunded = Decimal(remote.refunded_total)
-    except InvalidOperation:
-        refunded = None
-    if refunded is None or refunded != Decimal(order.refunded_total):
-        found.append(("refunded_total", str(order.refunded_total), str(remote.refunded_total)))
-    return found
-
-
 def cmd_sync_check(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Compare what the marketplaces hold for recently imported orders with the ledger; exit 1 on a difference."""
-    sync = SyncSettings.from_env()
-    since = datetime.now(UTC) - timedelta(days=args.days)
-    differences: list[Difference] = []
-    problems: list[str] = []
     with open_database(settings) as target:
         app = Ledger(env=target.eventsourcing_env())
         try:
-            with connect(target, autocommit=True) as conn:
-                rows = import_state.recent_orders(conn, since, args.account)
-            clients: dict[UUID, MarketplaceClient | None] = {}
-            for account_id, moid, order_id in rows:
-                order = app.get_order(order_id)
-                if order.third_party_managed:
-                    continue  # fulfilled elsewhere: the ledger does not keep the marketplace up to date
-                if account_id not in clients:
-                    try:
-                        clients[account_id] = client_for(app.get_account(account_id), sync)
-                    except MarketplaceNotConfiguredError as e:
-                        problems.append(f"account {account_id}: {e.message}")
-                        clients[account_id] = None
-                client = clients[account_id]
-                if client is None:
-                    continue
-                try:
-                    remote = client.order_state(moid)
-                except MarketplaceError as e:
-                    problems.append(f"{order.marketplace} {moid}: cannot ask the marketplace: {e}")
-                    continue
-                differences += [
-                    Difference(account_id, order.marketplace, moid, order_id, name, mine, theirs)
-                    for name, mine, theirs in compare(order, remote)
-                ]
-            for c in clients.values():
-                if c is not None:
-                    c.close()
+            checker = SyncChecker(app, lambda: connect(target, autocommit=True), SyncSettings.from_env())
+            report = checker.check(args.account, args.days)
         finally:
             app.close()
+    differences, problems = report.differences, report.problems
     if args.json:
-        print_json({"checked": len(rows), "differences": differences, "problems": problems}, out)
+        print_json({"checked": report.checked, "differences": differences, "problems": problems}, out)
     else:
         for d in differences:
             out.write(
@@ -231,7 +167,7 @@ def cmd_sync_check(args: argparse.Namespace, settings: Settings, out: TextIO) ->
             )
         for p in problems:
             out.write(f"not checked: {p}\n")
-        out.write(f"{len(rows)} orders checked, {len(differences)} differences\n")
+        out.write(f"{report.checked} orders checked, {len(differences)} differences\n")
     return EXIT_FAILED if differences or problems else 0
 
 

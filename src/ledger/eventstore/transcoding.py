@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
-from ledger.aggregates.values import Address, Buyer, LineQuantity, OrderLine, RefundLine
+from ledger.aggregates.values import Address, Buyer, Divergence, LineQuantity, OrderLine, RefundLine
 
 
 class _NotPlain(Exception):
@@ -83,4 +83,5 @@ VALUE_TRANSCODINGS = (
     (RefundLine, "refund_line"),
     (Buyer, "buyer"),
     (Address, "address"),
+    (Divergence, "divergence"),
 )

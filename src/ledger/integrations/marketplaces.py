@@ -200,6 +200,8 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
     """LEDGER_DISPATCH_INTERVAL: how often an idle dispatcher looks for due items"""
     sync_since: datetime | None = None
     """LEDGER_SYNC_SINCE: items of changes made before this time are never sent (first install)"""
+    sync_check_interval: float = 3600.0
+    """LEDGER_SYNC_CHECK_INTERVAL: time between two reconciliation rounds (`sync check`) of the worker"""
     rate_limits: dict[str, tuple[float, int]] = msgspec.field(default_factory=dict)
     """LEDGER_SYNC_RATE_LIMITS: overrides of operations' buckets, `amazon.confirmShipment=2/10`"""
     processes: int = 1
@@ -264,6 +266,7 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
             sync_backoff_max=duration("LEDGER_SYNC_BACKOFF_MAX", 3600.0),
             dispatch_interval=duration("LEDGER_DISPATCH_INTERVAL", 1.0),
             sync_since=since_at,
+            sync_check_interval=duration("LEDGER_SYNC_CHECK_INTERVAL", 3600.0),
             rate_limits=parse_rate_limits(get("LEDGER_SYNC_RATE_LIMITS") or ""),
             processes=int(processes) if processes else 1,
             metrics_port=int(metrics_port) if metrics_port else None,

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 import psycopg
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
@@ -225,4 +226,46 @@ def resolve_outbound(
     return OutboundItemOut.of(resolved)
 
 
-ROUTES = [list_outbound, retry_outbound, resolve_outbound]
+class DivergenceOut(Out, frozen=True):
+    field: str
+    ledger: str
+    marketplace: str
+
+
+class DiscrepancyOut(Out, frozen=True):
+    order_id: UUID
+    account_id: UUID | None
+    marketplace: str
+    marketplace_order_id: str
+    divergences: list[DivergenceOut]
+    found_at: datetime
+    resolved_at: datetime | None
+    open: bool
+
+
+class DiscrepanciesOut(Out, frozen=True):
+    items: list[DiscrepancyOut]
+
+
+@get(
+    "/sync/discrepancies",
+    operation_id="listDiscrepancies",
+    summary="Each order where the marketplace and the ledger disagree (`sync check`): the fields with both"
+    " values, when it was found, and whether it was resolved; newest first",
+    tags=TAGS,
+    opt={ROLES_OPT: SYNC_ROLES},
+    responses=problem_responses(401, 403, 422, 503),
+    sync_to_thread=True,
+)
+def list_discrepancies(
+    ledger: NamedDependency[Ledger],
+    key: NamedDependency[KeyDetails],
+    account_id: FromQuery[UUID | None] = None,
+    marketplace: FromQuery[Marketplace | None] = None,
+    open: FromQuery[bool | None] = None,  # the contract's name
+) -> DiscrepanciesOut:
+    found = ledger.discrepancies(key.seller, account_id=account_id, marketplace=marketplace, open_only=open)
+    return DiscrepanciesOut(items=[msgspec.convert(d, DiscrepancyOut, from_attributes=True) for d in found])
+
+
+ROUTES = [list_outbound, retry_outbound, resolve_outbound, list_discrepancies]
