@@ -50,6 +50,9 @@ def test_a_shipment_refused_because_the_order_is_canceled_records_the_marketplac
     result = refuse_as_canceled(shop, order_id, shipment_id)
 
     assert result.events == ("MarketplaceRejected", "MarketplaceCancelled")
+    actions = shop.details(order_id).actions
+    assert actions.void == (shipment_id,)  # the way out: void the refused shipment
+    assert (actions.ship, actions.cancel) == (False, False)
     details = shop.details(order_id)
     assert details.attention
     assert {(i.line_id, i.quantity) for i in details.marketplace_cancelled} == {("A", 2), ("B", 3)}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from ledger.aggregates.errors import (
     CancelAfterShipmentError,
@@ -27,6 +28,7 @@ from ledger.aggregates.errors import (
     RefundBeforeChargeError,
     RefundUnpaidOrderError,
     RefundUnshippedError,
+    RuleViolationError,
     ShipDuringCancellationDisputeError,
     ShipmentAcknowledgedError,
     ShipmentNotFoundError,
@@ -54,8 +56,6 @@ from ledger.aggregates.values import (
 )
 
 if TYPE_CHECKING:
-    from uuid import UUID
-
     from ledger.aggregates.order import Order, Shipment
 
 # Clocks of marketplaces, carriers and our hosts disagree a little; a ship time this far ahead is still "now".
@@ -148,6 +148,7 @@ class AllowedActions:
         bool  # eBay, paid, unshipped: cancelling opens a dispute; refunding is the other way
     )
     whole_order_only: bool  # the marketplace cancels every unshipped unit at once, or nothing (Jet, eBay)
+    void: tuple[UUID, ...] = ()  # shipments the marketplace has not acknowledged (or refused): voidable
 
 
 def allowed_actions(order: Order) -> AllowedActions:
@@ -171,7 +172,16 @@ def allowed_actions(order: Order) -> AllowedActions:
             policy.cancel_paid_opens_dispute and paid and cancellable > 0 and not order.third_party_managed
         ),
         whole_order_only=not policy.partial_cancellation,
+        void=tuple(k for k in order.shipments if _voidable(order, k)),
     )
+
+
+def _voidable(order: Order, shipment_id: UUID) -> bool:
+    try:
+        check_voidable(order, shipment_id)
+    except RuleViolationError:
+        return False
+    return True
 
 
 def check_can_ship(order: Order) -> None:
