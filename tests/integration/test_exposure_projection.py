@@ -140,6 +140,20 @@ def test_an_acknowledgement_in_the_same_batch_as_its_shipment(shop: Scenario, co
     assert row[1] is not None
 
 
+@pytest.mark.parametrize("batch_size", [1, 500], ids=["later-batch", "same-batch"])
+def test_a_voided_shipment_is_no_exposure(shop: Scenario, connect: base.Connect, batch_size: int) -> None:
+    """A voided shipment never shipped after all: nothing is owed for it, whether the void comes in the
+    shipment's batch or a later one."""
+    order_id = shop.place(spec()).order_id
+    shipment = ship(shop, order_id)
+    if batch_size == 1:
+        project(shop, connect)
+        assert exposure(connect, shop.seller) != []
+    shop.app.void_shipment(shop.ctx(), order_id, shipment_id=shipment, reason="wrong parcel")
+    project(shop, connect, batch_size=batch_size)
+    assert exposure(connect, shop.seller) == []
+
+
 # ------------------------------------------------------------------------------------- property
 
 

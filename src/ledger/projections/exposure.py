@@ -222,9 +222,13 @@ class ExposureProjection(Projection):
         changed_orders: set[UUID] = set()
         shipments: dict[UUID, ShipmentRow] = {}
         confirmations: dict[UUID, datetime] = {}
+        voided: list[UUID] = []
         for item in events:
             event = item.event
-            if isinstance(event, Order.Shipped) and event.originator_id in orders:
+            if isinstance(event, Order.ShipmentVoided):  # never shipped after all: nothing is owed for it
+                if shipments.pop(event.shipment_id, None) is None:
+                    voided.append(event.shipment_id)
+            elif isinstance(event, Order.Shipped) and event.originator_id in orders:
                 order = orders[event.originator_id]
                 shipments[event.shipment_id] = shipment_row(order, item.position, event)
                 changed_orders.add(order.order_id)
@@ -251,6 +255,11 @@ class ExposureProjection(Projection):
             SHIPMENT_COLUMNS,
             [tuple(getattr(s, c) for c in SHIPMENT_COLUMNS) for s in shipments.values()],
         )
+        if voided:
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE shipment_id = ANY(%s)").format(t["exposure_shipments"]),
+                (voided,),
+            )
         if confirmations:
             cur.executemany(
                 sql.SQL(
