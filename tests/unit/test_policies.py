@@ -6,6 +6,7 @@ import pytest
 
 from ledger.aggregates.policies import POLICIES, NotSent
 from ledger.aggregates.values import CancelReason, DisputeKind, DisputeOutcome, Marketplace, SyncAction
+from ledger.application.commands import RecordSyncItemDied, ResolveSyncItem
 
 # (marketplace, partial cancellation, cancel after a shipment, refund before shipment, refund needs the
 # acknowledged shipment, the dispute closings it has a call for)
@@ -80,3 +81,21 @@ def test_the_order_sync_shows_each_change_pending_until_acknowledged(shop):
 
     [entry] = shop.details(order_id).sync
     assert entry.state == "sent"
+
+
+def test_a_dead_change_shows_dead_with_attention_until_resolved_by_hand(shop):
+    """The dispatcher's SyncItemDied makes the change `dead` (attention); SyncItemResolved settles it."""
+    order_id = shop.order(Marketplace.WALMART)
+    shipment_id = shop.ship(order_id).ids["shipment_id"]
+    change = {"order_id": order_id, "action": SyncAction.SHIP, "reference": str(shipment_id)}
+    shop.ledger.execute(RecordSyncItemDied(ctx=shop.ctx, reason="503 eight times", **change))
+
+    [entry] = shop.details(order_id).sync
+    assert (entry.state, entry.message) == ("dead", "503 eight times")
+    assert shop.details(order_id).attention
+
+    shop.ledger.execute(ResolveSyncItem(ctx=shop.ctx, reason="confirmed in Seller Center", **change))
+
+    [entry] = shop.details(order_id).sync
+    assert (entry.state, entry.reason) == ("sent", "resolved: confirmed in Seller Center")
+    assert not shop.details(order_id).attention

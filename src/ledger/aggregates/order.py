@@ -202,6 +202,8 @@ class Order(Aggregate):
         # Units the marketplace says it cancelled while the ledger shows them shipped: the seller's to resolve
         # (void the shipment, refund, or restock); the order needs attention meanwhile.
         self.marketplace_cancelled: dict[str, int] = {}
+        self.dead: dict[tuple[str, str], str] = {}  # changes the dispatcher gave up on, with why
+        self.resolved: dict[tuple[str, str], str] = {}  # dead changes an operator settled by hand, with how
         self.divergences: tuple[Divergence, ...] = ()  # open: the last check found these; () when in sync
         self.restocks: list[tuple[UUID, tuple[LineQuantity, ...]]] = []
 
@@ -441,11 +443,18 @@ class Order(Aggregate):
         action: str
         reference: str
 
+        def apply(self, order: Order) -> None:
+            order.dead[(self.action, self.reference)] = self.reason or ""
+
     class SyncItemResolved(Event):
         """An operator settled a dead change by hand (`reason`: how the marketplace was told, or why not)."""
 
         action: str
         reference: str
+
+        def apply(self, order: Order) -> None:
+            order.dead.pop((self.action, self.reference), None)
+            order.resolved[(self.action, self.reference)] = self.reason or ""
 
     class MarketplaceCancelled(Event):
         """The marketplace cancelled units the ledger shows shipped: it refused their shipment ("order is
@@ -545,12 +554,20 @@ class Order(Aggregate):
             actions = {change.action}
             if change.action == SyncAction.CANCEL:
                 actions.add(SyncAction.OPEN_DISPUTE.value)
+            key = (change.action, change.reference)
+            if key in self.resolved:
+                entries.append(SyncEntry(change.action, change.reference, "sent", f"resolved: {self.resolved[key]}",
+                                         None, None, None, change.at))  # fmt: skip
+                continue
             answers = [a for a in self.sync if a.action in actions and a.reference == change.reference]
             if not any(a.accepted for a in answers) and change.reference in self._voided:
                 entries.append(SyncEntry(change.action, change.reference, "not_sent", NotSent.VOIDED.value,
                                          None, None, None, change.at))  # fmt: skip
                 continue
-            entries.append(_entry(change, answers))
+            entry = _entry(change, answers)
+            if key in self.dead and entry.state != "sent":
+                entry = replace(entry, state="dead", message=entry.message or self.dead[key])
+            entries.append(entry)
         acknowledgements = [a for a in self.sync if a.action == SyncAction.ACKNOWLEDGE]
         if acknowledgements:
             first = acknowledgements[0]
