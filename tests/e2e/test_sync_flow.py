@@ -535,7 +535,9 @@ def test_the_buyer_cancels_on_amazon_while_the_seller_ships_and_the_seller_can_r
     Importer(world.app, world.connect, world.settings).run_round(world.account_id)
     assert world.app.get_order(order_id).version == version  # the import's report is the ledger's already
     world.queue()
-    assert [(i["action"], i["state"]) for i in world.items(order_id)] == [("ship", "dead")]  # nothing echoed
+    assert [(i["action"], i["state"]) for i in world.items(order_id)] == [
+        ("ship", "resolved")
+    ]  # withdrawn; nothing echoed
     assert world.remote(order_id)["status"] == "canceled"
     assert world.sandbox.violations() == []
 

@@ -622,8 +622,8 @@ def test_queue_is_the_fold_of_each_orders_events(
 
 
 def test_a_voided_shipment_withdraws_its_queued_confirmation(shop: Scenario, connect: base.Connect) -> None:
-    """Voiding a shipment whose confirmation is still queued withdraws that item (dead, saying why): it is
-    never sent; the shipment that replaces it is queued as usual."""
+    """Voiding a shipment whose confirmation is still queued withdraws that item (resolved, saying why): it
+    is never sent, nothing waits for it; the shipment that replaces it is queued as usual."""
     order_id = shop.place(spec(Marketplace.AMAZON)).order_id
     first = ship(shop, order_id)
     queue(connect, shop.app, shop.seller)  # queued before the void
@@ -632,5 +632,5 @@ def test_a_voided_shipment_withdraws_its_queued_confirmation(shop: Scenario, con
 
     items = queue(connect, shop.app, shop.seller)
 
-    assert [(i.reference, i.state) for i in items] == [(str(first), "dead"), (str(second), "pending")]
+    assert [(i.reference, i.state) for i in items] == [(str(first), "resolved"), (str(second), "pending")]
     assert items[0].last_error == "withdrawn: the shipment was voided (wrong tracking number)"

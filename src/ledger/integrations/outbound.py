@@ -150,12 +150,13 @@ class Batch:
         self.new_items.append(item)
 
     def _withdraw(self, event: Order.ShipmentVoided) -> None:
-        """A voided shipment's confirmation that has not gone out never will: its item is withdrawn (dead,
-        saying why). One in flight is left to its dispatcher; the marketplace's answer then tells."""
+        """A voided shipment's confirmation that has not gone out (or died) never will: its item is withdrawn,
+        `resolved` saying why, so nothing waits for it and no retry sends it. One in flight is left to its
+        dispatcher; the marketplace's answer then tells."""
         item = self.items.get(item_id(event.originator_id, SyncAction.SHIP.value, str(event.shipment_id)))
-        if item is None or item.state not in (outbox.PENDING, outbox.FAILED):
+        if item is None or item.state not in (outbox.PENDING, outbox.FAILED, outbox.DEAD):
             return
-        item.state = outbox.DEAD
+        item.state = outbox.RESOLVED
         item.last_error = f"withdrawn: the shipment was voided ({event.reason})"
         item.updated_at = event.timestamp
         self.changed_items.add(item.id)
