@@ -220,3 +220,22 @@ def test_an_upload_repeating_a_row_with_other_details_shows_the_report(client: A
     assert response.headers["content-type"].startswith("text/html")
     assert "1 row(s) accepted, 1 rejected." in response.text
     assert "already recorded with different details" in response.text
+
+
+def test_tab_counts_follow_the_active_filters(
+    client: Any, seller: Seller, connect: Any, api_ledger: Any
+) -> None:
+    """With a search active, each tab counts only the orders the search finds (`GET /v1/orders/counts`)."""
+    _import(client, seller, buyer={"name": "Zed Found", "email": "zed@example.com"})
+    for _ in range(2):
+        _import(client, seller)
+    base.rebuild(AllSalesProjection(), connect, api_ledger.recorder, api_ledger.mapper)
+    _sign_in(client, seller)
+
+    def unshipped_count(html: str) -> int:
+        found = re.search(r'data-tab="unshipped">(\d+)<', html)
+        assert found
+        return int(found.group(1))
+
+    assert unshipped_count(client.get("/").text) == 3
+    assert unshipped_count(client.get("/", params={"q": "Zed"}).text) == 1
