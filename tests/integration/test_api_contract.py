@@ -331,3 +331,23 @@ def test_the_docs_page_works_offline(client: TestClient[Any]) -> None:
         assert client.get(asset).status_code == 200, asset
     assert "SwaggerUIBundle" in page.text
     assert client.get("/schema/openapi.json").status_code == 200
+
+
+def test_the_openapi_document_describes_the_additions(client: TestClient[Any]) -> None:
+    """The schema (which the schemathesis run walks) has the counts route, `sort`, `updated_since`,
+    `carrier_name`, and the bulk import's body."""
+    schema = client.get("/schema/openapi.json").json()
+    paths = schema["paths"]
+    assert paths["/v1/orders/counts"]["get"]["operationId"] == "countOrders"
+    listed = {p["name"] for p in paths["/v1/orders"]["get"]["parameters"]}
+    assert {"sort", "updated_since", "status", "cursor", "limit"} <= listed
+    counted = {p["name"] for p in paths["/v1/orders/counts"]["get"]["parameters"]}
+    assert "updated_since" in counted
+    assert not {"sort", "status", "cursor", "limit"} & counted
+    assert "carrier_name" in schema["components"]["schemas"]["ShipmentIn"]["properties"]
+    body = paths["/v1/orders/import"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["orders"]["maxItems"] == MAX_BATCH
+    for path, item in paths.items():
+        for operation in item.values() if path.startswith("/v1/") else ():
+            if isinstance(operation, dict) and "responses" in operation:
+                assert "400" in operation["responses"]  # unknown query parameters, on every /v1 route
