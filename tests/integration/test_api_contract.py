@@ -321,7 +321,7 @@ def test_a_missing_dispute_on_an_existing_order_is_404(client: TestClient[Any], 
 
 
 def test_the_docs_page_works_offline(client: TestClient[Any]) -> None:
-    """`/schema` loads every script, style and icon from this app (the swagger-ui-bundle package), no CDN."""
+    """`/schema` loads every script, style and icon from this app (vendored Swagger UI 5), none from a CDN."""
     page = client.get("/schema")
     assert page.status_code == 200
     assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)

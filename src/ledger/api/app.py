@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Router
@@ -21,7 +22,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
-from swagger_ui_bundle import swagger_ui_path
 
 from ledger.api.auth import authorize
 from ledger.api.dependencies import DEPENDENCIES
@@ -40,7 +40,7 @@ from ledger.feed.wakeup import FeedWakeup
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0
-DOCS_ASSETS = "/schema/assets"  # Swagger UI's files, served from the swagger-ui-bundle package (no CDN)
+DOCS_ASSETS = "/schema/assets"  # Swagger UI's files, vendored in api/docs_assets (no CDN)
 
 
 def docs_page() -> SwaggerRenderPlugin:
@@ -128,7 +128,10 @@ def create_app(
             metrics_endpoint,
             *WEB_ROUTES,
             create_static_files_router(
-                DOCS_ASSETS, directories=[str(swagger_ui_path)], include_in_schema=False, name="docs-assets"
+                DOCS_ASSETS,
+                directories=[Path(__file__).parent / "docs_assets"],
+                include_in_schema=False,
+                name="docs-assets",
             ),
         ],
         dependencies=DEPENDENCIES,
