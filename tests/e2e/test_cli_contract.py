@@ -12,6 +12,7 @@ import pytest
 
 from ledger.cli.common import EXIT_FAILED, EXIT_USAGE
 from ledger.cli.main import build_parser
+from ledger.eventstore.database import PostgresTarget
 
 UPS = "1Z999AA10123456784"
 
@@ -83,8 +84,11 @@ def test_orders_are_named_by_the_marketplaces_id(cli, tmp_path: Path) -> None:
     assert "order-not-found" in err
 
 
-def test_orders_list_shows_all_sales(cli, tmp_path: Path) -> None:
+def test_orders_list_shows_all_sales(
+    cli, tmp_path: Path, own_target: PostgresTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`ledger orders list` lists a seller's orders with the All Sales filters, as a table or JSON."""
+    monkeypatch.setenv("LEDGER_DATABASE_SCHEMA", own_target.schema)  # All Sales is rebuilt over its whole log
     seller, account_id, shipped = _seller_with_order(cli, tmp_path, "W-1")
     cli("orders", "ship", shipped, "--carrier", "ups", "--tracking-number", UPS)
     _seller_with_order(cli, tmp_path, "W-other-seller")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -40,8 +41,22 @@ def _import(client: TestClient[Any], seller: Seller, **changes: Any) -> str:
     return str(response.json()["order_id"])
 
 
-def _project(pg_target: PostgresTarget, ledger: Ledger) -> None:
-    rebuild(AllSalesProjection(), lambda: connect(pg_target), ledger.recorder, ledger.mapper)
+OwnApi = tuple[TestClient[Any], Seller, Callable[[], None]]
+
+
+@pytest.fixture
+def own_api(own_target: PostgresTarget) -> Iterator[OwnApi]:
+    """(client, seller, project) on a schema of the test's own: `project()` rebuilds All Sales over its log."""
+    ledger = Ledger(env=own_target.eventsourcing_env())
+    try:
+
+        def project() -> None:
+            rebuild(AllSalesProjection(), lambda: connect(own_target), ledger.recorder, ledger.mapper)
+
+        with TestClient(create_app(own_target, ledger=ledger)) as client:
+            yield client, make_seller(ledger), project
+    finally:
+        ledger.close()
 
 
 # --------------------------------------------------------------------------------------- bulk import
@@ -176,14 +191,13 @@ def _walk(client: TestClient[Any], seller: Seller, **params: Any) -> list[dict[s
             return items
 
 
-def test_every_sort_pages_exactly_through_the_orders(
-    client: TestClient[Any], seller: Seller, api_ledger: Ledger, pg_target: PostgresTarget
-) -> None:
+def test_every_sort_pages_exactly_through_the_orders(own_api: OwnApi) -> None:
     """Each `sort`, paged two at a time, lists every order once, in its order, ties broken by order id."""
+    client, seller, project = own_api
     for day, price in [(1, "9.00"), (2, "30.00"), (2, "30.00"), (3, "5.00"), (4, "30.00"), (5, "100.00")]:
         lines = [{"line_id": "1", "sku": "S", "quantity": 1, "unit_price": price}]
         _import(client, seller, purchased_at=f"2026-10-0{day}T10:00:00Z", lines=lines)
-    _project(pg_target, api_ledger)
+    project()
 
     for sort in SORTS:
         listed = _walk(client, seller, sort=sort, limit=2)
@@ -193,30 +207,28 @@ def test_every_sort_pages_exactly_through_the_orders(
         assert len({o["order_id"] for o in listed}) == 6, sort
 
 
-def test_a_cursor_belongs_to_its_sort(
-    client: TestClient[Any], seller: Seller, api_ledger: Ledger, pg_target: PostgresTarget
-) -> None:
+def test_a_cursor_belongs_to_its_sort(own_api: OwnApi) -> None:
     """A cursor used with another sort is 422 invalid-cursor; an unknown sort is 422 invalid-filter."""
+    client, seller, project = own_api
     for _ in range(3):
         _import(client, seller)
-    _project(pg_target, api_ledger)
+    project()
     page = client.get("/v1/orders", params={"sort": "total", "limit": 1}, headers=seller.auth()).json()
     other = {"sort": "-total", "limit": 1, "cursor": page["next_cursor"]}
     _problem(client.get("/v1/orders", params=other, headers=seller.auth()), 422, "invalid-cursor")
     _problem(client.get("/v1/orders", params={"sort": "buyer"}, headers=seller.auth()), 422, "invalid-filter")
 
 
-def test_updated_since_lists_what_changed(
-    client: TestClient[Any], seller: Seller, api_ledger: Ledger, pg_target: PostgresTarget
-) -> None:
+def test_updated_since_lists_what_changed(own_api: OwnApi) -> None:
     """`updated_since` keeps the orders changed at or after the moment, and the counts follow it."""
+    client, seller, project = own_api
     _import(client, seller)
     changed = _import(client, seller)
-    _project(pg_target, api_ledger)
+    project()
     updated = {o["order_id"]: o["updated_at"] for o in _walk(client, seller)}
     body = {"carrier": "UPS", "tracking_number": UPS_TRACKING}
     assert client.post(f"/v1/orders/{changed}/shipments", json=body, headers=seller.auth()).status_code == 201
-    _project(pg_target, api_ledger)
+    project()
     since = max(updated.values())
     after = _walk(client, seller, updated_since=since, sort="updated_at")
     assert changed in [o["order_id"] for o in after]
@@ -228,10 +240,9 @@ def test_updated_since_lists_what_changed(
 # --------------------------------------------------------------------------------- All Sales: counts
 
 
-def test_counts_follow_the_filters(
-    client: TestClient[Any], seller: Seller, api_ledger: Ledger, pg_target: PostgresTarget
-) -> None:
+def test_counts_follow_the_filters(own_api: OwnApi) -> None:
     """`GET /v1/orders/counts` counts in all and per tab what the list shows under the same filters."""
+    client, seller, project = own_api
     shipped = _import(client, seller)
     _import(client, seller)
     disputed = _import(client, seller, marketplace=Marketplace.EBAY)
@@ -241,7 +252,7 @@ def test_counts_follow_the_filters(
     assert (
         client.post(f"/v1/orders/{disputed}/disputes", json=dispute, headers=seller.auth()).status_code == 201
     )
-    _project(pg_target, api_ledger)
+    project()
 
     counts = client.get("/v1/orders/counts", headers=seller.auth())
     assert counts.status_code == 200, counts.text
