@@ -297,22 +297,23 @@ def test_unknown_query_parameters_are_400(client: TestClient[Any], seller: Selle
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "code"),
     [
-        {"limit": 0},
-        {"limit": "ten"},
-        {"status": "bogus"},
-        {"marketplace": "etsy"},
-        {"purchased_from": "yesterday"},
-        {"account_id": "not-a-uuid"},
-        {"open": "perhaps"},
+        ({"limit": 0}, "invalid-filter"),
+        ({"limit": "ten"}, "invalid-filter"),
+        ({"status": "bogus"}, "invalid-filter"),
+        ({"marketplace": "etsy"}, "invalid-filter"),
+        ({"account_id": "not-a-uuid"}, "invalid-filter"),
+        ({"open": "perhaps"}, "invalid-filter"),
+        ({"purchased_from": "yesterday"}, "invalid-time"),  # times have a problem type of their own
+        ({"updated_since": "2026-11-20"}, "invalid-time"),
     ],
 )
 def test_bad_query_values_answer_alike(
-    client: TestClient[Any], seller: Seller, params: dict[str, str]
+    client: TestClient[Any], seller: Seller, params: dict[str, str], code: str
 ) -> None:
-    """Every query value that is not valid (out of range, unknown, unreadable) is 422 invalid-filter."""
-    problem = _problem(client.get("/v1/orders", params=params, headers=seller.auth()), 422, "invalid-filter")
+    """Every query value that is not valid (out of range, unknown, unreadable) is 422, naming the parameter."""
+    problem = _problem(client.get("/v1/orders", params=params, headers=seller.auth()), 422, code)
     assert problem["errors"]
 
 
