@@ -14,12 +14,11 @@ from typing import Any, TextIO
 EXIT_UNAVAILABLE = 3
 
 
-def add_command(sub: Any) -> None:
-    """`ledger sandbox [--host] [--port] [--seed] [--orders] [--account]`."""
-    parser = sub.add_parser(
-        "sandbox",
-        help="run the sandbox marketplaces: a local HTTP server playing Amazon, eBay and the others",
-    )
+def add_command(sub: Any, **options: Any) -> None:
+    """`ledger sandbox [--host] [--port] [--seed] [--orders] [--account]`; `options` go to `add_parser` (the
+    `ledger` command's common options, its help example)."""
+    what = "run the sandbox marketplaces: a local HTTP server playing Amazon, eBay and the others"
+    parser = sub.add_parser("sandbox", help=what, description=what, **options)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8700, help="port to listen on (default 8700)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated orders (default 0)")

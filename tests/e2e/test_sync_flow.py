@@ -49,6 +49,7 @@ from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import SyncSettings
 from ledger.integrations.outbound import OutboundProjection
+from ledger.integrations.outbox import OutboundView
 from ledger.integrations.sync_check import SyncChecker
 from ledger.projections import base
 
@@ -489,9 +490,10 @@ def test_walmart_rakuten_and_jet_cancellations_go_out_once_after_walmarts_acknow
     assert types["MarketplaceAcknowledged"] == len(expected)
 
 
-def test_a_missing_credential_fails_the_item_without_inventing_an_answer(world: World) -> None:
-    """Without the account's credentials the marketplace is never reached: the item fails with the reason and
-    no MarketplaceRejected is recorded; once the credentials are back it goes through."""
+def test_a_missing_credential_is_a_configuration_error_without_inventing_an_answer(world: World) -> None:
+    """Without the account's credentials the marketplace is never reached: the item is dead at once with the
+    configuration reason (not retried as if temporary) and no MarketplaceRejected is recorded; once the
+    credentials are back, an operator's retry sends it."""
     [order_id] = world.import_orders(1)
     world.app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS)
     world.queue()
@@ -500,11 +502,13 @@ def test_a_missing_credential_fails_the_item_without_inventing_an_answer(world: 
     world.settings.credentials_file.write_text("{}")
     assert world.dispatch() == 1
     [item] = world.items(order_id)
-    assert item["state"] == "failed"
-    assert item["last_error"].startswith(f"no client for account {world.account_id}")
+    assert (item["state"], item["attempts"]) == ("dead", 1)
+    assert item["last_error"].startswith("configuration error (marketplace-credentials-missing)")
+    assert str(world.account_id) in item["last_error"]
     assert "MarketplaceRejected" not in [e.type for e in world.history(order_id)]
     world.settings.credentials_file.write_text(saved)
-    world.due_now(order_id)
+    with world.connect() as conn:
+        assert OutboundView().retry(conn, item["seller"], item["id"]) is not None
     assert world.dispatch() == 1
     assert world.items(order_id)[0]["state"] == "succeeded"
 

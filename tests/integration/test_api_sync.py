@@ -139,10 +139,11 @@ def test_items_name_their_call_and_the_earlier_item_they_wait_for(
     assert (amazon["operation"], amazon["blocked_by"]) == ("amazon.confirmShipment", None)
 
 
-def test_bad_filters_are_400(client: TestClient[Any], seller: Seller) -> None:
+def test_bad_filters_are_422(client: TestClient[Any], seller: Seller) -> None:
+    """A filter value the queue does not take is 422 invalid-filter, like every query parameter's value."""
     for params in ({"state": "lost"}, {"marketplace": "etsy"}, {"limit": 0}, {"limit": 501}, {"cursor": "x"}):
         response = client.get("/v1/sync/outbound", params=params, headers=seller.auth())
-        _problem(response, 400, "bad-request")
+        _problem(response, 422, "invalid-filter")
 
 
 def test_retry_puts_a_dead_item_back_keeping_its_attempts(

@@ -328,3 +328,48 @@ def test_metrics_show_the_queue_by_operation_and_the_dead(
     assert age is not None
     assert age >= 0
     assert registry.get_sample_value("ledger_sync_metrics_database_up") == 1
+
+
+def test_an_account_without_credentials_is_a_configuration_error_said_once(
+    own_app: Ledger, own_target: PostgresTarget, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Items of an account with no credentials are dead at their first attempt, with the configuration reason
+    (never retried as if temporary), and the error is logged once for the account."""
+    first = _order(own_app)
+    account_id = own_app.get_order(first).account_id
+    second = own_app.import_order(
+        CTX,
+        account_id,
+        ImportedOrder(
+            marketplace_order_id=f"111-{uuid4().hex[:7]}",
+            purchased_at=datetime.now(UTC) - timedelta(hours=1),
+            currency="USD",
+            payment_status=PaymentStatus.PAID,
+            buyer=Buyer("Bo Chan", "bo@example.com"),
+            lines=(OrderLine("1", "CUP-1", 1, Decimal("5.00"), Decimal(0)),),
+            paid_at=datetime.now(UTC) - timedelta(hours=1),
+        ),
+    ).order_id
+    for order_id in (first, second):
+        own_app.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    _queue(own_app, own_target)
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text('{"some-other-account": {"access_token": "t"}}')
+    dispatcher = Dispatcher(
+        own_app,
+        _connect(own_target),
+        SyncSettings(marketplace_url="http://127.0.0.1:9", credentials_file=credentials),
+    )
+    with caplog.at_level("ERROR", logger="ledger"):
+        for _ in range(2):
+            item = dispatcher.claim()
+            assert item is not None
+            dispatcher.handle(item)
+    for order_id in (first, second):
+        assert _states(own_target, order_id) == [(1, "ship", "dead", 1)]
+    with database.connect(own_target) as conn:
+        errors = [row[0] for row in conn.execute("SELECT last_error FROM outbound_items").fetchall()]
+    assert all(e and "configuration error" in e and "has no credentials" in e for e in errors)
+    logged = [r for r in caplog.records if "configuration error" in r.getMessage()]
+    assert len(logged) == 1
+    assert str(account_id) in logged[0].getMessage()

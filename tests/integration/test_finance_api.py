@@ -184,10 +184,10 @@ def test_refunds_as_csv_parse_back_to_the_json_figures(
 
 
 def test_refunds_bad_parameters(client: TestClient[Any], seller: Seller) -> None:
-    """A foreign cursor is 400, a range ending before it starts 422, a lower-case currency 400: problems, never 500."""
+    """A foreign cursor, a range ending before it starts, a lower-case currency: each 422, never 500."""
     auth = seller.auth(FIN)
     _problem(
-        client.get("/v1/finance/refunds", params={"cursor": "nope"}, headers=auth), 400, "invalid-cursor"
+        client.get("/v1/finance/refunds", params={"cursor": "nope"}, headers=auth), 422, "invalid-cursor"
     )
     _problem(
         client.get("/v1/finance/refunds", params={"from": "2026-11-02", "to": "2026-11-01"}, headers=auth),
@@ -201,8 +201,8 @@ def test_refunds_bad_parameters(client: TestClient[Any], seller: Seller) -> None
         ),
         422,
     )
-    _problem(client.get("/v1/finance/refunds", params={"currency": "usd"}, headers=auth), 400)
-    _problem(client.get("/v1/finance/refunds", params={"format": "xml"}, headers=auth), 400)
+    _problem(client.get("/v1/finance/refunds", params={"currency": "usd"}, headers=auth), 422)
+    _problem(client.get("/v1/finance/refunds", params={"format": "xml"}, headers=auth), 422)
     _problem(
         client.get("/v1/finance/refunds", params={"from": "yesterday"}, headers=auth), 422, "invalid-time"
     )
@@ -414,9 +414,9 @@ def test_settlement_upload_refusals(
     )
     _problem(
         client.post("/v1/finance/settlements", params={"marketplace": "etsy"}, content=good, headers=auth),
-        400,
+        422,
     )
-    _problem(client.post("/v1/finance/settlements", content=good, headers=auth), 400)
+    _problem(client.post("/v1/finance/settlements", content=good, headers=auth), 422)
     foreign = str(other_seller.accounts[Marketplace.AMAZON])
     _problem(
         client.post(

@@ -7,9 +7,13 @@ import re
 from typing import Any
 
 import pytest
-from api_support import UPS_TRACKING, Seller, order_body
+from api_support import UPS_TRACKING, Seller, make_seller, order_body
+from litestar.testing import TestClient
 
 from ledger.aggregates.values import Marketplace, Role
+from ledger.api.app import create_app
+from ledger.application.ledger import Ledger
+from ledger.eventstore.database import connect
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 
@@ -220,3 +224,27 @@ def test_an_upload_repeating_a_row_with_other_details_shows_the_report(client: A
     assert response.headers["content-type"].startswith("text/html")
     assert "1 row(s) accepted, 1 rejected." in response.text
     assert "already recorded with different details" in response.text
+
+
+def test_tab_counts_follow_the_active_filters(own_target: Any) -> None:
+    """With a search active, each tab counts only the orders the search finds (`GET /v1/orders/counts`)."""
+    # A schema of its own: All Sales is rebuilt over its whole log.
+    ledger = Ledger(env=own_target.eventsourcing_env())
+    try:
+        seller = make_seller(ledger)
+        with TestClient(create_app(own_target, ledger=ledger)) as client:
+            _import(client, seller, buyer={"name": "Zed Found", "email": "zed@example.com"})
+            for _ in range(2):
+                _import(client, seller)
+            base.rebuild(AllSalesProjection(), lambda: connect(own_target), ledger.recorder, ledger.mapper)
+            _sign_in(client, seller)
+
+            def unshipped_count(html: str) -> int:
+                found = re.search(r'data-tab="unshipped">(\d+)<', html)
+                assert found
+                return int(found.group(1))
+
+            assert unshipped_count(client.get("/").text) == 3
+            assert unshipped_count(client.get("/", params={"q": "Zed"}).text) == 1
+    finally:
+        ledger.close()

@@ -45,6 +45,7 @@ CONTRACT: dict[str, tuple[frozenset[Role], Any]] = {
     "getAccount": (ALL, None),
     "updateAccount": (ADMIN, {"name": "renamed"}),
     "listOrders": (READ_ORDERS, None),
+    "countOrders": (READ_ORDERS, None),
     "getOrder": (READ_ORDERS, None),
     "getOrderHistory": (frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}), None),
     "importOrder": (IMPORT, "order"),

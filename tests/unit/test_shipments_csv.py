@@ -227,3 +227,24 @@ def test_marketplace_order_id_on_two_marketplaces_asks_for_the_order_id(shop: An
     report = _run(shop, _csv(f"SAME-1,A,1,ups,{UPS_TRACKING},,"))
     assert report.rows[0].status == REJECTED
     assert "use the order_id column" in report.rows[0].reason
+
+
+def test_marketplace_carrier_spellings_and_carrier_name_ship(shop: Any) -> None:
+    """`UPS` ships as `ups`; `Other` with a `carrier_name` column ships with that name, without it is refused."""
+    first, second, third = (shop.order(Marketplace.WALMART) for _ in range(3))
+    moids = [shop.details(o).marketplace_order_id for o in (first, second, third)]
+    header = "marketplace_order_id,line_id,quantity,carrier,carrier_name,tracking_number\n"
+    report = _run(
+        shop,
+        _csv(
+            f"{moids[0]},A,1,UPS,,{UPS_TRACKING}",
+            f"{moids[1]},A,1,Other,Pony Express,AB12345",
+            f"{moids[2]},A,1,other,,AB12345",
+            header=header,
+        ),
+    )
+    assert [r.status for r in report.rows] == [ACCEPTED, ACCEPTED, REJECTED]
+    assert "carrier_name" in (report.rows[2].reason or "")
+    assert [s.carrier for s in shop.details(first).shipments] == ["ups"]
+    [named] = shop.details(second).shipments
+    assert (named.carrier, named.carrier_name) == ("other", "Pony Express")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.aggregates.errors import InvalidTrackingNumberError
+from ledger.aggregates.errors import InvalidCarrierError, InvalidTrackingNumberError
 from ledger.aggregates.rules import check_tracking_number
 from ledger.aggregates.tracking import (
     is_valid_tracking_number,
     normalize_tracking_number,
+    parse_carrier,
     s10_check_digit,
     ups_check_digit,
 )
@@ -141,3 +142,31 @@ def test_empty_number_is_refused_for_every_carrier(carrier, number):
     """Every carrier needs a tracking number."""
     with pytest.raises(InvalidTrackingNumberError):
         check_tracking_number(carrier, number)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "carrier"),
+    [
+        ("UPS", Carrier.UPS),
+        ("FedEx", Carrier.FEDEX),
+        ("USPS", Carrier.USPS),
+        ("DHL", Carrier.DHL),
+        ("OnTrac", Carrier.ONTRAC),
+        ("Amazon Logistics", Carrier.AMAZON_LOGISTICS),
+        ("amazon_logistics", Carrier.AMAZON_LOGISTICS),
+        ("Royal Mail", Carrier.ROYAL_MAIL),
+        ("CANADA-POST", Carrier.CANADA_POST),
+        (" other ", Carrier.OTHER),
+    ],
+)
+def test_carriers_parse_from_marketplace_spellings(spelling: str, carrier: Carrier) -> None:
+    """Marketplace spellings and canonical codes, in any case and spacing, name the same carrier."""
+    assert parse_carrier(spelling) is carrier
+
+
+@pytest.mark.parametrize("text", ["", "Pony Express", "UPSS"])
+def test_unknown_carriers_are_invalid_input(text: str) -> None:
+    """A carrier the ledger does not know is 422-class `invalid-carrier`, naming the field."""
+    with pytest.raises(InvalidCarrierError) as raised:
+        parse_carrier(text)
+    assert raised.value.field == "carrier"

@@ -43,6 +43,14 @@ class InvalidTrackingNumberError(InvalidInputError):
     code = "invalid-tracking-number"
 
 
+class InvalidCarrierError(InvalidInputError):
+    code = "invalid-carrier"
+
+
+class CarrierNameRequiredError(InvalidInputError):
+    code = "carrier-name-required"
+
+
 class InvalidShipTimeError(InvalidInputError):
     code = "invalid-ship-time"
 

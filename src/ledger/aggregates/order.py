@@ -89,6 +89,7 @@ class Shipment:
     lines: tuple[LineQuantity, ...]
     confirmed: bool = False
     voided: bool = False
+    carrier_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,7 @@ class Order(Aggregate):
         shipping_class: str
         shipped_at: datetime
         lines: tuple[LineQuantity, ...]
+        carrier_name: str = ""  # the carrier's name when `carrier` is "other"
 
         def apply(self, order: Order) -> None:
             for item in self.lines:
@@ -269,6 +271,7 @@ class Order(Aggregate):
                 self.shipping_class,
                 self.shipped_at,
                 tuple(self.lines),
+                carrier_name=self.carrier_name,
             )
             order.note_change(self, SyncAction.SHIP, self.shipment_id)
 
@@ -712,8 +715,10 @@ class Order(Aggregate):
         now: datetime,
         shipping_class: str = "",
         lines: tuple[LineQuantity, ...] | None = None,
+        carrier_name: str = "",
     ) -> UUID:
         number = rules.check_tracking_number(carrier, tracking_number)
+        name = rules.check_carrier_name(carrier, carrier_name)
         rules.check_storable(shipping_class, "shipping_class")
         rules.check_can_ship(self)
         rules.check_ship_time(shipped_at, self.purchased_at, now)
@@ -723,6 +728,7 @@ class Order(Aggregate):
             self.Shipped,
             shipment_id=shipment_id,
             carrier=carrier.value,
+            carrier_name=name,
             tracking_number=number,
             shipping_class=shipping_class,
             shipped_at=shipped_at,

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from ledger.aggregates.errors import (
     CancelAfterShipmentError,
+    CarrierNameRequiredError,
     InvalidAmountError,
     InvalidInputError,
     InvalidOrderError,
@@ -134,6 +135,15 @@ def check_tracking_number(carrier: Carrier, tracking_number: str) -> str:
         msg = f"{tracking_number!r} is not a valid {carrier.value} tracking number"
         raise InvalidTrackingNumberError(msg, "tracking_number")
     return number
+
+
+def check_carrier_name(carrier: Carrier, carrier_name: str) -> str:
+    """The carrier's name, trimmed: required with `other`, which says nothing of who carries the parcel."""
+    name = carrier_name.strip()
+    if carrier is Carrier.OTHER and not name:
+        raise CarrierNameRequiredError("carrier 'other' needs carrier_name", "carrier_name")
+    check_storable(name, "carrier_name")
+    return name
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ledger.aggregates.errors import InvalidCarrierError
 from ledger.aggregates.values import Carrier
 
 _UPS = re.compile(r"^1Z[0-9A-Z]{16}$")
@@ -19,6 +20,24 @@ _FEDEX = re.compile(r"^([0-9]{12}|[0-9]{15}|[0-9]{20}|[0-9]{22}|[0-9]{34})$")
 _DHL = re.compile(r"^([0-9]{10}|[0-9]{11}|JJD[0-9A-Z]{8,20}|[A-Z]{3}[0-9]{7,20})$")
 _GENERIC = re.compile(r"^[0-9A-Z-]{5,40}$")
 _S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
+
+
+def _carrier_key(text: str) -> str:
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+# The canonical codes and the spellings marketplaces use ("UPS", "FedEx", "Amazon Logistics", "Royal Mail"),
+# compared without case, spaces, hyphens or underscores.
+_CARRIERS = {_carrier_key(c.value): c for c in Carrier}
+
+
+def parse_carrier(text: str) -> Carrier:
+    """The carrier `text` names, in its canonical code or a marketplace's spelling, whatever its case."""
+    carrier = _CARRIERS.get(_carrier_key(text))
+    if carrier is None:
+        known = ", ".join(c.value for c in Carrier)
+        raise InvalidCarrierError(f"unknown carrier {text!r}; one of {known}", "carrier")
+    return carrier
 
 
 def normalize_tracking_number(raw: str) -> str:

@@ -34,6 +34,7 @@ class Source(StrEnum):
     IMPORT = "import"
     MARKETPLACE = "marketplace"
     SYSTEM = "system"
+    CLI = "cli"
 
 
 class PaymentStatus(StrEnum):

@@ -12,11 +12,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -24,6 +27,7 @@ from ledger.api.auth import authorize
 from ledger.api.dependencies import DEPENDENCIES
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.observability import Metrics, metrics_endpoint, observe
+from ledger.api.query_params import refuse_unknown_query_parameters
 from ledger.api.routes import accounts, audit, events, finance, health, orders, shipments, sync, webhooks
 from ledger.api.strict_body import strict_json_body
 from ledger.api.web import ROUTES as WEB_ROUTES
@@ -36,6 +40,18 @@ from ledger.feed.wakeup import FeedWakeup
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0
+DOCS_ASSETS = "/schema/assets"  # Swagger UI's files, vendored in api/docs_assets (no CDN)
+
+
+def docs_page() -> SwaggerRenderPlugin:
+    """`/schema`: Swagger UI over the OpenAPI document, every asset served by this app, so it works offline."""
+    return SwaggerRenderPlugin(
+        path="/",
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+    )
 
 
 def read_pool(target: PostgresTarget) -> ConnectionPool[Any]:
@@ -102,11 +118,22 @@ def create_app(
             *events.ROUTES,
             *webhooks.ROUTES,
         ],
-        guards=[authorize, strict_json_body],
+        guards=[authorize, strict_json_body, refuse_unknown_query_parameters],
         security=[{"BearerAuth": []}],
     )
     return Litestar(
-        route_handlers=[v1, *health.ROUTES, metrics_endpoint, *WEB_ROUTES],
+        route_handlers=[
+            v1,
+            *health.ROUTES,
+            metrics_endpoint,
+            *WEB_ROUTES,
+            create_static_files_router(
+                DOCS_ASSETS,
+                directories=[Path(__file__).parent / "docs_assets"],
+                include_in_schema=False,
+                name="docs-assets",
+            ),
+        ],
         dependencies=DEPENDENCIES,
         middleware=[observe(metrics)],
         logging_config=None,  # the process configures logging (`ledger serve`: JSON lines), not the app
@@ -119,6 +146,7 @@ def create_app(
             description="Event-sourced order ledger: the v1 HTTP contract (shared/API.md).",
             path="/schema",
             webhooks=webhooks.DELIVERY_DOC,
+            render_plugins=[docs_page(), JsonRenderPlugin(path="/openapi.json")],
             components=Components(
                 security_schemes={
                     "BearerAuth": SecurityScheme(type="http", scheme="bearer", description="an API key")

@@ -28,7 +28,12 @@ from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from psycopg_pool import PoolTimeout
 
-from ledger.aggregates.errors import InvalidInputError, LedgerError, RuleViolationError
+from ledger.aggregates.errors import (
+    DisputeNotFoundError,
+    InvalidInputError,
+    LedgerError,
+    RuleViolationError,
+)
 from ledger.application.errors import (
     AccountNameTakenError,
     AccountNotFoundError,
@@ -88,7 +93,7 @@ class ProjectionBehindError(Exception):
 
 
 _DESCRIPTIONS = {
-    400: "malformed: a body that is not JSON, or a parameter or header that cannot be read",
+    400: "malformed: a body that is not JSON, an unknown query parameter, or a header that cannot be read",
     401: "missing, unknown or revoked API key",
     403: "the key's role may not do this",
     404: "unknown, or another seller's",
@@ -96,7 +101,7 @@ _DESCRIPTIONS = {
     412: "If-Match is stale",
     413: "body over the size limit",
     415: "the body is sent as another media type than the route reads (JSON: application/json)",
-    422: "well-formed but invalid; `errors` names the fields",
+    422: "well-formed but invalid: a body field or a query parameter's value; `errors` names them",
     503: "database unavailable, or a view behind `min_position`; see Retry-After",
 }
 
@@ -136,6 +141,7 @@ def problem(
 _LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (VersionMismatchError, 412),
     (OrderNotFoundError, 404),
+    (DisputeNotFoundError, 404),  # the order exists; the dispute under it does not
     (AccountNotFoundError, 404),
     (ApiKeyNotFoundError, 404),
     (ReconciliationNotFoundError, 404),
@@ -171,33 +177,40 @@ def _ledger_error(_: Request[Any, Any, Any], exc: LedgerError) -> Response[Probl
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_MISSING_QUERY = re.compile(r"Missing required query parameter '([^']*)'")
 
 
-def _field_errors(extra: Any) -> tuple[list[FieldError], bool]:
-    """Field errors from Litestar's validation report, and whether they are all about the body."""
+def _field_errors(extra: Any) -> tuple[list[FieldError], set[str]]:
+    """Field errors from Litestar's validation report, and where they are (body, query, header, ...)."""
     errors: list[FieldError] = []
-    body_only = True
+    sources: set[str] = set()
     for item in extra if isinstance(extra, list) else []:
         if not isinstance(item, dict):
             continue
         key = str(item.get("key", ""))
         message = str(item.get("message", "invalid value"))
-        if item.get("source") != "body":
-            body_only = False
+        source = item.get("source")
+        sources.add(str(getattr(source, "value", source)))  # "body", or a ParamType: query, header, ...
         key = "" if key == "data" else key
         if match := _UNKNOWN_FIELD.search(message):
             key = f"{key}.{match.group(1)}" if key else match.group(1)
         errors.append(FieldError(key, message))
-    return errors, body_only
+    return errors, sources
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     headers = dict(exc.headers or {})
     if isinstance(exc, ValidationException):
-        errors, body_only = _field_errors(exc.extra)
-        if body_only and errors:
-            return problem(422, "invalid-request", "the request body is not valid", errors=errors)
-        return problem(400, "bad-request", "a parameter is not valid", errors=errors)
+        # A query parameter or body field that fails its type or bounds is well-formed but invalid: 422. A
+        # query value answers as the filters' own refusals do (`limit=0` and `status=bogus` answer alike).
+        errors, sources = _field_errors(exc.extra)
+        if match := _MISSING_QUERY.match(exc.detail):  # reported by Litestar in words only
+            errors, sources = [FieldError(match.group(1), "a required query parameter is missing")], {"query"}
+        if errors and sources == {"query"}:
+            return problem(422, "invalid-filter", "a query parameter is not valid", errors=errors)
+        if errors and sources <= {"body", "query"}:
+            return problem(422, "invalid-request", "the request is not valid", errors=errors)
+        return problem(400, "bad-request", "a header or path parameter cannot be read", errors=errors)
     if isinstance(exc, NotAuthorizedException):
         headers["WWW-Authenticate"] = "Bearer"
         return problem(401, "unauthorized", exc.detail, headers=headers)
@@ -225,7 +238,7 @@ def _invalid_filter(_: Request[Any, Any, Any], exc: ValueError) -> Response[Prob
 
 
 def _invalid_cursor(_: Request[Any, Any, Any], exc: ValueError) -> Response[Problem]:
-    return problem(400, "invalid-cursor", str(exc), errors=[FieldError("cursor", str(exc))])
+    return problem(422, "invalid-cursor", str(exc), errors=[FieldError("cursor", str(exc))])
 
 
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")

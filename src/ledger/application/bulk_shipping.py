@@ -132,8 +132,9 @@ class BulkShipper:
         results: list[RowResult] = []
         rows = []
         for row in group.rows:
-            if (row.carrier, row.shipping_class, row.shipped_at) != (
+            if (row.carrier, row.carrier_name, row.shipping_class, row.shipped_at) != (
                 first.carrier,
+                first.carrier_name,
                 first.shipping_class,
                 first.shipped_at,
             ):
@@ -207,6 +208,7 @@ class BulkShipper:
                 ctx=ctx,
                 order_id=order.order_id,
                 carrier=first.carrier,
+                carrier_name=first.carrier_name,
                 tracking_number=first.tracking_number,
                 shipping_class=first.shipping_class,
                 shipped_at=first.shipped_at,

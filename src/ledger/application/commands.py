@@ -66,6 +66,7 @@ class Ship(OrderCommand):
 
     carrier: Carrier
     tracking_number: str
+    carrier_name: str = ""
     shipping_class: str = ""
     shipped_at: datetime | None = None
     lines: tuple[LineQuantity, ...] | None = None

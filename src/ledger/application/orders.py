@@ -43,6 +43,7 @@ def ship(app: LedgerCore, order: Order, cmd: Ship) -> None:
     order.ship(
         cmd.ctx,
         carrier=cmd.carrier,
+        carrier_name=cmd.carrier_name,
         tracking_number=cmd.tracking_number,
         shipping_class=cmd.shipping_class,
         shipped_at=cmd.shipped_at or now,

@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
-from ledger.aggregates.errors import InvalidQuantityError
+from ledger.aggregates.errors import InvalidCarrierError, InvalidQuantityError
 from ledger.aggregates.times import InvalidTimeError, parse_moment
-from ledger.aggregates.tracking import is_valid_tracking_number, normalize_tracking_number
+from ledger.aggregates.tracking import is_valid_tracking_number, normalize_tracking_number, parse_carrier
 from ledger.aggregates.values import Carrier, normalize_id, parse_quantity
 from ledger.application import csv_export
 
@@ -35,7 +35,8 @@ COLUMNS: Final = (
     "shipped_at",
 )
 ORDER_ID: Final = "order_id"
-KNOWN_COLUMNS: Final = frozenset({*COLUMNS, ORDER_ID})
+CARRIER_NAME: Final = "carrier_name"  # optional: the carrier's name, needed with carrier "other"
+KNOWN_COLUMNS: Final = frozenset({*COLUMNS, ORDER_ID, CARRIER_NAME})
 REQUIRED: Final = ("line_id", "quantity", "carrier", "tracking_number")
 MAX_ROWS: Final = 10_000
 MAX_QUANTITY: Final = 1_000_000
@@ -66,6 +67,7 @@ class ShipmentRow:
     line_id: str = ""
     quantity: int = 0
     carrier: Carrier | None = None
+    carrier_name: str = ""
     tracking_number: str = ""
     shipping_class: str = ""
     shipped_at: datetime | None = None
@@ -214,10 +216,9 @@ def _parse_row(row: ShipmentRow, values: dict[str, str]) -> ShipmentRow:
         return reject(f"quantity must be 1 to {MAX_QUANTITY}, not {quantity}", "invalid-quantity")
     carrier_text = values.get("carrier", "")
     try:
-        carrier = Carrier(_column_name(carrier_text))
-    except ValueError:
-        known = ", ".join(c.value for c in Carrier)
-        return reject(f"unknown carrier {carrier_text!r}; one of {known}", "invalid-carrier")
+        carrier = parse_carrier(carrier_text)
+    except InvalidCarrierError as e:
+        return reject(e.message, e.code)
     raw_tracking = values.get("tracking_number", "")
     tracking = normalize_tracking_number(raw_tracking)
     if not tracking:
@@ -238,6 +239,7 @@ def _parse_row(row: ShipmentRow, values: dict[str, str]) -> ShipmentRow:
         line_id=line_id,
         quantity=quantity,
         carrier=carrier,
+        carrier_name=values.get(CARRIER_NAME, ""),
         tracking_number=tracking,
         shipping_class=values.get("shipping_class", ""),
         shipped_at=shipped_at,

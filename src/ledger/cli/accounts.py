@@ -62,9 +62,11 @@ def add_commands(sub: Any, command: Command) -> None:
     accounts = command(sub, "accounts", None, "marketplace accounts of a seller")
     acc_sub = accounts.add_subparsers(dest="accounts_command", metavar="COMMAND", required=True)
     add = command(acc_sub, "add", cmd_accounts_add, "register a marketplace account")
-    add.add_argument("--seller", required=True)
-    add.add_argument("--marketplace", required=True, choices=[m.value for m in Marketplace])
-    add.add_argument("--name", required=True)
+    add.add_argument("--seller", required=True, help="the seller the account belongs to")
+    add.add_argument(
+        "--marketplace", required=True, choices=[m.value for m in Marketplace], help="where the account sells"
+    )
+    add.add_argument("--name", required=True, help="a name for people, e.g. 'Amazon US'")
     add.add_argument(
         "--third-party-managed",
         action="store_true",
@@ -74,9 +76,13 @@ def add_commands(sub: Any, command: Command) -> None:
         "--restock-in-ledger", action="store_true", help="cancellations restock the ledger by default"
     )
     lst = command(acc_sub, "list", cmd_accounts_list, "list a seller's accounts")
-    lst.add_argument("--seller", required=True)
+    lst.add_argument("--seller", required=True, help="whose accounts")
     upd = command(acc_sub, "update", cmd_accounts_update, "change an account's settings")
-    upd.add_argument("account_id", type=uuid_arg)
-    upd.add_argument("--name")
-    upd.add_argument("--fulfillment-managed", type=yes_no, metavar="yes|no")
-    upd.add_argument("--restock-in-ledger", type=yes_no, metavar="yes|no")
+    upd.add_argument("account_id", type=uuid_arg, help="the account's id (see `ledger accounts list`)")
+    upd.add_argument("--name", help="its new name")
+    upd.add_argument(
+        "--fulfillment-managed", type=yes_no, metavar="yes|no", help="no: Third Party Managed (see add)"
+    )
+    upd.add_argument(
+        "--restock-in-ledger", type=yes_no, metavar="yes|no", help="whether cancellations restock the ledger"
+    )

@@ -300,9 +300,9 @@ def add_commands(sub: Any, command: Command) -> None:
         report_sub, "all-sales", None, "a seller's All Sales list as it stood at a time, from the events"
     )
     as_of.set_defaults(settings_handler=cmd_report_all_sales)
-    as_of.add_argument("--seller", required=True)
+    as_of.add_argument("--seller", required=True, help="whose orders")
     as_of.add_argument("--as-of", type=time_arg, help="ISO 8601 time with a zone (default: now)")
-    as_of.add_argument("--format", choices=["csv", "json"], default="csv")
+    as_of.add_argument("--format", choices=["csv", "json"], default="csv", help="output (default csv)")
     audit = command(sub, "audit", None, "signing keys, signed checkpoints and offline bundles")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     keygen = command(audit_sub, "keygen", None, "make an Ed25519 checkpoint signing key")

@@ -12,12 +12,14 @@ from typing import Any, TextIO
 from uuid import UUID
 
 import msgspec
+import psycopg
 
+from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.times import InvalidTimeError, parse_moment
 from ledger.aggregates.values import Context, Source
 from ledger.application.ledger import Ledger
 from ledger.config import Settings
-from ledger.eventstore.database import open_database
+from ledger.eventstore.database import connect, open_database
 
 EXIT_FAILED = 1  # the ledger refused something, or some rows of a file failed
 EXIT_USAGE = 2  # bad arguments or input file
@@ -37,6 +39,25 @@ class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 
 
+class ReadModelMissingError(LedgerError):
+    """The read models are not built yet: a projection worker builds them."""
+
+    code = "read-model-unavailable"
+
+
+READ_MODELS_MISSING = "the read models are not built yet: run `ledger worker` (or `ledger serve`) first"
+
+
+@contextmanager
+def reading(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the read models; their absence is said in one line, not a traceback."""
+    with open_database(settings) as target, connect(target, autocommit=True) as conn:
+        try:
+            yield conn
+        except psycopg.errors.UndefinedTable:
+            raise ReadModelMissingError(READ_MODELS_MISSING) from None
+
+
 @contextmanager
 def open_ledger(settings: Settings) -> Iterator[Ledger]:
     with open_database(settings) as target:
@@ -47,7 +68,7 @@ def open_ledger(settings: Settings) -> Iterator[Ledger]:
             app.close()
 
 
-def context(args: argparse.Namespace, source: Source = Source.SYSTEM) -> Context:
+def context(args: argparse.Namespace, source: Source = Source.CLI) -> Context:
     return Context(actor=args.actor, source=source, idempotency_key=getattr(args, "idempotency_key", None))
 
 

@@ -11,19 +11,24 @@ HTTP, with the CLI's `--actor` as who ran it and `cli` as its source.
 from __future__ import annotations
 
 import argparse
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import psycopg
 
-from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.times import InvalidTimeError, parse_day
 from ledger.aggregates.values import Marketplace, RefundReason
 from ledger.application import csv_export
 from ledger.application.ledger import Ledger
-from ledger.cli.common import Command, print_json, uuid_arg
+from ledger.cli.common import (
+    READ_MODELS_MISSING,
+    Command,
+    ReadModelMissingError,
+    print_json,
+    reading,
+    uuid_arg,
+)
 from ledger.config import Settings
 from ledger.eventstore.database import connect, open_database
 from ledger.finance.reconcile import Reconciliations, Upload, check_account
@@ -32,8 +37,6 @@ from ledger.projections.exposure import ExposureView
 from ledger.projections.refunds import RefundEntry, RefundsView, snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from ledger.api.bodies.finance import ReconciliationOut
 
 EXIT_ROWS_FAILED = 1  # the report had rows that could not be read (each is listed)
@@ -49,23 +52,6 @@ def _day(text: str) -> date:
         return parse_day(text, "day")
     except InvalidTimeError as e:
         raise argparse.ArgumentTypeError(e.message) from None
-
-
-class ReadModelMissingError(LedgerError):
-    """The read models are not built yet: a projection worker builds them."""
-
-    code = "read-model-unavailable"
-
-
-@contextmanager
-def reading(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
-    """A connection to the read models; their absence is said in one line, not a traceback."""
-    with open_database(settings) as target, connect(target, autocommit=True) as conn:
-        try:
-            yield conn
-        except psycopg.errors.UndefinedTable:
-            msg = "the read models are not built yet: run `ledger worker` (or `ledger serve`) first"
-            raise ReadModelMissingError(msg) from None
 
 
 # -------------------------------------------------------------------------------------------- refunds
@@ -152,8 +138,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings, out: TextIO) -> 
             try:
                 details = Reconciliations().run(conn, upload, datetime.now(UTC))
             except psycopg.errors.UndefinedTable:
-                msg = "the read models are not built yet: run `ledger worker` (or `ledger serve`) first"
-                raise ReadModelMissingError(msg) from None
+                raise ReadModelMissingError(READ_MODELS_MISSING) from None
     body = ReconciliationOut.of_details(details)
     if _format(args) == "json":
         print_json(body, out)
@@ -252,14 +237,18 @@ def add_commands(sub: Any, command: Command) -> None:
 
     refunds = command(fin_sub, "refunds", None, "refunds with totals per currency (every matching refund)")
     refunds.set_defaults(settings_handler=cmd_refunds)
-    refunds.add_argument("--seller", required=True)
+    refunds.add_argument("--seller", required=True, help="whose refunds")
     refunds.add_argument("--from", dest="date_from", type=_day, help="first UTC day (YYYY-MM-DD)")
     refunds.add_argument("--to", dest="date_to", type=_day, help="last UTC day, included")
-    refunds.add_argument("--marketplace", choices=marketplaces)
+    refunds.add_argument("--marketplace", choices=marketplaces, help="only this marketplace's refunds")
     refunds.add_argument("--currency", help="ISO 4217 code")
-    refunds.add_argument("--reason", choices=[r.value for r in RefundReason])
+    refunds.add_argument(
+        "--reason", choices=[r.value for r in RefundReason], help="only refunds for this reason"
+    )
     refunds.add_argument("--account", type=uuid_arg, help="one marketplace account's refunds")
-    refunds.add_argument("--format", choices=["text", "json", "csv"], default="text")
+    refunds.add_argument(
+        "--format", choices=["text", "json", "csv"], default="text", help="output (default text)"
+    )
 
     rec = command(
         fin_sub, "reconcile", None, "match a settlement report against the ledger; the run is stored"
@@ -268,29 +257,31 @@ def add_commands(sub: Any, command: Command) -> None:
     rec.add_argument(
         "file", help="the report: Amazon flat-file settlement V2 (TSV) or eBay transaction report"
     )
-    rec.add_argument("--seller", required=True)
-    rec.add_argument("--marketplace", required=True, choices=sorted(PARSERS))
+    rec.add_argument("--seller", required=True, help="whose report it is")
+    rec.add_argument(
+        "--marketplace", required=True, choices=sorted(PARSERS), help="the marketplace that sent the report"
+    )
     rec.add_argument("--account", type=uuid_arg, help="match only this account's orders")
-    rec.add_argument("--format", choices=["text", "json"], default="text")
+    rec.add_argument("--format", choices=["text", "json"], default="text", help="output (default text)")
 
     show = command(fin_sub, "reconciliation", None, "one stored reconciliation run, in full")
     show.set_defaults(settings_handler=cmd_reconciliation)
-    show.add_argument("reconciliation_id", type=uuid_arg)
-    show.add_argument("--seller", required=True)
-    show.add_argument("--format", choices=["text", "json"], default="text")
+    show.add_argument("reconciliation_id", type=uuid_arg, help="the run's id (see `finance reconciliations`)")
+    show.add_argument("--seller", required=True, help="whose run it is")
+    show.add_argument("--format", choices=["text", "json"], default="text", help="output (default text)")
 
     runs = command(fin_sub, "reconciliations", None, "the stored reconciliation runs, newest first")
     runs.set_defaults(settings_handler=cmd_reconciliations)
-    runs.add_argument("--seller", required=True)
-    runs.add_argument("--marketplace", choices=marketplaces)
-    runs.add_argument("--limit", type=int, default=50)
-    runs.add_argument("--format", choices=["text", "json"], default="text")
+    runs.add_argument("--seller", required=True, help="whose runs")
+    runs.add_argument("--marketplace", choices=marketplaces, help="only this marketplace's runs")
+    runs.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    runs.add_argument("--format", choices=["text", "json"], default="text", help="output (default text)")
 
     exposure = command(
         fin_sub, "exposure", None, "value shipped but not yet confirmed, per marketplace and currency"
     )
     exposure.set_defaults(settings_handler=cmd_exposure)
-    exposure.add_argument("--seller", required=True)
-    exposure.add_argument("--marketplace", choices=marketplaces)
-    exposure.add_argument("--account", type=uuid_arg)
-    exposure.add_argument("--format", choices=["text", "json"], default="text")
+    exposure.add_argument("--seller", required=True, help="whose exposure")
+    exposure.add_argument("--marketplace", choices=marketplaces, help="only this marketplace")
+    exposure.add_argument("--account", type=uuid_arg, help="only this account")
+    exposure.add_argument("--format", choices=["text", "json"], default="text", help="output (default text)")

@@ -45,5 +45,5 @@ def add_commands(sub: Any, command: Command) -> None:
         privacy_sub, "forget", None, "destroy a buyer's key: their name, email and address read as erased"
     )
     forget_parser.set_defaults(settings_handler=cmd_privacy_forget)
-    forget_parser.add_argument("--buyer", required=True, metavar="EMAIL")
-    forget_parser.add_argument("--seller", required=True)
+    forget_parser.add_argument("--buyer", required=True, metavar="EMAIL", help="the buyer's email address")
+    forget_parser.add_argument("--seller", required=True, help="the seller whose buyer it is")

@@ -67,6 +67,7 @@ from ledger.integrations.marketplaces import (
     MARKETPLACES,
     RATE_LIMITS,
     ClientFactory,
+    MarketplaceNotConfiguredError,
     SyncSettings,
     client_for,
     entry_for,
@@ -219,6 +220,7 @@ class Dispatcher:
         # One limiter per process: dispatchers of one process are given the same one.
         self.limiter = limiter or RateLimiter(RATE_LIMITS | settings.rate_limits, settings.processes)
         self.clients: dict[UUID, MarketplaceClient] = {}
+        self.misconfigured: set[UUID] = set()  # accounts whose configuration error was logged
         self.unconfigured = [m.value for m in Marketplace if not self._configured(m)]
         self._conn: psycopg.Connection[TupleRow] | None = None
         self._in_flight_checked = float("-inf")
@@ -338,7 +340,10 @@ class Dispatcher:
         polling = item.marketplace_reference is not None
         try:
             client = self._client(item.account_id)
-        except Exception as e:  # no URL, bad credentials: the marketplace was never reached, so no event
+        except MarketplaceNotConfiguredError as e:  # no URL or no credentials: retrying cannot help
+            self._misconfigured(item, e)
+            return
+        except Exception as e:  # a bad credentials file: the marketplace was never reached, so no event
             self._local_failure(item, f"no client for account {item.account_id}: {e}")
             return
         self.limiter.take(item)  # after the credentials: a call never made spends nothing
@@ -401,6 +406,14 @@ class Dispatcher:
             self._finish(item, "failed", delay=delay, error=reason)
         logger.info("dispatcher: %s %s of order %s rejected (%s)", item.action, item.reference,
                     item.order_id, reason)  # fmt: skip
+
+    def _misconfigured(self, item: Claimed, error: MarketplaceNotConfiguredError) -> None:
+        """The account is not configured for its marketplace: the item is dead at once with the reason (an
+        operator retries it once the configuration is fixed), and the error is logged once per account."""
+        if item.account_id not in self.misconfigured:
+            self.misconfigured.add(item.account_id)
+            logger.error("dispatcher: configuration error: %s", error.message)
+        self._finish(item, "dead", error=f"configuration error ({error.code}): {error.message}")
 
     def _local_failure(self, item: Claimed, reason: str) -> None:
         """The marketplace said nothing (we never reached it): failed and retried, or dead, without an event."""

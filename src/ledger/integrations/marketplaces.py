@@ -171,6 +171,13 @@ class MarketplaceNotConfiguredError(LedgerError):
     code = "marketplace-not-configured"
 
 
+class MissingCredentialsError(MarketplaceNotConfiguredError):
+    """The account has no credentials in LEDGER_MARKETPLACE_CREDENTIALS: a configuration error, not a failure
+    worth retrying (the marketplace was never reached)."""
+
+    code = "marketplace-credentials-missing"
+
+
 class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
     """What the importer and the dispatcher read from the environment (never credentials themselves)."""
 
@@ -324,10 +331,18 @@ def endpoint_for(account_id: str, marketplace: Marketplace, settings: SyncSettin
             f"or LEDGER_{marketplace.value.upper()}_URL"
         )
         raise MarketplaceNotConfiguredError(msg)
+    credentials = load_credentials(settings, account_id, marketplace)
+    if not credentials:
+        where = (
+            "set LEDGER_MARKETPLACE_CREDENTIALS to a JSON file with an entry for it"
+            if settings.credentials_file is None
+            else f"add an entry keyed by its id (or {marketplace.value!r}) to LEDGER_MARKETPLACE_CREDENTIALS"
+        )
+        raise MissingCredentialsError(
+            f"account {account_id} ({marketplace.value}) has no credentials: {where}"
+        )
     return Endpoint(
-        base_url=url.rstrip("/"),
-        credentials=load_credentials(settings, account_id, marketplace),
-        timeout_seconds=settings.timeout_seconds,
+        base_url=url.rstrip("/"), credentials=credentials, timeout_seconds=settings.timeout_seconds
     )
 
 

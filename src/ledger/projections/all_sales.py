@@ -417,6 +417,9 @@ class AllSalesProjection(Projection):
             " WHERE open",
             "CREATE INDEX IF NOT EXISTS {ix_disputes} ON {orders} (seller, purchased_at DESC, order_id DESC)"
             " WHERE open_disputes > 0",
+            # `sort=updated_at` / `sort=total` (either direction) and `updated_since`.
+            "CREATE INDEX IF NOT EXISTS {ix_updated} ON {orders} (seller, updated_at, order_id)",
+            "CREATE INDEX IF NOT EXISTS {ix_total} ON {orders} (seller, total, order_id)",
             "CREATE INDEX IF NOT EXISTS {ix_mp_order} ON {orders} (seller, marketplace_order_id)",
             "CREATE INDEX IF NOT EXISTS {ix_email} ON {orders} (seller, lower(buyer_email))",
             "CREATE INDEX IF NOT EXISTS {ix_name} ON {orders} USING gin (lower(buyer_name) {trgm}.gin_trgm_ops)",
@@ -436,6 +439,8 @@ class AllSalesProjection(Projection):
                     "ix_marketplace",
                     "ix_open",
                     "ix_disputes",
+                    "ix_updated",
+                    "ix_total",
                     "ix_mp_order",
                     "ix_email",
                     "ix_name",

@@ -3,8 +3,10 @@
 Readers query the views `all_sales_orders`, `all_sales_lines` and `all_sales_counts` (the projection points them
 at its active generation), on a connection whose search_path starts with the ledger's schema.
 
-Pages are keyset pages on (purchased_at DESC, order_id DESC): every filter's first page, and each page after it,
-is one index range scan of at most limit + 1 rows, however deep the client pages. Conditions that select a
+Pages are keyset pages on (sort key, order_id), the sort key being `purchased_at` (newest first by default),
+`updated_at` or `total`, in either direction; a cursor carries its sort and the last row's key, so it stays
+exact whatever the sort. Every filter's first page, and each page after it, is one index range scan of at most
+limit + 1 rows, however deep the client pages. Conditions that select a
 partial index (`open`, open disputes) are written into the SQL as literals, never as parameters, so that every
 plan can use the partial index. List and count queries are never prepared: a prepared statement may switch to
 a generic plan, which cannot see the search text and would walk the seller's whole newest-first index for a `q`
@@ -38,6 +40,9 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 STATUSES: Final = (*(s.value for s in OrderStatus), THIRD_PARTY_TAB)
 TABS: Final = (*STATUSES, DISPUTES_OPEN_TAB)
+# `sort` values: a column, descending with a leading "-".
+SORTS: Final = ("-purchased_at", "purchased_at", "-updated_at", "updated_at", "-total", "total")
+DEFAULT_SORT: Final = "-purchased_at"
 
 
 class InvalidFilterError(ValueError):
@@ -68,6 +73,7 @@ class SalesFilter:
     q: str | None = None
     purchased_from: datetime | None = None
     purchased_to: datetime | None = None
+    updated_since: datetime | None = None  # inclusive: orders changed at or after this moment
 
     def __post_init__(self) -> None:
         check_marketplace(self.marketplace, InvalidFilterError)
@@ -75,7 +81,7 @@ class SalesFilter:
             raise InvalidFilterError(f"unknown status {self.status!r}; one of {', '.join(STATUSES)}")
         if self.dispute is not None and self.dispute != "open":
             raise InvalidFilterError(f"dispute filter {self.dispute!r}: only 'open' is supported")
-        for name in ("purchased_from", "purchased_to"):
+        for name in ("purchased_from", "purchased_to", "updated_since"):
             moment = getattr(self, name)
             if moment is not None and moment.utcoffset() is None:
                 raise InvalidFilterError(f"{name} needs a time zone")
@@ -140,10 +146,12 @@ class SalesPage:
 
 # ------------------------------------------------------------------------------------- cursors
 
-_CURSOR_VERSION: Final = 1
-_CURSOR_LAYOUT: Final = struct.Struct(">Bq16s")  # version, microseconds since the epoch, order id
-_DIGEST_SIZE: Final = 8  # 33 bytes in all: 44 base64 characters, no padding
-_CURSOR_LENGTH: Final = len(base64.urlsafe_b64encode(bytes(_CURSOR_LAYOUT.size + _DIGEST_SIZE)).rstrip(b"="))
+SortKey = datetime | Decimal
+_CURSOR_VERSION: Final = 2
+_CURSOR_HEADER: Final = struct.Struct(">BB16s")  # version, sort (index in SORTS), order id; then the sort key
+_MICROS: Final = struct.Struct(">q")  # a time key: microseconds since the epoch
+_DIGEST_SIZE: Final = 8
+_MAX_CURSOR_LENGTH: Final = 100
 _CURSOR_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]+")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -155,30 +163,46 @@ def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=_DIGEST_SIZE, person=b"ledger-sales").digest()
 
 
-def encode_cursor(purchased_at: datetime, order_id: UUID) -> str:
-    """The opaque cursor of the page that starts after this row."""
-    micros = (purchased_at - _EPOCH) // _MICROSECOND
-    payload = _CURSOR_LAYOUT.pack(_CURSOR_VERSION, micros, order_id.bytes)
+def check_sort(sort: str) -> str:
+    if sort not in SORTS:
+        raise InvalidFilterError(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
+    return sort
+
+
+def encode_cursor(key: SortKey, order_id: UUID, sort: str = DEFAULT_SORT) -> str:
+    """The opaque cursor of the page that starts after the row with this sort key and order id."""
+    if isinstance(key, datetime):
+        value = _MICROS.pack((key - _EPOCH) // _MICROSECOND)
+    else:
+        value = str(key).encode("ascii")
+    payload = _CURSOR_HEADER.pack(_CURSOR_VERSION, SORTS.index(check_sort(sort)), order_id.bytes) + value
     return base64.urlsafe_b64encode(payload + _digest(payload)).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    """(purchased_at, order_id) of the last row of the previous page; InvalidCursorError if not one of ours."""
-    if len(cursor) != _CURSOR_LENGTH or not _CURSOR_PATTERN.fullmatch(cursor):
+def decode_cursor(cursor: str, sort: str = DEFAULT_SORT) -> tuple[SortKey, UUID]:
+    """(sort key, order_id) of the last row of the previous page; InvalidCursorError if it is not one of ours
+    or was made for another sort."""
+    if len(cursor) > _MAX_CURSOR_LENGTH or not _CURSOR_PATTERN.fullmatch(cursor):
         raise InvalidCursorError("malformed cursor")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):
         raise InvalidCursorError("malformed cursor") from None
-    payload, digest = raw[: _CURSOR_LAYOUT.size], raw[_CURSOR_LAYOUT.size :]
-    if len(payload) != _CURSOR_LAYOUT.size or _digest(payload) != digest:
+    payload, digest = raw[:-_DIGEST_SIZE], raw[-_DIGEST_SIZE:]
+    if len(payload) < _CURSOR_HEADER.size or _digest(payload) != digest:
         raise InvalidCursorError("malformed cursor")
-    version, micros, order_id = _CURSOR_LAYOUT.unpack(payload)
-    if version != _CURSOR_VERSION:
+    version, sort_index, order_id = _CURSOR_HEADER.unpack_from(payload)
+    if version != _CURSOR_VERSION or sort_index >= len(SORTS):
         raise InvalidCursorError("malformed cursor")
+    if SORTS[sort_index] != sort:
+        raise InvalidCursorError(f"the cursor was made for sort={SORTS[sort_index]}, not sort={sort}")
+    value = payload[_CURSOR_HEADER.size :]
     try:
+        if sort.endswith("total"):
+            return Decimal(value.decode("ascii")), UUID(bytes=order_id)
+        (micros,) = _MICROS.unpack(value)
         return _EPOCH + micros * _MICROSECOND, UUID(bytes=order_id)
-    except OverflowError:
+    except (ValueError, ArithmeticError, struct.error):  # OverflowError, decimal.InvalidOperation
         raise InvalidCursorError("malformed cursor") from None
 
 
@@ -191,7 +215,34 @@ _LINE_COLUMNS: Final = sql.SQL(", ").join(
     else sql.Identifier(f.name)
     for f in fields(LineSummary)
 )
-_NEWEST_FIRST: Final = sql.SQL("ORDER BY o.purchased_at DESC, o.order_id DESC")
+
+
+def _order_by(sort: str) -> tuple[sql.Composed, sql.Composed]:
+    """The ORDER BY of a sort, and the keyset condition of the rows after a cursor's (two parameters)."""
+    column = sql.Identifier("o", sort.lstrip("-"))
+    direction, after = (
+        (sql.SQL("DESC"), sql.SQL("<")) if sort.startswith("-") else (sql.SQL("ASC"), sql.SQL(">"))
+    )
+    # A row comparison is one index condition on (seller, key, order_id), scanned either way.
+    return (
+        sql.SQL("ORDER BY {0} {1}, o.order_id {1}").format(column, direction),
+        sql.SQL("({}, o.order_id) {} (%s, %s)").format(column, after),
+    )
+
+
+_CANCEL_REQUESTED: Final = "o.pending <> '{}'::jsonb"
+_COUNT_CONDITIONS: Final = {
+    "all": "true",
+    **{status: f"o.tab = '{status}'" for status in STATUSES},
+    DISPUTES_OPEN_TAB: "o.open_disputes > 0",
+    "buyer_cancel_requested": _CANCEL_REQUESTED,
+    "attention": _CANCEL_REQUESTED,
+}
+COUNTS: Final = tuple(_COUNT_CONDITIONS)
+_COUNT_COLUMNS: Final = sql.SQL(", ").join(
+    sql.SQL(f"count(*) FILTER (WHERE {condition})")  # the conditions are constants of this module
+    for condition in _COUNT_CONDITIONS.values()
+)
 
 
 def _escape_like(text: str) -> str:
@@ -241,6 +292,9 @@ def _where(seller: str, filters: SalesFilter) -> tuple[sql.Composed, list[Any]]:
     if filters.purchased_to is not None:
         conditions.append(sql.SQL("o.purchased_at < %s"))
         params.append(filters.purchased_to)
+    if filters.updated_since is not None:
+        conditions.append(sql.SQL("o.updated_at >= %s"))
+        params.append(filters.updated_since)
     return sql.SQL(" AND ").join(conditions), params
 
 
@@ -260,24 +314,25 @@ class AllSalesView:
         filters: SalesFilter,
         limit: int = DEFAULT_LIMIT,
         cursor: str | None = None,
+        sort: str = DEFAULT_SORT,
     ) -> SalesPage:
-        """A page of the seller's orders that match `filters`, newest purchase first (ties: order id)."""
+        """A page of the seller's orders that match `filters`, in `sort` order (ties: order id, the same way)."""
         _check_limit(limit)
+        order_by, after = _order_by(check_sort(sort))
         where, params = _where(seller, filters)
         if cursor is not None:
-            after_purchased_at, after_order_id = decode_cursor(cursor)
-            # A row comparison is one index condition on (..., purchased_at DESC, order_id DESC).
-            where = sql.SQL("{} AND (o.purchased_at, o.order_id) < (%s, %s)").format(where)
-            params.extend([after_purchased_at, after_order_id])
+            where = sql.SQL("{} AND {}").format(where, after)
+            params.extend(decode_cursor(cursor, sort))
         query = sql.SQL("SELECT {} FROM all_sales_orders o WHERE {} {} LIMIT %s").format(
-            _SUMMARY_COLUMNS, where, _NEWEST_FIRST
+            _SUMMARY_COLUMNS, where, order_by
         )
         with conn.cursor(row_factory=class_row(OrderSummary)) as cur:
             rows = cur.execute(query, [*params, limit + 1], prepare=False).fetchall()
         if len(rows) <= limit:
             return SalesPage(rows, None)
         items = rows[:limit]
-        return SalesPage(items, encode_cursor(items[-1].purchased_at, items[-1].order_id))
+        last = items[-1]
+        return SalesPage(items, encode_cursor(getattr(last, sort.lstrip("-")), last.order_id, sort))
 
     def count(self, conn: Connection, seller: str, filters: SalesFilter) -> int:
         """How many of the seller's orders match `filters` (a plain count: for arbitrary filters)."""
@@ -286,6 +341,15 @@ class AllSalesView:
             sql.SQL("SELECT count(*) FROM all_sales_orders o WHERE {}").format(where), params, prepare=False
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def counts(self, conn: Connection, seller: str, filters: SalesFilter) -> dict[str, int]:
+        """`GET /v1/orders/counts`: how many of the seller's orders match `filters`, in all and per tab (every
+        key of COUNTS present). A buyer's cancellation request counts while its lines wait on the seller's
+        answer (an open cancellation dispute), and so does `attention` for now: they are what All Sales holds."""
+        where, params = _where(seller, filters)
+        query = sql.SQL("SELECT {} FROM all_sales_orders o WHERE {}").format(_COUNT_COLUMNS, where)
+        row = conn.execute(query, params, prepare=False).fetchone()
+        return {name: int(value) for name, value in zip(COUNTS, row or (), strict=True)}
 
     def get_summary(self, conn: Connection, seller: str, order_id: UUID) -> OrderSummary | None:
         """The order's summary; None if it is unknown or another seller's."""

@@ -96,7 +96,7 @@ class ImportItemOut(Out, frozen=True, omit_defaults=True):
     """One order of a bulk import: its result, or the problem that refused it."""
 
     index: int
-    marketplace_order_id: str
+    marketplace_order_id: str | None = None  # None when the order could not be read at all
     order_id: UUID | None = None
     created: bool | None = None
     version: int | None = None
@@ -118,9 +118,24 @@ class LineQuantityIn(Strict, frozen=True):
     quantity: Quantity
 
 
+CARRIER_SPELLINGS = "UPS, FedEx, USPS, DHL, OnTrac, Amazon Logistics, Royal Mail, Canada Post, Other"
+
+
 class ShipmentIn(Strict, frozen=True):
-    carrier: Carrier
+    carrier: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=40,
+            description=f"the canonical code ({', '.join(c.value for c in Carrier)}) or a marketplace's "
+            f"spelling ({CARRIER_SPELLINGS}), in any case; answered with the canonical code",
+            examples=["UPS", "fedex", "Royal Mail"],
+        ),
+    ]
     tracking_number: Annotated[str, Meta(min_length=1, max_length=100)]
+    carrier_name: Annotated[
+        str, Meta(max_length=100, description="the carrier's name; required with carrier `other`")
+    ] = ""
     shipping_class: Annotated[str, Meta(max_length=100)] = ""
     shipped_at: Time | None = None
     lines: Annotated[list[LineQuantityIn], Meta(min_length=1, max_length=1000)] | None = None
@@ -226,6 +241,20 @@ class OrderPage(Out, frozen=True):
     next_cursor: str | None
 
 
+class OrderCountsOut(Out, frozen=True):
+    """Orders that match the filters: in all, and per All Sales tab."""
+
+    all: int
+    unshipped: int
+    partially_shipped: int
+    shipped: int
+    canceled: int
+    third_party_managed: int
+    disputes_open: int
+    buyer_cancel_requested: int
+    attention: int
+
+
 class BuyerOut(Out, frozen=True):
     name: str
     email: str
@@ -267,6 +296,7 @@ class LineQuantityOut(Out, frozen=True):
 class ShipmentOut(Out, frozen=True):
     shipment_id: UUID
     carrier: str
+    carrier_name: str
     tracking_number: str
     shipping_class: str
     shipped_at: datetime

@@ -135,10 +135,34 @@ class ImportRequest(Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     orders: Annotated[list[OrderIn], Meta(min_length=1, max_length=5000)]
 
 
+MAX_BATCH = 1000  # orders in one `POST /v1/orders/import`
+
+
+class ImportEnvelope(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`POST /v1/orders/import`'s envelope: its orders are read one by one, so one bad order refuses only itself."""
+
+    orders: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
 _order_list = msgspec.json.Decoder(list[OrderIn])
+_import_envelope = msgspec.json.Decoder(ImportEnvelope)
 _import_request = msgspec.json.Decoder(ImportRequest)
 _one_order = msgspec.json.Decoder(OrderIn)
 _object_keys = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def decode_batch(data: bytes) -> list[OrderIn | InvalidOrderError]:
+    """Each order of a bulk import's envelope, or why it cannot be read. Raises msgspec errors for the envelope
+    (not JSON, not an object, no `orders` list, too many orders): only those refuse the batch whole."""
+    return [_order_or_error(raw) for raw in _import_envelope.decode(data).orders]
+
+
+def _order_or_error(raw: msgspec.Raw) -> OrderIn | InvalidOrderError:
+    try:
+        return _one_order.decode(raw)
+    except msgspec.ValidationError as e:
+        message, _, where = str(e).partition(" - at `$")
+        return InvalidOrderError(message, where.rstrip("`").lstrip(".") or None)
 
 
 def decode_orders(data: bytes) -> list[OrderIn]:

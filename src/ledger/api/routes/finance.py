@@ -252,7 +252,7 @@ async def upload_settlement(
     summary="The seller's reconciliation runs, newest first, in keyset pages",
     tags=TAGS,
     opt={ROLES_OPT: FINANCE},
-    responses=problem_responses(401, 403, 503),
+    responses=problem_responses(401, 403, 422, 503),
     sync_to_thread=True,
 )
 def list_reconciliations(
@@ -301,7 +301,7 @@ def get_reconciliation(
     " (Third Party Managed orders excluded): their count, units, value and the oldest one's `shipped_at`.",
     tags=TAGS,
     opt={ROLES_OPT: FINANCE},
-    responses=problem_responses(401, 403, 503),
+    responses=problem_responses(401, 403, 422, 503),
     sync_to_thread=True,
 )
 def get_exposure(

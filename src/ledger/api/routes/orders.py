@@ -8,20 +8,24 @@ recorded and the ids made.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 from litestar import Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Reference, RequestBody, Schema
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, RawBody
 from litestar.types import AnyCallable
 from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.times import RFC3339_PATTERN, parse_bound, parse_moment
+from ledger.aggregates.tracking import parse_carrier
 from ledger.aggregates.values import LineQuantity, Marketplace, Role, parse_amount
 from ledger.api import idempotent
 from ledger.api.auth import (
@@ -44,6 +48,7 @@ from ledger.api.bodies.orders import (
     ImportManyOut,
     ImportOut,
     LineQuantityIn,
+    OrderCountsOut,
     OrderOut,
     OrderPage,
     OrderSummaryOut,
@@ -52,9 +57,9 @@ from ledger.api.bodies.orders import (
     ShipmentIn,
     VoidIn,
 )
-from ledger.api.bodies.schemas import ImportRequest, OrderIn
+from ledger.api.bodies.schemas import MAX_BATCH, OrderIn, decode_batch
 from ledger.api.consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
-from ledger.api.errors import ledger_problem, problem_responses
+from ledger.api.errors import BadRequestError, ledger_problem, problem_responses
 from ledger.application.commands import (
     Cancel,
     CloseDispute,
@@ -70,7 +75,15 @@ from ledger.application.commands import (
 from ledger.application.ledger import Ledger
 from ledger.application.queries import CommandResult, KeyDetails
 from ledger.projections.all_sales import AllSalesProjection
-from ledger.projections.all_sales_view import DEFAULT_LIMIT, MAX_LIMIT, AllSalesView, SalesFilter
+from ledger.projections.all_sales_view import (
+    DEFAULT_LIMIT,
+    DEFAULT_SORT,
+    MAX_LIMIT,
+    SORTS,
+    STATUSES,
+    AllSalesView,
+    SalesFilter,
+)
 
 TAGS = ["orders"]
 COMMAND_TAGS = ["order commands"]
@@ -143,19 +156,41 @@ def import_order(
     return Response(ImportOut.of(result), status_code=201 if result.created else 200, headers=headers)
 
 
+@dataclass
+class _ImportOrdersOperation(Operation):
+    """The bulk import reads its body itself (order by order), so its request body is documented here."""
+
+    def __post_init__(self) -> None:
+        order = Reference("#/components/schemas/OrderIn")
+        envelope = Schema(
+            type=OpenAPIType.OBJECT,
+            required=["orders"],
+            properties={
+                "orders": Schema(type=OpenAPIType.ARRAY, items=order, min_items=1, max_items=MAX_BATCH)
+            },
+        )
+        self.request_body = RequestBody(
+            content={"application/json": OpenAPIMediaType(schema=envelope)}, required=True
+        )
+
+
 @post(
     "/orders/import",
     operation_id="importOrders",
     summary="Import many orders; one result per order, in order (a failed order never blocks the others)",
+    description="Each order is checked on its own: a refused order's result carries its problem and the "
+    "others are imported. Only a malformed envelope (not JSON, not an object, no `orders` list, more than "
+    f"{MAX_BATCH} orders) is refused whole.",
     tags=TAGS,
     opt={ROLES_OPT: IMPORT_ORDERS},
     status_code=200,
-    responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
+    responses=problem_responses(401, 403, 413, 422, 503),
     response_headers=POSITION_RESPONSE_HEADERS,
+    operation_class=_ImportOrdersOperation,
     sync_to_thread=True,
 )
 def import_orders(
-    data: JSONBody[ImportRequest],
+    body: RawBody,
     ledger: NamedDependency[Ledger],
     key: NamedDependency[KeyDetails],
     idempotency_key: NamedDependency[str | None],
@@ -164,11 +199,20 @@ def import_orders(
     """One `Ledger.import_orders` call (the new orders in one transaction). Under an Idempotency-Key, each
     order's import carries `<key>#<index>` on its events (a retry after a failure part-way replays those and
     imports the rest) and the whole response is stored at the end."""
+    try:
+        orders = decode_batch(body)
+    except msgspec.ValidationError:
+        raise  # JSON, but not the envelope: 422
+    except msgspec.DecodeError as e:
+        raise BadRequestError(f"the body is not JSON: {e}", "body") from None
     request = idempotent.Request(key.seller, idempotency_key, "importOrders", digest)
 
     def run() -> Response[Any]:
         items: list[ImportItem | LedgerError] = []
-        for index, order in enumerate(data.orders):
+        for index, order in enumerate(orders):
+            if isinstance(order, LedgerError):
+                items.append(order)
+                continue
             try:
                 domain = order.to_domain()
             except LedgerError as e:
@@ -181,14 +225,11 @@ def import_orders(
         )
         results: list[ImportItemOut] = []
         positions: list[int] = []
-        for index, (order, result) in enumerate(zip(data.orders, outcomes, strict=True)):
+        for index, (order, result) in enumerate(zip(orders, outcomes, strict=True)):
+            order_ref = None if isinstance(order, LedgerError) else order.marketplace_order_id
             if isinstance(result, LedgerError):
                 results.append(
-                    ImportItemOut(
-                        index=index,
-                        marketplace_order_id=order.marketplace_order_id,
-                        error=ledger_problem(result),
-                    )
+                    ImportItemOut(index=index, marketplace_order_id=order_ref, error=ledger_problem(result))
                 )
                 continue
             if result.notification_id is not None:
@@ -196,7 +237,7 @@ def import_orders(
             results.append(
                 ImportItemOut(
                     index=index,
-                    marketplace_order_id=order.marketplace_order_id,
+                    marketplace_order_id=order_ref,
                     order_id=result.order_id,
                     created=result.created,
                     version=result.version,
@@ -219,12 +260,55 @@ def import_orders(
 # ---------------------------------------------------------------------------------------------- reads
 
 
+def sales_filter(
+    account_id: FromQuery[UUID | None] = None,
+    marketplace: FromQuery[Marketplace | None] = None,
+    is_open: Annotated[bool | None, QueryParameter(name="open")] = None,
+    dispute: Annotated[
+        str | None, QueryParameter(max_length=40, description="`open`: orders with an open dispute")
+    ] = None,
+    sku: Annotated[str | None, QueryParameter(max_length=100)] = None,
+    q: Annotated[
+        str | None,
+        QueryParameter(
+            max_length=320,
+            description="the exact marketplace order id or buyer email, or a part of the buyer's name",
+        ),
+    ] = None,
+    purchased_from: Annotated[
+        str | None, QueryParameter(description="purchased at or after (inclusive)", **TIME)
+    ] = None,
+    purchased_to: Annotated[
+        str | None, QueryParameter(description="purchased before (exclusive)", **TIME)
+    ] = None,
+    updated_since: Annotated[
+        str | None, QueryParameter(description="changed at or after (inclusive): what changed since", **TIME)
+    ] = None,
+) -> SalesFilter:
+    """The All Sales filters that the list and its counts share (the list adds `status`)."""
+    return SalesFilter(
+        account_id=account_id,
+        marketplace=marketplace.value if marketplace else None,
+        open=is_open,
+        dispute=dispute,  # type: ignore[arg-type] # SalesFilter refuses anything but "open"
+        sku=sku,
+        q=q,
+        purchased_from=_bound(purchased_from, "purchased_from"),
+        purchased_to=_bound(purchased_to, "purchased_to"),
+        updated_since=_bound(updated_since, "updated_since"),
+    )
+
+
+FILTERS = {"filters": Provide(sales_filter, sync_to_thread=False)}
+
+
 @get(
     "/orders",
     operation_id="listOrders",
-    summary="All Sales: the seller's orders, newest purchase first, filtered, in keyset pages",
+    summary="All Sales: the seller's orders, filtered, sorted (newest purchase first by default), in keyset pages",
     tags=TAGS,
     opt={ROLES_OPT: READ_ORDERS},
+    dependencies=FILTERS,
     responses=problem_responses(401, 403, 422, 503),
     sync_to_thread=True,
 )
@@ -233,35 +317,46 @@ def list_orders(
     pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
     read_position: NamedDependency[int | None],
-    account_id: FromQuery[UUID | None] = None,
-    marketplace: FromQuery[Marketplace | None] = None,
-    status: Annotated[str | None, QueryParameter(max_length=40)] = None,
-    is_open: Annotated[bool | None, QueryParameter(name="open")] = None,
-    dispute: Annotated[str | None, QueryParameter(max_length=40)] = None,
-    sku: Annotated[str | None, QueryParameter(max_length=100)] = None,
-    q: Annotated[str | None, QueryParameter(max_length=320)] = None,
-    purchased_from: Annotated[
-        str | None, QueryParameter(description="first moment (inclusive)", **TIME)
+    filters: NamedDependency[SalesFilter],
+    status: Annotated[
+        str | None,
+        QueryParameter(max_length=40, description=f"the order's tab: one of {', '.join(STATUSES)}"),
     ] = None,
-    purchased_to: Annotated[str | None, QueryParameter(description="end (exclusive)", **TIME)] = None,
+    sort: Annotated[
+        str, QueryParameter(max_length=20, description=f"one of {', '.join(SORTS)}; `-` is descending")
+    ] = DEFAULT_SORT,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, QueryParameter(max_length=100)] = None,
+    cursor: Annotated[
+        str | None, QueryParameter(max_length=100, description="`next_cursor` of the page before, same sort")
+    ] = None,
 ) -> OrderPage:
-    filters = SalesFilter(
-        account_id=account_id,
-        marketplace=marketplace.value if marketplace else None,
-        status=status,
-        open=is_open,
-        dispute=dispute,  # type: ignore[arg-type] # SalesFilter refuses anything but "open"
-        sku=sku,
-        q=q,
-        purchased_from=_bound(purchased_from, "purchased_from"),
-        purchased_to=_bound(purchased_to, "purchased_to"),
-    )
+    filters = replace(filters, status=status)
     await_position(request, pool, AllSalesProjection.name, read_position)
     with pool.connection() as conn:
-        page = VIEW.list_orders(conn, key.seller, filters, limit=limit, cursor=cursor)
+        page = VIEW.list_orders(conn, key.seller, filters, limit=limit, cursor=cursor, sort=sort)
     return OrderPage(items=[OrderSummaryOut.of(s) for s in page.items], next_cursor=page.next_cursor)
+
+
+@get(
+    "/orders/counts",
+    operation_id="countOrders",
+    summary="How many orders match the All Sales filters, in all and per tab (the web page's tab counts)",
+    tags=TAGS,
+    opt={ROLES_OPT: READ_ORDERS},
+    dependencies=FILTERS,
+    responses=problem_responses(401, 403, 422, 503),
+    sync_to_thread=True,
+)
+def count_orders(
+    request: Request[Any, Any, Any],
+    pool: NamedDependency[ConnectionPool[Any]],
+    key: NamedDependency[KeyDetails],
+    read_position: NamedDependency[int | None],
+    filters: NamedDependency[SalesFilter],
+) -> OrderCountsOut:
+    await_position(request, pool, AllSalesProjection.name, read_position)
+    with pool.connection() as conn:
+        return OrderCountsOut(**VIEW.counts(conn, key.seller, filters))
 
 
 @get(
@@ -341,7 +436,8 @@ def ship(
         Ship(
             ctx=_ctx(key, idempotency_key, digest),
             order_id=order_id,
-            carrier=data.carrier,
+            carrier=parse_carrier(data.carrier),
+            carrier_name=data.carrier_name,
             tracking_number=data.tracking_number,
             shipping_class=data.shipping_class,
             shipped_at=None if data.shipped_at is None else parse_moment(data.shipped_at, "shipped_at"),
@@ -524,6 +620,7 @@ ROUTES = [
     import_order,
     import_orders,
     list_orders,
+    count_orders,
     get_order,
     order_history,
     ship,

@@ -232,7 +232,7 @@ def delete_webhook(
     summary="Every delivery attempt, newest first: time, status code or error, duration, outcome",
     tags=TAGS,
     opt={ROLES_OPT: ADMIN},
-    responses=problem_responses(401, 403, 404, 503),
+    responses=problem_responses(401, 403, 404, 422, 503),
     sync_to_thread=True,
 )
 def list_deliveries(

@@ -112,6 +112,7 @@ def _act(request: Request[Any, Any, Any], order_id: UUID, form: str, data: dict[
                     ctx=ctx,
                     order_id=order_id,
                     carrier=Carrier(str(data.get("carrier", ""))),
+                    carrier_name=str(data.get("carrier_name", "")).strip()[:100],
                     tracking_number=str(data.get("tracking_number", "")),
                     shipping_class=str(data.get("shipping_class", "")).strip()[:100],
                     lines=_lines(data),

@@ -6,7 +6,7 @@ Every handler runs in a worker thread (the Ledger and the read pool block); none
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -178,7 +178,8 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
     try:
         filters = _filters(values)
         with pool_of(request).connection() as conn:
-            counts = VIEW.tab_counts(conn, key.seller, filters.account_id, filters.marketplace)
+            # The tabs count what the other active filters let through (the tab itself aside).
+            counts = VIEW.counts(conn, key.seller, replace(filters, status=None, dispute=None))
             page = VIEW.list_orders(conn, key.seller, filters, limit=PAGE_SIZE, cursor=cursor)
         items, next_cursor = page.items, page.next_cursor
     except (InvalidFilterError, InvalidCursorError) as e:
@@ -193,7 +194,7 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
         values=values,
         tabs=TABS,
         counts=counts,
-        all_count=sum(counts.get(t, 0) for t, _ in TABS[:5]),
+        all_count=counts.get("all", 0),
         items=items,
         next_url=query.url(cursor=next_cursor) if next_cursor else None,
         first_url=query.url() if cursor else None,
