@@ -10,15 +10,16 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from ledger.application.ledger import Ledger
-from ledger.eventstore.database import PIPELINE_MAX_BYTES
+from ledger.eventstore.database import PIPELINE_MAX_BYTES, PostgresTarget
 
 TOPIC = "tests.save_round_trips:Event"
 
 
 @pytest.fixture
-def ledger(ledger_env: dict[str, str]) -> Iterator[Ledger]:
-    """A Ledger on the run's schema."""
-    app = Ledger(env=ledger_env)
+def ledger(own_target: PostgresTarget) -> Iterator[Ledger]:
+    """A Ledger on a schema of its own: these raw events have a topic no projection can decode, so they must
+    not sit in the log that other tests' workers and rebuilds follow."""
+    app = Ledger(env=own_target.eventsourcing_env())
     yield app
     app.close()
 

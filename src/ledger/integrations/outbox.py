@@ -266,6 +266,44 @@ def create_tables(cur: Cursor, orders: sql.Identifier, items: sql.Identifier) ->
         )""",
     ):
         cur.execute(sql.SQL(statement).format(orders=orders, items=items, states=states))
+    _upgrade_items_table(cur, items, states)
+
+
+def _upgrade_items_table(cur: Cursor, items: sql.Identifier, states: sql.Composable) -> None:
+    """Bring a generation made by release 0.1.0 (no `depends_on`, no `resolved` state) to today's shape.
+
+    Each unfinished item then depends on every earlier unfinished item of its order: the head-of-line rule it
+    was queued under, so nothing goes out of order across the upgrade (a rebuild computes the finer
+    dependencies). Checked first, so a live table of today's shape is never locked for it.
+    """
+    table = items.as_string(cur)
+    row = cur.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'depends_on'"
+        " AND NOT attisdropped",
+        (table,),
+    ).fetchone()
+    if row is not None:
+        return
+    checks = cur.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c'"
+        " AND pg_get_constraintdef(oid) LIKE %s",
+        (table, "%state%"),
+    ).fetchall()
+    for (name,) in checks:
+        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(items, sql.Identifier(name)))
+    cur.execute(
+        sql.SQL(
+            "ALTER TABLE {items} ADD COLUMN depends_on uuid[] NOT NULL DEFAULT '{{}}',"
+            " ADD CHECK (state IN ({states}))"
+        ).format(items=items, states=states)
+    )
+    cur.execute(
+        sql.SQL(
+            "UPDATE {items} i SET depends_on = coalesce((SELECT array_agg(e.id ORDER BY e.sequence)"
+            " FROM {items} e WHERE e.order_id = i.order_id AND e.sequence < i.sequence AND NOT {done}), '{{}}')"
+            " WHERE NOT {done_i}"
+        ).format(items=items, done=sql.SQL(_DONE.format(e="e")), done_i=sql.SQL(_DONE.format(e="i")))
+    )
 
 
 def load_orders(cur: Cursor, order_ids: list[UUID], table: sql.Identifier) -> dict[UUID, OrderRow]:

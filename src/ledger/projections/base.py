@@ -297,10 +297,23 @@ def _point_views(cur: Cursor, projection: Projection, t: Tables, *, only_if_need
                 " WHERE c.oid = to_regclass(%s) AND c.relkind = 'v'",
                 (base,),
             ).fetchone()
-            if row is not None and re.search(rf"\b{re.escape(t.name(base))}\b", str(row[0])):
+            if (
+                row is not None
+                and re.search(rf"\b{re.escape(t.name(base))}\b", str(row[0]))
+                and _column_count(cur, base) == _column_count(cur, t.name(base))
+            ):
                 continue  # already the view of this generation: replacing it would lock out its readers
         cur.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(base)))
         cur.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(sql.Identifier(base), t[base]))
+
+
+def _column_count(cur: Cursor, relation: str) -> int:
+    """Columns of a table or view (a view made with `SELECT *` keeps the columns its table had then)."""
+    row = cur.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+        (relation,),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def head_position(cur: Cursor) -> int:
