@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ledger.aggregates.rules import AllowedActions
-from ledger.aggregates.values import CancelReason, Marketplace
+from ledger.aggregates.values import CancelReason, DisputeOutcome, Marketplace
 
 
 def actions(shop, order_id) -> AllowedActions:
@@ -40,3 +40,19 @@ def test_a_fully_shipped_order_offers_only_refunds(shop):
     """Everything shipped: neither ship nor cancel, only refund."""
     got = actions(shop, shop.shipped_order(Marketplace.WALMART))
     assert (got.ship, got.cancel, got.refund) == (False, False, True)
+
+
+def test_an_open_dispute_offers_closing_it_and_a_cancellation_offers_restock(shop):
+    """An open eBay cancellation dispute may be closed; once closed (accepted) its cancelled units may be
+    restocked, and once restocked no restock is offered."""
+    order_id = shop.order(Marketplace.EBAY)
+    assert not actions(shop, order_id).close_dispute
+    dispute_id = shop.cancel(order_id).ids["dispute_id"]
+    got = actions(shop, order_id)
+    assert (got.close_dispute, got.restock, got.ship) == (True, False, False)
+    shop.ledger.close_dispute(shop.ctx, order_id, dispute_id=dispute_id, outcome=DisputeOutcome.ACCEPTED)
+    got = actions(shop, order_id)
+    assert (got.close_dispute, got.restock) == (False, True)
+    lines = shop.details(order_id).lines
+    shop.restock(order_id, {line.line_id: line.restockable for line in lines if line.restockable})
+    assert not actions(shop, order_id).restock

@@ -151,6 +151,8 @@ class AllowedActions:
     """What an order allows right now: the changes the checks below would accept (the web page offers only
     these)."""
 
+    close_dispute: bool  # a dispute is open: it may be closed (accepted, rejected, withdrawn)
+    restock: bool  # cancelled or returned units are not back in the ledger's stock yet
     ship: bool
     cancel: bool
     refund: bool
@@ -175,6 +177,8 @@ def allowed_actions(order: Order) -> AllowedActions:
     else:
         can_ship = sum(state.shippable for state in lines) > 0
     return AllowedActions(
+        close_dispute=any(dispute.is_open for dispute in order.disputes.values()),
+        restock=any(state.restockable > 0 for state in lines),
         ship=can_ship,
         cancel=cancellable > 0 and (policy.cancel_after_shipment or not order.shipped_units),
         refund=refundable > 0 or (policy.refund_paid_unshipped and paid and cancellable > 0),

@@ -127,6 +127,7 @@ class LineDetails:
     shippable: int = 0  # units that may ship now (the web page offers only what the rules allow)
     cancellable: int = 0
     refundable: int = 0  # shipped units not refunded yet (on Amazon: only those the marketplace confirmed)
+    restockable: int = 0  # cancelled or returned units not back in the ledger's stock yet
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ class OrderDetails:
                     refundable=s.shipped_refundable(
                         order.policy.charges_on_shipment_confirmation and not order.third_party_managed
                     ),
+                    restockable=s.restockable,
                 )
                 for s in order.lines.values()
             ),
