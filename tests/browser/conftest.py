@@ -18,12 +18,12 @@ from uuid import UUID
 
 import pytest
 import uvicorn
-from browser_support import CHROMIUM, CHROMIUM_ARGS
+from browser_support import CHROMIUM, CHROMIUM_ARGS, CTX
 from playwright.sync_api import sync_playwright
 
 from ledger.aggregates.values import (
+    Address,
     Buyer,
-    Context,
     ImportedOrder,
     Marketplace,
     OrderLine,
@@ -37,7 +37,9 @@ from ledger.eventstore.database import PostgresTarget
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.base import ProjectionWorker
 
-CTX = Context(actor="browser-test")
+SHIP_TO = Address(
+    name="Ann Lee", line1="12 Harbour Road", city="Portland", state="OR", postal_code="97201", country="US"
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -74,6 +76,7 @@ class Shop:
                 OrderLine("2", "CUP-1", 1, Decimal("5.00"), title="Cup"),
             ),
             paid_at=datetime.now(UTC) - timedelta(days=days_ago),
+            ship_to=SHIP_TO,
         )
         order_id = self.ledger.import_order(
             CTX, self.accounts[marketplace], order, seller=self.seller
@@ -145,11 +148,27 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
+@pytest.fixture(params=[1366, 390], ids=["1366px", "390px"])
+def width(request: pytest.FixtureRequest) -> int:
+    """Every browser test runs at a desktop width and at a phone's."""
+    return int(request.param)
+
+
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh browser context (its own cookies) and page."""
-    context = browser.new_context(accept_downloads=True)
+def page(browser: Any, width: int) -> Iterator[Any]:
+    """A fresh browser context (its own cookies, the viewer in New York) and page, `width` pixels wide; when
+    the test ends, every request the page made must have gone to the test server (the page works offline)."""
+    context = browser.new_context(
+        accept_downloads=True,
+        viewport={"width": width, "height": 900},
+        timezone_id="America/New_York",
+        locale="en-US",
+    )
     context.set_default_timeout(15_000)
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
     page = context.new_page()
     yield page
     context.close()
+    outside = [url for url in requested if not url.startswith(("http://127.0.0.1:", "data:", "about:"))]
+    assert not outside, f"the page asked other hosts: {outside}"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import INJECTION, UPS_TRACKING
+from browser_support import INJECTION, UPS_TRACKING, look
 from playwright.sync_api import expect
 
 from ledger.aggregates.values import Marketplace
@@ -32,7 +32,7 @@ def _until_listed(page: Any, text: str) -> None:
     expect(page.get_by_role("link", name=text)).to_be_visible()
 
 
-def test_sign_in_filter_ship_cancel_and_timeline(page: Any, shop: Any) -> None:
+def test_sign_in_filter_ship_cancel_and_timeline(page: Any, shop: Any, tmp_path: Path) -> None:
     """An operator signs in, filters, opens an order, ships one line, cancels another with a reason, and
     sees the timeline and the lines change; a refusal is shown in words and buyer text is never markup."""
     shop.import_order(Marketplace.WALMART, "W-100", INJECTION, days_ago=2)
@@ -42,12 +42,14 @@ def test_sign_in_filter_ship_cancel_and_timeline(page: Any, shop: Any) -> None:
     page.get_by_label("API key").fill("lk_not-a-key")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_have_text("That API key is unknown or revoked.")
+    look(page, tmp_path, "signin")
     _sign_in(page, shop)
     assert shop.key not in page.url
     _until_listed(page, "E-300")
     expect(page.locator("td.buyer", has_text="<script>")).to_have_count(1)  # shown as text, not run
     assert page.evaluate("window.pwned") is None
     expect(page.locator('.count[data-tab="unshipped"]')).to_have_text("3")
+    look(page, tmp_path, "all-sales")
 
     page.get_by_label("Marketplace").select_option("ebay")
     page.get_by_role("button", name="Apply").click()
@@ -90,8 +92,9 @@ def test_sign_in_filter_ship_cancel_and_timeline(page: Any, shop: Any) -> None:
     expect(latest.locator(".reason")).to_have_text("Out of stock")
     expect(latest.locator(".source")).to_have_text("web")
     expect(latest.locator(".actor")).to_have_text("Olive Operator")
-    expect(page.get_by_role("heading", name="Ship")).to_have_count(0)  # nothing is left to ship
+    expect(page.get_by_role("heading", name="Ship", exact=True)).to_have_count(0)  # nothing is left to ship
     expect(page.locator("#order-status")).to_contain_text("Shipped")
+    look(page, tmp_path, "order")
 
 
 def test_bulk_upload_report_and_failed_rows(page: Any, shop: Any, tmp_path: Path) -> None:
@@ -110,6 +113,7 @@ def test_bulk_upload_report_and_failed_rows(page: Any, shop: Any, tmp_path: Path
     expect(page.locator("#row-2 .status")).to_have_text("Accepted")
     expect(page.locator("#row-3")).to_contain_text("quantity 'lots' is not a whole number")
     expect(page.locator("#row-4")).to_contain_text("unknown order 'NOPE-9'")
+    look(page, tmp_path, "bulk-report")
     with page.expect_download() as info:
         page.get_by_role("button", name="Download failed rows").click()
     failed = Path(info.value.path()).read_text()

@@ -24,6 +24,8 @@ ROUTES: list[ControllerRouterHandler] = [
     actions.ship_form,
     actions.cancel_form,
     actions.refund_form,
+    actions.close_dispute_form,
+    actions.restock_form,
     actions.bulk_page,
     actions.bulk_upload,
     actions.failed_rows,

@@ -1,4 +1,5 @@
-"""The page's commands: Ship, Cancel Sale and Refund from the order page, and the bulk shipment upload.
+"""The page's commands: Ship, Cancel Sale, Refund, Close dispute and Restock from the order page, and the bulk
+shipment upload.
 
 Each form posts here; on success the browser is sent back to the order (POST, redirect, GET), on a refusal the
 order page is shown again with the ledger's reason next to the form. Forms carry the order's version (a stale
@@ -21,6 +22,7 @@ from ledger.aggregates.errors import InvalidAmountError, InvalidInputError, Inva
 from ledger.aggregates.values import (
     CancelReason,
     Carrier,
+    DisputeOutcome,
     LineQuantity,
     RefundReason,
     RefundRequestLine,
@@ -32,7 +34,7 @@ from ledger.api.auth import CHANGE_ORDERS, actor_of
 from ledger.api.web.pages import Form, forbidden, order_page
 from ledger.api.web.session import ledger_of, may, refuse_foreign, render, signed_in, to_signin, web_context
 from ledger.application.bulk_shipping import BulkShipper
-from ledger.application.commands import Cancel, Refund, Ship
+from ledger.application.commands import Cancel, CloseDispute, Refund, Restock, Ship
 from ledger.application.errors import VersionMismatchError
 from ledger.application.queries import KeyDetails
 from ledger.application.shipments_csv import NotCsvError, failed_rows_csv, parse
@@ -93,7 +95,13 @@ def _explain(e: LedgerError) -> str:
     return e.message
 
 
-def _act(request: Request[Any, Any, Any], order_id: UUID, form: str, data: dict[str, Any]) -> Response[Any]:
+def _act(
+    request: Request[Any, Any, Any],
+    order_id: UUID,
+    form: str,
+    data: dict[str, Any],
+    dispute_id: UUID | None = None,
+) -> Response[Any]:
     """Run one order command from a form (blocking)."""
     key = signed_in(request)
     if key is None:
@@ -137,6 +145,30 @@ def _act(request: Request[Any, Any, Any], order_id: UUID, form: str, data: dict[
                 )
             )
             done = "dispute" if "DisputeOpened" in result.events else "cancelled"
+        elif form == "close_dispute":
+            assert dispute_id is not None
+            ledger.execute(
+                CloseDispute(
+                    ctx=ctx,
+                    order_id=order_id,
+                    dispute_id=dispute_id,
+                    outcome=DisputeOutcome(str(data.get("outcome", ""))),
+                    expected_version=version,
+                    seller=key.seller,
+                )
+            )
+            done = "dispute_closed"
+        elif form == "restock":
+            ledger.execute(
+                Restock(
+                    ctx=ctx,
+                    order_id=order_id,
+                    lines=_lines(data),
+                    expected_version=version,
+                    seller=key.seller,
+                )
+            )
+            done = "restocked"
         else:
             reason = str(data.get("reason", ""))
             if not reason:
@@ -200,6 +232,20 @@ def cancel_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data:
 @post("/orders/{order_id:uuid}/refund", include_in_schema=False, sync_to_thread=True)
 def refund_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
     return _act(request, order_id, "refund", data)
+
+
+@post(
+    "/orders/{order_id:uuid}/disputes/{dispute_id:uuid}/close", include_in_schema=False, sync_to_thread=True
+)
+def close_dispute_form(
+    request: Request[Any, Any, Any], order_id: FromPath[UUID], dispute_id: FromPath[UUID], data: Form
+) -> Response[Any]:
+    return _act(request, order_id, "close_dispute", data, dispute_id)
+
+
+@post("/orders/{order_id:uuid}/restock", include_in_schema=False, sync_to_thread=True)
+def restock_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
+    return _act(request, order_id, "restock", data)
 
 
 # ------------------------------------------------------------------------------------------ bulk upload

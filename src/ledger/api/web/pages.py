@@ -20,8 +20,9 @@ from litestar.response import Redirect
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.times import InvalidTimeError, after_day, day_start, parse_day
-from ledger.aggregates.values import CancelReason, Carrier, Marketplace, RefundReason
+from ledger.aggregates.values import CancelReason, Carrier, DisputeOutcome, Marketplace, RefundReason
 from ledger.api.auth import CHANGE_ORDERS, READ_HISTORY, READ_ORDERS
+from ledger.api.web import present
 from ledger.api.web.session import (
     COOKIE,
     close_session,
@@ -55,17 +56,6 @@ TABS = (
     ("disputes_open", "Disputes open"),
 )
 Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
-CARRIER_NAMES = {
-    "ups": "UPS",
-    "usps": "USPS",
-    "fedex": "FedEx",
-    "dhl": "DHL",
-    "ontrac": "OnTrac",
-    "amazon_logistics": "Amazon Logistics",
-    "royal_mail": "Royal Mail",
-    "canada_post": "Canada Post",
-    "other": "Other",
-}
 FILTERS = ("tab", "account", "marketplace", "from", "to", "sku", "q")
 
 
@@ -232,12 +222,18 @@ def order_page(
         key=key,
         order=order,
         account=account,
-        history=list(reversed(history)) if history is not None else None,
+        timeline=present.timeline(history, order.marketplace, order.currency)
+        if history is not None
+        else None,
+        shipments=present.shipment_rows(
+            order.shipments, order.sync, order.marketplace, order.third_party_managed
+        ),
+        outcomes=[o.value for o in DisputeOutcome],
         actions=actions if may(key, CHANGE_ORDERS) else None,
-        carriers=[(c.value, CARRIER_NAMES.get(c.value, c.value)) for c in Carrier],
+        carriers=[(c.value, present.carrier_name(c.value)) for c in Carrier],
         cancel_reasons=[r.value for r in CancelReason],
         refund_reasons=[r.value for r in RefundReason],
-        tokens={form: uuid.uuid4().hex for form in ("ship", "cancel", "refund")},
+        tokens={form: uuid.uuid4().hex for form in ("ship", "cancel", "refund", "close_dispute", "restock")},
         error=error,
         error_form=error_form,
         notice=notice,
@@ -249,6 +245,8 @@ NOTICES = {
     "cancelled": "Cancellation recorded.",
     "dispute": "Cancellation requested: a dispute is open until the buyer or eBay answers.",
     "refunded": "Refund recorded.",
+    "dispute_closed": "Dispute closed.",
+    "restocked": "Restock recorded.",
 }
 
 

@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.values import Context, Role, Source
 from ledger.api.auth import actor_of
+from ledger.api.web import present
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
 from ledger.eventstore import web_sessions
@@ -46,33 +47,10 @@ def templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M UTC") if t is not None else ""
-    env.filters["day"] = lambda t: t.strftime("%Y-%m-%d") if t is not None else ""
-    env.filters["label"] = lambda s: str(s).replace("_", " ").capitalize()
-    env.filters["brief"] = brief
+    env.filters["when"] = present.time_tag
+    env.filters["label"] = present.label
+    env.filters["marketplace"] = present.marketplace_name
     return env
-
-
-def brief(data: dict[str, Any]) -> str:
-    """An event's data in one line for the timeline (the page escapes it)."""
-    parts = []
-    for name, value in data.items():
-        if value in (None, "", [], {}):
-            continue
-        if isinstance(value, list):
-            items = [
-                f"line {v.get('line_id')} x {v.get('quantity')}"
-                if isinstance(v, dict) and "line_id" in v
-                else str(v)
-                for v in value[:10]
-            ]
-            text = ", ".join(items) + (" ..." if len(value) > 10 else "")
-        elif isinstance(value, dict):
-            continue  # whole nested objects (the imported order) are in the API's history
-        else:
-            text = str(value)
-        parts.append(f"{name.replace('_', ' ')}: {text[:120]}")
-    return "; ".join(parts)
 
 
 def render(name: str, status: int = 200, **context: Any) -> Response[str]:

@@ -16,3 +16,15 @@ window.addEventListener("pageshow", () => {
     for (const button of form.querySelectorAll("button[aria-disabled]")) button.removeAttribute("aria-disabled");
   }
 });
+function localTimes() {
+  // Times come in UTC; show them in the viewer's zone, the UTC text stays in the title (on hover).
+  const format = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  for (const node of document.querySelectorAll("time[datetime]")) {
+    const when = new Date(node.getAttribute("datetime"));
+    if (Number.isNaN(when.getTime())) continue;
+    node.title = node.textContent;
+    node.textContent = format.format(when);
+  }
+}
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", localTimes);
+else localTimes();
