@@ -36,10 +36,23 @@ from ledger.api.web.session import ledger_of, may, refuse_foreign, render, signe
 from ledger.application.bulk_shipping import BulkShipper
 from ledger.application.commands import Cancel, CloseDispute, Refund, Restock, Ship
 from ledger.application.errors import VersionMismatchError
+from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
-from ledger.application.shipments_csv import NotCsvError, failed_rows_csv, parse
+from ledger.application.shipments_csv import (
+    ACCEPTED,
+    REJECTED,
+    BulkReport,
+    NotCsvError,
+    ParsedFile,
+    RowResult,
+    ShipmentRow,
+    failed_rows_csv,
+    parse,
+)
 
 MAX_UPLOAD = 4 * 1024 * 1024
+CARRIERS = frozenset(c.value for c in Carrier)
+REASONS = frozenset(r.value for r in CancelReason)
 
 
 class FormError(InvalidInputError):
@@ -246,6 +259,104 @@ def close_dispute_form(
 @post("/orders/{order_id:uuid}/restock", include_in_schema=False, sync_to_thread=True)
 def restock_form(request: Request[Any, Any, Any], order_id: FromPath[UUID], data: Form) -> Response[Any]:
     return _act(request, order_id, "restock", data)
+
+
+# ---------------------------------------------------------------------------------- All Sales bulk actions
+
+
+def _listed(data: dict[str, Any], name: str) -> list[str]:
+    value = data.get(name, [])
+    return [str(v) for v in (value if isinstance(value, list) else [value]) if str(v)]
+
+
+def _ship_rows(data: dict[str, Any], chosen: list[str]) -> ParsedFile:
+    """The selected orders as the rows of a bulk shipment file: every unit the list showed unshipped, with the
+    row's tracking number (so a double submit names the same shipment, and the recorder replays it)."""
+    rows: list[ShipmentRow] = []
+    carrier = str(data.get("carrier", ""))
+    for ref in chosen:
+        tracking = str(data.get(f"tracking:{ref}", "")).strip()
+        units = [u.rpartition(":") for u in str(data.get(f"lines:{ref}", "")).split(",") if u]
+        fields = {"order_id": ref, "marketplace_order_id": str(data.get(f"moid:{ref}", ""))}
+        fields |= {"carrier": carrier, "tracking_number": tracking}
+        first = len(rows) + 1
+        try:
+            order_id = UUID(ref)
+        except ValueError:
+            rows.append(ShipmentRow(first, fields, error="not an order of this list", code="unknown-order"))
+            continue
+        error = None
+        if not units:
+            error = "nothing left to ship"
+        elif not tracking:
+            error = "a tracking number is needed"
+        elif carrier not in CARRIERS:
+            error = "choose a carrier"
+        if error:
+            rows.append(ShipmentRow(first, fields, order_id=order_id, error=error, code="invalid-row"))
+            continue
+        for line_id, _, quantity in units:
+            rows.append(
+                ShipmentRow(
+                    len(rows) + 1,
+                    {**fields, "line_id": line_id, "quantity": quantity},
+                    order_id=order_id,
+                    line_id=line_id,
+                    quantity=_quantity(quantity, "quantity"),
+                    carrier=Carrier(carrier),
+                    tracking_number=tracking,
+                )
+            )
+    return ParsedFile(("order_id", "line_id", "quantity", "carrier", "tracking_number"), rows)
+
+
+def _cancel_all(ledger: Ledger, key: KeyDetails, data: dict[str, Any], chosen: list[str]) -> BulkReport:
+    """Cancel every unshipped unit of each selected order with one reason; each order's own verdict."""
+    report = BulkReport()
+    reason = str(data.get("reason", ""))
+    token = str(data.get("token", ""))
+    for row, ref in enumerate(chosen, start=1):
+        fields = {"order_id": ref, "marketplace_order_id": str(data.get(f"moid:{ref}", ""))}
+        try:
+            order_id = UUID(ref)
+            if reason not in REASONS:
+                raise FormError("choose a reason for the cancellation", "reason")
+            ctx = web_context(key, f"{token}-{ref}" if token else None, {"reason": reason, "order": ref})
+            result = ledger.execute(
+                Cancel(ctx=ctx, order_id=order_id, reason=CancelReason(reason), seller=key.seller)
+            )
+        except LedgerError as e:
+            report.rows.append(RowResult(row, REJECTED, fields, e.message, e.code))
+        except ValueError:
+            report.rows.append(RowResult(row, REJECTED, fields, "not an order of this list", "unknown-order"))
+        else:
+            said = "a cancellation dispute is open" if "DisputeOpened" in result.events else "cancelled"
+            report.rows.append(
+                RowResult(row, ACCEPTED, fields, said, order_id=order_id, replayed=result.replayed)
+            )
+    return report
+
+
+@post("/orders/bulk", include_in_schema=False, sync_to_thread=True)
+def bulk_orders(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+    """Ship (a tracking number per row) or cancel (one reason) the orders ticked on All Sales; the report says
+    each row's verdict, as the CSV upload's does, and a rejected row never blocks the others."""
+    key, refusal = _bulk_key(request)
+    if refusal is not None:
+        return refusal
+    assert key is not None
+    if (refusal := refuse_foreign(request, key)) is not None:
+        return refusal
+    chosen = _listed(data, "order")
+    if not chosen:
+        return render("bulk.html", 422, key=key, error="Tick at least one order on All Sales.")
+    ledger = ledger_of(request)
+    if data.get("action") == "cancel":
+        report = _cancel_all(ledger, key, data, chosen)
+    else:
+        shipper = BulkShipper(ledger, actor=actor_of(key), seller=key.seller, source=Source.WEB)
+        report = shipper.run(_ship_rows(data, chosen))
+    return render("bulk.html", key=key, report=report, done=data.get("action") or "ship")
 
 
 # ------------------------------------------------------------------------------------------ bulk upload

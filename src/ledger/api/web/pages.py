@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -38,10 +38,13 @@ from ledger.api.web.session import (
 )
 from ledger.application.queries import KeyDetails
 from ledger.application.shipments_csv import TEMPLATE
+from ledger.audit.as_of import to_csv
 from ledger.projections.all_sales_view import (
+    MAX_LIMIT,
     AllSalesView,
     InvalidCursorError,
     InvalidFilterError,
+    OrderSummary,
     SalesFilter,
 )
 
@@ -115,9 +118,52 @@ class Query:
 
     values: dict[str, str]
 
-    def url(self, **changes: str | None) -> str:
+    def url(self, path: str = "/", **changes: str | None) -> str:
         merged = {**self.values, **changes}
-        return "/?" + urlencode({k: v for k, v in merged.items() if v})
+        return f"{path}?" + urlencode({k: v for k, v in merged.items() if v})
+
+
+@dataclass(frozen=True)
+class Row:
+    """One order of the list with what the page adds to the view's summary."""
+
+    order: OrderSummary
+    items: str  # "MUG-1 x 2, CUP-1 x 1" (with a multiplication sign)
+    unshipped: str  # "line:units,..." still to ship, which a bulk shipment of this row ships
+    account: str
+    age: str
+
+
+def _age(purchased_at: datetime, now: datetime) -> str:
+    hours = int((now - purchased_at).total_seconds() // 3600)
+    if hours < 1:
+        return "under an hour"
+    if hours < 48:
+        return f"{hours} hour{'s' if hours > 1 else ''}"
+    return f"{hours // 24} days"
+
+
+def _rows(
+    conn: psycopg.Connection[Any], seller: str, items: list[OrderSummary], accounts: dict[UUID, str]
+) -> list[Row]:
+    now = datetime.now(UTC)
+    rows = []
+    for o in items:
+        lines = VIEW.lines(conn, seller, o.order_id)
+        rows.append(
+            Row(
+                order=o,
+                items=", ".join(f"{line.sku} {present.TIMES} {line.quantity}" for line in lines),
+                unshipped=",".join(
+                    f"{line.line_id}:{left}"
+                    for line in lines
+                    if (left := line.quantity - line.shipped - line.cancelled) > 0
+                ),
+                account=accounts.get(o.account_id, ""),
+                age=_age(o.purchased_at, now),
+            )
+        )
+    return rows
 
 
 def _day(text: str, name: str) -> date | None:
@@ -157,21 +203,25 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
         return to_signin()
     if not may(key, READ_ORDERS):
         return forbidden(key, "read orders")
-    values = {name: str(request.query_params.get(name, "")).strip()[:320] for name in FILTERS}
+    values = _values(request)
     cursor = str(request.query_params.get("cursor", "")) or None
     query = Query(values)
     accounts = ledger_of(request).list_accounts(key.seller)
     error, status = "", 200
-    items: list[Any] = []
+    rows: list[Row] = []
     next_cursor = None
     counts: dict[str, int] = {}
+    results = 0
     try:
         filters = _filters(values)
         with pool_of(request).connection() as conn:
             # The tabs count what the other active filters let through (the tab itself aside).
             counts = VIEW.counts(conn, key.seller, replace(filters, status=None, dispute=None))
+            results = VIEW.count(conn, key.seller, filters)
             page = VIEW.list_orders(conn, key.seller, filters, limit=PAGE_SIZE, cursor=cursor)
-        items, next_cursor = page.items, page.next_cursor
+            names = {a.account_id: f"{present.marketplace_name(a.marketplace)} · {a.name}" for a in accounts}
+            rows = _rows(conn, key.seller, page.items, names)
+        next_cursor = page.next_cursor
     except (InvalidFilterError, InvalidCursorError) as e:
         error, status = str(e), 400
     except psycopg.errors.UndefinedTable:
@@ -185,13 +235,53 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
         tabs=TABS,
         counts=counts,
         all_count=counts.get("all", 0),
-        items=items,
+        rows=rows,
+        results=results,
+        export_url=query.url("/orders.csv"),
+        carriers=[(c.value, present.carrier_name(c.value)) for c in Carrier],
+        cancel_reasons=[r.value for r in CancelReason],
+        token=uuid.uuid4().hex,
         next_url=query.url(cursor=next_cursor) if next_cursor else None,
         first_url=query.url() if cursor else None,
         accounts=accounts,
         marketplaces=[m.value for m in Marketplace],
         error=error,
         can_ship=may(key, CHANGE_ORDERS),
+    )
+
+
+def _values(request: Request[Any, Any, Any]) -> dict[str, str]:
+    return {name: str(request.query_params.get(name, "")).strip()[:320] for name in FILTERS}
+
+
+@get("/orders.csv", include_in_schema=False, sync_to_thread=True)
+def export_csv(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Every order of the current filter (all pages) as CSV, the columns of the API's order summary."""
+    key = signed_in(request)
+    if key is None:
+        return to_signin()
+    if not may(key, READ_ORDERS):
+        return forbidden(key, "read orders")
+    summaries: list[OrderSummary] = []
+    try:
+        filters = _filters(_values(request))
+        with pool_of(request).connection() as conn:
+            cursor: str | None = None
+            while True:
+                page = VIEW.list_orders(conn, key.seller, filters, limit=MAX_LIMIT, cursor=cursor)
+                summaries += page.items
+                if (cursor := page.next_cursor) is None:
+                    break
+    except InvalidFilterError as e:
+        return render("message.html", 400, key=key, title="Cannot export", message=str(e))
+    return Response(
+        to_csv(summaries),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": 'attachment; filename="orders.csv"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
     )
 
 
