@@ -95,6 +95,9 @@ def test_sign_in_filter_ship_cancel_and_timeline(page: Any, shop: Any, tmp_path:
     expect(page.get_by_role("heading", name="Ship", exact=True)).to_have_count(0)  # nothing is left to ship
     expect(page.locator("#order-status")).to_contain_text("Shipped")
     look(page, tmp_path, "order")
+    page.goto(shop.url + "/orders/00000000-0000-4000-8000-000000000000")
+    expect(page.get_by_role("heading", name="No such order")).to_be_visible()
+    look(page, tmp_path, "no-such-order")
 
 
 def test_bulk_upload_report_and_failed_rows(page: Any, shop: Any, tmp_path: Path) -> None:
@@ -107,6 +110,7 @@ def test_bulk_upload_report_and_failed_rows(page: Any, shop: Any, tmp_path: Path
     path.write_text(header + f"B-1,1,2,ups,{UPS_TRACKING},Ground,\n" + "\n".join(bad) + "\n")
     _sign_in(page, shop)
     page.get_by_role("link", name="Bulk shipping").click()
+    look(page, tmp_path, "bulk")
     page.get_by_label("CSV file").set_input_files(str(path))
     page.get_by_role("button", name="Upload and ship").click()
     expect(page.locator("#summary")).to_have_text("1 row(s) accepted, 2 rejected.")
