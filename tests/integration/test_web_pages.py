@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from api_support import UPS_TRACKING, Seller, make_seller, order_body
 from litestar.testing import TestClient
+from order_scenarios import catch_up
 
 from ledger.aggregates.values import Marketplace, Role
 from ledger.api.app import create_app
@@ -248,3 +249,54 @@ def test_tab_counts_follow_the_active_filters(own_target: Any) -> None:
             assert unshipped_count(client.get("/", params={"q": "Zed"}).text) == 1
     finally:
         ledger.close()
+
+
+def test_bulk_actions_refuse_other_sites_other_roles_and_other_sellers(
+    client: Any, seller: Seller, other_seller: Seller, api_ledger: Any
+) -> None:
+    """The All Sales bulk form ships nothing when posted from another site or by an auditor, and another
+    seller's order in it is a rejected row, not a shipment."""
+    order_id = _import(client, seller)
+    theirs = _import(client, other_seller)
+    form = {
+        "order": [order_id, theirs, "not-an-id"],
+        f"tracking:{order_id}": UPS_TRACKING,
+        f"lines:{order_id}": "1:1",
+        f"tracking:{theirs}": UPS_TRACKING,
+        f"lines:{theirs}": "1:1",
+        "carrier": "ups",
+        "action": "ship",
+    }
+    _sign_in(client, seller, Role.AUDITOR)
+    assert client.post("/orders/bulk", data=form).status_code == 403
+    _sign_in(client, seller)
+    assert (
+        client.post("/orders/bulk", data=form, headers={"Origin": "https://evil.example"}).status_code == 403
+    )
+    assert api_ledger.get_order(order_id).shipments == ()
+    response = client.post("/orders/bulk", data=form)
+    assert response.status_code == 200
+    assert "1 row(s) accepted, 2 rejected." in response.text
+    assert len(api_ledger.get_order(order_id).shipments) == 1
+    assert api_ledger.get_order(theirs).shipments == ()
+    assert "unknown order" in response.text
+    assert "not an order of this list" in response.text
+
+
+def test_export_needs_a_session_and_says_a_bad_filter_in_words(
+    client: Any, seller: Seller, connect: Any, api_ledger: Any
+) -> None:
+    """The CSV export sends a visitor without a session to sign in, a filter it cannot read is a 400 page, and a
+    buyer's text that a spreadsheet would run as a formula is neutralized."""
+    with connect() as conn:
+        base.install(conn, AllSalesProjection())
+    assert client.get("/orders.csv", follow_redirects=False).status_code == 303
+    _sign_in(client, seller)
+    response = client.get("/orders.csv?from=yesterday")
+    assert response.status_code == 400
+    assert "is not a day" in response.text
+    _import(client, seller, buyer={"name": "=HYPERLINK(1)", "email": "eve@example.com"})
+    catch_up(AllSalesProjection(), connect, api_ledger, 500)  # the export reads the projection
+    text = client.get("/orders.csv").text
+    assert text.startswith("order_id,")
+    assert "'=HYPERLINK(1)" in text  # a spreadsheet shows the buyer's text and runs nothing
