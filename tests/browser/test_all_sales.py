@@ -1,6 +1,6 @@
 """All Sales in headless Chromium: the result count, the items, account and age columns, the CSV export of the
 current filter, and the bulk actions on ticked rows (ship with a tracking number per row, cancel with one
-reason) with the per-row report."""
+reason, by keyboard too) with the per-row report."""
 
 from __future__ import annotations
 
@@ -95,9 +95,12 @@ def test_bulk_ship_and_cancel_ticked_rows(page: Any, shop: Any, tmp_path: Path) 
 
     page.goto(shop.url + "/")
     page.get_by_label("Select order S-3").check()
-    page.get_by_label("Select order S-4").check()
+    page.get_by_label("Select order S-4").focus()  # by keyboard: tick, choose the reason, press the button
+    page.keyboard.press("Space")
+    expect(page.get_by_label("Select order S-4")).to_be_checked()
     page.get_by_label("Cancellation reason").select_option("out_of_stock")
-    page.get_by_role("button", name="Cancel selected").click()
+    page.get_by_role("button", name="Cancel selected").focus()
+    page.keyboard.press("Enter")
     expect(page.locator("#summary")).to_have_text("2 row(s) accepted, 0 rejected.")
     look(page, tmp_path, "bulk-cancel-report")
     assert shop.ledger.get_order(ids["S-3"]).status == "canceled"
