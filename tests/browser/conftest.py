@@ -34,6 +34,8 @@ from ledger.api.app import create_app
 from ledger.application.ledger import Ledger
 from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
+from ledger.integrations.outbound import OutboundProjection
+from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.base import ProjectionWorker
 
@@ -62,7 +64,21 @@ class Shop:
     seller: str
     key: str
     accounts: dict[Marketplace, UUID]
+    target: PostgresTarget
     orders: dict[str, UUID] = field(default_factory=dict)
+
+    def sql(self, query: str, *params: Any) -> list[Any]:
+        """Run one statement on the test database, as a worker (the dispatcher) would change a table."""
+        with database.connect(self.target, autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def sync_queue(self) -> None:
+        """Bring the outbound sync queue up to date, as the sync worker of `ledger serve` does."""
+        with database.connect(self.target, autocommit=True) as conn:
+            base.catch_up_unless_followed(
+                conn, OutboundProjection(), self.ledger.recorder, self.ledger.mapper
+            )
 
     def import_order(self, marketplace: Marketplace, moid: str, buyer: str, days_ago: int = 1) -> UUID:
         order = ImportedOrder(
@@ -125,10 +141,10 @@ def shop(pg_target: PostgresTarget, ledger_env: dict[str, str]) -> Iterator[Shop
     key, _ = ledger.create_api_key(CTX, seller=seller, role=Role.OPERATOR, name="Olive Operator")
     accounts = {
         m: ledger.register_account(CTX, seller=seller, marketplace=m, name="main").account_id
-        for m in (Marketplace.WALMART, Marketplace.EBAY)
+        for m in (Marketplace.WALMART, Marketplace.EBAY, Marketplace.AMAZON)
     }
     try:
-        yield Shop(f"http://127.0.0.1:{port}", ledger, seller, key, accounts)
+        yield Shop(f"http://127.0.0.1:{port}", ledger, seller, key, accounts, pg_target)
     finally:
         worker.stop()
         server.should_exit = True

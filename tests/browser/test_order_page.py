@@ -117,3 +117,35 @@ def test_an_open_ebay_cancellation_dispute_is_closed_then_restocked(
     expect(page.get_by_text("Nothing can be done on this order now")).to_be_visible()
     assert [line.restocked for line in shop.ledger.get_order(order_id).lines] == [2, 1]
     look(page, tmp_path, "order-restocked")
+
+
+def test_a_dead_change_is_retried_then_resolved_by_hand(page: Any, shop: Any, tmp_path: Path) -> None:
+    """A shipment Amazon refused for good shows on the order with Retry and Resolve by hand; a retry puts it
+    back in the queue, and a resolve with how Amazon was told clears it and is in the timeline."""
+    order_id = shop.import_order(Marketplace.AMAZON, "A-900", "Ann Lee")
+    shop.ledger.ship(CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    shop.sync_queue()
+    dead = (
+        "UPDATE outbound_items SET state = 'dead', attempts = 8, last_error = 'HTTP 400: bad tracking'"
+        " WHERE order_id = %s RETURNING id"
+    )
+    assert len(shop.sql(dead, order_id)) == 1
+    _sign_in(page, shop)
+    page.goto(f"{shop.url}/orders/{order_id}")
+    stuck = page.locator(".stuck")
+    expect(stuck).to_contain_text("Not accepted by Amazon")
+    expect(stuck).to_contain_text("HTTP 400: bad tracking")
+    look(page, tmp_path, "order-dead-sync")
+    stuck.get_by_role("button", name="Retry").click()
+    expect(page.get_by_role("status")).to_have_text("The change goes to the marketplace again.")
+    expect(page.locator(".stuck")).to_have_count(0)
+    assert shop.sql("SELECT state FROM outbound_items WHERE order_id = %s", order_id) == [("pending",)]
+
+    shop.sql(dead, order_id)
+    page.reload()
+    page.get_by_label("How was Amazon told (or why it need not be)?").fill("confirmed in Seller Central")
+    page.get_by_role("button", name="Resolve by hand").click()
+    expect(page.get_by_role("status")).to_have_text("Marked as resolved by hand.")
+    expect(page.locator("#timeline li").first).to_contain_text("Resolved by hand")
+    expect(page.locator("#timeline li").first.locator(".reason")).to_have_text("confirmed in Seller Central")
+    assert shop.sql("SELECT state FROM outbound_items WHERE order_id = %s", order_id) == [("resolved",)]

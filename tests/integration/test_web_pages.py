@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from uuid import UUID
 
 import pytest
 from api_support import UPS_TRACKING, Seller, make_seller, order_body
@@ -15,6 +16,7 @@ from ledger.aggregates.values import Marketplace, Role
 from ledger.api.app import create_app
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import connect
+from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 
@@ -300,3 +302,47 @@ def test_export_needs_a_session_and_says_a_bad_filter_in_words(
     text = client.get("/orders.csv").text
     assert text.startswith("order_id,")
     assert "'=HYPERLINK(1)" in text  # a spreadsheet shows the buyer's text and runs nothing
+
+
+def test_a_dead_change_is_retried_or_resolved_from_the_order_page(
+    client: Any, seller: Seller, connect: Any, api_ledger: Any
+) -> None:
+    """A change the marketplace refused for good shows on its order with Retry (back in the queue) and Resolve
+    by hand (with how, recorded on the order); a resolve without a reason is refused in words."""
+    order_id = _import(client, seller, Marketplace.AMAZON)
+    _sign_in(client, seller)
+    fields = _token(client.get(f"/orders/{order_id}").text, "ship")
+    ship = {**fields, "carrier": "ups", "tracking_number": UPS_TRACKING, "qty:1": "2", "qty:2": "1"}
+    client.post(f"/orders/{order_id}/ship", data=ship)
+    catch_up(OutboundProjection(), connect, api_ledger, 500)
+
+    def die() -> str:
+        with connect() as conn:
+            [(item_id,)] = conn.execute(
+                "UPDATE outbound_items SET state = 'dead', attempts = 8, last_error = 'HTTP 400: bad tracking'"
+                " WHERE order_id = %s AND action = 'ship' RETURNING id",
+                (UUID(order_id),),
+            ).fetchall()
+        return str(item_id)
+
+    item_id = die()
+    html = client.get(f"/orders/{order_id}").text
+    assert "Not accepted by Amazon" in html
+    assert "HTTP 400: bad tracking" in html
+    response = client.post(f"/orders/{order_id}/sync/{item_id}", data={"do": "retry"})
+    assert "The change goes to the marketplace again." in response.text
+    assert "Not accepted by Amazon" not in response.text
+    die()
+    response = client.post(f"/orders/{order_id}/sync/{item_id}", data={"do": "resolve", "reason": " "})
+    assert response.status_code == 422
+    assert "say how the marketplace was told" in response.text
+    resolve = {"do": "resolve", "reason": "confirmed in Seller Central", "token": "t1"}
+    response = client.post(f"/orders/{order_id}/sync/{item_id}", data=resolve)
+    assert "Marked as resolved by hand." in response.text
+    history = api_ledger.order_history(UUID(order_id))
+    assert (history[-1].type, history[-1].reason) == ("SyncItemResolved", "confirmed in Seller Central")
+    with connect() as conn:
+        [(state,)] = conn.execute(
+            "SELECT state FROM outbound_items WHERE id = %s", (UUID(item_id),)
+        ).fetchall()
+    assert state == "resolved"

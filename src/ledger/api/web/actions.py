@@ -27,14 +27,24 @@ from ledger.aggregates.values import (
     RefundReason,
     RefundRequestLine,
     Source,
+    SyncAction,
     parse_amount,
     parse_quantity,
 )
 from ledger.api.auth import CHANGE_ORDERS, actor_of
-from ledger.api.web.pages import Form, forbidden, order_page
-from ledger.api.web.session import ledger_of, may, refuse_foreign, render, signed_in, to_signin, web_context
+from ledger.api.web.pages import OUTBOX, Form, forbidden, order_page
+from ledger.api.web.session import (
+    ledger_of,
+    may,
+    pool_of,
+    refuse_foreign,
+    render,
+    signed_in,
+    to_signin,
+    web_context,
+)
 from ledger.application.bulk_shipping import BulkShipper
-from ledger.application.commands import Cancel, CloseDispute, Refund, Restock, Ship
+from ledger.application.commands import Cancel, CloseDispute, Refund, ResolveSyncItem, Restock, Ship
 from ledger.application.errors import VersionMismatchError
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
@@ -49,6 +59,7 @@ from ledger.application.shipments_csv import (
     failed_rows_csv,
     parse,
 )
+from ledger.integrations.outbox import DEAD, NotResolvableError
 
 MAX_UPLOAD = 4 * 1024 * 1024
 CARRIERS = frozenset(c.value for c in Carrier)
@@ -254,6 +265,55 @@ def close_dispute_form(
     request: Request[Any, Any, Any], order_id: FromPath[UUID], dispute_id: FromPath[UUID], data: Form
 ) -> Response[Any]:
     return _act(request, order_id, "close_dispute", data, dispute_id)
+
+
+@post("/orders/{order_id:uuid}/sync/{item_id:uuid}", include_in_schema=False, sync_to_thread=True)
+def sync_item_form(
+    request: Request[Any, Any, Any], order_id: FromPath[UUID], item_id: FromPath[UUID], data: Form
+) -> Response[Any]:
+    """Retry a dead or failed change of the order, or resolve a dead one by hand saying how (as the API's
+    /v1/sync/outbound/{id}/retry and /resolve do)."""
+    key = signed_in(request)
+    if key is None:
+        return to_signin()
+    if (refusal := refuse_foreign(request, key)) is not None:
+        return refusal
+    if not may(key, CHANGE_ORDERS):
+        return forbidden(key, "change orders")
+    pool = pool_of(request)
+    try:
+        with pool.connection() as conn:
+            item = OUTBOX.get_item(conn, key.seller, item_id)
+        if item is None or item.order_id != order_id:
+            raise FormError("that change is not waiting on this order", "item")
+        if data.get("do") == "resolve":
+            reason = str(data.get("reason", "")).strip()[:1000]
+            if not reason:
+                raise FormError("say how the marketplace was told, or why it need not be", "reason")
+            if item.state != DEAD:
+                raise NotResolvableError(item_id, item.state)
+            ctx = web_context(key, str(data.get("token", "")) or None, data)
+            ledger_of(request).execute(
+                ResolveSyncItem(
+                    ctx=ctx,
+                    order_id=order_id,
+                    action=SyncAction(item.action),
+                    reference=item.reference,
+                    reason=reason,
+                    seller=key.seller,
+                )
+            )
+            with pool.connection() as conn:
+                OUTBOX.resolve(conn, key.seller, item_id, reason)
+            done = "resolved"
+        else:
+            with pool.connection() as conn, conn.transaction():
+                OUTBOX.retry(conn, key.seller, item_id)
+            done = "retried"
+    except LedgerError as e:
+        status = 422 if isinstance(e, InvalidInputError) else 409
+        return order_page(request, key, order_id, status=status, error=_explain(e), error_form="sync")
+    return Redirect(f"/orders/{order_id}?done={done}", status_code=303)
 
 
 @post("/orders/{order_id:uuid}/restock", include_in_schema=False, sync_to_thread=True)

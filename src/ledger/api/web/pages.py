@@ -39,6 +39,7 @@ from ledger.api.web.session import (
 from ledger.application.queries import KeyDetails
 from ledger.application.shipments_csv import TEMPLATE
 from ledger.audit.as_of import to_csv
+from ledger.integrations.outbox import DEAD, FAILED, OutboundItem, OutboundView
 from ledger.projections.all_sales_view import (
     MAX_LIMIT,
     AllSalesView,
@@ -49,6 +50,7 @@ from ledger.projections.all_sales_view import (
 )
 
 VIEW = AllSalesView()
+OUTBOX = OutboundView()
 PAGE_SIZE = 50
 TABS = (
     ("unshipped", "Unshipped"),
@@ -304,7 +306,10 @@ def order_page(
     account = ledger.get_account(order.account_id, key.seller)
     history = ledger.order_history(order_id, key.seller) if may(key, READ_HISTORY) else None
     actions = order.actions
-    if error_form and not getattr(actions, error_form, False):
+    stuck = _stuck(request, key, order_id) if may(key, CHANGE_ORDERS) else []
+    if error_form == "sync" and not stuck:
+        error_form = ""
+    if error_form and error_form != "sync" and not getattr(actions, error_form, False):
         error_form = ""  # that form is no longer offered: say it above the forms
     return render(
         "order.html",
@@ -319,15 +324,32 @@ def order_page(
             order.shipments, order.sync, order.marketplace, order.third_party_managed
         ),
         outcomes=[o.value for o in DisputeOutcome],
+        stuck=stuck,
         actions=actions if may(key, CHANGE_ORDERS) else None,
         carriers=[(c.value, present.carrier_name(c.value)) for c in Carrier],
         cancel_reasons=[r.value for r in CancelReason],
         refund_reasons=[r.value for r in RefundReason],
-        tokens={form: uuid.uuid4().hex for form in ("ship", "cancel", "refund", "close_dispute", "restock")},
+        tokens={
+            form: uuid.uuid4().hex
+            for form in ("ship", "cancel", "refund", "close_dispute", "restock", "resolve")
+        },
         error=error,
         error_form=error_form,
         notice=notice,
     )
+
+
+def _stuck(request: Request[Any, Any, Any], key: KeyDetails, order_id: UUID) -> list[OutboundItem]:
+    """The order's changes the marketplace refused for good (dead) or for now (failed), for an operator."""
+    try:
+        with pool_of(request).connection() as conn:
+            return [
+                item
+                for state in (DEAD, FAILED)
+                for item in OUTBOX.list_items(conn, key.seller, state=state, order_id=order_id)
+            ]
+    except psycopg.errors.UndefinedTable:  # no outbound queue in this database (no sync worker ever ran)
+        return []
 
 
 NOTICES = {
@@ -337,6 +359,8 @@ NOTICES = {
     "refunded": "Refund recorded.",
     "dispute_closed": "Dispute closed.",
     "restocked": "Restock recorded.",
+    "retried": "The change goes to the marketplace again.",
+    "resolved": "Marked as resolved by hand.",
 }
 
 

@@ -60,6 +60,11 @@ def label(value: object) -> str:
     return str(value).replace("_", " ").capitalize()
 
 
+def reason(value: str) -> str:
+    """A reason as words: a coded one (`out_of_stock`) as a label, a person's own text as they wrote it."""
+    return label(value) if re.fullmatch(r"[a-z_]+", value) else value
+
+
 def marketplace_name(value: str) -> str:
     return MARKETPLACE_NAMES.get(value, label(value))
 
@@ -194,6 +199,9 @@ def _sentence(e: HistoryEntry, marketplace: str, currency: str) -> tuple[str, st
             what = ACTION_NAMES.get(str(d.get("action")), "a change")
             again = "" if d.get("permanent") else " It will be tried again."
             return "Marketplace refused", f"{name} refused {what}: {d.get('message')}.{again}"
+        case "SyncItemResolved":
+            what = ACTION_NAMES.get(str(d.get("action")), "a change")
+            return "Resolved by hand", f"{name} was told of {what} some other way."
     return _words(e.type), ""
 
 

@@ -49,6 +49,7 @@ def templates() -> Environment:
     )
     env.filters["when"] = present.time_tag
     env.filters["label"] = present.label
+    env.filters["reason"] = present.reason
     env.filters["marketplace"] = present.marketplace_name
     return env
 
