@@ -199,6 +199,9 @@ def _sentence(e: HistoryEntry, marketplace: str, currency: str) -> tuple[str, st
             what = ACTION_NAMES.get(str(d.get("action")), "a change")
             again = "" if d.get("permanent") else " It will be tried again."
             return "Marketplace refused", f"{name} refused {what}: {d.get('message')}.{again}"
+        case "SyncItemDied":
+            what = ACTION_NAMES.get(str(d.get("action")), "a change")
+            return "Sync gave up", f"The ledger stopped trying to tell {name} of {what}: it needs you."
         case "SyncItemResolved":
             what = ACTION_NAMES.get(str(d.get("action")), "a change")
             return "Resolved by hand", f"{name} was told of {what} some other way."
