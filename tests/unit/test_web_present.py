@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from ledger.aggregates.order import Shipment, SyncOutcome
+from ledger.aggregates.order import Shipment, SyncEntry
 from ledger.aggregates.values import LineQuantity
 from ledger.api.web import present
 from ledger.application.queries import HistoryEntry
@@ -53,18 +53,25 @@ def test_events_read_as_sentences_and_their_fields_stay_behind_details() -> None
 
 
 def test_a_shipment_says_what_the_marketplace_said_and_links_its_carrier() -> None:
-    """Sent, refused with its message, pending, and not sent for a third-party-managed order; UPS links to
+    """Sent, refused for good with its message, failing, pending, and not sent with the reason; UPS links to
     its tracking page and a carrier without one has no link."""
     ups = Shipment(uuid4(), "ups", "1Z999AA10123456784", "", AT, (LineQuantity("1", 1),))
     other = Shipment(uuid4(), "other", "LOCAL-1", "", AT, (LineQuantity("2", 1),))
-    refused = SyncOutcome("ship", str(other.shipment_id), False, None, "e", "No such carrier", True, AT)
-    sent = SyncOutcome("ship", str(ups.shipment_id), True, None, None, None, False, AT)
-    first, second = present.shipment_rows((ups, other), (sent, refused), "walmart", third_party=False)
+
+    def entry(
+        shipment: Shipment, state: str, reason: str | None = None, message: str | None = None
+    ) -> SyncEntry:
+        return SyncEntry("ship", str(shipment.shipment_id), state, reason, None, None, message, AT)
+
+    sync = (entry(ups, "sent"), entry(other, "dead", message="No such carrier"))
+    first, second = present.shipment_rows((ups, other), sync, "walmart")
     assert (first.state, first.marketplace) == ("sent", "Sent: Walmart accepted it")
     assert first.tracking_url == "https://www.ups.com/track?tracknum=1Z999AA10123456784"
     assert (second.state, second.marketplace) == ("refused", "Refused by Walmart: No such carrier")
     assert second.tracking_url is None
-    [pending] = present.shipment_rows((ups,), (), "amazon", third_party=False)
+    [pending] = present.shipment_rows((ups,), (), "amazon")
     assert pending.state == "pending"
-    [managed] = present.shipment_rows((ups,), (), "amazon", third_party=True)
-    assert managed.state == "not-sent"
+    [failing] = present.shipment_rows((ups,), (entry(ups, "failing", message="HTTP 503"),), "amazon")
+    assert failing.marketplace == "Not sent yet: HTTP 503 (it will be tried again)"
+    [managed] = present.shipment_rows((ups,), (entry(ups, "not_sent", "third_party_managed"),), "amazon")
+    assert managed.marketplace == "Not sent: Amazon fulfils this order (third party managed)"

@@ -320,9 +320,7 @@ def order_page(
         timeline=present.timeline(history, order.marketplace, order.currency)
         if history is not None
         else None,
-        shipments=present.shipment_rows(
-            order.shipments, order.sync, order.marketplace, order.third_party_managed
-        ),
+        shipments=present.shipment_rows(order.shipments, order.sync, order.marketplace),
         outcomes=[o.value for o in DisputeOutcome],
         stuck=stuck,
         actions=actions if may(key, CHANGE_ORDERS) else None,

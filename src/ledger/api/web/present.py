@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from markupsafe import Markup
 
-from ledger.aggregates.order import Shipment, SyncOutcome
+from ledger.aggregates.order import Shipment, SyncEntry
 from ledger.application.queries import HistoryEntry
 
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -43,6 +43,12 @@ TRACKING_URLS = {
     "amazon_logistics": "https://track.amazon.com/tracking/{}",
     "royal_mail": "https://www.royalmail.com/track-your-item#/tracking-results/{}",
     "canada_post": "https://www.canadapost-postescanada.ca/track-reperage/en#/details/{}",
+}
+NOT_SENT = {
+    "third_party_managed": "{name} fulfils this order (third party managed)",
+    "from_marketplace": "{name} told the ledger of it",
+    "no_call": "{name} has no way to receive it",
+    "voided": "the shipment was voided",
 }
 ACTION_NAMES = {
     "ship": "the shipment",
@@ -113,13 +119,13 @@ class ShipmentRow:
 
 
 def shipment_rows(
-    shipments: tuple[Shipment, ...], sync: tuple[SyncOutcome, ...], marketplace: str, third_party: bool
+    shipments: tuple[Shipment, ...], sync: tuple[SyncEntry, ...], marketplace: str
 ) -> list[ShipmentRow]:
-    """The shipments, each with the newest answer the marketplace gave about its confirmation."""
+    """The shipments, each with where its confirmation stands with the marketplace (the order's `sync`)."""
     rows = []
     for s in shipments:
-        answers = [a for a in sync if a.action == "ship" and a.reference == str(s.shipment_id)]
-        said, state = _said(answers[-1] if answers else None, marketplace_name(marketplace), third_party)
+        entry = next((e for e in sync if e.action == "ship" and e.reference == str(s.shipment_id)), None)
+        said, state = _said(entry, marketplace_name(marketplace))
         rows.append(
             ShipmentRow(
                 carrier=carrier_name(s.carrier),
@@ -134,17 +140,19 @@ def shipment_rows(
     return rows
 
 
-def _said(answer: SyncOutcome | None, name: str, third_party: bool) -> tuple[str, str]:
-    if third_party:
-        return f"Not sent: {name} fulfils this order (third party managed)", "not-sent"
-    if answer is None:
-        return f"Pending: not answered by {name} yet", "pending"
-    if answer.accepted:
-        return f"Sent: {name} accepted it", "sent"
-    message = answer.message or answer.error_code or "no reason given"
-    if answer.permanent:
-        return f"Refused by {name}: {message}", "refused"
-    return f"Not sent yet: {message} (it will be tried again)", "pending"
+def _said(entry: SyncEntry | None, name: str) -> tuple[str, str]:
+    message = (entry.message or entry.error_code or "no reason given") if entry else ""
+    match entry.state if entry else "pending":
+        case "sent":
+            return f"Sent: {name} accepted it", "sent"
+        case "failing":
+            return f"Not sent yet: {message} (it will be tried again)", "pending"
+        case "dead":
+            return f"Refused by {name}: {message}", "refused"
+        case "not_sent":
+            why = NOT_SENT.get(entry.reason or "", label(entry.reason or "")) if entry else ""
+            return f"Not sent: {why.format(name=name)}", "not-sent"
+    return f"Pending: not answered by {name} yet", "pending"
 
 
 # ------------------------------------------------------------------------------------------- timeline
