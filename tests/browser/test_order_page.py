@@ -11,7 +11,7 @@ import pytest
 from browser_support import CTX, UPS_TRACKING, look
 from playwright.sync_api import expect
 
-from ledger.aggregates.values import Carrier, LineQuantity, Marketplace, SyncAction
+from ledger.aggregates.values import CancelReason, Carrier, LineQuantity, Marketplace, Requester, SyncAction
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.slow]
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -149,3 +149,39 @@ def test_a_dead_change_is_retried_then_resolved_by_hand(page: Any, shop: Any, tm
     expect(page.locator("#timeline li").first).to_contain_text("Resolved by hand")
     expect(page.locator("#timeline li").first.locator(".reason")).to_have_text("confirmed in Seller Central")
     assert shop.sql("SELECT state FROM outbound_items WHERE order_id = %s", order_id) == [("resolved",)]
+
+
+def test_a_refused_shipment_is_voided_and_a_buyers_request_is_accepted(
+    page: Any, shop: Any, tmp_path: Path
+) -> None:
+    """A shipment Amazon refused for good offers Void, which unships its units; the buyer's cancellation request
+    shows a banner whose Accept (cancel) cancels the asked-for units."""
+    order_id = shop.import_order(Marketplace.AMAZON, "A-950", "Ann Lee")
+    shipment = shop.ledger.ship(
+        CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING, lines=(LineQuantity("1", 2),)
+    ).ids["shipment_id"]
+    shop.ledger.record_sync_outcome(
+        CTX, order_id, action=SyncAction.SHIP, reference=str(shipment), accepted=False,
+        error_code="invalid-tracking", message="Tracking number not found", permanent=True,
+    )  # fmt: skip
+    shop.ledger.cancel(
+        CTX, order_id, reason=CancelReason.BUYER_CANCELLED, lines=(LineQuantity("2", 1),),
+        requested_by=Requester.BUYER,
+    )  # fmt: skip
+    assert shop.ledger.get_order(order_id).buyer_cancel_requested
+    _sign_in(page, shop)
+    page.goto(f"{shop.url}/orders/{order_id}")
+    expect(page.locator("#shipments")).to_contain_text("Refused by Amazon: Tracking number not found")
+    banner = page.locator("#buyer-cancel")
+    expect(banner).to_contain_text("The buyer asked to cancel")
+    expect(banner).to_contain_text("line 2 (CUP-1)")
+    look(page, tmp_path, "order-void-and-request")
+    page.get_by_label(f"Why void the shipment {UPS_TRACKING}").fill("wrong label printed")
+    page.get_by_role("button", name="Void").click()
+    expect(page.get_by_role("status")).to_have_text("Shipment voided: its units may ship again.")
+    expect(page.locator("#line-1 .shipped")).to_have_text("0")
+    expect(page.locator("#timeline li").first).to_contain_text("Shipment voided")
+    page.locator("#buyer-cancel").get_by_role("button", name="Accept (cancel)").click()
+    expect(page.get_by_role("status")).to_have_text("Cancellation recorded.")
+    expect(page.locator("#line-2 .cancelled")).to_have_text("1")
+    expect(page.locator("#buyer-cancel")).to_have_count(0)

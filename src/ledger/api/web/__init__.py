@@ -27,6 +27,7 @@ ROUTES: list[ControllerRouterHandler] = [
     actions.refund_form,
     actions.close_dispute_form,
     actions.restock_form,
+    actions.void_form,
     actions.sync_item_form,
     actions.bulk_orders,
     actions.bulk_page,

@@ -44,7 +44,15 @@ from ledger.api.web.session import (
     web_context,
 )
 from ledger.application.bulk_shipping import BulkShipper
-from ledger.application.commands import Cancel, CloseDispute, Refund, ResolveSyncItem, Restock, Ship
+from ledger.application.commands import (
+    Cancel,
+    CloseDispute,
+    Refund,
+    ResolveSyncItem,
+    Restock,
+    Ship,
+    VoidShipment,
+)
 from ledger.application.errors import VersionMismatchError
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
@@ -124,7 +132,7 @@ def _act(
     order_id: UUID,
     form: str,
     data: dict[str, Any],
-    dispute_id: UUID | None = None,
+    target: UUID | None = None,
 ) -> Response[Any]:
     """Run one order command from a form (blocking)."""
     key = signed_in(request)
@@ -169,13 +177,29 @@ def _act(
                 )
             )
             done = "dispute" if "DisputeOpened" in result.events else "cancelled"
+        elif form == "void":
+            assert target is not None
+            reason = str(data.get("reason", "")).strip()[:500]
+            if not reason:
+                raise FormError("say why the shipment is voided", "reason")
+            ledger.execute(
+                VoidShipment(
+                    ctx=ctx,
+                    order_id=order_id,
+                    shipment_id=target,
+                    reason=reason,
+                    expected_version=version,
+                    seller=key.seller,
+                )
+            )
+            done = "voided"
         elif form == "close_dispute":
-            assert dispute_id is not None
+            assert target is not None
             ledger.execute(
                 CloseDispute(
                     ctx=ctx,
                     order_id=order_id,
-                    dispute_id=dispute_id,
+                    dispute_id=target,
                     outcome=DisputeOutcome(str(data.get("outcome", ""))),
                     expected_version=version,
                     seller=key.seller,
@@ -314,6 +338,15 @@ def sync_item_form(
         status = 422 if isinstance(e, InvalidInputError) else 409
         return order_page(request, key, order_id, status=status, error=_explain(e), error_form="sync")
     return Redirect(f"/orders/{order_id}?done={done}", status_code=303)
+
+
+@post(
+    "/orders/{order_id:uuid}/shipments/{shipment_id:uuid}/void", include_in_schema=False, sync_to_thread=True
+)
+def void_form(
+    request: Request[Any, Any, Any], order_id: FromPath[UUID], shipment_id: FromPath[UUID], data: Form
+) -> Response[Any]:
+    return _act(request, order_id, "void", data, shipment_id)
 
 
 @post("/orders/{order_id:uuid}/restock", include_in_schema=False, sync_to_thread=True)

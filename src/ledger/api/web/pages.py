@@ -329,7 +329,7 @@ def order_page(
         refund_reasons=[r.value for r in RefundReason],
         tokens={
             form: uuid.uuid4().hex
-            for form in ("ship", "cancel", "refund", "close_dispute", "restock", "resolve")
+            for form in ("ship", "cancel", "refund", "close_dispute", "restock", "resolve", "void", "accept")
         },
         error=error,
         error_form=error_form,
@@ -357,6 +357,7 @@ NOTICES = {
     "refunded": "Refund recorded.",
     "dispute_closed": "Dispute closed.",
     "restocked": "Restock recorded.",
+    "voided": "Shipment voided: its units may ship again.",
     "retried": "The change goes to the marketplace again.",
     "resolved": "Marked as resolved by hand.",
 }

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+from uuid import UUID
 
 from markupsafe import Markup
 
@@ -110,6 +111,7 @@ class ShipmentRow:
     """One shipment as the order page's table shows it."""
 
     carrier: str
+    shipment_id: UUID
     tracking_number: str
     tracking_url: str | None
     units: str
@@ -129,6 +131,7 @@ def shipment_rows(
         rows.append(
             ShipmentRow(
                 carrier=carrier_name(s.carrier),
+                shipment_id=s.shipment_id,
                 tracking_number=s.tracking_number,
                 tracking_url=tracking_url(s.carrier, s.tracking_number),
                 units=", ".join(f"line {line.line_id} {TIMES} {line.quantity}" for line in s.lines),
@@ -207,6 +210,8 @@ def _sentence(e: HistoryEntry, marketplace: str, currency: str) -> tuple[str, st
             what = ACTION_NAMES.get(str(d.get("action")), "a change")
             again = "" if d.get("permanent") else " It will be tried again."
             return "Marketplace refused", f"{name} refused {what}: {d.get('message')}.{again}"
+        case "ShipmentVoided":
+            return "Shipment voided", f"The shipment of {units} was voided: its units may ship again."
         case "SyncItemDied":
             what = ACTION_NAMES.get(str(d.get("action")), "a change")
             return "Sync gave up", f"The ledger stopped trying to tell {name} of {what}: it needs you."
