@@ -71,7 +71,8 @@ def test_bulk_ship_and_cancel_ticked_rows(page: Any, shop: Any, tmp_path: Path) 
     page.get_by_label("Select order S-2").check()
     page.get_by_label("Tracking number for S-2").fill("TRK-10002")
     page.get_by_label("Select order S-3").check()  # no tracking number: rejected
-    page.get_by_label("Carrier").select_option("other")
+    page.get_by_label("Carrier", exact=True).select_option("other")
+    page.get_by_label("Carrier name (with Other)").fill("Local Courier")
     form = page.locator("#bulk")
     posted = form.evaluate("f => new URLSearchParams(new FormData(f)).toString()") + "&action=ship"
     look(page, tmp_path, "all-sales-ticked")

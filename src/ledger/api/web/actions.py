@@ -367,11 +367,12 @@ def _ship_rows(data: dict[str, Any], chosen: list[str]) -> ParsedFile:
     row's tracking number (so a double submit names the same shipment, and the recorder replays it)."""
     rows: list[ShipmentRow] = []
     carrier = str(data.get("carrier", ""))
+    carrier_name = str(data.get("carrier_name", "")).strip()[:100]
     for ref in chosen:
         tracking = str(data.get(f"tracking:{ref}", "")).strip()
         units = [u.rpartition(":") for u in str(data.get(f"lines:{ref}", "")).split(",") if u]
         fields = {"order_id": ref, "marketplace_order_id": str(data.get(f"moid:{ref}", ""))}
-        fields |= {"carrier": carrier, "tracking_number": tracking}
+        fields |= {"carrier": carrier, "carrier_name": carrier_name, "tracking_number": tracking}
         first = len(rows) + 1
         try:
             order_id = UUID(ref)
@@ -397,10 +398,11 @@ def _ship_rows(data: dict[str, Any], chosen: list[str]) -> ParsedFile:
                     line_id=line_id,
                     quantity=_quantity(quantity, "quantity"),
                     carrier=Carrier(carrier),
+                    carrier_name=carrier_name,
                     tracking_number=tracking,
                 )
             )
-    return ParsedFile(("order_id", "line_id", "quantity", "carrier", "tracking_number"), rows)
+    return ParsedFile(("order_id", "line_id", "quantity", "carrier", "carrier_name", "tracking_number"), rows)
 
 
 def _cancel_all(ledger: Ledger, key: KeyDetails, data: dict[str, Any], chosen: list[str]) -> BulkReport:
