@@ -39,7 +39,9 @@ def test_docs_screenshots_of_all_sales_and_an_order(page: Any, shop: Any, width:
     shop.ledger.record_sync_outcome(
         CTX, shipped, action=SyncAction.SHIP, reference=str(shipment), accepted=True
     )
-    shop.ledger.ship(CTX, ids[2], carrier=Carrier.OTHER, tracking_number="LOCAL-5521")
+    shop.ledger.ship(
+        CTX, ids[2], carrier=Carrier.OTHER, carrier_name="Local Courier", tracking_number="LOCAL-5521"
+    )
     shop.ledger.cancel(CTX, ids[4], reason=CancelReason.OUT_OF_STOCK)
     shop.ledger.cancel(CTX, ids[3], reason=CancelReason.BUYER_CANCELLED)
     page.goto(shop.url + "/signin")

@@ -34,9 +34,16 @@ def test_address_shipments_and_a_human_timeline(page: Any, shop: Any, tmp_path: 
         CTX, order_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING, lines=(LineQuantity("1", 1),)
     ).ids["shipment_id"]
     refused = shop.ledger.ship(
-        CTX, order_id, carrier=Carrier.OTHER, tracking_number="LOCAL-42", lines=(LineQuantity("1", 1),)
+        CTX,
+        order_id,
+        carrier=Carrier.OTHER,
+        carrier_name="Local Courier",
+        tracking_number="LOCAL-42",
+        lines=(LineQuantity("1", 1),),
     ).ids["shipment_id"]
-    shop.ledger.ship(CTX, order_id, carrier=Carrier.OTHER, tracking_number="LOCAL-43")
+    shop.ledger.ship(
+        CTX, order_id, carrier=Carrier.OTHER, carrier_name="Local Courier", tracking_number="LOCAL-43"
+    )
     shop.ledger.record_sync_outcome(CTX, order_id, action=SyncAction.SHIP, reference=str(sent), accepted=True)
     shop.ledger.record_sync_outcome(
         CTX,
@@ -61,6 +68,7 @@ def test_address_shipments_and_a_human_timeline(page: Any, shop: Any, tmp_path: 
     expect(rows.nth(1)).to_contain_text("Refused by Walmart: Carrier not supported")
     expect(rows.nth(2)).to_contain_text("Pending")
     expect(rows.nth(2).get_by_role("link")).to_have_count(0)  # "other" has no tracking page
+    expect(rows.nth(2)).to_contain_text("Local Courier")
 
     timeline = page.locator("#timeline")
     main_text = timeline.evaluate(

@@ -73,7 +73,7 @@ def test_sign_in_filter_ship_cancel_and_timeline(page: Any, shop: Any, tmp_path:
     ship.get_by_role("button", name="Ship").click()
     expect(page.locator("#ship-error")).to_contain_text("is not a valid ups tracking number")
     ship = page.locator("form", has=page.get_by_role("heading", name="Ship"))
-    ship.get_by_label("Carrier").select_option("ups")
+    ship.get_by_label("Carrier", exact=True).select_option("ups")
     ship.get_by_label("Tracking number").fill(UPS_TRACKING)
     ship.get_by_label("Line 2 (CUP-1), up to 1").fill("0")
     ship.get_by_role("button", name="Ship").click()

@@ -38,7 +38,7 @@ def test_events_read_as_sentences_and_their_fields_stay_behind_details() -> None
             permanent=False,
         ),
         _entry("SyncItemDied", action="ship", reference=shipment_id),
-        _entry("ShipmentVoided", shipment_id=shipment_id),
+        _entry("ParcelWeighed", shipment_id=shipment_id),
     ]
     newest, died, refused, shipped = present.timeline(history, "ebay", "USD")
     assert (shipped.title, shipped.text) == (
@@ -47,7 +47,7 @@ def test_events_read_as_sentences_and_their_fields_stay_behind_details() -> None
     )
     assert refused.text == "eBay refused the shipment: Bad. It will be tried again."
     assert died.text == "The ledger stopped trying to tell eBay of the shipment: it needs you."
-    assert (newest.title, newest.text) == ("Shipment voided", "")
+    assert (newest.title, newest.text) == ("Parcel weighed", "")
     assert ("Permanent", "no") in refused.details
     assert ("Shipment id", shipment_id) in shipped.details
 

@@ -130,7 +130,7 @@ def shipment_rows(
         said, state = _said(entry, marketplace_name(marketplace))
         rows.append(
             ShipmentRow(
-                carrier=carrier_name(s.carrier),
+                carrier=s.carrier_name or carrier_name(s.carrier),
                 shipment_id=s.shipment_id,
                 tracking_number=s.tracking_number,
                 tracking_url=tracking_url(s.carrier, s.tracking_number),
@@ -211,7 +211,8 @@ def _sentence(e: HistoryEntry, marketplace: str, currency: str) -> tuple[str, st
             again = "" if d.get("permanent") else " It will be tried again."
             return "Marketplace refused", f"{name} refused {what}: {d.get('message')}.{again}"
         case "ShipmentVoided":
-            return "Shipment voided", f"The shipment of {units} was voided: its units may ship again."
+            of = f" of {units}" if units else ""
+            return "Shipment voided", f"The shipment{of} was voided: its units may ship again."
         case "SyncItemDied":
             what = ACTION_NAMES.get(str(d.get("action")), "a change")
             return "Sync gave up", f"The ledger stopped trying to tell {name} of {what}: it needs you."
