@@ -33,8 +33,8 @@ def _sign_in_and_wait(page: Any, shop: Any, results: int) -> None:
 
 
 def test_results_columns_and_csv_export_of_the_filter(page: Any, shop: Any, tmp_path: Path) -> None:
-    """The list says how many orders match, shows each order's items, account and age, and exports exactly
-    the filtered orders as CSV."""
+    """The list says how many orders match, shows each order's items, account and age, sorts as chosen, and
+    exports exactly the filtered orders, in that order, as CSV."""
     shop.import_order(Marketplace.WALMART, "W-1", "Ann Lee", days_ago=3)
     shop.import_order(Marketplace.WALMART, "W-2", "Bob Ray", days_ago=2)
     shop.import_order(Marketplace.EBAY, "E-3", "Cy Doe", days_ago=1)
@@ -47,6 +47,11 @@ def test_results_columns_and_csv_export_of_the_filter(page: Any, shop: Any, tmp_
     expect(row.locator(".age")).to_have_text("3 days old")
     expect(page.locator("#order-E-3 .account")).to_have_text("eBay · main")
     look(page, tmp_path, "all-sales")
+    order_links = page.locator("table.orders tbody tr td:nth-child(3) a")
+    expect(order_links).to_have_text(["E-3", "W-2", "W-1"])  # newest purchase first
+    page.get_by_label("Sort").select_option("purchased_at")
+    page.get_by_role("button", name="Apply").click()
+    expect(order_links).to_have_text(["W-1", "W-2", "E-3"])  # a sort changes the order
 
     page.get_by_label("Marketplace").select_option("walmart")
     page.get_by_role("button", name="Apply").click()
@@ -54,7 +59,7 @@ def test_results_columns_and_csv_export_of_the_filter(page: Any, shop: Any, tmp_
     with page.expect_download() as info:
         page.get_by_role("link", name="Export to CSV").click()
     rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
-    assert sorted(r["marketplace_order_id"] for r in rows) == ["W-1", "W-2"]
+    assert [r["marketplace_order_id"] for r in rows] == ["W-1", "W-2"]  # the export keeps the sort
     assert {r["buyer_name"] for r in rows} == {"Ann Lee", "Bob Ray"}
 
 

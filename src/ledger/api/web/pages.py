@@ -41,12 +41,14 @@ from ledger.application.shipments_csv import TEMPLATE
 from ledger.audit.as_of import to_csv
 from ledger.integrations.outbox import DEAD, FAILED, OutboundItem, OutboundView
 from ledger.projections.all_sales_view import (
+    DEFAULT_SORT,
     MAX_LIMIT,
     AllSalesView,
     InvalidCursorError,
     InvalidFilterError,
     OrderSummary,
     SalesFilter,
+    check_sort,
 )
 
 VIEW = AllSalesView()
@@ -61,7 +63,15 @@ TABS = (
     ("disputes_open", "Disputes open"),
 )
 Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
-FILTERS = ("tab", "account", "marketplace", "from", "to", "sku", "q")
+FILTERS = ("tab", "account", "marketplace", "from", "to", "sku", "q", "sort")
+SORT_NAMES = (
+    ("-purchased_at", "Newest purchase first"),
+    ("purchased_at", "Oldest purchase first"),
+    ("-updated_at", "Recently changed first"),
+    ("updated_at", "Least recently changed first"),
+    ("-total", "Highest total first"),
+    ("total", "Lowest total first"),
+)
 
 
 def forbidden(key: KeyDetails, what: str) -> Response[str]:
@@ -220,7 +230,14 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
             # The tabs count what the other active filters let through (the tab itself aside).
             counts = VIEW.counts(conn, key.seller, replace(filters, status=None, dispute=None))
             results = VIEW.count(conn, key.seller, filters)
-            page = VIEW.list_orders(conn, key.seller, filters, limit=PAGE_SIZE, cursor=cursor)
+            page = VIEW.list_orders(
+                conn,
+                key.seller,
+                filters,
+                limit=PAGE_SIZE,
+                cursor=cursor,
+                sort=check_sort(values["sort"] or DEFAULT_SORT),
+            )
             names = {a.account_id: f"{present.marketplace_name(a.marketplace)} · {a.name}" for a in accounts}
             rows = _rows(conn, key.seller, page.items, names)
         next_cursor = page.next_cursor
@@ -239,6 +256,7 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
         all_count=counts.get("all", 0),
         rows=rows,
         results=results,
+        sorts=SORT_NAMES,
         export_url=query.url("/orders.csv"),
         carriers=[(c.value, present.carrier_name(c.value)) for c in Carrier],
         cancel_reasons=[r.value for r in CancelReason],
@@ -266,11 +284,13 @@ def export_csv(request: Request[Any, Any, Any]) -> Response[Any]:
         return forbidden(key, "read orders")
     summaries: list[OrderSummary] = []
     try:
-        filters = _filters(_values(request))
+        values = _values(request)
+        filters = _filters(values)
+        sort = check_sort(values["sort"] or DEFAULT_SORT)
         with pool_of(request).connection() as conn:
             cursor: str | None = None
             while True:
-                page = VIEW.list_orders(conn, key.seller, filters, limit=MAX_LIMIT, cursor=cursor)
+                page = VIEW.list_orders(conn, key.seller, filters, limit=MAX_LIMIT, cursor=cursor, sort=sort)
                 summaries += page.items
                 if (cursor := page.next_cursor) is None:
                     break
