@@ -62,6 +62,8 @@ CONTRACT: dict[str, tuple[frozenset[Role], Any]] = {
     "listOutbound": (CHANGE, None),
     "retryOutbound": (CHANGE, None),
     "resolveOutbound": (CHANGE, {"reason": "confirmed in Seller Central"}),
+    "voidShipment": (CHANGE, {"reason": "the label was never used"}),
+    "listDiscrepancies": (CHANGE, None),
     "verifyOrder": (AUDIT, None),
     "listAuditPublicKeys": (AUDIT, None),
     "getLatestAuditCheckpoint": (AUDIT, None),
@@ -113,8 +115,10 @@ class World:
         self.client, self.seller, self.other = client, seller, other
         body = order_body(seller.accounts[Marketplace.WALMART])
         self.order_id = client.post("/v1/orders", json=body, headers=seller.auth()).json()["order_id"]
-        client.post(f"/v1/orders/{self.order_id}/shipments", json={"carrier": "ups", "tracking_number": UPS_TRACKING,
-                    "lines": [{"line_id": "1", "quantity": 2}]}, headers=seller.auth())  # fmt: skip
+        shipped = client.post(f"/v1/orders/{self.order_id}/shipments", json={"carrier": "ups",
+                              "tracking_number": UPS_TRACKING, "lines": [{"line_id": "1", "quantity": 2}]},
+                              headers=seller.auth())  # fmt: skip
+        self.shipment_id = shipped.json()["shipment_id"]
         dispute = client.post(
             f"/v1/orders/{self.order_id}/disputes", json={"reason": "late"}, headers=seller.auth()
         )
@@ -131,6 +135,7 @@ class World:
         values = {
             "order_id": self.order_id,
             "dispute_id": self.dispute_id,
+            "shipment_id": self.shipment_id,
             "account_id": str(self.seller.accounts[Marketplace.WALMART]),
             "item_id": self.item_id,
             "reconciliation_id": str(uuid.uuid4()),
