@@ -16,7 +16,8 @@ from ledger.projections.all_sales import AllSalesProjection
 
 SUMMARY = (
     "order_id, status, open, dispute_status, open_disputes, units, shipped_units, cancelled_units, total,"
-    " refunded_total, version, payment_status, third_party_managed, tab"
+    " refunded_total, version, payment_status, third_party_managed, tab, buyer_cancel_requested, attention,"
+    " sync_state"
 )
 LINES = (
     "order_id, line_id, sku, quantity, shipped, cancelled, pending_cancel, refunded_quantity, refunded_unshipped,"
@@ -36,7 +37,7 @@ def _expected(
         summaries.add(
             (o.id, s.status.value, s.is_open, s.dispute_status, s.open_disputes, s.units, s.shipped_units,
              s.cancelled_units, s.total, s.refunded_total, o.version, o.payment_status.value,
-             o.third_party_managed, tab)
+             o.third_party_managed, tab, o.buyer_cancel_requested, o.attention, o.sync_state)
         )  # fmt: skip
         lines.update(
             (o.id, li.line.line_id, li.line.sku, li.ordered, li.shipped, li.cancelled, li.pending_cancel,
@@ -55,7 +56,8 @@ def _expected(
 def test_all_sales_is_the_fold_of_each_orders_events(
     app: Ledger, connect: base.Connect, specs: list[OrderSpec], commands: list[Any], batch_size: int
 ) -> None:
-    """Stored columns, lines and tab counts equal each Order aggregate's derived state, at any batch size."""
+    """Stored columns (attention and sync state too), lines and tab counts equal each Order aggregate's derived
+    state, at any batch size."""
     shop = Scenario(app, new_seller("all-sales-fold"))
     order_ids = shop.run(specs, commands)
     catch_up(AllSalesProjection(), connect, app, batch_size)

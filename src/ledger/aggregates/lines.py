@@ -215,3 +215,60 @@ def allocate(total: Decimal, capacities: list[Decimal]) -> list[Decimal]:
         shares.append(part)
         remaining -= part
     return shares
+
+
+# ------------------------------------------------------------- the order and its marketplace
+
+# Why a change is not sent that leaves the marketplace without the ledger's word (the others, an echo of the
+# marketplace's own word or a voided shipment, leave nothing to tell).
+UNTOLD = frozenset({"third_party_managed", "no_call"})
+# An order's sync state, worst first: the first any of its changes (or a divergence) is in.
+SYNC_STATES = ("diverged", "dead", "failing", "pending", "not_sent")
+
+
+def requested_left(requested: int, open_quantity: int) -> int:
+    """Units a buyer asked to cancel that are still waiting on the seller: never more than are open."""
+    return min(max(requested, 0), open_quantity)
+
+
+def change_state(
+    *,
+    not_sent: bool,
+    resolved: bool,
+    voided: bool,
+    accepted: bool,
+    answered: bool,
+    permanent: bool,
+    dead: bool,
+) -> str:
+    """Where one change stands with its marketplace: `not_sent`, `sent` (acknowledged, or resolved by hand),
+    `pending` (no answer), `failing` (refused for now) or `dead` (refused for good, or given up on).
+    `permanent`: the last answer refused it for good; `voided`: its shipment was voided."""
+    if not_sent:
+        return "not_sent"
+    if resolved or accepted:
+        return "sent"
+    if voided:
+        return "not_sent"
+    if dead or (answered and permanent):
+        return "dead"
+    return "failing" if answered else "pending"
+
+
+def sync_state(entries: Iterable[tuple[str, str | None]], *, diverged: bool) -> str:
+    """The order's sync state from its changes' (state, not-sent reason): `diverged` while a check finds the
+    marketplace disagreeing, else the worst of `dead`, `failing`, `pending` and `not_sent` (a change the
+    marketplace never hears of, as Third Party Managed or without a call for it), else `in_sync`."""
+    found = {"diverged"} if diverged else set()
+    for state, reason in entries:
+        if state != "not_sent" or reason in UNTOLD:
+            found.add(state)
+    return next((state for state in SYNC_STATES if state in found), "in_sync")
+
+
+def attention(
+    *, diverged: bool, marketplace_cancelled: bool, buyer_cancel_requested: bool, dead: bool
+) -> bool:
+    """The seller has something to resolve: a check found the marketplace disagreeing, the marketplace
+    cancelled units the ledger shows shipped, a buyer asked to cancel, or a change was refused for good."""
+    return diverged or marketplace_cancelled or buyer_cancel_requested or dead

@@ -23,7 +23,16 @@ from ledger.aggregates.errors import (
     NothingToCancelError,
     UnknownSyncReferenceError,
 )
-from ledger.aggregates.lines import LineState, OrderState, order_state, unshipped_in_refund
+from ledger.aggregates.lines import (
+    LineState,
+    OrderState,
+    attention,
+    change_state,
+    order_state,
+    requested_left,
+    sync_state,
+    unshipped_in_refund,
+)
 from ledger.aggregates.policies import ORDER_CANCELED, MarketplacePolicy, NotSent, policy_for
 from ledger.aggregates.values import (
     Address,
@@ -263,7 +272,7 @@ class Order(Aggregate):
             for item in self.lines:
                 state = order.lines[item.line_id]
                 state.shipped += item.quantity
-                state.requested_cancel = min(state.requested_cancel, state.open_quantity)
+                state.requested_cancel = requested_left(state.requested_cancel, state.open_quantity)
             order.shipments[self.shipment_id] = Shipment(
                 self.shipment_id,
                 self.carrier,
@@ -282,7 +291,9 @@ class Order(Aggregate):
         def apply(self, order: Order) -> None:
             for item in self.lines:
                 state = order.lines[item.line_id]
-                state.requested_cancel = min(state.requested_cancel + item.quantity, state.open_quantity)
+                state.requested_cancel = requested_left(
+                    state.requested_cancel + item.quantity, state.open_quantity
+                )
             order.cancel_requests.append((self.requested_by, tuple(self.lines)))
 
     class Cancelled(Event):
@@ -296,8 +307,8 @@ class Order(Aggregate):
             for item in self.lines:
                 state = order.lines[item.line_id]
                 state.cancelled += item.quantity
-                state.requested_cancel = min(
-                    max(state.requested_cancel - item.quantity, 0), state.open_quantity
+                state.requested_cancel = requested_left(
+                    state.requested_cancel - item.quantity, state.open_quantity
                 )
             order.cancellations[self.cancellation_id] = Cancellation(
                 self.cancellation_id,
@@ -332,7 +343,7 @@ class Order(Aggregate):
                 state.refunded_item += item.item_amount
                 state.refunded_tax += item.tax_amount
                 state.refunded_shipping += item.shipping_amount
-                state.requested_cancel = min(state.requested_cancel, state.open_quantity)
+                state.requested_cancel = requested_left(state.requested_cancel, state.open_quantity)
             order.refunds[self.refund_id] = Refund(
                 self.refund_id,
                 self.reason or "",
@@ -528,14 +539,18 @@ class Order(Aggregate):
 
     @property
     def attention(self) -> bool:
-        """The seller has something to resolve: a check found the marketplace disagreeing, the marketplace
-        cancelled units the ledger shows shipped, a buyer asked to cancel, or a change was refused for good."""
-        return (
-            bool(self.divergences)
-            or any(self.marketplace_cancelled.values())
-            or any(state.requested_cancel for state in self.lines.values())
-            or any(entry.state == "dead" for entry in self.sync_status)
+        """The seller has something to resolve (`lines.attention`)."""
+        return attention(
+            diverged=bool(self.divergences),
+            marketplace_cancelled=any(self.marketplace_cancelled.values()),
+            buyer_cancel_requested=self.buyer_cancel_requested,
+            dead=any(entry.state == "dead" for entry in self.sync_status),
         )
+
+    @property
+    def sync_state(self) -> str:
+        """The order's standing with its marketplace (`lines.sync_state`)."""
+        return sync_state(((e.state, e.reason) for e in self.sync_status), diverged=bool(self.divergences))
 
     @property
     def buyer_cancel_requested(self) -> bool:
@@ -567,9 +582,9 @@ class Order(Aggregate):
                 entries.append(SyncEntry(change.action, change.reference, "not_sent", NotSent.VOIDED.value,
                                          None, None, None, change.at))  # fmt: skip
                 continue
-            entry = _entry(change, answers)
-            if key in self.dead and entry.state != "sent":
-                entry = replace(entry, state="dead", message=entry.message or self.dead[key])
+            entry = _entry(change, answers, dead=key in self.dead)
+            if entry.state == "dead" and key in self.dead:
+                entry = replace(entry, message=entry.message or self.dead[key])
             entries.append(entry)
         acknowledgements = [a for a in self.sync if a.action == SyncAction.ACKNOWLEDGE]
         if acknowledgements:
@@ -1042,15 +1057,18 @@ def _take(counts: dict[str, int], lines: tuple[LineQuantity, ...]) -> None:
             counts[item.line_id] = max(counts[item.line_id] - item.quantity, 0)
 
 
-def _entry(change: Change, answers: list[SyncOutcome]) -> SyncEntry:
+def _entry(change: Change, answers: list[SyncOutcome], *, dead: bool = False) -> SyncEntry:
     accepted = next((a for a in answers if a.accepted), None)
-    last = answers[-1] if answers else None
-    if accepted is not None:
-        state, last = "sent", accepted
-    elif last is None:
-        state = "pending"
-    else:
-        state = "dead" if last.permanent else "failing"
+    last = accepted or (answers[-1] if answers else None)
+    state = change_state(
+        not_sent=False,
+        resolved=False,
+        voided=False,
+        accepted=accepted is not None,
+        answered=last is not None,
+        permanent=last is not None and last.permanent,
+        dead=dead,
+    )
     return SyncEntry(
         change.action,
         change.reference,

@@ -161,6 +161,7 @@ class OrderDetails:
     disputes: tuple[Dispute, ...]
     attention: bool
     buyer_cancel_requested: bool
+    sync_state: str
     marketplace_cancelled: tuple[LineQuantity, ...]
     sync: tuple[SyncEntry, ...]
     sync_answers: tuple[SyncOutcome, ...]
@@ -222,6 +223,7 @@ class OrderDetails:
             disputes=tuple(order.disputes.values()),
             attention=order.attention,
             buyer_cancel_requested=order.buyer_cancel_requested,
+            sync_state=order.sync_state,
             marketplace_cancelled=tuple(
                 LineQuantity(k, q) for k, q in order.marketplace_cancelled.items() if q
             ),

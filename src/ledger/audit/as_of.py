@@ -71,6 +71,7 @@ def all_sales_as_of(conn: Connection, mapper: Mapper[UUID], seller: str, at: dat
 
 def summary_of(row: OrderRow) -> OrderSummary:
     state = row.state
+    buyer_cancel_requested, attention, sync_state = row.standing()
     return OrderSummary(
         order_id=row.order_id,
         account_id=row.account_id,
@@ -91,6 +92,9 @@ def summary_of(row: OrderRow) -> OrderSummary:
         cancelled_units=state.cancelled_units,
         version=row.version,
         updated_at=row.updated_at,
+        buyer_cancel_requested=buyer_cancel_requested,
+        attention=attention,
+        sync_state=sync_state,
     )
 
 

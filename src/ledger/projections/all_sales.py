@@ -17,8 +17,20 @@ from uuid import UUID
 
 from psycopg import sql
 
-from ledger.aggregates.lines import LineTally, OrderState, order_state, unshipped_in_refund
+from ledger.aggregates.lines import (
+    LineTally,
+    OrderState,
+    attention,
+    change_state,
+    open_units,
+    order_state,
+    requested_left,
+    sync_state,
+    unshipped_in_refund,
+)
 from ledger.aggregates.order import Order
+from ledger.aggregates.policies import NotSent, policy_for
+from ledger.aggregates.values import DisputeKind, DisputeOutcome, Marketplace, Requester, Source, SyncAction
 from ledger.eventstore import keys_store
 from ledger.projections.base import Cursor, Event, Projection, Tables, select_by_order
 
@@ -49,6 +61,10 @@ class LineRow:
     refunded_shipping: Decimal = ZERO
     restocked: int = 0
     dirty: bool = field(default=True, compare=False)  # changed since loaded: to be written
+
+    @property
+    def open_quantity(self) -> int:
+        return open_units(self.quantity, self.shipped, self.cancelled, self.refunded_unshipped)
 
     @property
     def tally(self) -> LineTally:
@@ -83,6 +99,11 @@ class OrderRow:
     disputes: int = 0
     pending: dict[str, list[list[Any]]] = field(default_factory=dict)  # open cancellation disputes' lines
     open_claims: int = 0
+    # What the order's standing with its marketplace is derived from, as the aggregate keeps it: `requested`
+    # and `marketplace_cancelled` (units per line), `kinds` (dispute kinds), `voided` (shipment ids),
+    # `diverged`, and `changes` ("action|reference" -> not_sent reason, accepted, answered, permanent, dead,
+    # resolved).
+    sync: dict[str, Any] = field(default_factory=dict)
     lines: dict[str, LineRow] = field(default_factory=dict)
 
     @property
@@ -97,6 +118,42 @@ class OrderRow:
             disputes=self.disputes,
             open_disputes=self.open_disputes,
         )
+
+    @property
+    def buyer_cancel_requested(self) -> bool:
+        return any(self.sync.get("requested", {}).values())
+
+    @property
+    def change_states(self) -> list[tuple[str, str | None]]:
+        voided = set(self.sync.get("voided", ()))
+        return [
+            (
+                change_state(
+                    not_sent=change["not_sent"] is not None,
+                    resolved=change["resolved"],
+                    voided=key.split("|", 1)[1] in voided,
+                    accepted=change["accepted"],
+                    answered=change["answered"],
+                    permanent=change["permanent"],
+                    dead=change["dead"],
+                ),
+                change["not_sent"] or (NotSent.VOIDED.value if key.split("|", 1)[1] in voided else None),
+            )
+            for key, change in self.sync.get("changes", {}).items()
+        ]
+
+    def standing(self) -> tuple[bool, bool, str]:
+        """(buyer_cancel_requested, attention, sync_state): the same functions as the aggregate's."""
+        states = self.change_states
+        diverged = bool(self.sync.get("diverged"))
+        requested = self.buyer_cancel_requested
+        needs = attention(
+            diverged=diverged,
+            marketplace_cancelled=any(self.sync.get("marketplace_cancelled", {}).values()),
+            buyer_cancel_requested=requested,
+            dead=any(state == "dead" for state, _ in states),
+        )
+        return requested, needs, sync_state(states, diverged=diverged)
 
     def tabs(self) -> list[str]:
         state = self.state
@@ -126,6 +183,7 @@ ORDER_STORED = (
     "disputes",
     "pending",
     "open_claims",
+    "sync",
 )
 ORDER_DERIVED = (
     "status",
@@ -138,11 +196,15 @@ ORDER_DERIVED = (
     "cancelled_units",
     "total",
     "refunded_total",
+    "buyer_cancel_requested",
+    "attention",
+    "sync_state",
 )
 
 
 _STORED = attrgetter(*ORDER_STORED)
 _PENDING = ORDER_STORED.index("pending")
+_SYNC = ORDER_STORED.index("sync")
 line_values = attrgetter(*LINE_COLUMNS)
 
 
@@ -150,6 +212,7 @@ def _order_params(row: OrderRow) -> tuple[Any, ...]:
     """The row's columns: stored ones, then the derived ones."""
     stored = list(_STORED(row))
     stored[_PENDING] = json.dumps(row.pending)
+    stored[_SYNC] = json.dumps(row.sync)
     state = row.state
     derived = (
         state.status.value,
@@ -162,6 +225,7 @@ def _order_params(row: OrderRow) -> tuple[Any, ...]:
         state.cancelled_units,
         state.total,
         state.refunded_total,
+        *row.standing(),
     )
     return (*stored, *derived)
 
@@ -217,6 +281,49 @@ def _touch(row: OrderRow, line_id: str) -> LineRow:
     return line
 
 
+def _note(
+    row: OrderRow,
+    event: Any,
+    action: SyncAction,
+    reference: Any,
+    dispute: tuple[DisputeKind, DisputeOutcome] | None = None,
+    *,
+    by_marketplace: bool = False,
+) -> None:
+    """A change the marketplace hears about, or why not: the same policy as `Order.note_change`."""
+    reason = policy_for(Marketplace(row.marketplace)).not_sent(
+        action,
+        third_party_managed=row.third_party_managed,
+        from_marketplace=by_marketplace or event.source == Source.MARKETPLACE,
+        dispute=dispute,
+    )
+    row.sync.setdefault("changes", {})[f"{action.value}|{reference}"] = {
+        "not_sent": reason.value if reason is not None else None,
+        "accepted": False,
+        "answered": False,
+        "permanent": False,
+        "dead": False,
+        "resolved": False,
+    }
+
+
+def _requested(row: OrderRow, line_id: str, more: int = 0) -> None:
+    """A line's units a buyer asked to cancel, as `Order` keeps them (`lines.requested_left`)."""
+    requested = row.sync.setdefault("requested", {})
+    left = requested_left(requested.get(line_id, 0) + more, row.lines[line_id].open_quantity)
+    if left:
+        requested[line_id] = left
+    else:
+        requested.pop(line_id, None)
+
+
+def _take(row: OrderRow, lines: Any) -> None:
+    cancelled = row.sync.get("marketplace_cancelled", {})
+    for item in lines:
+        if item.line_id in cancelled:
+            cancelled[item.line_id] = max(cancelled[item.line_id] - item.quantity, 0)
+
+
 def _payment_cleared(row: OrderRow, event: Any) -> None:
     row.payment_status = "paid"
 
@@ -224,16 +331,30 @@ def _payment_cleared(row: OrderRow, event: Any) -> None:
 def _shipped(row: OrderRow, event: Any) -> None:
     for item in event.lines:
         _touch(row, item.line_id).shipped += item.quantity
+        _requested(row, item.line_id)
+    _note(row, event, SyncAction.SHIP, event.shipment_id)
 
 
 def _shipment_voided(row: OrderRow, event: Any) -> None:
     for item in event.lines:
         _touch(row, item.line_id).shipped -= item.quantity
+    row.sync.setdefault("voided", []).append(str(event.shipment_id))
+
+
+def _cancellation_requested(row: OrderRow, event: Any) -> None:
+    for item in event.lines:
+        _requested(row, item.line_id, item.quantity)
 
 
 def _cancelled(row: OrderRow, event: Any) -> None:
     for item in event.lines:
         _touch(row, item.line_id).cancelled += item.quantity
+        _requested(row, item.line_id, -item.quantity)
+    if event.requested_by == Requester.MARKETPLACE:
+        _take(row, event.lines)
+    if event.dispute_id is None:
+        by_marketplace = event.requested_by == Requester.MARKETPLACE
+        _note(row, event, SyncAction.CANCEL, event.cancellation_id, by_marketplace=by_marketplace)
 
 
 def _refunded(row: OrderRow, event: Any) -> None:
@@ -246,19 +367,26 @@ def _refunded(row: OrderRow, event: Any) -> None:
         line.refunded_item += item.item_amount
         line.refunded_tax += item.tax_amount
         line.refunded_shipping += item.shipping_amount
+        _requested(row, item.line_id)
+    _note(row, event, SyncAction.REFUND, event.refund_id)
+    row.sync.pop("marketplace_cancelled", None)
 
 
 def _dispute_opened(row: OrderRow, event: Any) -> None:
     row.disputes += 1
+    row.sync.setdefault("kinds", {})[str(event.dispute_id)] = event.kind
     if event.kind == "cancellation":
         row.pending[str(event.dispute_id)] = [[i.line_id, i.quantity] for i in event.lines]
         for item in event.lines:
             _touch(row, item.line_id).pending_cancel += item.quantity
+        _note(row, event, SyncAction.CANCEL, event.dispute_id)
     else:
         row.open_claims += 1
 
 
 def _dispute_closed(row: OrderRow, event: Any) -> None:
+    kind = DisputeKind(row.sync.get("kinds", {}).get(str(event.dispute_id), DisputeKind.CLAIM))
+    _note(row, event, SyncAction.CLOSE_DISPUTE, event.dispute_id, (kind, DisputeOutcome(event.outcome)))
     held = row.pending.pop(str(event.dispute_id), None)
     if held is None:
         row.open_claims -= 1
@@ -270,6 +398,64 @@ def _dispute_closed(row: OrderRow, event: Any) -> None:
 def _restocked(row: OrderRow, event: Any) -> None:
     for item in event.lines:
         _touch(row, item.line_id).restocked += item.quantity
+    row.sync.pop("marketplace_cancelled", None)
+
+
+def _answered(row: OrderRow, event: Any, *, accepted: bool, permanent: bool = False) -> None:
+    """A marketplace's answer, to the change it answers (a cancellation is answered as `cancel` or
+    `open_dispute`; Walmart's order acknowledgement answers no change of the ledger's, and is listed too)."""
+    changes = row.sync.setdefault("changes", {})
+    action = SyncAction.CANCEL.value if event.action == SyncAction.OPEN_DISPUTE else event.action
+    key = f"{action}|{event.reference}"
+    if key not in changes and f"{event.action}|{event.reference}" in changes:
+        key = f"{event.action}|{event.reference}"
+    change = changes.get(key)
+    if change is None:
+        if event.action != SyncAction.ACKNOWLEDGE:
+            return
+        change = changes[key] = {"not_sent": None, "accepted": False, "answered": False, "permanent": False,
+                                 "dead": False, "resolved": False}  # fmt: skip
+    change["accepted"] = change["accepted"] or accepted
+    if not change["accepted"]:
+        change["permanent"] = permanent
+    change["answered"] = True
+
+
+def _acknowledged(row: OrderRow, event: Any) -> None:
+    _answered(row, event, accepted=True)
+
+
+def _rejected(row: OrderRow, event: Any) -> None:
+    _answered(row, event, accepted=False, permanent=event.permanent)
+
+
+def _sync_item(row: OrderRow, event: Any, *, resolved: bool) -> None:
+    change = row.sync.get("changes", {}).get(f"{event.action}|{event.reference}")
+    if change is not None:
+        change["dead"] = not resolved
+        change["resolved"] = change["resolved"] or resolved
+
+
+def _item_died(row: OrderRow, event: Any) -> None:
+    _sync_item(row, event, resolved=False)
+
+
+def _item_resolved(row: OrderRow, event: Any) -> None:
+    _sync_item(row, event, resolved=True)
+
+
+def _marketplace_cancelled(row: OrderRow, event: Any) -> None:
+    cancelled = row.sync.setdefault("marketplace_cancelled", {})
+    for item in event.lines:
+        cancelled[item.line_id] = cancelled.get(item.line_id, 0) + item.quantity
+
+
+def _divergence_found(row: OrderRow, event: Any) -> None:
+    row.sync["diverged"] = bool(event.divergences)
+
+
+def _divergence_resolved(row: OrderRow, event: Any) -> None:
+    row.sync.pop("diverged", None)
 
 
 _HANDLERS = {
@@ -281,6 +467,14 @@ _HANDLERS = {
     Order.DisputeOpened: _dispute_opened,
     Order.DisputeClosed: _dispute_closed,
     Order.Restocked: _restocked,
+    Order.CancellationRequested: _cancellation_requested,
+    Order.MarketplaceAcknowledged: _acknowledged,
+    Order.MarketplaceRejected: _rejected,
+    Order.SyncItemDied: _item_died,
+    Order.SyncItemResolved: _item_resolved,
+    Order.MarketplaceCancelled: _marketplace_cancelled,
+    Order.DivergenceFound: _divergence_found,
+    Order.DivergenceResolved: _divergence_resolved,
 }
 
 
@@ -302,8 +496,9 @@ ORDER_TYPES = dict(
         (*ORDER_STORED, *ORDER_DERIVED),
         (
             "uuid", "text", "uuid", "text", "text", "timestamptz", "text", "text", "text", "text", "boolean",
-            "integer", "timestamptz", "integer", "jsonb", "integer",
+            "integer", "timestamptz", "integer", "jsonb", "integer", "jsonb",
             "text", "text", "boolean", "text", "integer", "integer", "integer", "integer", "numeric", "numeric",
+            "boolean", "boolean", "text",
         ),
         strict=True,
     )
@@ -367,6 +562,26 @@ def _trigram_schema(cur: Cursor) -> str:
     return str(row[0]).strip('"')
 
 
+def _upgrade_orders_table(cur: Cursor, orders: sql.Composable) -> None:
+    """Bring a generation made before the order's standing with its marketplace was stored to today's shape:
+    its rows read not requested, no attention, `in_sync` until their orders change or a rebuild folds them.
+    Checked first, so a live table of today's shape is never locked for it."""
+    row = cur.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'sync_state' AND NOT attisdropped",
+        (orders.as_string(cur),),
+    ).fetchone()
+    if row is not None:
+        return
+    cur.execute(
+        sql.SQL(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS sync jsonb NOT NULL DEFAULT '{{}}',"
+            " ADD COLUMN IF NOT EXISTS buyer_cancel_requested boolean NOT NULL DEFAULT false,"
+            " ADD COLUMN IF NOT EXISTS attention boolean NOT NULL DEFAULT false,"
+            " ADD COLUMN IF NOT EXISTS sync_state text NOT NULL DEFAULT 'in_sync'"
+        ).format(orders)
+    )
+
+
 class AllSalesProjection(Projection):
     name: ClassVar[str] = "all_sales"
     tables: ClassVar[tuple[str, ...]] = ("all_sales_orders", "all_sales_lines", "all_sales_counts")
@@ -391,7 +606,9 @@ class AllSalesProjection(Projection):
                 pending jsonb NOT NULL, open_claims integer NOT NULL,
                 status text NOT NULL, tab text NOT NULL, open boolean NOT NULL, dispute_status text,
                 open_disputes integer NOT NULL, units integer NOT NULL, shipped_units integer NOT NULL,
-                cancelled_units integer NOT NULL, total numeric NOT NULL, refunded_total numeric NOT NULL
+                cancelled_units integer NOT NULL, total numeric NOT NULL, refunded_total numeric NOT NULL,
+                sync jsonb NOT NULL DEFAULT '{{}}', buyer_cancel_requested boolean NOT NULL DEFAULT false,
+                attention boolean NOT NULL DEFAULT false, sync_state text NOT NULL DEFAULT 'in_sync'
             ) WITH (fillfactor = 85)""",
             """CREATE TABLE IF NOT EXISTS {lines} (
                 order_id uuid NOT NULL, line_id text NOT NULL, seller text NOT NULL, sku text NOT NULL,
@@ -450,6 +667,8 @@ class AllSalesProjection(Projection):
         }
         for statement in statements[:3] if not indexes else statements[3:]:
             cur.execute(sql.SQL(statement).format(**names))
+        if not indexes:
+            _upgrade_orders_table(cur, orders)
 
     def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
         by_order: dict[UUID, list[Any]] = {}

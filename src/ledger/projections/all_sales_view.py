@@ -74,6 +74,8 @@ class SalesFilter:
     purchased_from: datetime | None = None
     purchased_to: datetime | None = None
     updated_since: datetime | None = None  # inclusive: orders changed at or after this moment
+    buyer_cancel_requested: bool | None = None
+    attention: bool | None = None
 
     def __post_init__(self) -> None:
         check_marketplace(self.marketplace, InvalidFilterError)
@@ -116,6 +118,9 @@ class OrderSummary:
     cancelled_units: int
     version: int
     updated_at: datetime
+    buyer_cancel_requested: bool
+    attention: bool
+    sync_state: str
 
 
 @dataclass(frozen=True)
@@ -230,13 +235,12 @@ def _order_by(sort: str) -> tuple[sql.Composed, sql.Composed]:
     )
 
 
-_CANCEL_REQUESTED: Final = "o.pending <> '{}'::jsonb"
 _COUNT_CONDITIONS: Final = {
     "all": "true",
     **{status: f"o.tab = '{status}'" for status in STATUSES},
     DISPUTES_OPEN_TAB: "o.open_disputes > 0",
-    "buyer_cancel_requested": _CANCEL_REQUESTED,
-    "attention": _CANCEL_REQUESTED,
+    "buyer_cancel_requested": "o.buyer_cancel_requested",
+    "attention": "o.attention",
 }
 COUNTS: Final = tuple(_COUNT_CONDITIONS)
 _COUNT_COLUMNS: Final = sql.SQL(", ").join(
@@ -295,6 +299,11 @@ def _where(seller: str, filters: SalesFilter) -> tuple[sql.Composed, list[Any]]:
     if filters.updated_since is not None:
         conditions.append(sql.SQL("o.updated_at >= %s"))
         params.append(filters.updated_since)
+    for name in ("buyer_cancel_requested", "attention"):
+        wanted = getattr(filters, name)
+        if wanted is not None:
+            column = sql.Identifier("o", name)
+            conditions.append(column if wanted else sql.SQL("NOT {}").format(column))
     return sql.SQL(" AND ").join(conditions), params
 
 
@@ -344,8 +353,7 @@ class AllSalesView:
 
     def counts(self, conn: Connection, seller: str, filters: SalesFilter) -> dict[str, int]:
         """`GET /v1/orders/counts`: how many of the seller's orders match `filters`, in all and per tab (every
-        key of COUNTS present). A buyer's cancellation request counts while its lines wait on the seller's
-        answer (an open cancellation dispute), and so does `attention` for now: they are what All Sales holds."""
+        key of COUNTS present), `buyer_cancel_requested` and `attention` as the order's summary has them."""
         where, params = _where(seller, filters)
         query = sql.SQL("SELECT {} FROM all_sales_orders o WHERE {}").format(_COUNT_COLUMNS, where)
         row = conn.execute(query, params, prepare=False).fetchone()

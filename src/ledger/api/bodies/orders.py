@@ -230,6 +230,9 @@ class OrderSummaryOut(Out, frozen=True):
     cancelled_units: int
     version: int
     updated_at: datetime
+    buyer_cancel_requested: bool
+    attention: bool
+    sync_state: Literal["in_sync", "pending", "failing", "dead", "diverged", "not_sent"]
 
     @classmethod
     def of(cls, s: OrderSummary) -> OrderSummaryOut:
@@ -368,8 +371,6 @@ class OrderOut(OrderSummaryOut, frozen=True):
     cancellations: list[CancellationOut]
     refunds: list[RefundOut]
     disputes: list[DisputeOut]
-    attention: bool
-    buyer_cancel_requested: bool
     marketplace_cancelled: list[LineQuantityOut]
     sync: list[SyncOut]
 
@@ -410,6 +411,7 @@ class OrderOutFields(Out, frozen=True):
     disputes: list[DisputeOut]
     attention: bool
     buyer_cancel_requested: bool
+    sync_state: Literal["in_sync", "pending", "failing", "dead", "diverged", "not_sent"]
     marketplace_cancelled: list[LineQuantityOut]
     sync: list[SyncOut]
 

@@ -284,6 +284,15 @@ def sales_filter(
     updated_since: Annotated[
         str | None, QueryParameter(description="changed at or after (inclusive): what changed since", **TIME)
     ] = None,
+    buyer_cancel_requested: Annotated[
+        bool | None, QueryParameter(description="a buyer asked to cancel and the seller has not answered")
+    ] = None,
+    attention: Annotated[
+        bool | None,
+        QueryParameter(
+            description="the marketplace disagrees, a buyer asked to cancel, or a sync item is dead"
+        ),
+    ] = None,
 ) -> SalesFilter:
     """The All Sales filters that the list and its counts share (the list adds `status`)."""
     return SalesFilter(
@@ -296,6 +305,8 @@ def sales_filter(
         purchased_from=_bound(purchased_from, "purchased_from"),
         purchased_to=_bound(purchased_to, "purchased_to"),
         updated_since=_bound(updated_since, "updated_since"),
+        buyer_cancel_requested=buyer_cancel_requested,
+        attention=attention,
     )
 
 
