@@ -586,6 +586,10 @@ class OrderLedgerMachine(RuleBasedStateMachine):
         model = self.pick(data, lambda m: any(line.free for line in m.lines.values()))
         if requester is Requester.MARKETPLACE and any(s.shipped > s.confirmed for s in model.lines.values()):
             return  # the marketplace's word against unacknowledged shipments: test_marketplace_word.py
+        if requester is Requester.MARKETPLACE and any(s.pending for s in model.lines.values()):
+            # The marketplace's word on units a seller's eBay cancellation request holds: the domain records
+            # it (the marketplace decides); what that does to the open request is not modelled here yet.
+            return
         requested = self.draw_lines(data, model)
         whole = {lid: s.free for lid, s in model.lines.items() if s.free > 0}
         items = whole if requested is None else requested
