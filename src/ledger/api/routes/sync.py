@@ -20,7 +20,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import Meta
 from psycopg_pool import ConnectionPool
 
-from ledger.aggregates.values import Marketplace, Role, SyncAction
+from ledger.aggregates.values import Context, Marketplace, Role, SyncAction
 from ledger.api import idempotent
 from ledger.api.auth import ROLES_OPT, context_for
 from ledger.api.bodies.orders import Out, Strict
@@ -206,24 +206,33 @@ def resolve_outbound(
         item = VIEW.get_item(conn, key.seller, item_id)
     if item is None:
         raise NotFoundException()
-    if item.state != DEAD:
-        raise NotResolvableError(item_id, item.state)
-    # The order's event first (its attention clears, its history says who resolved it and how), then the row.
-    ledger.execute(
-        ResolveSyncItem(
-            ctx=context_for(key, idempotency_key, digest),
-            order_id=item.order_id,
-            action=SyncAction(item.action),
-            reference=item.reference,
-            reason=data.reason,
-            seller=key.seller,
-        )
+    resolved = resolve_dead_item(
+        ledger, pool, key.seller, item, data.reason, context_for(key, idempotency_key, digest)
     )
-    with pool.connection() as conn:
-        resolved = VIEW.resolve(conn, key.seller, item_id, data.reason)
     if resolved is None:
         raise NotFoundException()
     return OutboundItemOut.of(resolved)
+
+
+def resolve_dead_item(
+    ledger: Ledger, pool: ConnectionPool[Any], seller: str, item: OutboundItem, reason: str, ctx: Context
+) -> OutboundItem | None:
+    """Settle a dead item by hand (the API's resolve and the web page's): the order's event first (its
+    attention clears, its history says who resolved it and how), then the row. None: the row is gone."""
+    if item.state != DEAD:
+        raise NotResolvableError(item.id, item.state)
+    ledger.execute(
+        ResolveSyncItem(
+            ctx=ctx,
+            order_id=item.order_id,
+            action=SyncAction(item.action),
+            reference=item.reference,
+            reason=reason,
+            seller=seller,
+        )
+    )
+    with pool.connection() as conn:
+        return VIEW.resolve(conn, seller, item.id, reason)
 
 
 class DivergenceOut(Out, frozen=True):

@@ -27,11 +27,11 @@ from ledger.aggregates.values import (
     RefundReason,
     RefundRequestLine,
     Source,
-    SyncAction,
     parse_amount,
     parse_quantity,
 )
 from ledger.api.auth import CHANGE_ORDERS, actor_of
+from ledger.api.routes.sync import resolve_dead_item
 from ledger.api.web.pages import OUTBOX, Form, forbidden, order_page
 from ledger.api.web.session import (
     ledger_of,
@@ -48,7 +48,6 @@ from ledger.application.commands import (
     Cancel,
     CloseDispute,
     Refund,
-    ResolveSyncItem,
     Restock,
     Ship,
     VoidShipment,
@@ -67,7 +66,6 @@ from ledger.application.shipments_csv import (
     failed_rows_csv,
     parse,
 )
-from ledger.integrations.outbox import DEAD, NotResolvableError
 
 MAX_UPLOAD = 4 * 1024 * 1024
 CARRIERS = frozenset(c.value for c in Carrier)
@@ -314,21 +312,8 @@ def sync_item_form(
             reason = str(data.get("reason", "")).strip()[:1000]
             if not reason:
                 raise FormError("say how the marketplace was told, or why it need not be", "reason")
-            if item.state != DEAD:
-                raise NotResolvableError(item_id, item.state)
             ctx = web_context(key, str(data.get("token", "")) or None, data)
-            ledger_of(request).execute(
-                ResolveSyncItem(
-                    ctx=ctx,
-                    order_id=order_id,
-                    action=SyncAction(item.action),
-                    reference=item.reference,
-                    reason=reason,
-                    seller=key.seller,
-                )
-            )
-            with pool.connection() as conn:
-                OUTBOX.resolve(conn, key.seller, item_id, reason)
+            resolve_dead_item(ledger_of(request), pool, key.seller, item, reason, ctx)
             done = "resolved"
         else:
             with pool.connection() as conn, conn.transaction():
