@@ -73,6 +73,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     database_url: str | None = None
     """LEDGER_DATABASE_URL: a PostgreSQL server; unset means the embedded server in data_dir."""
+    read_database_url: str | None = None
+    """LEDGER_READ_DATABASE_URL: a streaming replica of that server; when set, All Sales, order reads and the
+    change feed read from it (reads carrying `min_position` wait for its replay first). Unset: all reads on the
+    primary."""
     database_schema: str = "public"
     """LEDGER_DATABASE_SCHEMA: the schema holding this deployment's tables."""
     data_dir: Path = msgspec.field(default_factory=default_data_dir)
@@ -99,6 +103,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         validate_schema_name(self.database_schema)
+        if self.read_database_url is not None and self.database_url is None:
+            msg = (
+                "LEDGER_READ_DATABASE_URL needs LEDGER_DATABASE_URL: a read replica is a replica of a configured "
+                "server, not of the embedded one"
+            )
+            raise ConfigError(msg)
         if self.pool_size < 1:
             msg = f"LEDGER_DB_POOL_SIZE must be at least 1, got {self.pool_size}"
             raise ConfigError(msg)
@@ -114,8 +124,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __repr__(self) -> str:
         url = None if self.database_url is None else redact_url(self.database_url)
+        read_url = None if self.read_database_url is None else redact_url(self.read_database_url)
         return (
-            f"Settings(database_url={url!r}, database_schema={self.database_schema!r}, "
+            f"Settings(database_url={url!r}, read_database_url={read_url!r}, database_schema={self.database_schema!r}, "
             f"data_dir={self.data_dir!r}, pool_size={self.pool_size!r}, "
             f"log_level={self.log_level!r}, web_session_ttl={self.web_session_ttl!r}, "
             f"webhook_allow_http={self.webhook_allow_http!r}, webhook_allow_private={self.webhook_allow_private!r})"
@@ -150,6 +161,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         data_dir = get("LEDGER_DATA_DIR")
         return cls(
             database_url=get("LEDGER_DATABASE_URL"),
+            read_database_url=get("LEDGER_READ_DATABASE_URL"),
             database_schema=get("LEDGER_DATABASE_SCHEMA") or "public",
             data_dir=Path(data_dir).expanduser().absolute() if data_dir else default_data_dir(),
             pool_size=whole("LEDGER_DB_POOL_SIZE", 5),

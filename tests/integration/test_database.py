@@ -34,6 +34,8 @@ from ledger.eventstore.database import (
     ensure_schema,
     open_database,
     parse_database_url,
+    read_only_env,
+    read_replica,
 )
 
 SRC_DIR = Path(__file__).resolve().parents[2] / "src"
@@ -334,6 +336,46 @@ def test_settings_errors_name_the_variable(variable: str, value: str) -> None:
     """A malformed value raises ConfigError naming its variable."""
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: value})
+
+
+def test_a_read_replica_is_read_in_the_same_schema_and_never_printed_with_its_password() -> None:
+    """LEDGER_READ_DATABASE_URL gives a replica target in the deployment's schema; its password stays hidden."""
+    settings = Settings.from_env(
+        {
+            "LEDGER_DATABASE_URL": "postgresql://u@primary/db",
+            "LEDGER_READ_DATABASE_URL": "postgresql://reader:s3cret@replica:5433/db",
+            "LEDGER_DATABASE_SCHEMA": "shop_eu",
+            "LEDGER_DB_POOL_SIZE": "7",
+        }
+    )
+
+    replica = read_replica(settings)
+
+    assert replica is not None
+    assert (replica.host, replica.port, replica.user, replica.schema) == (
+        "replica",
+        5433,
+        "reader",
+        "shop_eu",
+    )
+    assert replica.pool_size == 7
+    assert "s3cret" not in repr(settings)
+    assert read_only_env(replica)["CREATE_TABLE"] == "n"
+    assert read_replica(Settings.from_env({"LEDGER_DATABASE_URL": "postgresql://u@primary/db"})) is None
+
+
+def test_a_read_replica_needs_a_configured_primary_and_a_valid_url() -> None:
+    """A replica without LEDGER_DATABASE_URL (the embedded server has none), or a bad URL, names the variable."""
+    with pytest.raises(ConfigError, match="LEDGER_READ_DATABASE_URL needs LEDGER_DATABASE_URL"):
+        Settings.from_env({"LEDGER_READ_DATABASE_URL": "postgresql://u@replica/db"})
+    settings = Settings.from_env(
+        {
+            "LEDGER_DATABASE_URL": "postgresql://u@primary/db",
+            "LEDGER_READ_DATABASE_URL": "mysql://u@replica/db",
+        }
+    )
+    with pytest.raises(ConfigError, match="LEDGER_READ_DATABASE_URL"):
+        read_replica(settings)
 
 
 def test_longest_schema_name_is_accepted() -> None:

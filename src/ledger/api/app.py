@@ -24,6 +24,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from ledger.api.auth import authorize
+from ledger.api.consistency import ReadSide
 from ledger.api.dependencies import DEPENDENCIES
 from ledger.api.errors import EXCEPTION_HANDLERS
 from ledger.api.observability import Metrics, metrics_endpoint, observe
@@ -34,9 +35,9 @@ from ledger.api.web import ROUTES as WEB_ROUTES
 from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
 from ledger.config import DEFAULT_WEB_SESSION_TTL
-from ledger.eventstore.database import PostgresTarget, connect, session_options
+from ledger.eventstore.database import PostgresTarget, connect, read_only_env, session_options
 from ledger.feed.urls import UrlPolicy
-from ledger.feed.wakeup import FeedWakeup
+from ledger.feed.wakeup import FALLBACK_SECONDS, REPLICA_FALLBACK_SECONDS, FeedWakeup
 
 DEFAULT_MAX_BODY_SIZE = 5 * 1024 * 1024  # a bulk import of some thousands of orders fits
 POOL_TIMEOUT_SECONDS = 5.0
@@ -54,7 +55,7 @@ def docs_page() -> SwaggerRenderPlugin:
     )
 
 
-def read_pool(target: PostgresTarget) -> ConnectionPool[Any]:
+def read_pool(target: PostgresTarget, name: str = "ledger-api") -> ConnectionPool[Any]:
     """Autocommit connections whose search_path starts with the target's schema (like database.connect)."""
     conninfo = make_conninfo(target.conninfo(), options=session_options(target))
     return ConnectionPool(
@@ -65,7 +66,7 @@ def read_pool(target: PostgresTarget) -> ConnectionPool[Any]:
         timeout=POOL_TIMEOUT_SECONDS,
         check=ConnectionPool.check_connection,
         open=False,
-        name="ledger-api",
+        name=name,
     )
 
 
@@ -77,9 +78,11 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     web_session_ttl: timedelta = DEFAULT_WEB_SESSION_TTL,
     webhook_urls: UrlPolicy | None = None,
+    replica: PostgresTarget | None = None,
     debug: bool = False,
 ) -> Litestar:
     """The HTTP API over `target` (its schema must exist). A given `ledger` is used and left open.
+    `replica`: a streaming replica of `target` that All Sales, order reads and the change feed read from.
     `audit_trust` gives the public keys the audit routes list (none without it);
     `webhook_urls`: which webhook URLs to accept besides public https ones (Settings; default none)."""
     trust = audit_trust or AuditTrust(None)
@@ -96,13 +99,27 @@ def create_app(
         app.state.audit_trust = trust
         app.state.web_session_ttl = web_session_ttl
         app.state.webhook_urls = webhook_urls or UrlPolicy()
-        app.state.feed_wakeup = wakeup = FeedWakeup(lambda: connect(target))
+        if replica is None:
+            app.state.read_side = ReadSide(pool=pool, ledger=app.state.ledger, replica=False)
+        else:
+            replica_pool = read_pool(replica, "ledger-api-replica")
+            replica_pool.open(wait=False)
+            app.state.read_side = ReadSide(
+                pool=replica_pool, ledger=Ledger(env=read_only_env(replica)), replica=True
+            )
+        app.state.feed_wakeup = wakeup = FeedWakeup(
+            lambda: connect(target),
+            fallback_seconds=FALLBACK_SECONDS if replica is None else REPLICA_FALLBACK_SECONDS,
+        )
         wakeup.start(asyncio.get_running_loop())
         try:
             yield
         finally:
             wakeup.stop()
             pool.close()
+            if replica is not None:
+                app.state.read_side.pool.close()
+                app.state.read_side.ledger.close()
             if own:
                 app.state.ledger.close()
 

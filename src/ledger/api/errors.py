@@ -92,6 +92,14 @@ class ProjectionBehindError(Exception):
         self.position = position
 
 
+class ReplicaBehindError(Exception):
+    """A read asked for a log position the read replica had not replayed within the bound: HTTP 503, Retry-After."""
+
+    def __init__(self, position: int, waited: float) -> None:
+        super().__init__(f"the read replica has not replayed position {position} after {waited:g} s; retry")
+        self.position = position
+
+
 _DESCRIPTIONS = {
     400: "malformed: a body that is not JSON, an unknown query parameter, or a header that cannot be read",
     401: "missing, unknown or revoked API key",
@@ -102,7 +110,7 @@ _DESCRIPTIONS = {
     413: "body over the size limit",
     415: "the body is sent as another media type than the route reads (JSON: application/json)",
     422: "well-formed but invalid: a body field or a query parameter's value; `errors` names them",
-    503: "database unavailable, or a view behind `min_position`; see Retry-After",
+    503: "database unavailable, or a view (or the read replica) behind `min_position`; see Retry-After",
 }
 
 
@@ -288,6 +296,10 @@ def _projection_behind(_: Request[Any, Any, Any], exc: ProjectionBehindError) ->
     return problem(503, "projection-behind", str(exc), headers={"Retry-After": "1"})
 
 
+def _replica_behind(_: Request[Any, Any, Any], exc: ReplicaBehindError) -> Response[Problem]:
+    return problem(503, "replica-behind", str(exc), headers={"Retry-After": "1"})
+
+
 def _undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """A body the JSON decoder gives up on (invalid UTF-8, nesting deeper than its recursion limit) is the
     client's input, not our failure; the same errors raised anywhere else are ours."""
@@ -308,6 +320,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     BadRequestError: _bad_request,
     UnsupportedMediaTypeError: _unsupported_media_type,
     ProjectionBehindError: _projection_behind,
+    ReplicaBehindError: _replica_behind,
     InvalidFilterError: _invalid_filter,
     InvalidCursorError: _invalid_cursor,
     refunds.InvalidFilterError: _invalid_filter,

@@ -16,7 +16,7 @@ from litestar import Litestar
 from ledger.api.app import create_app
 from ledger.audit.keys import load_trust
 from ledger.config import Settings
-from ledger.eventstore.database import PostgresTarget, parse_database_url
+from ledger.eventstore.database import PostgresTarget, parse_database_url, read_replica
 from ledger.feed.urls import UrlPolicy
 
 DEFAULT_GRACEFUL_SECONDS = 30
@@ -52,6 +52,7 @@ def app_from_env() -> Litestar:
         audit_trust=load_trust(settings),
         web_session_ttl=settings.web_session_ttl,
         webhook_urls=UrlPolicy.of(settings),
+        replica=read_replica(settings),
     )
 
 

@@ -16,7 +16,14 @@ from ledger.cli.audit import no_sealer, start_sealer
 from ledger.cli.common import EXIT_FAILED, EXIT_UNAVAILABLE, Command, UsageError, stop_on_signals
 from ledger.cli.sync import SyncThreads, start_sync
 from ledger.config import Settings
-from ledger.eventstore.database import PostgresTarget, check_connection, connect, open_database
+from ledger.eventstore.database import (
+    PostgresTarget,
+    ServerInfo,
+    check_connection,
+    connect,
+    open_database,
+    read_replica,
+)
 from ledger.eventstore.supervisor import supervised
 from ledger.feed.dispatcher import WebhookDispatcher
 from ledger.feed.urls import UrlPolicy
@@ -48,13 +55,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     with open_database(settings) as target, supervised(settings):  # a dead embedded server is restarted
         Ledger(env=target.eventsourcing_env()).close()
         info = check_connection(target)
+        replica = read_replica(settings)
         url = f"http://{_url_host(args.host)}:{args.port}"
-        out.write(
-            f"ledger: serving {url} on {info.version.split(' on ')[0]} at {info.url} (schema {info.schema})\n"
-            f"ledger: web page {url}/ (sign in with an API key); API docs {url}/schema; Ctrl-C stops\n"
-            "ledger: first key: ledger keys create --seller SELLER --role admin\n"
-        )
-        out.flush()
+        _announce(out, url, info, replica)
         processes = max(args.processes, 1)
         if processes > 1:  # each worker process builds its own app on the database exported here
             export_target(target)
@@ -64,6 +67,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
                 audit_trust=trust,
                 web_session_ttl=settings.web_session_ttl,
                 webhook_urls=UrlPolicy.of(settings),
+                replica=replica,
             )
             if processes == 1
             else "ledger.api.serving:app_from_env",
@@ -109,6 +113,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             return EXIT_UNAVAILABLE
     out.write("ledger: stopped\n")
     return 0
+
+
+def _announce(out: TextIO, url: str, info: ServerInfo, replica: PostgresTarget | None) -> None:
+    out.write(
+        f"ledger: serving {url} on {info.version.split(' on ')[0]} at {info.url} (schema {info.schema})\n"
+    )
+    if replica is not None:
+        out.write(f"ledger: All Sales, order reads and the change feed read from {replica.redacted_url()}\n")
+    out.write(
+        f"ledger: web page {url}/ (sign in with an API key); API docs {url}/schema; Ctrl-C stops\n"
+        "ledger: first key: ledger keys create --seller SELLER --role admin\n"
+    )
+    out.flush()
 
 
 def _url_host(host: str) -> str:

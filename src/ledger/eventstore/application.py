@@ -43,6 +43,8 @@ from ledger.eventstore.repository import LedgerRepository
 from ledger.eventstore.transcoding import VALUE_TRANSCODINGS, DataclassTranscoding, LedgerTranscoder
 
 CREATE_TABLE_ATTEMPTS = 5
+READ_ONLY = "LEDGER_READ_ONLY"
+"""Set ("y") for an application over a read replica (database.read_only_env): it reads, never writes."""
 
 
 class EventStoreApplication(Application[UUID]):
@@ -76,7 +78,7 @@ class EventStoreApplication(Application[UUID]):
 
     def _key_store(self) -> KeyStore:
         if isinstance(self.recorder, PostgresApplicationRecorder):
-            return PostgresKeys(self.recorder.datastore)
+            return PostgresKeys(self.recorder.datastore, read_only=self.env.get(READ_ONLY, "") == "y")
         return MemoryKeys()
 
     def close(self) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "ensure_schema",
     "open_database",
     "parse_database_url",
+    "read_replica",
 ]
 
 T = TypeVar("T")
@@ -610,6 +611,24 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Iterator[Postg
     with embedded as target:
         ensure_schema(target, migrate=migrate)
         yield target
+
+
+def read_replica(settings: Settings) -> PostgresTarget | None:
+    """The streaming replica reads may use (LEDGER_READ_DATABASE_URL), in the same schema; None when unset.
+    Nothing is created or migrated there: a replica is read-only and follows the primary's schema."""
+    if settings.read_database_url is None:
+        return None
+    return parse_database_url(
+        settings.read_database_url,
+        settings.database_schema,
+        pool_size=settings.pool_size,
+        variable="LEDGER_READ_DATABASE_URL",
+    )
+
+
+def read_only_env(target: PostgresTarget) -> dict[str, str]:
+    """`eventsourcing_env()` for an application that only reads (a replica: no table is created there)."""
+    return target.eventsourcing_env() | {"CREATE_TABLE": "n", "LEDGER_READ_ONLY": "y"}
 
 
 # How a call to the event store rides out broken connections (pg_terminate_backend, a server restart): one

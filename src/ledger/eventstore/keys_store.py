@@ -202,9 +202,11 @@ class MemoryKeys:
 class PostgresKeys:
     """Keys in `personal_data_keys`, through the eventsourcing datastore's connection pool."""
 
-    def __init__(self, datastore: Any) -> None:
+    def __init__(self, datastore: Any, *, read_only: bool = False) -> None:
         self.datastore = datastore
         self.table = sql.Identifier(datastore.schema or "public", "personal_data_keys")  # migration 0001
+        # On a read replica nothing can be locked (and nothing is written there that a forget must scrub).
+        self.read_only = read_only
 
     def key_for(self, seller: str, email: str) -> tuple[str, bytes]:
         key_id = key_id_for(seller, email)
@@ -260,17 +262,19 @@ class PostgresKeys:
 
     def live_keys(self, key_ids: Iterable[str]) -> dict[str, bytes]:
         with self.datastore.transaction(commit=False) as cur:
-            return fetch_keys(cur, list(key_ids), self.table)
+            return fetch_keys(cur, list(key_ids), self.table, lock=not self.read_only)
 
 
-def fetch_keys(cur: Any, key_ids: list[str], table: sql.Composable | None = None) -> dict[str, bytes]:
+def fetch_keys(
+    cur: Any, key_ids: list[str], table: sql.Composable | None = None, *, lock: bool = True
+) -> dict[str, bytes]:
     """Live keys among `key_ids`, read FOR SHARE: a forget waits for the transaction that decrypts with them,
-    and then scrubs what it wrote."""
+    and then scrubs what it wrote. `lock=False` (a read replica) reads them as they are."""
     if not key_ids:
         return {}
     cur.execute(
-        sql.SQL("SELECT key_id, key FROM {} WHERE key_id = ANY(%s) AND key IS NOT NULL FOR SHARE").format(
-            table or sql.Identifier("personal_data_keys")
+        sql.SQL("SELECT key_id, key FROM {} WHERE key_id = ANY(%s) AND key IS NOT NULL{}").format(
+            table or sql.Identifier("personal_data_keys"), sql.SQL(" FOR SHARE" if lock else "")
         ),
         (key_ids,),
     )

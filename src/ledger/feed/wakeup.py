@@ -25,14 +25,22 @@ from ledger.projections.base import PROGRESS_CHANNEL
 logger = logging.getLogger(__name__)
 
 FALLBACK_SECONDS = 5.0
+REPLICA_FALLBACK_SECONDS = 0.25
+"""With a read replica the wakeup (from the primary) may come before the replica has the rows: read again soon."""
 
 
 class FeedWakeup:
     """`ticket()` before reading, then `await wait(ticket, timeout)`: returns when the feed moved since the
     ticket was taken (at once if it already had), or after the timeout."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[TupleRow]]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[TupleRow]],
+        *,
+        fallback_seconds: float = FALLBACK_SECONDS,
+    ) -> None:
         self._connect = connect
+        self._fallback = fallback_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
         self._stopping = threading.Event()
@@ -53,7 +61,7 @@ class FeedWakeup:
 
     async def wait(self, ticket: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ticket.wait(), min(timeout, FALLBACK_SECONDS))
+            await asyncio.wait_for(ticket.wait(), min(timeout, self._fallback))
 
     def _wake(self) -> None:
         event, self._event = self._event, asyncio.Event()

@@ -705,8 +705,13 @@ def _events_table_exists(cur: Cursor) -> bool:
     return bool(row and row[0])
 
 
-def wait_for(conn: psycopg.Connection[TupleRow], name: str, position: int, timeout: float) -> bool:
-    """Read-your-writes: wait until projection `name` has applied `position`. False on timeout."""
+def wait_for(
+    conn: psycopg.Connection[TupleRow], name: str, position: int, timeout: float, *, listen: bool = True
+) -> bool:
+    """Read-your-writes: wait until projection `name` has applied `position`. False on timeout.
+    `listen=False` polls instead of waiting for progress notifications: a streaming replica cannot LISTEN."""
+    if not listen:
+        return _poll_for(conn, name, position, timeout)
     deadline = time.monotonic() + timeout
     conn.autocommit = True
     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(PROGRESS_CHANNEL)))
@@ -724,3 +729,19 @@ def wait_for(conn: psycopg.Connection[TupleRow], name: str, position: int, timeo
                 pass
     finally:
         conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(PROGRESS_CHANNEL)))
+
+
+def _poll_for(conn: psycopg.Connection[TupleRow], name: str, position: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        row = conn.execute(
+            "SELECT position FROM projection_state WHERE name = %s AND active", (name,)
+        ).fetchone()
+        if row and int(row[0]) >= position:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.05)

@@ -22,10 +22,12 @@ from psycopg_pool import ConnectionPool
 from ledger.aggregates.errors import InvalidInputError
 from ledger.api.auth import READ_ORDERS, ROLES_OPT
 from ledger.api.bodies.orders import Out
+from ledger.api.consistency import read_side, view_pool
 from ledger.api.errors import BadRequestError, problem_responses
 from ledger.application.ledger import Ledger
 from ledger.application.queries import KeyDetails
 from ledger.feed import index
+from ledger.feed.index import NAME as FEED
 from ledger.feed.items import EVENT_TYPES, FeedItem, encode, items_of
 from ledger.feed.wakeup import FeedWakeup
 
@@ -77,8 +79,9 @@ class Reader:
     def __init__(
         self, request: Request[Any, Any, Any], seller: str, types: list[str], order_id: UUID | None
     ) -> None:
-        self.ledger: Ledger = request.app.state.ledger
-        self.pool: ConnectionPool[Any] = request.app.state.pool
+        side = read_side(request)  # the read replica when there is one
+        self.ledger: Ledger = side.ledger
+        self.pool: ConnectionPool[Any] = side.pool
         self.wakeup: FeedWakeup = request.app.state.feed_wakeup
         self.seller = seller
         self.types = types
@@ -107,6 +110,7 @@ class Reader:
 async def list_events(
     request: Request[Any, Any, Any],
     key: NamedDependency[KeyDetails],
+    read_position: NamedDependency[int | None],
     after: After = 0,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     types: Types = None,
@@ -119,6 +123,8 @@ async def list_events(
     ] = 0,
 ) -> EventPage:
     reader = Reader(request, key.seller, parse_types(types), order_id)
+    if read_position is not None:
+        await anyio.to_thread.run_sync(view_pool, request, FEED, read_position)
     deadline = time.monotonic() + wait
     while True:
         ticket = reader.wakeup.ticket()

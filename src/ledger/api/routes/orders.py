@@ -21,7 +21,6 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Reference, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, RawBody
 from litestar.types import AnyCallable
-from psycopg_pool import ConnectionPool
 
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.times import RFC3339_PATTERN, parse_bound, parse_moment
@@ -58,7 +57,7 @@ from ledger.api.bodies.orders import (
     VoidIn,
 )
 from ledger.api.bodies.schemas import MAX_BATCH, OrderIn, decode_batch
-from ledger.api.consistency import POSITION_RESPONSE_HEADERS, await_position, position_headers
+from ledger.api.consistency import POSITION_RESPONSE_HEADERS, order_reader, position_headers, view_pool
 from ledger.api.errors import BadRequestError, ledger_problem, problem_responses
 from ledger.application.commands import (
     Cancel,
@@ -325,7 +324,6 @@ FILTERS = {"filters": Provide(sales_filter, sync_to_thread=False)}
 )
 def list_orders(
     request: Request[Any, Any, Any],
-    pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
     read_position: NamedDependency[int | None],
     filters: NamedDependency[SalesFilter],
@@ -342,7 +340,7 @@ def list_orders(
     ] = None,
 ) -> OrderPage:
     filters = replace(filters, status=status)
-    await_position(request, pool, AllSalesProjection.name, read_position)
+    pool = view_pool(request, AllSalesProjection.name, read_position)
     with pool.connection() as conn:
         page = VIEW.list_orders(conn, key.seller, filters, limit=limit, cursor=cursor, sort=sort)
     return OrderPage(items=[OrderSummaryOut.of(s) for s in page.items], next_cursor=page.next_cursor)
@@ -360,12 +358,11 @@ def list_orders(
 )
 def count_orders(
     request: Request[Any, Any, Any],
-    pool: NamedDependency[ConnectionPool[Any]],
     key: NamedDependency[KeyDetails],
     read_position: NamedDependency[int | None],
     filters: NamedDependency[SalesFilter],
 ) -> OrderCountsOut:
-    await_position(request, pool, AllSalesProjection.name, read_position)
+    pool = view_pool(request, AllSalesProjection.name, read_position)
     with pool.connection() as conn:
         return OrderCountsOut(**VIEW.counts(conn, key.seller, filters))
 
@@ -380,12 +377,14 @@ def count_orders(
     sync_to_thread=True,
 )
 def get_order(
+    request: Request[Any, Any, Any],
     order_id: FromPath[UUID],
-    ledger: NamedDependency[Ledger],
     key: NamedDependency[KeyDetails],
+    read_position: NamedDependency[int | None],
     as_of: Annotated[str | None, QueryParameter(description="the order as it stood then", **TIME)] = None,
     version: Annotated[int | None, QueryParameter(ge=1)] = None,
 ) -> Response[OrderOut]:
+    ledger = order_reader(request, read_position)
     if as_of is not None or version is not None:
         at = _bound(as_of, "as_of")
         details = ledger.order_as_of(order_id, version=version, at=at, seller=key.seller)
