@@ -3,7 +3,7 @@
     python bench/commands_ab.py [--runs 3] [--commands 1500] before=/path/to/old/src after=src
 
 Each NAME=SRC is a `src` directory (e.g. `git archive <commit> src | tar -x -C /tmp/old`) whose `ledger serve`
-is measured; the ceiling of commands_http.py runs in every round too. Variants are interleaved, on one embedded
+is measured; NAME=SRC@N runs it with `--processes N` (`one=src two=src@2`: one against two server processes); the ceiling of commands_http.py runs in every round too. Variants are interleaved, on one embedded
 PostgreSQL, with the same load as commands_http.py's `ledger` variant (16 clients, one order per request).
 Besides commands/s it reports the server process's CPU seconds (user + system, from /proc) per command: on a
 shared machine that figure moves much less than the rate, so it is the one to compare builds by. Linux only.
@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("builds", nargs="+", help="NAME=SRC")
     args = parser.parse_args()
     builds = [("ceiling", "")] + [tuple(b.split("=", 1)) for b in args.builds]
+    processes = {name: int(src.rpartition("@")[2]) if "@" in src else 1 for name, src in builds}
+    builds = [(name, src.rpartition("@")[0] if "@" in src else src) for name, src in builds]
     rates: dict[str, list[float]] = {name: [] for name, _ in builds}
     cpus: dict[str, list[float]] = {name: [] for name, _ in builds}
     data = Path(tempfile.mkdtemp(prefix="ledger-bench-", dir="/tmp"))
@@ -75,7 +77,7 @@ def main() -> None:
                     plan = bench.make_orders(app, args.commands, seller)
                     kind = "ceiling" if name == "ceiling" else "ledger"
                     os.environ["PYTHONPATH"] = str(Path(src).resolve()) if src else pythonpath
-                    proc, port = bench.start_server(kind, target, 1)
+                    proc, port = bench.start_server(kind, target, processes[name])
                     try:
                         asyncio.run(
                             bench.load(port, bench.requests_for(kind, plan[:100], secret), args.clients)

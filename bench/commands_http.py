@@ -9,6 +9,8 @@ Variants (each its own server process: uvicorn, one process unless --processes, 
   repository, run the command, `Application.save` (one transaction and one table lock per request).
 - `ledger`: `ledger serve --no-workers` (auth, validation, idempotency checks, metrics, group commit).
 - `ledger-no-group`: the same with LEDGER_GROUP_COMMIT=n (the design's "before").
+- `ledger-2p` (only when named in --variants): `ledger serve --no-workers --processes 2`, so that one and two
+  server processes are measured interleaved in the same run.
 The clients are asyncio tasks speaking HTTP/1.1 keep-alive over raw sockets (cheap, so they steal little CPU
 from the server); every request gets a fresh order, so commands do not conflict. synchronous_commit stays on
 (checked and reported). Uses LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in a temporary
@@ -64,6 +66,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 UPS = "1Z999AA10123456784"
 POOL_SIZE = 16
 VARIANTS = ("ceiling", "library", "ledger", "ledger-no-group")
+EXTRA_VARIANTS = ("ledger-2p",)  # `ledger serve --processes 2`, beside one process in the same run
 SHIP = json.dumps({"carrier": "ups", "tracking_number": UPS}).encode()
 CANCEL = json.dumps({"reason": "buyer_cancelled"}).encode()
 REFUND = json.dumps({"reason": "customer_return"}).encode()
@@ -283,6 +286,8 @@ def start_server(variant: str, target: PostgresTarget, processes: int) -> tuple[
         cmd = [sys.executable, __file__, "--serve", variant, "--port", str(port)]
     else:
         cmd = [sys.executable, "-m", "ledger.cli", "serve", "--no-workers", "--port", str(port)]
+        if variant == "ledger-2p":
+            processes = 2
         if processes > 1:
             cmd += ["--processes", str(processes)]
         if variant == "ledger-no-group":
