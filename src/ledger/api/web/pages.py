@@ -148,7 +148,7 @@ class Row:
     unshipped: str  # "line:units,..." still to ship, which a bulk shipment of this row ships
     account: str
     age: str
-    due: str  # how long until the ship-by date, or how long past it ("" without one)
+    due: str  # how long until the ship-by date, or how long past it ("2 days"; "" without one)
     overdue: bool  # past the ship-by date with units still to ship
 
 
@@ -166,13 +166,14 @@ def _span(seconds: float) -> str:
 
 
 def due(ship_by: datetime | None, to_ship: bool, now: datetime) -> tuple[str, bool]:
-    """(words, overdue) of an order's ship-by date: "overdue by 2 days" while units are still to ship
-    after it, "due in 5 hours" before it, "" when the marketplace gave none or nothing is left to ship."""
+    """(how long, overdue) of an order's ship-by date: ("2 days", True) while units are still to ship two days
+    after it, ("5 hours", False) five hours before it, ("", False) when the marketplace gave none or nothing is
+    left to ship."""
     if ship_by is None or not to_ship:
         return "", False
     if ship_by <= now:
-        return f"overdue by {_span((now - ship_by).total_seconds())}", True
-    return f"due in {_span((ship_by - now).total_seconds())}", False
+        return _span((now - ship_by).total_seconds()), True
+    return _span((ship_by - now).total_seconds()), False
 
 
 def _rows(
