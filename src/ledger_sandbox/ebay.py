@@ -50,6 +50,7 @@ SPEC = "ebay/sell_fulfillment_v1_oas3.json"
 BASE = "/sell/fulfillment/v1"
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
+SHIP_BY_DAYS = 2  # the seller's stated handling time: eBay's ship-by date is this long after purchase
 REFUND_REASONS = frozenset(
     {
         "BUYER_CANCEL",
@@ -268,6 +269,12 @@ def render_order(order: Order) -> Json:
                 "deliveryCost": {"shippingCost": _amount(line.shipping, currency)},
                 "taxes": [{"amount": _amount(line.tax, currency), "taxType": "STATE_SALES_TAX"}],
                 "total": _amount(line.unit_price * line.quantity + line.shipping + line.tax, currency),
+                "lineItemFulfillmentInstructions": {
+                    "guaranteedDelivery": False,
+                    "shipByDate": iso(order.purchased_at + timedelta(days=SHIP_BY_DAYS)),
+                    "minEstimatedDeliveryDate": iso(order.purchased_at + timedelta(days=3)),
+                    "maxEstimatedDeliveryDate": iso(order.purchased_at + timedelta(days=7)),
+                },
                 "lineItemFulfillmentStatus": "FULFILLED"
                 if line.shipped >= line.quantity - line.cancelled and line.shipped
                 else "IN_PROGRESS"

@@ -80,10 +80,19 @@ class Shop:
                 conn, OutboundProjection(), self.ledger.recorder, self.ledger.mapper
             )
 
-    def import_order(self, marketplace: Marketplace, moid: str, buyer: str, days_ago: int = 1) -> UUID:
+    def import_order(
+        self,
+        marketplace: Marketplace,
+        moid: str,
+        buyer: str,
+        days_ago: int = 1,
+        ship_within: int | None = None,
+    ) -> UUID:
+        """Import a paid order of two lines; `ship_within`: the marketplace's ship-by, days after purchase."""
+        purchased_at = datetime.now(UTC) - timedelta(days=days_ago)
         order = ImportedOrder(
             marketplace_order_id=moid,
-            purchased_at=datetime.now(UTC) - timedelta(days=days_ago),
+            purchased_at=purchased_at,
             currency="USD",
             payment_status=PaymentStatus.PAID,
             buyer=Buyer(buyer, "buyer@example.com"),
@@ -91,8 +100,9 @@ class Shop:
                 OrderLine("1", "MUG-1", 2, Decimal("12.50"), title="Mug"),
                 OrderLine("2", "CUP-1", 1, Decimal("5.00"), title="Cup"),
             ),
-            paid_at=datetime.now(UTC) - timedelta(days=days_ago),
+            paid_at=purchased_at,
             ship_to=SHIP_TO,
+            ship_by=purchased_at + timedelta(days=ship_within) if ship_within is not None else None,
         )
         order_id = self.ledger.import_order(
             CTX, self.accounts[marketplace], order, seller=self.seller

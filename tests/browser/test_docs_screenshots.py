@@ -26,9 +26,15 @@ def test_docs_screenshots_of_all_sales_and_an_order(page: Any, shop: Any, width:
     shipments and timeline; both are saved as the docs' screenshots."""
     if width != 1366:
         pytest.skip("the docs show the desktop width")
+    # Amazon and eBay give a ship-by date (three days after purchase here); Walmart's is not imported.
+    marketplaces = (Marketplace.EBAY, Marketplace.WALMART, Marketplace.AMAZON)
     ids = [
         shop.import_order(
-            Marketplace.EBAY if n % 3 == 0 else Marketplace.WALMART, f"{1080 + n}-DEMO", buyer, days_ago=n + 1
+            marketplaces[n % 3],
+            f"{1080 + n}-DEMO",
+            buyer,
+            days_ago=n + 1,
+            ship_within=None if n % 3 == 1 else 3,
         )
         for n, buyer in enumerate(BUYERS)
     ]
@@ -52,6 +58,7 @@ def test_docs_screenshots_of_all_sales_and_an_order(page: Any, shop: Any, width:
         time.sleep(0.2)
         page.reload()
     expect(page.locator("#results")).to_have_text(f"{len(BUYERS)} results")
+    expect(page.locator(".ship-by .overdue")).not_to_have_count(0)  # the demo shows an overdue order
     look(page, tmp_path, "all-sales")
     page.goto(f"{shop.url}/orders/{shipped}")
     expect(page.locator("#shipments")).to_contain_text("Sent: Walmart accepted it")

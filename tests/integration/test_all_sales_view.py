@@ -6,6 +6,7 @@ answer to every query is computed from `app.get_order(...)`, the write side's ow
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from order_scenarios import catch_up
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 from ledger.aggregates.values import (
@@ -35,6 +38,7 @@ from ledger.aggregates.values import (
 from ledger.application.ledger import Ledger
 from ledger.application.queries import OrderDetails
 from ledger.eventstore.database import PostgresTarget, connect
+from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.all_sales_view import (
     MAX_LIMIT,
@@ -595,3 +599,48 @@ def test_lines_equal_the_orders_own_lines(shop: Shop, conn: psycopg.Connection[T
     for order_id, details in shop.orders.items():
         expected = [LineSummary(**{n: getattr(line, n) for n in names}) for line in details.lines]
         assert VIEW.lines(conn, shop.seller, order_id) == expected
+
+
+def test_a_generation_made_before_ship_by_gains_it_and_lists_the_ship_by_of_new_imports(
+    own_target: PostgresTarget,
+) -> None:
+    """A live All Sales table without `ship_by` (an earlier release made it) gets the column when a worker
+    starts, with no rebuild: its rows read no ship-by, an order imported after it lists the marketplace's date,
+    and a page's lines are read for every order of the page at once."""
+    app = Ledger(env=own_target.eventsourcing_env())
+
+    def connect_own() -> psycopg.Connection[TupleRow]:
+        return connect(own_target)
+
+    try:
+        account = app.register_account(CTX, seller="s-ship", marketplace=Marketplace.AMAZON, name="main")
+        moment = datetime(2026, 11, 20, 10, tzinfo=UTC)
+        old = ImportedOrder(
+            "OLD-1", moment, "USD", PaymentStatus.PAID, Buyer("Ann", "ann@example.com"),
+            (OrderLine("1", "MUG-1", 2, Decimal("12.50")), OrderLine("2", "CUP-1", 1, Decimal("5.00"))),
+        )  # fmt: skip
+        app.import_order(CTX, account.account_id, old, seller="s-ship")
+        catch_up(AllSalesProjection(), connect_own, app, 50)
+        table = base.Tables(1)["all_sales_orders"]
+        with connect_own() as conn:
+            conn.execute("DROP VIEW all_sales_orders")
+            conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN ship_by").format(table))
+            conn.execute(sql.SQL("CREATE VIEW all_sales_orders AS SELECT * FROM {}").format(table))
+            conn.commit()
+        new = dataclasses.replace(old, marketplace_order_id="NEW-1", ship_by=moment + timedelta(days=3))
+        app.import_order(CTX, account.account_id, new, seller="s-ship")
+        catch_up(AllSalesProjection(), connect_own, app, 50)  # installs (upgrades) first, then applies
+        with connect_own() as conn:
+            page = VIEW.list_orders(conn, "s-ship", SalesFilter(), sort="purchased_at")
+            lines = VIEW.lines_of(conn, "s-ship", [s.order_id for s in page.items])
+            foreign = VIEW.lines_of(conn, "another-seller", [s.order_id for s in page.items])
+        assert {s.marketplace_order_id: s.ship_by for s in page.items} == {
+            "OLD-1": None,
+            "NEW-1": moment + timedelta(days=3),
+        }
+        assert [[(ln.line_id, ln.sku) for ln in lines[s.order_id]] for s in page.items] == [
+            [("1", "MUG-1"), ("2", "CUP-1")]
+        ] * 2
+        assert foreign == {s.order_id: [] for s in page.items}
+    finally:
+        app.close()

@@ -337,3 +337,22 @@ def test_void_a_shipment_then_409_once_acknowledged(
         f"/v1/orders/{order_id}/shipments/{second}/void", json={"reason": "late"}, headers=seller.auth()
     )
     _problem(late, 409, "shipment-acknowledged")
+
+
+def test_an_import_may_carry_the_marketplaces_ship_by_date(client: TestClient[Any], seller: Seller) -> None:
+    """`ship_by` (optional, a time with a zone) is kept and answered in UTC on the order; one without a zone is
+    422 naming the field; an order imported without one answers null."""
+    body = order_body(seller.accounts[Marketplace.AMAZON], ship_by="2026-11-23T07:59:59+01:00")
+    created = client.post("/v1/orders", json=body, headers=seller.auth())
+    assert created.status_code == 201, created.text
+    order = client.get(f"/v1/orders/{created.json()['order_id']}", headers=seller.auth()).json()
+    assert order["ship_by"] == "2026-11-23T06:59:59Z"
+    naive = order_body(seller.accounts[Marketplace.AMAZON], ship_by="2026-11-23T07:59:59")
+    problem = _problem(client.post("/v1/orders", json=naive, headers=seller.auth()), 422, "invalid-request")
+    assert [e["field"] for e in problem["errors"]] == ["ship_by"]
+    plain = client.post(
+        "/v1/orders", json=order_body(seller.accounts[Marketplace.AMAZON]), headers=seller.auth()
+    )
+    assert (
+        client.get(f"/v1/orders/{plain.json()['order_id']}", headers=seller.auth()).json()["ship_by"] is None
+    )

@@ -4,21 +4,37 @@ foreign-origin refusals, and the actions each order allows (the browser tests dr
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import pytest
-from api_support import UPS_TRACKING, Seller, make_seller, order_body
+from api_support import CTX, UPS_TRACKING, Seller, make_seller, order_body
 from litestar.testing import TestClient
 from order_scenarios import catch_up
 
-from ledger.aggregates.values import Marketplace, Role
+from ledger.aggregates.values import (
+    Buyer,
+    CancelReason,
+    Carrier,
+    Divergence,
+    ImportedOrder,
+    LineQuantity,
+    Marketplace,
+    OrderLine,
+    PaymentStatus,
+    Requester,
+    Role,
+)
 from ledger.api.app import create_app
+from ledger.application.commands import RecordSyncCheck
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import connect
 from ledger.integrations.outbound import OutboundProjection
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
+from ledger.projections.all_sales_view import AllSalesView
 
 pytestmark = pytest.mark.postgres
 
@@ -346,3 +362,97 @@ def test_a_dead_change_is_retried_or_resolved_from_the_order_page(
             "SELECT state FROM outbound_items WHERE id = %s", (UUID(item_id),)
         ).fetchall()
     assert state == "resolved"
+
+
+def _dated_order(moid: str, ship_by: datetime | None, days_ago: int = 2) -> ImportedOrder:
+    purchased_at = datetime.now(UTC) - timedelta(days=days_ago)
+    return ImportedOrder(
+        marketplace_order_id=moid, purchased_at=purchased_at, currency="USD",
+        payment_status=PaymentStatus.PAID, buyer=Buyer("Ann Lee", "ann@example.com"),
+        lines=(OrderLine("1", "MUG-1", 2, Decimal("12.50")), OrderLine("2", "CUP-1", 1, Decimal("5.00"))),
+        paid_at=purchased_at, ship_by=ship_by,
+    )  # fmt: skip
+
+
+def _row(html: str, moid: str) -> str:
+    found = re.search(rf'<tr id="order-{moid}">(.*?)</tr>', html, re.DOTALL)
+    assert found, moid
+    return found.group(1)
+
+
+def test_the_list_shows_ship_by_marks_overdue_orders_and_reads_lines_in_one_query(
+    client: Any, seller: Seller, connect: Any, api_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row shows the marketplace's ship-by date: an unshipped order past it is marked Overdue in words, one
+    before it says when it is due, a shipped one is not overdue, one without a date says so; the order page
+    says the same; the page's lines come from one query for the whole page, not one per row."""
+    amazon = seller.accounts[Marketplace.AMAZON]
+    now = datetime.now(UTC)
+    ids = {
+        moid: api_ledger.import_order(CTX, amazon, _dated_order(moid, ship_by), seller=seller.name).order_id
+        for moid, ship_by in (
+            ("LATE-1", now - timedelta(days=1)),
+            ("SOON-1", now + timedelta(hours=30)),
+            ("DONE-1", now - timedelta(days=1)),
+            ("NONE-1", None),
+        )
+    }
+    api_ledger.ship(CTX, ids["DONE-1"], carrier=Carrier.UPS, tracking_number=UPS_TRACKING)
+    catch_up(AllSalesProjection(), connect, api_ledger, 500)
+    monkeypatch.setattr(AllSalesView, "lines", _one_query_only)
+    _sign_in(client, seller)
+    html = client.get("/").text
+    late, soon, done, none = (_row(html, m) for m in ("LATE-1", "SOON-1", "DONE-1", "NONE-1"))
+    assert "Overdue by 24 hours" in late
+    assert "MUG-1 \N{MULTIPLICATION SIGN} 2, CUP-1 \N{MULTIPLICATION SIGN} 1" in late  # lines, in one query
+    assert "due in 29 hours" in soon or "due in 30 hours" in soon
+    assert "Overdue" not in soon
+    assert "Overdue" not in done
+    assert "not given" in none
+    page = client.get(f"/orders/{ids['LATE-1']}").text
+    ship_by = re.search(r'<dd id="ship-by">(.*?)</dd>', page, re.DOTALL)
+    assert ship_by
+    assert "Overdue by 24 hours" in ship_by.group(1)
+    summary = client.get(f"/v1/orders/{ids['LATE-1']}", headers=seller.auth()).json()
+    assert summary["ship_by"] == (now - timedelta(days=1)).isoformat().replace("+00:00", "Z")
+
+
+def _one_query_only(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the list read one order's lines: one query per row")
+
+
+def test_buyer_cancel_request_and_attention_tabs_list_their_orders_with_counts(
+    client: Any, seller: Seller, connect: Any, api_ledger: Ledger
+) -> None:
+    """The Buyer cancel requests tab lists the orders a buyer asked to cancel and Needs attention the orders
+    that need the seller (a buyer's request, a marketplace that disagrees); both count what the other filters
+    let through, and the other tabs still list every order."""
+    amazon = seller.accounts[Marketplace.AMAZON]
+    ids = {
+        moid: api_ledger.import_order(CTX, amazon, _dated_order(moid, None), seller=seller.name).order_id
+        for moid in ("ASKED-1", "DIVERGED-1", "CALM-1")
+    }
+    api_ledger.cancel(
+        CTX, ids["ASKED-1"], reason=CancelReason.BUYER_CANCELLED, lines=(LineQuantity("2", 1),),
+        requested_by=Requester.BUYER,
+    )  # fmt: skip
+    divergence = Divergence("status", "unshipped", "shipped")  # what `ledger sync check` records
+    api_ledger.execute(RecordSyncCheck(ctx=CTX, order_id=ids["DIVERGED-1"], divergences=(divergence,)))
+    catch_up(AllSalesProjection(), connect, api_ledger, 500)
+    _sign_in(client, seller)
+
+    def listed(**params: str) -> tuple[set[str], dict[str, int]]:
+        html = client.get("/", params=params).text
+        counts = {tab: int(n) for tab, n in re.findall(r'data-tab="(\w+)">(\d+)<', html)}
+        return set(re.findall(r'<tr id="order-([\w-]+)">', html)), counts
+
+    asked, counts = listed(tab="buyer_cancel_requested")
+    assert asked == {"ASKED-1"}
+    assert (counts["buyer_cancel_requested"], counts["attention"], counts["unshipped"]) == (1, 2, 3)
+    attention, _ = listed(tab="attention")
+    assert attention == {"ASKED-1", "DIVERGED-1"}
+    assert listed(tab="unshipped")[0] == set(ids)
+    _, searched = listed(tab="attention", q="CALM-1")
+    assert (searched["buyer_cancel_requested"], searched["attention"], searched["unshipped"]) == (0, 0, 1)
+    html = client.get("/", params={"tab": "attention"}).text
+    assert 'aria-current="page">Needs attention' in html

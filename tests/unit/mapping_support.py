@@ -6,6 +6,8 @@ Use from a unit test module: `from mapping_support import message, payload_lines
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 from ledger.integrations import outbox
 from ledger.integrations.outbound import Batch
+from ledger_sandbox.state import Line, Order
 
 
 def queue_payloads(shop: Any, order_id: UUID) -> dict[str, dict[str, Any]]:
@@ -45,3 +48,17 @@ def payload_lines(line_ids: st.SearchStrategy[str], most: int) -> st.SearchStrat
         min_size=1,
         max_size=4,
     )
+
+
+def sandbox_order(marketplace: str, purchased_at: datetime, lines: int = 2) -> Order:
+    """An order as a sandbox marketplace holds it (to render it in the marketplace's own shape)."""
+    return Order(
+        marketplace=marketplace, account="acct-test", order_id="12-00001-00001", purchased_at=purchased_at,
+        updated_at=purchased_at, currency="USD", buyer_name="Ada Lovelace", buyer_email="ada@example.com",
+        buyer_username="ada_l",
+        address={"name": "Ada Lovelace", "line1": "1 Main St", "city": "Seattle", "state": "WA",
+                 "postal_code": "98109", "country": "US", "phone": "+12065550100"},
+        lines=[Line(str(10001 + n), f"SKU-{n}", "Item", 1, Decimal("9.99"), Decimal(0), Decimal(0))
+               for n in range(lines)],
+        paid_at=purchased_at,
+    )  # fmt: skip

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from xml.etree import ElementTree
 
 import msgspec
 import pytest
+from mapping_support import sandbox_order
 
 from ledger.aggregates.values import CancelReason, Carrier, PaymentStatus, RefundReason
 from ledger.integrations import amazon, outbox
@@ -279,3 +280,14 @@ def test_refund_events_add_up_to_the_refunded_total() -> None:
     ], "ShipmentEventList": []}}}"""
     events = msgspec.json.decode(body, type=amazon.ListFinancialEventsResponse)
     assert amazon.refunded_total(events) == Decimal("19.02")
+
+
+def test_latest_ship_date_is_the_orders_ship_by() -> None:
+    """`LatestShipDate` (seller-fulfilled orders) is the order's ship-by date; without it there is none; the
+    sandbox's order carries one three days after purchase."""
+    dated = amazon.to_remote_order(decode_order(LatestShipDate="2026-03-04T06:59:59Z"), decode_items())
+    assert dated.order.ship_by == datetime(2026, 3, 4, 6, 59, 59, tzinfo=UTC)
+    assert amazon.to_remote_order(decode_order(), decode_items()).order.ship_by is None
+    rendered = amazon_sandbox.render_order(sandbox_order("amazon", datetime(2026, 3, 1, 10, tzinfo=UTC)))
+    mapped = amazon.to_remote_order(msgspec.convert(rendered, amazon.AmazonOrder), decode_items())
+    assert mapped.order.ship_by == mapped.order.purchased_at + timedelta(days=3)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 import pytest
+from mapping_support import sandbox_order
 
 from ledger.aggregates.values import CancelReason, Carrier, DisputeOutcome, PaymentStatus, RefundReason
 from ledger.integrations import ebay, outbox
@@ -236,3 +237,19 @@ def test_ebay_errors_are_read_from_its_error_list() -> None:
     body = b'{"errors": [{"errorId": 32100, "message": "Invalid", "longMessage": "bad order"}]}'
     assert ebay.read_error(body) == ("32100", "Invalid: bad order")
     assert ebay.read_error(b"oops") is None
+
+
+def test_the_earliest_line_ship_by_date_is_the_orders() -> None:
+    """eBay sets `shipByDate` per line (`lineItemFulfillmentInstructions`): the order ships by the earliest;
+    with none there is no ship-by date; the sandbox's lines carry one, in eBay's shape."""
+    first, second = dict(ORDER["lineItems"][0]), dict(ORDER["lineItems"][0], lineItemId="10002")
+    first["lineItemFulfillmentInstructions"] = {"shipByDate": "2026-03-04T06:59:59.000Z"}
+    second["lineItemFulfillmentInstructions"] = {"shipByDate": "2026-03-03T06:59:59.000Z"}
+    remote = ebay.to_remote_order(decode(lineItems=[first, second]))
+    assert remote.order.ship_by == datetime(2026, 3, 3, 6, 59, 59, tzinfo=UTC)
+    assert ebay.to_remote_order(decode()).order.ship_by is None
+    purchased_at = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    rendered = ebay_sandbox.render_order(sandbox_order("ebay", purchased_at))
+    assert spec(SPEC).body_errors("Order", rendered) == []
+    mapped = ebay.to_remote_order(msgspec.convert(rendered, ebay.EbayOrder))
+    assert mapped.order.ship_by == purchased_at + timedelta(days=ebay_sandbox.SHIP_BY_DAYS)

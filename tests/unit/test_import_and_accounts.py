@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from ledger.aggregates.chain import GENESIS_HASH, chain_hash
 from ledger.aggregates.errors import ImportConflictError, InvalidInputError, InvalidOrderError
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import (
@@ -479,3 +480,44 @@ def test_account_needs_a_seller_and_a_name(ledger, seller, name, field):
         ledger.register_account(Context(actor="o"), seller=seller, marketplace=Marketplace.EBAY, name=name)
 
     assert caught.value.field == field
+
+
+# ---------------------------------------------------------------------------------------------- ship-by
+
+
+def test_the_marketplaces_ship_by_date_is_kept_and_a_changed_one_is_no_conflict(shop) -> None:
+    """An order imported with the marketplace's ship-by date has it; re-sent with another date (marketplaces
+    move it), the re-import records nothing and refuses nothing; a naive ship-by is refused."""
+    account_id = shop.account(Marketplace.AMAZON)
+    ship_by = shop.imported().purchased_at + timedelta(days=3)
+    order = shop.imported("SB-1", ship_by=ship_by)
+    order_id = shop.ledger.import_order(shop.ctx, account_id, order).order_id
+    assert shop.details(order_id).ship_by == ship_by
+    again = shop.ledger.import_order(shop.ctx, account_id, dataclasses.replace(order, ship_by=None))
+    assert not again.created
+    assert shop.version(order_id) == 1
+    with pytest.raises(InvalidOrderError, match="ship_by needs a time zone"):
+        shop.ledger.import_order(
+            shop.ctx, account_id, shop.imported("SB-2", ship_by=ship_by.replace(tzinfo=None))
+        )
+
+
+def test_an_import_stored_before_ship_by_existed_still_loads_and_verifies(shop) -> None:
+    """An `Imported` whose stored state has no `ship_by` (written by an earlier release) decodes with
+    ship_by None, its hash still checks out, and the order it makes has no ship-by date."""
+    account_id = shop.account(Marketplace.EBAY)
+    order_id = shop.ledger.import_order(shop.ctx, account_id, shop.imported("OLD-1")).order_id
+    [new] = shop.events(order_id)
+    old = object.__new__(Order.Imported)  # the event as an earlier release built it: no ship_by field
+    state = {k: v for k, v in vars(new).items() if k not in ("ship_by", "hash")}
+    object.__setattr__(old, "__dict__", state)
+    object.__setattr__(old, "hash", chain_hash(GENESIS_HASH, old))
+    stored = shop.ledger.mapper.to_stored_event(old)
+    assert b"ship_by" not in stored.state
+
+    loaded = shop.ledger.mapper.to_domain_event(stored)
+
+    assert "ship_by" not in vars(loaded)
+    assert loaded.ship_by is None
+    assert chain_hash(GENESIS_HASH, loaded) == loaded.hash == old.hash
+    assert loaded.mutate(None).ship_by is None

@@ -191,6 +191,7 @@ class Order(Aggregate):
     paid_at: datetime | None
     buyer: Buyer
     ship_to: Address | None
+    ship_by: datetime | None
     third_party_managed: bool
 
     @staticmethod
@@ -237,6 +238,9 @@ class Order(Aggregate):
         third_party_managed: bool
         ship_to: Address | None = None
         paid_at: datetime | None = None
+        # Added later with a default: an Imported stored before it has no `ship_by` in its state, reads None
+        # (the class default) and hashes as it always did (the chain covers the stored fields only).
+        ship_by: datetime | None = None
 
         def apply(self, order: Order) -> None:
             order.seller = self.seller
@@ -249,6 +253,7 @@ class Order(Aggregate):
             order.paid_at = self.paid_at
             order.buyer = self.buyer
             order.ship_to = self.ship_to
+            order.ship_by = self.ship_by
             order.third_party_managed = self.third_party_managed
             order.lines = {line.line_id: LineState(line) for line in self.lines}
 
@@ -688,6 +693,7 @@ class Order(Aggregate):
             third_party_managed=third_party_managed,
             ship_to=order.ship_to,
             paid_at=order.paid_at,
+            ship_by=order.ship_by,
             **_envelope(ctx),
         )
 
@@ -713,6 +719,7 @@ class Order(Aggregate):
             lines=tuple(s.line for s in self.lines.values()),
             ship_to=self.ship_to,
             paid_at=self.paid_at,
+            ship_by=self.ship_by,
         )
 
     def clear_payment(self, ctx: Context, paid_at: datetime) -> None:

@@ -96,6 +96,8 @@ def check_imported_order(order: ImportedOrder) -> None:
         raise InvalidOrderError("purchased_at needs a time zone", "purchased_at")
     if order.paid_at is not None and order.paid_at.tzinfo is None:
         raise InvalidOrderError("paid_at needs a time zone", "paid_at")
+    if order.ship_by is not None and order.ship_by.tzinfo is None:
+        raise InvalidOrderError("ship_by needs a time zone", "ship_by")
     if not is_currency(order.currency):
         raise InvalidOrderError(f"currency {order.currency!r} is not an active ISO 4217 code", "currency")
     if not order.lines:

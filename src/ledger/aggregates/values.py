@@ -318,6 +318,9 @@ class ImportedOrder:
     lines: tuple[OrderLine, ...]
     ship_to: Address | None = None
     paid_at: datetime | None = None
+    # The marketplace's own latest ship date (Amazon `LatestShipDate`, eBay's earliest line `shipByDate`), when
+    # its API gives one. Not compared on re-import: a marketplace may move it (holidays, a buyer's request).
+    ship_by: datetime | None = None
 
     def __post_init__(self) -> None:
         """Every way an order arrives (API, CLI file, marketplace import) keys it by its normalized ids, so

@@ -140,6 +140,7 @@ class OrderDetails:
     purchased_at: datetime
     buyer: Buyer
     ship_to: Address | None
+    ship_by: datetime | None
     currency: str
     total: Decimal
     refunded_total: Decimal
@@ -178,6 +179,7 @@ class OrderDetails:
             purchased_at=order.purchased_at,
             buyer=order.buyer,
             ship_to=order.ship_to,
+            ship_by=order.ship_by,
             currency=order.currency,
             total=order.total,
             refunded_total=order.refunded_total,

@@ -95,6 +95,7 @@ def summary_of(row: OrderRow) -> OrderSummary:
         buyer_cancel_requested=buyer_cancel_requested,
         attention=attention,
         sync_state=sync_state,
+        ship_by=row.ship_by,
     )
 
 

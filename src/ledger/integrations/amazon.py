@@ -110,6 +110,7 @@ class AmazonOrder(msgspec.Struct, forbid_unknown_fields=False):
     ShippingAddress: AmazonAddress | None = None
     BuyerInfo: AmazonBuyerInfo | None = None
     FulfillmentChannel: str | None = None
+    LatestShipDate: str | None = None  # seller-fulfilled orders only
 
 
 class OrdersList(msgspec.Struct, forbid_unknown_fields=False):
@@ -339,6 +340,7 @@ def to_remote_order(order: AmazonOrder, items: Sequence[AmazonOrderItem]) -> Rem
             phone=address.Phone,
         ),
         paid_at=purchased_at if paid else None,
+        ship_by=parse_time(order.LatestShipDate) if order.LatestShipDate else None,
     )
     facts: list[MarketplaceFact] = []
     if paid:

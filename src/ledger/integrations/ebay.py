@@ -91,6 +91,10 @@ class DeliveryCost(msgspec.Struct, forbid_unknown_fields=False):
     shippingCost: Amount | None = None
 
 
+class LineItemFulfillmentInstructions(msgspec.Struct, forbid_unknown_fields=False):
+    shipByDate: str | None = None
+
+
 class LineItem(msgspec.Struct, forbid_unknown_fields=False):
     lineItemId: str
     quantity: int
@@ -99,6 +103,7 @@ class LineItem(msgspec.Struct, forbid_unknown_fields=False):
     lineItemCost: Amount | None = None
     deliveryCost: DeliveryCost | None = None
     taxes: list[Tax] = msgspec.field(default_factory=list)
+    lineItemFulfillmentInstructions: LineItemFulfillmentInstructions | None = None
 
 
 class ContactAddress(msgspec.Struct, forbid_unknown_fields=False):
@@ -375,6 +380,12 @@ def to_remote_order(
     buyer_name = (
         ship_to.fullName if ship_to and ship_to.fullName else (order.buyer.username if order.buyer else "")
     )
+    # eBay sets a ship-by date per line; the order must ship by the earliest of them.
+    ship_by_dates = [
+        parse_time(i.lineItemFulfillmentInstructions.shipByDate)
+        for i in order.lineItems
+        if i.lineItemFulfillmentInstructions and i.lineItemFulfillmentInstructions.shipByDate
+    ]
     imported = ImportedOrder(
         marketplace_order_id=order.orderId,
         purchased_at=purchased_at,
@@ -384,6 +395,7 @@ def to_remote_order(
         lines=lines,
         ship_to=address,
         paid_at=paid_at,
+        ship_by=min(ship_by_dates, default=None),
     )
     facts: list[MarketplaceFact] = []
     if paid_at is not None:

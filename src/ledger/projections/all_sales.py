@@ -96,6 +96,7 @@ class OrderRow:
     third_party_managed: bool
     version: int
     updated_at: datetime
+    ship_by: datetime | None = None  # the marketplace's latest ship date, when it gives one
     disputes: int = 0
     pending: dict[str, list[list[Any]]] = field(default_factory=dict)  # open cancellation disputes' lines
     open_claims: int = 0
@@ -184,6 +185,7 @@ ORDER_STORED = (
     "pending",
     "open_claims",
     "sync",
+    "ship_by",
 )
 ORDER_DERIVED = (
     "status",
@@ -250,6 +252,7 @@ def fold(row: OrderRow | None, event: Any) -> OrderRow | None:
             third_party_managed=event.third_party_managed,
             version=event.originator_version,
             updated_at=event.timestamp,
+            ship_by=event.ship_by,
         )
         for position, line in enumerate(event.lines):
             row.lines[line.line_id] = LineRow(
@@ -496,7 +499,7 @@ ORDER_TYPES = dict(
         (*ORDER_STORED, *ORDER_DERIVED),
         (
             "uuid", "text", "uuid", "text", "text", "timestamptz", "text", "text", "text", "text", "boolean",
-            "integer", "timestamptz", "integer", "jsonb", "integer", "jsonb",
+            "integer", "timestamptz", "integer", "jsonb", "integer", "jsonb", "timestamptz",
             "text", "text", "boolean", "text", "integer", "integer", "integer", "integer", "numeric", "numeric",
             "boolean", "boolean", "text",
         ),
@@ -564,10 +567,11 @@ def _trigram_schema(cur: Cursor) -> str:
 
 def _upgrade_orders_table(cur: Cursor, orders: sql.Composable) -> None:
     """Bring a generation made before the order's standing with its marketplace was stored to today's shape:
-    its rows read not requested, no attention, `in_sync` until their orders change or a rebuild folds them.
+    its rows read not requested, no attention, `in_sync` until their orders change or a rebuild folds them;
+    and before `ship_by` was kept: its rows have none (their imports, stored before, carry none either).
     Checked first, so a live table of today's shape is never locked for it."""
     row = cur.execute(
-        "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'sync_state' AND NOT attisdropped",
+        "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'ship_by' AND NOT attisdropped",
         (orders.as_string(cur),),
     ).fetchone()
     if row is not None:
@@ -577,7 +581,8 @@ def _upgrade_orders_table(cur: Cursor, orders: sql.Composable) -> None:
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS sync jsonb NOT NULL DEFAULT '{{}}',"
             " ADD COLUMN IF NOT EXISTS buyer_cancel_requested boolean NOT NULL DEFAULT false,"
             " ADD COLUMN IF NOT EXISTS attention boolean NOT NULL DEFAULT false,"
-            " ADD COLUMN IF NOT EXISTS sync_state text NOT NULL DEFAULT 'in_sync'"
+            " ADD COLUMN IF NOT EXISTS sync_state text NOT NULL DEFAULT 'in_sync',"
+            " ADD COLUMN IF NOT EXISTS ship_by timestamptz"
         ).format(orders)
     )
 
@@ -608,7 +613,8 @@ class AllSalesProjection(Projection):
                 open_disputes integer NOT NULL, units integer NOT NULL, shipped_units integer NOT NULL,
                 cancelled_units integer NOT NULL, total numeric NOT NULL, refunded_total numeric NOT NULL,
                 sync jsonb NOT NULL DEFAULT '{{}}', buyer_cancel_requested boolean NOT NULL DEFAULT false,
-                attention boolean NOT NULL DEFAULT false, sync_state text NOT NULL DEFAULT 'in_sync'
+                attention boolean NOT NULL DEFAULT false, sync_state text NOT NULL DEFAULT 'in_sync',
+                ship_by timestamptz
             ) WITH (fillfactor = 85)""",
             """CREATE TABLE IF NOT EXISTS {lines} (
                 order_id uuid NOT NULL, line_id text NOT NULL, seller text NOT NULL, sku text NOT NULL,

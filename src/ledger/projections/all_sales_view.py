@@ -121,6 +121,7 @@ class OrderSummary:
     buyer_cancel_requested: bool
     attention: bool
     sync_state: str
+    ship_by: datetime | None  # the marketplace's latest ship date, when its API gives one
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,21 @@ class AllSalesView:
         ).format(_LINE_COLUMNS)
         with conn.cursor(row_factory=class_row(LineSummary)) as cur:
             return cur.execute(query, (order_id, seller)).fetchall()
+
+    def lines_of(self, conn: Connection, seller: str, order_ids: list[UUID]) -> dict[UUID, list[LineSummary]]:
+        """The lines of several orders in one query (a page of the list), each order's in the marketplace's
+        order; an order that is not the seller's has none."""
+        found: dict[UUID, list[LineSummary]] = {order_id: [] for order_id in order_ids}
+        if not order_ids:
+            return found
+        query = sql.SQL(
+            "SELECT order_id, {} FROM all_sales_lines WHERE order_id = ANY(%s) AND seller = %s"
+            " ORDER BY order_id, position"
+        ).format(_LINE_COLUMNS)
+        with conn.cursor() as cur:
+            for order_id, *values in cur.execute(query, (order_ids, seller)):
+                found[order_id].append(LineSummary(*values))
+        return found
 
     def tab_counts(
         self,

@@ -233,6 +233,7 @@ class OrderSummaryOut(Out, frozen=True):
     buyer_cancel_requested: bool
     attention: bool
     sync_state: Literal["in_sync", "pending", "failing", "dead", "diverged", "not_sent"]
+    ship_by: datetime | None  # the marketplace's latest ship date (Amazon, eBay), when it gives one
 
     @classmethod
     def of(cls, s: OrderSummary) -> OrderSummaryOut:
@@ -412,6 +413,7 @@ class OrderOutFields(Out, frozen=True):
     attention: bool
     buyer_cancel_requested: bool
     sync_state: Literal["in_sync", "pending", "failing", "dead", "diverged", "not_sent"]
+    ship_by: datetime | None
     marketplace_cancelled: list[LineQuantityOut]
     sync: list[SyncOut]
 

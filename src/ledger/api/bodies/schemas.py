@@ -98,6 +98,7 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     currency: Annotated[str, Meta(pattern="^[A-Z]{3}$", description="an active ISO 4217 code")]
     payment_status: Literal["pending", "paid"]
     paid_at: Time | None = None
+    ship_by: Time | None = None  # the marketplace's latest ship date, when it gives one
     buyer: BuyerIn
     ship_to: AddressIn | None = None
     lines: Annotated[list[LineIn], Meta(min_length=1, max_length=1000)]
@@ -128,6 +129,7 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
             lines=tuple(line.to_domain(f"lines[{i}]", self.currency) for i, line in enumerate(self.lines)),
             ship_to=Address(**msgspec.structs.asdict(self.ship_to)) if self.ship_to else None,
             paid_at=to_utc(parse_moment(self.paid_at, "paid_at"), "paid_at") if self.paid_at else None,
+            ship_by=to_utc(parse_moment(self.ship_by, "ship_by"), "ship_by") if self.ship_by else None,
         )
 
 

@@ -61,7 +61,11 @@ TABS = (
     ("canceled", "Canceled"),
     ("third_party_managed", "Third Party Managed"),
     ("disputes_open", "Disputes open"),
+    ("buyer_cancel_requested", "Buyer cancel requests"),
+    ("attention", "Needs attention"),
 )
+# Tabs that are a flag of the order rather than its status: each is a filter of its own.
+FLAG_TABS = ("buyer_cancel_requested", "attention")
 Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 FILTERS = ("tab", "account", "marketplace", "from", "to", "sku", "q", "sort")
 SORT_NAMES = (
@@ -144,10 +148,16 @@ class Row:
     unshipped: str  # "line:units,..." still to ship, which a bulk shipment of this row ships
     account: str
     age: str
+    due: str  # how long until the ship-by date, or how long past it ("2 days"; "" without one)
+    overdue: bool  # past the ship-by date with units still to ship
 
 
 def _age(purchased_at: datetime, now: datetime) -> str:
-    hours = int((now - purchased_at).total_seconds() // 3600)
+    return _span((now - purchased_at).total_seconds())
+
+
+def _span(seconds: float) -> str:
+    hours = int(seconds // 3600)
     if hours < 1:
         return "under an hour"
     if hours < 48:
@@ -155,24 +165,40 @@ def _age(purchased_at: datetime, now: datetime) -> str:
     return f"{hours // 24} days"
 
 
+def due(ship_by: datetime | None, to_ship: bool, now: datetime) -> tuple[str, bool]:
+    """(how long, overdue) of an order's ship-by date: ("2 days", True) while units are still to ship two days
+    after it, ("5 hours", False) five hours before it, ("", False) when the marketplace gave none or nothing is
+    left to ship."""
+    if ship_by is None or not to_ship:
+        return "", False
+    if ship_by <= now:
+        return _span((now - ship_by).total_seconds()), True
+    return _span((ship_by - now).total_seconds()), False
+
+
 def _rows(
     conn: psycopg.Connection[Any], seller: str, items: list[OrderSummary], accounts: dict[UUID, str]
 ) -> list[Row]:
     now = datetime.now(UTC)
+    lines_of = VIEW.lines_of(conn, seller, [o.order_id for o in items])  # the page's lines in one query
     rows = []
     for o in items:
-        lines = VIEW.lines(conn, seller, o.order_id)
+        lines = lines_of[o.order_id]
+        unshipped = ",".join(
+            f"{line.line_id}:{left}"
+            for line in lines
+            if (left := line.quantity - line.shipped - line.cancelled) > 0
+        )
+        due_words, overdue = due(o.ship_by, o.open and bool(unshipped), now)
         rows.append(
             Row(
                 order=o,
                 items=", ".join(f"{line.sku} {present.TIMES} {line.quantity}" for line in lines),
-                unshipped=",".join(
-                    f"{line.line_id}:{left}"
-                    for line in lines
-                    if (left := line.quantity - line.shipped - line.cancelled) > 0
-                ),
+                unshipped=unshipped,
                 account=accounts.get(o.account_id, ""),
                 age=_age(o.purchased_at, now),
+                due=due_words,
+                overdue=overdue,
             )
         )
     return rows
@@ -199,8 +225,10 @@ def _filters(values: dict[str, str]) -> SalesFilter:
     return SalesFilter(
         account_id=account,
         marketplace=values.get("marketplace") or None,
-        status=tab if tab and tab != "disputes_open" else None,
+        status=tab if tab and tab != "disputes_open" and tab not in FLAG_TABS else None,
         dispute="open" if tab == "disputes_open" else None,
+        buyer_cancel_requested=True if tab == "buyer_cancel_requested" else None,
+        attention=True if tab == "attention" else None,
         sku=values.get("sku") or None,
         q=values.get("q") or None,
         purchased_from=day_start(from_day) if from_day else None,
@@ -228,7 +256,11 @@ def all_sales(request: Request[Any, Any, Any]) -> Response[Any]:
         filters = _filters(values)
         with pool_of(request).connection() as conn:
             # The tabs count what the other active filters let through (the tab itself aside).
-            counts = VIEW.counts(conn, key.seller, replace(filters, status=None, dispute=None))
+            counts = VIEW.counts(
+                conn,
+                key.seller,
+                replace(filters, status=None, dispute=None, buyer_cancel_requested=None, attention=None),
+            )
             results = VIEW.count(conn, key.seller, filters)
             page = VIEW.list_orders(
                 conn,
@@ -331,12 +363,16 @@ def order_page(
         error_form = ""
     if error_form and error_form != "sync" and not getattr(actions, error_form, False):
         error_form = ""  # that form is no longer offered: say it above the forms
+    to_ship = order.open and order.units > order.shipped_units + order.cancelled_units
+    due_words, overdue = due(order.ship_by, to_ship, datetime.now(UTC))
     return render(
         "order.html",
         status,
         key=key,
         order=order,
         account=account,
+        due=due_words,
+        overdue=overdue,
         timeline=present.timeline(history, order.marketplace, order.currency)
         if history is not None
         else None,
