@@ -128,6 +128,7 @@ class Imports(LedgerCore):
                     marketplace=account.marketplace,
                     order=protected,
                     third_party_managed=not account.fulfillment_managed,
+                    checked=True,  # the plaintext, in import_many
                 )
             except LedgerError as e:
                 failed.append((index, e))
@@ -172,7 +173,8 @@ class Imports(LedgerCore):
         *,
         asked: Asked | None = None,
     ) -> ImportResult:
-        """`import_one` once the account is loaded and the order checked (`sealed`: the order with its
+        """`import_one` once the account is loaded and the order checked (`rules.check_imported_order` on the
+        plaintext, by every caller: the aggregate does not check again; `sealed`: the order with its
         personal fields sealed already, as a bulk import's new orders are; `asked`: the request under the
         seller's idempotency key, whose result is stored with the import's events)."""
         order_id = Order.create_id(account.seller, account.marketplace.value, order.marketplace_order_id)
@@ -200,6 +202,7 @@ class Imports(LedgerCore):
                     marketplace=account.marketplace,
                     order=sealed or self._protected(account.seller, order),
                     third_party_managed=not account.fulfillment_managed,
+                    checked=True,  # the plaintext, by every caller
                 )
                 result = ImportResult(order_id, True, new.version, pending_names(new))
                 try:
@@ -207,7 +210,8 @@ class Imports(LedgerCore):
                 except IntegrityError:
                     continue  # imported concurrently by another writer (or under the key): compare with theirs
                 return dataclasses.replace(result, notification_id=log_position(recordings))
-            existing.reimport(ctx, account.id, self._as_stored(existing, order), self.clock())
+            as_stored = self._as_stored(existing, order)
+            existing.reimport(ctx, account.id, as_stored, self.clock(), checked=True)
             result = ImportResult(order_id, False, existing.version, pending_names(existing))
             try:
                 recordings = self._save(existing, responses=stored_with(asked, result))
