@@ -32,7 +32,7 @@ from ledger.application.core import (
 )
 from ledger.application.errors import ConcurrentUpdateError
 from ledger.application.queries import ImportResult
-from ledger.eventstore.keys_store import PersonalData, key_id_for
+from ledger.eventstore.keys_store import Sealer, key_id_for
 
 Planned = tuple[int, ImportItem, MarketplaceAccount, UUID]
 """An item of a bulk import that passed its checks: its index, the item, its account and its order's id."""
@@ -111,14 +111,16 @@ class Imports(LedgerCore):
         keys = self.personal_data.keys_for(
             {(account.seller, item.order.buyer.email) for _, item, account, _ in entries}
         )
+        sealers: dict[str, Sealer] = {}  # one per buyer of the batch
         made: list[tuple[int, Context, MarketplaceAccount, ImportedOrder, ImportedOrder, Order]] = []
         failed: list[tuple[int, ImportResult | LedgerError]] = []
         for index, item, account, _ in entries:
             key_id = key_id_for(account.seller, item.order.buyer.email)
-            buyer, ship_to = PersonalData.protect_with(
-                key_id, keys[key_id], item.order.buyer, item.order.ship_to
-            )
-            protected = dataclasses.replace(item.order, buyer=buyer, ship_to=ship_to)
+            sealer = sealers.get(key_id)
+            if sealer is None:
+                sealer = sealers[key_id] = Sealer(key_id, keys[key_id])
+            buyer, ship_to = sealer.seal(item.order.buyer, item.order.ship_to)
+            protected = item.order.with_personal(buyer, ship_to)
             item_ctx = _item_context(ctx, item)
             try:
                 order = Order.import_order(
@@ -224,7 +226,7 @@ class Imports(LedgerCore):
         """The order with its personal fields encrypted under the buyer's key (keys_store.py). Callers check the
         plaintext first (`rules.check_imported_order`): the aggregate sees only tokens."""
         buyer, ship_to = self.personal_data.protect(seller, order.buyer, order.ship_to)
-        return dataclasses.replace(order, buyer=buyer, ship_to=ship_to)
+        return order.with_personal(buyer, ship_to)
 
     def _as_stored(self, existing: Order, order: ImportedOrder) -> ImportedOrder:
         """A re-sent order with the stored tokens in place of personal fields that decrypt to the same values

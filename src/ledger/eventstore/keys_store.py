@@ -21,6 +21,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import operator
 import os
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -97,6 +98,40 @@ class KeyStore(Protocol):
         """`key_for` for many (seller, email) pairs at once, by key id: one transaction for the lot."""
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_ADDRESS_VALUES = operator.attrgetter(*ADDRESS_FIELDS)
+
+
+class Sealer:
+    """Seals one buyer's personal fields under their key: the AES-GCM key schedule, the associated data and
+    the token prefix made once (a bulk import keeps one per buyer of the batch)."""
+
+    def __init__(self, key_id: str, key: bytes) -> None:
+        self._encrypt = AESGCM(key).encrypt
+        self._aad = key_id.encode()
+        self._prefix = f"{TOKEN_PREFIX}{key_id}:"
+
+    def seal(self, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None]:
+        """Every non-empty field not sealed already becomes a token (`encrypt`'s format), each under a nonce of
+        its own. One read of the system's random source for every nonce of the order: each read releases the
+        GIL, and a thread that releases it under load waits for it again (a bulk import seals thousands)."""
+        values: tuple[str, ...] = (buyer.name, buyer.email)
+        if ship_to is not None:
+            values += _ADDRESS_VALUES(ship_to)
+        nonces = os.urandom(NONCE_BYTES * len(values))
+        encrypt, aad, prefix = self._encrypt, self._aad, self._prefix
+        sealed: list[str] = []
+        for index, value in enumerate(values):
+            if not value or value.startswith(TOKEN_PREFIX):
+                sealed.append(value)
+                continue
+            nonce = nonces[index * NONCE_BYTES : (index + 1) * NONCE_BYTES]
+            raw = binascii.b2a_base64(nonce + encrypt(nonce, value.encode(), aad), newline=False)
+            sealed.append(prefix + raw.translate(_URLSAFE).decode("ascii"))  # = base64.urlsafe_b64encode
+        protected_buyer = Buyer(sealed[0], sealed[1])
+        return protected_buyer, None if ship_to is None else Address(*sealed[2:])
+
+
 class PersonalData:
     """Protect personal fields before they become events; reveal them for reads."""
 
@@ -116,27 +151,7 @@ class PersonalData:
         key_id: str, key: bytes, buyer: Buyer, ship_to: Address | None
     ) -> tuple[Buyer, Address | None]:
         """`protect` with the buyer's key already at hand (a bulk import fetches all its buyers' keys at once)."""
-        cipher = AESGCM(key)
-        aad = key_id.encode()
-        prefix = f"{TOKEN_PREFIX}{key_id}:"
-        # One read of the system's random source for every nonce of the order: each read releases the GIL,
-        # and a thread that releases it under load waits for it again (a bulk import seals thousands).
-        nonces = os.urandom(NONCE_BYTES * SEALED_FIELDS)
-        used = 0
-
-        def seal(value: str) -> str:
-            nonlocal used
-            if not value or value.startswith(TOKEN_PREFIX):
-                return value
-            nonce = nonces[used : used + NONCE_BYTES]
-            used += NONCE_BYTES
-            sealed = cipher.encrypt(nonce, value.encode(), aad)
-            return prefix + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
-
-        protected_buyer = Buyer(seal(buyer.name), seal(buyer.email))
-        if ship_to is None:
-            return protected_buyer, None
-        return protected_buyer, Address(*(seal(getattr(ship_to, name)) for name in ADDRESS_FIELDS))
+        return Sealer(key_id, key).seal(buyer, ship_to)
 
     def reveal(self, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None, bool]:
         """(buyer, ship_to, erased): the plaintext, with ERASED where the key is gone."""
