@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -195,6 +196,7 @@ class Order(Aggregate):
     third_party_managed: bool
 
     @staticmethod
+    @lru_cache(maxsize=4096)  # an import asks twice (the existence check, then the event)
     def create_id(seller: str, marketplace: str, marketplace_order_id: str) -> UUID:
         """The order's id, from its normalized marketplace id: every lookup by a look-alike spelling finds it."""
         return uuid5(ORDER_NAMESPACE, f"{seller}\x1f{marketplace}\x1f{normalize_id(marketplace_order_id)}")

@@ -331,6 +331,15 @@ class ImportedOrder:
         )
         object.__setattr__(self, "lines", lines)
 
+    def with_personal(self, buyer: Buyer, ship_to: Address | None) -> ImportedOrder:
+        """This order with other personal fields (their sealed tokens): `dataclasses.replace` without
+        normalizing the ids again, which they are already (a bulk import's hot path)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        object.__setattr__(copy, "buyer", buyer)
+        object.__setattr__(copy, "ship_to", ship_to)
+        return copy
+
 
 @dataclass(frozen=True)
 class Context:
