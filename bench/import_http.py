@@ -7,7 +7,11 @@ In the same run, on the same PostgreSQL:
   --orders are imported (every one created: 201-equivalent `created: true` in the report);
 - the baseline: psycopg `executemany` of the same number of rows per transaction (--batch) into a plain table
   (uuid key, two text columns, the order as jsonb), one connection: the machine's limit for the rows alone;
-- the library's straightforward path: `Ledger.import_order` in-process, one order per call (--library-orders).
+- the library's straightforward path: `Ledger.import_order` in-process, one order per call (--library-orders);
+- CPU per order: the server's (its processes' user + system time from /proc over the HTTP run, divided by the
+  orders), and in-process: `decode_batch`, `to_domain` and `Ledger.import_orders` for --orders orders in batches
+  of --batch, this process's CPU time (`time.process_time`) divided by the orders (PostgreSQL's CPU is in
+  neither).
 Medians of --runs runs. Uses LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in a temporary
 directory; a schema of its own, dropped at the end. Prints one JSON object.
 """
@@ -25,19 +29,23 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 from _common import bench_target, database_url, drop_schema, machine
 from psycopg.types.json import Jsonb
 
+from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.values import Context, Marketplace, Role
-from ledger.api.bodies.schemas import decode_orders
+from ledger.api.bodies.schemas import decode_batch, decode_orders
+from ledger.application.commands import ImportItem
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import PostgresTarget, connect
 
 CTX = Context(actor="bench")
 TARGET_ORDERS_PER_S = 5_000
+TARGET_CPU_US_PER_ORDER = 120
 
 
 def order(account_id: str, marketplace_order_id: str, i: int) -> dict[str, Any]:
@@ -97,6 +105,55 @@ def http_run(url: str, headers: dict[str, str], account_id: str, args: argparse.
     if failures or created[0] != (args.orders // args.batch) * args.batch:
         raise SystemExit(f"import failed: created {created[0]}; {failures[:1]}")
     return created[0] / seconds
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process and its descendants (the workers of `--processes N`), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def inprocess_run(target: PostgresTarget, account_id: str, args: argparse.Namespace, tag: str) -> float:
+    """CPU microseconds per order of the import path without HTTP (decode, to_domain, import_orders)."""
+    app = Ledger(env=target.eventsourcing_env())
+    try:
+        bodies = [
+            json.dumps(
+                {
+                    "orders": [
+                        order(account_id, f"{tag}-{b}-{k}", b * args.batch + k) for k in range(args.batch)
+                    ]
+                }
+            ).encode()
+            for b in range(args.orders // args.batch)
+        ]
+        started = time.process_time()
+        created = 0
+        for body in bodies:
+            items: list[ImportItem | LedgerError] = []
+            for o in decode_batch(body):
+                assert not isinstance(o, LedgerError)
+                items.append(ImportItem(o.account_id, o.to_domain(), None))
+            created += sum(
+                1
+                for r in app.import_orders(CTX, items, seller="bench")
+                if not isinstance(r, LedgerError) and r.created
+            )
+        if created != len(bodies) * args.batch:
+            raise SystemExit(f"in-process import failed: created {created}")
+        return (time.process_time() - started) / created * 1e6
+    finally:
+        app.close()
 
 
 def executemany_run(target: PostgresTarget, account_id: str, args: argparse.Namespace, tag: str) -> float:
@@ -176,25 +233,37 @@ def run(target: PostgresTarget, args: argparse.Namespace) -> dict[str, Any]:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{args.port}"
-    ours, baseline, library = [], [], []
+    ours, baseline, library, server_cpu, inprocess = [], [], [], [], []
     try:
         deadline = time.monotonic() + 60
         while True:
+            time.sleep(0.2)
+            if server.poll() is not None:  # another server on the port would answer 401 to our key
+                raise SystemExit(f"ledger serve exited ({server.returncode}): is port {args.port} taken?")
             try:
                 if httpx.get(url + "/healthz").status_code == 200:
-                    break
+                    time.sleep(0.5)  # still ours (not another server's on a taken port)?
+                    if server.poll() is None:
+                        break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit("ledger serve did not start")
-            time.sleep(0.2)
         headers = {"Authorization": f"Bearer {secret}"}
         for run_no in range(args.runs):
+            cpu_before = process_cpu_seconds(server.pid)
             ours.append(http_run(url, headers, account_id, args, f"H{run_no}"))
+            server_cpu.append(
+                (process_cpu_seconds(server.pid) - cpu_before)
+                / (args.orders // args.batch * args.batch)
+                * 1e6
+            )
+            inprocess.append(inprocess_run(target, account_id, args, f"I{run_no}"))
             baseline.append(executemany_run(target, account_id, args, f"E{run_no}"))
             library.append(library_run(target, account_id, args, f"L{run_no}"))
             print(f"import: run {run_no + 1}: ours {ours[-1]:,.0f}/s, executemany {baseline[-1]:,.0f} rows/s,"
-                  f" library {library[-1]:,.0f}/s", file=sys.stderr)  # fmt: skip
+                  f" library {library[-1]:,.0f}/s; CPU per order: server {server_cpu[-1]:.0f} us,"
+                  f" in-process {inprocess[-1]:.0f} us", file=sys.stderr)  # fmt: skip
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -214,6 +283,11 @@ def run(target: PostgresTarget, args: argparse.Namespace) -> dict[str, Any]:
         "library_import_order_per_s_runs": [round(x) for x in library],
         "library_import_order_per_s_median": round(median(library)),
         "target_orders_per_s": TARGET_ORDERS_PER_S,
+        "server_cpu_us_per_order_runs": [round(x) for x in server_cpu],
+        "server_cpu_us_per_order_median": round(median(server_cpu)),
+        "inprocess_cpu_us_per_order_runs": [round(x) for x in inprocess],
+        "inprocess_cpu_us_per_order_median": round(median(inprocess)),
+        "target_inprocess_cpu_us_per_order": TARGET_CPU_US_PER_ORDER,
     }
 
 
