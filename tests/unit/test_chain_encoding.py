@@ -118,7 +118,10 @@ def test_new_events_hash_as_the_first_implementation_does(shop: Any) -> None:
     account_id = shop.account(Marketplace.AMAZON)
     order = shop.imported(
         buyer=Buyer(odd, odd),
-        lines=(OrderLine("A", "SKU-é", 3, Decimal("10.00"), title=odd), OrderLine("B", "B", 1, Decimal("1E+1"))),
+        lines=(
+            OrderLine("A", "SKU-é", 3, Decimal("10.00"), title=odd),
+            OrderLine("B", "B", 1, Decimal("1E+1")),
+        ),
     )
     order_id = shop.ledger.import_order(shop.ctx, account_id, order).order_id
     shipment = shop.ship(order_id, {"A": 1}).ids["shipment_id"]
