@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import threading
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.aggregates.values import Address, Buyer
+from ledger.eventstore import keys_store
 from ledger.eventstore.keys_store import (
     ERASED,
     NONCE_BYTES,
@@ -69,3 +72,35 @@ def test_sealed_fields_stay_as_they_are_and_the_formats_agree() -> None:
     assert ship_to is None
     assert decrypt({KEY_ID: KEY}, buyer.email) == "a@example.com"
     assert decrypt({KEY_ID: KEY}, token) == "Ann"
+
+
+def test_nonces_are_never_handed_out_twice_across_pool_refills_and_threads() -> None:
+    seen: list[bytes] = []
+    lock = threading.Lock()
+
+    def seal_many() -> None:
+        sealer = Sealer(KEY_ID, KEY)
+        mine = []
+        for _ in range(300):  # 300 x 10 fields x 12 bytes: past a 16 KiB pool refill
+            buyer, ship_to = sealer.seal(BUYER, ADDRESS)
+            assert ship_to is not None
+            mine += [_nonce(buyer.name), _nonce(buyer.email), _nonce(ship_to.line1)]
+        with lock:
+            seen.extend(mine)
+
+    threads = [threading.Thread(target=seal_many) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == len(set(seen)) == 2700
+    assert keys_store.NONCE_POOL_BYTES < 300 * 10 * NONCE_BYTES
+
+
+def test_a_forked_process_does_not_reuse_its_parents_nonces(monkeypatch: Any) -> None:
+    """The pool is per process: after a fork (another pid) it is read afresh."""
+    pool = keys_store._NoncePool()
+    first = pool.take(NONCE_BYTES)
+    monkeypatch.setattr(keys_store.os, "getpid", lambda: -1)
+    assert pool.take(NONCE_BYTES) != first
+    assert pool.used == NONCE_BYTES  # a fresh buffer

@@ -98,6 +98,30 @@ class KeyStore(Protocol):
         """`key_for` for many (seller, email) pairs at once, by key id: one transaction for the lot."""
 
 
+NONCE_POOL_BYTES = 16_384
+
+
+class _NoncePool(threading.local):
+    """Random bytes for nonces, read from the system's random source 16 KiB at a time, per thread, each byte
+    handed out once. Each read releases the GIL, and a thread that releases it under load waits for it again
+    (a bulk import seals thousands of fields). A forked process starts with an empty pool (it would otherwise
+    hand out its parent's bytes a second time: a nonce reused under the same key)."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.buffer = b""
+        self.used = 0
+
+    def take(self, size: int) -> bytes:
+        pid = os.getpid()
+        if self.used + size > len(self.buffer) or pid != self.pid:
+            self.pid, self.buffer, self.used = pid, os.urandom(max(size, NONCE_POOL_BYTES)), 0
+        start = self.used
+        self.used += size
+        return self.buffer[start : self.used]
+
+
+_NONCES = _NoncePool()
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _ADDRESS_VALUES = operator.attrgetter(*ADDRESS_FIELDS)
 
@@ -113,12 +137,11 @@ class Sealer:
 
     def seal(self, buyer: Buyer, ship_to: Address | None) -> tuple[Buyer, Address | None]:
         """Every non-empty field not sealed already becomes a token (`encrypt`'s format), each under a nonce of
-        its own. One read of the system's random source for every nonce of the order: each read releases the
-        GIL, and a thread that releases it under load waits for it again (a bulk import seals thousands)."""
+        its own from the system's random source (`_NoncePool`)."""
         values: tuple[str, ...] = (buyer.name, buyer.email)
         if ship_to is not None:
             values += _ADDRESS_VALUES(ship_to)
-        nonces = os.urandom(NONCE_BYTES * len(values))
+        nonces = _NONCES.take(NONCE_BYTES * len(values))
         encrypt, aad, prefix = self._encrypt, self._aad, self._prefix
         sealed: list[str] = []
         for index, value in enumerate(values):
