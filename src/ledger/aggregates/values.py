@@ -306,6 +306,14 @@ class RefundLine:
 LineT = TypeVar("LineT", "LineQuantity", "RefundRequestLine")
 
 
+def _with_normal_ids(line: OrderLine) -> OrderLine:
+    """The line with its id and SKU normalized: itself when they are already (a new copy costs an import)."""
+    line_id, sku = normalize_id(line.line_id), normalize_id(line.sku)
+    if line_id == line.line_id and sku == line.sku:
+        return line
+    return replace(line, line_id=line_id, sku=sku)
+
+
 @dataclass(frozen=True)
 class ImportedOrder:
     """The marketplace's view of an order: what `import_order` takes and compares re-imports against."""
@@ -326,10 +334,7 @@ class ImportedOrder:
         """Every way an order arrives (API, CLI file, marketplace import) keys it by its normalized ids, so
         one order id in NFC, NFD, fullwidth or with a trailing space is one order, and one SKU one SKU."""
         object.__setattr__(self, "marketplace_order_id", normalize_id(self.marketplace_order_id))
-        lines = tuple(
-            replace(x, line_id=normalize_id(x.line_id), sku=normalize_id(x.sku)) for x in self.lines
-        )
-        object.__setattr__(self, "lines", lines)
+        object.__setattr__(self, "lines", tuple(_with_normal_ids(x) for x in self.lines))
 
     def with_personal(self, buyer: Buyer, ship_to: Address | None) -> ImportedOrder:
         """This order with other personal fields (their sealed tokens): `dataclasses.replace` without
