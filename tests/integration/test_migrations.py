@@ -12,9 +12,12 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from ledger.application.ledger import Ledger
+from ledger.audit.keys import AuditTrust
+from ledger.audit.verification import verify_all, verify_order
 from ledger.eventstore import migrations
 from ledger.eventstore.database import PostgresTarget, connect, ensure_schema
 from ledger.projections.base import install
@@ -105,6 +108,33 @@ def test_release_schema_upgrades_with_data_intact(release_schema: PostgresTarget
     # 0002 drops the release's unsigned checkpoint: the worker re-seals the log, signed
     assert counts == {"all_sales_orders": 3, "outbound_items": 5, "audit_checkpoints": 0}
     assert _count(release_schema, "finance_reconciliations") == 0  # release 0.1.0 made it on first use only
+
+
+def test_release_events_verify_with_todays_chain_encoder(
+    release_schema: PostgresTarget, tmp_path: Path
+) -> None:
+    """The hashes release 0.1.0 stored recompute with today's encoder: every order's chain verifies, and
+    signing checkpoints over them works (tests/unit/test_chain_encoding.py holds newer events of every type)."""
+    migrations.migrate(release_schema.conninfo(), release_schema.schema)
+    app = Ledger(env=release_schema.eventsourcing_env())
+    try:
+        with connect(release_schema, autocommit=True) as conn:
+            trust = AuditTrust.of(Ed25519PrivateKey.generate(), state_dir=tmp_path / "audit")
+            summary = verify_all(conn, app.mapper, trust)
+            assert (summary.valid, summary.findings, summary.orders_checked) == (True, (), 3)
+            assert summary.events_checked >= 6
+            # the same check fails on a changed event: one character of its stored actor
+            changed = conn.execute(
+                "UPDATE ledger_events SET state ="
+                " convert_to(replace(convert_from(state, 'UTF8'), '\"actor\":\"', '\"actor\":\"x'), 'UTF8')"
+                " WHERE originator_id = %s AND originator_version = 1",
+                (SHIPPED_ORDER,),
+            )
+            assert changed.rowcount == 1
+            result = verify_order(conn, app.mapper, SHIPPED_ORDER)
+            assert (result.valid, result.first_invalid_version) == (False, 1)
+    finally:
+        app.close()
 
 
 def test_second_migrate_is_a_no_op(release_schema: PostgresTarget) -> None:
