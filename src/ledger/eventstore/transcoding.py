@@ -23,6 +23,9 @@ from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from ledger.aggregates.values import Address, Buyer, Divergence, LineQuantity, OrderLine, RefundLine
 
+_LEAVES = frozenset({str, int, bool, type(None)})
+"""Values written as they are (checked inline: a call per leaf was most of the walk)."""
+
 
 class _NotPlain(Exception):
     """A value the fast path leaves to the library's encoder."""
@@ -41,20 +44,24 @@ class LedgerTranscoder(JSONTranscoder):
 
     def _plain(self, value: Any) -> Any:
         kind = type(value)
-        if kind is str or kind is int or kind is bool or value is None:
+        if kind in _LEAVES:
             return value
         if kind is dict:
             plain: dict[str, Any] = {}
             for key, item in value.items():
                 if type(key) is not str:
                     raise _NotPlain
-                plain[key] = self._plain(item)
+                plain[key] = item if type(item) in _LEAVES else self._plain(item)
             return plain
         if kind is list or kind is tuple:
-            return [self._plain(item) for item in value]
+            return [item if type(item) in _LEAVES else self._plain(item) for item in value]
         transcoding = self.types.get(kind)
         if transcoding is not None:
-            return {"_type_": transcoding.name, "_data_": self._plain(transcoding.encode(value))}
+            data = transcoding.encode(value)
+            return {
+                "_type_": transcoding.name,
+                "_data_": data if type(data) in _LEAVES else self._plain(data),
+            }
         if isinstance(value, str):  # a str enum: json writes its text, as msgspec does
             return str.__str__(value)
         raise _NotPlain
