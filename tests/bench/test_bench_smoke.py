@@ -79,6 +79,8 @@ def test_import_http_smoke(pg_url: str) -> None:
     assert result["orders_per_run"] == 200
     assert result["ours_orders_per_s_median"] > 0
     assert result["executemany_rows_per_s_median"] > 0
+    assert result["server_cpu_us_per_order_median"] > 0
+    assert result["inprocess_cpu_us_per_order_median"] > 0
 
 
 @pytest.mark.slow
