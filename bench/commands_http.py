@@ -1,9 +1,9 @@
 """Order commands over HTTP: ship/cancel/refund through `ledger serve`, beside the stack's ceiling and the
 library's straightforward path, in the same run, on the same server settings.
 
-    python bench/commands_http.py [--commands 1500] [--runs 3] [--clients 16] [--processes 1]
+    python bench/commands_http.py [--commands 1500] [--runs 3] [--clients 16] [--processes 1] [--server NAME]
 
-Variants (each its own server process: uvicorn, one process unless --processes, the same DB pool size):
+Variants (each its own server process, one process unless --processes, the same DB pool size):
 - `ceiling`: a minimal Litestar endpoint that does one durable INSERT per request (autocommit).
 - `library`: a minimal Litestar endpoint doing the library's straightforward path: load the order with the
   repository, run the command, `Application.save` (one transaction and one table lock per request).
@@ -13,7 +13,11 @@ Variants (each its own server process: uvicorn, one process unless --processes, 
   server processes are measured interleaved in the same run.
 The clients are asyncio tasks speaking HTTP/1.1 keep-alive over raw sockets (cheap, so they steal little CPU
 from the server); every request gets a fresh order, so commands do not conflict. synchronous_commit stays on
-(checked and reported). Uses LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in a temporary
+(checked and reported). Besides commands/s, each variant's server CPU (user + system of the process and its
+children, from /proc) per request is reported, and its ratio to the ceiling's: on a shared machine it moves
+much less than the rate. `--server` runs every variant on one HTTP stack (`h11`: uvicorn with h11 and asyncio;
+`httptools`: uvicorn with httptools and uvloop; `granian`), the ledger app through `ledger.api.serving`; without
+it, the ceiling and library run on `ledger serve`'s own stack and `ledger` is `ledger serve`. Uses LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in a temporary
 directory; works in a schema of its own, dropped at the end. Prints one JSON object (see BENCHMARKS.md).
 """
 
@@ -67,6 +71,8 @@ UPS = "1Z999AA10123456784"
 POOL_SIZE = 16
 VARIANTS = ("ceiling", "library", "ledger", "ledger-no-group")
 EXTRA_VARIANTS = ("ledger-2p",)  # `ledger serve --processes 2`, beside one process in the same run
+SERVERS = ("h11", "httptools", "granian")
+LEDGER_SERVE_STACK = "httptools"  # the stack `ledger serve` runs on (ledger.cli.serve.HTTP_PARSER)
 SHIP = json.dumps({"carrier": "ups", "tracking_number": UPS}).encode()
 CANCEL = json.dumps({"reason": "buyer_cancelled"}).encode()
 REFUND = json.dumps({"reason": "customer_return"}).encode()
@@ -134,15 +140,65 @@ def library_app(target: PostgresTarget) -> Any:
     return Litestar([run], on_shutdown=[app.close])
 
 
-def serve(variant: str, port: int) -> None:
-    """Run one of the minimal servers (a subprocess of the benchmark) until SIGTERM."""
-    import uvicorn  # noqa: PLC0415
+def app_for(variant: str) -> Any:
+    """The ASGI app of one variant, from the environment `start_server` prepared."""
+    if variant.startswith("ledger"):
+        from ledger.api.observability import configure_logging  # noqa: PLC0415
+        from ledger.api.serving import app_from_env  # noqa: PLC0415
 
+        configure_logging("WARNING")
+        return app_from_env()
     settings = Settings.from_env()
     assert settings.database_url
     target = parse_database_url(settings.database_url, settings.database_schema, pool_size=settings.pool_size)
-    app = ceiling_app(target) if variant == "ceiling" else library_app(target)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return ceiling_app(target) if variant == "ceiling" else library_app(target)
+
+
+def granian_app() -> Any:
+    """Granian's factory (it imports its target in its worker process): the variant in BENCH_VARIANT."""
+    return app_for(os.environ["BENCH_VARIANT"])
+
+
+def serve(variant: str, port: int, server: str) -> None:
+    """Run one variant's server (a subprocess of the benchmark) on one HTTP stack until SIGTERM."""
+    if server == "granian":
+        from granian.constants import Interfaces  # noqa: PLC0415
+        from granian.server import Server  # noqa: PLC0415
+
+        os.environ["BENCH_VARIANT"] = variant
+        sys.path.insert(0, str(Path(__file__).parent))
+        Server(
+            "commands_http:granian_app",
+            address="127.0.0.1",
+            port=port,
+            interface=Interfaces.ASGI,
+            factory=True,
+            log_access=False,
+        ).serve()
+        return
+    import uvicorn  # noqa: PLC0415
+
+    fast = server == "httptools"
+    uvicorn.run(
+        app_for(variant),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        http="httptools" if fast else "h11",
+        loop="uvloop" if fast else "asyncio",
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its direct children (the server's workers), from /proc."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0.0
+    for p in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 # ------------------------------------------------------------------------------------------ clients
@@ -274,7 +330,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(variant: str, target: PostgresTarget, processes: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    variant: str, target: PostgresTarget, processes: int, server: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`server` None: the ceiling and library on `ledger serve`'s stack, `ledger` as `ledger serve`."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
         "LEDGER_DATABASE_URL": database_url(target),
@@ -282,21 +341,25 @@ def start_server(variant: str, target: PostgresTarget, processes: int) -> tuple[
         "LEDGER_DB_POOL_SIZE": str(POOL_SIZE),
         "LEDGER_LOG_LEVEL": "WARNING",
     }
-    if variant in ("ceiling", "library"):
-        cmd = [sys.executable, __file__, "--serve", variant, "--port", str(port)]
+    if variant == "ledger-no-group":
+        env["LEDGER_GROUP_COMMIT"] = "n"
+    if variant == "ledger-2p" and server is not None:
+        raise ValueError("ledger-2p is `ledger serve --processes 2`, on its own stack: no --server or @STACK")
+    if variant in ("ceiling", "library") or server is not None:
+        stack = server or LEDGER_SERVE_STACK
+        cmd = [sys.executable, __file__, "--serve", variant, "--server", stack, "--port", str(port)]
     else:
         cmd = [sys.executable, "-m", "ledger.cli", "serve", "--no-workers", "--port", str(port)]
         if variant == "ledger-2p":
             processes = 2
         if processes > 1:
             cmd += ["--processes", str(processes)]
-        if variant == "ledger-no-group":
-            env["LEDGER_GROUP_COMMIT"] = "n"
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stderr, told when it does not start
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
         cmd,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -306,7 +369,9 @@ def start_server(variant: str, target: PostgresTarget, processes: int) -> tuple[
                 return proc, port
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"the {variant} server exited with {proc.returncode}") from None
+                log.seek(0)
+                tail = log.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"the {variant} server exited with {proc.returncode}:\n{tail}") from None
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"the {variant} server did not start")
@@ -321,19 +386,43 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def run_variant(
+    variant: str, target: PostgresTarget, args: argparse.Namespace, plan: list[tuple[UUID, str]], secret: str
+) -> dict[str, Any]:
+    """One variant's server under the load: 100 requests of warm-up, then the rest, timed and CPU-counted.
+    A variant may name its stack after `@` (`ledger@granian`), overriding --server."""
+    kind, _, stack = variant.partition("@")
+    proc, port = start_server(kind, target, args.processes, stack or args.server)
+    try:
+        asyncio.run(load(port, requests_for(kind, plan[:100], secret), args.clients))
+        before = cpu_seconds(proc.pid)
+        figures = asyncio.run(load(port, requests_for(kind, plan[100:], secret), args.clients))
+        figures["cpu_ms"] = (cpu_seconds(proc.pid) - before) / figures["requests"] * 1000
+    finally:
+        stop_server(proc)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=1500, help="requests per variant per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--processes", type=int, default=1, help="server processes of `ledger serve`")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--serve", choices=["ceiling", "library"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated; VARIANT@STACK picks the stack of one"
+    )
+    parser.add_argument(
+        "--server", choices=SERVERS, help="run every variant on this HTTP stack (default: ledger serve's)"
+    )
+    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)  # one process each
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.server or LEDGER_SERVE_STACK)
         return
+    if args.server is not None and args.processes > 1:
+        parser.error("--server runs one process; --processes is for `ledger serve`")
     variants = [v for v in args.variants.split(",") if v]
     settings = Settings.from_env()
     with ExitStack() as stack:
@@ -363,14 +452,7 @@ def main() -> None:
         for run in range(args.runs):
             for variant in variants:  # interleaved, so that the machine's noise spreads over all of them
                 plan = make_orders(app, args.commands, seller)
-                proc, port = start_server(variant, target, args.processes)
-                try:
-                    warm = requests_for(variant, plan[:100], secret)
-                    asyncio.run(load(port, warm, args.clients))
-                    figures = asyncio.run(load(port, requests_for(variant, plan[100:], secret), args.clients))
-                finally:
-                    stop_server(proc)
-                figures["run"] = run
+                figures = run_variant(variant, target, args, plan, secret)
                 results[variant].append(figures)
                 print(f"run {run} {variant}: {figures}", file=sys.stderr)
 
@@ -386,12 +468,13 @@ def main() -> None:
             },
             "clients": args.clients,
             "processes": args.processes,
+            "server": args.server or f"ledger serve's ({LEDGER_SERVE_STACK})",
             "commands_per_run": args.commands - 100,
             "runs": args.runs,
             "mix": "3/5 ship, 1/5 cancel, 1/5 refund; one order per request",
             "summary": summary,
             "ratios": ratios,
-            "target": "ledger >= 0.75 x ceiling",
+            "target": "ledger >= 0.75 x ceiling's commands/s; ledger's CPU per request <= 1.5 x ceiling's",
             "raw": results,
         }
         json.dump(result, sys.stdout, indent=2)
@@ -412,15 +495,20 @@ def summarize(
             "per_s_runs": [round(r["per_s"], 1) for r in results[v]],
             "p50_ms_median": med(v, "p50_ms"),
             "p99_ms_median": med(v, "p99_ms"),
+            "cpu_ms_per_request_median": round(statistics.median(r["cpu_ms"] for r in results[v]), 3),
+            "cpu_ms_per_request_runs": [round(r["cpu_ms"], 3) for r in results[v]],
             "errors": sum(r["errors"] for r in results[v]),
         }
         for v in variants
     }
     ratios: dict[str, float] = {}
-    if "ceiling" in summary:
-        for v in variants:
-            ratios[f"{v}_to_ceiling"] = round(
-                summary[v]["per_s_median"] / summary["ceiling"]["per_s_median"], 3
+    for v in variants:  # each variant beside the ceiling on the same stack
+        _, at, stack = v.partition("@")
+        ceiling = summary.get(f"ceiling{at}{stack}")
+        if ceiling is not None:
+            ratios[f"{v}_to_ceiling"] = round(summary[v]["per_s_median"] / ceiling["per_s_median"], 3)
+            ratios[f"{v}_cpu_to_ceiling"] = round(
+                summary[v]["cpu_ms_per_request_median"] / ceiling["cpu_ms_per_request_median"], 3
             )
     if "library" in summary:
         for v in variants:
