@@ -30,6 +30,11 @@ from ledger.feed.urls import UrlPolicy
 from ledger.projections.base import Projection, ProjectionWorker
 from ledger.projections.registry import all_projections, projection_named
 
+HTTP_PARSER = "httptools"
+EVENT_LOOP = "uvloop"
+"""`ledger serve`'s HTTP stack: uvicorn with httptools and uvloop (not h11 and asyncio's loop), measured the
+cheapest per command of the stacks compared (BENCHMARKS.md, issue 17 target 1)."""
+
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Serve the HTTP API (uvicorn, main thread) with the projection workers in threads, until SIGINT/SIGTERM."""
@@ -75,6 +80,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             workers=processes,
             host=args.host,
             port=args.port,
+            http=HTTP_PARSER,
+            loop=EVENT_LOOP,
             log_level=settings.log_level.lower(),
             log_config=None,  # keep the JSON logging above
             access_log=False,  # the app's own request line replaces uvicorn's
