@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -25,7 +25,6 @@ from typing import Any
 import msgspec
 import psycopg
 from litestar import Request, Response, get
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
@@ -157,7 +156,15 @@ def _request_id(scope: Scope) -> str:
             if 0 < len(text) <= MAX_REQUEST_ID and text.isprintable():
                 return text
             break
-    return uuid.uuid4().hex
+    return _new_request_id()
+
+
+def _new_request_id() -> str:
+    """`uuid.uuid4().hex`, without building a UUID: 16 random bytes with the version 4 and variant bits."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 def _route(scope: Scope) -> str:
@@ -189,8 +196,36 @@ def _problem_code(body: bytes) -> str:
     return "error"
 
 
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.encode("latin-1")
+
+
+def _set_request_id(message: Any, request_id: bytes) -> None:
+    """Put `X-Request-Id` in a response start message, replacing one the app set."""
+    headers = message.get("headers")
+    if not isinstance(headers, list):
+        headers = message["headers"] = list(headers or ())
+    for i, (name, _) in enumerate(headers):
+        if name.lower() == _REQUEST_ID_NAME:
+            headers[i] = (_REQUEST_ID_NAME, request_id)
+            headers[i + 1 :] = [h for h in headers[i + 1 :] if h[0].lower() != _REQUEST_ID_NAME]
+            return
+    headers.append((_REQUEST_ID_NAME, request_id))
+
+
 def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
-    """The middleware factory: request id, metrics and the request's log line."""
+    """The middleware factory: request id, metrics and the request's log line.
+
+    It runs for every request, so it keeps to little work: the labelled series of a (route, method, status)
+    are looked up once and kept (the label set is bounded: route templates), and the log line's fields are
+    built only when `ledger.api` logs at INFO."""
+    series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def record(labels: tuple[str, str, str], duration: float) -> None:
+        pair = series.get(labels)
+        if pair is None:
+            pair = series[labels] = (metrics.requests.labels(*labels), metrics.latency.labels(*labels))
+        pair[0].inc()
+        pair[1].observe(duration)
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def observed(scope: Scope, receive: Receive, send: Send) -> None:
@@ -198,6 +233,7 @@ def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
                 await app(scope, receive, send)
                 return
             request_id = _request_id(scope)
+            request_id_header = request_id.encode("latin-1")
             token = request_id_var.set(request_id)
             method = scope["method"]
             command = _operation(scope) if method in COMMAND_METHODS else None
@@ -209,11 +245,11 @@ def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+                    _set_request_id(message, request_id_header)
                 elif (
-                    message["type"] == "http.response.body"
-                    and command is not None
+                    command is not None
                     and status >= 400
+                    and message["type"] == "http.response.body"
                     and len(body) < MAX_PROBLEM_BODY
                 ):
                     body.extend(message.get("body", b""))
@@ -224,22 +260,21 @@ def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
             finally:
                 duration = time.perf_counter() - started
                 route = _route(scope)
-                labels = (route, method, str(status))
-                metrics.requests.labels(*labels).inc()
-                metrics.latency.labels(*labels).observe(duration)
+                record((route, method, str(status)), duration)
                 if command is not None:
                     outcome = "ok" if status < 400 else _problem_code(bytes(body))
                     metrics.commands.labels(command, outcome).inc()
-                fields: dict[str, Any] = {
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 3),
-                    "request_id": request_id,
-                }
-                if (seller := _seller(scope)) is not None:
-                    fields["seller"] = seller
-                _log.info("%s %s %s", method, route, status, extra={"fields": fields})
+                if _log.isEnabledFor(logging.INFO):
+                    fields: dict[str, Any] = {
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 3),
+                        "request_id": request_id,
+                    }
+                    if (seller := _seller(scope)) is not None:
+                        fields["seller"] = seller
+                    _log.info("%s %s %s", method, route, status, extra={"fields": fields})
                 request_id_var.reset(token)
 
         return observed
