@@ -23,14 +23,12 @@ from litestar.static_files import create_static_files_router
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from ledger.api.auth import authorize
 from ledger.api.consistency import ReadSide
 from ledger.api.dependencies import DEPENDENCIES
 from ledger.api.errors import EXCEPTION_HANDLERS
+from ledger.api.guards import v1_guard
 from ledger.api.observability import Metrics, metrics_endpoint, observe
-from ledger.api.query_params import refuse_unknown_query_parameters
 from ledger.api.routes import accounts, audit, events, finance, health, orders, shipments, sync, webhooks
-from ledger.api.strict_body import strict_json_body
 from ledger.api.web import ROUTES as WEB_ROUTES
 from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
@@ -135,7 +133,7 @@ def create_app(
             *events.ROUTES,
             *webhooks.ROUTES,
         ],
-        guards=[authorize, strict_json_body, refuse_unknown_query_parameters],
+        guards=[v1_guard],
         security=[{"BearerAuth": []}],
     )
     return Litestar(

@@ -40,9 +40,18 @@ def bearer_secret(authorization: str | None) -> str | None:
     return secret.strip()
 
 
+def raw_header(scope: Any, name: bytes) -> str | None:
+    """The first value of a request header (`name` lower case, as ASGI gives them), without building Litestar's
+    `Headers` of the whole request."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Guard: the request's key must be active and its role among the route's `roles`."""
-    secret = bearer_secret(connection.headers.get("authorization"))
+    secret = bearer_secret(raw_header(connection.scope, b"authorization"))
     if secret is None:
         raise NotAuthorizedException("send an API key as `Authorization: Bearer <key>`")
     ledger: Ledger = connection.app.state.ledger
@@ -53,11 +62,11 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     roles: frozenset[Role] = handler.opt.get(ROLES_OPT, frozenset())
     if Role(key.role) not in roles:
         raise PermissionDeniedException(f"the {key.role} role may not do this")
-    connection.state[STATE_KEY] = key
+    connection.scope["state"][STATE_KEY] = key  # the request's `state`, without a `State` object per access
 
 
 def provide_key(request: Request[Any, Any, Any]) -> KeyDetails:
-    key: KeyDetails = request.state[STATE_KEY]
+    key: KeyDetails = request.scope["state"][STATE_KEY]
     return key
 
 

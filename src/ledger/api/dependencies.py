@@ -75,7 +75,8 @@ def provide_expected_version(
 async def provide_digest(request: Request[Any, Any, Any]) -> str:
     """The fingerprint of the request's method, path and raw body: the same Idempotency-Key with another of
     any of them is refused."""
-    digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
+    scope = request.scope  # the path as `request.url.path` gives it, without parsing a URL
+    digest = hashlib.sha256(f"{scope['method']} {scope.get('root_path', '')}{scope['path']}\n".encode())
     digest.update(await request.body())
     return digest.hexdigest()
 
@@ -88,15 +89,23 @@ async def _resolve_in_order(
     Litestar resolves the independent dependencies of a route concurrently, in an anyio task group: for a
     command's five (ledger, key, two headers, the body's digest) that was about a tenth of the server's CPU per
     command (BENCHMARKS.md), to run functions that return at once. Ours do no waiting but the body read, so in
-    order is as fast and cheaper; an error is still the first dependency's that fails."""
+    order is as fast and cheaper; an error is still the first dependency's that fails.
+    The providers that take the request alone are called with it directly: Litestar would first convert a
+    `{"request": ...}` through the provider's signature model, per request."""
     cleanup_group = DependencyCleanupGroup()
     for batch in self.dependency_batches:
         for dependency in batch:
-            await resolve_dependency(dependency, connection, kwargs, cleanup_group)
+            fn = dependency.provide.dependency
+            if fn in _OF_THE_REQUEST:  # takes the request alone: no signature model to fill
+                value = fn(connection)
+                kwargs[dependency.key] = await value if fn is provide_digest else value
+            else:
+                await resolve_dependency(dependency, connection, kwargs, cleanup_group)
     return cleanup_group
 
 
 KwargsModel.resolve_dependencies = _resolve_in_order  # type: ignore[method-assign]
+_OF_THE_REQUEST: frozenset[Any] = frozenset({provide_ledger, provide_pool, provide_key, provide_digest})
 
 
 DEPENDENCIES = {

@@ -6,6 +6,7 @@ A key's secret is shown once, when it is made, and never stored: the key is foun
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -75,6 +76,13 @@ class KeyCache:
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_id(key_hash: str) -> UUID:
+    """`ApiKey.create_id`, remembered for the hashes seen lately: a uuid5 is most of what asking the cache costs,
+    on every request."""
+    return ApiKey.create_id(key_hash)
 
 
 class ApiKeys(LedgerCore):
@@ -159,7 +167,7 @@ class ApiKeys(LedgerCore):
         loop); None means "ask `authenticate`", not "unknown"."""
         if not secret.startswith(KEY_PREFIX) or len(secret) > MAX_SECRET_LENGTH:
             return None
-        return self.keys.get(ApiKey.create_id(hash_secret(secret)))
+        return self.keys.get(_key_id(hash_secret(secret)))
 
     def _key_index(self, seller: str) -> SellerApiKeys:
         try:
