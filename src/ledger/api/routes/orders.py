@@ -26,7 +26,7 @@ from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.times import RFC3339_PATTERN, parse_bound, parse_moment
 from ledger.aggregates.tracking import parse_carrier
 from ledger.aggregates.values import LineQuantity, Marketplace, Role, parse_amount
-from ledger.api import idempotent
+from ledger.api import idempotent, lean
 from ledger.api.auth import (
     CHANGE_ORDERS,
     IMPORT_ORDERS,
@@ -415,8 +415,9 @@ def command(
     path: str, operation_id: str, summary: str, roles: frozenset[Role] = CHANGE_ORDERS
 ) -> Callable[[AnyCallable], HTTPRouteHandler]:
     """The route of an order command: what every one of them documents and answers alike (201 with the
-    command's result, the log position, the problems a command can meet), in one place."""
-    return post(
+    command's result, the log position, the problems a command can meet), in one place. Requests take the
+    lean path to the function (api/lean.py)."""
+    route = post(
         path,
         operation_id=operation_id,
         summary=summary,
@@ -425,7 +426,14 @@ def command(
         responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 503),
         response_headers=[*POSITION_RESPONSE_HEADERS, idempotent.REPLAYED_HEADER],
         sync_to_thread=True,
+        middleware=[lean.lean_commands],
     )
+
+    def decorate(fn: AnyCallable) -> HTTPRouteHandler:
+        lean.register(operation_id, fn)
+        return route(fn)
+
+    return decorate
 
 
 @command(
