@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from ledger.aggregates.policies import NotSent
 from ledger.application.ledger import Ledger
 from ledger.cli.common import EXIT_FAILED, Command, print_json, relay, stop_on_signals, time_arg, uuid_arg
 from ledger.config import Settings
@@ -136,7 +137,7 @@ def cmd_sync_replay(args: argparse.Namespace, settings: Settings, out: TextIO) -
     with open_database(settings) as target:
         app = Ledger(env=target.eventsourcing_env())
         try:
-            app.get_order(args.order)  # OrderNotFoundError for an unknown order
+            order = app.get_order(args.order)  # OrderNotFoundError for an unknown order
             # Answers recorded but not yet in the queue would settle the replayed items again when applied.
             catch_up_queue(target, app)
         finally:
@@ -144,6 +145,11 @@ def cmd_sync_replay(args: argparse.Namespace, settings: Settings, out: TextIO) -
         with connect(target, autocommit=True) as conn:
             count = replay_order(conn, args.order)
     out.write(f"{args.order}: {count} outbound items back in the queue (same idempotency keys)\n")
+    # Changes made while the account's sync was off were never queued, so a replay never sends them: name
+    # them, so the seller tells the marketplace (or not) knowingly.
+    for entry in order.sync:
+        if entry.reason == NotSent.SYNC_OFF:
+            out.write(f"not sent, sync was off: {entry.action} {entry.reference} ({entry.at.isoformat()})\n")
     return 0
 
 

@@ -79,6 +79,7 @@ logger = logging.getLogger(__name__)
 
 Connect = Callable[[], psycopg.Connection[TupleRow]]
 ACTOR = "dispatcher"
+SYNC_OFF_REASON = "sync off: the account's sync was turned off before this was sent; retry it to send it"
 # In-flight items (a poll due, a dead dispatcher's lease run out) are looked for every STALE_CHECK seconds.
 STALE_CHECK = 5.0
 
@@ -338,6 +339,12 @@ class Dispatcher:
     def handle(self, item: Claimed) -> None:
         """Send (or poll) one claimed item and record what came of it."""
         polling = item.marketplace_reference is not None
+        # Queued before sync was turned off: never sent by itself, even once sync is on again (the change may
+        # be stale by then); dead, so the order needs attention and an operator retries it (sends it) or
+        # resolves it by hand. A feed already submitted is asked after as usual.
+        if not polling and not self.ledger.get_account(item.account_id).sync_enabled:
+            self._give_up(item, SYNC_OFF_REASON)
+            return
         try:
             client = self._client(item.account_id)
         except MarketplaceNotConfiguredError as e:  # no URL or no credentials: retrying cannot help

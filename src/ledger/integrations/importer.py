@@ -171,6 +171,9 @@ class Importer:
     def import_account(self, conn: psycopg.Connection[TupleRow], account: AccountDetails) -> AccountReport:
         """One account's round, unless another process is importing it right now (then it is skipped)."""
         report = AccountReport(account.account_id, account.marketplace)
+        if not account.sync_enabled:  # the ledger does not talk to its marketplace; the cursor waits
+            report.error = "skipped: sync is off for this account"
+            return report
         with import_state.account_lock(conn, account.account_id) as taken:
             if not taken:
                 report.error = "skipped: another process is importing this account"
