@@ -160,3 +160,65 @@ def test_a_walmart_buyers_cancellation_request_is_a_request_until_the_seller_can
     assert remote["status"] == "canceled"
     assert f.differences(moid) == []
     assert sandbox.violations() == []
+
+
+@pytest.mark.parametrize("mp", [Marketplace.WALMART, Marketplace.RAKUTEN, Marketplace.JET])
+def test_the_marketplaces_own_cancellation_is_recorded_as_its_word(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path, mp: Marketplace
+) -> None:
+    """The marketplace cancels orders itself: an unshipped one is cancelled in the ledger by the marketplace
+    (never echoed back); one the seller shipped but the marketplace never had is recorded as the marketplace's
+    word, with attention, and the seller voids the shipment. A re-import records nothing new."""
+    f = flow(own_app, own_target, sandbox, tmp_path, mp)
+    unshipped, shipped = sandbox.orders(mp.value, f.token, count=2, max_lines=2)
+    f.import_round()
+    f.dispatch()  # Walmart's acknowledgements
+    shipped_id = f.order_id(shipped["order_id"])
+    shipment_id = own_app.ship(CTX, shipped_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING).ids[
+        "shipment_id"
+    ]
+    for view in (unshipped, shipped):
+        sandbox.event(mp.value, f.token, view["order_id"], "marketplace_cancel")
+
+    f.import_round()
+    f.import_round()  # seen again: recorded once
+
+    cancelled = own_app.get_order(f.order_id(unshipped["order_id"]))
+    assert (cancelled.status, cancelled.attention) == ("canceled", False)
+    assert [c.requested_by for c in cancelled.cancellations] == ["marketplace"]
+    assert [(e.action, e.state, e.reason) for e in cancelled.sync if e.action == "cancel"] == [
+        ("cancel", "not_sent", "from_marketplace")
+    ]
+    if mp is Marketplace.WALMART:  # Walmart says why (SELLER_CANCEL_FRAUD_STOP_SHIPMENT)
+        assert cancelled.cancellations[0].reason == "fraud_suspected"
+    disputed = own_app.get_order(shipped_id)
+    assert disputed.attention
+    assert sum(i.quantity for i in disputed.marketplace_cancelled) == disputed.shipped_units > 0
+    assert f.history(shipped_id).count("MarketplaceCancelled") == 1
+
+    own_app.void_shipment(CTX, shipped_id, shipment_id=shipment_id, reason="cancelled by the marketplace")
+    f.dispatch()
+    resolved = own_app.get_order(shipped_id)
+    assert (resolved.status, resolved.attention) == ("canceled", False)
+    assert f.remote(shipped["order_id"])["status"] == "canceled"  # the withdrawn shipment never went out
+    assert sandbox.violations() == []
+
+
+def test_a_cancellation_the_ledger_sent_comes_back_as_nothing_new(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The seller's whole-order cancellation, once on Walmart, reads as a cancelled order at the next import:
+    the ledger has it already and records nothing."""
+    f = flow(own_app, own_target, sandbox, tmp_path, Marketplace.WALMART)
+    (made,) = sandbox.orders("walmart", f.token, count=1)
+    f.import_round()
+    order_id = f.order_id(made["order_id"])
+    own_app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
+    f.dispatch()
+    assert f.remote(made["order_id"])["status"] == "canceled"
+    before = f.history(order_id)
+
+    f.import_round()
+
+    assert f.history(order_id) == before
+    assert [c.requested_by for c in own_app.get_order(order_id).cancellations] == ["seller"]

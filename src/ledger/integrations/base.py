@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from ledger.aggregates.values import DisputeOutcome, ImportedOrder, LineQuantity, Marketplace
+from ledger.aggregates.values import CancelReason, DisputeOutcome, ImportedOrder, LineQuantity, Marketplace
 from ledger.integrations.outbox import Message
 
 
@@ -70,7 +70,19 @@ class DisputeClosedRemotely:
     closed_at: datetime
 
 
-MarketplaceFact = PaymentCleared | BuyerCancelled | DisputeOpenedRemotely | DisputeClosedRemotely
+@dataclass(frozen=True)
+class CancelledRemotely:
+    """The marketplace cancelled the whole order on its own (Walmart's `Cancelled` line statuses on every unit,
+    Rakuten's `orderProgress` 900, Jet's every item cancelled): its word, recorded as a cancellation by the
+    marketplace (`MarketplaceCancelled` with attention for units the ledger shipped and it never had)."""
+
+    cancelled_at: datetime
+    reason: CancelReason = CancelReason.OTHER
+
+
+MarketplaceFact = (
+    PaymentCleared | BuyerCancelled | CancelledRemotely | DisputeOpenedRemotely | DisputeClosedRemotely
+)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from ledger.eventstore import import_state
 from ledger.eventstore.database import DatabaseUnavailableError
 from ledger.integrations.base import (
     BuyerCancelled,
+    CancelledRemotely,
     DisputeClosedRemotely,
     DisputeOpenedRemotely,
     MarketplaceClient,
@@ -94,6 +95,8 @@ def fact_key(marketplace: str, marketplace_order_id: str, fact: MarketplaceFact)
         # Not the time: marketplaces restamp it as the order changes (Amazon reports its LastUpdateDate).
         # A request and the cancellation that may follow it are two facts.
         return f"{base}:buyer-cancel:{lines}" + ("" if fact.applied else ":request")
+    if isinstance(fact, CancelledRemotely):
+        return f"{base}:cancelled"
     if isinstance(fact, DisputeOpenedRemotely):
         return f"{base}:dispute-open:{fact.marketplace_dispute_id}"
     return f"{base}:dispute-close:{fact.marketplace_dispute_id}"
@@ -308,6 +311,18 @@ class Importer:
                 result = self.ledger.execute(Cancel(
                     ctx=ctx, order_id=order_id, reason=CancelReason.BUYER_CANCELLED, lines=fact.lines,
                     requested_by=requested_by,
+                ))  # fmt: skip
+            elif isinstance(fact, CancelledRemotely):
+                # The marketplace's own act on the whole order: what is unshipped is cancelled; what the ledger
+                # shipped and the marketplace never had is recorded as its word (MarketplaceCancelled, attention).
+                ctx = Context(
+                    actor=actor,
+                    source=Source.MARKETPLACE,
+                    idempotency_key=key,
+                    effective_at=fact.cancelled_at,
+                )
+                result = self.ledger.execute(Cancel(
+                    ctx=ctx, order_id=order_id, reason=fact.reason, requested_by=Requester.MARKETPLACE,
                 ))  # fmt: skip
             elif isinstance(fact, DisputeOpenedRemotely):
                 ctx = Context(

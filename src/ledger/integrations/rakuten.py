@@ -20,7 +20,8 @@ As in RMS: names like `orderNumber`, `orderProgress`, `itemDetailId`, `manageNum
 Amounts are JSON numbers in the order's currency (yen have no minor unit). Rakuten has no dispute API for
 sellers, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`); Rakuten's own
+cancellation of the order (`orderProgress` 900) is a `CancelledRemotely` fact.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
+    CancelledRemotely,
     Endpoint,
     OrderPage,
     Outcome,
@@ -60,6 +62,7 @@ from ledger.integrations.base import (
 from ledger.integrations.rest import (
     RestTransport,
     cancel_code,
+    cancelled_remotely,
     decode,
     encode,
     facts_of,
@@ -329,11 +332,21 @@ def cancel_request(order: RakutenOrder) -> BuyerCancelled | None:
     )
 
 
+def cancelled_by_rakuten(order: RakutenOrder) -> CancelledRemotely | None:
+    """The order cancelled on Rakuten (`orderProgress` 900, every unit in `cancelledUnits`); RMS's order view
+    carries no cancellation reason."""
+    at = order_time(order.update_datetime, order.order_number)
+    units = [(i.units, i.shipped_units, i.cancelled_units) for i in order.items]
+    if order.order_progress == PROGRESS_CANCELLED and not any(i.shipped_units for i in order.items):
+        units = [(quantity, 0, quantity) for quantity, _, _ in units]  # its word on the order as a whole
+    return cancelled_remotely(units, at)
+
+
 def remote_order(order: RakutenOrder) -> RemoteOrder:
     return RemoteOrder(
         order=imported_order(order),
         updated_at=order_time(order.update_datetime, order.order_number),
-        facts=facts_of(cancel_request(order)),
+        facts=facts_of(cancel_request(order), cancelled_by_rakuten(order)),
     )
 
 

@@ -25,6 +25,7 @@ import msgspec
 
 from ledger.aggregates.values import CancelReason, OrderStatus, RefundReason, Requester
 from ledger.integrations.base import (
+    CancelledRemotely,
     Endpoint,
     MarketplaceFact,
     PermanentMarketplaceError,
@@ -181,6 +182,18 @@ def order_status(units: Iterable[tuple[int, int, int]]) -> str:
     if shipped == 0:
         return OrderStatus.CANCELED.value if settled else OrderStatus.UNSHIPPED.value
     return OrderStatus.SHIPPED.value if settled else OrderStatus.PARTIALLY_SHIPPED.value
+
+
+def cancelled_remotely(
+    units: Iterable[tuple[int, int, int]], at: datetime, reason: CancelReason = CancelReason.OTHER
+) -> CancelledRemotely | None:
+    """The marketplace's own cancellation of the whole order, from (quantity, shipped, cancelled) per line: nothing
+    shipped and every unit cancelled there. A cancellation the ledger sent comes back the same way; the order
+    has it already and records nothing (the importer takes NothingToCancelError as "known")."""
+    lines = list(units)
+    if lines and order_status(lines) == OrderStatus.CANCELED.value and any(c for _, _, c in lines):
+        return CancelledRemotely(cancelled_at=at, reason=reason)
+    return None
 
 
 def facts_of(*facts: MarketplaceFact | None) -> tuple[MarketplaceFact, ...]:
