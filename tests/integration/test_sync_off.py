@@ -8,8 +8,8 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from flow_support import CTX, Flow
 from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
-from sync_support import CTX, Flow
 
 from ledger.aggregates.values import Carrier, Marketplace
 from ledger.application.errors import OrderNotFoundError

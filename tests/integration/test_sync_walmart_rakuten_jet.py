@@ -8,8 +8,8 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from flow_support import Flow
 from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
-from sync_support import Flow
 
 from ledger.aggregates.values import (
     CancelReason,

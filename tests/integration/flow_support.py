@@ -1,7 +1,7 @@
 """One seller's account on a sandbox marketplace, with the importer and the dispatcher pointed at it: the flows
 of the sync tests (import a round, dispatch what is due, read the sandbox's copy and the ledger's history).
 
-    from sync_support import Flow
+    from flow_support import Flow
 """
 
 from __future__ import annotations
