@@ -15,9 +15,9 @@ from ledger.application.ledger import Ledger
 from ledger.cli.common import EXIT_FAILED, Command, print_json, relay, stop_on_signals, time_arg, uuid_arg
 from ledger.config import Settings
 from ledger.eventstore.database import PostgresTarget, connect, open_database
-from ledger.integrations.dispatcher import Dispatcher
+from ledger.integrations.dispatcher import Dispatcher, RateLimiter
 from ledger.integrations.importer import Importer
-from ledger.integrations.marketplaces import SyncSettings
+from ledger.integrations.marketplaces import RATE_LIMITS, SyncSettings
 from ledger.integrations.metrics import serve_metrics
 from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import replay_order
@@ -34,9 +34,15 @@ class SyncThreads:
 
     def __init__(self, target: PostgresTarget, settings: SyncSettings) -> None:
         self.ledger = Ledger(env=target.eventsourcing_env())
-        self.importer = Importer(self.ledger, lambda: connect(target), settings)
+        # One set of buckets per process: the importer's reads and the dispatcher's sends share them.
+        limiter = RateLimiter(RATE_LIMITS | settings.rate_limits, settings.processes)
+        self.importer = Importer(self.ledger, lambda: connect(target), settings, limiter=limiter)
         self.dispatcher = Dispatcher(
-            self.ledger, lambda: connect(target), settings, before_pass=QueueKeeper(target, self.ledger)
+            self.ledger,
+            lambda: connect(target),
+            settings,
+            before_pass=QueueKeeper(target, self.ledger),
+            limiter=limiter,
         )
         self.checker = SyncChecker(self.ledger, lambda: connect(target, autocommit=True), settings)
         self.threads = [

@@ -110,9 +110,17 @@ class TokenBucket:
         self.tokens -= 1
 
     def pause(self, seconds: float) -> None:
+        """The marketplace's bucket is empty and has a token again in `seconds` (its Retry-After): ours waits
+        that long and then has one token (not a whole refill at our rate, which for getOrders is a minute)."""
         now = self._refill()
         self.paused_until = max(self.paused_until, now + seconds)
-        self.tokens = 0.0
+        self.tokens = 1 - self.rate * seconds  # below zero for a long pause: one token when it ends
+
+    def wait_seconds(self) -> float:
+        """How long until a token is there (0 when one is)."""
+        now = self._refill()
+        short = 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate if self.rate > 0 else 1.0
+        return max(self.paused_until - now, short, 0.0)
 
 
 class RateLimiter:
@@ -158,10 +166,32 @@ class RateLimiter:
 
     def pause(self, item: Claimed, seconds: float) -> None:
         """The marketplace said 429 to this item's call: that bucket waits `seconds` (its Retry-After)."""
-        bucket = self.bucket(item.marketplace, item.account_id, _operation(item))
+        self.pause_operation(item.marketplace, item.account_id, _operation(item), seconds)
+
+    def pause_operation(
+        self, marketplace: str, account_id: UUID | str, operation: str, seconds: float
+    ) -> None:
+        bucket = self.bucket(marketplace, account_id, operation)
         if bucket is not None:
             with self.lock:
                 bucket.pause(seconds)
+
+    def acquire(
+        self, marketplace: str, account_id: UUID | str, operation: str, stopping: threading.Event
+    ) -> bool:
+        """Wait for a token of `operation` (`amazon.getOrders`) and take it: the importer's calls, which have
+        nothing else to do meanwhile. False if `stopping` was set while waiting (nothing taken)."""
+        bucket = self.bucket(marketplace, account_id, operation)
+        if bucket is None:
+            return True
+        while True:
+            with self.lock:
+                wait = bucket.wait_seconds()
+                if wait <= 0:
+                    bucket.take()
+                    return True
+            if stopping.wait(min(wait, 1.0)):
+                return False
 
     def blocked(self) -> list[str]:
         """What may not be sent now, as `outbox.claim` names items (`outbox.claim_key`)."""

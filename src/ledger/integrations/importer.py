@@ -45,14 +45,18 @@ from ledger.integrations.base import (
     CancelledRemotely,
     DisputeClosedRemotely,
     DisputeOpenedRemotely,
+    Gated,
     MarketplaceClient,
     MarketplaceError,
     MarketplaceFact,
     PaymentCleared,
     PermanentMarketplaceError,
     RemoteOrder,
+    TransientMarketplaceError,
 )
+from ledger.integrations.dispatcher import RateLimiter
 from ledger.integrations.marketplaces import (
+    RATE_LIMITS,
     ClientFactory,
     MarketplaceNotConfiguredError,
     SyncSettings,
@@ -102,8 +106,29 @@ def fact_key(marketplace: str, marketplace_order_id: str, fact: MarketplaceFact)
     return f"{base}:dispute-close:{fact.marketplace_dispute_id}"
 
 
+class _ImportGate:
+    """Paces one account's reads by the per-operation buckets the dispatcher uses (`RateLimiter`): each call
+    waits for its operation's token; a 429 pauses the operation for the marketplace's Retry-After."""
+
+    def __init__(self, limiter: RateLimiter, account: AccountDetails, stopping: threading.Event) -> None:
+        self.limiter, self.account, self.stopping = limiter, account, stopping
+
+    def before(self, operation: str) -> None:
+        name = f"{self.account.marketplace}.{operation}"
+        if not self.limiter.acquire(self.account.marketplace, self.account.account_id, name, self.stopping):
+            raise TransientMarketplaceError("stopping", f"{name}: the importer is stopping")
+
+    def throttled(self, operation: str, seconds: float) -> None:
+        logger.info("importer: %s.%s throttled for account %s: waiting %.1f s", self.account.marketplace,
+                    operation, self.account.account_id, seconds)  # fmt: skip
+        name = f"{self.account.marketplace}.{operation}"
+        self.limiter.pause_operation(self.account.marketplace, self.account.account_id, name, seconds)
+
+
 class Importer:
-    """Import rounds over every account (or one), on demand or on a schedule."""
+    """Import rounds over every account (or one), on demand or on a schedule. Its reads of the marketplaces
+    keep to their published limits per operation (`RATE_LIMITS`, with `limiter`: the buckets of the process,
+    shared with its dispatcher), and a 429 backs off for the marketplace's Retry-After."""
 
     def __init__(
         self,
@@ -113,11 +138,13 @@ class Importer:
         *,
         client_factory: ClientFactory = client_for,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.ledger = ledger
         self.connect = connect
         self.settings = settings
         self.client_factory = client_factory
+        self.limiter = limiter or RateLimiter(RATE_LIMITS | settings.rate_limits, settings.processes)
         self.clock = clock
         self.stopping = threading.Event()
         self.error: Exception | None = None
@@ -191,6 +218,8 @@ class Importer:
         except (MarketplaceNotConfiguredError, MarketplaceError) as e:  # no URL, or bad credentials
             report.error = f"{e.code}: {e.message}"
             return report
+        if isinstance(client, Gated):
+            client.set_gate(_ImportGate(self.limiter, account, self.stopping))
         try:
             self._pages(conn, account, client, report)
         except MarketplaceError as e:

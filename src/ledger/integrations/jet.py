@@ -56,6 +56,7 @@ from ledger.integrations.base import (
     SyncRequest,
 )
 from ledger.integrations.rest import (
+    GatedClient,
     RestTransport,
     cancel_code,
     cancelled_remotely,
@@ -388,7 +389,7 @@ def read_error(body: bytes) -> tuple[str, str] | None:
 # -------------------------------------------------------------------------------------- client
 
 
-class JetClient:
+class JetClient(GatedClient):
     """One Jet merchant over HTTP. `credentials`: `token` (sent as a Bearer token)."""
 
     marketplace = Marketplace.JET
@@ -404,7 +405,9 @@ class JetClient:
         params = {"updated_since": format_time(updated_after), "page_size": str(self._page_size)}
         if page is not None:
             params["page_token"] = page
-        body = self._transport.call("GET", "/api/orders", self._auth, params=params)
+        body = self._transport.gated(
+            "listOrders", lambda: self._transport.call("GET", "/api/orders", self._auth, params=params)
+        )
         response = decode(body, _orders_decoder, "GET /api/orders")
         return OrderPage(
             orders=tuple(remote_order(order) for order in response.orders),

@@ -60,6 +60,7 @@ from ledger.integrations.base import (
     SyncRequest,
 )
 from ledger.integrations.rest import (
+    GatedClient,
     RestTransport,
     cancel_code,
     cancelled_remotely,
@@ -428,7 +429,7 @@ def authorization(credentials: Mapping[str, str]) -> str:
 # -------------------------------------------------------------------------------------- client
 
 
-class RakutenClient:
+class RakutenClient(GatedClient):
     """One Rakuten shop over HTTP. `credentials`: `service_secret` and `license_key`."""
 
     marketplace = Marketplace.RAKUTEN
@@ -444,7 +445,9 @@ class RakutenClient:
         params = {"updatedFrom": format_time(updated_after), "limit": str(self._page_size)}
         if page is not None:
             params["cursor"] = page
-        body = self._transport.call("GET", BASE, self._auth, params=params)
+        body = self._transport.gated(
+            "searchOrder", lambda: self._transport.call("GET", BASE, self._auth, params=params)
+        )
         response = decode(body, _orders_decoder, f"GET {BASE}")
         return OrderPage(
             orders=tuple(remote_order(order) for order in response.orders),

@@ -25,6 +25,7 @@ import msgspec
 
 from ledger.aggregates.values import CancelReason, OrderStatus, RefundReason, Requester
 from ledger.integrations.base import (
+    CallGate,
     CancelledRemotely,
     Endpoint,
     MarketplaceFact,
@@ -65,6 +66,18 @@ def classify(status: int, body: bytes, retry_after: str | None, read_error: Erro
     return PermanentMarketplaceError(code, f"HTTP {status}: {message}")
 
 
+GATED_ATTEMPTS = 4
+
+
+class GatedClient:
+    """`set_gate` for an adapter whose HTTP goes through `self._transport` (every adapter here)."""
+
+    _transport: RestTransport
+
+    def set_gate(self, gate: CallGate | None) -> None:
+        self._transport.gate = gate
+
+
 class RestTransport:
     """One account's HTTP connection: absolute URLs under `endpoint.base_url`, failures classified."""
 
@@ -74,6 +87,23 @@ class RestTransport:
         self._http = http if http is not None else httpx.Client(timeout=endpoint.timeout_seconds)
         self._timeout = endpoint.timeout_seconds
         self._read_error = read_error
+        self.gate: CallGate | None = None
+
+    def gated(self, operation: str, call: Callable[[], T]) -> T:
+        """`call`, a request the marketplace limits as `operation` (its own name: `getOrders`), paced by the
+        gate when one is set: it waits for the operation's token first, and a 429 (or any answer with
+        Retry-After) pauses the operation and is asked again, up to GATED_ATTEMPTS times in all."""
+        if self.gate is None:
+            return call()
+        for attempt in range(1, GATED_ATTEMPTS + 1):
+            self.gate.before(operation)
+            try:
+                return call()
+            except TransientMarketplaceError as e:
+                if e.retry_after is None or attempt == GATED_ATTEMPTS:
+                    raise
+                self.gate.throttled(operation, e.retry_after)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def call(
         self,

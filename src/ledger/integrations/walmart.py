@@ -52,6 +52,7 @@ from ledger.integrations.base import (
     SyncRequest,
 )
 from ledger.integrations.rest import (
+    GatedClient,
     RestTransport,
     cancel_code,
     cancelled_remotely,
@@ -659,7 +660,7 @@ _token_decoder = msgspec.json.Decoder(TokenResponse)
 TOKEN_MARGIN_SECONDS = 60.0  # fetch a new token this long before the old one runs out
 
 
-class WalmartClient:
+class WalmartClient(GatedClient):
     """One Walmart seller account over HTTP.
 
     `credentials`: `client_id` and `client_secret` (the client-credentials grant of `POST /v3/token`: the access
@@ -743,10 +744,12 @@ class WalmartClient:
         """Orders changed since `updated_after`; `page` is Walmart's `nextCursor` (a query string)."""
         if page is None:
             params = {"lastModifiedStartDate": format_time(updated_after), "limit": str(self._page_size)}
-            body = self._call("GET", "/v3/orders", str(uuid4()), params=params)
+            body = self._transport.gated(
+                "getAllOrders", lambda: self._call("GET", "/v3/orders", str(uuid4()), params=params)
+            )
         else:
-            cursor = page if page.startswith("?") else f"?{page}"
-            body = self._call("GET", f"/v3/orders{cursor}", str(uuid4()))
+            path = "/v3/orders" + (page if page.startswith("?") else f"?{page}")
+            body = self._transport.gated("getAllOrders", lambda: self._call("GET", path, str(uuid4())))
         response = decode(body, _orders_decoder, "GET /v3/orders")
         orders = tuple(remote_order(order) for order in response.list_.elements.order)
         return OrderPage(orders=orders, next_page=response.list_.meta.next_cursor or None)
