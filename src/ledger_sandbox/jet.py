@@ -25,8 +25,10 @@ from ledger_sandbox.strict import (
     Refusal,
     buyer_cancel,
     changed_page,
+    either,
     json_response,
     known_params,
+    marketplace_cancel,
     plain,
     serve,
     strict,
@@ -381,7 +383,8 @@ def new_order_id(rng: random.Random) -> str:
 
 
 # A customer's cancellation is a request on Jet (`request_order_cancel_qty` on the open items).
-event = buyer_cancel("Customer Requested")
+# Jet's own cancellation (`marketplace_cancel`) shows as each item's `cancelled_quantity`, the order `complete`.
+event = either(buyer_cancel("Customer Requested"), marketplace_cancel("Fraud"))
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:

@@ -28,8 +28,10 @@ from ledger_sandbox.strict import (
     Refusal,
     buyer_cancel,
     changed_page,
+    either,
     json_response,
     known_params,
+    marketplace_cancel,
     plain,
     serve,
     strict,
@@ -395,7 +397,9 @@ def new_order_id(rng: random.Random) -> str:
 
 
 # A buyer's cancellation is a request on Rakuten (`cancelRequest`), which the shop answers.
-event = buyer_cancel("BUYER_REQUEST")
+# Rakuten's own cancellation (`marketplace_cancel`) shows as `cancelledUnits` and, once nothing is left open,
+# `orderProgress` 900.
+event = either(buyer_cancel("BUYER_REQUEST"), marketplace_cancel("SHOP_REASON"))
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response
 
-from ledger_sandbox.app import Caller, Sandbox
+from ledger_sandbox.app import Caller, ControlError, Sandbox
 from ledger_sandbox.state import Json, Order, iso, parse_time, utcnow
 
 T = TypeVar("T")
@@ -117,6 +117,46 @@ def buyer_cancel(default_reason: str) -> Callable[[Sandbox, Order, Json], bool]:
             "applied": False,
         }
         return True
+
+    return event
+
+
+def marketplace_cancel(
+    default_reason: str,
+    line_key: Callable[[Order, int], str] = lambda order, index: order.lines[index].line_id,
+) -> Callable[[Sandbox, Order, Json], bool]:
+    """The `event` hook of a cancellation the marketplace makes itself (its customer service, its fraud checks,
+    an order the seller never acknowledged): a `marketplace_cancel` event {reason?} cancels every unit still open,
+    recorded in `cancellations` as `{lines: {key: units}, reason, by: "marketplace", at}` (`line_key` names a
+    line as the module's rendering looks it up); the order is cancelled once no unit is left but cancelled ones."""
+
+    def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
+        if body.get("type") != "marketplace_cancel":
+            return False
+        at = parse_time(str(body["at"])) if body.get("at") else utcnow()
+        cancelled: dict[str, int] = {}
+        for index, line in enumerate(order.lines):
+            units = line.quantity - line.shipped - line.cancelled
+            if units > 0:
+                line.cancelled += units
+                cancelled[line_key(order, index)] = units
+        if not cancelled:
+            raise ControlError(f"order {order.order_id} has no open units to cancel")
+        order.cancellations.append(
+            {"lines": cancelled, "reason": body.get("reason", default_reason), "by": "marketplace", "at": at}
+        )
+        if all(line.cancelled == line.quantity for line in order.lines):
+            order.canceled = True
+        return True
+
+    return event
+
+
+def either(*hooks: Callable[[Sandbox, Order, Json], bool]) -> Callable[[Sandbox, Order, Json], bool]:
+    """One `event` hook of several: the first that handles the event."""
+
+    def event(sandbox: Sandbox, order: Order, body: Json) -> bool:
+        return any(hook(sandbox, order, body) for hook in hooks)
 
     return event
 

@@ -31,9 +31,11 @@ from ledger_sandbox.strict import (
     Invalid,
     Refusal,
     buyer_cancel,
+    either,
     int_param,
     json_response,
     known_params,
+    marketplace_cancel,
     plain,
     serve,
     strict,
@@ -694,8 +696,13 @@ def new_order_id(rng: random.Random) -> str:
     return str(rng.randint(10**12, 10**13 - 1))
 
 
-# A customer's cancellation is a request on Walmart: the open lines show `intentToCancel`.
-event = buyer_cancel("CUSTOMER_REQUESTED")
+# A customer's cancellation is a request on Walmart: the open lines show `intentToCancel`. Walmart's own
+# cancellation (`marketplace_cancel`: e.g. an order not acknowledged in time, or stopped for fraud) shows as
+# `Cancelled` line statuses with its reason, lines numbered from 1 as `render` looks them up.
+event = either(
+    buyer_cancel("CUSTOMER_REQUESTED"),
+    marketplace_cancel("SELLER_CANCEL_FRAUD_STOP_SHIPMENT", lambda order, index: str(index + 1)),
+)
 
 
 def describe(sandbox: Sandbox, order: Order) -> Json:

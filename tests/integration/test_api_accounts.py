@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api_support import Seller
+from api_support import Seller, order_body
 from litestar.testing import TestClient
 
 PROBLEM = "https://ledger.dev/problems/"
@@ -57,3 +57,42 @@ def test_unknown_account_is_404(client: TestClient[Any], seller: Seller) -> None
     response = client.get("/v1/accounts/00000000-0000-4000-8000-000000000000", headers=seller.auth())
     assert response.status_code == 404
     assert response.json()["type"] == PROBLEM + "account-not-found"
+
+
+def test_sync_off_over_http_records_changes_as_not_sent_and_allows_amazon_refunds(
+    client: TestClient[Any], seller: Seller
+) -> None:
+    """`sync_enabled: false` (PATCH) is sync off: a shipment then shows in the order's `sync` as `not_sent` with
+    the reason `sync_off`, the order's `sync_state` is `not_sent`, and Amazon refunds are allowed at once."""
+    created = client.post(
+        "/v1/accounts", json={"marketplace": "amazon", "name": "quiet"}, headers=seller.auth()
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["sync_enabled"] is True
+    account_id = created.json()["account_id"]
+    patched = client.patch(f"/v1/accounts/{account_id}", json={"sync_enabled": False}, headers=seller.auth())
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["sync_enabled"] is False
+    imported = client.post("/v1/orders", json=order_body(account_id), headers=seller.auth())
+    assert imported.status_code == 201, imported.text
+    order_id = imported.json()["order_id"]
+
+    shipped = client.post(
+        f"/v1/orders/{order_id}/shipments",
+        json={"carrier": "ups", "tracking_number": "1Z999AA10123456784"},
+        headers=seller.auth(),
+    )
+    assert shipped.status_code == 201, shipped.text
+    refunded = client.post(
+        f"/v1/orders/{order_id}/refunds", json={"reason": "goodwill"}, headers=seller.auth()
+    )
+
+    assert refunded.status_code == 201, refunded.text
+    order = client.get(f"/v1/orders/{order_id}", headers=seller.auth()).json()
+    assert {(e["action"], e["state"], e["reason"]) for e in order["sync"]} == {
+        ("ship", "not_sent", "sync_off"),
+        ("refund", "not_sent", "sync_off"),
+    }
+    assert order["sync_state"] == "not_sent"
+    bad = client.patch(f"/v1/accounts/{account_id}", json={"sync_enabled": "no"}, headers=seller.auth())
+    assert bad.status_code == 422

@@ -179,3 +179,26 @@ def test_log_line_without_a_key_has_no_seller(
     line = json.loads(JsonFormatter().format(record))
     assert (line["status"], line["route"]) == (401, "/v1/accounts")
     assert "seller" not in line
+
+
+def test_the_service_serves_the_dispatchers_queue_metrics_by_operation(
+    client: TestClient[Any], seller: Seller, connect: base.Connect, api_ledger: Ledger
+) -> None:
+    """`ledger serve`'s /metrics carries the in-process dispatcher's series (queue depth, oldest pending age and
+    dead items per marketplace operation), read from the queue as `ledger dispatch --metrics-port` reads it."""
+    operation = {"operation": "walmart.acknowledgeOrders"}
+    catch_up(OutboundProjection(), connect, api_ledger, 500)
+    before = _scrape(client)
+    response = client.post(
+        "/v1/orders", json=order_body(seller.accounts[Marketplace.WALMART]), headers=seller.auth()
+    )
+    assert response.status_code == 201, response.text
+    catch_up(OutboundProjection(), connect, api_ledger, 500)
+    after = _scrape(client)
+    depth = _value(after, "ledger_sync_queue_depth", **operation)
+    # the new order's acknowledgement
+    assert depth - _value(before, "ledger_sync_queue_depth", **operation) == 1
+    assert ("ledger_sync_oldest_pending_age_seconds", (("operation", operation["operation"]),)) in after
+    assert _value(after, "ledger_sync_oldest_pending_age_seconds", **operation) >= 0
+    assert ("ledger_sync_dead_items", (("operation", operation["operation"]),)) in after
+    assert _value(after, "ledger_sync_metrics_database_up") == 1

@@ -253,3 +253,43 @@ def test_an_account_another_process_is_importing_is_skipped(
     assert skipped.orders == 0
     [done] = _importer(app, connect, settings).run_round(account.account_id)
     assert done.created == 1
+
+
+def test_the_importer_keeps_to_amazons_published_limits_per_operation(
+    app: Ledger, connect: base.Connect, sandbox: Sandbox, amazon: dict[str, Any]
+) -> None:
+    """With the sandbox enforcing Amazon's limits (getOrderItems: 0.5/s, burst 30), an import of 33 orders waits
+    for its own getOrderItems tokens (the dispatcher's table): past the burst it is paced, not refused (a 429
+    that two clocks' skew still causes is waited out), and the round imports every order."""
+    sandbox.settings(rate_limits=1)
+    sandbox.orders("amazon", amazon["token"], 33, paid=False)  # unpaid: no acknowledgement feeds
+    fired_before = len(sandbox.faults()["fired"])
+
+    (report,) = _importer(app, connect, amazon["settings"]).run_round(amazon["account"].account_id)
+
+    assert (report.error, report.created) == (None, 33)
+    fired = sandbox.faults()["fired"][fired_before:]
+    refused = [f["operation"] for f in fired if f["kind"] == "rate_limit"]
+    assert len(refused) <= 3  # never the flood of a client that does not pace itself
+
+
+def test_a_429_backs_the_importer_off_and_the_page_is_asked_again(
+    app: Ledger, connect: base.Connect, sandbox: Sandbox, amazon: dict[str, Any]
+) -> None:
+    """Two 429s with Retry-After on getOrders pause that operation and the page is asked again: the round
+    imports everything; a marketplace that keeps refusing ends the round with the error (cursor unmoved)."""
+    sandbox.orders("amazon", amazon["token"], 2, paid=False)
+    sandbox.fault("amazon", "getOrders", "throttle", count=2, retry_after=0.2)
+
+    (report,) = _importer(app, connect, amazon["settings"]).run_round(amazon["account"].account_id)
+
+    assert (report.error, report.created) == (None, 2)
+    throttled = [f for f in sandbox.faults()["fired"] if f["kind"] == "throttle"]
+    assert [f["operation"] for f in throttled][-2:] == ["getOrders", "getOrders"]
+
+    sandbox.orders("amazon", amazon["token"], 1, paid=False)
+    sandbox.fault("amazon", "getOrders", "throttle", count=10, retry_after=0.1)
+    (refused,) = _importer(app, connect, amazon["settings"]).run_round(amazon["account"].account_id)
+    assert refused.error is not None
+    assert "429" in refused.error
+    assert refused.created == 0

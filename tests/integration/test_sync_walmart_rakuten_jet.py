@@ -3,14 +3,12 @@ the outbound queue and the dispatcher take the seller's changes back, and the sa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
-from order_scenarios import catch_up
+from flow_support import Flow
 from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
 
 from ledger.aggregates.values import (
@@ -23,75 +21,14 @@ from ledger.aggregates.values import (
     Source,
 )
 from ledger.application.ledger import Ledger
-from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
 from ledger.integrations import outbox
 from ledger.integrations.base import SyncRequest
-from ledger.integrations.dispatcher import Dispatcher
-from ledger.integrations.importer import Importer
-from ledger.integrations.marketplaces import SyncSettings, client_for
-from ledger.integrations.outbound import OutboundProjection
-from ledger.integrations.sync_check import compare
+from ledger.integrations.marketplaces import client_for
 
 pytestmark = pytest.mark.postgres
 CTX = Context(actor="test", source=Source.API)
 UPS_TRACKING = "1Z999AA10123456784"
-
-
-def credentials(marketplace: Marketplace, token: str) -> dict[str, str]:
-    """What each adapter reads from the credentials file; the sandbox knows the seller by `token`."""
-    if marketplace is Marketplace.RAKUTEN:
-        return {"service_secret": "SP-secret", "license_key": token}
-    if marketplace is Marketplace.JET:
-        return {"token": token}
-    return {"access_token": token}
-
-
-class Flow:
-    """One seller's account on one marketplace, its sandbox token, and the importer and dispatcher for it."""
-
-    def __init__(
-        self, app: Ledger, target: PostgresTarget, sandbox: Sandbox, tmp: Path, mp: Marketplace
-    ) -> None:
-        self.app, self.sandbox, self.marketplace = app, sandbox, mp
-        self.connect = lambda: database.connect(target)
-        self.account = app.register_account(
-            CTX, seller=f"sync-{uuid4().hex[:8]}", marketplace=mp, name="main"
-        )
-        self.token = sandbox.new_account()
-        path = tmp / f"credentials-{mp.value}.json"
-        path.write_text(json.dumps({str(self.account.account_id): credentials(mp, self.token)}))
-        self.settings = SyncSettings(marketplace_url=sandbox.url, credentials_file=path, import_overlap=60)
-
-    def import_round(self) -> None:
-        (report,) = Importer(self.app, self.connect, self.settings).run_round(self.account.account_id)
-        assert report.refused == []
-
-    def dispatch(self) -> None:
-        catch_up(OutboundProjection(), self.connect, self.app, 500)
-        dispatcher = Dispatcher(self.app, self.connect, self.settings, client_factory=client_for)
-        try:
-            dispatcher.dispatch_due()
-        finally:
-            dispatcher.close()
-
-    def order_id(self, marketplace_order_id: str) -> UUID:
-        return self.app.find_order(self.account.seller, self.marketplace, marketplace_order_id).order_id
-
-    def remote(self, marketplace_order_id: str) -> dict[str, Any]:
-        return self.sandbox.order(self.marketplace.value, self.token, marketplace_order_id)
-
-    def differences(self, marketplace_order_id: str) -> list[tuple[str, str, str]]:
-        """What `ledger sync check` would list for the order: the ledger against the adapter's order_state."""
-        client = client_for(self.account, self.settings)
-        try:
-            remote = client.order_state(marketplace_order_id)
-        finally:
-            client.close()
-        return compare(self.app.get_order(self.order_id(marketplace_order_id)), remote)
-
-    def history(self, order_id: UUID) -> list[str]:
-        return [entry.type for entry in self.app.order_history(order_id)]
 
 
 @pytest.fixture
@@ -223,3 +160,65 @@ def test_a_walmart_buyers_cancellation_request_is_a_request_until_the_seller_can
     assert remote["status"] == "canceled"
     assert f.differences(moid) == []
     assert sandbox.violations() == []
+
+
+@pytest.mark.parametrize("mp", [Marketplace.WALMART, Marketplace.RAKUTEN, Marketplace.JET])
+def test_the_marketplaces_own_cancellation_is_recorded_as_its_word(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path, mp: Marketplace
+) -> None:
+    """The marketplace cancels orders itself: an unshipped one is cancelled in the ledger by the marketplace
+    (never echoed back); one the seller shipped but the marketplace never had is recorded as the marketplace's
+    word, with attention, and the seller voids the shipment. A re-import records nothing new."""
+    f = flow(own_app, own_target, sandbox, tmp_path, mp)
+    unshipped, shipped = sandbox.orders(mp.value, f.token, count=2, max_lines=2)
+    f.import_round()
+    f.dispatch()  # Walmart's acknowledgements
+    shipped_id = f.order_id(shipped["order_id"])
+    shipment_id = own_app.ship(CTX, shipped_id, carrier=Carrier.UPS, tracking_number=UPS_TRACKING).ids[
+        "shipment_id"
+    ]
+    for view in (unshipped, shipped):
+        sandbox.event(mp.value, f.token, view["order_id"], "marketplace_cancel")
+
+    f.import_round()
+    f.import_round()  # seen again: recorded once
+
+    cancelled = own_app.get_order(f.order_id(unshipped["order_id"]))
+    assert (cancelled.status, cancelled.attention) == ("canceled", False)
+    assert [c.requested_by for c in cancelled.cancellations] == ["marketplace"]
+    assert [(e.action, e.state, e.reason) for e in cancelled.sync if e.action == "cancel"] == [
+        ("cancel", "not_sent", "from_marketplace")
+    ]
+    if mp is Marketplace.WALMART:  # Walmart says why (SELLER_CANCEL_FRAUD_STOP_SHIPMENT)
+        assert cancelled.cancellations[0].reason == "fraud_suspected"
+    disputed = own_app.get_order(shipped_id)
+    assert disputed.attention
+    assert sum(i.quantity for i in disputed.marketplace_cancelled) == disputed.shipped_units > 0
+    assert f.history(shipped_id).count("MarketplaceCancelled") == 1
+
+    own_app.void_shipment(CTX, shipped_id, shipment_id=shipment_id, reason="cancelled by the marketplace")
+    f.dispatch()
+    resolved = own_app.get_order(shipped_id)
+    assert (resolved.status, resolved.attention) == ("canceled", False)
+    assert f.remote(shipped["order_id"])["status"] == "canceled"  # the withdrawn shipment never went out
+    assert sandbox.violations() == []
+
+
+def test_a_cancellation_the_ledger_sent_comes_back_as_nothing_new(
+    own_app: Ledger, own_target: PostgresTarget, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The seller's whole-order cancellation, once on Walmart, reads as a cancelled order at the next import:
+    the ledger has it already and records nothing."""
+    f = flow(own_app, own_target, sandbox, tmp_path, Marketplace.WALMART)
+    (made,) = sandbox.orders("walmart", f.token, count=1)
+    f.import_round()
+    order_id = f.order_id(made["order_id"])
+    own_app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
+    f.dispatch()
+    assert f.remote(made["order_id"])["status"] == "canceled"
+    before = f.history(order_id)
+
+    f.import_round()
+
+    assert f.history(order_id) == before
+    assert [c.requested_by for c in own_app.get_order(order_id).cancellations] == ["seller"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +60,14 @@ def test_the_sandbox_serves_every_marketplace() -> None:
     """The sandbox lists a module for each marketplace, and each loads and plays that marketplace."""
     assert sorted(MODULES) == sorted(m.value for m in ALL)
     assert sorted(m.name for m in load_modules()) == sorted(m.value for m in ALL)
+
+
+@pytest.mark.parametrize("marketplace", ALL, ids=lambda m: m.value)
+def test_every_read_an_adapter_paces_is_in_the_table(marketplace: Marketplace) -> None:
+    """The operations an adapter's reads are paced as (`RestTransport.gated("getOrders", ...)`) each have a bucket
+    in the table the dispatcher uses, so the importer never reads an unlimited call by a typo."""
+    module_name, _ = MARKETPLACES[marketplace].adapter
+    source = Path(importlib.import_module(module_name).__file__ or "").read_text()
+    gated = re.findall(r'\.gated\(\s*"(\w+)"', source)
+    assert gated, f"{module_name} paces no read"
+    assert [op for op in gated if f"{marketplace.value}.{op}" not in RATE_LIMITS] == []

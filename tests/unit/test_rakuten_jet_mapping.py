@@ -24,7 +24,7 @@ from ledger.aggregates.values import (
     RefundRequestLine,
 )
 from ledger.integrations import jet, rakuten
-from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError
+from ledger.integrations.base import BuyerCancelled, CancelledRemotely, PermanentMarketplaceError
 from ledger_sandbox import jet as sandbox_jet
 from ledger_sandbox import rakuten as sandbox_rakuten
 
@@ -367,3 +367,27 @@ def test_every_rakuten_and_jet_request_passes_the_sandbox_schema(
         (jet.encode(jet.refund_request(message("refund", refund))), sandbox_jet.RefundRequest),
     ):
         msgspec.json.decode(encoded, type=shape)
+
+
+def test_rakutens_own_cancellation_is_a_fact_and_a_shipped_order_is_not() -> None:
+    """`orderProgress` 900 with nothing shipped is Rakuten's cancellation of the order (a CancelledRemotely fact,
+    reason `other`: its order view says none); cancelled units beside shipped ones are not."""
+    items = rakuten_order()["items"]
+    cancelled = rakuten_decode(rakuten_order(orderProgress=900, items=[items[0] | {"cancelledUnits": 3}]))
+    at = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+    assert rakuten.remote_order(cancelled).facts == (CancelledRemotely(cancelled_at=at),)
+    mixed = items[0] | {"cancelledUnits": 1, "shippedUnits": 2}
+    assert (
+        rakuten.cancelled_by_rakuten(rakuten_decode(rakuten_order(orderProgress=500, items=[mixed]))) is None
+    )
+    assert rakuten.cancelled_by_rakuten(rakuten_decode(rakuten_order())) is None
+
+
+def test_jets_own_cancellation_is_every_item_cancelled_not_its_complete_status() -> None:
+    """Jet's `complete` means shipped or cancelled: only every item's `cancelled_quantity` makes the fact."""
+    item = jet_order()["order_items"][0]
+    cancelled = jet_decode(jet_order(status="complete", order_items=[item | {"cancelled_quantity": 2}]))
+    at = datetime(2026, 11, 20, 10, 10, tzinfo=UTC)
+    assert jet.remote_order(cancelled).facts == (CancelledRemotely(cancelled_at=at),)
+    shipped = jet_decode(jet_order(status="complete", order_items=[item | {"shipped_quantity": 2}]))
+    assert jet.cancelled_by_jet(shipped) is None

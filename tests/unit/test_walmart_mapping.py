@@ -24,7 +24,12 @@ from ledger.aggregates.values import (
     RefundRequestLine,
 )
 from ledger.integrations import walmart
-from ledger.integrations.base import BuyerCancelled, PermanentMarketplaceError, TransientMarketplaceError
+from ledger.integrations.base import (
+    BuyerCancelled,
+    CancelledRemotely,
+    PermanentMarketplaceError,
+    TransientMarketplaceError,
+)
 from ledger.integrations.rest import classify, order_status, retry_after_seconds
 from ledger.integrations.rest import decode as decode_response
 from ledger_sandbox import walmart as sandbox
@@ -167,6 +172,35 @@ def test_acknowledged_order_needs_no_acknowledgement_and_intent_to_cancel_is_a_r
     assert walmart.cancel_request(decode(order)) == request
     # A request, not a cancellation Walmart applied: the importer records it as one (applied=False).
     assert remote.facts == (request,)
+
+
+def _statuses(*statuses: tuple[str, int, str | None]) -> list[dict[str, Any]]:
+    return [
+        {"status": status, "statusQuantity": {"unitOfMeasurement": "EACH", "amount": str(units)}}
+        | ({"cancellationReason": reason} if reason else {})
+        for status, units, reason in statuses
+    ]
+
+
+def test_walmarts_own_cancellation_of_every_unit_is_a_fact_with_its_reason() -> None:
+    """Every unit `Cancelled` on Walmart, none shipped: a CancelledRemotely fact with Walmart's reason read back;
+    some units still open, or some shipped, is no such fact (partial cancellations show in `sync check`)."""
+    order = walmart_order()
+    line = order["orderLines"]["orderLine"][0]
+    line["orderLineStatuses"]["orderLineStatus"] = _statuses(
+        ("Cancelled", 2, "SELLER_CANCEL_FRAUD_STOP_SHIPMENT")
+    )
+    cancelled = CancelledRemotely(
+        cancelled_at=datetime(2024, 11, 20, 11, 53, 20, tzinfo=UTC), reason=CancelReason.FRAUD_SUSPECTED
+    )
+    assert walmart.remote_order(decode(order)).facts == (cancelled,)
+
+    line["orderLineStatuses"]["orderLineStatus"] = _statuses(
+        ("Cancelled", 1, None), ("Acknowledged", 1, None)
+    )
+    assert walmart.cancelled_by_walmart(decode(order)) is None
+    line["orderLineStatuses"]["orderLineStatus"] = _statuses(("Cancelled", 1, None), ("Shipped", 1, None))
+    assert walmart.cancelled_by_walmart(decode(order)) is None
 
 
 def test_remote_state_counts_statuses_and_refunds() -> None:

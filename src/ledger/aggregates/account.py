@@ -25,7 +25,10 @@ def check_account_name(name: str) -> str:
 
 class MarketplaceAccount(Aggregate):
     """`fulfillment_managed = False`: the seller fulfils elsewhere and orders import as Third Party Managed.
-    `restock_in_ledger`: a cancellation puts units back into the ledger's own stock by default."""
+    `restock_in_ledger`: a cancellation puts units back into the ledger's own stock by default.
+    `sync_enabled = False` (sync off): the ledger neither imports from nor sends to the account's marketplace;
+    changes made meanwhile are recorded as `not_sent` (reason `sync_off`) and stay so when sync is turned on
+    again (docs/marketplaces.md, "Sync off")."""
 
     @event("Registered")
     def __init__(
@@ -37,12 +40,14 @@ class MarketplaceAccount(Aggregate):
         restock_in_ledger: bool,
         actor: str,
         source: str,
+        sync_enabled: bool = True,  # accounts registered before the setting existed had sync on
     ) -> None:
         self.seller = seller
         self.marketplace = Marketplace(marketplace)
         self.name = name
         self.fulfillment_managed = fulfillment_managed
         self.restock_in_ledger = restock_in_ledger
+        self.sync_enabled = sync_enabled
         self.registered_by = actor
 
     @classmethod
@@ -55,6 +60,7 @@ class MarketplaceAccount(Aggregate):
         name: str,
         fulfillment_managed: bool = True,
         restock_in_ledger: bool = False,
+        sync_enabled: bool = True,
     ) -> MarketplaceAccount:
         return cls(
             seller=seller,
@@ -62,6 +68,7 @@ class MarketplaceAccount(Aggregate):
             name=check_account_name(name),
             fulfillment_managed=fulfillment_managed,
             restock_in_ledger=restock_in_ledger,
+            sync_enabled=sync_enabled,
             actor=ctx.actor,
             source=ctx.source.value,
         )
@@ -73,6 +80,7 @@ class MarketplaceAccount(Aggregate):
         name: str | None = None,
         fulfillment_managed: bool | None = None,
         restock_in_ledger: bool | None = None,
+        sync_enabled: bool | None = None,
     ) -> bool:
         """Change settings; returns whether anything changed (no event when nothing does)."""
         changes: dict[str, Any] = {}
@@ -82,6 +90,8 @@ class MarketplaceAccount(Aggregate):
             changes["fulfillment_managed"] = fulfillment_managed
         if restock_in_ledger is not None and restock_in_ledger != self.restock_in_ledger:
             changes["restock_in_ledger"] = restock_in_ledger
+        if sync_enabled is not None and sync_enabled != self.sync_enabled:
+            changes["sync_enabled"] = sync_enabled
         if not changes:
             return False
         self._change_settings(changes=changes, actor=ctx.actor, source=ctx.source.value)

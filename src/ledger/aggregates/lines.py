@@ -131,6 +131,9 @@ class LineState:
     line: OrderLine
     shipped: int = 0
     confirmed_shipped: int = 0  # shipped units whose confirmation the marketplace acknowledged
+    # Shipped units the marketplace never hears of (the account's sync was off): what it charged for them is
+    # outside the ledger's sight, so a refund that needs the marketplace's acknowledgement reaches them too.
+    untold_shipped: int = 0
     cancelled: int = 0
     pending_cancel: int = 0  # held by an open cancellation dispute
     requested_cancel: int = 0  # buyer asked, seller has not answered
@@ -190,8 +193,11 @@ class LineState:
         )
 
     def shipped_refundable(self, charged_only: bool) -> int:
-        """Shipped units not yet refunded; `charged_only` counts only those the marketplace confirmed."""
-        shipped = self.confirmed_shipped if charged_only else self.shipped
+        """Shipped units not yet refunded; `charged_only` counts only those the marketplace confirmed (and those
+        it never heard of because sync was off)."""
+        shipped = (
+            min(self.confirmed_shipped + self.untold_shipped, self.shipped) if charged_only else self.shipped
+        )
         return unrefunded_shipped(shipped, self.refunded_quantity, self.refunded_unshipped)
 
     def tax_share(self, quantity: int, currency: str) -> Decimal:
@@ -221,7 +227,8 @@ def allocate(total: Decimal, capacities: list[Decimal]) -> list[Decimal]:
 
 # Why a change is not sent that leaves the marketplace without the ledger's word (the others, an echo of the
 # marketplace's own word or a voided shipment, leave nothing to tell).
-UNTOLD = frozenset({"third_party_managed", "no_call"})
+# `sync_off` is one of them: the marketplace lacks the change until the seller acts (see docs/marketplaces.md).
+UNTOLD = frozenset({"third_party_managed", "no_call", "sync_off"})
 # An order's sync state, worst first: the first any of its changes (or a divergence) is in.
 SYNC_STATES = ("diverged", "dead", "failing", "pending", "not_sent")
 

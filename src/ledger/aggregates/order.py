@@ -74,6 +74,9 @@ class Envelope:
     effective_at: datetime | None = None
     idempotency_key: str | None = None
     request_digest: str | None = None  # fingerprint of the request that carried the idempotency key
+    # The account's sync was off: the marketplace is never told of this change. Events stored before the field
+    # existed read it as False from the class (their stored state, which their hash covers, has no such key).
+    sync_off: bool = False
     prev_hash: str = GENESIS_HASH
     hash: str = field(default="", compare=False)
 
@@ -100,6 +103,7 @@ class Shipment:
     confirmed: bool = False
     voided: bool = False
     carrier_name: str = ""
+    untold: bool = False  # shipped while the account's sync was off: the marketplace never hears of it
 
 
 @dataclass(frozen=True)
@@ -279,6 +283,7 @@ class Order(Aggregate):
             for item in self.lines:
                 state = order.lines[item.line_id]
                 state.shipped += item.quantity
+                state.untold_shipped += item.quantity if self.sync_off else 0
                 state.requested_cancel = requested_left(state.requested_cancel, state.open_quantity)
             order.shipments[self.shipment_id] = Shipment(
                 self.shipment_id,
@@ -288,6 +293,7 @@ class Order(Aggregate):
                 self.shipped_at,
                 tuple(self.lines),
                 carrier_name=self.carrier_name,
+                untold=self.sync_off,
             )
             order.note_change(self, SyncAction.SHIP, self.shipment_id)
 
@@ -497,9 +503,11 @@ class Order(Aggregate):
         lines: tuple[LineQuantity, ...]
 
         def apply(self, order: Order) -> None:
+            untold = order.shipments[self.shipment_id].untold
             for item in self.lines:
                 state = order.lines[item.line_id]
                 state.shipped -= item.quantity
+                state.untold_shipped -= item.quantity if untold else 0
             order.shipments[self.shipment_id] = replace(order.shipments[self.shipment_id], voided=True)
 
     class DivergenceFound(Event):
@@ -535,6 +543,7 @@ class Order(Aggregate):
             third_party_managed=self.third_party_managed,
             from_marketplace=by_marketplace or event.source == Source.MARKETPLACE,
             dispute=dispute,
+            sync_off=event.sync_off,
         )
         self.changes.append(
             Change(action.value, str(reference), reason, event.effective_at or event.timestamp)
@@ -914,7 +923,12 @@ class Order(Aggregate):
         tax_amount: Decimal = Decimal(0),
     ) -> UUID:
         reason = rules.check_refund_reason(reason)
-        refund_lines = rules.resolve_refund(self, normalized_lines(lines), shipping_amount, tax_amount)
+        # With the account's sync off the ledger cannot know what the marketplace charged: every shipped unit is
+        # refundable (as on a Third Party Managed order).
+        charged_only = False if ctx.sync_off else None
+        refund_lines = rules.resolve_refund(
+            self, normalized_lines(lines), shipping_amount, tax_amount, charged_only=charged_only
+        )
         refund_id = self._new_id("refund")
         self.trigger_event(
             self.Refunded,
@@ -1107,4 +1121,5 @@ def _envelope(ctx: Context, reason: str | None = None) -> dict[str, Any]:
         "effective_at": ctx.effective_at,
         "idempotency_key": ctx.idempotency_key,
         "request_digest": ctx.request_digest,
+        "sync_off": ctx.sync_off,
     }

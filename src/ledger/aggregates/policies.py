@@ -19,6 +19,7 @@ class NotSent(StrEnum):
     FROM_MARKETPLACE = "from_marketplace"  # the marketplace told us: telling it back would be an echo
     NO_CALL = "no_call"  # the marketplace has no call that receives it
     VOIDED = "voided"  # the seller voided the shipment before the marketplace had it
+    SYNC_OFF = "sync_off"  # the account's sync was off when the change was made: it is never sent by itself
 
 
 # The error code adapters give a refusal that says the order is cancelled on the marketplace (Amazon answers
@@ -69,6 +70,7 @@ class MarketplacePolicy:
         third_party_managed: bool,
         from_marketplace: bool,
         dispute: tuple[DisputeKind, DisputeOutcome] | None = None,
+        sync_off: bool = False,
     ) -> NotSent | None:
         """Why a change is not sent to the marketplace; None when it is. The outbound queue enqueues only
         what this lets through, and the order's `sync` shows the reason for the rest."""
@@ -78,6 +80,8 @@ class MarketplacePolicy:
             return NotSent.FROM_MARKETPLACE
         if action is SyncAction.CLOSE_DISPUTE and dispute not in self.closes_disputes:
             return NotSent.NO_CALL
+        if sync_off:
+            return NotSent.SYNC_OFF
         return None
 
 

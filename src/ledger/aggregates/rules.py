@@ -346,6 +346,8 @@ def resolve_refund(
     requested: tuple[RefundRequestLine, ...] | None,
     shipping_amount: Decimal,
     tax_amount: Decimal,
+    *,
+    charged_only: bool | None = None,
 ) -> tuple[RefundLine, ...]:
     """What a refund gives back per line and component, within what was paid and not yet refunded.
 
@@ -357,7 +359,7 @@ def resolve_refund(
     for name, amount in (("shipping_amount", shipping_amount), ("tax_amount", tax_amount)):
         if not is_valid_amount(amount, order.currency):
             raise InvalidAmountError(f"{amount} is not a valid {order.currency} amount", name)
-    charged_only = order.charged_only
+    charged_only = order.charged_only if charged_only is None else charged_only
     if requested is not None and not requested:
         raise InvalidQuantityError("name at least one line to refund, or leave lines out", "lines")
     if requested is None:

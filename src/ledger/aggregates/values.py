@@ -356,6 +356,9 @@ class Context:
     effective_at: datetime | None = None  # the marketplace's own time for facts it reports
     # A fingerprint of the request behind the idempotency key: the same key with another request is refused.
     request_digest: str | None = None
+    # The order's account has sync with its marketplace off: the change is recorded, never sent (NotSent.SYNC_OFF).
+    # The application sets it from the account when it runs a command; callers leave it alone.
+    sync_off: bool = False
 
 
 class Role(StrEnum):

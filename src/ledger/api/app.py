@@ -94,6 +94,7 @@ def create_app(
         pool.open(wait=False)
         app.state.pool = pool
         app.state.metrics = metrics
+        metrics.watch_queue(pool)
         app.state.audit_trust = trust
         app.state.web_session_ttl = web_session_ttl
         app.state.webhook_urls = webhook_urls or UrlPolicy()

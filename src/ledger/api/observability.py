@@ -6,7 +6,9 @@ method and status (the template, never the raw path: the label set stays bounded
 (`ok`, or the problem code of a refusal), echoes or makes `X-Request-Id` and logs one line to `ledger.api`
 (method, route, status, duration, request id, the key's seller; never a header's value or a body).
 
-The projection lag and the outbound queue depth are read from the database when `/metrics` is scraped.
+The projection lag and the outbound queue depth are read from the database when `/metrics` is scraped, and so
+is the queue by marketplace operation (`ledger_sync_*`, integrations/metrics.py: the in-process dispatcher's
+series, the same as `ledger dispatch --metrics-port` serves).
 `JsonFormatter` is how `ledger serve` writes its logs (one JSON object a line, to stderr).
 """
 
@@ -39,6 +41,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.api.auth import STATE_KEY
 from ledger.api.errors import PROBLEM_BASE
+from ledger.integrations.metrics import QueueCollector
 from ledger.integrations.outbox import OutboundView
 from ledger.projections.base import status as projection_status
 from ledger.projections.registry import all_projections
@@ -60,6 +63,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._queue: QueueCollector | None = None
         self.requests = Counter(
             "ledger_http_requests",
             "HTTP requests answered, by route template, method and status",
@@ -101,6 +105,13 @@ class Metrics:
             "1 if the database answered this scrape (the projection and queue series are current), else 0",
             registry=self.registry,
         )
+
+    def watch_queue(self, pool: ConnectionPool[Any]) -> None:
+        """Serve the outbound queue by marketplace operation (depth, oldest pending age, dead) at scrape time,
+        by the same collector as `ledger dispatch --metrics-port` (integrations/metrics.py); once per app."""
+        if self._queue is None:
+            self._queue = QueueCollector(lambda: pool.connection(timeout=SCRAPE_TIMEOUT_SECONDS))
+            self.registry.register(self._queue)
 
     def refresh(self, pool: ConnectionPool[Any]) -> None:
         """Read the projections' positions and the queue's depth now; on a database error, drop them."""

@@ -32,6 +32,7 @@ class Accounts(LedgerCore):
         name: str,
         fulfillment_managed: bool = True,
         restock_in_ledger: bool = False,
+        sync_enabled: bool = True,
         respond: Callable[[AccountDetails], StoredResponse] | None = None,
     ) -> AccountDetails:
         """A new account, saved in one transaction with the seller's index of accounts.
@@ -55,6 +56,7 @@ class Accounts(LedgerCore):
                 name=name,
                 fulfillment_managed=fulfillment_managed,
                 restock_in_ledger=restock_in_ledger,
+                sync_enabled=sync_enabled,
             )
             index.add(account.id)
             details = AccountDetails.of(account)
@@ -75,6 +77,7 @@ class Accounts(LedgerCore):
         name: str | None = None,
         fulfillment_managed: bool | None = None,
         restock_in_ledger: bool | None = None,
+        sync_enabled: bool | None = None,
     ) -> AccountDetails:
         for _ in range(MAX_ATTEMPTS):
             account = self._account(account_id, seller)
@@ -93,6 +96,7 @@ class Accounts(LedgerCore):
                 name=name,
                 fulfillment_managed=fulfillment_managed,
                 restock_in_ledger=restock_in_ledger,
+                sync_enabled=sync_enabled,
             )
             try:
                 self.save(account)

@@ -70,7 +70,7 @@ class LedgerCore(EventStoreApplication):
             if cmd.expected_version is not None and order.version != cmd.expected_version:
                 msg = f"order {cmd.order_id} is at version {order.version}, not {cmd.expected_version}"
                 raise VersionMismatchError(msg)
-            handler(self, order, cmd)
+            handler(self, order, dataclasses.replace(cmd, ctx=self._sync_context(cmd.ctx, order.account_id)))
             result = CommandResult(
                 order_id=cmd.order_id,
                 version=order.version,
@@ -135,6 +135,15 @@ class LedgerCore(EventStoreApplication):
         except AggregateNotFoundError:
             return None
         return order if isinstance(order, Order) else None
+
+    def _sync_context(self, ctx: Context, account_id: UUID) -> Context:
+        """`ctx` marked `sync_off` while the account's sync with its marketplace is off: what the command
+        changes is recorded and never sent (the order's `sync` shows `not_sent`, reason `sync_off`)."""
+        try:
+            account = self._account(account_id, None, to_change=False)
+        except AccountNotFoundError:
+            return ctx
+        return ctx if account.sync_enabled else dataclasses.replace(ctx, sync_off=True)
 
     def _account(self, account_id: UUID, seller: str | None, *, to_change: bool = True) -> MarketplaceAccount:
         """`to_change=False`: the caller only reads it (shared with the cache, not copied)."""

@@ -122,6 +122,7 @@ class Imports(LedgerCore):
             buyer, ship_to = sealer.seal(item.order.buyer, item.order.ship_to)
             protected = item.order.with_personal(buyer, ship_to)
             item_ctx = _item_context(ctx, item)
+            item_ctx = item_ctx if account.sync_enabled else dataclasses.replace(item_ctx, sync_off=True)
             try:
                 order = Order.import_order(
                     item_ctx,
@@ -180,6 +181,7 @@ class Imports(LedgerCore):
         personal fields sealed already, as a bulk import's new orders are; `asked`: the request under the
         seller's idempotency key, whose result is stored with the import's events)."""
         order_id = Order.create_id(account.seller, account.marketplace.value, order.marketplace_order_id)
+        ctx = ctx if account.sync_enabled else dataclasses.replace(ctx, sync_off=True)
         for _ in range(MAX_ATTEMPTS):
             stored = None if asked is None else self._answered(asked)
             if stored is not None:

@@ -36,6 +36,7 @@ ENVELOPE_FIELDS = frozenset(
         "effective_at",
         "idempotency_key",
         "request_digest",
+        "sync_off",
         "prev_hash",
         "hash",
     }
@@ -74,6 +75,7 @@ class AccountDetails:
     fulfillment_managed: bool
     restock_in_ledger: bool
     version: int
+    sync_enabled: bool = True  # False: sync off, nothing is imported from or sent to the marketplace
 
     @classmethod
     def of(cls, account: MarketplaceAccount) -> AccountDetails:
@@ -85,6 +87,7 @@ class AccountDetails:
             account.fulfillment_managed,
             account.restock_in_ledger,
             account.version,
+            account.sync_enabled,
         )
 
 

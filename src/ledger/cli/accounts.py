@@ -18,6 +18,7 @@ def cmd_accounts_add(args: argparse.Namespace, app: Ledger, out: TextIO) -> int:
         name=args.name,
         fulfillment_managed=not args.third_party_managed,
         restock_in_ledger=args.restock_in_ledger,
+        sync_enabled=not args.sync_off,
     )
     if args.json:
         print_json(account, out)
@@ -38,6 +39,7 @@ def cmd_accounts_list(args: argparse.Namespace, app: Ledger, out: TextIO) -> int
     for a in accounts:
         flags = [] if a.fulfillment_managed else ["third party managed"]
         flags += ["restock in ledger"] if a.restock_in_ledger else []
+        flags += [] if a.sync_enabled else ["sync off"]
         out.write(f"{a.account_id}  {a.marketplace:<8} {a.name}  {', '.join(flags)}\n")
     return 0
 
@@ -49,6 +51,7 @@ def cmd_accounts_update(args: argparse.Namespace, app: Ledger, out: TextIO) -> i
         name=args.name,
         fulfillment_managed=args.fulfillment_managed,
         restock_in_ledger=args.restock_in_ledger,
+        sync_enabled=args.sync,
     )
     if args.json:
         print_json(account, out)
@@ -75,6 +78,11 @@ def add_commands(sub: Any, command: Command) -> None:
     add.add_argument(
         "--restock-in-ledger", action="store_true", help="cancellations restock the ledger by default"
     )
+    add.add_argument(
+        "--sync-off",
+        action="store_true",
+        help="the ledger neither imports from nor sends to the marketplace; changes are recorded as not sent",
+    )
     lst = command(acc_sub, "list", cmd_accounts_list, "list a seller's accounts")
     lst.add_argument("--seller", required=True, help="whose accounts")
     upd = command(acc_sub, "update", cmd_accounts_update, "change an account's settings")
@@ -85,4 +93,10 @@ def add_commands(sub: Any, command: Command) -> None:
     )
     upd.add_argument(
         "--restock-in-ledger", type=yes_no, metavar="yes|no", help="whether cancellations restock the ledger"
+    )
+    upd.add_argument(
+        "--sync",
+        type=yes_no,
+        metavar="yes|no",
+        help="no: sync off (see add); yes again leaves changes made meanwhile not sent (`ledger sync check`)",
     )

@@ -10,13 +10,14 @@ from typing import Any, TextIO
 
 import msgspec
 
+from ledger.aggregates.policies import NotSent
 from ledger.application.ledger import Ledger
 from ledger.cli.common import EXIT_FAILED, Command, print_json, relay, stop_on_signals, time_arg, uuid_arg
 from ledger.config import Settings
 from ledger.eventstore.database import PostgresTarget, connect, open_database
-from ledger.integrations.dispatcher import Dispatcher
+from ledger.integrations.dispatcher import Dispatcher, RateLimiter
 from ledger.integrations.importer import Importer
-from ledger.integrations.marketplaces import SyncSettings
+from ledger.integrations.marketplaces import RATE_LIMITS, SyncSettings
 from ledger.integrations.metrics import serve_metrics
 from ledger.integrations.outbound import OutboundProjection
 from ledger.integrations.outbox import replay_order
@@ -33,9 +34,15 @@ class SyncThreads:
 
     def __init__(self, target: PostgresTarget, settings: SyncSettings) -> None:
         self.ledger = Ledger(env=target.eventsourcing_env())
-        self.importer = Importer(self.ledger, lambda: connect(target), settings)
+        # One set of buckets per process: the importer's reads and the dispatcher's sends share them.
+        limiter = RateLimiter(RATE_LIMITS | settings.rate_limits, settings.processes)
+        self.importer = Importer(self.ledger, lambda: connect(target), settings, limiter=limiter)
         self.dispatcher = Dispatcher(
-            self.ledger, lambda: connect(target), settings, before_pass=QueueKeeper(target, self.ledger)
+            self.ledger,
+            lambda: connect(target),
+            settings,
+            before_pass=QueueKeeper(target, self.ledger),
+            limiter=limiter,
         )
         self.checker = SyncChecker(self.ledger, lambda: connect(target, autocommit=True), settings)
         self.threads = [
@@ -136,7 +143,7 @@ def cmd_sync_replay(args: argparse.Namespace, settings: Settings, out: TextIO) -
     with open_database(settings) as target:
         app = Ledger(env=target.eventsourcing_env())
         try:
-            app.get_order(args.order)  # OrderNotFoundError for an unknown order
+            order = app.get_order(args.order)  # OrderNotFoundError for an unknown order
             # Answers recorded but not yet in the queue would settle the replayed items again when applied.
             catch_up_queue(target, app)
         finally:
@@ -144,6 +151,11 @@ def cmd_sync_replay(args: argparse.Namespace, settings: Settings, out: TextIO) -
         with connect(target, autocommit=True) as conn:
             count = replay_order(conn, args.order)
     out.write(f"{args.order}: {count} outbound items back in the queue (same idempotency keys)\n")
+    # Changes made while the account's sync was off were never queued, so a replay never sends them: name
+    # them, so the seller tells the marketplace (or not) knowingly.
+    for entry in order.sync:
+        if entry.reason == NotSent.SYNC_OFF:
+            out.write(f"not sent, sync was off: {entry.action} {entry.reference} ({entry.at.isoformat()})\n")
     return 0
 
 

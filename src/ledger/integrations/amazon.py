@@ -30,6 +30,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -67,7 +68,15 @@ from ledger.integrations.base import (
     TransientMarketplaceError,
 )
 from ledger.integrations.outbox import Acknowledge, Cancel, CloseDispute, Refund, Ship
-from ledger.integrations.rest import RestTransport, decode, decoder, format_time, parse_time, quote
+from ledger.integrations.rest import (
+    GatedClient,
+    RestTransport,
+    decode,
+    decoder,
+    format_time,
+    parse_time,
+    quote,
+)
 
 DEFAULT_MARKETPLACE_ID = "ATVPDKIKX0DER"
 # confirmShipment's refusal of an order Amazon has cancelled: `InvalidInput`, "Order ... is canceled".
@@ -476,7 +485,7 @@ def refunded_total(events: ListFinancialEventsResponse) -> Decimal:
 # ----------------------------------------------------------------------------------------- client
 
 
-class AmazonClient:
+class AmazonClient(GatedClient):
     """One Amazon seller account over SP-API (thread-safe as httpx.Client is)."""
 
     marketplace = Marketplace.AMAZON
@@ -516,7 +525,9 @@ class AmazonClient:
             params["MaxResultsPerPage"] = self._page_size
         else:
             params["NextToken"] = page
-        listed: GetOrdersResponse = self._get("/orders/v0/orders", GetOrdersResponse, params)
+        listed: GetOrdersResponse = self._transport.gated(
+            "getOrders", lambda: self._get("/orders/v0/orders", GetOrdersResponse, params)
+        )
         orders = tuple(
             to_remote_order(order, self._items(order.AmazonOrderId)) for order in listed.payload.Orders
         )
@@ -526,9 +537,12 @@ class AmazonClient:
         items: list[AmazonOrderItem] = []
         token: str | None = None
         while True:
-            params = {"NextToken": token} if token else None
-            found: GetOrderItemsResponse = self._get(
-                f"/orders/v0/orders/{quote(order_id)}/orderItems", GetOrderItemsResponse, params
+            path, params = (
+                f"/orders/v0/orders/{quote(order_id)}/orderItems",
+                {"NextToken": token} if token else None,
+            )
+            found: GetOrderItemsResponse = self._transport.gated(
+                "getOrderItems", partial(self._get, path, GetOrderItemsResponse, params)
             )
             items += found.payload.OrderItems
             token = found.payload.NextToken

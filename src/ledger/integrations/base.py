@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
-from ledger.aggregates.values import DisputeOutcome, ImportedOrder, LineQuantity, Marketplace
+from ledger.aggregates.values import CancelReason, DisputeOutcome, ImportedOrder, LineQuantity, Marketplace
 from ledger.integrations.outbox import Message
 
 
@@ -70,7 +70,19 @@ class DisputeClosedRemotely:
     closed_at: datetime
 
 
-MarketplaceFact = PaymentCleared | BuyerCancelled | DisputeOpenedRemotely | DisputeClosedRemotely
+@dataclass(frozen=True)
+class CancelledRemotely:
+    """The marketplace cancelled the whole order on its own (Walmart's `Cancelled` line statuses on every unit,
+    Rakuten's `orderProgress` 900, Jet's every item cancelled): its word, recorded as a cancellation by the
+    marketplace (`MarketplaceCancelled` with attention for units the ledger shipped and it never had)."""
+
+    cancelled_at: datetime
+    reason: CancelReason = CancelReason.OTHER
+
+
+MarketplaceFact = (
+    PaymentCleared | BuyerCancelled | CancelledRemotely | DisputeOpenedRemotely | DisputeClosedRemotely
+)
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,22 @@ class RemoteState:
     shipped: Mapping[str, int]
     cancelled: Mapping[str, int]
     refunded_total: str  # a decimal string in the order's currency
+
+
+class CallGate(Protocol):
+    """Paces an adapter's calls by marketplace operation (the importer's rate limiter): `before` waits for the
+    operation's token, `throttled` is told of a 429 (and how long the marketplace asked to wait)."""
+
+    def before(self, operation: str) -> None: ...
+
+    def throttled(self, operation: str, seconds: float) -> None: ...
+
+
+@runtime_checkable
+class Gated(Protocol):
+    """An adapter whose reads (listing orders, and what it asks per listed order) go through a CallGate."""
+
+    def set_gate(self, gate: CallGate | None) -> None: ...
 
 
 class MarketplaceClient(Protocol):

@@ -79,6 +79,7 @@ logger = logging.getLogger(__name__)
 
 Connect = Callable[[], psycopg.Connection[TupleRow]]
 ACTOR = "dispatcher"
+SYNC_OFF_REASON = "sync off: the account's sync was turned off before this was sent; retry it to send it"
 # In-flight items (a poll due, a dead dispatcher's lease run out) are looked for every STALE_CHECK seconds.
 STALE_CHECK = 5.0
 
@@ -109,9 +110,17 @@ class TokenBucket:
         self.tokens -= 1
 
     def pause(self, seconds: float) -> None:
+        """The marketplace's bucket is empty and has a token again in `seconds` (its Retry-After): ours waits
+        that long and then has one token (not a whole refill at our rate, which for getOrders is a minute)."""
         now = self._refill()
         self.paused_until = max(self.paused_until, now + seconds)
-        self.tokens = 0.0
+        self.tokens = 1 - self.rate * seconds  # below zero for a long pause: one token when it ends
+
+    def wait_seconds(self) -> float:
+        """How long until a token is there (0 when one is)."""
+        now = self._refill()
+        short = 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate if self.rate > 0 else 1.0
+        return max(self.paused_until - now, short, 0.0)
 
 
 class RateLimiter:
@@ -157,10 +166,32 @@ class RateLimiter:
 
     def pause(self, item: Claimed, seconds: float) -> None:
         """The marketplace said 429 to this item's call: that bucket waits `seconds` (its Retry-After)."""
-        bucket = self.bucket(item.marketplace, item.account_id, _operation(item))
+        self.pause_operation(item.marketplace, item.account_id, _operation(item), seconds)
+
+    def pause_operation(
+        self, marketplace: str, account_id: UUID | str, operation: str, seconds: float
+    ) -> None:
+        bucket = self.bucket(marketplace, account_id, operation)
         if bucket is not None:
             with self.lock:
                 bucket.pause(seconds)
+
+    def acquire(
+        self, marketplace: str, account_id: UUID | str, operation: str, stopping: threading.Event
+    ) -> bool:
+        """Wait for a token of `operation` (`amazon.getOrders`) and take it: the importer's calls, which have
+        nothing else to do meanwhile. False if `stopping` was set while waiting (nothing taken)."""
+        bucket = self.bucket(marketplace, account_id, operation)
+        if bucket is None:
+            return True
+        while True:
+            with self.lock:
+                wait = bucket.wait_seconds()
+                if wait <= 0:
+                    bucket.take()
+                    return True
+            if stopping.wait(min(wait, 1.0)):
+                return False
 
     def blocked(self) -> list[str]:
         """What may not be sent now, as `outbox.claim` names items (`outbox.claim_key`)."""
@@ -338,6 +369,12 @@ class Dispatcher:
     def handle(self, item: Claimed) -> None:
         """Send (or poll) one claimed item and record what came of it."""
         polling = item.marketplace_reference is not None
+        # Queued before sync was turned off: never sent by itself, even once sync is on again (the change may
+        # be stale by then); dead, so the order needs attention and an operator retries it (sends it) or
+        # resolves it by hand. A feed already submitted is asked after as usual.
+        if not polling and not self.ledger.get_account(item.account_id).sync_enabled:
+            self._give_up(item, SYNC_OFF_REASON)
+            return
         try:
             client = self._client(item.account_id)
         except MarketplaceNotConfiguredError as e:  # no URL or no credentials: retrying cannot help

@@ -69,7 +69,15 @@ from ledger.integrations.base import (
     SyncRequest,
     TransientMarketplaceError,
 )
-from ledger.integrations.rest import RestTransport, decode, decoder, format_time, parse_time, quote
+from ledger.integrations.rest import (
+    GatedClient,
+    RestTransport,
+    decode,
+    decoder,
+    format_time,
+    parse_time,
+    quote,
+)
 
 BASE = "/sell/fulfillment/v1"
 DEFAULT_MARKETPLACE_ID = "EBAY_US"
@@ -478,7 +486,7 @@ def _read_page_token(token: str) -> int:
 # ----------------------------------------------------------------------------------------- client
 
 
-class EbayClient:
+class EbayClient(GatedClient):
     """One eBay seller account (thread-safe as httpx.Client is)."""
 
     marketplace = Marketplace.EBAY
@@ -523,20 +531,30 @@ class EbayClient:
             "limit": str(self._page_size),
             "offset": str(offset),
         }
-        found: OrderSearchPagedCollection = self._get(f"{BASE}/order", OrderSearchPagedCollection, params)
+        found: OrderSearchPagedCollection = self._transport.gated(
+            "getOrders", lambda: self._get(f"{BASE}/order", OrderSearchPagedCollection, params)
+        )
         orders = tuple(self._remote(order) for order in found.orders)
         return OrderPage(
             orders=orders, next_page=_page_token(offset + self._page_size) if found.next else None
         )
 
+    def _dispute(self, dispute_id: str) -> PaymentDispute:
+        path = f"{BASE}/payment_dispute/{quote(dispute_id)}"
+        found: PaymentDispute = self._transport.gated(
+            "getPaymentDispute", lambda: self._get(path, PaymentDispute)
+        )
+        return found
+
     def _remote(self, order: EbayOrder) -> RemoteOrder:
-        disputes: DisputeSummaryResponse = self._get(
-            f"{BASE}/payment_dispute_summary", DisputeSummaryResponse, {"order_id": order.orderId}
+        disputes: DisputeSummaryResponse = self._transport.gated(
+            "getPaymentDisputeSummaries",
+            lambda: self._get(
+                f"{BASE}/payment_dispute_summary", DisputeSummaryResponse, {"order_id": order.orderId}
+            ),
         )
         outcomes = {
-            d.paymentDisputeId: self._get(
-                f"{BASE}/payment_dispute/{quote(d.paymentDisputeId)}", PaymentDispute
-            )
+            d.paymentDisputeId: self._dispute(d.paymentDisputeId)
             for d in disputes.paymentDisputeSummaries
             if d.paymentDisputeStatus == "CLOSED"
         }

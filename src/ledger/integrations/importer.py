@@ -42,16 +42,21 @@ from ledger.eventstore import import_state
 from ledger.eventstore.database import DatabaseUnavailableError
 from ledger.integrations.base import (
     BuyerCancelled,
+    CancelledRemotely,
     DisputeClosedRemotely,
     DisputeOpenedRemotely,
+    Gated,
     MarketplaceClient,
     MarketplaceError,
     MarketplaceFact,
     PaymentCleared,
     PermanentMarketplaceError,
     RemoteOrder,
+    TransientMarketplaceError,
 )
+from ledger.integrations.dispatcher import RateLimiter
 from ledger.integrations.marketplaces import (
+    RATE_LIMITS,
     ClientFactory,
     MarketplaceNotConfiguredError,
     SyncSettings,
@@ -94,13 +99,36 @@ def fact_key(marketplace: str, marketplace_order_id: str, fact: MarketplaceFact)
         # Not the time: marketplaces restamp it as the order changes (Amazon reports its LastUpdateDate).
         # A request and the cancellation that may follow it are two facts.
         return f"{base}:buyer-cancel:{lines}" + ("" if fact.applied else ":request")
+    if isinstance(fact, CancelledRemotely):
+        return f"{base}:cancelled"
     if isinstance(fact, DisputeOpenedRemotely):
         return f"{base}:dispute-open:{fact.marketplace_dispute_id}"
     return f"{base}:dispute-close:{fact.marketplace_dispute_id}"
 
 
+class _ImportGate:
+    """Paces one account's reads by the per-operation buckets the dispatcher uses (`RateLimiter`): each call
+    waits for its operation's token; a 429 pauses the operation for the marketplace's Retry-After."""
+
+    def __init__(self, limiter: RateLimiter, account: AccountDetails, stopping: threading.Event) -> None:
+        self.limiter, self.account, self.stopping = limiter, account, stopping
+
+    def before(self, operation: str) -> None:
+        name = f"{self.account.marketplace}.{operation}"
+        if not self.limiter.acquire(self.account.marketplace, self.account.account_id, name, self.stopping):
+            raise TransientMarketplaceError("stopping", f"{name}: the importer is stopping")
+
+    def throttled(self, operation: str, seconds: float) -> None:
+        logger.info("importer: %s.%s throttled for account %s: waiting %.1f s", self.account.marketplace,
+                    operation, self.account.account_id, seconds)  # fmt: skip
+        name = f"{self.account.marketplace}.{operation}"
+        self.limiter.pause_operation(self.account.marketplace, self.account.account_id, name, seconds)
+
+
 class Importer:
-    """Import rounds over every account (or one), on demand or on a schedule."""
+    """Import rounds over every account (or one), on demand or on a schedule. Its reads of the marketplaces
+    keep to their published limits per operation (`RATE_LIMITS`, with `limiter`: the buckets of the process,
+    shared with its dispatcher), and a 429 backs off for the marketplace's Retry-After."""
 
     def __init__(
         self,
@@ -110,11 +138,13 @@ class Importer:
         *,
         client_factory: ClientFactory = client_for,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.ledger = ledger
         self.connect = connect
         self.settings = settings
         self.client_factory = client_factory
+        self.limiter = limiter or RateLimiter(RATE_LIMITS | settings.rate_limits, settings.processes)
         self.clock = clock
         self.stopping = threading.Event()
         self.error: Exception | None = None
@@ -171,6 +201,9 @@ class Importer:
     def import_account(self, conn: psycopg.Connection[TupleRow], account: AccountDetails) -> AccountReport:
         """One account's round, unless another process is importing it right now (then it is skipped)."""
         report = AccountReport(account.account_id, account.marketplace)
+        if not account.sync_enabled:  # the ledger does not talk to its marketplace; the cursor waits
+            report.error = "skipped: sync is off for this account"
+            return report
         with import_state.account_lock(conn, account.account_id) as taken:
             if not taken:
                 report.error = "skipped: another process is importing this account"
@@ -185,6 +218,8 @@ class Importer:
         except (MarketplaceNotConfiguredError, MarketplaceError) as e:  # no URL, or bad credentials
             report.error = f"{e.code}: {e.message}"
             return report
+        if isinstance(client, Gated):
+            client.set_gate(_ImportGate(self.limiter, account, self.stopping))
         try:
             self._pages(conn, account, client, report)
         except MarketplaceError as e:
@@ -305,6 +340,18 @@ class Importer:
                 result = self.ledger.execute(Cancel(
                     ctx=ctx, order_id=order_id, reason=CancelReason.BUYER_CANCELLED, lines=fact.lines,
                     requested_by=requested_by,
+                ))  # fmt: skip
+            elif isinstance(fact, CancelledRemotely):
+                # The marketplace's own act on the whole order: what is unshipped is cancelled; what the ledger
+                # shipped and the marketplace never had is recorded as its word (MarketplaceCancelled, attention).
+                ctx = Context(
+                    actor=actor,
+                    source=Source.MARKETPLACE,
+                    idempotency_key=key,
+                    effective_at=fact.cancelled_at,
+                )
+                result = self.ledger.execute(Cancel(
+                    ctx=ctx, order_id=order_id, reason=fact.reason, requested_by=Requester.MARKETPLACE,
                 ))  # fmt: skip
             elif isinstance(fact, DisputeOpenedRemotely):
                 ctx = Context(

@@ -19,7 +19,8 @@ item's idempotency key, so a repeated request has one effect. `Authorization: Be
 JSON numbers in US dollars. Jet needs no acknowledgement here and has no dispute API: both are accepted with
 nothing sent.
 
-A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`); Jet's own
+cancellation of the order (every item's `cancelled_quantity`) is a `CancelledRemotely` fact.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
+    CancelledRemotely,
     Endpoint,
     OrderPage,
     Outcome,
@@ -54,8 +56,10 @@ from ledger.integrations.base import (
     SyncRequest,
 )
 from ledger.integrations.rest import (
+    GatedClient,
     RestTransport,
     cancel_code,
+    cancelled_remotely,
     decode,
     encode,
     facts_of,
@@ -299,9 +303,18 @@ def cancel_request(order: JetOrder) -> BuyerCancelled | None:
     return BuyerCancelled(applied=False, requested_at=updated_at(order), lines=None)
 
 
+def cancelled_by_jet(order: JetOrder) -> CancelledRemotely | None:
+    """The order cancelled on Jet: every item's `cancelled_quantity` is all of it (Jet cancels whole orders, and
+    its `complete` status alone does not tell a cancelled order from a shipped one)."""
+    units = ((i.request_order_quantity, i.shipped_quantity, i.cancelled_quantity) for i in order.order_items)
+    return cancelled_remotely(units, updated_at(order))
+
+
 def remote_order(order: JetOrder) -> RemoteOrder:
     return RemoteOrder(
-        order=imported_order(order), updated_at=updated_at(order), facts=facts_of(cancel_request(order))
+        order=imported_order(order),
+        updated_at=updated_at(order),
+        facts=facts_of(cancel_request(order), cancelled_by_jet(order)),
     )
 
 
@@ -376,7 +389,7 @@ def read_error(body: bytes) -> tuple[str, str] | None:
 # -------------------------------------------------------------------------------------- client
 
 
-class JetClient:
+class JetClient(GatedClient):
     """One Jet merchant over HTTP. `credentials`: `token` (sent as a Bearer token)."""
 
     marketplace = Marketplace.JET
@@ -392,7 +405,9 @@ class JetClient:
         params = {"updated_since": format_time(updated_after), "page_size": str(self._page_size)}
         if page is not None:
             params["page_token"] = page
-        body = self._transport.call("GET", "/api/orders", self._auth, params=params)
+        body = self._transport.gated(
+            "listOrders", lambda: self._transport.call("GET", "/api/orders", self._auth, params=params)
+        )
         response = decode(body, _orders_decoder, "GET /api/orders")
         return OrderPage(
             orders=tuple(remote_order(order) for order in response.orders),

@@ -70,8 +70,8 @@ def _per_day(calls: int) -> float:
 MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
     # Amazon SP-API, as published in the models (marketplace-specs/amazon): Orders v0 and Feeds 2021-06-30.
     # Cancellations, refunds and acknowledgements are feeds (createFeed; createFeedDocument and the upload
-    # come with it, under looser limits); their results are asked after with getFeed. getOrders is the
-    # importer's.
+    # come with it, under looser limits); their results are asked after with getFeed. getOrders and
+    # getOrderItems are the importer's (each adapter names its reads through `RestTransport.gated`).
     Marketplace.AMAZON: MarketplaceEntry(
         adapter=("ledger.integrations.amazon", "AmazonClient"),
         operations={
@@ -79,6 +79,7 @@ MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
             "createFeed": (0.0083, 15),
             "getFeed": (2.0, 15),
             "getOrders": (0.0167, 20),
+            "getOrderItems": (0.5, 30),
         },
         sends={
             "ship": "confirmShipment",
@@ -98,6 +99,9 @@ MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
             "getOrder": (_per_day(100_000), 10),
             "createCancellation": (_per_day(100_000), 10),
             "acceptPaymentDispute": (_per_day(100_000), 10),
+            "getOrders": (_per_day(100_000), 10),
+            "getPaymentDisputeSummaries": (_per_day(100_000), 10),
+            "getPaymentDispute": (_per_day(100_000), 10),
         },
         sends={
             "ship": "createShippingFulfillment",
@@ -117,6 +121,7 @@ MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
             "shippingUpdates": (1.0, 10),
             "cancelOrderLines": (1.0, 10),
             "refundOrderLines": (1.0, 10),
+            "getAllOrders": (1.0, 10),
         },
         sends={
             "acknowledge": "acknowledgeOrders",
@@ -128,13 +133,23 @@ MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
     ),
     Marketplace.RAKUTEN: MarketplaceEntry(
         adapter=("ledger.integrations.rakuten", "RakutenClient"),
-        operations={"updateOrderShipping": (1.0, 5), "cancelOrder": (1.0, 5), "refundOrder": (1.0, 5)},
+        operations={
+            "updateOrderShipping": (1.0, 5),
+            "cancelOrder": (1.0, 5),
+            "refundOrder": (1.0, 5),
+            "searchOrder": (1.0, 5),
+        },
         sends={"ship": "updateOrderShipping", "cancel": "cancelOrder", "refund": "refundOrder"},
         takes_restock_choice=True,
     ),
     Marketplace.JET: MarketplaceEntry(
         adapter=("ledger.integrations.jet", "JetClient"),
-        operations={"shipOrder": (1.0, 5), "cancelOrder": (1.0, 5), "createRefund": (1.0, 5)},
+        operations={
+            "shipOrder": (1.0, 5),
+            "cancelOrder": (1.0, 5),
+            "createRefund": (1.0, 5),
+            "listOrders": (1.0, 5),
+        },
         sends={"ship": "shipOrder", "cancel": "cancelOrder", "refund": "createRefund"},
     ),
 }

@@ -7,7 +7,8 @@
 - `ledger_sync_metrics_database_up`: 1 if the database answered this scrape.
 
 `ledger dispatch --metrics-port N` (or LEDGER_DISPATCHER_METRICS_PORT) serves them at `/metrics` on
-LEDGER_DISPATCHER_METRICS_HOST (default 127.0.0.1).
+LEDGER_DISPATCHER_METRICS_HOST (default 127.0.0.1); `ledger serve`, whose dispatcher runs in process, adds the
+same collector to the service's own `/metrics` (api/observability.py), so both read the queue by one code path.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import psycopg
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg.rows import TupleRow
+from psycopg_pool import PoolTimeout
 
 from ledger.integrations.marketplaces import operation_for
 from ledger.integrations.outbox import OutboundView
 
 logger = logging.getLogger(__name__)
 
-Connect = Callable[[], psycopg.Connection[TupleRow]]
+# A new connection (closed when the `with` ends) or one lent by a pool (given back): either serves a scrape.
+Connect = Callable[[], AbstractContextManager[psycopg.Connection[TupleRow]]]
 _VIEW = OutboundView()
 
 
@@ -37,7 +41,11 @@ class QueueCollector(Collector):
     def __init__(self, connect: Connect) -> None:
         self.connect = connect
 
-    def collect(self) -> Iterator[Metric]:
+    def describe(self) -> Iterator[Metric]:
+        """The series' names without reading the queue (a registry that describes on registration asks)."""
+        yield from self._families()
+
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
         depth = GaugeMetricFamily(
             "ledger_sync_queue_depth", "Outbound items not yet acknowledged, by the call they make next",
             labels=["operation"],
@@ -52,10 +60,14 @@ class QueueCollector(Collector):
             labels=["operation"],
         )  # fmt: skip
         up = GaugeMetricFamily("ledger_sync_metrics_database_up", "1 if the database answered this scrape")
+        return depth, oldest, dead, up
+
+    def collect(self) -> Iterator[Metric]:
+        depth, oldest, dead, up = self._families()
         try:
             with self.connect() as conn:
                 rows = _VIEW.backlog(conn)
-        except (psycopg.Error, OSError) as exc:  # the queue not built yet, or the database away
+        except (psycopg.Error, OSError, PoolTimeout) as exc:  # the queue not built yet, or the database away
             logger.warning("metrics: cannot read the outbound queue: %s", exc)
             up.add_metric([], 0)
             yield up

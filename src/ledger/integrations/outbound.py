@@ -108,8 +108,13 @@ class Batch:
         )
         self.orders[row.order_id] = row
         self.new_orders.add(row.order_id)
-        # Acknowledging is the answer to the marketplace's own message, so whatever brought the order in.
-        if not row.third_party_managed and entry_for(row.marketplace).acknowledges_orders:
+        # Acknowledging is the answer to the marketplace's own message, so whatever brought the order in; with
+        # the account's sync off the ledger says nothing to the marketplace, this included.
+        if (
+            not row.third_party_managed
+            and not event.sync_off
+            and entry_for(row.marketplace).acknowledges_orders
+        ):
             message = outbox.Acknowledge(
                 marketplace_order_id=row.marketplace_order_id, lines=_lines(row, event.lines)
             )
@@ -182,7 +187,8 @@ Made = tuple[str, str, outbox.Message]  # action, reference, message
 def _sendable(row: OrderRow, event: Any, action: str) -> bool:
     """Whether the marketplace can receive the change (`MarketplacePolicy.not_sent`, the order's `sync` shows
     the same reason for what is not sent): never for Third Party Managed orders, never an echo of what the
-    marketplace told us, never a call the marketplace does not have."""
+    marketplace told us, never a call the marketplace does not have, never a change made while the account's
+    sync was off."""
     dispute = None
     if isinstance(event, Order.DisputeClosed):
         kind = row.disputes.get(str(event.dispute_id), {}).get("kind")
@@ -192,6 +198,7 @@ def _sendable(row: OrderRow, event: Any, action: str) -> bool:
         third_party_managed=row.third_party_managed,
         from_marketplace=event.source == Source.MARKETPLACE,
         dispute=dispute,
+        sync_off=event.sync_off,
     )
     return reason is None
 

@@ -20,7 +20,8 @@ As in RMS: names like `orderNumber`, `orderProgress`, `itemDetailId`, `manageNum
 Amounts are JSON numbers in the order's currency (yen have no minor unit). Rakuten has no dispute API for
 sellers, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`); Rakuten's own
+cancellation of the order (`orderProgress` 900) is a `CancelledRemotely` fact.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
+    CancelledRemotely,
     Endpoint,
     OrderPage,
     Outcome,
@@ -58,8 +60,10 @@ from ledger.integrations.base import (
     SyncRequest,
 )
 from ledger.integrations.rest import (
+    GatedClient,
     RestTransport,
     cancel_code,
+    cancelled_remotely,
     decode,
     encode,
     facts_of,
@@ -329,11 +333,21 @@ def cancel_request(order: RakutenOrder) -> BuyerCancelled | None:
     )
 
 
+def cancelled_by_rakuten(order: RakutenOrder) -> CancelledRemotely | None:
+    """The order cancelled on Rakuten (`orderProgress` 900, every unit in `cancelledUnits`); RMS's order view
+    carries no cancellation reason."""
+    at = order_time(order.update_datetime, order.order_number)
+    units = [(i.units, i.shipped_units, i.cancelled_units) for i in order.items]
+    if order.order_progress == PROGRESS_CANCELLED and not any(i.shipped_units for i in order.items):
+        units = [(quantity, 0, quantity) for quantity, _, _ in units]  # its word on the order as a whole
+    return cancelled_remotely(units, at)
+
+
 def remote_order(order: RakutenOrder) -> RemoteOrder:
     return RemoteOrder(
         order=imported_order(order),
         updated_at=order_time(order.update_datetime, order.order_number),
-        facts=facts_of(cancel_request(order)),
+        facts=facts_of(cancel_request(order), cancelled_by_rakuten(order)),
     )
 
 
@@ -415,7 +429,7 @@ def authorization(credentials: Mapping[str, str]) -> str:
 # -------------------------------------------------------------------------------------- client
 
 
-class RakutenClient:
+class RakutenClient(GatedClient):
     """One Rakuten shop over HTTP. `credentials`: `service_secret` and `license_key`."""
 
     marketplace = Marketplace.RAKUTEN
@@ -431,7 +445,9 @@ class RakutenClient:
         params = {"updatedFrom": format_time(updated_after), "limit": str(self._page_size)}
         if page is not None:
             params["cursor"] = page
-        body = self._transport.call("GET", BASE, self._auth, params=params)
+        body = self._transport.gated(
+            "searchOrder", lambda: self._transport.call("GET", BASE, self._auth, params=params)
+        )
         response = decode(body, _orders_decoder, f"GET {BASE}")
         return OrderPage(
             orders=tuple(remote_order(order) for order in response.orders),

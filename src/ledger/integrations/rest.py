@@ -25,6 +25,8 @@ import msgspec
 
 from ledger.aggregates.values import CancelReason, OrderStatus, RefundReason, Requester
 from ledger.integrations.base import (
+    CallGate,
+    CancelledRemotely,
     Endpoint,
     MarketplaceFact,
     PermanentMarketplaceError,
@@ -64,6 +66,18 @@ def classify(status: int, body: bytes, retry_after: str | None, read_error: Erro
     return PermanentMarketplaceError(code, f"HTTP {status}: {message}")
 
 
+GATED_ATTEMPTS = 4
+
+
+class GatedClient:
+    """`set_gate` for an adapter whose HTTP goes through `self._transport` (every adapter here)."""
+
+    _transport: RestTransport
+
+    def set_gate(self, gate: CallGate | None) -> None:
+        self._transport.gate = gate
+
+
 class RestTransport:
     """One account's HTTP connection: absolute URLs under `endpoint.base_url`, failures classified."""
 
@@ -73,6 +87,23 @@ class RestTransport:
         self._http = http if http is not None else httpx.Client(timeout=endpoint.timeout_seconds)
         self._timeout = endpoint.timeout_seconds
         self._read_error = read_error
+        self.gate: CallGate | None = None
+
+    def gated(self, operation: str, call: Callable[[], T]) -> T:
+        """`call`, a request the marketplace limits as `operation` (its own name: `getOrders`), paced by the
+        gate when one is set: it waits for the operation's token first, and a 429 (or any answer with
+        Retry-After) pauses the operation and is asked again, up to GATED_ATTEMPTS times in all."""
+        if self.gate is None:
+            return call()
+        for attempt in range(1, GATED_ATTEMPTS + 1):
+            self.gate.before(operation)
+            try:
+                return call()
+            except TransientMarketplaceError as e:
+                if e.retry_after is None or attempt == GATED_ATTEMPTS:
+                    raise
+                self.gate.throttled(operation, e.retry_after)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def call(
         self,
@@ -181,6 +212,18 @@ def order_status(units: Iterable[tuple[int, int, int]]) -> str:
     if shipped == 0:
         return OrderStatus.CANCELED.value if settled else OrderStatus.UNSHIPPED.value
     return OrderStatus.SHIPPED.value if settled else OrderStatus.PARTIALLY_SHIPPED.value
+
+
+def cancelled_remotely(
+    units: Iterable[tuple[int, int, int]], at: datetime, reason: CancelReason = CancelReason.OTHER
+) -> CancelledRemotely | None:
+    """The marketplace's own cancellation of the whole order, from (quantity, shipped, cancelled) per line: nothing
+    shipped and every unit cancelled there. A cancellation the ledger sent comes back the same way; the order
+    has it already and records nothing (the importer takes NothingToCancelError as "known")."""
+    lines = list(units)
+    if lines and order_status(lines) == OrderStatus.CANCELED.value and any(c for _, _, c in lines):
+        return CancelledRemotely(cancelled_at=at, reason=reason)
+    return None
 
 
 def facts_of(*facts: MarketplaceFact | None) -> tuple[MarketplaceFact, ...]:

@@ -131,10 +131,13 @@ class SyncChecker:
                 if order.third_party_managed:
                     continue  # fulfilled elsewhere: the ledger does not keep the marketplace up to date
                 if account not in clients:
+                    details = self.ledger.get_account(account)
+                    if not details.sync_enabled:  # the ledger does not talk to its marketplace
+                        report.problems.append(f"account {account}: sync is off")
+                        clients[account] = None
+                        continue
                     try:
-                        clients[account] = self.client_factory(
-                            self.ledger.get_account(account), self.settings
-                        )
+                        clients[account] = self.client_factory(details, self.settings)
                     except (MarketplaceNotConfiguredError, MarketplaceError) as e:
                         report.problems.append(f"account {account}: {e.message}")
                         clients[account] = None

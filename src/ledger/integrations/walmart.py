@@ -9,7 +9,8 @@ id once. Refunds are negative amounts, per line and charge (`PRODUCT` with its t
 
 Walmart has no API for the seller to close a dispute, so `close_dispute` is accepted with nothing sent.
 
-A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`).
+A customer's cancellation request (`cancel_request`) is a `BuyerCancelled` fact (see `rest`); Walmart's own
+cancellation of the whole order (`Cancelled` statuses on every unit) is a `CancelledRemotely` fact.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ledger.integrations import outbox
 from ledger.integrations.base import (
     Accepted,
     BuyerCancelled,
+    CancelledRemotely,
     Endpoint,
     OrderPage,
     Outcome,
@@ -50,8 +52,10 @@ from ledger.integrations.base import (
     SyncRequest,
 )
 from ledger.integrations.rest import (
+    GatedClient,
     RestTransport,
     cancel_code,
+    cancelled_remotely,
     decode,
     encode,
     facts_of,
@@ -300,6 +304,14 @@ CANCEL_REASONS: dict[str, str] = {
     CancelReason.BUYER_UNPAID: "CUSTOMER_REQUESTED_SELLER_TO_CANCEL",
     CancelReason.OTHER: "CUSTOMER_REQUESTED_SELLER_TO_CANCEL",
 }
+# Walmart's cancellation reasons read back (its own cancellations carry them too).
+CANCEL_REASONS_BACK: dict[str, CancelReason] = {
+    "CUSTOMER_REQUESTED_SELLER_TO_CANCEL": CancelReason.BUYER_CANCELLED,
+    "SELLER_CANCEL_OUT_OF_STOCK": CancelReason.OUT_OF_STOCK,
+    "SELLER_CANCEL_ADDRESS_NOT_SERVICEABLE": CancelReason.ADDRESS_UNDELIVERABLE,
+    "SELLER_CANCEL_PRICING_ERROR": CancelReason.PRICING_ERROR,
+    "SELLER_CANCEL_FRAUD_STOP_SHIPMENT": CancelReason.FRAUD_SUSPECTED,
+}
 
 REFUND_REASONS: dict[str, str] = {
     RefundReason.CUSTOMER_RETURN: "CustomerChangedMind",
@@ -466,11 +478,29 @@ def cancel_request(order: WalmartOrder) -> BuyerCancelled | None:
     return BuyerCancelled(applied=False, requested_at=from_millis(max(requested)), lines=tuple(lines))
 
 
+def cancelled_by_walmart(order: WalmartOrder) -> CancelledRemotely | None:
+    """Every unit of the order `Cancelled` on Walmart (it cancels an order not acknowledged in time, or stops
+    one for fraud): its reason read back from the line statuses' `cancellationReason`."""
+    lines = order.order_lines.order_line
+    reasons = [
+        s.cancellation_reason
+        for line in lines
+        for s in line.order_line_statuses.order_line_status
+        if s.status == "Cancelled" and s.cancellation_reason
+    ]
+    reason = CANCEL_REASONS_BACK.get(reasons[-1], CancelReason.OTHER) if reasons else CancelReason.OTHER
+    units = (
+        (int(line.order_line_quantity.amount), _unit_counts(line, "Shipped"), _unit_counts(line, "Cancelled"))
+        for line in lines
+    )
+    return cancelled_remotely(units, updated_at(order), reason)
+
+
 def remote_order(order: WalmartOrder) -> RemoteOrder:
     return RemoteOrder(
         order=imported_order(order),
         updated_at=updated_at(order),
-        facts=facts_of(cancel_request(order)),
+        facts=facts_of(cancel_request(order), cancelled_by_walmart(order)),
         needs_acknowledgement=any(
             s.status == "Created"
             for line in order.order_lines.order_line
@@ -630,7 +660,7 @@ _token_decoder = msgspec.json.Decoder(TokenResponse)
 TOKEN_MARGIN_SECONDS = 60.0  # fetch a new token this long before the old one runs out
 
 
-class WalmartClient:
+class WalmartClient(GatedClient):
     """One Walmart seller account over HTTP.
 
     `credentials`: `client_id` and `client_secret` (the client-credentials grant of `POST /v3/token`: the access
@@ -714,10 +744,12 @@ class WalmartClient:
         """Orders changed since `updated_after`; `page` is Walmart's `nextCursor` (a query string)."""
         if page is None:
             params = {"lastModifiedStartDate": format_time(updated_after), "limit": str(self._page_size)}
-            body = self._call("GET", "/v3/orders", str(uuid4()), params=params)
+            body = self._transport.gated(
+                "getAllOrders", lambda: self._call("GET", "/v3/orders", str(uuid4()), params=params)
+            )
         else:
-            cursor = page if page.startswith("?") else f"?{page}"
-            body = self._call("GET", f"/v3/orders{cursor}", str(uuid4()))
+            path = "/v3/orders" + (page if page.startswith("?") else f"?{page}")
+            body = self._transport.gated("getAllOrders", lambda: self._call("GET", path, str(uuid4())))
         response = decode(body, _orders_decoder, "GET /v3/orders")
         orders = tuple(remote_order(order) for order in response.list_.elements.order)
         return OrderPage(orders=orders, next_page=response.list_.meta.next_cursor or None)

@@ -299,6 +299,7 @@ def _note(
         third_party_managed=row.third_party_managed,
         from_marketplace=by_marketplace or event.source == Source.MARKETPLACE,
         dispute=dispute,
+        sync_off=event.sync_off,
     )
     row.sync.setdefault("changes", {})[f"{action.value}|{reference}"] = {
         "not_sent": reason.value if reason is not None else None,

@@ -46,12 +46,16 @@ class AccountIn(Strict, frozen=True):
     name: Name
     fulfillment_managed: bool = True
     restock_in_ledger: bool = False
+    # False (sync off): the ledger neither imports from nor sends to the marketplace; changes are recorded as
+    # `not_sent` with the reason `sync_off`, and stay so when sync is on again (docs/marketplaces.md).
+    sync_enabled: bool = True
 
 
 class AccountPatch(Strict, frozen=True):
     name: Name | None = None
     fulfillment_managed: bool | None = None
     restock_in_ledger: bool | None = None
+    sync_enabled: bool | None = None
 
 
 class AccountOut(Out, frozen=True):
@@ -60,6 +64,7 @@ class AccountOut(Out, frozen=True):
     name: str
     fulfillment_managed: bool
     restock_in_ledger: bool
+    sync_enabled: bool
     version: int
 
     @classmethod
@@ -70,6 +75,7 @@ class AccountOut(Out, frozen=True):
             name=a.name,
             fulfillment_managed=a.fulfillment_managed,
             restock_in_ledger=a.restock_in_ledger,
+            sync_enabled=a.sync_enabled,
             version=a.version,
         )
 
@@ -349,7 +355,7 @@ class DisputeOut(Out, frozen=True):
 
 class SyncOut(Out, frozen=True):
     """One change as the marketplace has it: `sent`, `pending`, `failing`, `dead`, or `not_sent` with the
-    `reason` (`third_party_managed`, `from_marketplace`, `no_call`)."""
+    `reason` (`third_party_managed`, `from_marketplace`, `no_call`, `sync_off`, `voided`)."""
 
     action: str
     reference: str

@@ -49,6 +49,7 @@ def create_account(
             name=data.name,
             fulfillment_managed=data.fulfillment_managed,
             restock_in_ledger=data.restock_in_ledger,
+            sync_enabled=data.sync_enabled,
             respond=respond if idempotency_key is not None else None,
         )
         return idempotent.stored_response(request.response(201, AccountOut.of(account)))
@@ -106,6 +107,7 @@ def update_account(
         name=data.name,
         fulfillment_managed=data.fulfillment_managed,
         restock_in_ledger=data.restock_in_ledger,
+        sync_enabled=data.sync_enabled,
     )
     return AccountOut.of(account)
 
