@@ -502,7 +502,14 @@ class SyncModel(RuleBasedStateMachine):
             self.h.sandbox.clear_faults()
             if self.orders and self.orders[0].order_id.int:
                 self.settle()
-                self.check()
+                try:
+                    self.check()
+                except AssertionError as e:
+                    # Said at once as well: a failure the replay does not meet again (the sandbox and the
+                    # workers run in real time) reaches pytest as hypothesis' FlakyFailure or
+                    # FlakyStrategyDefinition, which may not carry this message.
+                    print(f"sync model: an example failed:\n{e}", file=sys.stderr)
+                    raise
                 for entry in self.log:  # what the examples exercised, printed at the end (pytest -s)
                     STATS[entry.split(" ")[0] + (" refused" if "refused" in entry else "")] += 1
                 STATS["dead items"] += self.dead_seen
