@@ -89,7 +89,7 @@ def test_an_import_reporting_shipped_units_cancelled_needs_attention_not_a_refus
 
     result = marketplace_cancels(shop, order_id)
 
-    assert result.events == ("MarketplaceCancelled", "Cancelled")
+    assert result.events == ("Cancelled", "MarketplaceCancelled")
     details = shop.details(order_id)
     assert details.attention
     assert details.cancelled_units == 3
@@ -108,6 +108,43 @@ def test_a_repeated_report_records_nothing_twice(shop):
         marketplace_cancels(shop, order_id)
 
     assert shop.version(order_id) == version
+
+
+def test_a_refusal_after_the_import_recorded_the_cancellation_is_recorded_without_a_second_one(shop):
+    """The buyer cancels on Amazon, the import records it (the unacknowledged shipment's units disputed), then
+    Amazon refuses the confirmation: the refusal is still recorded (it was a 409 the dispatcher could not
+    record, so the order's history lost the answer), and nothing is cancelled twice."""
+    order_id = shop.order(Marketplace.AMAZON)
+    shipment_id = shop.ship(order_id, {"A": 2}).ids["shipment_id"]
+    marketplace_cancels(shop, order_id)
+    before = shop.details(order_id)
+    assert {(i.line_id, i.quantity) for i in before.marketplace_cancelled} == {("A", 2)}
+
+    result = refuse_as_canceled(shop, order_id, shipment_id)
+
+    assert result.events == ("MarketplaceRejected",)
+    details = shop.details(order_id)
+    assert (details.cancelled_units, details.marketplace_cancelled) == (
+        before.cancelled_units, before.marketplace_cancelled,
+    )  # fmt: skip
+    assert details.attention
+    assert shop.details(order_id).actions.void == (shipment_id,)
+
+
+def test_an_import_cancelling_a_line_partly_shipped_keeps_the_shipped_units_reported(shop):
+    """The marketplace cancels the whole order while one unit of line A is shipped (not acknowledged) and one
+    is open: the open one is cancelled, and the shipped one stays reported with attention (the cancellation of
+    the open unit used to erase the report, leaving the ledger shipped and the marketplace cancelled)."""
+    order_id = shop.order(Marketplace.AMAZON)
+    shop.ship(order_id, {"A": 1})
+
+    result = marketplace_cancels(shop, order_id)
+
+    assert result.events == ("Cancelled", "MarketplaceCancelled")
+    details = shop.details(order_id)
+    assert details.attention
+    assert {(i.line_id, i.quantity) for i in details.marketplace_cancelled} == {("A", 1)}
+    assert details.cancelled_units == 4
 
 
 def test_an_acknowledged_shipment_cannot_be_voided(shop):

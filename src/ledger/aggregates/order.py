@@ -885,14 +885,18 @@ class Order(Aggregate):
         if not cancel and not disputed:
             raise NothingToCancelError("the ledger has this cancellation already")
         made = None
-        if disputed:
-            made = self._new_id("marketplace-cancelled")
-            self.trigger_event(
-                self.MarketplaceCancelled, lines=tuple(disputed), shipment_id=shipment_id, **envelope
-            )
+        # The open units' cancellation first: a marketplace's `Cancelled` settles earlier reports of the same
+        # lines (`marketplace_cancelled`), so recorded after the report it would erase the report's shipped
+        # units of a line it also cancels open units of (the order then lost its attention).
         if cancel:
             made = self._cancel_now(
                 ctx, envelope, tuple(cancel), Requester.MARKETPLACE, restock_in_ledger, None
+            )
+        if disputed:
+            reported = self._new_id("marketplace-cancelled")
+            made = made or reported
+            self.trigger_event(
+                self.MarketplaceCancelled, lines=tuple(disputed), shipment_id=shipment_id, **envelope
             )
         assert made is not None
         return made
@@ -1048,9 +1052,27 @@ class Order(Aggregate):
         )
         if action is SyncAction.SHIP and error_code == ORDER_CANCELED:
             shipment = self.shipments[UUID(reference)]
-            if not shipment.voided:
+            # An import may have recorded the marketplace's cancellation first (the buyer cancelled, the import
+            # ran, then the confirmation was refused): only what the ledger does not hold yet is recorded, and
+            # the refusal always is.
+            lines = self._not_yet_marketplace_cancelled(shipment.lines)
+            if not shipment.voided and lines:
                 envelope = _envelope(ctx, reason=message)
-                self._marketplace_cancelled(ctx, envelope, shipment.lines, False, shipment.shipment_id)
+                self._marketplace_cancelled(ctx, envelope, lines, False, shipment.shipment_id)
+
+    def _not_yet_marketplace_cancelled(self, lines: tuple[LineQuantity, ...]) -> tuple[LineQuantity, ...]:
+        """Of `lines`, the units the marketplace could still be recorded as cancelling: open ones, and shipped
+        ones it never acknowledged nor was recorded as cancelling."""
+        left = []
+        for item in lines:
+            state = self.lines[item.line_id]
+            unacknowledged = (
+                state.shipped - state.confirmed_shipped - self.marketplace_cancelled.get(item.line_id, 0)
+            )
+            quantity = min(item.quantity, state.open_quantity + max(unacknowledged, 0))
+            if quantity > 0:
+                left.append(LineQuantity(item.line_id, quantity))
+        return tuple(left)
 
     def record_sync_death(self, ctx: Context, *, action: SyncAction, reference: str, reason: str) -> None:
         """The dispatcher gave up on a change: the order needs attention until it is retried or resolved."""
