@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 import psycopg
 from eventsourcing import persistence as es_persistence
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent, Subscription
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresSubscription
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
@@ -651,6 +651,42 @@ def _resilient(method: Callable[..., T]) -> Callable[..., T]:
     return call
 
 
+POSITION_SHIFT: Final = 20
+"""A position is (transaction id << POSITION_SHIFT) + the row's place in its transaction (1, 2, ...)."""
+POLL_WHILE_BUSY_SECONDS: Final = 0.02
+POLL_WHEN_QUIET_SECONDS: Final = 0.5
+BUSY_FOR_SECONDS: Final = 1.0
+
+
+class LedgerSubscription(PostgresSubscription):
+    """The library's LISTEN/NOTIFY subscription, also pulling without a notification: a transaction's NOTIFY
+    can arrive while an older transaction still holds the commit horizon below it (its rows are then not handed
+    out yet), and the older one may end with no NOTIFY at all (a rollback, or a transaction that wrote no
+    events). So after each notification it pulls again every POLL_WHILE_BUSY_SECONDS for BUSY_FOR_SECONDS, and
+    every POLL_WHEN_QUIET_SECONDS otherwise."""
+
+    def _listen(self) -> None:
+        try:
+            with self._recorder.datastore.get_connection() as conn:
+                conn.execute(sql.SQL("LISTEN {0}").format(sql.Identifier(self._recorder.channel_name)))
+                busy_until = 0.0
+                last_pull = time.monotonic()
+                while not self._has_been_stopped and not self._thread_error:
+                    now = time.monotonic()
+                    interval = POLL_WHILE_BUSY_SECONDS if now < busy_until else POLL_WHEN_QUIET_SECONDS
+                    for _ in conn.notifies(timeout=min(interval, 0.1), stop_after=1):
+                        busy_until = time.monotonic() + BUSY_FOR_SECONDS
+                        last_pull = time.monotonic()
+                        self._has_been_notified.set()
+                    if time.monotonic() - last_pull >= interval:
+                        last_pull = time.monotonic()
+                        self._has_been_notified.set()
+        except BaseException as e:
+            if self._thread_error is None:
+                self._thread_error = e
+            self.stop()
+
+
 PIPELINE_MAX_BYTES = 64_000
 """Saves whose events' state is at most this many bytes are pipelined up to their INSERT: far below what a
 socket buffers, so the pipeline cannot stall on its own writes (see LedgerApplicationRecorder)."""
@@ -674,14 +710,36 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     each use, `POSTGRES_PRE_PING`, is left off: it sleeps a second or more, doubling, per broken connection it
     finds, so after `pg_terminate_backend` of a whole pool requests timed out. `pool.check()` after a failure
     was fast but let the pool grow past its size.)
+
+    Positions (notification ids) without the library's table lock. The library takes `LOCK TABLE ... IN
+    EXCLUSIVE MODE` on every save so that ids from the sequence are committed in id order: without it, a reader
+    could pass over an id whose transaction commits later, and skip it for ever. Here writers never serialize;
+    instead, as the Beckett and Emmett PostgreSQL event stores do, every row carries the id of the transaction
+    that wrote it (`transaction_id xid8 DEFAULT pg_current_xact_id()`), and readers take only rows whose
+    transaction is below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that horizon has
+    ended, so nothing can appear there any more. A row's position is its transaction id times 2^20 plus its
+    place in the transaction (`POSITION_SHIFT`), given by the INSERT: one increasing integer that orders the log
+    by (transaction, place), so positions stay what they were everywhere (Ledger-Position, min_position, the
+    change feed's cursor, projection_state): monotone for a reader, resumable, each handed out once. Rows from
+    before migration 0005 keep their sequence ids and transaction 0: all below every new position (the
+    migration checks it).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # A new table gets the commit-order column here (empty, so at once); an existing one from migration
+        # 0005, which leaves the rows before it at transaction 0 (see "Positions" above).
+        self.sql_create_statements.append(
+            sql.SQL(
+                "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS transaction_id xid8 NOT NULL"
+                " DEFAULT pg_current_xact_id()"
+            ).format(schema=sql.Identifier(self.datastore.schema), table=sql.Identifier(self.events_table_name))
+        )
         self._down = False
         self._prologue: bytes | None = None
         self._statements: list[bytes] = []
         self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
+        self._notification_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
 
     def call_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._down and not self._server_answers():
@@ -714,20 +772,103 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._down = False
         return True
 
-    select_notifications = _resilient(PostgresApplicationRecorder.select_notifications)
-    max_notification_id = _resilient(PostgresApplicationRecorder.max_notification_id)
+    def _horizon_condition(self) -> str:
+        """Rows a reader may take: those of transactions that ended (see "Positions")."""
+        return "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's query, below the commit horizon (see "Positions"), its text made once per shape."""
+        return self.call_store(self._select_notifications_once, start, limit, stop, topics, inclusive_of_start)
+
+    def _select_notifications_once(
+        self, start: int | None, limit: int, stop: int | None, topics: Sequence[str], inclusive: bool
+    ) -> Sequence[Notification]:
+        shape = (start is not None, inclusive, stop is not None, bool(topics))
+        params: list[Any] = []
+        if start is not None:
+            params.append(start)
+        if stop is not None:
+            params.append(stop)
+        if topics:
+            params.append(list(topics))
+        params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            statement = self._notification_statements.get(shape)
+            if statement is None:
+                where = [sql.SQL(self._horizon_condition())]
+                if start is not None:
+                    where.append(sql.SQL("notification_id >= %s" if inclusive else "notification_id > %s"))
+                if stop is not None:
+                    where.append(sql.SQL("notification_id <= %s"))
+                if topics:
+                    where.append(sql.SQL("topic = ANY(%s)"))
+                composed = sql.SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{}"
+                    " WHERE {} ORDER BY notification_id LIMIT %s"
+                ).format(
+                    sql.Identifier(self.datastore.schema),
+                    sql.Identifier(self.events_table_name),
+                    sql.SQL(" AND ").join(where),
+                )
+                statement = self._notification_statements[shape] = _as_bytes(composed, conn)
+            curs.execute(statement, params, prepare=True)
+            return [
+                Notification(
+                    id=row["notification_id"],
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
+
+    def max_notification_id(self) -> int | None:
+        """The last position a reader can take now (below the commit horizon): safe to resume from, since no
+        transaction can add a row at or below it any more."""
+        return self.call_store(self._max_notification_id_once)
+
+    def _max_notification_id_once(self) -> int | None:
+        statement = sql.SQL("SELECT max(notification_id) FROM {}.{} WHERE {}").format(
+            sql.Identifier(self.datastore.schema),
+            sql.Identifier(self.events_table_name),
+            sql.SQL(self._horizon_condition()),
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, prepare=True)
+            row = curs.fetchone()
+            return None if row is None else row["max"]
+
+    def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
+        return LedgerSubscription(recorder=self, gt=gt, topics=topics)
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        """The library's insert (table lock, NOTIFY, one INSERT ... RETURNING notification_id), with the events
-        sent as four parallel arrays instead of one array of the library's composite type: psycopg builds a
-        composite's text in Python, escaping every field with a regular expression, which was a third of the
-        time of a 500-order save. The rows, their order and their notification ids are the same."""
-        self._lock_table(curs)
+        """The library's insert (NOTIFY, one INSERT ... RETURNING notification_id) without its table lock (see
+        "Positions" in the class docstring), with the events sent as four parallel arrays instead of one array
+        of the library's composite type: psycopg builds a composite's text in Python, escaping every field with
+        a regular expression, which was a third of the time of a 500-order save."""
         self._notify_channel(curs)
         self._insert_arrays(curs, stored_events)
 
+    def insert_in(self, curs: Any, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """Everything a save does inside its transaction (NOTIFY, the INSERT), in the caller's transaction on
+        `curs` (a dict-row cursor); the events' positions, in order. The caller commits."""
+        self._insert_stored_events(curs, stored_events)
+        return [row["notification_id"] for row in curs.fetchall()]
+
     def _insert_arrays(self, curs: Any, stored_events: Sequence[StoredEvent]) -> None:
         """The INSERT alone, the events as four parallel arrays (see `_insert_stored_events`)."""
+        if len(stored_events) >= 1 << POSITION_SHIFT:
+            msg = f"one save holds at most {(1 << POSITION_SHIFT) - 1} events, not {len(stored_events)}"
+            raise es_persistence.ProgrammingError(msg)
         curs.execute(
             self._insert_arrays_statement(),
             (
@@ -740,11 +881,21 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
 
     @functools.cache  # noqa: B019 - one recorder per application, kept for its life
     def _insert_arrays_statement(self) -> sql.Composed:
+        # Positions: this transaction's range starts at its id << POSITION_SHIFT; a second INSERT in the same
+        # transaction continues after the first (the range is this transaction's alone, read by the index).
         return sql.SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[])"
+            "WITH x AS (SELECT pg_current_xact_id()::text::bigint << {shift} AS lo),"
+            " p AS (SELECT coalesce((SELECT max(notification_id) FROM {schema}.{table}"
+            "  WHERE notification_id > x.lo AND notification_id < x.lo + (1::bigint << {shift})), x.lo) AS base"
+            "  FROM x)"
+            " INSERT INTO {schema}.{table} (notification_id, originator_id, originator_version, topic, state)"
+            " SELECT p.base + u.n, u.originator_id, u.originator_version, u.topic, u.state"
+            " FROM p, unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) WITH ORDINALITY"
+            "  AS u(originator_id, originator_version, topic, state, n)"
+            " ORDER BY u.n"
             " RETURNING notification_id"
         ).format(
+            shift=sql.Literal(POSITION_SHIFT),
             schema=sql.Identifier(self.datastore.schema),
             table=sql.Identifier(self.events_table_name),
             id_type=sql.Identifier(self.datastore.originator_id_type),
@@ -860,7 +1011,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn:
             if self._prologue is None:
                 notify = sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name))
-                statements = [*self.lock_table_statements, notify]
+                statements = [notify]
                 self._statements = [b"BEGIN", *(_as_bytes(statement, conn) for statement in statements)]
                 self._prologue = sql.SQL("BEGIN; {}").format(sql.SQL("; ").join(statements)).as_bytes(conn)
             pipelined = sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES
