@@ -13,6 +13,7 @@ from uuid import UUID
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.domain import Aggregate
 from psycopg import sql
 
 from ledger.application.ledger import Ledger
@@ -133,6 +134,65 @@ def test_release_events_verify_with_todays_chain_encoder(
             assert changed.rowcount == 1
             result = verify_order(conn, app.mapper, SHIPPED_ORDER)
             assert (result.valid, result.first_invalid_version) == (False, 1)
+    finally:
+        app.close()
+
+
+class _Probe(Aggregate):
+    """An aggregate of the test's own, saved through the Ledger's save path."""
+
+
+def _save_one_event(target: PostgresTarget) -> None:
+    app = Ledger(env=target.eventsourcing_env())
+    try:
+        app._save(_Probe())
+    finally:
+        app.close()
+
+
+def _positions(target: PostgresTarget) -> dict[tuple[UUID, int], int]:
+    with connect(target) as conn:
+        rows = conn.execute(
+            "SELECT originator_id, originator_version, notification_id FROM ledger_events"
+        ).fetchall()
+    return {(o, int(v)): int(n) for o, v, n in rows}
+
+
+def test_converted_log_keeps_its_positions_below_every_new_one(release_schema: PostgresTarget) -> None:
+    """0005 (commit order): the release's events keep their positions and read first, in the same order, and a
+    save afterwards takes no table lock and gets a position above all of them."""
+    before = _positions(release_schema)
+    assert before
+
+    migrations.migrate(release_schema.conninfo(), release_schema.schema)
+
+    assert _positions(release_schema) == before
+    with connect(release_schema) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE transaction_id <> '0') FROM ledger_events"
+        ).fetchone()
+    assert row == (0,)  # the old rows sit below every commit horizon
+    app = Ledger(env=release_schema.eventsourcing_env())
+    try:
+        old_head = app.recorder.max_notification_id()
+        assert old_head == max(before.values())
+        order = app.get_order(OPEN_ORDER)
+        assert order.open
+        log = app.recorder.select_notifications(start=0, limit=1000)
+        assert [n.id for n in log] == sorted(before.values())
+    finally:
+        app.close()
+    _save_one_event(release_schema)
+    after = _positions(release_schema)
+    new = {k: p for k, p in after.items() if k not in before}
+    assert new, "the save recorded an event"
+    assert min(new.values()) > max(before.values())
+    app = Ledger(env=release_schema.eventsourcing_env())
+    try:
+        log = app.recorder.select_notifications(
+            start=max(before.values()), limit=10, inclusive_of_start=False
+        )
+        assert [n.id for n in log] == sorted(new.values())
     finally:
         app.close()
 

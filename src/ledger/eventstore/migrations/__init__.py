@@ -14,7 +14,8 @@ in that transaction.
 What migrations own: every table of ours with a fixed name. Not theirs:
 - the eventsourcing library's events table (`ledger_events`, its index, row type and insert function): the
   library's recorder creates them (`CREATE_TABLE=y`) from its own settings (schema, originator id type) and
-  version; a copy here would freeze one version of the library's DDL;
+  version; a copy here would freeze one version of the library's DDL (0005 only converts an existing events
+  table to the commit-order column the Ledger's recorder adds to the ones it creates);
 - the projections' generation tables (`all_sales_orders_g1`, ...) and their views: a rebuild creates the next
   generation while the live one serves, so a projection creates its tables (`projections/base.py install`);
   changing a projection's shape is a rebuild, not a migration.
