@@ -36,6 +36,7 @@ from ledger.aggregates.values import (
     SyncAction,
 )
 from ledger.application.ledger import Ledger
+from ledger.eventstore.database import settle
 from ledger.projections import base
 
 UPS_TRACKING = "1Z999AA10123456784"
@@ -136,6 +137,7 @@ def catch_up(projection: base.Projection, connect: base.Connect, app: Ledger, ba
     """Apply what the projection has not seen, `batch_size` events a transaction, as a worker would."""
     with connect() as conn:
         generation, position = base.install(conn, projection)
+        settle(conn)  # every event committed so far is readable (the commit horizon passed them)
         while True:
             notifications = app.recorder.select_notifications(
                 start=position, limit=batch_size, inclusive_of_start=False

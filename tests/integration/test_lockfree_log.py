@@ -58,7 +58,6 @@ class NaiveRecorder(LedgerApplicationRecorder):
     """What the lock protected against: rows numbered by the sequence as they are inserted, read by number."""
 
     def insert_in(self, curs: Any, stored_events: Sequence[StoredEvent]) -> list[int]:
-        curs.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name)))
         curs.execute(
             sql.SQL(
                 "INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
@@ -132,6 +131,7 @@ def write(target: PostgresTarget, ledger: Ledger, log: Log, seed: int) -> None:
                 # versions not committed are written again by a later transaction
                 continue
             conn.commit()
+            recorder.notify(conn)
             with log.lock:
                 log.committed.update(zip(keys, ids, strict=True))
             for counter in chosen:

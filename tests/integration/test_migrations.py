@@ -20,7 +20,7 @@ from ledger.application.ledger import Ledger
 from ledger.audit.keys import AuditTrust
 from ledger.audit.verification import verify_all, verify_order
 from ledger.eventstore import migrations
-from ledger.eventstore.database import PostgresTarget, connect, ensure_schema
+from ledger.eventstore.database import PostgresTarget, connect, ensure_schema, settle
 from ledger.projections.base import install
 from ledger.projections.registry import all_projections
 
@@ -187,6 +187,8 @@ def test_converted_log_keeps_its_positions_below_every_new_one(release_schema: P
     new = {k: p for k, p in after.items() if k not in before}
     assert new, "the save recorded an event"
     assert min(new.values()) > max(before.values())
+    with connect(release_schema, autocommit=True) as conn:
+        assert settle(conn, timeout=10)
     app = Ledger(env=release_schema.eventsourcing_env())
     try:
         log = app.recorder.select_notifications(

@@ -30,7 +30,7 @@ from ledger.aggregates.errors import InvalidInputError
 from ledger.api.errors import BadRequestError, ProjectionBehindError, ReplicaBehindError
 from ledger.application.ledger import Ledger
 from ledger.eventstore.replica import primary_mark, wait_replayed
-from ledger.projections.base import head_position, wait_for
+from ledger.projections.base import last_position, wait_for
 
 POSITION_HEADER = "Ledger-Position"
 MIN_POSITION_HEADER = "Ledger-Min-Position"
@@ -158,7 +158,7 @@ def order_reader(request: Request[Any, Any, Any], position: int | None) -> Ledge
         _await_replica(request, side, position, _wait_seconds(request))
         return side.ledger
     with side.pool.connection() as conn, conn.cursor() as cur:
-        head = head_position(cur)
+        head = last_position(cur)
     if position > head:
         raise _past_the_end(position, head)
     return side.ledger
@@ -173,7 +173,7 @@ def await_position(
     seconds = _wait_seconds(request)
     with pool.connection() as conn:
         with conn.cursor() as cur:
-            head = head_position(cur)
+            head = last_position(cur)
         if position > head:  # a position we answered with is committed, so never past the head
             raise _past_the_end(position, head)
         if not wait_for(conn, projection, position, seconds):

@@ -42,7 +42,7 @@ from psycopg.rows import TupleRow
 
 from ledger.aggregates.chain import GENESIS_HASH
 from ledger.audit.keys import AuditTrust
-from ledger.eventstore.database import DEFAULT_EVENTS_TABLE
+from ledger.eventstore.database import COMMITTED, DEFAULT_EVENTS_TABLE, settle
 
 Connection = psycopg.Connection[TupleRow]
 Progress = Callable[[str, int, int], None]
@@ -459,6 +459,7 @@ def write_checkpoints(
     Raises CheckpointsChangedError, sealing nothing, when the checkpoints no longer hold the newest one on
     this host's record, or the newest stored checkpoint is not validly signed."""
     report = progress or _no_progress
+    settle(conn)  # what was committed before this call is sealed by it (unless a transaction stays open)
     path = _record_path(conn, trust)
     record = _read_record(path)
     if record is not None and (
@@ -498,8 +499,11 @@ def _seal_next_range(
                 msg = f"the newest checkpoint {previous.seq} was replaced or rewritten: {why}"
                 raise CheckpointsChangedError(msg)
             seq, after, prev_digest = previous.seq, previous.last_position, previous.digest
+        # Only below the commit horizon: a transaction still open may yet commit rows inside the range
         rows = rows_where(
-            conn, sql.SQL("WHERE notification_id > %s ORDER BY notification_id LIMIT %s"), (after, size)
+            conn,
+            sql.SQL("WHERE notification_id > %s AND " + COMMITTED + " ORDER BY notification_id LIMIT %s"),
+            (after, size),
         )
         if not rows:
             return None
@@ -595,7 +599,7 @@ class CheckpointWorker:
         found = conn.execute(
             sql.SQL(
                 "SELECT count(*) FROM (SELECT 1 FROM {} WHERE notification_id >"
-                " (SELECT coalesce(max(last_id), 0) FROM audit_checkpoints) LIMIT %s) unsealed"
+                " (SELECT coalesce(max(last_id), 0) FROM audit_checkpoints) AND " + COMMITTED + " LIMIT %s) unsealed"
             ).format(EVENTS),
             (self.every_events,),
         ).fetchone()

@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import functools
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 DEFAULT_PORT: Final = 5432
 EMBEDDED_USER: Final = "postgres"
 EMBEDDED_DBNAME: Final = "postgres"
@@ -651,11 +653,90 @@ def _resilient(method: Callable[..., T]) -> Callable[..., T]:
     return call
 
 
+COMMITTED: Final = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+"""The events a reader may take: those of transactions that ended (see LedgerApplicationRecorder, "Positions")."""
+SETTLE_SECONDS: Final = 2.0
+
+
+def settle(conn: psycopg.Connection[Any], timeout: float = SETTLE_SECONDS) -> bool:
+    """Wait until every event committed before this call can be read (the commit horizon passed the largest
+    position recorded), for "catch up with everything so far" (a catch-up, sealing). False if a transaction
+    that began earlier is still open after `timeout` (readers then stop below it, and take the rest later)."""
+    statement = sql.SQL(
+        "SELECT (SELECT coalesce(max(notification_id), 0) FROM {}) <"
+        " (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {})"
+    ).format(sql.Identifier(DEFAULT_EVENTS_TABLE), sql.Literal(POSITION_SHIFT))
+    deadline = time.monotonic() + timeout
+    wait = 0.001
+    while True:
+        row = conn.execute(statement).fetchone()
+        if row is None or row[0] is not False:  # no table yet (None) or settled
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(wait)
+        wait = min(wait * 2, 0.05)
+
+
 POSITION_SHIFT: Final = 20
 """A position is (transaction id << POSITION_SHIFT) + the row's place in its transaction (1, 2, ...)."""
 POLL_WHILE_BUSY_SECONDS: Final = 0.02
 POLL_WHEN_QUIET_SECONDS: Final = 0.5
 BUSY_FOR_SECONDS: Final = 1.0
+
+
+class _Notifier:
+    """Wakes the followers (NOTIFY) after this process's saves, from a thread of its own, on a connection of
+    its own: one NOTIFY for however many saves committed since the last one.
+
+    PostgreSQL takes one lock per database for a transaction that notifies, from its commit until it ends,
+    across the commit's WAL flush (a notifying transaction always gets a transaction id, so it always flushes):
+    a NOTIFY inside each save's transaction serialized every save again, and one after each save still cost a
+    round trip and queued the savers on that lock (both measured with bench/appends.py). Here the saving
+    threads only set a flag; the NOTIFY runs with synchronous_commit off (no wait for the flush). A
+    notification lost (a crash, a broken connection) costs a follower at most its polling interval
+    (LedgerSubscription)."""
+
+    def __init__(self, recorder: LedgerApplicationRecorder) -> None:
+        self._recorder = recorder
+        self._wanted = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wanted.set()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="ledger-notifier", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        pool = self._recorder.datastore.pool
+        try:
+            while not pool.closed:
+                if not self._wanted.wait(0.5):
+                    continue
+                self._wanted.clear()
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(**_probe_params(pool), autocommit=True)
+                    conn.execute(self._recorder._notify_statement(conn))
+                except psycopg.Error:
+                    logger.warning("could not notify the followers (they poll)", exc_info=True)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    time.sleep(0.1)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def _probe_params(pool: Any) -> dict[str, Any]:
+    kwargs = pool.kwargs
+    return {k: v for k, v in kwargs.items() if k != "row_factory"} if isinstance(kwargs, dict) else {}
 
 
 class LedgerSubscription(PostgresSubscription):
@@ -736,8 +817,8 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             ).format(schema=sql.Identifier(self.datastore.schema), table=sql.Identifier(self.events_table_name))
         )
         self._down = False
-        self._prologue: bytes | None = None
-        self._statements: list[bytes] = []
+        self._notify: bytes | None = None
+        self._notifier = _Notifier(self)
         self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
         self._notification_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
 
@@ -761,8 +842,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
 
     def _server_answers(self) -> bool:
         """Whether a new connection to the server succeeds now (fast when it is down: refused at once)."""
-        kwargs = self.datastore.pool.kwargs
-        params = {k: v for k, v in kwargs.items() if k != "row_factory"} if isinstance(kwargs, dict) else {}
+        params = _probe_params(self.datastore.pool)
         try:
             with psycopg.connect(**params, connect_timeout=PROBE_TIMEOUT_SECONDS, autocommit=True):
                 pass
@@ -774,7 +854,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
 
     def _horizon_condition(self) -> str:
         """Rows a reader may take: those of transactions that ended (see "Positions")."""
-        return "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+        return COMMITTED
 
     def select_notifications(
         self,
@@ -851,16 +931,34 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         return LedgerSubscription(recorder=self, gt=gt, topics=topics)
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        """The library's insert (NOTIFY, one INSERT ... RETURNING notification_id) without its table lock (see
-        "Positions" in the class docstring), with the events sent as four parallel arrays instead of one array
+        """The library's insert (one INSERT ... RETURNING notification_id) without its table lock (see
+        "Positions" in the class docstring) and with its NOTIFY after the commit (see `notify`), with the events sent as four parallel arrays instead of one array
         of the library's composite type: psycopg builds a composite's text in Python, escaping every field with
         a regular expression, which was a third of the time of a 500-order save."""
-        self._notify_channel(curs)
         self._insert_arrays(curs, stored_events)
 
+    def notify(self, conn: psycopg.Connection[Any]) -> None:
+        """Wake the followers (LISTEN) on `conn`, after a save made with `insert_in` committed (the recorder's
+        own saves wake them through `_Notifier`)."""
+        conn.execute(self._notify_statement(conn))
+        if not conn.autocommit:
+            conn.commit()
+
+    def _notify_statement(self, conn: psycopg.Connection[Any]) -> bytes:
+        if self._notify is None:
+            # Not durable (synchronous_commit off for this transaction alone): it then holds the notify lock
+            # without waiting for a WAL flush; a notification lost in a crash is found by the followers' polling.
+            self._notify = _as_bytes(
+                sql.SQL("SELECT set_config('synchronous_commit', 'off', true), pg_notify({}, '')").format(
+                    sql.Literal(self.channel_name)
+                ),
+                conn,
+            )
+        return self._notify
+
     def insert_in(self, curs: Any, stored_events: Sequence[StoredEvent]) -> list[int]:
-        """Everything a save does inside its transaction (NOTIFY, the INSERT), in the caller's transaction on
-        `curs` (a dict-row cursor); the events' positions, in order. The caller commits."""
+        """Everything a save does inside its transaction (the INSERT), in the caller's transaction on `curs` (a
+        dict-row cursor); the events' positions, in order. The caller commits, then calls `notify`."""
         self._insert_stored_events(curs, stored_events)
         return [row["notification_id"] for row in curs.fetchall()]
 
@@ -929,14 +1027,17 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             return insert(self, stored_events, **kwargs)  # type: ignore[no-any-return]
         if not responses and stored_events and not kwargs:
             return self._insert_in_few_round_trips(stored_events)
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            self._insert_events(curs, stored_events, **kwargs)
-            for response in responses:
-                idempotency.insert(curs, self.datastore.schema, response)
-            if not stored_events:
-                return []
-            self._insert_stored_events(curs, stored_events, **kwargs)
-            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        with self.datastore.get_connection() as conn:
+            with conn.transaction(), conn.cursor() as curs:
+                self._insert_events(curs, stored_events, **kwargs)
+                for response in responses:
+                    idempotency.insert(curs, self.datastore.schema, response)
+                if not stored_events:
+                    return []
+                self._insert_stored_events(curs, stored_events, **kwargs)
+                ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        self._notifier.wake()
+        return ids
 
     def select_response(self, seller: str, key: str) -> idempotency.StoredResponse | None:
         """The response stored under this seller's idempotency key, if any."""
@@ -997,44 +1098,20 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             ]
 
     def _insert_in_few_round_trips(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
-        """The library's save (BEGIN, its two lock statements, NOTIFY, the INSERT, COMMIT: six round trips) in
-        two: everything up to the INSERT in one libpq pipeline when the events are small, then COMMIT; large
-        saves stay out of pipeline mode (see the class docstring) and send the statements before the INSERT as
-        one simple query (three round trips).
+        """A save in one round trip, as a plain INSERT: the INSERT alone is the transaction (the pooled
+        connections are in autocommit); the followers are woken by this process's notifier thread (`_Notifier`)
+        once it has committed.
 
-        Why: under load a round trip costs the saving thread a wait for the GIL as well as the network; the group
-        committer's batches spent most of their time in these waits (BENCHMARKS.md). Same statements, same
-        order, same locks; on any error the transaction is rolled back and the error raised as before (a
-        version conflict is an IntegrityError). COMMIT is sent only once the INSERT has answered, as the library
-        does: queued in the pipeline behind the table lock, it would commit the save of a writer that was
-        killed while it waited for the lock."""
+        The library's save took six round trips (BEGIN, its two lock statements, NOTIFY, the INSERT, COMMIT),
+        and the Ledger's before this recorder two, keeping COMMIT apart so that a writer killed while it waited
+        for the table lock never committed afterwards; with no lock there is nothing to wait for. A version
+        conflict is an IntegrityError, as before, and nothing of the save is recorded then."""
         with self.datastore.get_connection() as conn:
-            if self._prologue is None:
-                notify = sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name))
-                statements = [notify]
-                self._statements = [b"BEGIN", *(_as_bytes(statement, conn) for statement in statements)]
-                self._prologue = sql.SQL("BEGIN; {}").format(sql.SQL("; ").join(statements)).as_bytes(conn)
-            pipelined = sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES
-            try:
-                with conn.cursor() as curs:
-                    if pipelined:
-                        with conn.pipeline():  # exiting syncs: one round trip
-                            for statement in self._statements:
-                                conn.execute(statement)
-                            self._insert_events(curs, stored_events)
-                            self._insert_arrays(curs, stored_events)
-                    else:
-                        curs.execute(self._prologue)
-                        self._insert_events(curs, stored_events)
-                        self._insert_arrays(curs, stored_events)
-                    ids = self._fetch_ids_after_insert_events(curs, stored_events)
-                # Never queued behind the lock: a writer that dies while it waits must not commit afterwards.
-                conn.execute(b"COMMIT")
-            except BaseException:
-                if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.execute(b"ROLLBACK")
-                raise
+            assert conn.autocommit
+            with conn.cursor() as curs:
+                self._insert_arrays(curs, stored_events)
+                ids = self._fetch_ids_after_insert_events(curs, stored_events)
+        self._notifier.wake()
         assert ids is not None
         return ids
 

@@ -35,7 +35,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
 from ledger.aggregates.values import Marketplace
-from ledger.eventstore.database import DatabaseUnavailableError
+from ledger.eventstore.database import COMMITTED, DatabaseUnavailableError, settle
 
 logger = logging.getLogger(__name__)
 
@@ -316,9 +316,37 @@ def _column_count(cur: Cursor, relation: str) -> int:
     return int(row[0]) if row else 0
 
 
+
+
 def head_position(cur: Cursor) -> int:
+    """The last position a follower can reach now: safe to start following from (no later commit can land at
+    or below it). Positions are not dense: use `events_between` to count."""
+    row = cur.execute(
+        sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {} WHERE " + COMMITTED).format(
+            sql.Identifier(EVENTS_TABLE)
+        )
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def last_position(cur: Cursor) -> int:
+    """The largest position recorded (committed, possibly above the head while older transactions run): no
+    position this ledger gave is above it."""
     row = cur.execute(
         sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(sql.Identifier(EVENTS_TABLE))
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def events_between(cur: Cursor, after: int, upto: int) -> int:
+    """How many events are after position `after` up to `upto` (a projection's lag)."""
+    if upto <= after:
+        return 0
+    row = cur.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE notification_id > %s AND notification_id <= %s").format(
+            sql.Identifier(EVENTS_TABLE)
+        ),
+        (after, upto),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -574,6 +602,10 @@ def _catch_up(
             batches.put(e)
         batches.put(None)
 
+    done = total = 0
+    if progress:  # events, not positions (positions are not dense): counted once, then as applied
+        with conn.transaction(), conn.cursor() as cur:
+            total = events_between(cur, position, head_position(cur))
     reader = threading.Thread(target=read, name=f"{projection.name}-rebuild-reader", daemon=True)
     reader.start()
     try:
@@ -582,10 +614,10 @@ def _catch_up(
                 raise batch
             with conn.transaction(), conn.cursor() as cur:
                 apply_batch(cur, projection, t, batch)
-                head = head_position(cur) if progress else 0
             position = batch[-1].position
+            done += len(batch)
             if progress:
-                progress(position, head)
+                progress(done, max(total, done))
     finally:
         stop.set()
         while reader.is_alive():  # unblock a reader waiting to put
@@ -634,6 +666,7 @@ def catch_up_unless_followed(
         return
     try:
         generation, position = install(conn, projection)
+        settle(conn)  # up to what was committed before this call (unless a transaction stays open)
         while notifications := recorder.select_notifications(
             start=position, limit=batch_size, topics=projection.topics, inclusive_of_start=False
         ):
@@ -660,10 +693,8 @@ class ProjectionStatus:
     head: int
     active_worker: bool
     updated_at: Any
-
-    @property
-    def lag(self) -> int:
-        return max(self.head - self.position, 0)
+    lag: int = 0
+    """Events between the projection's position and the head (positions are not dense: not head - position)."""
 
 
 def status(conn: psycopg.Connection[TupleRow], projections: Sequence[Projection]) -> list[ProjectionStatus]:
@@ -689,6 +720,7 @@ def status(conn: psycopg.Connection[TupleRow], projections: Sequence[Projection]
                     head,
                     bool(worker and worker[0]),
                     row[2] if row else None,
+                    events_between(cur, int(row[1]) if row else 0, head),
                 )
             )
     return result
