@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -150,7 +150,9 @@ def check(seen: Sequence[tuple[int, UUID, int]], log: Log, who: str) -> None:
     assert {(o, v): p for p, o, v in seen} == log.committed, f"{who}: not at the positions the writers got"
     last: dict[UUID, int] = {}
     for _, originator_id, version in seen:
-        assert version == last.get(originator_id, 0) + 1, f"{who}: {originator_id} version {version} out of order"
+        assert version == last.get(originator_id, 0) + 1, (
+            f"{who}: {originator_id} version {version} out of order"
+        )
         last[originator_id] = version
 
 
@@ -229,13 +231,17 @@ def project(target: PostgresTarget, ledger: Ledger, log: Log) -> list[tuple[int,
         thread.join(timeout=10)
         assert worker.error is None, worker.error
         with connect() as conn:
-            rows = conn.execute("SELECT position, originator_id, version FROM lockfree_seen ORDER BY position")
+            rows = conn.execute(
+                "SELECT position, originator_id, version FROM lockfree_seen ORDER BY position"
+            )
             seen = [(int(p), o, int(v)) for p, o, v in rows.fetchall()]
         if not until_done(log, seen) or time.monotonic() > deadline:
             return seen
 
 
-def test_followers_see_every_committed_event_once_in_order(own_target: PostgresTarget, ledger: Ledger) -> None:
+def test_followers_see_every_committed_event_once_in_order(
+    own_target: PostgresTarget, ledger: Ledger
+) -> None:
     log = Log()
     polled: list[tuple[int, UUID, int]] = []
     subscribed: list[tuple[int, UUID, int]] = []
@@ -260,7 +266,11 @@ def test_followers_see_every_committed_event_once_in_order(own_target: PostgresT
 
     assert len(log.committed) > WRITERS * TRANSACTIONS_PER_WRITER  # several events per transaction
     assert log.rolled_back, "some transactions rolled back"
-    for who, seen in (("select_notifications", polled), ("subscription", subscribed), ("projection", projected)):
+    for who, seen in (
+        ("select_notifications", polled),
+        ("subscription", subscribed),
+        ("projection", projected),
+    ):
         check(seen, log, who)
     # the head a follower can resume from is the last position it saw once nothing is in flight
     assert ledger.recorder.max_notification_id() == max(log.committed.values())

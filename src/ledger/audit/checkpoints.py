@@ -502,7 +502,9 @@ def _seal_next_range(
         # Only below the commit horizon: a transaction still open may yet commit rows inside the range
         rows = rows_where(
             conn,
-            sql.SQL("WHERE notification_id > %s AND " + COMMITTED + " ORDER BY notification_id LIMIT %s"),
+            sql.SQL("WHERE notification_id > %s AND {} ORDER BY notification_id LIMIT %s").format(
+                sql.SQL(COMMITTED)
+            ),
             (after, size),
         )
         if not rows:
@@ -599,8 +601,8 @@ class CheckpointWorker:
         found = conn.execute(
             sql.SQL(
                 "SELECT count(*) FROM (SELECT 1 FROM {} WHERE notification_id >"
-                " (SELECT coalesce(max(last_id), 0) FROM audit_checkpoints) AND " + COMMITTED + " LIMIT %s) unsealed"
-            ).format(EVENTS),
+                " (SELECT coalesce(max(last_id), 0) FROM audit_checkpoints) AND {} LIMIT %s) unsealed"
+            ).format(EVENTS, sql.SQL(COMMITTED)),
             (self.every_events,),
         ).fetchone()
         return int(found[0]) if found else 0

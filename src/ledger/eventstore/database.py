@@ -686,8 +686,8 @@ BUSY_FOR_SECONDS: Final = 1.0
 
 
 class _Notifier:
-    """Wakes the followers (NOTIFY) after this process's saves, from a thread of its own, on a connection of
-    its own: one NOTIFY for however many saves committed since the last one.
+    """Wakes the followers (NOTIFY) after this process's saves, from a thread of its own (on a pooled
+    connection): one NOTIFY for however many saves committed since the last one.
 
     PostgreSQL takes one lock per database for a transaction that notifies, from its commit until it ends,
     across the commit's WAL flush (a notifying transaction always gets a transaction id, so it always flushes):
@@ -712,26 +712,19 @@ class _Notifier:
                     self._thread.start()
 
     def _run(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
         pool = self._recorder.datastore.pool
-        try:
-            while not pool.closed:
-                if not self._wanted.wait(0.5):
-                    continue
-                self._wanted.clear()
-                try:
-                    if conn is None or conn.closed:
-                        conn = psycopg.connect(**_probe_params(pool), autocommit=True)
+        while not pool.closed:
+            if not self._wanted.wait(0.5):
+                continue
+            self._wanted.clear()
+            try:  # a pooled connection for a moment: no connection of its own kept open
+                with self._recorder.datastore.get_connection() as conn:
                     conn.execute(self._recorder._notify_statement(conn))
-                except psycopg.Error:
-                    logger.warning("could not notify the followers (they poll)", exc_info=True)
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    time.sleep(0.1)
-        finally:
-            if conn is not None:
-                conn.close()
+            except Exception:
+                if pool.closed:
+                    return
+                logger.warning("could not notify the followers (they poll)", exc_info=True)
+                time.sleep(0.1)
 
 
 def _probe_params(pool: Any) -> dict[str, Any]:
@@ -814,7 +807,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             sql.SQL(
                 "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS transaction_id xid8 NOT NULL"
                 " DEFAULT pg_current_xact_id()"
-            ).format(schema=sql.Identifier(self.datastore.schema), table=sql.Identifier(self.events_table_name))
+            ).format(
+                schema=sql.Identifier(self.datastore.schema), table=sql.Identifier(self.events_table_name)
+            )
         )
         self._down = False
         self._notify: bytes | None = None
@@ -866,7 +861,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]:
         """The library's query, below the commit horizon (see "Positions"), its text made once per shape."""
-        return self.call_store(self._select_notifications_once, start, limit, stop, topics, inclusive_of_start)
+        return self.call_store(
+            self._select_notifications_once, start, limit, stop, topics, inclusive_of_start
+        )
 
     def _select_notifications_once(
         self, start: int | None, limit: int, stop: int | None, topics: Sequence[str], inclusive: bool
@@ -927,7 +924,9 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             row = curs.fetchone()
             return None if row is None else row["max"]
 
-    def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
         return LedgerSubscription(recorder=self, gt=gt, topics=topics)
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
@@ -1027,15 +1026,14 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             return insert(self, stored_events, **kwargs)  # type: ignore[no-any-return]
         if not responses and stored_events and not kwargs:
             return self._insert_in_few_round_trips(stored_events)
-        with self.datastore.get_connection() as conn:
-            with conn.transaction(), conn.cursor() as curs:
-                self._insert_events(curs, stored_events, **kwargs)
-                for response in responses:
-                    idempotency.insert(curs, self.datastore.schema, response)
-                if not stored_events:
-                    return []
-                self._insert_stored_events(curs, stored_events, **kwargs)
-                ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._insert_events(curs, stored_events, **kwargs)
+            for response in responses:
+                idempotency.insert(curs, self.datastore.schema, response)
+            if not stored_events:
+                return []
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         self._notifier.wake()
         return ids
 

@@ -316,14 +316,12 @@ def _column_count(cur: Cursor, relation: str) -> int:
     return int(row[0]) if row else 0
 
 
-
-
 def head_position(cur: Cursor) -> int:
     """The last position a follower can reach now: safe to start following from (no later commit can land at
     or below it). Positions are not dense: use `events_between` to count."""
     row = cur.execute(
-        sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {} WHERE " + COMMITTED).format(
-            sql.Identifier(EVENTS_TABLE)
+        sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {} WHERE {}").format(
+            sql.Identifier(EVENTS_TABLE), sql.SQL(COMMITTED)
         )
     ).fetchone()
     return int(row[0]) if row else 0
