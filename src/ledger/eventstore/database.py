@@ -761,19 +761,14 @@ class LedgerSubscription(PostgresSubscription):
             self.stop()
 
 
-PIPELINE_MAX_BYTES = 64_000
-"""Saves whose events' state is at most this many bytes are pipelined up to their INSERT: far below what a
-socket buffers, so the pipeline cannot stall on its own writes (see LedgerApplicationRecorder)."""
-
-
 class LedgerApplicationRecorder(PostgresApplicationRecorder):
-    """The library's PostgreSQL recorder, saving without libpq pipeline mode, failing fast while the server
-    is down and recovering by itself when it is back.
+    """The library's PostgreSQL recorder without its table lock (see "Positions" below), saving in one round
+    trip without libpq pipeline mode, failing fast while the server is down and recovering by itself when it
+    is back.
 
     psycopg 3.3's pipeline mode can deadlock over a Unix socket when one save carries more than a few hundred
     kilobytes (seen here: 500 orders in one save hang for ever against the embedded server, which listens only
-    on a socket; the same save over TCP returns). Without the pipeline a save costs two more round trips on a
-    local socket, which the library's table lock dwarfs.
+    on a socket; the same save over TCP returns); a save without lock is one statement, so it needs none.
 
     The library retries every store call 10 times, and each attempt waits up to the pool's timeout for a
     connection: with the server down a request hung for minutes before failing. Here a failed call is retried
@@ -803,10 +798,13 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         super().__init__(*args, **kwargs)
         # A new table gets the commit-order column here (empty, so at once); an existing one from migration
         # 0005, which leaves the rows before it at transaction 0 (see "Positions" above).
+        # The sequence's default goes: a row inserted without a position (the library's insert function, a
+        # process of the previous version) fails instead of taking a sequence number below positions already
+        # read, which followers would skip.
         self.sql_create_statements.append(
             sql.SQL(
                 "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS transaction_id xid8 NOT NULL"
-                " DEFAULT pg_current_xact_id()"
+                " DEFAULT pg_current_xact_id(), ALTER COLUMN notification_id DROP DEFAULT"
             ).format(
                 schema=sql.Identifier(self.datastore.schema), table=sql.Identifier(self.events_table_name)
             )
@@ -1021,9 +1019,6 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         """`stored_responses=[StoredResponse(...)]` are inserted in the same transaction as the events (a row
         already under one of their keys fails the whole insert with an IntegrityError)."""
         responses: Sequence[idempotency.StoredResponse] = kwargs.pop("stored_responses", ())
-        if self.datastore.enable_db_functions and not responses:
-            insert = PostgresApplicationRecorder.insert_events.__wrapped__
-            return insert(self, stored_events, **kwargs)  # type: ignore[no-any-return]
         if not responses and stored_events and not kwargs:
             return self._insert_in_few_round_trips(stored_events)
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:

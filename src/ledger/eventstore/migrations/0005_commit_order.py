@@ -7,8 +7,9 @@ horizon. This holds only if every position already given is below the first new 
 the current transaction id << 20 is above the largest position in the table (it would take more than a million
 events per transaction, on average over the database's whole life, to break it).
 
-Stop every process of the previous version before this migration runs: one of them still saving with the table
-lock would write sequence-numbered rows after the new positions began, and readers past those would skip them.
+Stop every process of the previous version before this migration runs: the sequence's default is dropped, so
+a save of theirs afterwards fails (rather than taking a sequence number below positions already read, which
+followers would skip).
 
 On a schema without the events table yet (a new deployment), nothing to do: the recorder creates the table with
 the column. Adding a column with a constant default does not rewrite the table; the default then changes for
@@ -44,3 +45,5 @@ def apply(cur: Any) -> None:
         raise RuntimeError(msg)
     cur.execute("ALTER TABLE ledger_events ADD COLUMN transaction_id xid8 NOT NULL DEFAULT '0'::xid8")
     cur.execute("ALTER TABLE ledger_events ALTER COLUMN transaction_id SET DEFAULT pg_current_xact_id()")
+    # A save without a position (a process of the previous version) fails rather than numbering from the sequence
+    cur.execute("ALTER TABLE ledger_events ALTER COLUMN notification_id DROP DEFAULT")
