@@ -11,7 +11,8 @@ on the same server, and the whole sequence is repeated `--rounds` times (the bes
   library's `LOCK TABLE ... IN EXCLUSIVE MODE` and NOTIFY in every save's transaction).
 Figures are saves (or inserts) per second and their ratio to `plain`, all from the same run.
 
-    PYTHONPATH=src .venv/bin/python bench/appends.py [--seconds 5] [--rounds 2] [--threads 16]
+    PYTHONPATH=src .venv/bin/python bench/appends.py [--seconds 5] [--rounds 2] [--threads 16] \
+        > bench/results-appends.json
 
 LEDGER_DATABASE_URL picks the server (else an embedded PostgreSQL in a temporary directory).
 """
@@ -26,7 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -38,7 +38,6 @@ from psycopg import sql
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import LedgerApplicationRecorder, PostgresTarget, ensure_schema
 
-RESULTS = Path(__file__).parent / "results-appends.json"
 STATE = b"x" * 300
 
 
@@ -182,7 +181,6 @@ def main() -> int:
         "ratio_per_round": [{k: round(r[k] / r["plain"], 2) for k in VARIANTS} for r in rounds],
         "machine": info,
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

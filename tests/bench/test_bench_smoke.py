@@ -101,3 +101,10 @@ def test_feed_smoke(pg_url: str) -> None:
     assert result["sql_events_per_s_median"] > 0
     assert result["webhook_events_received"] == result["webhook_events_sent"] == 20
     assert result["webhook_in_order"]
+
+
+def test_appends_smoke(pg_url: str) -> None:
+    """appends saves from threads with each recorder beside plain INSERTs, at a tiny size."""
+    result = _run("appends.py", pg_url, "--seconds", "0.3", "--rounds", "1", "--threads", "2")
+    assert set(result["per_second"]) == {"plain", "ledger", "ledger-alone", "locked", "locked-alone"}
+    assert all(rate > 0 for rate in result["per_second"].values())
