@@ -55,16 +55,19 @@ class Counter(Aggregate):
 
 
 class NaiveRecorder(LedgerApplicationRecorder):
-    """What the lock protected against: rows numbered by the sequence as they are inserted, read by number."""
+    """What the lock protected against: rows numbered by the sequence as they are inserted (the library's
+    numbering), read by number."""
 
     def insert_in(self, curs: Any, stored_events: Sequence[StoredEvent]) -> list[int]:
         curs.execute(
             sql.SQL(
-                "INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
-                " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+                "INSERT INTO {0}.{1} (notification_id, originator_id, originator_version, topic, state)"
+                " SELECT nextval(pg_get_serial_sequence(%s, 'notification_id')), *"
+                " FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
                 " RETURNING notification_id"
             ).format(sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)),
             (
+                f"{self.datastore.schema}.{self.events_table_name}",
                 [e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
