@@ -269,6 +269,13 @@ def test_a_dispatcher_killed_between_the_call_and_the_record_is_made_good(world:
             assert applied, "the dispatcher never reached the marketplace"
             dispatcher.send_signal(signal.SIGKILL)
             dispatcher.wait(timeout=10)
+            # Its save is one autocommit INSERT, waiting on the lock in its server process, which would
+            # finish it once the lock goes: the process died before the answer was recorded, so its
+            # statement dies with it (what a crash before the INSERT reached the server leaves).
+            holder.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+            )
             holder.rollback()
     finally:
         if dispatcher.poll() is None:
