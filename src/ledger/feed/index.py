@@ -58,6 +58,7 @@ class Page:
 class FeedProjection(Projection):
     name: ClassVar[str] = NAME
     tables: ClassVar[tuple[str, ...]] = (TABLE,)
+    handles: ClassVar[tuple[type, ...]] = ORDER_EVENTS
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
         cur.execute(

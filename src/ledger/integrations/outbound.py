@@ -331,6 +331,7 @@ class OutboundProjection(Projection):
     name: ClassVar[str] = "outbound"
     tables: ClassVar[tuple[str, ...]] = ("outbound_orders", "outbound_items")
     topics: ClassVar[tuple[str, ...]] = ()
+    handles: ClassVar[tuple[type, ...]] = (Order.Imported, Order.ShipmentVoided, *_BUILDERS, *_ANSWERS)
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
         outbox.create_tables(cur, t["outbound_orders"], t["outbound_items"])

@@ -156,10 +156,10 @@ class OrderRow:
         )
         return requested, needs, sync_state(states, diverged=diverged)
 
-    def tabs(self) -> list[str]:
-        state = self.state
-        tab = tab_of(state.status.value, self.third_party_managed)
-        return [tab, DISPUTES_OPEN_TAB] if state.open_disputes else [tab]
+
+def _tabs(tab: str, open_disputes: int) -> list[str]:
+    """The tabs an order is listed under, from its `tab` and `open_disputes` columns."""
+    return [tab, DISPUTES_OPEN_TAB] if open_disputes else [tab]
 
 
 def tab_of(status: str, third_party_managed: bool) -> str:
@@ -204,6 +204,10 @@ ORDER_DERIVED = (
 )
 
 
+LISTED = ("tab", "open_disputes")  # where an order is listed, as its row says
+Listed = tuple[str, UUID, str, list[str]]  # seller, account, marketplace, tabs
+_TAB = len(ORDER_STORED) + ORDER_DERIVED.index("tab")
+_OPEN_DISPUTES = len(ORDER_STORED) + ORDER_DERIVED.index("open_disputes")
 _STORED = attrgetter(*ORDER_STORED)
 _PENDING = ORDER_STORED.index("pending")
 _SYNC = ORDER_STORED.index("sync")
@@ -592,6 +596,7 @@ class AllSalesProjection(Projection):
     name: ClassVar[str] = "all_sales"
     tables: ClassVar[tuple[str, ...]] = ("all_sales_orders", "all_sales_lines", "all_sales_counts")
     topics: ClassVar[tuple[str, ...]] = ()
+    handles: ClassVar[tuple[type, ...]] = (Order.Event,)  # every order event moves version and updated_at
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
         self._ddl(cur, t, indexes=False)
@@ -682,8 +687,7 @@ class AllSalesProjection(Projection):
         for item in events:
             by_order.setdefault(item.event.originator_id, []).append(item.event)
         existing = [oid for oid, evs in by_order.items() if not isinstance(evs[0], Order.Imported)]
-        rows = self._load(cur, t, existing)
-        before = {oid: (row.seller, row.account_id, row.marketplace, row.tabs()) for oid, row in rows.items()}
+        rows, before = self._load(cur, t, existing)
         changed: dict[UUID, OrderRow] = {}
         for order_id, order_events in by_order.items():
             row = rows.get(order_id)
@@ -694,44 +698,53 @@ class AllSalesProjection(Projection):
         if not changed:
             return
         reveal_buyers(cur, list(changed.values()))
-        self._write(cur, t, list(changed.values()))
-        self._count(cur, t, before, changed)
+        tabs = self._write(cur, t, list(changed.values()))
+        self._count(cur, t, before, changed, tabs)
 
-    def _load(self, cur: Cursor, t: Tables, order_ids: list[UUID]) -> dict[UUID, OrderRow]:
+    def _load(
+        self, cur: Cursor, t: Tables, order_ids: list[UUID]
+    ) -> tuple[dict[UUID, OrderRow], dict[UUID, Listed]]:
+        """The rows of these orders, and where each is listed now (its stored tab columns: what the counts
+        counted it under)."""
         rows: dict[UUID, OrderRow] = {}
-        for record in select_by_order(cur, t["all_sales_orders"], ORDER_STORED, order_ids):
-            values = dict(zip(ORDER_STORED, record, strict=True))
-            rows[values["order_id"]] = OrderRow(**values)
+        listed: dict[UUID, Listed] = {}
+        for record in select_by_order(cur, t["all_sales_orders"], (*ORDER_STORED, *LISTED), order_ids):
+            values = dict(zip(ORDER_STORED, record, strict=False))
+            row = rows[values["order_id"]] = OrderRow(**values)
+            listed[row.order_id] = (row.seller, row.account_id, row.marketplace, _tabs(*record[-2:]))
         for record in select_by_order(
             cur, t["all_sales_lines"], LINE_COLUMNS, order_ids, order_by="position"
         ):
             line = LineRow(*record)
             line.dirty = False
             rows[line.order_id].lines[line.line_id] = line
-        return rows
+        return rows, listed
 
-    def _write(self, cur: Cursor, t: Tables, rows: list[OrderRow]) -> None:
-        """One COPY and one upsert per table for the whole batch; only lines that changed are written."""
+    def _write(self, cur: Cursor, t: Tables, rows: list[OrderRow]) -> list[list[str]]:
+        """One COPY and one upsert per table for the whole batch; only lines that changed are written.
+        Returns each row's tabs, read from the derived columns written (the state is derived once)."""
         order_values = [_order_params(row) for row in rows]
         lines = [line_values(line) for row in rows for line in row.lines.values() if line.dirty]
         _upsert(cur, t.name("all_sales_orders"), ORDER_TYPES, ("order_id",), order_values)
         _upsert(cur, t.name("all_sales_lines"), LINE_TYPES, ("order_id", "line_id"), lines)
+        return [_tabs(values[_TAB], values[_OPEN_DISPUTES]) for values in order_values]
 
     def _count(
         self,
         cur: Cursor,
         t: Tables,
-        before: dict[UUID, tuple[str, UUID, str, list[str]]],
+        before: dict[UUID, Listed],
         changed: dict[UUID, OrderRow],
+        tabs_now: list[list[str]],
     ) -> None:
         deltas: dict[tuple[str, UUID, str, str], int] = {}
-        for order_id, row in changed.items():
+        for (order_id, row), now in zip(changed.items(), tabs_now, strict=True):
             if order_id in before:
                 seller, account_id, marketplace, tabs = before[order_id]
                 for tab in tabs:
                     key = (seller, account_id, marketplace, tab)
                     deltas[key] = deltas.get(key, 0) - 1
-            for tab in row.tabs():
+            for tab in now:
                 key = (row.seller, row.account_id, row.marketplace, tab)
                 deltas[key] = deltas.get(key, 0) + 1
         changes = [(*key, n) for key, n in sorted(deltas.items()) if n]

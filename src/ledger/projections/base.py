@@ -6,8 +6,12 @@ position (notification id) up to which the generation's tables are complete, and
 
 - Exactly once: a batch's writes and its new position commit in one transaction.
 - One active worker per projection: a PostgreSQL session advisory lock elects it; others wait as standby.
-- Low lag: the worker follows the log through the eventsourcing library's LISTEN/NOTIFY subscription and
-  applies whatever has arrived as one batch, so catch-up runs thousands of events per transaction.
+- Low lag: the worker LISTENs on the recorder's channel with the connection that holds its lock, and on each
+  notification reads whatever has arrived (the recorder's `select_notifications`) and applies it as one batch:
+  one event per transaction when live, thousands when behind. No thread sits between the notification and the
+  write, so a busy process (the API beside the workers) does not add hand-offs to the lag.
+- Cheap skipping: a projection names the event classes it uses (`handles`); other events are not decoded, and
+  the batch's position still moves past them.
 - Rebuild: a new generation is built from position zero beside the live one, then swapped in by one
   transaction that locks the state row, applies the last events, moves the views and flips `active`.
 """
@@ -22,8 +26,7 @@ import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, cast
@@ -31,6 +34,7 @@ from typing import Any, ClassVar, TypeVar, cast
 import psycopg
 from eventsourcing import persistence as es_persistence
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
+from eventsourcing.utils import resolve_topic
 from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
@@ -78,6 +82,8 @@ class Projection(ABC):
     name: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
     topics: ClassVar[tuple[str, ...]] = ()  # event topics to read; empty: all
+    # The event classes `apply` uses (subclasses included); the others are skipped before decoding. Empty: all.
+    handles: ClassVar[tuple[type, ...]] = ()
 
     @abstractmethod
     def create_tables(self, cur: Cursor, t: Tables) -> None:
@@ -349,8 +355,31 @@ def events_between(cur: Cursor, after: int, upto: int) -> int:
     return int(row[0]) if row else 0
 
 
-def decode(mapper: Mapper[Any], notifications: Sequence[Notification]) -> list[Event]:
-    return [Event(n.id, mapper.to_domain_event(n)) for n in notifications]
+class TopicFilter:
+    """Whether a stored event's topic is one of the classes a projection handles, resolved once per topic."""
+
+    def __init__(self, classes: tuple[type, ...]) -> None:
+        self.classes = classes
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, topic: str) -> bool:
+        known = self._known.get(topic)
+        if known is None:
+            known = self._known[topic] = issubclass(resolve_topic(topic), self.classes)
+        return known
+
+
+def topic_filter(projection: Projection) -> TopicFilter | None:
+    return TopicFilter(projection.handles) if projection.handles else None
+
+
+def decode(
+    mapper: Mapper[Any], notifications: Sequence[Notification], wanted: Callable[[str], bool] | None = None
+) -> list[Event]:
+    """The notifications as events, leaving out (undecoded) those whose topic `wanted` refuses."""
+    if wanted is None:
+        return [Event(n.id, mapper.to_domain_event(n)) for n in notifications]
+    return [Event(n.id, mapper.to_domain_event(n)) for n in notifications if wanted(n.topic)]
 
 
 class ProjectionWorker:
@@ -365,6 +394,7 @@ class ProjectionWorker:
         *,
         batch_size: int = 2000,
         standby_interval: float = 1.0,
+        poll_interval: float = 0.25,
         on_active: Callable[[str], None] | None = None,
     ) -> None:
         self.on_active = on_active
@@ -374,6 +404,7 @@ class ProjectionWorker:
         self.mapper = mapper
         self.batch_size = batch_size
         self.standby_interval = standby_interval
+        self.poll_interval = poll_interval
         self.is_active = threading.Event()
         self.stopping = threading.Event()
         self.error: Exception | None = None
@@ -416,87 +447,82 @@ class ProjectionWorker:
             if self.on_active is not None:
                 self.on_active(self.projection.name)
             try:
+                channel = getattr(self.recorder, "channel_name", None)
+                if channel:
+                    lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 with self.connect() as conn:
                     while not self.stopping.is_set():
                         generation, position = install(conn, self.projection)
-                        self._follow(conn, generation, position)
+                        self._follow(conn, lock_conn if channel else None, generation, position)
             finally:
                 self.is_active.clear()
 
-    def _follow(self, conn: psycopg.Connection[TupleRow], generation: int, position: int) -> None:
-        """Apply batches until stopped or the active generation changes (a rebuild swapped it)."""
-        with self._subscription(position) as arrivals:
-            while not self.stopping.is_set():
-                batch = _drain(arrivals, self.batch_size, timeout=0.2)
-                if batch and not self._apply(conn, generation, batch):
+    def _follow(
+        self,
+        conn: psycopg.Connection[TupleRow],
+        listening: psycopg.Connection[TupleRow] | None,
+        generation: int,
+        position: int,
+    ) -> None:
+        """Apply batches until stopped or the active generation changes (a rebuild swapped it).
+
+        Notifications that came while a batch was applied are taken before reading, so each wait ends only on
+        an event committed after the read; `poll_interval` bounds the wait should a notification not come.
+        """
+        wanted = topic_filter(self.projection)
+        while not self.stopping.is_set():
+            if listening is not None:
+                for _ in listening.notifies(timeout=0):
+                    pass
+            notifications = self.recorder.select_notifications(
+                start=position, limit=self.batch_size, topics=self.projection.topics, inclusive_of_start=False
+            )
+            if notifications:
+                if not self._apply(conn, generation, notifications, wanted):
                     return
+                position = notifications[-1].id
+                if len(notifications) >= self.batch_size:
+                    continue  # behind: the next batch at once
+            if listening is None:
+                self.stopping.wait(self.poll_interval)
+            else:
+                for _ in listening.notifies(timeout=self.poll_interval, stop_after=1):
+                    break
 
-    @contextmanager
-    def _subscription(self, position: int) -> Iterator[queue.Queue[Notification | BaseException]]:
-        arrivals: queue.Queue[Notification | BaseException] = queue.Queue(maxsize=self.batch_size * 4)
-        subscription = self.recorder.subscribe(gt=position, topics=self.projection.topics)
-
-        def read() -> None:
-            try:
-                for notification in subscription:
-                    while not self.stopping.is_set():
-                        try:
-                            arrivals.put(notification, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-            except BaseException as e:  # handed to the worker thread, which raises it
-                arrivals.put(e)
-
-        reader = threading.Thread(target=read, name=f"{self.projection.name}-subscription", daemon=True)
-        reader.start()
-        try:
-            yield arrivals
-        finally:
-            subscription.stop()
-            reader.join(timeout=5)
-
-    def _apply(self, conn: psycopg.Connection[TupleRow], generation: int, batch: list[Notification]) -> bool:
+    def _apply(
+        self,
+        conn: psycopg.Connection[TupleRow],
+        generation: int,
+        batch: Sequence[Notification],
+        wanted: Callable[[str], bool] | None,
+    ) -> bool:
         with conn.transaction(), conn.cursor() as cur:
             current = active_generation(cur, self.projection.name, lock="share")
             if current is None or current[0] != generation:
                 return False
-            events = decode(self.mapper, [n for n in batch if n.id > current[1]])
-            if not events:
+            fresh = [n for n in batch if n.id > current[1]]
+            if not fresh:
                 return True
-            apply_batch(cur, self.projection, Tables(generation), events)
+            apply_batch(
+                cur, self.projection, Tables(generation), decode(self.mapper, fresh, wanted), fresh[-1].id
+            )
         return True
 
 
-def apply_batch(cur: Cursor, projection: Projection, t: Tables, events: Sequence[Event]) -> None:
-    """Apply events and advance the generation's position, in the caller's transaction."""
-    projection.apply(cur, t, events)
-    last = events[-1].position
+def apply_batch(
+    cur: Cursor, projection: Projection, t: Tables, events: Sequence[Event], last: int | None = None
+) -> None:
+    """Apply events and advance the generation's position to `last` (default: the last event's), in the
+    caller's transaction. `last` may be past the last event: the batch's skipped events are done too."""
+    if events:
+        projection.apply(cur, t, events)
+    if last is None:
+        last = events[-1].position
     cur.execute(
         "UPDATE projection_state SET position = %s, updated_at = now() WHERE name = %s AND generation = %s",
         (last, projection.name, t.generation),
     )
     cur.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, f"{projection.name}:{last}"))
-
-
-def _drain(
-    arrivals: queue.Queue[Notification | BaseException], limit: int, timeout: float
-) -> list[Notification]:
-    """Whatever has arrived, up to `limit`; waits up to `timeout` for the first."""
-    try:
-        first = arrivals.get(timeout=timeout)
-    except queue.Empty:
-        return []
-    items = [first]
-    while len(items) < limit:
-        try:
-            items.append(arrivals.get_nowait())
-        except queue.Empty:
-            break
-    for item in items:
-        if isinstance(item, BaseException):
-            raise item
-    return items  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------- rebuild
@@ -582,8 +608,9 @@ def _catch_up(
     A reader thread selects and decodes the next batch while this one is written, so the database's time
     and Python's overlap.
     """
-    batches: queue.Queue[list[Event] | BaseException | None] = queue.Queue(maxsize=2)
+    batches: queue.Queue[tuple[list[Event], int, int] | BaseException | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
+    wanted = topic_filter(projection)
 
     def read() -> None:
         start = position
@@ -594,8 +621,8 @@ def _catch_up(
                 )
                 if not notifications:
                     break
-                batches.put(decode(mapper, notifications))
                 start = notifications[-1].id
+                batches.put((decode(mapper, notifications, wanted), start, len(notifications)))
         except BaseException as e:  # handed to the writing thread, which raises it
             batches.put(e)
         batches.put(None)
@@ -610,10 +637,10 @@ def _catch_up(
         while (batch := batches.get()) is not None:
             if isinstance(batch, BaseException):
                 raise batch
+            events, position, read_count = batch
             with conn.transaction(), conn.cursor() as cur:
-                apply_batch(cur, projection, t, batch)
-            position = batch[-1].position
-            done += len(batch)
+                apply_batch(cur, projection, t, events, position)
+            done += read_count
             if progress:
                 progress(done, max(total, done))
     finally:
@@ -641,8 +668,8 @@ def _catch_up_in(
         )
         if not notifications:
             return position
-        apply_batch(cur, projection, t, decode(mapper, notifications))
         position = notifications[-1].id
+        apply_batch(cur, projection, t, decode(mapper, notifications, topic_filter(projection)), position)
         if once or len(notifications) < batch_size:
             return position
 
@@ -665,6 +692,7 @@ def catch_up_unless_followed(
     try:
         generation, position = install(conn, projection)
         settle(conn)  # up to what was committed before this call (unless a transaction stays open)
+        wanted = topic_filter(projection)
         while notifications := recorder.select_notifications(
             start=position, limit=batch_size, topics=projection.topics, inclusive_of_start=False
         ):
@@ -672,9 +700,10 @@ def catch_up_unless_followed(
                 current = active_generation(cur, projection.name, lock="share")
                 if current is None or current[0] != generation:
                     return
-                events = decode(mapper, [n for n in notifications if n.id > current[1]])
-                if events:
-                    apply_batch(cur, projection, Tables(generation), events)
+                fresh = [n for n in notifications if n.id > current[1]]
+                if fresh:
+                    events = decode(mapper, fresh, wanted)
+                    apply_batch(cur, projection, Tables(generation), events, fresh[-1].id)
             position = notifications[-1].id
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

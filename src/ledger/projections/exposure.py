@@ -170,6 +170,12 @@ class ExposureProjection(Projection):
     name: ClassVar[str] = "exposure"
     tables: ClassVar[tuple[str, ...]] = ("exposure_orders", "exposure_shipments")
     topics: ClassVar[tuple[str, ...]] = ()
+    handles: ClassVar[tuple[type, ...]] = (
+        Order.Imported,
+        Order.Shipped,
+        Order.ShipmentVoided,
+        Order.MarketplaceAcknowledged,
+    )
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
         base.create_tables_from(

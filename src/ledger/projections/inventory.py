@@ -55,6 +55,7 @@ class InventoryProjection(Projection):
     name: ClassVar[str] = "inventory"
     tables: ClassVar[tuple[str, ...]] = ("inventory_orders", "inventory_levels", "inventory_restocks")
     topics: ClassVar[tuple[str, ...]] = ()
+    handles: ClassVar[tuple[type, ...]] = (Order.Imported, Order.Restocked)
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
         statements = [

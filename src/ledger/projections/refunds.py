@@ -83,6 +83,7 @@ class RefundsProjection(Projection):
     name: ClassVar[str] = "refunds"
     tables: ClassVar[tuple[str, ...]] = ("refund_orders", "refunds", "refund_lines", "refunds_daily")
     topics: ClassVar[tuple[str, ...]] = ()
+    handles: ClassVar[tuple[type, ...]] = (Order.Imported, Order.Refunded)
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
         base.create_tables_from(
