@@ -32,7 +32,7 @@ from ledger.aggregates.order import Order
 from ledger.aggregates.policies import NotSent, policy_for
 from ledger.aggregates.values import DisputeKind, DisputeOutcome, Marketplace, Requester, Source, SyncAction
 from ledger.eventstore import keys_store
-from ledger.projections.base import Cursor, Event, Projection, Tables, select_by_order
+from ledger.projections.base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
 
 ZERO = Decimal(0)
 DISPUTES_OPEN_TAB = "disputes_open"
@@ -523,12 +523,20 @@ LINE_TYPES = dict(
 )  # fmt: skip
 
 
+FEW_ROWS = 64  # below this, an upsert per row (pipelined) rather than COPY through a staging table
+
+
 def _upsert(
     cur: Cursor, table: str, types: dict[str, str], key: tuple[str, ...], rows: list[tuple[Any, ...]]
 ) -> None:
     """COPY the rows into a temporary staging table, then one INSERT ... ON CONFLICT from it: the cheapest
-    way to write thousands of rows (COPY's row encoding runs in psycopg's C code)."""
+    way to write thousands of rows (COPY's row encoding runs in psycopg's C code). A live batch's few rows go
+    straight in with one pipelined upsert each: the staging table's TRUNCATE and COPY cost more than they save."""
     if not rows:
+        return
+    if len(rows) < FEW_ROWS:
+        update = [c for c in types if c not in key]
+        insert_rows(cur, sql.Identifier(table), tuple(types), rows, on_conflict=key, update=update)
         return
     columns = sql.SQL(", ").join(map(sql.Identifier, types))
     stage = sql.Identifier(f"{table}_stage")
