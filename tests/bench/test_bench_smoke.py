@@ -93,6 +93,18 @@ def test_projection_catchup_smoke(pg_url: str) -> None:
 
 
 @pytest.mark.slow
+def test_projection_ab_smoke(pg_url: str) -> None:
+    """projection_ab runs two builds in turn over one kept log and reports each one's catch-up and lag."""
+    src = str(BENCH.parent / "src")
+    result = _run("projection_ab.py", pg_url, "--rounds", "1", "--events", "200", "--lag-seconds", "1",
+                  "--lag-rate", "20", f"a={src}", f"b={src}")  # fmt: skip
+    for build in result["builds"].values():
+        assert build["events_per_s_median"] > 0
+        assert build["commands_per_s_runs"][0] > 0
+    assert result["builds"]["b"]["events_rebuilt"][0] > result["builds"]["a"]["events_rebuilt"][0]
+
+
+@pytest.mark.slow
 def test_feed_smoke(pg_url: str) -> None:
     """feed pages the change feed over HTTP and by its SQL, and times webhook deliveries, at a tiny size."""
     result = _run("feed.py", pg_url, "--events", "300", "--page", "100", "--runs", "1", "--rate", "20",

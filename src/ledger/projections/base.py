@@ -49,6 +49,7 @@ PROGRESS_CHANNEL = "ledger_projection_progress"
 MARKETPLACES = frozenset(m.value for m in Marketplace)
 Row = TypeVar("Row")
 EVENTS_TABLE = "ledger_events"
+STOP_CHECK_SECONDS = 0.2  # how long a worker waiting for events may take to notice stop()
 
 
 @dataclass(frozen=True)
@@ -483,11 +484,17 @@ class ProjectionWorker:
                 position = notifications[-1].id
                 if len(notifications) >= self.batch_size:
                     continue  # behind: the next batch at once
-            if listening is None:
-                self.stopping.wait(self.poll_interval)
-            else:
-                for _ in listening.notifies(timeout=self.poll_interval, stop_after=1):
-                    break
+            self._wait(listening)
+
+    def _wait(self, listening: psycopg.Connection[TupleRow] | None) -> None:
+        """Until a notification, `poll_interval` or `stop()`, whichever comes first."""
+        if listening is None:
+            self.stopping.wait(self.poll_interval)
+            return
+        deadline = time.monotonic() + self.poll_interval
+        while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            for _ in listening.notifies(timeout=min(left, STOP_CHECK_SECONDS), stop_after=1):
+                return
 
     def _apply(
         self,
