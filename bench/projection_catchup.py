@@ -215,7 +215,7 @@ def _load(
     deadline = time.perf_counter() + seconds
 
     def client(k: int) -> None:
-        writer = Ledger(env=target.eventsourcing_env())
+        writer = Ledger(env=dataclasses.replace(target, pool_size=1).eventsourcing_env())
         next_at = time.perf_counter() + k * interval / clients
         j = k
         while next_at < deadline:
