@@ -39,7 +39,13 @@ from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
 from ledger.aggregates.values import Marketplace
-from ledger.eventstore.database import COMMITTED, DatabaseUnavailableError, settle
+from ledger.eventstore.database import (
+    BUSY_FOR_SECONDS,
+    COMMITTED,
+    POLL_WHILE_BUSY_SECONDS,
+    DatabaseUnavailableError,
+    settle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -469,12 +475,16 @@ class ProjectionWorker:
 
         Notifications that came while a batch was applied are taken before reading, so each wait ends only on
         an event committed after the read; `poll_interval` bounds the wait should a notification not come.
+        The log hands out only events below its commit horizon (`COMMITTED`): a notification can come while an
+        older transaction still holds the horizon, and that one may end without any. So for BUSY_FOR_SECONDS
+        after a notification or a batch the worker reads again every POLL_WHILE_BUSY_SECONDS, as the
+        recorder's own subscription does.
         """
         wanted = topic_filter(self.projection)
+        busy_until = 0.0
         while not self.stopping.is_set():
-            if listening is not None:
-                for _ in listening.notifies(timeout=0):
-                    pass
+            if listening is not None and any(True for _ in listening.notifies(timeout=0)):
+                busy_until = time.monotonic() + BUSY_FOR_SECONDS
             notifications = self.recorder.select_notifications(
                 start=position, limit=self.batch_size, topics=self.projection.topics, inclusive_of_start=False
             )
@@ -482,19 +492,23 @@ class ProjectionWorker:
                 if not self._apply(conn, generation, notifications, wanted):
                     return
                 position = notifications[-1].id
+                busy_until = time.monotonic() + BUSY_FOR_SECONDS
                 if len(notifications) >= self.batch_size:
                     continue  # behind: the next batch at once
-            self._wait(listening)
+            busy = time.monotonic() < busy_until
+            if self._wait(listening, POLL_WHILE_BUSY_SECONDS if busy else self.poll_interval):
+                busy_until = time.monotonic() + BUSY_FOR_SECONDS
 
-    def _wait(self, listening: psycopg.Connection[TupleRow] | None) -> None:
-        """Until a notification, `poll_interval` or `stop()`, whichever comes first."""
+    def _wait(self, listening: psycopg.Connection[TupleRow] | None, interval: float) -> bool:
+        """Until a notification (True), `interval` or `stop()`, whichever comes first."""
         if listening is None:
-            self.stopping.wait(self.poll_interval)
-            return
-        deadline = time.monotonic() + self.poll_interval
+            self.stopping.wait(interval)
+            return False
+        deadline = time.monotonic() + interval
         while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
             for _ in listening.notifies(timeout=min(left, STOP_CHECK_SECONDS), stop_after=1):
-                return
+                return True
+        return False
 
     def _apply(
         self,
