@@ -118,10 +118,14 @@ def test_a_failure_mid_batch_rolls_back_its_rows_and_position(
     resumes at the last whole batch and the view equals a fresh rebuild (each event applied exactly once)."""
     _orders(app, 300)
     head = _head(own_target)
-    _FailingAllSales.at = head // 2
+    positions = [n.id for n in app.recorder.select_notifications(start=0, limit=10_000)]
+    _FailingAllSales.at = positions[len(positions) // 2]  # positions are not dense: a real one, mid-log
     connect_ = lambda: connect(own_target)  # noqa: E731
     failing = base.ProjectionWorker(_FailingAllSales(), connect_, app.recorder, app.mapper, batch_size=64)
-    _run(failing).join(timeout=60)
+    thread = _run(failing)
+    thread.join(timeout=60)
+    failing.stop()  # should it not have failed
+    thread.join()
     assert isinstance(failing.error, RuntimeError)
     stopped_at = _status(own_target, AllSalesProjection()).position
     assert 0 < stopped_at < _FailingAllSales.at <= _FailingAllSales.failed[0]
