@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -814,6 +815,16 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._notifier = _Notifier(self)
         self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
         self._notification_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
+
+    def _create_table(self, curs: Any) -> None:
+        """The library's tables, indexes and insert function, then the commit-order column, one process at a
+        time: processes starting together (`ledger serve` with its workers) would otherwise deadlock, one
+        holding a lock on the table from `CREATE INDEX IF NOT EXISTS` and waiting for the function's row in
+        pg_proc, the other holding that row from `CREATE OR REPLACE FUNCTION` and waiting to ALTER the table.
+        A transaction-level advisory lock keyed by the schema, released with the creating transaction."""
+        key = zlib.crc32(f"ledger-create-tables:{self.datastore.schema}".encode()) & 0x7FFFFFFF
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (key,), prepare=False)
+        super()._create_table(curs)
 
     def call_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._down and not self._server_answers():
