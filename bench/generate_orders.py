@@ -53,7 +53,7 @@ from ledger.aggregates.values import (
     Source,
 )
 from ledger.application.ledger import Ledger
-from ledger.eventstore.database import PostgresTarget, connect
+from ledger.eventstore.database import POSITION_SHIFT, PostgresTarget, connect
 from ledger.projections import base
 from ledger.projections.registry import all_projections, projection_named
 
@@ -211,13 +211,19 @@ def write_batch(
 ) -> int:
     """COPY the batch's events and move the progress row, in one transaction. Returns the events written."""
     stored = [app.mapper.to_stored_event(e) for order in orders for e in order.collect_events()]
+    assert len(stored) < 1 << POSITION_SHIFT  # a transaction's places
     with connect(target) as conn, conn.cursor() as cur:
+        # Positions as the recorder makes them: (this transaction's id << POSITION_SHIFT) + the row's place.
+        row = cur.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
+        assert row is not None
+        base = int(row[0]) << POSITION_SHIFT
         with cur.copy(
-            "COPY ledger_events (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
+            "COPY ledger_events (originator_id, originator_version, topic, state, notification_id)"
+            " FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["uuid", "int8", "text", "bytea"])
-            for s in stored:
-                copy.write_row((s.originator_id, s.originator_version, s.topic, s.state))
+            copy.set_types(["uuid", "int8", "text", "bytea", "int8"])
+            for place, s in enumerate(stored, start=1):
+                copy.write_row((s.originator_id, s.originator_version, s.topic, s.state, base + place))
         cur.execute(
             f"INSERT INTO {PROGRESS_TABLE} (id, next_index, anchor) VALUES (1, %s, %s)"  # noqa: S608
             " ON CONFLICT (id) DO UPDATE SET next_index = excluded.next_index",
