@@ -34,6 +34,18 @@ LIST_CALLS = {
     Marketplace.JET: "listOrders",
     Marketplace.RAKUTEN: "searchOrder",
 }
+# The marketplaces' published read limits (Amazon getOrders: a burst of 20, then one a minute) would make ten
+# rounds of small pages take an hour: this test is about faults, not pacing (tests/integration covers that).
+UNPACED = {
+    f"{m.value}.{operation}": (1000.0, 1000)
+    for m, operations in {
+        Marketplace.AMAZON: ("getOrders", "getOrderItems"),
+        Marketplace.WALMART: ("getAllOrders",),
+        Marketplace.JET: ("listOrders",),
+        Marketplace.RAKUTEN: ("searchOrder",),
+    }.items()
+    for operation in operations
+}
 FAULTS: list[dict[str, Any]] = [
     {"kind": "reset"},
     {"kind": "server_error", "status": 503},
@@ -70,7 +82,12 @@ def test_every_order_is_imported_exactly_once_through_duplicate_pages_resets_and
     Imported event, the rounds created each once, and nothing else was imported."""
     rng = random.Random(8)
     # No overlap: a cursor moved past an order not stored would lose it for good.
-    importer = Importer(flow.app, flow.connect, flow.settings(import_overlap=0.0), client_factory=small_pages)
+    importer = Importer(
+        flow.app,
+        flow.connect,
+        flow.settings(import_overlap=0.0, rate_limits=UNPACED),
+        client_factory=small_pages,
+    )
     made: dict[Marketplace, list[str]] = {m: [] for m in LIST_CALLS}
     created: Counter[Marketplace] = Counter()
     failed_rounds = pages = 0
