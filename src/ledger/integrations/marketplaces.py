@@ -227,12 +227,12 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limits: dict[str, tuple[float, int]] = msgspec.field(default_factory=dict)
     """LEDGER_SYNC_RATE_LIMITS: overrides of operations' buckets, `amazon.confirmShipment=2/10`"""
     processes: int = 1
+    """LEDGER_SYNC_PROCESSES: dispatcher processes running against one database; each takes 1/N of every
+    bucket's rate and burst, so together they keep to the marketplace's limits"""
     metrics_port: int | None = None
     """LEDGER_DISPATCHER_METRICS_PORT: `ledger dispatch` serves the queue's metrics at /metrics on this port"""
     metrics_host: str = "127.0.0.1"
     """LEDGER_DISPATCHER_METRICS_HOST: the address it listens on"""
-    """LEDGER_SYNC_PROCESSES: dispatcher processes running against one database; each takes 1/N of every
-    bucket's rate and burst, so together they keep to the marketplace's limits"""
 
     def __post_init__(self) -> None:
         if self.sync_max_attempts < 1:
