@@ -797,10 +797,7 @@ def wait_for(
     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(PROGRESS_CHANNEL)))
     try:
         while True:
-            row = conn.execute(
-                "SELECT position FROM projection_state WHERE name = %s AND active", (name,)
-            ).fetchone()
-            if row and int(row[0]) >= position:
+            if _applied(conn, name, position):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -811,14 +808,17 @@ def wait_for(
         conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(PROGRESS_CHANNEL)))
 
 
+def _applied(conn: psycopg.Connection[TupleRow], name: str, position: int) -> bool:
+    """Whether projection `name`'s active generation has applied `position`."""
+    row = conn.execute("SELECT position FROM projection_state WHERE name = %s AND active", (name,)).fetchone()
+    return bool(row and int(row[0]) >= position)
+
+
 def _poll_for(conn: psycopg.Connection[TupleRow], name: str, position: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     pause = 0.005
     while True:
-        row = conn.execute(
-            "SELECT position FROM projection_state WHERE name = %s AND active", (name,)
-        ).fetchone()
-        if row and int(row[0]) >= position:
+        if _applied(conn, name, position):
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:

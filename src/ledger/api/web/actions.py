@@ -125,6 +125,19 @@ def _explain(e: LedgerError) -> str:
     return e.message
 
 
+def _order_changer(request: Request[Any, Any, Any]) -> KeyDetails | Response[Any]:
+    """The signed-in key of a form that changes an order, or the page refusing it (sign in, a form posted
+    from elsewhere, a role that may not change orders)."""
+    key = signed_in(request)
+    if key is None:
+        return to_signin()
+    if (refusal := refuse_foreign(request, key)) is not None:
+        return refusal
+    if not may(key, CHANGE_ORDERS):
+        return forbidden(key, "change orders")
+    return key
+
+
 def _act(
     request: Request[Any, Any, Any],
     order_id: UUID,
@@ -133,13 +146,9 @@ def _act(
     target: UUID | None = None,
 ) -> Response[Any]:
     """Run one order command from a form (blocking)."""
-    key = signed_in(request)
-    if key is None:
-        return to_signin()
-    if (refusal := refuse_foreign(request, key)) is not None:
-        return refusal
-    if not may(key, CHANGE_ORDERS):
-        return forbidden(key, "change orders")
+    key = _order_changer(request)
+    if isinstance(key, Response):
+        return key
     ledger = ledger_of(request)
     ctx = web_context(key, str(data.get("token", "")) or None, data)
     version = _version(data)
@@ -295,13 +304,9 @@ def sync_item_form(
 ) -> Response[Any]:
     """Retry a dead or failed change of the order, or resolve a dead one by hand saying how (as the API's
     /v1/sync/outbound/{id}/retry and /resolve do)."""
-    key = signed_in(request)
-    if key is None:
-        return to_signin()
-    if (refusal := refuse_foreign(request, key)) is not None:
-        return refusal
-    if not may(key, CHANGE_ORDERS):
-        return forbidden(key, "change orders")
+    key = _order_changer(request)
+    if isinstance(key, Response):
+        return key
     pool = pool_of(request)
     try:
         with pool.connection() as conn:
