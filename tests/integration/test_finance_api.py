@@ -232,9 +232,10 @@ def test_another_sellers_refunds_are_invisible(
     ],
 )
 def test_only_finance_and_admin_may_use_finance(
-    client: TestClient[Any], seller: Seller, method: str, path: str
+    client: TestClient[Any], seller: Seller, api_ledger: Ledger, connect: base.Connect, method: str, path: str
 ) -> None:
     """operator, auditor and integration keys are 403; no key is 401; finance and admin get past the guard."""
+    _project(connect, api_ledger)  # the finance read models exist, as in a running service
     for role in (Role.OPERATOR, Role.AUDITOR, Role.INTEGRATION):
         _problem(client.request(method, path, headers=seller.auth(role), content=b"x"), 403, "forbidden")
     _problem(client.request(method, path, content=b"x"), 401, "unauthorized")
