@@ -8,6 +8,8 @@ The Ledger (ledger.application) is built on `EventStoreApplication` and knows no
   `MemoryApplicationRecorder` (idempotency.py), which keeps stored responses as the PostgreSQL one does;
 - the transcoder: `LedgerTranscoder` (transcoding.py), the library's JSON written faster, value objects stored
   under names that never change;
+- the mapper: `LedgerMapper` (decoding.py), the library's domain events decoded by a typed decoder per event
+  class, the library's decoding for anything else;
 - saves: on PostgreSQL, grouped with other threads' saves in one transaction (group_commit.py);
 - the crypto-shredding key store that matches the recorder (keys_store.py), and the responses stored under
   idempotency keys (idempotency.py).
@@ -26,6 +28,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     InternalError,
     JSONTranscoder,
+    Mapper,
     Notification,
     ProgrammingError,
     Recording,
@@ -36,6 +39,7 @@ from eventsourcing.popo import POPOFactory
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from ledger.eventstore.database import LedgerApplicationRecorder
+from ledger.eventstore.decoding import LedgerMapper
 from ledger.eventstore.group_commit import GroupCommitter
 from ledger.eventstore.idempotency import MemoryApplicationRecorder, ResponseRecorder, StoredResponse
 from ledger.eventstore.keys_store import KeyStore, MemoryKeys, PersonalData, PostgresKeys
@@ -142,6 +146,12 @@ class EventStoreApplication(Application[UUID]):
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Stored events decoded by typed decoders (decoding.py); a MAPPER_TOPIC setting still wins."""
+        if self.env.get(self.factory.MAPPER_TOPIC):
+            return super().construct_mapper()
+        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=LedgerMapper)
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON, written faster (transcoding.py); a TRANSCODER_TOPIC setting still wins."""

@@ -6,8 +6,8 @@ Python pass turns the event's state into plain dicts, lists and strings, with ea
 `{"_type_": ..., "_data_": ...}` in place, as the library's callback does, and msgspec writes the JSON
 (compact separators, non-ASCII unescaped: the same bytes; tests/unit/test_transcoding.py compares them).
 Anything outside that plain set (a float, a non-string key, a type without a transcoding) goes to the library's
-encoder as before, so nothing is stored in a shape the library would not have written. Decoding is the
-library's.
+encoder as before, so nothing is stored in a shape the library would not have written. Decoding: the
+library's, or typed decoders that give the same events faster (decoding.py, `LedgerMapper`).
 
 Value objects (order lines, buyers, addresses, ...) are stored as a dict of their fields under a name that never
 changes (`DataclassTranscoding`, `VALUE_TRANSCODINGS`), so moving or renaming a class never breaks stored events.
