@@ -120,3 +120,20 @@ def test_appends_smoke(pg_url: str) -> None:
     result = _run("appends.py", pg_url, "--seconds", "0.3", "--rounds", "1", "--threads", "2")
     assert set(result["per_second"]) == {"plain", "ledger", "ledger-alone", "locked", "locked-alone"}
     assert all(rate > 0 for rate in result["per_second"].values())
+
+
+def test_decoding_smoke() -> None:
+    """decoding times the library's and the typed decoding of the same stored events, at a tiny size."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "decoding.py"), "--orders", "20", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    for part in ("all_sales", "previous_release"):
+        assert result[part]["library"]["cpu_us_per_event_median"] > 0
+        assert result[part]["typed"]["cpu_us_per_event_median"] > 0
+    assert set(result["all_sales_per_type"]) == {"Imported", "Shipped", "Refunded"}
