@@ -66,7 +66,7 @@ CASES = {
 
 def _library_way(ctx: Context, order: ImportedOrder, account: Any, third_party: bool) -> Order:
     """What `import_order` did before: the library's `_create` with the event's fields."""
-    return Order._create(  # noqa: SLF001 - the reference
+    return Order._create(
         Order.Imported,
         id=Order.create_id("seller", Marketplace.EBAY.value, order.marketplace_order_id),
         timestamp=AT,
