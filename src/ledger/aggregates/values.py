@@ -142,6 +142,7 @@ MAX_AMOUNT = Decimal(10) ** 12  # far above any order line; keeps typos such as 
 AMOUNT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 _AMOUNT = re.compile(AMOUNT_PATTERN)
 MAX_AMOUNT_TEXT = 40
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in set(MINOR_UNITS.values()) | {2}}
 MAX_QUANTITY_DIGITS = 9
 
 
@@ -179,8 +180,8 @@ def normalize_id(text: str) -> str:
     """An identifier a client or marketplace sends (marketplace order id, line id, SKU, dispute id), as the
     ledger keeps it: NFKC-normalized, then trimmed. NFKC rather than NFC: it also folds compatibility look-alikes
     (fullwidth letters and digits, ligatures, superscripts) into the ASCII marketplaces issue, so one id is one id
-    however a spreadsheet or keyboard encoded it; NFKC text is NFC text too."""
-    return unicodedata.normalize("NFKC", text).strip()
+    however a spreadsheet or keyboard encoded it; NFKC text is NFC text too. ASCII text is its own NFKC form."""
+    return text.strip() if text.isascii() else unicodedata.normalize("NFKC", text).strip()
 
 
 @overload
@@ -199,6 +200,8 @@ def id_problem(text: str) -> str | None:
     U+0000, a tab or a zero-width space), or None."""
     if not text:
         return "is empty"
+    if text.isprintable():  # no control (Cc) or format (Cf) character, nor any other unprintable one
+        return None
     bad = next((c for c in text if unicodedata.category(c) in {"Cc", "Cf"}), None)
     return None if bad is None else f"contains the control character U+{ord(bad):04X}"
 
@@ -207,9 +210,12 @@ def is_valid_amount(amount: Decimal, currency: str) -> bool:
     """Finite, not negative, below MAX_AMOUNT, and no finer than the currency's minor unit."""
     if not amount.is_finite() or amount < 0 or amount >= MAX_AMOUNT:
         return False
+    places = minor_units(currency)
+    if amount.quantize(_QUANTA[places]) == amount:  # whole minor units (and at most 15 digits): exact
+        return True
     exponent = amount.normalize().as_tuple().exponent
     assert isinstance(exponent, int)
-    return -exponent <= minor_units(currency)
+    return -exponent <= places
 
 
 @dataclass(frozen=True, order=True)

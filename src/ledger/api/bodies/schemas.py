@@ -5,7 +5,10 @@ The CLI reads the same shapes from files, so a file that `ledger import` takes i
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -13,7 +16,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from ledger.aggregates.errors import InvalidInputError, InvalidOrderError
-from ledger.aggregates.times import RFC3339_PATTERN, parse_moment, to_utc
+from ledger.aggregates.times import RFC3339_PATTERN, parse_time, to_utc
 from ledger.aggregates.values import (
     AMOUNT_PATTERN,
     MAX_AMOUNT_TEXT,
@@ -23,6 +26,7 @@ from ledger.aggregates.values import (
     OrderLine,
     PaymentStatus,
     is_currency,
+    minor_units,
     parse_amount,
 )
 
@@ -63,16 +67,30 @@ class LineIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     tax: Amount = "0"
     shipping: Amount = "0"
 
-    def to_domain(self, where: str, currency: str) -> OrderLine:
+    def to_domain(self, index: int, currency: str) -> OrderLine:
+        """The line as the domain takes it (`index`: its place in the order, named by a refusal)."""
+        places = minor_units(currency)
         return OrderLine(
             line_id=self.line_id,
             sku=self.sku,
             quantity=self.quantity,
-            unit_price=parse_amount(self.unit_price, f"{where}.unit_price", currency),
-            tax=parse_amount(self.tax, f"{where}.tax", currency),
-            shipping=parse_amount(self.shipping, f"{where}.shipping", currency),
+            unit_price=_amount(self.unit_price, places, index, "unit_price", currency),
+            tax=_amount(self.tax, places, index, "tax", currency),
+            shipping=_amount(self.shipping, places, index, "shipping", currency),
             title=self.title,
         )
+
+
+_AMOUNTS = [re.compile(r"-?[0-9]+" if n == 0 else rf"-?[0-9]+(?:\.[0-9]{{1,{n}}})?") for n in range(4)]
+"""Per number of decimal places a currency has (ISO 4217: 0 to 3), an amount `parse_amount` takes without a word."""
+
+
+def _amount(text: str, places: int, index: int, name: str, currency: str) -> Decimal:
+    """`parse_amount(text, f"lines[{index}].{name}", currency)`, in one match for the amounts it takes: the field's
+    name is made only for a refusal, which `parse_amount` words (a bulk import reads three amounts per line)."""
+    if len(text) <= MAX_AMOUNT_TEXT and _AMOUNTS[places].fullmatch(text):
+        return Decimal(text)
+    return parse_amount(text, f"lines[{index}].{name}", currency)
 
 
 class BuyerIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -116,7 +134,7 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     def _to_domain(self) -> ImportedOrder:
         if not is_currency(self.currency):
             raise InvalidOrderError(f"currency {self.currency!r} is not an active ISO 4217 code", "currency")
-        purchased_at = to_utc(parse_moment(self.purchased_at, "purchased_at"), "purchased_at")
+        purchased_at = to_utc(parse_time(self.purchased_at, "purchased_at"), "purchased_at")
         if purchased_at > datetime.now(UTC) + MAX_AHEAD:
             msg = f"purchased_at {self.purchased_at} is more than 24 hours in the future"
             raise InvalidOrderError(msg, "purchased_at")
@@ -124,13 +142,20 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
             marketplace_order_id=self.marketplace_order_id,
             purchased_at=purchased_at,
             currency=self.currency,
-            payment_status=PaymentStatus(self.payment_status),
+            payment_status=_PAYMENT_STATUS.get(self.payment_status) or PaymentStatus(self.payment_status),
             buyer=Buyer(self.buyer.name, self.buyer.email),
-            lines=tuple(line.to_domain(f"lines[{i}]", self.currency) for i, line in enumerate(self.lines)),
-            ship_to=Address(**msgspec.structs.asdict(self.ship_to)) if self.ship_to else None,
-            paid_at=to_utc(parse_moment(self.paid_at, "paid_at"), "paid_at") if self.paid_at else None,
-            ship_by=to_utc(parse_moment(self.ship_by, "ship_by"), "ship_by") if self.ship_by else None,
+            lines=tuple(line.to_domain(i, self.currency) for i, line in enumerate(self.lines)),
+            ship_to=Address(*msgspec.structs.astuple(self.ship_to)) if self.ship_to else None,
+            paid_at=to_utc(parse_time(self.paid_at, "paid_at"), "paid_at") if self.paid_at else None,
+            ship_by=to_utc(parse_time(self.ship_by, "ship_by"), "ship_by") if self.ship_by else None,
         )
+
+
+_PAYMENT_STATUS = {status.value: status for status in PaymentStatus}
+if AddressIn.__struct_fields__ != tuple(
+    f.name for f in dataclasses.fields(Address)
+):  # read by position above
+    raise TypeError("AddressIn's fields are not Address's, in its order")
 
 
 class ImportRequest(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
