@@ -9,6 +9,7 @@ the app's own, made here, and `/metrics` (no key needed) reads it.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -68,6 +69,15 @@ def read_pool(target: PostgresTarget, name: str = "ledger-api") -> ConnectionPoo
     )
 
 
+def settle() -> None:
+    """Take what start-up made (modules, the app and its routes, the pools) out of the garbage collector's full
+    collections, which otherwise walk all of it again each time the objects that requests leave behind trigger
+    one: a bulk import triggers many (about 15 us of CPU per order, measured in process with and without
+    `gc.freeze`). Collected first, so that no garbage is frozen with it."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     target: PostgresTarget,
     *,
@@ -78,11 +88,13 @@ def create_app(
     webhook_urls: UrlPolicy | None = None,
     replica: PostgresTarget | None = None,
     debug: bool = False,
+    settle_heap: bool = False,
 ) -> Litestar:
     """The HTTP API over `target` (its schema must exist). A given `ledger` is used and left open.
     `replica`: a streaming replica of `target` that All Sales, order reads and the change feed read from.
     `audit_trust` gives the public keys the audit routes list (none without it);
-    `webhook_urls`: which webhook URLs to accept besides public https ones (Settings; default none)."""
+    `webhook_urls`: which webhook URLs to accept besides public https ones (Settings; default none);
+    `settle_heap`: a server process's app (`ledger serve`) freezes its start-up heap once it has started (`settle`)."""
     trust = audit_trust or AuditTrust(None)
     metrics = Metrics()
 
@@ -111,6 +123,8 @@ def create_app(
             fallback_seconds=FALLBACK_SECONDS if replica is None else REPLICA_FALLBACK_SECONDS,
         )
         wakeup.start(asyncio.get_running_loop())
+        if settle_heap:
+            settle()
         try:
             yield
         finally:

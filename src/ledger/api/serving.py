@@ -53,6 +53,7 @@ def app_from_env() -> Litestar:
         web_session_ttl=settings.web_session_ttl,
         webhook_urls=UrlPolicy.of(settings),
         replica=read_replica(settings),
+        settle_heap=True,
     )
 
 

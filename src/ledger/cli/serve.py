@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
                 web_session_ttl=settings.web_session_ttl,
                 webhook_urls=UrlPolicy.of(settings),
                 replica=replica,
+                settle_heap=True,
             )
             if processes == 1
             else "ledger.api.serving:app_from_env",
