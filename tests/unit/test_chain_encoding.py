@@ -20,7 +20,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from ledger.aggregates.chain import GENESIS_HASH, canonical, canonical_event_bytes, chain_hash
+from ledger.aggregates.chain import GENESIS_HASH, _fast_encode, canonical, canonical_event_bytes, chain_hash
 from ledger.aggregates.values import Buyer, Marketplace, OrderLine
 from ledger.application.ledger import Ledger
 from ledger.audit.checkpoints import Row
@@ -209,3 +209,25 @@ def test_a_value_without_a_canonical_encoding_is_refused() -> None:
         canonical_event_bytes(_Floaty(0.5))
     with pytest.raises(TypeError):
         canonical({"x": object()})
+
+
+def test_every_character_encodes_as_the_standard_library_does() -> None:
+    """Every code point but the surrogates, as a value and as a key (their order too), in the encoder's bytes."""
+    for start in range(0, 0x110000, 0x4000):
+        chars = [chr(c) for c in range(start, start + 0x4000) if not 0xD800 <= c < 0xE000]
+        body: dict[str, Any] = {c + "k": ["x" + c + "y", c] for c in reversed(chars)}
+        expected = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        assert _fast_encode(body) == expected, hex(start)
+
+
+def test_a_lone_surrogate_is_refused_as_before() -> None:
+    """Text no UTF-8 can hold fails as the standard library's encoding failed (UnicodeEncodeError)."""
+
+    @dataclasses.dataclass
+    class _Odd:
+        text: str
+
+    with pytest.raises(UnicodeEncodeError):
+        _reference_bytes(_Odd("a\ud800"))
+    with pytest.raises(UnicodeEncodeError):
+        canonical_event_bytes(_Odd("a\ud800"))

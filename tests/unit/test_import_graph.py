@@ -26,6 +26,8 @@ NEVER: dict[str, frozenset[str]] = {
     "projections": frozenset({"application", "api", "integrations"}),
 }
 AGGREGATES_THIRD_PARTY = ("eventsourcing.domain",)  # besides the standard library
+# The hash chain's canonical JSON, a pure function of the event: msgspec writes the same bytes several times faster.
+AGGREGATES_ENCODER = {"ledger.aggregates.chain": ("msgspec",)}
 # The list of every projection the workers run names the outbound queue's too, which lives with its table's owner
 # (integrations/outbound.py beside outbox.py): that one import is wiring, not a projection using integrations.
 WIRING = frozenset({("ledger.projections.registry", "ledger.integrations.outbound")})
@@ -166,7 +168,8 @@ def test_packages_import_only_what_architecture_allows() -> None:
 
 
 def test_aggregates_import_only_the_standard_library_and_the_domain_base() -> None:
-    """The domain has no I/O: its modules import the standard library, eventsourcing.domain and each other."""
+    """The domain has no I/O: its modules import the standard library, eventsourcing.domain and each other (and
+    the hash chain msgspec's JSON encoder)."""
     outside: list[str] = []
     for name, path in modules().items():
         if not name.startswith("ledger.aggregates"):
@@ -183,7 +186,8 @@ def test_aggregates_import_only_the_standard_library_and_the_domain_base() -> No
                     or target.startswith("ledger.aggregates")
                 ):
                     continue
-                if not any(target == t or target.startswith(t + ".") for t in AGGREGATES_THIRD_PARTY):
+                allowed = AGGREGATES_THIRD_PARTY + AGGREGATES_ENCODER.get(name, ())
+                if not any(target == t or target.startswith(t + ".") for t in allowed):
                     outside.append(f"{name} (line {stmt.lineno}) imports {target}")
     assert outside == []
 
