@@ -2,26 +2,34 @@
 
     python bench/projection_catchup.py [--events 100000] [--library-events 5000] [--runs 3]
                                        [--lag-seconds 10] [--lag-rate 500] [--schema NAME]
+                                       [--lag-worker thread|process|both]
 
 Uses LEDGER_DATABASE_URL when set, else an embedded PostgreSQL in a temporary directory. Works in a schema of
 its own, dropped at the end; with `--schema` in that schema, kept, adding events only up to `--events`
 (`projection_ab.py` runs builds one after another over one log this way). `--library-events 0` skips the
-library's runner. Prints one JSON object with every figure (see BENCHMARKS.md).
+library's runner. `--lag-worker` says where the live-lag phase's worker runs: `thread` (default) in this
+process beside the 16 client threads, as `ledger serve` runs its workers beside the API; `process` as
+`ledger worker --projection all_sales` in a process of its own, as beside `ledger serve --no-workers`; `both`
+measures one after the other (`live_lag`, then `live_lag_worker_process`). Prints one JSON object with every
+figure (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import platform
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _common import database_url
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection as LibraryProjection
@@ -172,10 +181,11 @@ def our_rate(target: PostgresTarget, app: Ledger, total: int) -> tuple[float, fl
     return total / (time.perf_counter() - started), (time.process_time() - cpu) * 1e6 / total
 
 
-def live_lag(target: PostgresTarget, app: Ledger, seconds: float, rate: float) -> dict[str, Any]:
-    """Commands at a steady rate while the worker follows; lag = event committed -> row visible."""
-    worker = base.ProjectionWorker(AllSalesProjection(), lambda: connect(target), app.recorder, app.mapper)
-    thread = threading.Thread(target=worker.run)
+def live_lag(
+    target: PostgresTarget, app: Ledger, seconds: float, rate: float, *, worker_process: bool = False
+) -> dict[str, Any]:
+    """Commands at a steady rate while the worker follows; lag = event committed -> row visible. The worker
+    is a thread of this process, or (`worker_process`) `ledger worker` in a process of its own."""
     seen: list[tuple[float, int]] = []
     watching = threading.Event()
     stop = threading.Event()
@@ -191,17 +201,60 @@ def live_lag(target: PostgresTarget, app: Ledger, seconds: float, rate: float) -
                         seen.append((time.perf_counter(), int(position)))
 
     watcher = threading.Thread(target=watch)
-    thread.start()
-    watcher.start()
-    try:  # whatever happens, the threads end, so the process does too
-        assert worker.is_active.wait(30), worker.error
+    with ExitStack() as stack:  # whatever happens, the threads and the worker end, so the process does too
+        if worker_process:
+            stack.enter_context(_worker_process(target))
+        else:
+            worker = base.ProjectionWorker(
+                AllSalesProjection(), lambda: connect(target), app.recorder, app.mapper
+            )
+            thread = threading.Thread(target=worker.run)
+            thread.start()
+            stack.callback(thread.join)
+            stack.callback(worker.stop)
+            assert worker.is_active.wait(30), worker.error
+        watcher.start()
+        stack.callback(watcher.join)
+        stack.callback(stop.set)
         assert watching.wait(10)
-        return _load(app, target, seconds, rate, seen)
+        return {
+            "worker": "process" if worker_process else "thread",
+            **_load(app, target, seconds, rate, seen),
+        }
+    raise AssertionError("unreachable")  # for mypy: the with block returns
+
+
+@contextlib.contextmanager
+def _worker_process(target: PostgresTarget) -> Iterator[None]:
+    """`ledger worker --projection all_sales` (no sync, no webhooks) on this schema, until it is active."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
+        "LEDGER_DATABASE_URL": database_url(target),
+        "LEDGER_DATABASE_SCHEMA": target.schema,
+        "LEDGER_LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "ledger.cli", "worker", "--projection", "all_sales", "--no-sync",
+               "--no-webhooks"]  # fmt: skip
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - the worker's stderr, told when it fails to start
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        command, env=env, stdout=subprocess.PIPE, stderr=log, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # until elected: "ledger: all_sales active"
+            if "all_sales active" in line:
+                break
+        else:
+            log.seek(0)
+            raise RuntimeError(f"ledger worker exited ({proc.wait()}): {log.read()[-2000:].decode()}")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # drained: the worker never blocks
+        yield
     finally:
-        stop.set()
-        watcher.join()
-        worker.stop()
-        thread.join()
+        proc.terminate()  # SIGTERM: the worker stops at a transaction boundary
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _load(
@@ -287,6 +340,12 @@ def main() -> None:
     parser.add_argument("--lag-seconds", type=float, default=10.0)
     parser.add_argument("--lag-rate", type=float, default=500.0)
     parser.add_argument("--schema", help="work in this schema and keep it (default: a throw-away one)")
+    parser.add_argument(
+        "--lag-worker",
+        choices=("thread", "process", "both"),
+        default="thread",
+        help="the live-lag worker: a thread of this process, `ledger worker` in its own process, or both",
+    )
     args = parser.parse_args()
     settings = Settings.from_env()
     with ExitStack() as stack:
@@ -318,7 +377,12 @@ def main() -> None:
             [library_rate(target, app, library_events) for _ in range(args.runs)] if library_events else []
         )
         base.rebuild(AllSalesProjection(), lambda: connect(target), app.recorder, app.mapper)
-        lag = live_lag(target, app, args.lag_seconds, args.lag_rate) if args.lag_seconds > 0 else None
+        lags = {}
+        if args.lag_seconds > 0:
+            for mode in ("thread", "process") if args.lag_worker == "both" else (args.lag_worker,):
+                lags[mode] = live_lag(
+                    target, app, args.lag_seconds, args.lag_rate, worker_process=mode == "process"
+                )
         with connect(target) as conn:
             server = conn.execute("SHOW server_version").fetchone()
         result = {
@@ -340,7 +404,8 @@ def main() -> None:
                 round(statistics.median(ours) / statistics.median(library), 1) if library else None
             ),
             "target_events_per_s": 25_000,
-            "live_lag": lag,
+            "live_lag": lags.get("thread") or lags.get("process"),
+            "live_lag_worker_process": lags.get("process"),
         }
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -94,13 +94,17 @@ def test_projection_catchup_smoke(pg_url: str) -> None:
 
 @pytest.mark.slow
 def test_projection_ab_smoke(pg_url: str) -> None:
-    """projection_ab runs two builds in turn over one kept log and reports each one's catch-up and lag."""
+    """projection_ab runs two builds in turn over one kept log and reports each one's catch-up and lag, with
+    the worker in the benchmark's process and in `ledger worker` of its own."""
     src = str(BENCH.parent / "src")
     result = _run("projection_ab.py", pg_url, "--rounds", "1", "--events", "200", "--lag-seconds", "1",
-                  "--lag-rate", "20", f"a={src}", f"b={src}")  # fmt: skip
+                  "--lag-rate", "20", "--lag-worker", "both", f"a={src}", f"b={src}")  # fmt: skip
     for build in result["builds"].values():
         assert build["events_per_s_median"] > 0
         assert build["commands_per_s_runs"][0] > 0
+        assert build["lag_worker"] == ["thread"]
+        assert build["lag_worker_process_commands_per_s_runs"][0] > 0
+        assert build["lag_worker_process_ms_p99_median"] is not None
     assert result["builds"]["b"]["events_rebuilt"][0] > result["builds"]["a"]["events_rebuilt"][0]
 
 
