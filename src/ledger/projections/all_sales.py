@@ -6,7 +6,6 @@ so catch-up runs at thousands of events per second. Queries live in `AllSalesVie
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -15,6 +14,7 @@ from operator import attrgetter
 from typing import Any, ClassVar
 from uuid import UUID
 
+import msgspec
 from psycopg import sql
 
 from ledger.aggregates.lines import (
@@ -32,14 +32,14 @@ from ledger.aggregates.order import Order
 from ledger.aggregates.policies import NotSent, policy_for
 from ledger.aggregates.values import DisputeKind, DisputeOutcome, Marketplace, Requester, Source, SyncAction
 from ledger.eventstore import keys_store
-from ledger.projections.base import Cursor, Event, Projection, Tables, insert_rows, select_by_order
+from ledger.projections.base import Cursor, Event, Projection, Tables, select_by_order
 
 ZERO = Decimal(0)
 DISPUTES_OPEN_TAB = "disputes_open"
 THIRD_PARTY_TAB = "third_party_managed"
 
 
-@dataclass
+@dataclass(slots=True)
 class LineRow:
     order_id: UUID
     line_id: str
@@ -81,7 +81,7 @@ class LineRow:
 LINE_COLUMNS = tuple(f.name for f in fields(LineRow) if f.name != "dirty")
 
 
-@dataclass
+@dataclass(slots=True)
 class OrderRow:
     order_id: UUID
     seller: str
@@ -127,21 +127,20 @@ class OrderRow:
     @property
     def change_states(self) -> list[tuple[str, str | None]]:
         voided = set(self.sync.get("voided", ()))
-        return [
-            (
-                change_state(
-                    not_sent=change["not_sent"] is not None,
-                    resolved=change["resolved"],
-                    voided=key.split("|", 1)[1] in voided,
-                    accepted=change["accepted"],
-                    answered=change["answered"],
-                    permanent=change["permanent"],
-                    dead=change["dead"],
-                ),
-                change["not_sent"] or (NotSent.VOIDED.value if key.split("|", 1)[1] in voided else None),
+        states = []
+        for key, change in self.sync.get("changes", {}).items():
+            is_voided = bool(voided) and key.partition("|")[2] in voided
+            state = change_state(
+                not_sent=change["not_sent"] is not None,
+                resolved=change["resolved"],
+                voided=is_voided,
+                accepted=change["accepted"],
+                answered=change["answered"],
+                permanent=change["permanent"],
+                dead=change["dead"],
             )
-            for key, change in self.sync.get("changes", {}).items()
-        ]
+            states.append((state, change["not_sent"] or (_VOIDED if is_voided else None)))
+        return states
 
     def standing(self) -> tuple[bool, bool, str]:
         """(buyer_cancel_requested, attention, sync_state): the same functions as the aggregate's."""
@@ -155,6 +154,9 @@ class OrderRow:
             dead=any(state == "dead" for state, _ in states),
         )
         return requested, needs, sync_state(states, diverged=diverged)
+
+
+_VOIDED = NotSent.VOIDED.value
 
 
 def _tabs(tab: str, open_disputes: int) -> list[str]:
@@ -214,11 +216,14 @@ _SYNC = ORDER_STORED.index("sync")
 line_values = attrgetter(*LINE_COLUMNS)
 
 
+_to_json = msgspec.json.Encoder().encode  # jsonb keeps the value, not the text: the fastest encoder will do
+
+
 def _order_params(row: OrderRow) -> tuple[Any, ...]:
     """The row's columns: stored ones, then the derived ones."""
     stored = list(_STORED(row))
-    stored[_PENDING] = json.dumps(row.pending)
-    stored[_SYNC] = json.dumps(row.sync)
+    stored[_PENDING] = _to_json(row.pending).decode() if row.pending else "{}"
+    stored[_SYNC] = _to_json(row.sync).decode()
     state = row.state
     derived = (
         state.status.value,
@@ -288,6 +293,9 @@ def _touch(row: OrderRow, line_id: str) -> LineRow:
     return line
 
 
+_POLICIES = {marketplace.value: policy_for(marketplace) for marketplace in Marketplace}
+
+
 def _note(
     row: OrderRow,
     event: Any,
@@ -298,14 +306,14 @@ def _note(
     by_marketplace: bool = False,
 ) -> None:
     """A change the marketplace hears about, or why not: the same policy as `Order.note_change`."""
-    reason = policy_for(Marketplace(row.marketplace)).not_sent(
+    reason = _POLICIES[row.marketplace].not_sent(
         action,
         third_party_managed=row.third_party_managed,
         from_marketplace=by_marketplace or event.source == Source.MARKETPLACE,
         dispute=dispute,
         sync_off=event.sync_off,
     )
-    row.sync.setdefault("changes", {})[f"{action.value}|{reference}"] = {
+    row.sync.setdefault("changes", {})[f"{action}|{reference}"] = {
         "not_sent": reason.value if reason is not None else None,
         "accepted": False,
         "answered": False,
@@ -525,43 +533,71 @@ LINE_TYPES = dict(
 
 FEW_ROWS = 64  # below this, an upsert per row (pipelined) rather than COPY through a staging table
 
+# Statements by (table, kind), rendered once: composing a 31-column upsert cost more than a live batch's writes.
+_STATEMENTS: dict[tuple[str, str], bytes] = {}
 
-def _upsert(
-    cur: Cursor, table: str, types: dict[str, str], key: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    """COPY the rows into a temporary staging table, then one INSERT ... ON CONFLICT from it: the cheapest
-    way to write thousands of rows (COPY's row encoding runs in psycopg's C code). A live batch's few rows go
-    straight in with one pipelined upsert each: the staging table's TRUNCATE and COPY cost more than they save."""
-    if not rows:
-        return
-    if len(rows) < FEW_ROWS:
-        update = [c for c in types if c not in key]
-        insert_rows(cur, sql.Identifier(table), tuple(types), rows, on_conflict=key, update=update)
-        return
+
+def _statement(cur: Cursor, table: str, kind: str, types: dict[str, str], key: tuple[str, ...]) -> bytes:
+    found = _STATEMENTS.get((table, kind))
+    if found is not None:
+        return found
     columns = sql.SQL(", ").join(map(sql.Identifier, types))
-    stage = sql.Identifier(f"{table}_stage")
-    cur.execute(
-        sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
-            stage, columns, sql.Identifier(table)
-        )
+    target = sql.Identifier(f"{table}_stage" if kind in ("stage", "stage_copy", "merge") else table)
+    on_conflict = sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, key)),
+        sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in types if c not in key
+        ),
     )
-    cur.execute(sql.SQL("TRUNCATE {}").format(stage))
-    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, columns)) as copy:
-        for row in rows:
+    statements = {
+        "copy": "COPY {target} ({columns}) FROM STDIN",
+        "stage": "CREATE TEMPORARY TABLE IF NOT EXISTS {target} AS SELECT {columns} FROM {table} WITH NO DATA",
+        "truncate": "TRUNCATE {target}",
+        "stage_copy": "COPY {target} ({columns}) FROM STDIN",
+        "merge": "INSERT INTO {table} ({columns}) SELECT {columns} FROM {target}{on_conflict}",
+        "upsert": "INSERT INTO {table} ({columns}) VALUES ({values}){on_conflict}",
+    }
+    statement = sql.SQL(statements[kind]).format(
+        target=target if kind != "truncate" else sql.Identifier(f"{table}_stage"),
+        table=sql.Identifier(table),
+        columns=columns,
+        values=sql.SQL(", ").join(sql.Placeholder() * len(types)),
+        on_conflict=on_conflict,
+    )
+    found = _STATEMENTS[(table, kind)] = statement.as_bytes(cur)
+    return found
+
+
+def _write_rows(
+    cur: Cursor,
+    table: str,
+    types: dict[str, str],
+    key: tuple[str, ...],
+    fresh: list[tuple[Any, ...]],
+    changed: list[tuple[Any, ...]],
+) -> None:
+    """Write a batch's rows: `fresh` ones (of orders imported in this batch: no row can exist for them) and
+    `changed` ones (upserted). Many fresh rows are COPYed straight into the table (a rebuild's usual case:
+    no staging table, no conflict check); many changed rows go through a temporary staging table (COPY, then
+    one INSERT ... ON CONFLICT from it); a live batch's few rows go in with one pipelined upsert each (the
+    staging table's TRUNCATE and COPY cost more than they save)."""
+    if len(fresh) >= FEW_ROWS:
+        with cur.copy(_statement(cur, table, "copy", types, key)) as copy:
+            for row in fresh:
+                copy.write_row(row)
+    else:
+        changed = fresh + changed
+    if not changed:
+        return
+    if len(changed) < FEW_ROWS:
+        cur.executemany(_statement(cur, table, "upsert", types, key), changed)
+        return
+    cur.execute(_statement(cur, table, "stage", types, key))
+    cur.execute(_statement(cur, table, "truncate", types, key))
+    with cur.copy(_statement(cur, table, "stage_copy", types, key)) as copy:
+        for row in changed:
             copy.write_row(row)
-    cur.execute(
-        sql.SQL(
-            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT ({key}) DO UPDATE SET {updates}"
-        ).format(
-            table=sql.Identifier(table),
-            columns=columns,
-            stage=stage,
-            key=sql.SQL(", ").join(map(sql.Identifier, key)),
-            updates=sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in types if c not in key
-            ),
-        )
-    )
+    cur.execute(_statement(cur, table, "merge", types, key))
 
 
 # ------------------------------------------------------------------------------------ projection
@@ -706,7 +742,7 @@ class AllSalesProjection(Projection):
         if not changed:
             return
         reveal_buyers(cur, list(changed.values()))
-        tabs = self._write(cur, t, list(changed.values()))
+        tabs = self._write(cur, t, list(changed.values()), rows)
         self._count(cur, t, before, changed, tabs)
 
     def _load(
@@ -728,13 +764,27 @@ class AllSalesProjection(Projection):
             rows[line.order_id].lines[line.line_id] = line
         return rows, listed
 
-    def _write(self, cur: Cursor, t: Tables, rows: list[OrderRow]) -> list[list[str]]:
-        """One COPY and one upsert per table for the whole batch; only lines that changed are written.
-        Returns each row's tabs, read from the derived columns written (the state is derived once)."""
+    def _write(
+        self, cur: Cursor, t: Tables, rows: list[OrderRow], loaded: dict[UUID, OrderRow]
+    ) -> list[list[str]]:
+        """At most one COPY and one upsert per table for the whole batch; only lines that changed are written.
+        Rows not `loaded` are of orders imported in this batch: new rows. Returns each row's tabs, read from
+        the derived columns written (the state is derived once)."""
         order_values = [_order_params(row) for row in rows]
-        lines = [line_values(line) for row in rows for line in row.lines.values() if line.dirty]
-        _upsert(cur, t.name("all_sales_orders"), ORDER_TYPES, ("order_id",), order_values)
-        _upsert(cur, t.name("all_sales_lines"), LINE_TYPES, ("order_id", "line_id"), lines)
+        fresh_orders: list[tuple[Any, ...]] = []
+        changed_orders: list[tuple[Any, ...]] = []
+        fresh_lines: list[tuple[Any, ...]] = []
+        changed_lines: list[tuple[Any, ...]] = []
+        for row, values in zip(rows, order_values, strict=True):
+            if row.order_id in loaded:
+                changed_orders.append(values)
+                changed_lines.extend(line_values(line) for line in row.lines.values() if line.dirty)
+            else:
+                fresh_orders.append(values)
+                fresh_lines.extend(map(line_values, row.lines.values()))
+        _write_rows(cur, t.name("all_sales_orders"), ORDER_TYPES, ("order_id",), fresh_orders, changed_orders)
+        lines_key = ("order_id", "line_id")
+        _write_rows(cur, t.name("all_sales_lines"), LINE_TYPES, lines_key, fresh_lines, changed_lines)
         return [_tabs(values[_TAB], values[_OPEN_DISPUTES]) for values in order_values]
 
     def _count(
