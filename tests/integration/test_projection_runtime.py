@@ -272,6 +272,46 @@ def test_rebuild_beside_live_worker_equals_live(app: Ledger, own_target: Postgre
     assert by_tab == counted
 
 
+def test_live_worker_writes_an_order_of_many_lines_without_copy(
+    app: Ledger, own_target: PostgresTarget
+) -> None:
+    """A live batch runs in pipeline mode, where COPY cannot: an import of more lines than a COPY is used for
+    is written row by row, and the order's row and lines match the aggregate."""
+    account = app.register_account(CTX, seller="acme", marketplace=Marketplace.WALMART, name="many-lines")
+    lines = tuple(OrderLine(str(n), f"SKU-{n}", 2, Decimal("1.25")) for n in range(1, 71))
+    order = Order.import_order(
+        CTX,
+        seller="acme",
+        account_id=account.account_id,
+        marketplace=Marketplace.WALMART,
+        order=ImportedOrder("many-1", NOW, "USD", PaymentStatus.PAID, Buyer("B", "b@example.com"), lines),
+        third_party_managed=False,
+    )
+    worker = base.ProjectionWorker(
+        AllSalesProjection(), lambda: connect(own_target), app.recorder, app.mapper
+    )
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert worker.is_active.wait(10)
+        app.save(order)
+        app.ship(CTX, order.id, carrier=Carrier.FEDEX, tracking_number="123456789012",
+                 lines=tuple(LineQuantity(str(n), 1) for n in range(1, 71)))  # fmt: skip
+        _, head = _position(own_target)
+        with connect(own_target) as conn:
+            assert base.wait_for(conn, "all_sales", head, timeout=30)
+    finally:
+        worker.stop()
+        thread.join()
+    assert worker.error is None
+    _assert_matches_aggregates(app, own_target, [order.id])
+    with connect(own_target) as conn:
+        row = conn.execute(
+            "SELECT count(*), sum(shipped) FROM all_sales_lines WHERE order_id = %s", (order.id,)
+        ).fetchone()
+    assert row == (70, 70)
+
+
 def test_wait_for_times_out_when_nothing_follows(app: Ledger, own_target: PostgresTarget) -> None:
     """Read-your-writes waits report False when no worker applies the position in time."""
     [order_id] = _fill(app, 1)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 import msgspec
-from psycopg import sql
+from psycopg import pq, sql
 
 from ledger.aggregates.lines import (
     LineTally,
@@ -568,6 +568,11 @@ def _statement(cur: Cursor, table: str, kind: str, types: dict[str, str], key: t
     return found
 
 
+def _can_copy(cur: Cursor) -> bool:
+    """COPY cannot run in pipeline mode (a live worker's small batch: see `Projection.pipelined`)."""
+    return cur.connection.pgconn.pipeline_status == pq.PipelineStatus.OFF
+
+
 def _write_rows(
     cur: Cursor,
     table: str,
@@ -581,7 +586,7 @@ def _write_rows(
     no staging table, no conflict check); many changed rows go through a temporary staging table (COPY, then
     one INSERT ... ON CONFLICT from it); a live batch's few rows go in with one pipelined upsert each (the
     staging table's TRUNCATE and COPY cost more than they save)."""
-    if len(fresh) >= FEW_ROWS:
+    if len(fresh) >= FEW_ROWS and _can_copy(cur):
         with cur.copy(_statement(cur, table, "copy", types, key)) as copy:
             for row in fresh:
                 copy.write_row(row)
@@ -589,7 +594,7 @@ def _write_rows(
         changed = fresh + changed
     if not changed:
         return
-    if len(changed) < FEW_ROWS:
+    if len(changed) < FEW_ROWS or not _can_copy(cur):
         cur.executemany(_statement(cur, table, "upsert", types, key), changed)
         return
     cur.execute(_statement(cur, table, "stage", types, key))
@@ -641,6 +646,7 @@ class AllSalesProjection(Projection):
     tables: ClassVar[tuple[str, ...]] = ("all_sales_orders", "all_sales_lines", "all_sales_counts")
     topics: ClassVar[tuple[str, ...]] = ()
     handles: ClassVar[tuple[type, ...]] = (Order.Event,)  # every order event moves version and updated_at
+    pipelined: ClassVar[bool] = True
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
         self._ddl(cur, t, indexes=False)

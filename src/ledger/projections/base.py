@@ -56,6 +56,9 @@ MARKETPLACES = frozenset(m.value for m in Marketplace)
 Row = TypeVar("Row")
 EVENTS_TABLE = "ledger_events"
 STOP_CHECK_SECONDS = 0.2  # how long a worker waiting for events may take to notice stop()
+# A live worker's batch of fewer events than this runs in pipeline mode (for a `pipelined` projection): each
+# round trip it saves is a wait that, beside a busy API, also waits to take the GIL back.
+PIPELINE_BELOW = 64
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ class Projection(ABC):
     topics: ClassVar[tuple[str, ...]] = ()  # event topics to read; empty: all
     # The event classes `apply` uses (subclasses included); the others are skipped before decoding. Empty: all.
     handles: ClassVar[tuple[type, ...]] = ()
+    # `apply` works in psycopg's pipeline mode (no COPY then, and no write whose result it reads): a live
+    # worker sends a small batch's writes, its position and its notification together, in one round trip.
+    pipelined: ClassVar[bool] = False
 
     @abstractmethod
     def create_tables(self, cur: Cursor, t: Tables) -> None:
@@ -517,7 +523,12 @@ class ProjectionWorker:
         batch: Sequence[Notification],
         wanted: Callable[[str], bool] | None,
     ) -> bool:
-        with conn.transaction(), conn.cursor() as cur:
+        pipelined = self.projection.pipelined and len(batch) < PIPELINE_BELOW
+        with (
+            conn.pipeline() if pipelined else contextlib.nullcontext(),
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
             current = active_generation(cur, self.projection.name, lock="share")
             if current is None or current[0] != generation:
                 return False
