@@ -194,7 +194,7 @@ def test_a_failing_member_does_not_lose_the_others(ledger: Ledger) -> None:
     group = GroupCommitter(lambda events, _: put_calls.append(len(events)) or ledger.events.put(events))
     group._commit(members)  # what the committer thread does with a batch it took off the queue
     assert put_calls == [3, 1, 1, 1]  # the batch failed as a whole, then each member alone
-    results = [m.future.exception() or m.future.result() for m in members]
+    results = [m.outcome.exception() or m.outcome.result() for m in members]
     assert isinstance(results[1], IntegrityError)
     assert not isinstance(results[0], Exception)
     assert not isinstance(results[2], Exception)

@@ -30,7 +30,7 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, StoredE
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresSubscription
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import TupleRow
+from psycopg.rows import TupleRow, tuple_row
 
 from ledger.config import ConfigError, Settings, redact_url, validate_schema_name
 from ledger.eventstore import idempotency, migrations
@@ -815,6 +815,8 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._notifier = _Notifier(self)
         self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
         self._notification_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
+        self._insert_fresh_bytes: bytes | None = None
+        self._insert_arrays_bytes: bytes | None = None
 
     def _create_table(self, curs: Any) -> None:
         """The library's tables, indexes and insert function, then the commit-order column, one process at a
@@ -971,41 +973,30 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         return [row["notification_id"] for row in curs.fetchall()]
 
     def _insert_arrays(self, curs: Any, stored_events: Sequence[StoredEvent]) -> None:
-        """The INSERT alone, the events as four parallel arrays (see `_insert_stored_events`)."""
-        if len(stored_events) >= 1 << POSITION_SHIFT:
-            msg = f"one save holds at most {(1 << POSITION_SHIFT) - 1} events, not {len(stored_events)}"
-            raise es_persistence.ProgrammingError(msg)
+        """The INSERT alone, the events as four parallel arrays (see `_insert_stored_events`), in any
+        transaction (after other INSERTs of the same transaction too)."""
         curs.execute(
-            self._insert_arrays_statement(),
-            (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            ),
+            self._statement("_insert_arrays_bytes", _INSERT_ANY, curs.connection),
+            _arrays(stored_events),
+            prepare=True,
         )
 
-    @functools.cache  # noqa: B019 - one recorder per application, kept for its life
-    def _insert_arrays_statement(self) -> sql.Composed:
-        # Positions: this transaction's range starts at its id << POSITION_SHIFT; a second INSERT in the same
-        # transaction continues after the first (the range is this transaction's alone, read by the index).
-        return sql.SQL(
-            "WITH x AS (SELECT pg_current_xact_id()::text::bigint << {shift} AS lo),"
-            " p AS (SELECT coalesce((SELECT max(notification_id) FROM {schema}.{table}"
-            "  WHERE notification_id > x.lo AND notification_id < x.lo + (1::bigint << {shift})), x.lo) AS base"
-            "  FROM x)"
-            " INSERT INTO {schema}.{table} (notification_id, originator_id, originator_version, topic, state)"
-            " SELECT p.base + u.n, u.originator_id, u.originator_version, u.topic, u.state"
-            " FROM p, unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) WITH ORDINALITY"
-            "  AS u(originator_id, originator_version, topic, state, n)"
-            " ORDER BY u.n"
-            " RETURNING notification_id"
-        ).format(
-            shift=sql.Literal(POSITION_SHIFT),
-            schema=sql.Identifier(self.datastore.schema),
-            table=sql.Identifier(self.events_table_name),
-            id_type=sql.Identifier(self.datastore.originator_id_type),
-        )
+    def _statement(self, attribute: str, template: str, conn: psycopg.Connection[Any]) -> bytes:
+        """One of the insert statements (`_INSERT_*`) for this table, rendered once and kept as bytes: psycopg
+        renders a `sql.Composed` again on every execute, and only bytes are parsed once."""
+        statement: bytes | None = getattr(self, attribute)
+        if statement is None:
+            statement = _as_bytes(
+                sql.SQL(template).format(
+                    shift=sql.Literal(POSITION_SHIFT),
+                    schema=sql.Identifier(self.datastore.schema),
+                    table=sql.Identifier(self.events_table_name),
+                    id_type=sql.Identifier(self.datastore.originator_id_type),
+                ),
+                conn,
+            )
+            setattr(self, attribute, statement)
+        return statement
 
     def existing_originator_ids(self, originator_ids: Sequence[Any]) -> set[Any]:
         """Which of these aggregates have events (one query: a bulk import's existence check)."""
@@ -1109,15 +1100,61 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         The library's save took six round trips (BEGIN, its two lock statements, NOTIFY, the INSERT, COMMIT),
         and the Ledger's before this recorder two, keeping COMMIT apart so that a writer killed while it waited
         for the table lock never committed afterwards; with no lock there is nothing to wait for. A version
-        conflict is an IntegrityError, as before, and nothing of the save is recorded then."""
+        conflict is an IntegrityError, as before, and nothing of the save is recorded then.
+
+        The statement is `_INSERT_FRESH`: its transaction has no rows yet, so its positions start at the
+        transaction's own (no look for earlier rows), and it is prepared on each connection at its first use."""
+        arrays = _arrays(stored_events)
         with self.datastore.get_connection() as conn:
             assert conn.autocommit
-            with conn.cursor() as curs:
-                self._insert_arrays(curs, stored_events)
-                ids = self._fetch_ids_after_insert_events(curs, stored_events)
+            statement = self._statement("_insert_fresh_bytes", _INSERT_FRESH, conn)
+            with conn.cursor(row_factory=tuple_row) as curs:
+                rows = curs.execute(statement, arrays, prepare=True).fetchall()
         self._notifier.wake()
-        assert ids is not None
-        return ids
+        if len(rows) != len(stored_events):  # pragma: no cover - one row per event, or the INSERT failed
+            msg = f"the INSERT returned {len(rows)} positions for {len(stored_events)} events"
+            raise es_persistence.ProgrammingError(msg)
+        return [row[0] for row in rows]
+
+
+_INSERT_FRESH: Final = (
+    "WITH x AS (SELECT pg_current_xact_id()::text::bigint << {shift} AS lo)"
+    " INSERT INTO {schema}.{table} (notification_id, originator_id, originator_version, topic, state)"
+    " SELECT x.lo + u.n, u.originator_id, u.originator_version, u.topic, u.state"
+    " FROM x, unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) WITH ORDINALITY"
+    "  AS u(originator_id, originator_version, topic, state, n)"
+    " ORDER BY u.n"
+    " RETURNING notification_id"
+)
+"""The INSERT of a transaction's first events: positions (transaction id << POSITION_SHIFT) + 1, 2, ..."""
+
+_INSERT_ANY: Final = (
+    "WITH x AS (SELECT pg_current_xact_id()::text::bigint << {shift} AS lo),"
+    " p AS (SELECT coalesce((SELECT max(notification_id) FROM {schema}.{table}"
+    "  WHERE notification_id > x.lo AND notification_id < x.lo + (1::bigint << {shift})), x.lo) AS base"
+    "  FROM x)"
+    " INSERT INTO {schema}.{table} (notification_id, originator_id, originator_version, topic, state)"
+    " SELECT p.base + u.n, u.originator_id, u.originator_version, u.topic, u.state"
+    " FROM p, unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) WITH ORDINALITY"
+    "  AS u(originator_id, originator_version, topic, state, n)"
+    " ORDER BY u.n"
+    " RETURNING notification_id"
+)
+"""The INSERT in any transaction: a second INSERT in the same transaction continues after the first (the
+transaction's range of positions is its alone, and the look for its earlier rows goes by the index)."""
+
+
+def _arrays(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
+    """The events as the INSERTs' four parallel arrays."""
+    if len(stored_events) >= 1 << POSITION_SHIFT:
+        msg = f"one save holds at most {(1 << POSITION_SHIFT) - 1} events, not {len(stored_events)}"
+        raise es_persistence.ProgrammingError(msg)
+    return (
+        [e.originator_id for e in stored_events],
+        [e.originator_version for e in stored_events],
+        [e.topic for e in stored_events],
+        [e.state for e in stored_events],
+    )
 
 
 def _as_bytes(statement: Any, conn: psycopg.Connection[Any]) -> bytes:
