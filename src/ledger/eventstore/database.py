@@ -681,6 +681,10 @@ def settle(conn: psycopg.Connection[Any], timeout: float = SETTLE_SECONDS) -> bo
 
 POSITION_SHIFT: Final = 20
 """A position is (transaction id << POSITION_SHIFT) + the row's place in its transaction (1, 2, ...)."""
+NOTIFY_SPACING_SECONDS: Final = 0.005
+"""Least time between two NOTIFYs of one process's notifier: a follower learns of a save at most this much
+later (it polls every POLL_WHILE_BUSY_SECONDS anyway while the log is busy), and the NOTIFYs' transactions
+(each a transaction id, a commit and PostgreSQL's notify lock) no longer come once per group commit."""
 POLL_WHILE_BUSY_SECONDS: Final = 0.02
 POLL_WHEN_QUIET_SECONDS: Final = 0.5
 BUSY_FOR_SECONDS: Final = 1.0
@@ -718,6 +722,7 @@ class _Notifier:
             if not self._wanted.wait(0.5):
                 continue
             self._wanted.clear()
+            began = time.monotonic()
             try:  # a pooled connection for a moment: no connection of its own kept open
                 with self._recorder.datastore.get_connection() as conn:
                     conn.execute(self._recorder._notify_statement(conn))
@@ -726,6 +731,8 @@ class _Notifier:
                     return
                 logger.warning("could not notify the followers (they poll)", exc_info=True)
                 time.sleep(0.1)
+            # The saves of the next NOTIFY_SPACING_SECONDS share one NOTIFY (one was sent per group commit).
+            time.sleep(max(0.0, NOTIFY_SPACING_SECONDS - (time.monotonic() - began)))
 
 
 def _probe_params(pool: Any) -> dict[str, Any]:
