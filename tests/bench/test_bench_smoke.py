@@ -126,6 +126,16 @@ def test_appends_smoke(pg_url: str) -> None:
     assert all(rate > 0 for rate in result["per_second"].values())
 
 
+def test_appends_ab_smoke(pg_url: str) -> None:
+    """appends_ab runs two builds in turn, each against its own plain INSERTs, and reports each one's ratios."""
+    src = str(BENCH.parent / "src")
+    result = _run("appends_ab.py", pg_url, "--rounds", "2", "--seconds", "0.3", "--threads", "2",
+                  f"a={src}", f"b={src}")  # fmt: skip
+    for name in ("a", "b"):
+        assert [run["ratio"]["plain"] for run in result["runs"][name]] == [1.0, 1.0]
+        assert result["median_ratio"][name]["ledger"] > 0
+
+
 def test_decoding_smoke() -> None:
     """decoding times the library's and the typed decoding of the same stored events, at a tiny size."""
     done = subprocess.run(
