@@ -27,7 +27,7 @@ STRICT_BODY = "ledger.strict_body"
 _decoders: dict[Callable[..., Any], msgspec.json.Decoder[Any] | None] = {}
 
 
-def _decoder(handler: BaseRouteHandler) -> msgspec.json.Decoder[Any] | None:
+def strict_decoder(handler: BaseRouteHandler) -> msgspec.json.Decoder[Any] | None:
     """The strict decoder of the handler's JSON body type; None when it takes no JSON body."""
     fn = handler.fn
     if fn not in _decoders:
@@ -47,16 +47,22 @@ def is_json_media_type(content_type: str | None) -> bool:
 async def strict_json_body(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Guard of every `/v1` route (after `authorize`): refuse a JSON body sent as another media type, and
     decode it strictly. An empty body is left to Litestar (a missing body is its 400)."""
-    decoder = _decoder(handler)
+    decoder = strict_decoder(handler)
     if decoder is None:
         return
     body: bytes = await connection.body()  # type: ignore[attr-defined] # an HTTP route: a Request
     if not body:
         return
-    if not is_json_media_type(raw_header(connection.scope, b"content-type")):
+    connection.scope["state"][STRICT_BODY] = decode_strictly(decoder, body, connection.scope)
+
+
+def decode_strictly(decoder: msgspec.json.Decoder[Any], body: bytes, scope: Any) -> Any:
+    """A non-empty body sent as JSON, decoded strictly: 415 if sent as another media type, 400 if it is not
+    JSON, 422 (msgspec's ValidationError) if it is not the route's body type."""
+    if not is_json_media_type(raw_header(scope, b"content-type")):
         raise UnsupportedMediaTypeError(f"send the body as Content-Type: {JSON_MEDIA_TYPE}")
     try:
-        connection.scope["state"][STRICT_BODY] = decoder.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError:
         raise
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
