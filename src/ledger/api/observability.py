@@ -223,13 +223,45 @@ def _set_request_id(message: Any, request_id: bytes) -> None:
     headers.append((_REQUEST_ID_NAME, request_id))
 
 
+OBSERVATION = "ledger.observation"
+"""Where in the scope `observe` keeps the request's `Observation` (for `direct_send`)."""
+
+
+class Observation:
+    """What `observe` knows of a request while it runs: the status sent, the request id, and the send it was
+    given (the one outside its own wrapper)."""
+
+    __slots__ = ("request_id", "send", "status")
+
+    def __init__(self, request_id: bytes, send: Send) -> None:
+        self.request_id = request_id
+        self.send = send
+        self.status = 500
+
+
+async def direct_send(
+    scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """Send a whole response (`headers` without X-Request-Id, `status` below 400) as `observe` would pass it on:
+    the request id appended to the headers and the status counted, but without a pass through the send wrappers
+    between the caller and `observe` (api/lean.py). Without `observe` around, through `send`."""
+    observation = scope.get(OBSERVATION)
+    if isinstance(observation, Observation):
+        headers.append((_REQUEST_ID_NAME, observation.request_id))
+        observation.status = status
+        send = observation.send
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
     """The middleware factory: request id, metrics and the request's log line.
 
     It runs for every request, so it keeps to little work: the labelled series of a (route, method, status)
-    are looked up once and kept (the label set is bounded: route templates), and the log line's fields are
-    built only when `ledger.api` logs at INFO."""
+    and of a (command, outcome) are looked up once and kept (the label sets are bounded: route templates,
+    operations, problem codes), and the log line's fields are built only when `ledger.api` logs at INFO."""
     series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+    outcomes: dict[tuple[str, str], Any] = {}
 
     def record(labels: tuple[str, str, str], duration: float) -> None:
         pair = series.get(labels)
@@ -238,28 +270,33 @@ def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
         pair[0].inc()
         pair[1].observe(duration)
 
+    def count(command: str, outcome: str) -> None:
+        counter = outcomes.get((command, outcome))
+        if counter is None:
+            counter = outcomes[command, outcome] = metrics.commands.labels(command, outcome)
+        counter.inc()
+
     def middleware(app: ASGIApp) -> ASGIApp:
         async def observed(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
                 return
             request_id = _request_id(scope)
-            request_id_header = request_id.encode("latin-1")
+            observation = Observation(request_id.encode("latin-1"), send)
+            scope[OBSERVATION] = observation  # type: ignore[literal-required]
             token = request_id_var.set(request_id)
             method = scope["method"]
             command = _operation(scope) if method in COMMAND_METHODS else None
-            status = 500
             body = bytearray()
             started = time.perf_counter()
 
             async def send_wrapper(message: Message) -> None:
-                nonlocal status
                 if message["type"] == "http.response.start":
-                    status = message["status"]
-                    _set_request_id(message, request_id_header)
+                    observation.status = message["status"]
+                    _set_request_id(message, observation.request_id)
                 elif (
                     command is not None
-                    and status >= 400
+                    and observation.status >= 400
                     and message["type"] == "http.response.body"
                     and len(body) < MAX_PROBLEM_BODY
                 ):
@@ -270,11 +307,11 @@ def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
                 await app(scope, receive, send_wrapper)
             finally:
                 duration = time.perf_counter() - started
+                status = observation.status
                 route = _route(scope)
                 record((route, method, str(status)), duration)
                 if command is not None:
-                    outcome = "ok" if status < 400 else _problem_code(bytes(body))
-                    metrics.commands.labels(command, outcome).inc()
+                    count(command, "ok" if status < 400 else _problem_code(bytes(body)))
                 if _log.isEnabledFor(logging.INFO):
                     fields: dict[str, Any] = {
                         "method": method,
