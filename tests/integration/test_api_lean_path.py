@@ -5,19 +5,20 @@ Litestar."""
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from api_support import UPS_TRACKING, Seller, order_body
+from api_support import API_MAX_BODY, UPS_TRACKING, Seller, order_body
 from litestar.testing import TestClient
 
 from ledger.aggregates.values import Marketplace, Role
 from ledger.api import lean
+from ledger.api.observability import direct_send
 
 SHIP = {"carrier": "ups", "tracking_number": UPS_TRACKING}
 JSON = {"Content-Type": "application/json"}
 VOLATILE = ("x-request-id", "ledger-position", "date")
+GIVEN_ID = "given-"
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -30,10 +31,28 @@ def _import(client: TestClient[Any], seller: Seller) -> str:
     return order_id
 
 
-def _answer(response: Any) -> tuple[int, dict[str, str], str]:
-    """Status, headers (volatile values blanked) and the body with its ids blanked."""
-    headers = {k.lower(): ("*" if k.lower() in VOLATILE else v) for k, v in response.headers.items()}
+def _answer(response: Any) -> tuple[int, list[tuple[str, str]], str]:
+    """Status, headers in their order (volatile values blanked, except a request id the client gave) and the
+    body with its ids blanked."""
+    headers = [
+        (k.lower(), "*" if k.lower() in VOLATILE and not v.startswith(GIVEN_ID) else v)
+        for k, v in response.headers.multi_items()
+    ]
     return response.status_code, headers, UUID_RE.sub("<id>", response.text)
+
+
+def _counts(client: TestClient[Any]) -> dict[str, float]:
+    """The request and command counters of /metrics, by their labels."""
+    text = client.get("/metrics").text
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name.startswith(("ledger_http_requests_total", "ledger_commands_total")) and "/metrics" not in name
+    }
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
 
 
 def _requests(client: TestClient[Any], seller: Seller, run: str) -> list[tuple[int, dict[str, str], str]]:
@@ -43,11 +62,19 @@ def _requests(client: TestClient[Any], seller: Seller, run: str) -> list[tuple[i
     url = f"/v1/orders/{order_id}/shipments"
     keyed = seller.auth() | {"Idempotency-Key": f"key-{run}"}
     answers.append(_answer(client.post(url, json=SHIP, headers=keyed)))
-    answers.append(_answer(client.post(url, json=SHIP, headers=keyed)))  # the replay
+    answers.append(
+        _answer(client.post(url, json=SHIP, headers=keyed | {"X-Request-Id": f"{GIVEN_ID}request"}))
+    )
     answers.append(_answer(client.post(url, json=SHIP, headers=seller.auth())))  # 409 nothing to ship
     other = _import(client, seller)
     other_url = f"/v1/orders/{other}/shipments"
     answers.append(_answer(client.post(other_url, json=SHIP)))  # 401
+    answers.append(  # a body over the app's limit: 413
+        _answer(client.post(other_url, content=b" " * (API_MAX_BODY + 1), headers=seller.auth() | JSON))
+    )
+    answers.append(  # 422 a replay under the key with another body
+        _answer(client.post(url, json={**SHIP, "carrier_name": "x"}, headers=keyed))
+    )
     answers.append(_answer(client.post(other_url, json=SHIP, headers=seller.auth(Role.AUDITOR))))  # 403
     answers.append(_answer(client.post(other_url, json={"carrier": 5}, headers=seller.auth())))  # 422
     answers.append(  # 415
@@ -86,7 +113,7 @@ def _requests(client: TestClient[Any], seller: Seller, run: str) -> list[tuple[i
             )
         )
     )
-    return answers
+    return [(status, headers, body.replace(f"key-{run}", "key-<run>")) for status, headers, body in answers]
 
 
 def test_the_lean_path_answers_as_litestars_path(
@@ -94,25 +121,40 @@ def test_the_lean_path_answers_as_litestars_path(
 ) -> None:
     """Each request, sent once on the lean path and once with it turned off, gets the same answer."""
     ran: list[object] = []
-    pool = lean._executor
+    workers = lean._workers
 
-    class Counting(ThreadPoolExecutor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-            ran.append(fn)
-            return pool.submit(fn, *args, **kwargs)
+    class Counting(lean.Workers):
+        def run(self, call: Any) -> Any:
+            ran.append(call)
+            return workers.run(call)
 
-    monkeypatch.setattr(lean, "_executor", Counting(max_workers=1))
+    sent: list[int] = []
+
+    async def counting_send(scope: Any, send: Any, status: int, headers: Any, body: bytes) -> None:
+        sent.append(status)
+        await direct_send(scope, send, status, headers, body)
+
+    monkeypatch.setattr(lean, "_workers", Counting(1))
+    monkeypatch.setattr(lean, "direct_send", counting_send)
+    before = _counts(client)
     on_lean = _requests(client, seller, "lean")
-    assert (
-        len(ran) == 8
-    )  # every request that passed the checks ran there: 201, replay, 409, 412, 201 x2, 409, 404
+    lean_counts = _delta(before, _counts(client))
+    # every request that passed the checks ran there: 201, replay, 422 reused key, 409, 412, 201 x2, 409, 404
+    assert len(ran) == 9
+    assert sent == [201, 201, 201, 201]  # the answers the lean path made itself
     monkeypatch.setattr(lean, "_functions", {})
-    on_litestar = _requests(client, seller, "litestar")
+    monkeypatch.setattr(lean, "_routes", {})
+    before = _counts(client)
+    on_litestar = _requests(client, seller, "full")  # a run name as long as "lean"
+    assert _delta(before, _counts(client)) == lean_counts  # the same requests, statuses and outcomes counted
+    assert len(sent) == 4
     assert [a[0] for a in on_lean] == [
         201,
         201,
         409,
         401,
+        413,
+        422,
         403,
         422,
         415,
