@@ -6,7 +6,9 @@ Each NAME=SRC is a `src` directory (e.g. `git archive <commit> src | tar -x -C /
 is measured; NAME=SRC@N runs it with `--processes N` (`one=src two=src@2`: one against two server processes); the ceiling of commands_http.py runs in every round too. Variants are interleaved, on one embedded
 PostgreSQL, with the same load as commands_http.py's `ledger` variant (16 clients, one order per request).
 Besides commands/s it reports the server process's CPU seconds (user + system, from /proc) per command: on a
-shared machine that figure moves much less than the rate, so it is the one to compare builds by. Linux only.
+shared machine that figure moves much less than the rate, so it is the one to compare builds by; and the CPU of
+the server's main thread alone (its event loop: HTTP, the framework, the API's code, without the command and
+commit threads), which is what a change to the HTTP path moves. Linux only.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def loop_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the server's main thread: its event loop (HTTP, the framework, the API's own code),
+    without the threads that run commands and commit them. Meaningful with one process."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -57,6 +66,7 @@ def main() -> None:
     builds = [(name, src.rpartition("@")[0] if "@" in src else src) for name, src in builds]
     rates: dict[str, list[float]] = {name: [] for name, _ in builds}
     cpus: dict[str, list[float]] = {name: [] for name, _ in builds}
+    loop_cpus: dict[str, list[float]] = {name: [] for name, _ in builds}
     data = Path(tempfile.mkdtemp(prefix="ledger-bench-", dir="/tmp"))
     pythonpath = os.environ.get("PYTHONPATH", "")
     try:
@@ -83,18 +93,21 @@ def main() -> None:
                             bench.load(port, bench.requests_for(kind, plan[:100], secret), args.clients)
                         )
                         before = cpu_seconds(proc.pid)
+                        loop_before = loop_thread_cpu_seconds(proc.pid)
                         figures = asyncio.run(
                             bench.load(port, bench.requests_for(kind, plan[100:], secret), args.clients)
                         )
                         cpu = (cpu_seconds(proc.pid) - before) / figures["requests"]
+                        loop_cpu = (loop_thread_cpu_seconds(proc.pid) - loop_before) / figures["requests"]
                     finally:
                         bench.stop_server(proc)
                         os.environ["PYTHONPATH"] = pythonpath
                     rates[name].append(figures["per_s"])
                     cpus[name].append(cpu * 1000)
+                    loop_cpus[name].append(loop_cpu * 1000)
                     print(
-                        f"run {run} {name}: {figures['per_s']:.0f}/s, {cpu * 1000:.2f} ms CPU per request, "
-                        f"errors {figures['errors']}",
+                        f"run {run} {name}: {figures['per_s']:.0f}/s, {cpu * 1000:.2f} ms CPU per request "
+                        f"({loop_cpu * 1000:.3f} in the loop thread), errors {figures['errors']}",
                         file=sys.stderr,
                     )
             app.close()
@@ -108,6 +121,8 @@ def main() -> None:
             "to_ceiling": round(statistics.median(rates[name]) / ceiling, 3),
             "server_cpu_ms_per_request_median": round(statistics.median(cpus[name]), 2),
             "server_cpu_ms_per_request_runs": [round(c, 2) for c in cpus[name]],
+            "loop_thread_cpu_ms_per_request_median": round(statistics.median(loop_cpus[name]), 3),
+            "loop_thread_cpu_ms_per_request_runs": [round(c, 3) for c in loop_cpus[name]],
         }
         for name, _ in builds
     }
