@@ -5,6 +5,7 @@ Litestar."""
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -121,12 +122,12 @@ def test_the_lean_path_answers_as_litestars_path(
 ) -> None:
     """Each request, sent once on the lean path and once with it turned off, gets the same answer."""
     ran: list[object] = []
-    workers = lean._workers
+    pool = lean._executor
 
-    class Counting(lean.Workers):
-        def run(self, call: Any) -> Any:
-            ran.append(call)
-            return workers.run(call)
+    class Counting(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            ran.append(fn)
+            return pool.submit(fn, *args, **kwargs)
 
     sent: list[int] = []
 
@@ -134,7 +135,7 @@ def test_the_lean_path_answers_as_litestars_path(
         sent.append(status)
         await direct_send(scope, send, status, headers, body)
 
-    monkeypatch.setattr(lean, "_workers", Counting(1))
+    monkeypatch.setattr(lean, "_executor", Counting(max_workers=1))
     monkeypatch.setattr(lean, "direct_send", counting_send)
     before = _counts(client)
     on_lean = _requests(client, seller, "lean")

@@ -10,7 +10,9 @@ functions, and only skips the generic parts:
    `receive` with Litestar's limits and kept where Litestar's `Request` finds it, then decoded strictly; the query);
 2. the route's arguments, from the path parameters, the strictly decoded body (the guard's own decoding: on
    success it equals Litestar's lenient one), and the providers of `api.dependencies` called directly;
-3. the route's own function, in a thread of this module's pool (the context copied, like anyio does);
+3. the route's own function, in a thread of this module's pool (the context copied, like anyio does; a plain
+   queue of threads instead of the executor cost less per hand-off in a micro-benchmark, yet more CPU in the
+   server's command threads, so the executor stays: BENCHMARKS.md);
 4. the function's `Response`, encoded as Litestar's `to_response` encodes it (the same status, the same headers
    in the same order, the same body bytes), sent by `observability.direct_send` past the send wrappers (the
    metrics still see its status, and it carries the same X-Request-Id). A response this module does not know how
@@ -31,9 +33,8 @@ import functools
 import hashlib
 import inspect
 import math
-import queue
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,64 +64,7 @@ _functions: dict[str, Callable[..., Any]] = {}
 _parameters: dict[str, frozenset[str]] = {}
 _ONCE = object()
 _ENTITY_HEADERS = frozenset({"content-type", "content-length", "x-request-id"})
-
-
-class Workers:
-    """The threads that run command functions: a call is a queue item and its result comes back to the caller's
-    loop with one `call_soon_threadsafe`. What `loop.run_in_executor` does too, without a `concurrent.futures`
-    Future, its lock and condition, and the chaining of two futures per call (about 5% of a command's CPU)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._calls: queue.SimpleQueue[
-            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]
-        ]
-        self._calls = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._started = False
-
-    def run(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
-        """`call()` in a worker thread; its result (or exception) on the running loop's future."""
-        if not self._started:
-            self._start()
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._calls.put((loop, future, call))
-        return future
-
-    def _start(self) -> None:
-        with self._lock:
-            if not self._started:
-                for i in range(self._size):
-                    name = f"ledger-command_{i}"
-                    threading.Thread(target=self._work, name=name, daemon=True).start()
-                self._started = True
-
-    def _work(self) -> None:
-        while True:
-            _run(*self._calls.get())
-
-
-def _run(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], call: Callable[[], Any]) -> None:
-    try:
-        result = call()
-    except BaseException as e:  # the caller's to raise, as with an executor
-        loop.call_soon_threadsafe(_fail, future, e)
-    else:
-        loop.call_soon_threadsafe(_succeed, future, result)
-
-
-def _succeed(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.cancelled():
-        future.set_result(result)
-
-
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.cancelled():
-        future.set_exception(error)
-
-
-_workers = Workers(THREADS)
+_executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="ledger-command")
 
 
 def register(operation_id: str, fn: Callable[..., Any]) -> None:
@@ -289,7 +233,8 @@ def lean_commands(app: ASGIApp) -> ASGIApp:
         kwargs["idempotency_key"] = provide_idempotency_key(idempotency_key)  # type: ignore[arg-type]
         kwargs["expected_version"] = provide_expected_version(if_match)  # type: ignore[arg-type]
         kwargs["digest"] = _digest(scope, body)
-        result = await _workers.run(functools.partial(contextvars.copy_context().run, route.fn, **kwargs))
+        call = functools.partial(contextvars.copy_context().run, route.fn, **kwargs)
+        result = await asyncio.get_running_loop().run_in_executor(_executor, call)
         encoded = _encoded(route, result, scope)
         if encoded is None:
             response = await handler.to_response(app=scope["litestar_app"], data=result, request=request)
