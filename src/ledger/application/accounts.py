@@ -102,6 +102,8 @@ class Accounts(LedgerCore):
                 self.save(account)
             except IntegrityError:
                 continue
+            finally:
+                self.forget_sync(account_id)
             return AccountDetails.of(account)
         raise ConcurrentUpdateError(f"account {account_id} kept changing; try again")
 

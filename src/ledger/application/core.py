@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from ledger.eventstore.application import EventStoreApplication
 from ledger.eventstore.idempotency import StoredResponse
 
 MAX_ATTEMPTS = 8
+SYNC_ON_SECONDS = 1.0
+"""How long a command may take an account's sync as on without reading the account again (`_sync_context`)."""
 
 OrderHandler = Callable[["LedgerCore", Order, Any], None]
 """One order command's step between load and save: call the aggregate (orders.py)."""
@@ -56,6 +59,7 @@ class LedgerCore(EventStoreApplication):
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
         self.clock = clock
+        self._sync_on_until: dict[UUID, float] = {}
 
     def _run(self, cmd: OrderCommand, handler: OrderHandler) -> CommandResult:
         """Load, replay a request seen before, check the expected version, run, save with the result under the
@@ -138,12 +142,29 @@ class LedgerCore(EventStoreApplication):
 
     def _sync_context(self, ctx: Context, account_id: UUID) -> Context:
         """`ctx` marked `sync_off` while the account's sync with its marketplace is off: what the command
-        changes is recorded and never sent (the order's `sync` shows `not_sent`, reason `sync_off`)."""
+        changes is recorded and never sent (the order's `sync` shows `not_sent`, reason `sync_off`).
+
+        Reading the account was an eighth of a command's CPU in the server (BENCHMARKS.md, issue 17 target 1),
+        for a setting that almost never changes, so "sync on" is remembered for SYNC_ON_SECONDS; "sync off" and
+        unknown accounts are read every time. This Ledger forgets it at once when it changes the account itself
+        (`forget_sync`). Another process's change to "off" can be missed for up to SYNC_ON_SECONDS: a change
+        made then is queued, and the dispatcher, which reads the account before every send, never sends it: the
+        item dies with the reason "sync off" and the order shows attention. A change to "on" is seen at once."""
+        now = time.monotonic()
+        if self._sync_on_until.get(account_id, 0.0) > now:
+            return ctx
         try:
             account = self._account(account_id, None, to_change=False)
         except AccountNotFoundError:
             return ctx
-        return ctx if account.sync_enabled else dataclasses.replace(ctx, sync_off=True)
+        if not account.sync_enabled:
+            return dataclasses.replace(ctx, sync_off=True)
+        self._sync_on_until[account_id] = now + SYNC_ON_SECONDS
+        return ctx
+
+    def forget_sync(self, account_id: UUID) -> None:
+        """The next command reads the account's sync setting again (called when this Ledger changes it)."""
+        self._sync_on_until.pop(account_id, None)
 
     def _account(self, account_id: UUID, seller: str | None, *, to_change: bool = True) -> MarketplaceAccount:
         """`to_change=False`: the caller only reads it (shared with the cache, not copied)."""
