@@ -97,8 +97,13 @@ def dispute_status(disputes: int, open_disputes: int) -> str | None:
     return "open" if open_disputes else "closed"
 
 
-def order_state(lines: Iterable[LineTally], *, disputes: int, open_disputes: int) -> OrderState:
-    """The order's derived state, in one pass over its lines."""
+# OrderState's fields, in its order: what `order_figures` returns.
+OrderFigures = tuple[int, int, int, Decimal, Decimal, OrderStatus, bool, str | None, int]
+
+
+def order_figures(lines: Iterable[LineTally], *, disputes: int, open_disputes: int) -> OrderFigures:
+    """The order's derived state, in one pass over its lines, as `OrderState`'s fields in order (a projection
+    writing thousands of rows a second takes them without building the object)."""
     units = shipped = cancelled = 0
     total = refunded = ZERO
     settled = True
@@ -111,17 +116,22 @@ def order_state(lines: Iterable[LineTally], *, disputes: int, open_disputes: int
         settled = (
             settled and open_units(line.quantity, line.shipped, line.cancelled, line.refunded_unshipped) == 0
         )
-    return OrderState(
-        units=units,
-        shipped_units=shipped,
-        cancelled_units=cancelled,
-        total=total,
-        refunded_total=refunded,
-        status=order_status(shipped, settled),
-        is_open=is_open(settled, open_disputes),
-        dispute_status=dispute_status(disputes, open_disputes),
-        open_disputes=open_disputes,
+    return (
+        units,
+        shipped,
+        cancelled,
+        total,
+        refunded,
+        order_status(shipped, settled),
+        is_open(settled, open_disputes),
+        dispute_status(disputes, open_disputes),
+        open_disputes,
     )
+
+
+def order_state(lines: Iterable[LineTally], *, disputes: int, open_disputes: int) -> OrderState:
+    """The order's derived state, in one pass over its lines."""
+    return OrderState(*order_figures(lines, disputes=disputes, open_disputes=open_disputes))
 
 
 @dataclass

@@ -19,10 +19,12 @@ from psycopg import pq, sql
 
 from ledger.aggregates.lines import (
     LineTally,
+    OrderFigures,
     OrderState,
     attention,
     change_state,
     open_units,
+    order_figures,
     order_state,
     requested_left,
     sync_state,
@@ -116,6 +118,15 @@ class OrderRow:
         """The derived columns, stored for filtering and sorting: the same functions as `Order.state`."""
         return order_state(
             (line.tally for line in self.lines.values()),
+            disputes=self.disputes,
+            open_disputes=self.open_disputes,
+        )
+
+    @property
+    def figures(self) -> OrderFigures:
+        """`state`'s fields as a tuple: what a written row takes (the same function as `order_state`)."""
+        return order_figures(
+            [line.tally for line in self.lines.values()],
             disputes=self.disputes,
             open_disputes=self.open_disputes,
         )
@@ -219,23 +230,30 @@ line_values = attrgetter(*LINE_COLUMNS)
 _to_json = msgspec.json.Encoder().encode  # jsonb keeps the value, not the text: the fastest encoder will do
 
 
-def _order_params(row: OrderRow) -> tuple[Any, ...]:
-    """The row's columns: stored ones, then the derived ones."""
+def _order_params(row: OrderRow, *, binary: bool = False) -> tuple[Any, ...]:
+    """The row's columns: stored ones, then the derived ones. `binary`: for a binary COPY (`ORDER_COPY_TYPES`),
+    the jsonb columns in jsonb's binary form (version 1, then the JSON text)."""
     stored = list(_STORED(row))
-    stored[_PENDING] = _to_json(row.pending).decode() if row.pending else "{}"
-    stored[_SYNC] = _to_json(row.sync).decode()
-    state = row.state
+    if binary:
+        stored[_PENDING] = b"\x01" + _to_json(row.pending) if row.pending else b"\x01{}"
+        stored[_SYNC] = b"\x01" + _to_json(row.sync)
+    else:
+        stored[_PENDING] = _to_json(row.pending).decode() if row.pending else "{}"
+        stored[_SYNC] = _to_json(row.sync).decode()
+    units, shipped_units, cancelled_units, total, refunded_total, status, is_open, dispute, open_disputes = (
+        row.figures
+    )
     derived = (
-        state.status.value,
-        tab_of(state.status.value, row.third_party_managed),
-        state.is_open,
-        state.dispute_status,
-        state.open_disputes,
-        state.units,
-        state.shipped_units,
-        state.cancelled_units,
-        state.total,
-        state.refunded_total,
+        status.value,
+        tab_of(status.value, row.third_party_managed),
+        is_open,
+        dispute,
+        open_disputes,
+        units,
+        shipped_units,
+        cancelled_units,
+        total,
+        refunded_total,
         *row.standing(),
     )
     return (*stored, *derived)
@@ -519,6 +537,14 @@ ORDER_TYPES = dict(
         strict=True,
     )
 )  # fmt: skip
+# How a binary COPY of new order rows dumps each column: as the table's type, but the jsonb columns with bytea's
+# dumper, which sends `_order_params(binary=True)`'s bytes as they are (jsonb's own dumper would encode a value).
+# Binary, because psycopg's binary dumpers of UUIDs and times cost less than their text, and PostgreSQL reads
+# binary times and decimals faster than it parses them (measured: psycopg's formatting of an order row 5.9 -> 2.6
+# us, PostgreSQL's COPY of a rebuild's 12,000 order rows 112 -> 74 ms, medians). Lines stay text: with six
+# decimals a row their binary formatting cost more (1.9 -> 3.6 us) and PostgreSQL's COPY took about as long.
+# (A COPY text line written per row by a generated f-string cost more than psycopg's text formatting.)
+ORDER_COPY_TYPES = ["bytea" if kind == "jsonb" else kind for kind in ORDER_TYPES.values()]
 LINE_TYPES = dict(
     zip(
         LINE_COLUMNS,
@@ -551,6 +577,7 @@ def _statement(cur: Cursor, table: str, kind: str, types: dict[str, str], key: t
     )
     statements = {
         "copy": "COPY {target} ({columns}) FROM STDIN",
+        "copy_binary": "COPY {target} ({columns}) FROM STDIN (FORMAT BINARY)",
         "stage": "CREATE TEMPORARY TABLE IF NOT EXISTS {target} AS SELECT {columns} FROM {table} WITH NO DATA",
         "truncate": "TRUNCATE {target}",
         "stage_copy": "COPY {target} ({columns}) FROM STDIN",
@@ -573,6 +600,11 @@ def _can_copy(cur: Cursor) -> bool:
     return cur.connection.pgconn.pipeline_status == pq.PipelineStatus.OFF
 
 
+def _copies_fresh(cur: Cursor, rows: int) -> bool:
+    """Whether `_write_rows` COPYs this many fresh rows straight into the table."""
+    return rows >= FEW_ROWS and _can_copy(cur)
+
+
 def _write_rows(
     cur: Cursor,
     table: str,
@@ -580,13 +612,20 @@ def _write_rows(
     key: tuple[str, ...],
     fresh: list[tuple[Any, ...]],
     changed: list[tuple[Any, ...]],
+    copy_types: list[str] | None = None,
 ) -> None:
     """Write a batch's rows: `fresh` ones (of orders imported in this batch: no row can exist for them) and
     `changed` ones (upserted). Many fresh rows are COPYed straight into the table (a rebuild's usual case:
     no staging table, no conflict check); many changed rows go through a temporary staging table (COPY, then
     one INSERT ... ON CONFLICT from it); a live batch's few rows go in with one pipelined upsert each (the
-    staging table's TRUNCATE and COPY cost more than they save)."""
-    if len(fresh) >= FEW_ROWS and _can_copy(cur):
+    staging table's TRUNCATE and COPY cost more than they save). `copy_types`: the fresh rows are made for a
+    binary COPY with these dumpers (the caller made them so only if `_copies_fresh`)."""
+    if copy_types is not None:
+        with cur.copy(_statement(cur, table, "copy_binary", types, key)) as copy:
+            copy.set_types(copy_types)
+            for row in fresh:
+                copy.write_row(row)
+    elif _copies_fresh(cur, len(fresh)):
         with cur.copy(_statement(cur, table, "copy", types, key)) as copy:
             for row in fresh:
                 copy.write_row(row)
@@ -776,19 +815,25 @@ class AllSalesProjection(Projection):
         """At most one COPY and one upsert per table for the whole batch; only lines that changed are written.
         Rows not `loaded` are of orders imported in this batch: new rows. Returns each row's tabs, read from
         the derived columns written (the state is derived once)."""
-        order_values = [_order_params(row) for row in rows]
+        binary = _copies_fresh(cur, sum(1 for row in rows if row.order_id not in loaded))
+        order_values: list[tuple[Any, ...]] = []
         fresh_orders: list[tuple[Any, ...]] = []
         changed_orders: list[tuple[Any, ...]] = []
         fresh_lines: list[tuple[Any, ...]] = []
         changed_lines: list[tuple[Any, ...]] = []
-        for row, values in zip(rows, order_values, strict=True):
+        for row in rows:
             if row.order_id in loaded:
+                values = _order_params(row)
                 changed_orders.append(values)
                 changed_lines.extend(line_values(line) for line in row.lines.values() if line.dirty)
             else:
+                values = _order_params(row, binary=binary)
                 fresh_orders.append(values)
                 fresh_lines.extend(map(line_values, row.lines.values()))
-        _write_rows(cur, t.name("all_sales_orders"), ORDER_TYPES, ("order_id",), fresh_orders, changed_orders)
+            order_values.append(values)
+        copy_types = ORDER_COPY_TYPES if binary else None
+        orders = t.name("all_sales_orders")
+        _write_rows(cur, orders, ORDER_TYPES, ("order_id",), fresh_orders, changed_orders, copy_types)
         lines_key = ("order_id", "line_id")
         _write_rows(cur, t.name("all_sales_lines"), LINE_TYPES, lines_key, fresh_lines, changed_lines)
         return [_tabs(values[_TAB], values[_OPEN_DISPUTES]) for values in order_values]
