@@ -688,12 +688,18 @@ class AllSalesProjection(Projection):
     pipelined: ClassVar[bool] = True
 
     def create_tables(self, cur: Cursor, t: Tables) -> None:
-        self._ddl(cur, t, indexes=False)
+        for statement in self._ddl(cur, t, indexes=False):
+            cur.execute(statement)
+        _upgrade_orders_table(cur, t["all_sales_orders"])
 
     def create_indexes(self, cur: Cursor, t: Tables) -> None:
-        self._ddl(cur, t, indexes=True)
+        for statement in self._ddl(cur, t, indexes=True):
+            cur.execute(statement)
 
-    def _ddl(self, cur: Cursor, t: Tables, *, indexes: bool) -> None:
+    def index_statements(self, cur: Cursor, t: Tables) -> list[sql.Composed]:
+        return self._ddl(cur, t, indexes=True)
+
+    def _ddl(self, cur: Cursor, t: Tables, *, indexes: bool) -> list[sql.Composed]:
         orders, lines, counts = t["all_sales_orders"], t["all_sales_lines"], t["all_sales_counts"]
         trgm = _trigram_schema(cur) if indexes else "public"
         statements = [
@@ -766,10 +772,10 @@ class AllSalesProjection(Projection):
                 )
             },
         }
-        for statement in statements[:3] if not indexes else statements[3:]:
-            cur.execute(sql.SQL(statement).format(**names))
-        if not indexes:
-            _upgrade_orders_table(cur, orders)
+        return [
+            sql.SQL(statement).format(**names)
+            for statement in (statements[3:] if indexes else statements[:3])
+        ]
 
     def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
         by_order: dict[UUID, list[Any]] = {}

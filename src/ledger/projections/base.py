@@ -106,6 +106,11 @@ class Projection(ABC):
         """Secondary indexes (IF NOT EXISTS). A rebuild creates them after catching up: building an index
         once is much cheaper than maintaining it through every batch."""
 
+    def index_statements(self, cur: Cursor, t: Tables) -> list[sql.Composed] | None:
+        """`create_indexes`' statements, for a rebuild to run on several connections at once (each builds
+        with one CPU); None: the rebuild calls `create_indexes`."""
+        return None
+
     @abstractmethod
     def apply(self, cur: Cursor, t: Tables, events: Sequence[Event]) -> None:
         """Apply events in log order. Runs inside the batch's transaction."""
@@ -590,7 +595,12 @@ def rebuild(
             projection.create_tables(cur, new)
         position = _catch_up(conn, projection, new, 0, recorder, mapper, batch_size, progress)
         with conn.transaction(), conn.cursor() as cur:
-            projection.create_indexes(cur, new)
+            indexes = projection.index_statements(cur, new)
+            if indexes is None:
+                projection.create_indexes(cur, new)
+        if indexes:
+            _build_indexes(connect, conn, indexes)
+        with conn.transaction(), conn.cursor() as cur:
             # Statistics before the swap: autovacuum's analyze came later and left the expression index of a
             # trigram search without any, so the planner took a 100,000-row match for 320 rows and sorted them
             # (a deep All Sales page with `q` went from 2 ms to 190 ms on the 1M-order book until ANALYZE).
@@ -618,6 +628,42 @@ def rebuild(
                 (projection.name, new.generation),
             )
     return new.generation, position
+
+
+INDEX_CONNECTIONS = (
+    2  # a rebuild's index builds at once: CREATE INDEX's locks allow each other (as pg_restore -j)
+)
+
+
+def _build_indexes(
+    connect: Connect, conn: psycopg.Connection[TupleRow], statements: list[sql.Composed]
+) -> None:
+    """Run the index statements on `INDEX_CONNECTIONS` connections at once, each its share in one transaction
+    (the tables' rows are committed; the new generation is not served before its swap). Python waits on
+    PostgreSQL meanwhile, so one thread per other connection costs nothing."""
+    shares = [statements[i::INDEX_CONNECTIONS] for i in range(INDEX_CONNECTIONS)]
+    errors: list[BaseException] = []
+
+    def build(share: list[sql.Composed]) -> None:
+        try:
+            with connect() as other, other.transaction():
+                for statement in share:
+                    other.execute(statement)
+        except BaseException as e:  # raised by the rebuild's thread below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build, args=(share,), name="rebuild-indexes") for share in shares[1:]]
+    for thread in threads:
+        thread.start()
+    try:
+        with conn.transaction():
+            for statement in shares[0]:
+                conn.execute(statement)
+    finally:
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _drop_tables(cur: Cursor, projection: Projection, t: Tables) -> None:
