@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ledger.aggregates.values import Buyer, Marketplace, OrderLine
+import pytest
+
+from ledger.aggregates.values import Address, Buyer, Marketplace, OrderLine
 from ledger.application.ledger import Ledger
-from ledger.eventstore.transcoding import LedgerTranscoder
+from ledger.eventstore.transcoding import DataclassTranscoding, LedgerTranscoder
 
 ODD_TEXT = "".join(chr(c) for c in range(1, 128)) + '"\\é中😀\u2028\u2029\ufeff'
 ODD_ID = ODD_TEXT[32:126] + "é中😀"  # an identifier may hold no control or format character
@@ -53,3 +59,44 @@ def test_values_outside_the_plain_set_are_left_to_the_library(ledger: Ledger) ->
     library = _library(ledger)
     for value in [{"x": 1e16, "y": 0.1}, {1: "a"}, {"t": (1, "b", None, True)}]:
         assert ledger.mapper.transcoder.encode(value) == library.encode(value)
+
+
+class _Mark(enum.StrEnum):
+    A = "a"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Odd:
+    text: Any
+    nested: Any = None
+
+
+def test_every_kind_of_value_in_a_value_object_is_encoded_as_the_library_does(ledger: Ledger) -> None:
+    """Value objects holding odd values (a str enum, None, nesting, ids, times, a float) give the library's bytes."""
+    library = _library(ledger)
+    ours = ledger.mapper.transcoder
+    ours.register(DataclassTranscoding(_Odd, "odd_test"))
+    library.register(DataclassTranscoding(_Odd, "odd_test"))
+    when = datetime(2026, 12, 3, 17, 0, 1, 5, tzinfo=UTC)
+    values = [
+        _Odd(_Mark.A, None),
+        _Odd(ODD_TEXT, (Buyer(ODD_TEXT, "e"), [Decimal("-0.10"), uuid.UUID(int=7)], {"k": when})),
+        _Odd(Decimal("1E+3"), _Odd(True, Address(ODD_TEXT, line2="x"))),
+        _Odd(0.5),
+        _Odd({1: "a"}),
+        OrderLine("A", "S", 2, Decimal("3.00"), tax=Decimal("0")),
+    ]
+    for value in values:
+        for state in ({"v": value}, {"v": [value, value]}):
+            assert ours.encode(state) == library.encode(state)
+
+
+def test_a_transcoding_registered_later_is_used(ledger: Ledger) -> None:
+    """The per-type walks are made again when a transcoding is registered after encoding began."""
+    ours = ledger.mapper.transcoder
+    with pytest.raises(TypeError):
+        ours.encode({"v": _Odd("x")})
+    ours.register(DataclassTranscoding(_Odd, "odd_test"))
+    library = _library(ledger)
+    library.register(DataclassTranscoding(_Odd, "odd_test"))
+    assert ours.encode({"v": _Odd("x")}) == library.encode({"v": _Odd("x")})

@@ -16,10 +16,17 @@ changes (`DataclassTranscoding`, `VALUE_TRANSCODINGS`), so moving or renaming a 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import msgspec
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Transcoding,
+    UUIDAsHex,
+)
 
 from ledger.aggregates.values import Address, Buyer, Divergence, LineQuantity, OrderLine, RefundLine
 
@@ -35,6 +42,12 @@ class LedgerTranscoder(JSONTranscoder):
     def __init__(self) -> None:
         super().__init__()
         self._json = msgspec.json.Encoder()
+        self._walks: dict[type, Callable[[Any], Any]] = {}
+        """Per exact type, the function that makes its plain form (made on first sight, from the registry)."""
+
+    def register(self, transcoding: Transcoding) -> None:
+        super().register(transcoding)
+        self._walks.clear()
 
     def encode(self, obj: Any) -> bytes:
         try:
@@ -46,25 +59,79 @@ class LedgerTranscoder(JSONTranscoder):
         kind = type(value)
         if kind in _LEAVES:
             return value
+        walk = self._walks.get(kind)
+        if walk is None:
+            walk = self._walks[kind] = self._walk_for(kind)
+        return walk(value)
+
+    def _walk_for(self, kind: type) -> Callable[[Any], Any]:
+        """The plain form's maker for values of exactly `kind`, in the order the first walk decided it: dicts,
+        lists and tuples, registered transcodings, str subclasses (a str enum: json writes its text, as msgspec
+        does); anything else is not plain."""
         if kind is dict:
-            plain: dict[str, Any] = {}
-            for key, item in value.items():
-                if type(key) is not str:
-                    raise _NotPlain
-                plain[key] = item if type(item) in _LEAVES else self._plain(item)
-            return plain
+            return self._plain_dict
         if kind is list or kind is tuple:
-            return [item if type(item) in _LEAVES else self._plain(item) for item in value]
+            return self._plain_list
         transcoding = self.types.get(kind)
         if transcoding is not None:
-            data = transcoding.encode(value)
-            return {
-                "_type_": transcoding.name,
-                "_data_": data if type(data) in _LEAVES else self._plain(data),
-            }
-        if isinstance(value, str):  # a str enum: json writes its text, as msgspec does
-            return str.__str__(value)
-        raise _NotPlain
+            return self._transcoded(transcoding)
+        if issubclass(kind, str):
+            return str.__str__
+        return _not_plain
+
+    def _plain_dict(self, value: dict[Any, Any]) -> dict[str, Any]:
+        plain: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            plain[key] = item if type(item) in _LEAVES else self._plain(item)
+        return plain
+
+    def _plain_list(self, value: list[Any] | tuple[Any, ...]) -> list[Any]:
+        plain = self._plain
+        return [item if type(item) in _LEAVES else plain(item) for item in value]
+
+    def _transcoded(self, transcoding: Transcoding) -> Callable[[Any], Any]:
+        """`{"_type_": name, "_data_": plain form of transcoding.encode(value)}`, as the library's callback
+        makes it; for the library's own transcodings of ids, decimals and times (whose data is a string) and
+        for `DataclassTranscoding` (a dict of the fields) the same, made without the generic walk."""
+        name = transcoding.name
+        kind = type(transcoding)
+        if kind is DecimalAsStr:
+            return lambda value: {"_type_": name, "_data_": str(value)}
+        if kind is UUIDAsHex:
+            return lambda value: {"_type_": name, "_data_": value.hex}
+        if kind is DatetimeAsISO:
+            return lambda value: {"_type_": name, "_data_": value.isoformat()}
+        if kind is DataclassTranscoding:
+            assert isinstance(transcoding, DataclassTranscoding)
+            return _dataclass_walk(transcoding, self._plain)
+        encode = transcoding.encode
+        plain = self._plain
+
+        def walk(value: Any) -> dict[str, Any]:
+            data = encode(value)
+            return {"_type_": name, "_data_": data if type(data) in _LEAVES else plain(data)}
+
+        return walk
+
+
+def _not_plain(value: Any) -> Any:
+    raise _NotPlain
+
+
+def _dataclass_walk(transcoding: DataclassTranscoding, plain: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One generated function per value object class: each field read once, leaves written inline, the rest
+    through `plain`; the same dict as `{"_type_": name, "_data_": plain(transcoding.encode(value))}`."""
+    reads = "".join(f"    v{i} = value.{field}\n" for i, field in enumerate(transcoding.fields))
+    data = ", ".join(
+        f"{field!r}: v{i} if type(v{i}) in _LEAVES else plain(v{i})"
+        for i, field in enumerate(transcoding.fields)
+    )
+    source = f"def walk(value):\n{reads}    return {{'_type_': {transcoding.name!r}, '_data_': {{{data}}}}}\n"
+    namespace: dict[str, Any] = {"_LEAVES": _LEAVES, "plain": plain}
+    exec(compile(source, f"<stored JSON of {transcoding.type.__qualname__}>", "exec"), namespace)  # noqa: S102
+    return cast("Callable[[Any], Any]", namespace["walk"])
 
 
 class DataclassTranscoding(Transcoding):
