@@ -3,6 +3,7 @@ key, after which reads show it erased, the history still verifies and re-imports
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import secrets
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from order_scenarios import catch_up
 
 from ledger.aggregates.errors import ImportConflictError
@@ -23,9 +26,10 @@ from ledger.aggregates.values import (
     OrderLine,
     PaymentStatus,
 )
+from ledger.application.commands import ImportItem
 from ledger.audit.verification import verify_order
 from ledger.cli.main import main
-from ledger.eventstore.keys_store import ERASED, forget
+from ledger.eventstore.keys_store import ERASED, forget, key_id_for, token_key_id
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.all_sales_view import AllSalesView, SalesFilter
 
@@ -202,3 +206,70 @@ def test_privacy_forget_command(app, connect, shop, pg_target, pg_url, monkeypat
     assert again == 1
     assert "no live key" in second.getvalue()
     assert app.get_order(order_id).buyer == Buyer(ERASED, ERASED)
+
+
+def _bulk(shop, *orders: ImportedOrder):
+    return shop.app.import_orders(
+        CTX, [ImportItem(shop.account_id, o, None) for o in orders], seller=shop.seller
+    )
+
+
+def _key(connect, shop, email):
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT key FROM personal_data_keys WHERE key_id = %s", (key_id_for(shop.seller, email),)
+        ).fetchone()
+    return None if row is None or row[0] is None else bytes(row[0])
+
+
+def _opens(key: bytes, token: str) -> bool:
+    raw = base64.urlsafe_b64decode(token.rpartition(":")[2])
+    try:
+        AESGCM(key).decrypt(raw[:12], raw[12:], token_key_id(token).encode())
+    except InvalidTag:
+        return False
+    return True
+
+
+def test_bulk_import_never_seals_under_a_forgotten_key(app, connect, shop):
+    """A batch after a forget seals the buyer's new order under a new key: the old orders stay erased, the new one
+    reads in the clear, and the destroyed key is in none of the batch's tokens."""
+    (first,) = _bulk(shop, shop.imported("P-7"))
+    old_key = _key(connect, shop, EMAIL)
+    with connect() as conn:
+        forget(conn, shop.seller, EMAIL)
+        conn.commit()
+
+    (later,) = _bulk(shop, shop.imported("P-8"))
+    new_key = _key(connect, shop, EMAIL)
+
+    assert old_key is not None
+    assert new_key is not None
+    assert new_key != old_key
+    assert app.get_order(first.order_id).buyer == Buyer(ERASED, ERASED)
+    assert app.get_order(later.order_id).buyer == Buyer("Ann Lee", EMAIL)
+    assert app.get_order(later.order_id).ship_to == SHIP_TO
+    (state,) = stored_states(connect, later.order_id)
+    tokens = [t for t in state.split('"') if t.startswith("pd1:")]
+    assert tokens
+    assert not any(_opens(old_key, token) for token in tokens)
+    assert all(_opens(new_key, token) for token in tokens)
+
+
+def test_batch_keys_keep_live_keys_make_missing_and_replace_destroyed(app, connect, shop):
+    """One batch's keys: a live key is returned as stored, a missing one is made, a destroyed one replaced."""
+    keys = app.personal_data.keys
+    live, _ = keys.key_for(shop.seller, "live@example.com"), keys.key_for(shop.seller, "gone@example.com")
+    with connect() as conn:
+        forget(conn, shop.seller, "gone@example.com")
+        conn.commit()
+    buyers = {(shop.seller, e) for e in ("live@example.com", "gone@example.com", "new@example.com")}
+
+    got = keys.keys_for(buyers)
+    again = keys.keys_for(buyers)
+
+    assert got[live[0]] == live[1]
+    assert set(got) == {key_id_for(seller, email) for seller, email in buyers}
+    assert got == again
+    for _, email in buyers:
+        assert _key(connect, shop, email) == got[key_id_for(shop.seller, email)]
