@@ -8,6 +8,7 @@ import dataclasses
 import io
 import secrets
 import sys
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -273,3 +274,26 @@ def test_batch_keys_keep_live_keys_make_missing_and_replace_destroyed(app, conne
     assert got == again
     for _, email in buyers:
         assert _key(connect, shop, email) == got[key_id_for(shop.seller, email)]
+
+
+def test_batch_keys_take_the_key_another_importer_inserts_meanwhile(app, connect, shop):
+    """A key inserted by another transaction after the batch's read (committed while the batch's insert waits
+    for it) is the one the batch gets: every order of a buyer is sealed under the one key the table keeps."""
+    email = "race@example.com"
+    theirs = secrets.token_bytes(32)
+    got: dict[str, bytes] = {}
+    with connect() as other:
+        other.execute(
+            "INSERT INTO personal_data_keys (key_id, key) VALUES (%s, %s)",
+            (key_id_for(shop.seller, email), theirs),
+        )
+        batch = threading.Thread(
+            target=lambda: got.update(app.personal_data.keys.keys_for({(shop.seller, email)}))
+        )
+        batch.start()
+        batch.join(0.5)  # the batch's insert waits for this uncommitted row
+        other.commit()
+    batch.join(10)
+
+    assert got == {key_id_for(shop.seller, email): theirs}
+    assert _key(connect, shop, email) == theirs
