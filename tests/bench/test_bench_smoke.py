@@ -93,6 +93,18 @@ def test_projection_catchup_smoke(pg_url: str) -> None:
 
 
 @pytest.mark.slow
+def test_projection_lag_with_clients_apart_smoke(pg_url: str) -> None:
+    """--lag-clients process: the load comes from a process of its own, both lag figures are reported."""
+    result = _run("projection_catchup.py", pg_url, "--events", "100", "--library-events", "0", "--runs", "1",
+                  "--lag-seconds", "1", "--lag-rate", "20", "--lag-clients", "process")  # fmt: skip
+    lag = result["live_lag"]
+    assert lag["clients"] == "process"
+    assert lag["commands"] > 0
+    assert lag["lag_samples"] == lag["commands"]
+    assert lag["sent_to_visible_ms_p99"] >= lag["sent_to_visible_ms_p50"] > 0
+
+
+@pytest.mark.slow
 def test_projection_ab_smoke(pg_url: str) -> None:
     """projection_ab runs two builds in turn over one kept log and reports each one's catch-up and lag, with
     the worker in the benchmark's process and in `ledger worker` of its own."""
