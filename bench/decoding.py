@@ -22,32 +22,17 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
+from projection_catchup import bench_accounts, sample_order
 
-from ledger.aggregates.order import Order
-from ledger.aggregates.values import (
-    Buyer,
-    Carrier,
-    Context,
-    ImportedOrder,
-    LineQuantity,
-    Marketplace,
-    OrderLine,
-    PaymentStatus,
-    RefundReason,
-)
 from ledger.application.ledger import Ledger
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 IN_MEMORY = {"PERSISTENCE_MODULE": "eventsourcing.popo", "LEDGER_PERSISTENCE_MODULE": "eventsourcing.popo"}
-CTX = Context(actor="bench")
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 _ROW = re.compile(
     r"INSERT INTO __SCHEMA__\.ledger_events VALUES \('([-0-9a-f]{36})', (\d+), '([^']+)', '\\x([0-9a-f]+)', \d+\);"
 )
@@ -55,35 +40,10 @@ _ROW = re.compile(
 
 def all_sales_mix(app: Ledger, orders: int) -> list[StoredEvent]:
     """The events projection_catchup.py's `generate` stores, encoded by the application's mapper."""
-    accounts = [
-        app.register_account(CTX, seller=f"seller-{i % 3}", marketplace=m, name="bench")
-        for i, m in enumerate([Marketplace.WALMART, Marketplace.EBAY, Marketplace.RAKUTEN])
-    ]
+    accounts = bench_accounts(app)
     stored = []
     for i in range(orders):
-        account = accounts[i % 3]
-        order = Order.import_order(
-            CTX,
-            seller=account.seller,
-            account_id=account.account_id,
-            marketplace=Marketplace(account.marketplace),
-            order=ImportedOrder(
-                f"B-{i}",
-                NOW - timedelta(minutes=i % 50_000),
-                "USD",
-                PaymentStatus.PAID,
-                Buyer(f"Buyer {i}", f"buyer{i}@example.com"),
-                (
-                    OrderLine("1", f"SKU-{i % 500}", 2, Decimal("19.99"), Decimal("1.60")),
-                    OrderLine("2", f"SKU-{i % 77}", 1, Decimal("5.00")),
-                ),
-            ),
-            third_party_managed=False,
-        )
-        order.ship(CTX, carrier=Carrier.FEDEX, tracking_number="123456789012", shipped_at=NOW, now=NOW,
-                   lines=(LineQuantity("1", 1),))  # fmt: skip
-        if i % 4 == 0:
-            order.refund(CTX, reason=RefundReason.DAMAGED, lines=None)
+        order = sample_order(accounts[i % 3], i)
         stored.extend(app.mapper.to_stored_event(event) for event in order.collect_events())
     return stored
 

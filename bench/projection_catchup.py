@@ -63,6 +63,7 @@ from ledger.aggregates.values import (
     RefundReason,
 )
 from ledger.application.ledger import Ledger
+from ledger.application.queries import AccountDetails
 from ledger.config import Settings
 from ledger.eventstore.database import (
     EmbeddedPostgres,
@@ -78,37 +79,48 @@ CTX = Context(actor="bench")
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
-def generate(app: Ledger, events: int) -> int:
-    """Orders (import, ship, some refunds) over three marketplaces until about `events` events exist."""
-    accounts = [
+def bench_accounts(app: Ledger) -> list[AccountDetails]:
+    """Three sellers' accounts, one each on Walmart, eBay and Rakuten."""
+    return [
         app.register_account(CTX, seller=f"seller-{i % 3}", marketplace=m, name="bench")
         for i, m in enumerate([Marketplace.WALMART, Marketplace.EBAY, Marketplace.RAKUTEN])
     ]
+
+
+def sample_order(account: AccountDetails, i: int) -> Order:
+    """The benchmark's `i`th order, not yet saved: imported with two lines, one unit shipped, every fourth
+    refunded."""
+    order = Order.import_order(
+        CTX,
+        seller=account.seller,
+        account_id=account.account_id,
+        marketplace=Marketplace(account.marketplace),
+        order=ImportedOrder(
+            f"B-{i}",
+            NOW - timedelta(minutes=i % 50_000),
+            "USD",
+            PaymentStatus.PAID,
+            Buyer(f"Buyer {i}", f"buyer{i}@example.com"),
+            (
+                OrderLine("1", f"SKU-{i % 500}", 2, Decimal("19.99"), Decimal("1.60")),
+                OrderLine("2", f"SKU-{i % 77}", 1, Decimal("5.00")),
+            ),
+        ),
+        third_party_managed=False,
+    )
+    order.ship(CTX, carrier=Carrier.FEDEX, tracking_number="123456789012", shipped_at=NOW, now=NOW,
+               lines=(LineQuantity("1", 1),))  # fmt: skip
+    if i % 4 == 0:
+        order.refund(CTX, reason=RefundReason.DAMAGED, lines=None)
+    return order
+
+
+def generate(app: Ledger, events: int) -> int:
+    """Orders (import, ship, some refunds) over three marketplaces until about `events` events exist."""
+    accounts = bench_accounts(app)
     written, i, batch = 0, secrets.randbelow(10**9), []  # order ids of their own in a kept schema
     while written < events:
-        account = accounts[i % 3]
-        order = Order.import_order(
-            CTX,
-            seller=account.seller,
-            account_id=account.account_id,
-            marketplace=Marketplace(account.marketplace),
-            order=ImportedOrder(
-                f"B-{i}",
-                NOW - timedelta(minutes=i % 50_000),
-                "USD",
-                PaymentStatus.PAID,
-                Buyer(f"Buyer {i}", f"buyer{i}@example.com"),
-                (
-                    OrderLine("1", f"SKU-{i % 500}", 2, Decimal("19.99"), Decimal("1.60")),
-                    OrderLine("2", f"SKU-{i % 77}", 1, Decimal("5.00")),
-                ),
-            ),
-            third_party_managed=False,
-        )
-        order.ship(CTX, carrier=Carrier.FEDEX, tracking_number="123456789012", shipped_at=NOW, now=NOW,
-                   lines=(LineQuantity("1", 1),))  # fmt: skip
-        if i % 4 == 0:
-            order.refund(CTX, reason=RefundReason.DAMAGED, lines=None)
+        order = sample_order(accounts[i % 3], i)
         written += len(order.pending_events)
         batch.append(order)
         i += 1
