@@ -75,9 +75,14 @@ def provide_expected_version(
 async def provide_digest(request: Request[Any, Any, Any]) -> str:
     """The fingerprint of the request's method, path and raw body: the same Idempotency-Key with another of
     any of them is refused."""
-    scope = request.scope  # the path as `request.url.path` gives it, without parsing a URL
+    return request_digest(request.scope, await request.body())
+
+
+def request_digest(scope: Any, body: bytes) -> str:
+    """`provide_digest` of a request's scope and its body, read already (api/lean.py)."""
+    # the path as `request.url.path` gives it, without parsing a URL
     digest = hashlib.sha256(f"{scope['method']} {scope.get('root_path', '')}{scope['path']}\n".encode())
-    digest.update(await request.body())
+    digest.update(body)
     return digest.hexdigest()
 
 

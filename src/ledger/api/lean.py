@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
 import inspect
 import math
 from collections.abc import Callable
@@ -47,8 +46,8 @@ from litestar.serialization import get_serializer
 from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
-from ledger.api.auth import STATE_KEY, authorize
-from ledger.api.dependencies import provide_expected_version, provide_idempotency_key
+from ledger.api.auth import STATE_KEY, authorize, raw_header
+from ledger.api.dependencies import provide_expected_version, provide_idempotency_key, request_digest
 from ledger.api.guards import v1_guard
 from ledger.api.observability import direct_send
 from ledger.api.query_params import refuse_unknown_query_parameters
@@ -134,7 +133,7 @@ async def _read_body(scope: Scope, receive: Receive, max_body: float) -> bytes:
     state = ScopeState.from_scope(scope)
     if isinstance(kept := state.body, bytes):
         return kept
-    announced = _header_first(scope, b"content-length")
+    announced = raw_header(scope, b"content-length")
     if announced is not None:
         try:
             length = int(announced)
@@ -159,13 +158,6 @@ async def _read_body(scope: Scope, receive: Receive, max_body: float) -> bytes:
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     state.body = body
     return body
-
-
-def _header_first(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _encoded(route: _Route, result: Any, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
@@ -232,7 +224,7 @@ def lean_commands(app: ASGIApp) -> ASGIApp:
         kwargs["key"] = scope["state"][STATE_KEY]  # provide_key
         kwargs["idempotency_key"] = provide_idempotency_key(idempotency_key)  # type: ignore[arg-type]
         kwargs["expected_version"] = provide_expected_version(if_match)  # type: ignore[arg-type]
-        kwargs["digest"] = _digest(scope, body)
+        kwargs["digest"] = request_digest(scope, body)
         call = functools.partial(contextvars.copy_context().run, route.fn, **kwargs)
         result = await asyncio.get_running_loop().run_in_executor(_executor, call)
         encoded = _encoded(route, result, scope)
@@ -244,10 +236,3 @@ def lean_commands(app: ASGIApp) -> ASGIApp:
         await direct_send(scope, send, status, headers, content)
 
     return wrap_in_exception_handler(lean)
-
-
-def _digest(scope: Any, body: bytes) -> str:
-    """`dependencies.provide_digest`, of the body read above."""
-    digest = hashlib.sha256(f"{scope['method']} {scope.get('root_path', '')}{scope['path']}\n".encode())
-    digest.update(body)
-    return digest.hexdigest()
