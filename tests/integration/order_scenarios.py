@@ -13,8 +13,10 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 from hypothesis import strategies as st
 
 from ledger.aggregates.errors import LedgerError
@@ -133,11 +135,25 @@ def new_seller(prefix: str) -> str:
     return f"{prefix}-{uuid4().hex[:12]}"
 
 
+def settled(conn: psycopg.Connection[Any], timeout: float = 10.0) -> None:
+    """Wait until every event committed so far is readable (the commit horizon passed them), or fail naming the
+    sessions whose open transactions hold the horizon back (any database of the cluster)."""
+    if settle(conn, timeout):
+        return
+    holders = conn.execute(
+        "SELECT pid, datname, application_name, state, backend_xid::text, now() - xact_start, left(query, 120)"
+        " FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY xact_start"
+    ).fetchall()
+    raise AssertionError(
+        f"the log's horizon stayed behind for {timeout:g} s; transactions holding it: {holders}"
+    )
+
+
 def catch_up(projection: base.Projection, connect: base.Connect, app: Ledger, batch_size: int) -> None:
     """Apply what the projection has not seen, `batch_size` events a transaction, as a worker would."""
     with connect() as conn:
         generation, position = base.install(conn, projection)
-        settle(conn)  # every event committed so far is readable (the commit horizon passed them)
+        settled(conn)
         while True:
             notifications = app.recorder.select_notifications(
                 start=position, limit=batch_size, inclusive_of_start=False

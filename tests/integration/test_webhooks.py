@@ -52,7 +52,8 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A webhook receiver: answers each POST by the next action of `plan` (a status, ("sleep", s) or
+    """A webhook receiver: answers each POST by the next action of `plan` (a status, ("sleep", s),
+    ("probe", backend pid): note that session's transaction id and state in `probes`, then answer 200, or
     ("kill", backend pid): end that database session, then answer 200), then `default`."""
 
     url: str
@@ -60,6 +61,7 @@ class Receiver:
     plan: list[Any] = field(default_factory=list)
     default: int = 200
     kill: Any = None
+    probes: list[Any] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -74,6 +76,13 @@ def receiver(pg_target: PostgresTarget) -> Iterator[Receiver]:
             action = state.plan.pop(0) if state.plan else state.default
             if isinstance(action, tuple) and action[0] == "sleep":
                 time.sleep(action[1])
+                action = 200
+            if isinstance(action, tuple) and action[0] == "probe":
+                with psycopg.connect(pg_target.conninfo(), autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT backend_xid::text, state FROM pg_stat_activity WHERE pid = %s", (action[1],)
+                    ).fetchone()
+                state.probes.append(row)
                 action = 200
             if isinstance(action, tuple) and action[0] == "kill":
                 with psycopg.connect(pg_target.conninfo(), autocommit=True) as conn:
@@ -96,10 +105,11 @@ def receiver(pg_target: PostgresTarget) -> Iterator[Receiver]:
 
 
 class Clock:
-    """The dispatcher's clock, moved by the test (it starts just after the webhooks are made, in real time)."""
+    """The dispatcher's clock, moved by the test. It starts a little after the webhooks are made, in real time
+    (a webhook is due from its creation, by the API's clock): 5 s leaves room for a slow machine."""
 
     def __init__(self) -> None:
-        self.now = datetime.now(UTC) + timedelta(seconds=1)
+        self.now = datetime.now(UTC) + timedelta(seconds=5)
 
     def __call__(self) -> datetime:
         return self.now
@@ -297,8 +307,8 @@ def test_a_crash_mid_delivery_redelivers_and_loses_nothing(
     connect: base.Connect,
     api_ledger: Ledger,
 ) -> None:
-    """The dispatcher's session dies while a receiver answers: nothing was recorded, so that event is sent again
-    (at least once), then the others, each recorded as delivered exactly once."""
+    """The dispatcher's session dies while a receiver answers: nothing of that claim was recorded, so its events
+    are sent again (at least once), in order, each then recorded as delivered exactly once."""
     hook = create_hook(local_client, seller, receiver.url)
     record_orders(local_client, seller, 3)
     catch_up(FeedProjection(), connect, api_ledger, 500)
@@ -313,10 +323,35 @@ def test_a_crash_mid_delivery_redelivers_and_loses_nothing(
     events = [r.item["event_id"] for r in receiver.received]
     log = deliveries(local_client, seller, hook["webhook_id"])
     assert delivered == 3
-    assert events[0] == events[1]
     assert len(set(events)) == 3
+    assert events[3:] == events[:3]
     assert sorted(d["event_id"] for d in log) == sorted(set(events))
     assert {d["outcome"] for d in log} == {"succeeded"}
+
+
+def test_no_transaction_is_open_while_a_receiver_answers(
+    local_client: TestClient[Any],
+    seller: Seller,
+    receiver: Receiver,
+    dispatcher: WebhookDispatcher,
+    connect: base.Connect,
+    api_ledger: Ledger,
+) -> None:
+    """While a receiver takes its time, the dispatcher's session holds no transaction id: an open one would hold
+    the log's commit horizon back, and with it every projection and the feed, for as long as receivers take."""
+    hook = create_hook(local_client, seller, receiver.url)
+    record_orders(local_client, seller, 2)
+    catch_up(FeedProjection(), connect, api_ledger, 500)
+
+    with connect() as conn:
+        conn.autocommit = True
+        receiver.plan = [("probe", conn.info.backend_pid), ("probe", conn.info.backend_pid)]
+        delivered = dispatcher.deliver_one(conn)
+
+    assert delivered == 2
+    assert receiver.probes == [(None, "idle"), (None, "idle")]
+    log = deliveries(local_client, seller, hook["webhook_id"])
+    assert [d["outcome"] for d in log] == ["succeeded", "succeeded"]
 
 
 def test_a_claimed_webhook_is_skipped_by_another_dispatcher(
@@ -326,19 +361,32 @@ def test_a_claimed_webhook_is_skipped_by_another_dispatcher(
     connect: base.Connect,
     api_ledger: Ledger,
 ) -> None:
-    """While one transaction holds a webhook, another claims nothing (its events wait: order per webhook)."""
+    """While one dispatcher holds a webhook, another does not get it (its events wait: order per webhook); the hold
+    is no transaction (no transaction id holds the log's horizon back), and ends with the block."""
     create_hook(local_client, seller, receiver.url)
     record_orders(local_client, seller, 1)
     catch_up(FeedProjection(), connect, api_ledger, 500)
     now = datetime.now(UTC) + timedelta(days=1)
 
-    with connect() as first, connect() as second, first.transaction():
-        claimed = webhooks.claim_due(first, now)
-        with second.transaction():
-            other = webhooks.claim_due(second, now)
+    with connect() as first, connect() as second:
+        first.autocommit = second.autocommit = True
+        with webhooks.claim_due(first, now) as claimed:
+            with webhooks.claim_due(second, now) as other:
+                pass
+            open_transactions = first.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = pg_backend_pid() AND backend_xid IS NOT NULL"
+            ).fetchone()
+        with webhooks.claim_due(second, now) as after:
+            again = (
+                after is not None
+                and claimed is not None
+                and after.webhook.webhook_id == claimed.webhook.webhook_id
+            )
 
     assert claimed is not None
     assert other is None or other.webhook.webhook_id != claimed.webhook.webhook_id
+    assert open_transactions == (0,)
+    assert again
 
 
 def test_types_filter_and_delete(

@@ -1,7 +1,8 @@
 """The webhook delivery worker: signed POSTs of feed items, at least once, in position order per webhook.
 
-Each worker thread claims a due webhook (webhooks.py: `FOR UPDATE SKIP LOCKED`), POSTs its next events one by
-one, in position order, and records each attempt and moves the webhook's cursor in the claiming transaction. A 2xx within `TIMEOUT` is a
+Each worker thread claims a due webhook (webhooks.py: a session advisory lock, no open transaction), POSTs its
+next events one by one, in position order, then records each attempt and moves the webhook's cursor in one short
+transaction. A 2xx within `TIMEOUT` is a
 success; anything else (another status, a timeout, a refused or unresolvable address) is retried with
 exponential backoff and jitter until `RETRY_BUDGET` after the first failure, then the event is dead (listed in
 the delivery log) and the webhook goes on with its next one. Idle threads wait for the feed projection's
@@ -49,7 +50,7 @@ FIRST_RETRY = timedelta(seconds=10)
 LONGEST_WAIT = timedelta(hours=1)
 BATCH = 100
 BATCH_SECONDS = 1.0
-"""Most events, and about the longest time, one claim of a webhook delivers before it commits."""
+"""Most events, and about the longest time, one claim of a webhook delivers before it records them."""
 TEST_EVENT_TYPE = "WebhookTest"
 USER_AGENT = "ledger-webhooks/1"
 
@@ -198,21 +199,21 @@ class WebhookDispatcher:
         return count
 
     def deliver_one(self, conn: psycopg.Connection[TupleRow]) -> int:
-        """Claim one due webhook and deliver its next events in position order, in one transaction that
-        records each attempt and moves the cursor past each success: up to BATCH events or BATCH_SECONDS,
-        stopping at the first failure (that event is due again later). Returns the attempts made (0: none due).
+        """Claim one due webhook and deliver its next events in position order: up to BATCH events or
+        BATCH_SECONDS, stopping at the first failure (that event is due again later); then record each attempt
+        and move the cursor past each success, in one short transaction. Returns the attempts made (0: none
+        due). `conn` is in autocommit: no transaction is open while a receiver answers (webhooks.py).
 
         Why a batch: a claim, a page read and a key read per event cost more than the POST to a nearby receiver;
-        one webhook's events go out one after another, so that cost was its throughput. A crash mid-batch rolls
-        the batch back, and its events are sent again (at least once)."""
-        with conn.transaction():
-            claimed = webhooks.claim_due(conn, self.clock())
+        one webhook's events go out one after another, so that cost was its throughput. A crash mid-batch
+        records nothing of it, and its events are sent again (at least once)."""
+        with webhooks.claim_due(conn, self.clock()) as claimed:
             if claimed is None:
                 return 0
             hook = claimed.webhook
             page = index.read_page(conn, hook.seller, hook.position, BATCH, types=hook.types)
             started = time.monotonic()
-            made = 0
+            made: list[tuple[Webhook, Outcome, datetime, datetime | None]] = []
             for item in items_of(page.rows, self.mapper, self.personal_data):
                 outcome = send(
                     self.client,
@@ -227,21 +228,21 @@ class WebhookDispatcher:
                 )
                 now = self.clock()
                 retry = None if outcome.succeeded else retry_at(hook, outcome, now, self.rng)
-                attempt = webhooks.record(conn, hook, outcome, now, retry_at=retry)
-                made += 1
-                if attempt.outcome == webhooks.FAILED:
+                made.append((hook, outcome, now, retry))
+                if retry is not None:
                     break
-                if attempt.outcome == webhooks.DEAD:
-                    logger.warning(
-                        "webhook %s: event %s dead after %d attempts",
-                        hook.webhook_id,
-                        item.position,
-                        attempt.attempt,
-                    )
                 hook = dataclasses.replace(hook, position=item.position, attempts=0, first_failed_at=None)
                 if time.monotonic() - started >= BATCH_SECONDS:
                     break
-        return made
+            for attempt in webhooks.record_batch(conn, made):
+                if attempt.outcome == webhooks.DEAD:
+                    logger.warning(
+                        "webhook %s: event %s dead after %d attempts",
+                        attempt.webhook_id,
+                        attempt.position,
+                        attempt.attempt,
+                    )
+        return len(made)
 
     def _work(self) -> None:
         backoff = 0.5

@@ -5,20 +5,27 @@ The delivery queue is durable without a row per event: each webhook keeps a curs
 (`position`: every event of its seller up to there is delivered or dead) and the state of its next event
 (`attempts`, `first_failed_at`, `next_attempt_at`). The feed's positions are stable and its index commits in
 log order (index.py), so "the webhook's next event" is always the same event until the cursor moves. A
-dispatcher claims one due webhook with `FOR UPDATE SKIP LOCKED`, delivers its next events while holding that
-row lock, and records each attempt and moves the cursor in that same transaction:
-- a crash or `kill -9` during a delivery rolls the transaction back, so its events are delivered again (at
-  least once), and nothing else has moved;
+dispatcher claims one due webhook with a session advisory lock keyed by its id (`claim_due`), delivers its next
+events while holding that lock and no transaction, then records the attempts and moves the cursor in one short
+transaction:
+- no transaction stays open during a POST: an open transaction that has written (a row lock is a write) holds
+  back the log's commit horizon for every follower of the log (eventstore/database.py), and a receiver may take
+  `TIMEOUT` seconds to answer;
+- a crash or `kill -9` during a delivery ends the session, which releases the lock with nothing of the batch
+  recorded, so its events are delivered again (at least once), and nothing else has moved;
 - another dispatcher skips a webhook that is being delivered, so a webhook's events go out one at a time, in
   position order, each waiting for the one before it (or its death after the retry budget).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString
 from uuid import UUID, uuid4
 
 import psycopg
@@ -52,7 +59,7 @@ class Webhook:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A webhook with the secret to sign with (claimed by `claim_due`: its row locked by the transaction)."""
+    """A webhook with the secret to sign with (claimed by `claim_due`: its advisory lock held by the session)."""
 
     webhook: Webhook
     secret: str
@@ -192,22 +199,71 @@ def attempts(
 # ------------------------------------------------------------------------------------ the queue
 
 
-def claim_due(conn: psycopg.Connection[TupleRow], now: datetime) -> Claimed | None:
-    """Lock one webhook that is due at `now` and has an event after its cursor, skipping those another
-    transaction holds. Call inside a transaction; the lock lasts until it ends."""
+def _due(condition: LiteralString) -> sql.Composed:
+    """The webhooks due at the first parameter with an event after their cursor, and `condition`."""
+    return sql.SQL(
+        "SELECT {}, secret FROM webhooks w WHERE next_attempt_at <= %s AND EXISTS ("
+        " SELECT 1 FROM feed_events f WHERE f.seller = w.seller AND f.position > w.position"
+        " AND (cardinality(w.types) = 0 OR f.type = ANY(w.types))) "
+    ).format(_COLUMNS) + sql.SQL(condition)
+
+
+CANDIDATES = 8
+"""Due webhooks `claim_due` tries to lock, earliest first, before it gives up (the others are being delivered)."""
+
+
+def delivery_lock(webhook_id: UUID) -> int:
+    """The webhook's advisory-lock key: 64 bits of a hash of its id (signed, as PostgreSQL's bigint keys are)."""
+    digest = hashlib.blake2b(f"ledger-webhook:{webhook_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def claim_due(conn: psycopg.Connection[TupleRow], now: datetime) -> Iterator[Claimed | None]:
+    """Hold one webhook that is due at `now` and has an event after its cursor (None: none is free), skipping
+    those another session holds, until the block ends. The hold is a session advisory lock, not a row lock, so
+    the claim keeps no transaction open (and takes no transaction id): use `conn` in autocommit, and record what
+    was delivered in a short transaction of its own. The row is read again once the lock is held, so what
+    another dispatcher recorded just before it let go is seen."""
     with conn.cursor() as cur:
-        row = cur.execute(
-            sql.SQL(
-                "SELECT {}, secret FROM webhooks w WHERE next_attempt_at <= %s AND EXISTS ("
-                " SELECT 1 FROM feed_events f WHERE f.seller = w.seller AND f.position > w.position"
-                " AND (cardinality(w.types) = 0 OR f.type = ANY(w.types)))"
-                " ORDER BY next_attempt_at FOR UPDATE OF w SKIP LOCKED LIMIT 1"
-            ).format(_COLUMNS),
-            (now,),
+        candidates = cur.execute(_due("ORDER BY next_attempt_at LIMIT %s"), (now, CANDIDATES)).fetchall()
+    for candidate in candidates:
+        key = delivery_lock(candidate[0])
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not (got and got[0]):
+            continue
+        try:
+            row = conn.execute(_due("AND webhook_id = %s"), (now, candidate[0])).fetchone()
+            if row is not None:
+                yield Claimed(Webhook(*row[:-1]), str(row[-1]))
+                return
+        finally:
+            _unlock(conn, key)
+    yield None
+
+
+def _unlock(conn: psycopg.Connection[TupleRow], key: int) -> None:
+    """Let go of a delivery lock; a session that has died let go of it already."""
+    if conn.closed or conn.broken:
+        return
+    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def record_batch(
+    conn: psycopg.Connection[TupleRow], attempts: list[tuple[Webhook, Outcome, datetime, datetime | None]]
+) -> list[Attempt]:
+    """Record a claim's attempts (each: the webhook as it stood before it, the outcome, when, and the retry
+    time, None for none) in one transaction, in order, unless the webhook was deleted meanwhile (then
+    nothing: its log went with it)."""
+    if not attempts:
+        return []
+    with conn.transaction():
+        exists = conn.execute(
+            "SELECT 1 FROM webhooks WHERE webhook_id = %s FOR UPDATE", (attempts[0][0].webhook_id,)
         ).fetchone()
-    if row is None:
-        return None
-    return Claimed(Webhook(*row[:-1]), str(row[-1]))
+        if exists is None:
+            return []
+        return [record(conn, hook, outcome, now, retry_at=retry) for hook, outcome, now, retry in attempts]
 
 
 def record(
@@ -218,7 +274,7 @@ def record(
     *,
     retry_at: datetime | None,
 ) -> Attempt:
-    """Record an attempt at the claimed webhook's next event, in the claiming transaction: on success, or with
+    """Record an attempt at the claimed webhook's next event (inside a transaction): on success, or with
     no `retry_at` (the budget is spent: dead), the cursor moves past the event; otherwise the event is due
     again at `retry_at`."""
     attempt = claimed.attempts + 1
