@@ -53,7 +53,8 @@ class Received:
 @dataclass
 class Receiver:
     """A webhook receiver: answers each POST by the next action of `plan` (a status, ("sleep", s),
-    ("probe", backend pid): note that session's transaction id and state in `probes`, then answer 200, or
+    ("probe", backend pid): note that session's transaction id and state in `probes`, then answer 200,
+    ("delete", webhook id): delete that webhook, then answer 200, or
     ("kill", backend pid): end that database session, then answer 200), then `default`."""
 
     url: str
@@ -83,6 +84,12 @@ def receiver(pg_target: PostgresTarget) -> Iterator[Receiver]:
                         "SELECT backend_xid::text, state FROM pg_stat_activity WHERE pid = %s", (action[1],)
                     ).fetchone()
                 state.probes.append(row)
+                action = 200
+            if isinstance(action, tuple) and action[0] == "delete":
+                with psycopg.connect(pg_target.conninfo(), autocommit=True) as conn:
+                    conn.execute(
+                        f'DELETE FROM "{pg_target.schema}".webhooks WHERE webhook_id = %s', (action[1],)
+                    )
                 action = 200
             if isinstance(action, tuple) and action[0] == "kill":
                 with psycopg.connect(pg_target.conninfo(), autocommit=True) as conn:
@@ -352,6 +359,37 @@ def test_no_transaction_is_open_while_a_receiver_answers(
     assert receiver.probes == [(None, "idle"), (None, "idle")]
     log = deliveries(local_client, seller, hook["webhook_id"])
     assert [d["outcome"] for d in log] == ["succeeded", "succeeded"]
+
+
+def test_a_webhook_deleted_during_its_delivery_is_gone_for_good(
+    local_client: TestClient[Any],
+    seller: Seller,
+    receiver: Receiver,
+    dispatcher: WebhookDispatcher,
+    connect: base.Connect,
+    api_ledger: Ledger,
+) -> None:
+    """Deleting a webhook while its events are being delivered (nothing blocks the delete) records nothing of
+    that claim, raises nothing, and nothing more is sent."""
+    hook = create_hook(local_client, seller, receiver.url)
+    record_orders(local_client, seller, 2)
+    catch_up(FeedProjection(), connect, api_ledger, 500)
+    receiver.plan = [("delete", hook["webhook_id"])]
+
+    first = deliver(dispatcher, connect)
+    sent = len(receiver.received)
+    record_orders(local_client, seller, 1)
+    catch_up(FeedProjection(), connect, api_ledger, 500)
+    later = deliver(dispatcher, connect)
+
+    assert (first, sent, later) == (2, 2, 0)
+    gone = local_client.get(f"/v1/webhooks/{hook['webhook_id']}", headers=seller.auth())
+    assert gone.status_code == 404
+    with connect() as conn:
+        logged = conn.execute(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %s", (hook["webhook_id"],)
+        ).fetchone()
+    assert logged == (0,)
 
 
 def test_a_claimed_webhook_is_skipped_by_another_dispatcher(
