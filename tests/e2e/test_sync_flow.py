@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -28,7 +28,13 @@ from litestar.testing import TestClient
 
 # The sandbox's test server and control client live with the integration tests.
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
+from sandbox_support import (  # noqa: F401
+    Sandbox,
+    sandbox_fixture,
+    sandbox_url_fixture,
+    sync_request,
+    whole_lines,
+)
 
 import ledger
 from ledger.aggregates.errors import LedgerError
@@ -36,6 +42,7 @@ from ledger.aggregates.values import (
     CancelReason,
     Carrier,
     Context,
+    LineQuantity,
     Marketplace,
     RefundReason,
     Role,
@@ -45,6 +52,8 @@ from ledger.api.app import create_app
 from ledger.application.ledger import Ledger
 from ledger.eventstore import database
 from ledger.eventstore.database import PostgresTarget
+from ledger.integrations.amazon import AmazonClient
+from ledger.integrations.base import Accepted, Endpoint
 from ledger.integrations.dispatcher import Dispatcher
 from ledger.integrations.importer import Importer
 from ledger.integrations.marketplaces import SyncSettings
@@ -555,6 +564,138 @@ def test_the_buyer_cancels_on_amazon_while_the_seller_ships_and_the_seller_can_r
         ("ship", "resolved")
     ]  # withdrawn; nothing echoed
     assert world.remote(order_id)["status"] == "canceled"
+    assert world.sandbox.violations() == []
+
+
+def _acknowledgements(world: World, order_id: UUID) -> list[Any]:
+    return [e for e in world.history(order_id) if e.type == "MarketplaceAcknowledged"]
+
+
+def _queued(world: World, order_id: UUID, action: str) -> None:
+    """The queue catches up until it holds the order's `action` item (another session's open transaction on the
+    shared server may hold the log's commit horizon back for a moment; `settle` would stop at the items there)."""
+
+    def found() -> bool:
+        world.queue()
+        return any(i["action"] == action for i in world.items(order_id))
+
+    assert world.sandbox.wait_for(found, timeout=30), f"the {action} item was never queued"
+
+
+def test_a_cancellation_the_buyer_made_on_amazon_meanwhile_finishes_by_itself(world: World) -> None:
+    """The race: the seller cancels units while the buyer cancels the order on Amazon (inside its 30
+    minutes); the import records the buyer's cancellation; then the seller's goes out and Amazon refuses it
+    (`18041`, cancelled already). Amazon holds what the ledger holds: the item succeeds, the order's history
+    says Amazon had it already, and nothing needs attention."""
+    [order_id] = world.import_orders(1, purchased_at=(datetime.now(UTC) - timedelta(minutes=5)).isoformat())
+    order = world.app.get_order(order_id)
+    first = order.lines[0]
+    world.app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK, lines=(LineQuantity(first.line_id, 1),))
+    _queued(world, order_id, "cancel")
+    world.sandbox.event(
+        "amazon", world.token, order.marketplace_order_id, "buyer_cancel", reason="changed mind"
+    )
+    Importer(world.app, world.connect, world.settings).run_round(world.account_id)
+    assert world.app.get_order(order_id).status == "canceled"  # the buyer's cancellation, imported
+
+    items = world.settle(order_id)
+
+    assert [(i["action"], i["state"]) for i in items] == [("cancel", "succeeded")]
+    assert items[0]["marketplace_reference"]  # the feed Amazon refused it in
+    [acknowledged] = _acknowledgements(world, order_id)
+    assert acknowledged.data["action"] == "cancel"
+    assert acknowledged.reason is not None
+    assert "had it already" in acknowledged.reason
+    assert "18041" in acknowledged.reason
+    types = [e.type for e in world.history(order_id)]
+    assert "MarketplaceRejected" not in types
+    assert "SyncItemDied" not in types
+    order = world.app.get_order(order_id)
+    assert (order.status, order.attention, order.sync_state) == ("canceled", False, "in_sync")
+    # the seller's cancellation is sent; the buyer's, the marketplace's own word, is never sent back
+    assert [(e.action, e.state, e.reason) for e in order.sync] == [
+        ("cancel", "sent", None),
+        ("cancel", "not_sent", "from_marketplace"),
+    ]
+    assert world.remote(order_id)["status"] == "canceled"
+    assert world.sandbox.violations() == []
+
+
+def test_a_cancellation_refused_for_units_amazon_shipped_still_dies(world: World) -> None:
+    """Not in effect: the seller cancels in the ledger while the units ship at Amazon (confirmed in Seller
+    Central); Amazon refuses the cancellation (`18041`, shipped already) and its order shows no cancelled
+    unit, so the item is dead with the refusal, as before, and the order needs attention."""
+    [order_id] = world.import_orders(1)
+    world.app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
+    _queued(world, order_id, "cancel")
+    view = world.sandbox.order("amazon", world.token, world.app.get_order(order_id).marketplace_order_id)
+    elsewhere = AmazonClient(Endpoint(world.sandbox.url, {"access_token": world.token}))
+    try:
+        shipment = {
+            "shipment_id": str(uuid4()),
+            "carrier": "ups",
+            "tracking_number": UPS,
+            "shipped_at": datetime.now(UTC).isoformat(),
+            "lines": whole_lines(view),
+        }
+        assert isinstance(elsewhere.send(sync_request(view, "ship", shipment)), Accepted)
+    finally:
+        elsewhere.close()
+
+    items = world.settle(order_id)
+
+    assert [(i["action"], i["state"]) for i in items] == [("cancel", "dead")]
+    assert items[0]["last_error"].startswith("18041: ")
+    types = [e.type for e in world.history(order_id)]
+    assert "MarketplaceAcknowledged" not in types
+    assert types.index("MarketplaceRejected") < types.index("SyncItemDied")
+    assert world.app.get_order(order_id).attention
+    assert world.remote(order_id)["status"] == "shipped"
+
+
+def test_a_cancellation_whose_order_cannot_be_read_keeps_its_refusal(world: World) -> None:
+    """When the marketplace's order cannot be read after the refusal (getOrder fails), nothing is assumed:
+    the item is dead with the refusal, and an operator's retry asks again."""
+    [order_id] = world.import_orders(1, purchased_at=(datetime.now(UTC) - timedelta(minutes=5)).isoformat())
+    order = world.app.get_order(order_id)
+    world.app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
+    _queued(world, order_id, "cancel")
+    world.sandbox.event("amazon", world.token, order.marketplace_order_id, "buyer_cancel")
+    world.sandbox.fault("amazon", "getOrder", "server_error", count=100, status=503)
+    try:
+        items = world.settle(order_id)
+    finally:
+        world.sandbox.clear_faults()
+    assert [(i["action"], i["state"]) for i in items] == [("cancel", "dead")]
+    assert items[0]["last_error"].startswith("18041: ")
+    assert world.app.get_order(order_id).attention
+    with world.connect() as conn:
+        assert OutboundView().retry(conn, items[0]["seller"], items[0]["id"]) is not None
+    items = world.settle(order_id)
+    assert [(i["action"], i["state"]) for i in items] == [("cancel", "succeeded")]
+    assert not world.app.get_order(order_id).attention
+
+
+def test_a_cancellation_the_marketplace_made_itself_meanwhile_finishes_by_itself(other_world: World) -> None:
+    """Walmart, Rakuten, Jet: the marketplace cancels the order itself while the seller's cancellation waits;
+    the seller's is refused (no units left to cancel, or already cancelled), the marketplace's order shows every
+    unit cancelled, and the item succeeds, its acknowledgement saying the marketplace had it already."""
+    world = other_world
+    [order_id] = world.import_orders(1)
+    world.settle(order_id)  # Walmart: the order's acknowledgement goes first
+    world.app.cancel(CTX, order_id, reason=CancelReason.OUT_OF_STOCK)
+    _queued(world, order_id, "cancel")
+    moid = world.app.get_order(order_id).marketplace_order_id
+    world.sandbox.event(world.marketplace.value, world.token, moid, "marketplace_cancel")
+
+    items = world.settle(order_id)
+
+    assert [(i["action"], i["state"]) for i in items if i["action"] == "cancel"] == [("cancel", "succeeded")]
+    [acknowledged] = [e for e in _acknowledgements(world, order_id) if e.data["action"] == "cancel"]
+    assert acknowledged.reason is not None
+    assert "had it already" in acknowledged.reason
+    assert "SyncItemDied" not in [e.type for e in world.history(order_id)]
+    assert not world.app.get_order(order_id).attention
     assert world.sandbox.violations() == []
 
 

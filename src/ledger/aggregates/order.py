@@ -1020,8 +1020,10 @@ class Order(Aggregate):
         action: SyncAction,
         reference: str,
         marketplace_reference: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        """The marketplace accepted a change. Recording the same acknowledgement twice changes nothing."""
+        """The marketplace accepted a change (`reason`: how, when it is not plain: it refused the change as
+        something it had already). Recording the same acknowledgement twice changes nothing."""
         self._check_reference(action, reference)
         if any(s.accepted and s.action == action and s.reference == reference for s in self.sync):
             return
@@ -1030,7 +1032,7 @@ class Order(Aggregate):
             action=action.value,
             reference=reference,
             marketplace_reference=marketplace_reference,
-            **_envelope(ctx),
+            **_envelope(ctx, reason),
         )
 
     def record_rejection(

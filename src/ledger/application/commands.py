@@ -145,6 +145,7 @@ class RecordSyncOutcome(OrderCommand):
     error_code: str = ""
     message: str = ""
     permanent: bool = False
+    reason: str | None = None  # an acceptance's note: the marketplace had the change already, what it said
 
 
 @dataclass(frozen=True, kw_only=True)

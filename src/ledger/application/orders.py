@@ -107,6 +107,7 @@ def record_sync_outcome(app: LedgerCore, order: Order, cmd: RecordSyncOutcome) -
             action=cmd.action,
             reference=cmd.reference,
             marketplace_reference=cmd.marketplace_reference,
+            reason=cmd.reason,
         )
     else:
         order.record_rejection(

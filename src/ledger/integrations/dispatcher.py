@@ -22,6 +22,9 @@ and marketplace_reference while a change is `Submitted`):
    projection applies the same events; `outbox.settle` never lets them undo the dispatcher's own work.
    `Submitted` (an Amazon feed, an eBay refund): the item stays in flight with the marketplace's reference and
    `next_attempt_at` at the poll time; the claim that follows polls rather than sends.
+   A refusal that may mean "this is so already" (`MarketplaceEntry.in_effect_codes`: Amazon's 18041 on a
+   cancellation) is checked against the marketplace's own state of the order (`in_effect.py`) before the item
+   dies: held already, the item succeeds as acknowledged, the event's `reason` saying so.
 
 Retries: exponential backoff from LEDGER_SYNC_BACKOFF, doubled per attempt up to LEDGER_SYNC_BACKOFF_MAX, with
 "equal jitter" (a random point in the upper half), never sooner than the marketplace's Retry-After, which
@@ -52,7 +55,7 @@ from ledger.aggregates.values import Context, Marketplace, Source, SyncAction
 from ledger.application.commands import RecordSyncItemDied, RecordSyncOutcome
 from ledger.application.ledger import Ledger
 from ledger.eventstore.database import DatabaseUnavailableError
-from ledger.integrations import outbox
+from ledger.integrations import in_effect, outbox
 from ledger.integrations.base import (
     Accepted,
     MarketplaceClient,
@@ -391,7 +394,8 @@ class Dispatcher:
             else:
                 outcome = client.send(_request(item))
         except PermanentMarketplaceError as e:
-            self._rejected(item, e, permanent=True)
+            if not self._held_already(item, client, e):
+                self._rejected(item, e, permanent=True)
         except TransientMarketplaceError as e:
             if e.retry_after:
                 self.limiter.pause(item, e.retry_after)
@@ -429,6 +433,33 @@ class Dispatcher:
         self._record(item, accepted=True, marketplace_reference=outcome.marketplace_reference)
         self._finish(item, "succeeded", reference=outcome.marketplace_reference)
         logger.info("dispatcher: %s %s of order %s accepted", item.action, item.reference, item.order_id)
+
+    def _held_already(self, item: Claimed, client: MarketplaceClient, error: MarketplaceError) -> bool:
+        """A refusal that may mean the marketplace has the change already (`in_effect.py`): read the order from
+        the marketplace and, if it holds the change, finish the item as acknowledged, saying so. False: it does
+        not, or the read failed (the refusal stands; an operator's retry asks again)."""
+        if not in_effect.may_be_in_effect(item.marketplace, item.action, error.code):
+            return False
+        message = item.message()
+        try:
+            remote = client.order_state(message.marketplace_order_id)
+            held = in_effect.in_effect(message, self.ledger.get_order(item.order_id).cancellations, remote)
+        except (MarketplaceError, LedgerError) as e:
+            logger.warning("dispatcher: item %s: cannot tell whether %s holds it already: %s", item.id,
+                           item.marketplace, e)  # fmt: skip
+            return False
+        except Exception:  # an adapter bug: ours; the refusal stands
+            logger.exception(
+                "dispatcher: item %s: reading the order from %s failed", item.id, item.marketplace
+            )
+            return False
+        if not held:
+            return False
+        note = f"{item.marketplace} had it already: it refused the change ({error.code}: {error.message})"
+        self._record(item, accepted=True, marketplace_reference=item.marketplace_reference, reason=note)
+        self._finish(item, "succeeded", reference=item.marketplace_reference)
+        logger.info("dispatcher: %s %s of order %s: %s", item.action, item.reference, item.order_id, note)
+        return True
 
     def _rejected(self, item: Claimed, error: MarketplaceError, *, permanent: bool) -> None:
         self._record(item, accepted=False, error_code=error.code, message=error.message, permanent=permanent)

@@ -56,6 +56,10 @@ class MarketplaceEntry:
     through the outbound queue (the importer leaves it alone)"""
     takes_restock_choice: bool = False
     """Rakuten's cancellation request says whether to put the units back into the marketplace's stock"""
+    in_effect_codes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """By action, the refusals that may mean "this is so already, nothing left to do" (Amazon's 18041, "shipped
+    or cancelled already"): the dispatcher then reads the order (`order_state`) and, when the marketplace holds
+    the change already, finishes the item as acknowledged instead of dead (`integrations/in_effect.py`)"""
 
 
 # A rate of a daily limit, spread over the day.
@@ -88,6 +92,8 @@ MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
             "acknowledge": "createFeed",
         },
         polls={"cancel": "getFeed", "refund": "getFeed", "acknowledge": "getFeed"},
+        # The cancellation feed's processing report: "Cannot cancel N of item X: shipped or cancelled already."
+        in_effect_codes={"cancel": frozenset({"18041"})},
     ),
     # eBay publishes daily call limits per application (Sell Fulfillment API, Post-Order API); 100,000 a day
     # each is assumed, spread over the day, with an assumed burst of 10. A refund is asked after on the order.
@@ -130,6 +136,8 @@ MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
             "refund": "refundOrderLines",
         },
         acknowledges_orders=True,
+        # A line with fewer open units than the cancellation names (Walmart cancelled them itself, say).
+        in_effect_codes={"cancel": frozenset({"INVALID_REQUEST_CONTENT.GMP_ORDER_API"})},
     ),
     Marketplace.RAKUTEN: MarketplaceEntry(
         adapter=("ledger.integrations.rakuten", "RakutenClient"),
@@ -141,6 +149,8 @@ MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
         },
         sends={"ship": "updateOrderShipping", "cancel": "cancelOrder", "refund": "refundOrder"},
         takes_restock_choice=True,
+        # An item with fewer open units than the cancellation names (Rakuten cancelled them itself, say).
+        in_effect_codes={"cancel": frozenset({"ORDER_EXT_API_UPDATE_ERROR_002"})},
     ),
     Marketplace.JET: MarketplaceEntry(
         adapter=("ledger.integrations.jet", "JetClient"),
@@ -151,6 +161,8 @@ MARKETPLACES: dict[Marketplace, MarketplaceEntry] = {
             "listOrders": (1.0, 5),
         },
         sends={"ship": "shipOrder", "cancel": "cancelOrder", "refund": "createRefund"},
+        # "order ... is already cancelled" (or has shipped: the order's state tells which).
+        in_effect_codes={"cancel": frozenset({"BadRequest"})},
     ),
 }
 
