@@ -209,7 +209,6 @@ class SyncModel(RuleBasedStateMachine):
         self.orders: list[Tracked] = []
         self.auth: dict[str, str] = {}
         self.log: list[str] = []  # what happened, for the failure message
-        self.resolved: list[str] = []  # dead items the settling resolved by hand (see _resolve_agreed)
         self.errors_before = len(self.h.errors())
         self.dead_seen = 0  # items the dispatcher gave up on (or the marketplace refused for good)
 
@@ -514,13 +513,21 @@ class SyncModel(RuleBasedStateMachine):
                 for entry in self.log:  # what the examples exercised, printed at the end (pytest -s)
                     STATS[entry.split(" ")[0] + (" refused" if "refused" in entry else "")] += 1
                 STATS["dead items"] += self.dead_seen
+                STATS["had it already"] += sum(
+                    1
+                    for tracked in self.orders
+                    for e in self.app.order_history(tracked.order_id)
+                    if e.type == "MarketplaceAcknowledged" and "had it already" in (e.reason or "")
+                )
         finally:
             self.h.sandbox.clear_faults()
 
     def settle(self, rounds: int = 30) -> None:
         """Faults are over: import and dispatch until nothing is left to send. A dead item is retried once
         the faults are gone (what an operator does); a seller voids a shipment the marketplace refused because
-        the buyer cancelled (the ledger offers that, and the order needs it)."""
+        the buyer cancelled (the ledger offers that, and the order needs it). Nothing is resolved by hand: a
+        change the marketplace refused because it had it already (the buyer cancelled on Amazon while the
+        seller's cancellation waited: `18041`) finishes by itself (`integrations/in_effect.py`)."""
         retried: set[UUID] = set()
         for _ in range(rounds):
             self._import()
@@ -533,7 +540,6 @@ class SyncModel(RuleBasedStateMachine):
                     answer = self.h.api.post(f"/v1/sync/outbound/{item['id']}/retry", headers=self.auth)
                     assert answer.status_code == 200, answer.text
             self._void_refused()
-            self._resolve_agreed()
             self.h.queue()
             items = self.h.items(self.seller)
             if not any(i["state"] in UNFINISHED for i in items):
@@ -553,24 +559,6 @@ class SyncModel(RuleBasedStateMachine):
                     self._try(f"settle: void {tracked.moid} {shipment.tracking_number}",
                               self.app.void_shipment, CTX, tracked.order_id, shipment_id=shipment.shipment_id,
                               reason="the buyer cancelled on the marketplace")  # fmt: skip
-
-    def _resolve_agreed(self) -> None:
-        """A dead item whose order the marketplace already holds as the ledger does (the buyer cancelled on
-        Amazon while the seller's cancellation waited: Amazon refuses the second one, `18041`) has nothing left
-        to tell: the operator resolves it by hand, saying so. Accepted limitation (reported): the dispatcher does
-        not ask the marketplace whether a refused change is in effect already, so such an item is dead, with
-        attention, until an operator resolves it."""
-        for item in self.h.items(self.seller):
-            if item["state"] != "dead" or not item["last_error"] or "gave up after" in item["last_error"]:
-                continue
-            tracked = next(t for t in self.orders if t.order_id == item["order_id"])
-            if not tracked.managed or compare(self.app.get_order(tracked.order_id), self._remote(tracked)):
-                continue
-            answer = self.h.api.post(f"/v1/sync/outbound/{item['id']}/resolve", headers=self.auth,
-                                     json={"reason": "the marketplace has it already"})  # fmt: skip
-            assert answer.status_code == 200, answer.text
-            self.resolved.append(f"{item['action']} of {tracked.marketplace.value}: {item['last_error']}")
-            self.log.append(f"settle: resolved {item['action']} of {tracked.moid} ({item['last_error']})")
 
     def check(self) -> None:
         items = self.h.items(self.seller)
