@@ -208,7 +208,9 @@ class WebhookDispatcher:
         one webhook's events go out one after another, so that cost was its throughput. A crash mid-batch
         records nothing of it, and its events are sent again (at least once)."""
         if not conn.autocommit:
-            raise ValueError("deliver_one needs a connection in autocommit (no transaction open during a POST)")
+            raise ValueError(
+                "deliver_one needs a connection in autocommit (no transaction open during a POST)"
+            )
         with webhooks.claim_due(conn, self.clock()) as claimed:
             if claimed is None:
                 return 0
