@@ -600,13 +600,12 @@ def rebuild(
             if indexes is None:
                 projection.create_indexes(cur, new)
         if indexes:
-            _build_indexes(connect, conn, indexes)
-        with conn.transaction(), conn.cursor() as cur:
-            # Statistics before the swap: autovacuum's analyze came later and left the expression index of a
-            # trigram search without any, so the planner took a 100,000-row match for 320 rows and sorted them
-            # (a deep All Sales page with `q` went from 2 ms to 190 ms on the 1M-order book until ANALYZE).
-            for table in projection.tables:
-                cur.execute(sql.SQL("ANALYZE {}").format(new[table]))
+            _run_at_once(connect, conn, indexes)
+        # Statistics before the swap: autovacuum's analyze came later and left the expression index of a
+        # trigram search without any, so the planner took a 100,000-row match for 320 rows and sorted them
+        # (a deep All Sales page with `q` went from 2 ms to 190 ms on the 1M-order book until ANALYZE). After
+        # the indexes (an expression index's statistics are the table's ANALYZE's), one table per connection.
+        _run_at_once(connect, conn, [sql.SQL("ANALYZE {}").format(new[table]) for table in projection.tables])
         position = _catch_up(conn, projection, new, position, recorder, mapper, batch_size, None)
         with conn.transaction(), conn.cursor() as cur:
             old_generation, _ = active_generation(cur, projection.name, lock="update") or (0, 0)
@@ -636,30 +635,43 @@ INDEX_CONNECTIONS = (
 )
 
 
-def _build_indexes(
-    connect: Connect, conn: psycopg.Connection[TupleRow], statements: list[sql.Composed]
+def _run_at_once(
+    connect: Connect, conn: psycopg.Connection[TupleRow], statements: Sequence[sql.Composed]
 ) -> None:
-    """Run the index statements on `INDEX_CONNECTIONS` connections at once, each its share in one transaction
-    (the tables' rows are committed; the new generation is not served before its swap). Python waits on
-    PostgreSQL meanwhile, so one thread per other connection costs nothing."""
-    shares = [statements[i::INDEX_CONNECTIONS] for i in range(INDEX_CONNECTIONS)]
+    """Run the statements (index builds, ANALYZEs) on `INDEX_CONNECTIONS` connections at once, each connection
+    taking the next statement as it is done with one, each connection's in one transaction (the tables' rows are
+    committed; the new generation is not served before its swap). Python waits on PostgreSQL meanwhile, so one
+    thread per other connection costs nothing."""
+    todo: queue.SimpleQueue[sql.Composed] = queue.SimpleQueue()
+    for statement in statements:
+        todo.put(statement)
     errors: list[BaseException] = []
 
-    def build(share: list[sql.Composed]) -> None:
+    def run(on: psycopg.Connection[TupleRow]) -> None:
+        with on.transaction():
+            while not errors:
+                try:
+                    statement = todo.get_nowait()
+                except queue.Empty:
+                    return
+                on.execute(statement)
+
+    def build() -> None:
         try:
-            with connect() as other, other.transaction():
-                for statement in share:
-                    other.execute(statement)
+            with connect() as other:
+                run(other)
         except BaseException as e:  # raised by the rebuild's thread below
             errors.append(e)
 
-    threads = [threading.Thread(target=build, args=(share,), name="rebuild-indexes") for share in shares[1:]]
+    others = min(INDEX_CONNECTIONS, len(statements)) - 1
+    threads = [threading.Thread(target=build, name="rebuild-indexes") for _ in range(others)]
     for thread in threads:
         thread.start()
     try:
-        with conn.transaction():
-            for statement in shares[0]:
-                conn.execute(statement)
+        run(conn)
+    except BaseException as e:
+        errors.append(e)
+        raise
     finally:
         for thread in threads:
             thread.join()
