@@ -270,3 +270,25 @@ def test_discrepancies_list_what_a_check_found_per_seller_and_filter(
     )
     [resolved] = client.get(f"{url}?open=false", headers=seller.auth()).json()["items"]
     assert resolved["resolved_at"] is not None
+
+
+def test_a_discrepancy_is_listed_while_an_older_transaction_holds_the_logs_horizon(
+    client: TestClient[Any], seller: Seller, api_ledger: Ledger, connect: base.Connect
+) -> None:
+    """A check's finding is listed as soon as it is recorded, even while a transaction that began before it is
+    still open anywhere in the cluster (it holds back the log's commit horizon, which followers wait for): the
+    list reads the log as it stands, not below the horizon."""
+    order_id = _import(client, seller, Marketplace.WALMART)
+    found = (Divergence("line 1 shipped", "2", "0"),)
+    with connect() as holder, holder.transaction():
+        holder.execute("SELECT pg_current_xact_id()")  # a transaction id, held until the block ends
+        api_ledger.execute(
+            RecordSyncCheck(ctx=Context(actor="sync-check"), order_id=UUID(order_id), divergences=found)
+        )
+        listed = client.get("/v1/sync/discrepancies", headers=seller.auth()).json()["items"]
+        assert [(item["order_id"], item["open"]) for item in listed] == [(order_id, True)]
+        api_ledger.execute(
+            RecordSyncCheck(ctx=Context(actor="sync-check"), order_id=UUID(order_id), divergences=())
+        )
+        resolved = client.get("/v1/sync/discrepancies?open=false", headers=seller.auth()).json()["items"]
+        assert [item["order_id"] for item in resolved] == [order_id]

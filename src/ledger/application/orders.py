@@ -193,13 +193,13 @@ class OrderQueries(LedgerCore):
     ) -> list[Discrepancy]:
         """Each order of the seller where a check found the marketplace disagreeing: what the latest
         `DivergenceFound` found, when, and whether a `DivergenceResolved` followed; newest first. Read from the
-        log by those events' topics, so it costs what the divergences cost, not what the orders do."""
+        log by those events' topics, so it costs what the divergences cost, not what the orders do; every event
+        committed before the call is read, even while an older transaction still holds the log's commit horizon
+        (which a follower waits for: this read keeps no cursor)."""
         topics = [get_topic(Order.DivergenceFound), get_topic(Order.DivergenceResolved)]
         latest: dict[UUID, Discrepancy] = {}
         position = 0
-        while notifications := self.recorder.select_notifications(
-            start=position, limit=1000, topics=topics, inclusive_of_start=False
-        ):
+        while notifications := self.recorded_notifications(position, 1000, topics):
             position = notifications[-1].id
             for notification in notifications:
                 event: Any = self.mapper.to_domain_event(notification)

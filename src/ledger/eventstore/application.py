@@ -176,6 +176,14 @@ class EventStoreApplication(Application[UUID]):
             if self.recorder.select_events(originator_id, limit=1)
         }
 
+    def recorded_notifications(self, start: int, limit: int, topics: Sequence[str]) -> Sequence[Notification]:
+        """Events after `start` committed as this read begins (`LedgerApplicationRecorder.select_recorded`: above
+        the commit horizon too), for a request that reads the log as it stands, never for a follower's cursor. In
+        memory every saved event is readable at once."""
+        if isinstance(self.recorder, LedgerApplicationRecorder):
+            return self.recorder.select_recorded(start, limit, topics)
+        return self.recorder.select_notifications(start, limit, topics=topics, inclusive_of_start=False)
+
     @property
     def _responses(self) -> ResponseRecorder:
         recorder = self.recorder

@@ -821,7 +821,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         self._notify: bytes | None = None
         self._notifier = _Notifier(self)
         self._select_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
-        self._notification_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
+        self._notification_statements: dict[tuple[bool, bool, bool, bool, bool], bytes] = {}
         self._insert_fresh_bytes: bytes | None = None
         self._insert_arrays_bytes: bytes | None = None
 
@@ -880,13 +880,26 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
     ) -> Sequence[Notification]:
         """The library's query, below the commit horizon (see "Positions"), its text made once per shape."""
         return self.call_store(
-            self._select_notifications_once, start, limit, stop, topics, inclusive_of_start
+            self._select_notifications_once, start, limit, stop, topics, inclusive_of_start, True
         )
 
+    def select_recorded(self, start: int, limit: int, topics: Sequence[str] = ()) -> Sequence[Notification]:
+        """Events after position `start` that are committed as this query begins, above the commit horizon too,
+        in log order: for a read of the log as it stands (a request that must see what was committed before it,
+        e.g. the discrepancies), never for a follower's cursor (a transaction still open may yet commit below a
+        position taken from here, and a follower resuming after it would skip that row; see "Positions")."""
+        return self.call_store(self._select_notifications_once, start, limit, None, topics, False, False)
+
     def _select_notifications_once(
-        self, start: int | None, limit: int, stop: int | None, topics: Sequence[str], inclusive: bool
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None,
+        topics: Sequence[str],
+        inclusive: bool,
+        below_horizon: bool,
     ) -> Sequence[Notification]:
-        shape = (start is not None, inclusive, stop is not None, bool(topics))
+        shape = (start is not None, inclusive, stop is not None, bool(topics), below_horizon)
         params: list[Any] = []
         if start is not None:
             params.append(start)
@@ -898,7 +911,7 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             statement = self._notification_statements.get(shape)
             if statement is None:
-                where = [sql.SQL(self._horizon_condition())]
+                where = [sql.SQL(self._horizon_condition() if below_horizon else "TRUE")]
                 if start is not None:
                     where.append(sql.SQL("notification_id >= %s" if inclusive else "notification_id > %s"))
                 if stop is not None:
