@@ -120,6 +120,32 @@ def test_projection_lag_and_queue_depth_are_read_at_scrape_time(
         assert ("ledger_outbound_items", (("state", state),)) in samples
 
 
+def test_lag_counts_events_an_older_transaction_holds_back(
+    client: TestClient[Any], seller: Seller, connect: base.Connect, api_ledger: Ledger
+) -> None:
+    """An import recorded while a transaction that began before it is still open (anywhere in the cluster: it
+    holds back the log's commit horizon, so no worker can apply the import yet) counts in the lag at once: the
+    scrape shows the projection held back rather than a lag of 0 with the work still to do."""
+    catch_up(OutboundProjection(), connect, api_ledger, 500)
+    before = _scrape(client)
+    with connect() as holder, holder.transaction():
+        holder.execute("SELECT pg_current_xact_id()")  # a transaction id, held until the block ends
+        response = client.post(
+            "/v1/orders", json=order_body(seller.accounts[Marketplace.WALMART]), headers=seller.auth()
+        )
+        assert response.status_code == 201, response.text
+        held = _scrape(client)
+    outbound = {"projection": "outbound"}
+    assert _value(held, "ledger_projection_position", **outbound) == _value(
+        before, "ledger_projection_position", **outbound
+    )
+    assert _value(held, "ledger_projection_lag_events", **outbound) >= (
+        _value(before, "ledger_projection_lag_events", **outbound) + 1
+    )
+    catch_up(OutboundProjection(), connect, api_ledger, 500)
+    assert _value(_scrape(client), "ledger_projection_lag_events", **outbound) == 0
+
+
 def test_each_app_has_its_own_registry(pg_target: PostgresTarget, api_ledger: Ledger, seller: Seller) -> None:
     with TestClient(create_app(pg_target, ledger=api_ledger, max_body_size=API_MAX_BODY)) as first:
         for _ in range(2):

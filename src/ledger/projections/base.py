@@ -846,16 +846,22 @@ class ProjectionStatus:
     generation: int | None
     position: int
     head: int
+    """The largest position committed (`last_position`), above the commit horizon too: what was recorded."""
     active_worker: bool
     updated_at: Any
     lag: int = 0
-    """Events between the projection's position and the head (positions are not dense: not head - position)."""
+    """Events between the projection's position and the head (positions are not dense: not head - position):
+    every event recorded and not yet applied, those a transaction open elsewhere still holds back included."""
 
 
 def status(conn: psycopg.Connection[TupleRow], projections: Sequence[Projection]) -> list[ProjectionStatus]:
+    """Each projection's position against what the log has recorded. The head is the last committed position,
+    not the commit horizon's (`head_position`): while an older transaction holds the horizon back, events it
+    holds back are recorded and not applied, so they count in the lag (the metrics, /readyz and `ledger
+    projections status` show a projection held back, instead of a lag of 0 with the work still to do)."""
     result = []
     with conn.transaction(), conn.cursor() as cur:
-        head = head_position(cur) if _events_table_exists(cur) else 0
+        head = last_position(cur) if _events_table_exists(cur) else 0
         for projection in projections:
             row = cur.execute(
                 "SELECT generation, position, updated_at FROM projection_state WHERE name = %s AND active",
