@@ -76,6 +76,8 @@ class Shop:
     def sync_queue(self) -> None:
         """Bring the outbound sync queue up to date, as the sync worker of `ledger serve` does."""
         with database.connect(self.target, autocommit=True) as conn:
+            # Every event committed so far readable: the catch-up's own wait for the horizon gives up after 2 s.
+            assert database.settle(conn, timeout=10), "an open transaction held the log's horizon back"
             base.catch_up_unless_followed(
                 conn, OutboundProjection(), self.ledger.recorder, self.ledger.mapper
             )

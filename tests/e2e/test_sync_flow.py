@@ -28,6 +28,7 @@ from litestar.testing import TestClient
 
 # The sandbox's test server and control client live with the integration tests.
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+from order_scenarios import settled
 from sandbox_support import (  # noqa: F401
     Sandbox,
     sandbox_fixture,
@@ -100,6 +101,7 @@ class World:
         """The outbound projection catches up (a worker does this in `ledger serve`)."""
         with self.connect() as conn:
             generation, position = base.install(conn, OutboundProjection())
+            settled(conn)  # every event committed so far readable (an open transaction holds it back)
             while notifications := self.app.recorder.select_notifications(
                 start=position, limit=500, inclusive_of_start=False
             ):

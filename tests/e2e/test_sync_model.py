@@ -44,6 +44,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 from litestar.testing import TestClient
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+from order_scenarios import settled
 from sandbox_support import Sandbox, sandbox_fixture, sandbox_url_fixture  # noqa: F401
 
 from ledger.aggregates.errors import LedgerError
@@ -169,6 +170,7 @@ class Harness:
         """The outbound projection catches up (a worker does this in `ledger serve`)."""
         with self.connect() as conn:
             generation, position = base.install(conn, OutboundProjection())
+            settled(conn)  # every event committed so far readable (an open transaction holds it back)
             while notifications := self.app.recorder.select_notifications(
                 start=position, limit=500, inclusive_of_start=False
             ):

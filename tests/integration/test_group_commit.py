@@ -86,11 +86,12 @@ def run_together(calls: list[Callable[[], Any]]) -> list[Any]:
 
 
 def last_position(ledger: Ledger, order_id: UUID) -> int:
-    """The notification id of the order's last event, read back from the log."""
+    """The notification id of the order's last event, read back from the log as it stands (above the commit
+    horizon too: a transaction open elsewhere would hold the event back from a follower's read)."""
     versions = {e.originator_version for e in ledger.events.get(order_id)}
     found = [
         n.id
-        for n in ledger.recorder.select_notifications(start=1, limit=1_000_000)
+        for n in ledger.recorded_notifications(0, 1_000_000, ())
         if n.originator_id == order_id and n.originator_version == max(versions)
     ]
     return found[0]

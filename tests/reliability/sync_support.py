@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+from order_scenarios import settled
 from sandbox_support import Sandbox
 
 from ledger.aggregates.values import Context, Marketplace, Source
@@ -77,6 +78,7 @@ class Flow:
         """The outbound projection catches up (a worker does this in `ledger serve`)."""
         with self.connect() as conn:
             generation, position = base.install(conn, OutboundProjection())
+            settled(conn)  # every event committed so far readable (an open transaction holds it back)
             while notifications := self.app.recorder.select_notifications(
                 start=position, limit=500, inclusive_of_start=False
             ):
