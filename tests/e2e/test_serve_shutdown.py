@@ -51,6 +51,22 @@ def _wait_ready(url: str) -> None:
             time.sleep(0.1)
 
 
+def _wait_waiting(target: PostgresTarget, application_name: str) -> None:
+    """Until a session of the server (by its application_name) waits for a projection to apply a position: its
+    last statement reads projection_state, which only a read-your-writes wait does in a server without workers."""
+    deadline = time.monotonic() + 60
+    with connect(target, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s",
+                (application_name, "SELECT position FROM projection_state %"),
+            ).fetchone()
+            if row and row[0]:
+                return
+            assert time.monotonic() < deadline, "the list never started waiting on the server"
+            time.sleep(0.05)
+
+
 def _order(account_id: Any) -> Any:
     body = {
         "account_id": str(account_id),
@@ -81,9 +97,10 @@ def test_sigterm_lets_the_in_flight_request_finish_and_exits_zero(
             "LEDGER_GRACEFUL_TIMEOUT": "60",
             "LEDGER_READ_MAX_WAIT": "50",  # the worker starting below must beat the read's bound, however slow
         }
+        server_name = f"ledger-shutdown-test-{secrets.token_hex(4)}"
         server = subprocess.Popen(
             [sys.executable, "-m", "ledger.cli", "serve", "--no-workers", "--port", str(port)],
-            env=env,
+            env=env | {"PGAPPNAME": server_name},  # its sessions, found in pg_stat_activity
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -110,9 +127,7 @@ def test_sigterm_lets_the_in_flight_request_finish_and_exits_zero(
 
             reader = threading.Thread(target=slow_list)
             reader.start()
-            time.sleep(
-                1.0
-            )  # let the request reach the server and start waiting (ordering, not a measurement)
+            _wait_waiting(own_target, server_name)  # the request is in flight, waiting, before SIGTERM
             server.send_signal(signal.SIGTERM)
             worker = subprocess.Popen(
                 [sys.executable, "-m", "ledger.cli", "worker", "--projection", "all_sales"],
