@@ -139,18 +139,26 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def dispatcher(api_ledger: Ledger, connect: base.Connect, clock: Clock) -> Iterator[WebhookDispatcher]:
-    """A dispatcher on the injected clock, with a short HTTP timeout, driven by the test (no threads)."""
-    hooks = WebhookDispatcher(
+def make_dispatcher(
+    api_ledger: Ledger, connect: base.Connect, clock: Clock, timeout: float
+) -> WebhookDispatcher:
+    """A dispatcher on the injected clock, driven by the test (no threads), waiting `timeout` s for an answer."""
+    return WebhookDispatcher(
         connect,
         api_ledger.mapper,
         api_ledger.personal_data,
         LOCAL,
         clock=clock,
         rng=random.Random(7),
-        client=httpx.Client(timeout=0.5, trust_env=False),
+        client=httpx.Client(timeout=timeout, trust_env=False),
     )
+
+
+@pytest.fixture
+def dispatcher(api_ledger: Ledger, connect: base.Connect, clock: Clock) -> Iterator[WebhookDispatcher]:
+    """A dispatcher that waits 10 s for an answer: the receiver answers at once, but some of its actions open a
+    database session first, which on a loaded machine took longer than the 0.5 s this used to allow."""
+    hooks = make_dispatcher(api_ledger, connect, clock, 10.0)
     yield hooks
     hooks.stop()
 
@@ -248,20 +256,23 @@ def test_a_timeout_is_a_failure_and_is_retried(
     local_client: TestClient[Any],
     seller: Seller,
     receiver: Receiver,
-    dispatcher: WebhookDispatcher,
     clock: Clock,
     connect: base.Connect,
     api_ledger: Ledger,
 ) -> None:
     """A receiver that does not answer in time gets the same event again later."""
     hook = create_hook(local_client, seller, receiver.url)
-    receiver.plan = [("sleep", 1.5)]
+    receiver.plan = [("sleep", 4.0)]  # twice the timeout: a slow machine only makes the answer later still
     record_orders(local_client, seller, 1)
     catch_up(FeedProjection(), connect, api_ledger, 500)
+    dispatcher = make_dispatcher(api_ledger, connect, clock, 2.0)
 
-    deliver(dispatcher, connect)
-    clock.advance(minutes=30)
-    deliver(dispatcher, connect)
+    try:
+        deliver(dispatcher, connect)
+        clock.advance(minutes=30)
+        deliver(dispatcher, connect)
+    finally:
+        dispatcher.stop()
 
     log = deliveries(local_client, seller, hook["webhook_id"])
     assert [(d["outcome"], d["status_code"]) for d in log] == [("succeeded", 200), ("failed", None)]
