@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from ledger.aggregates.values import (
     RefundReason,
 )
 from ledger.application.ledger import Ledger
-from ledger.eventstore.database import PostgresTarget, connect
+from ledger.eventstore.database import BUSY_FOR_SECONDS, PostgresTarget, connect
 from ledger.projections import base
 from ledger.projections.all_sales import AllSalesProjection
 from ledger.projections.refunds import RefundsProjection
@@ -200,6 +201,34 @@ def test_a_worker_wakes_on_a_new_event_without_polling(app: Ledger, own_target: 
         _orders(app, 1, prefix="late")
         with connect(own_target) as conn:
             assert base.wait_for(conn, "all_sales", _head(own_target), timeout=30)
+    finally:
+        worker.stop()
+        thread.join(timeout=3700)
+    assert worker.error is None
+
+
+def test_a_worker_applies_what_a_long_transaction_held_back_once_it_ends(
+    app: Ledger, own_target: PostgresTarget
+) -> None:
+    """With polling all but off, an event saved while an older transaction stays open longer than the worker's
+    busy window after the notification (the event is not readable yet) is applied as soon as that transaction
+    ends, which sends no notification: the worker keeps looking while events are recorded past its position."""
+    _orders(app, 1)
+    worker = base.ProjectionWorker(
+        AllSalesProjection(), lambda: connect(own_target), app.recorder, app.mapper, poll_interval=3600
+    )
+    thread = _run(worker)
+    try:
+        with connect(own_target) as conn:
+            assert base.wait_for(conn, "all_sales", _head(own_target), timeout=30)
+        with connect(own_target) as holder, holder.transaction():
+            holder.execute("SELECT pg_current_xact_id()")  # holds the horizon below what follows
+            _orders(app, 1, prefix="held")
+            with connect(own_target) as conn, conn.cursor() as cur:
+                recorded = base.last_position(cur)
+            time.sleep(2 * BUSY_FOR_SECONDS)  # the notification's busy window passes (ordering only)
+        with connect(own_target) as conn:
+            assert base.wait_for(conn, "all_sales", recorded, timeout=30)
     finally:
         worker.stop()
         thread.join(timeout=3700)

@@ -43,6 +43,7 @@ from ledger.aggregates.values import Marketplace
 from ledger.eventstore.database import (
     BUSY_FOR_SECONDS,
     COMMITTED,
+    POLL_WHEN_QUIET_SECONDS,
     POLL_WHILE_BUSY_SECONDS,
     DatabaseUnavailableError,
     settle,
@@ -361,6 +362,12 @@ def last_position(cur: Cursor) -> int:
     return int(row[0]) if row else 0
 
 
+def _recorded_past(conn: psycopg.Connection[TupleRow], position: int) -> bool:
+    """Whether an event is committed past `position` (above the commit horizon too)."""
+    with conn.transaction(), conn.cursor() as cur:
+        return last_position(cur) > position
+
+
 def events_between(cur: Cursor, after: int, upto: int) -> int:
     """How many events are after position `after` up to `upto` (a projection's lag)."""
     if upto <= after:
@@ -490,10 +497,13 @@ class ProjectionWorker:
         The log hands out only events below its commit horizon (`COMMITTED`): a notification can come while an
         older transaction still holds the horizon, and that one may end without any. So for BUSY_FOR_SECONDS
         after a notification or a batch the worker reads again every POLL_WHILE_BUSY_SECONDS, as the
-        recorder's own subscription does.
+        recorder's own subscription does. Should events still be recorded past its position then (held back by a
+        transaction that stays open longer), it looks again at least every POLL_WHEN_QUIET_SECONDS until it has
+        them, whatever `poll_interval` is: the transaction may end without a notification.
         """
         wanted = topic_filter(self.projection)
         busy_until = 0.0
+        held_back = False
         while not self.stopping.is_set():
             if listening is not None and any(True for _ in listening.notifies(timeout=0)):
                 busy_until = time.monotonic() + BUSY_FOR_SECONDS
@@ -505,10 +515,19 @@ class ProjectionWorker:
                     return
                 position = notifications[-1].id
                 busy_until = time.monotonic() + BUSY_FOR_SECONDS
+                held_back = False
                 if len(notifications) >= self.batch_size:
                     continue  # behind: the next batch at once
+            elif (busy_until or held_back) and time.monotonic() >= busy_until:
+                # A busy period ended (or the last look found events held back): is anything recorded past the
+                # position? (A projection reading every topic ends at the last position recorded.)
+                held_back = not self.projection.topics and _recorded_past(conn, position)
+                busy_until = 0.0
             busy = time.monotonic() < busy_until
-            if self._wait(listening, POLL_WHILE_BUSY_SECONDS if busy else self.poll_interval):
+            interval = POLL_WHILE_BUSY_SECONDS if busy else self.poll_interval
+            if held_back:
+                interval = min(interval, POLL_WHEN_QUIET_SECONDS)
+            if self._wait(listening, interval):
                 busy_until = time.monotonic() + BUSY_FOR_SECONDS
 
     def _wait(self, listening: psycopg.Connection[TupleRow] | None, interval: float) -> bool:
