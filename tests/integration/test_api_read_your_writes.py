@@ -116,3 +116,20 @@ def test_a_replayed_command_still_gives_a_position(client: TestClient[Any], sell
     again = client.post(f"/v1/orders/{order_id}/refunds", json=body, headers=headers)
     assert first.status_code == again.status_code == 201
     assert int(again.headers["Ledger-Position"]) >= int(first.headers["Ledger-Position"])
+
+
+def test_a_replay_covers_the_first_responses_events_while_an_older_transaction_is_open(
+    client: TestClient[Any], seller: Seller, connect: base.Connect
+) -> None:
+    """A replay's position is the last position recorded, not the commit horizon's head: with a transaction
+    that began before the first response still open (anywhere in the cluster), the head is below that response's
+    events, and a read given the replay's position would not have waited for them."""
+    order_id, _ = _ship(client, seller)
+    body = {"reason": "customer_return"}
+    headers = seller.auth() | {"Idempotency-Key": "refund-held"}
+    with connect() as holder, holder.transaction():
+        holder.execute("SELECT pg_current_xact_id()")  # a transaction id, held until the block ends
+        first = client.post(f"/v1/orders/{order_id}/refunds", json=body, headers=headers)
+        again = client.post(f"/v1/orders/{order_id}/refunds", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert int(again.headers["Ledger-Position"]) >= int(first.headers["Ledger-Position"])

@@ -184,6 +184,13 @@ class EventStoreApplication(Application[UUID]):
             return self.recorder.select_recorded(start, limit, topics)
         return self.recorder.select_notifications(start, limit, topics=topics, inclusive_of_start=False)
 
+    def last_recorded_position(self) -> int | None:
+        """The largest position committed (`LedgerApplicationRecorder.max_recorded_id`: above the commit horizon
+        too), which covers every event committed before the call; in memory, the last saved."""
+        if isinstance(self.recorder, LedgerApplicationRecorder):
+            return self.recorder.max_recorded_id()
+        return self.recorder.max_notification_id()
+
     @property
     def _responses(self) -> ResponseRecorder:
         recorder = self.recorder

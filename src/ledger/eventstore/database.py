@@ -946,11 +946,17 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         transaction can add a row at or below it any more."""
         return self.call_store(self._max_notification_id_once)
 
-    def _max_notification_id_once(self) -> int | None:
+    def max_recorded_id(self) -> int | None:
+        """The largest position committed, above the commit horizon too: every event committed before this call
+        is at or below it (for a position that must cover what was recorded, e.g. a replayed command's; never a
+        place to resume following from, see `max_notification_id`)."""
+        return self.call_store(self._max_notification_id_once, False)
+
+    def _max_notification_id_once(self, below_horizon: bool = True) -> int | None:
         statement = sql.SQL("SELECT max(notification_id) FROM {}.{} WHERE {}").format(
             sql.Identifier(self.datastore.schema),
             sql.Identifier(self.events_table_name),
-            sql.SQL(self._horizon_condition()),
+            sql.SQL(self._horizon_condition() if below_horizon else "TRUE"),
         )
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, prepare=True)

@@ -110,8 +110,10 @@ def _created(result: CommandResult, ledger: Ledger) -> Response[CommandOut]:
 
 
 def _position(recorded: int | None, ledger: Ledger) -> int | None:
-    """Where the request's events are in the log; for a replay (nothing recorded now), the log's head."""
-    return recorded if recorded is not None else ledger.recorder.max_notification_id()
+    """Where the request's events are in the log; for a replay (nothing recorded now), the last position recorded
+    then, which covers the first response's events (the commit horizon's head would not while an older
+    transaction is open)."""
+    return recorded if recorded is not None else ledger.last_recorded_position()
 
 
 def _lines(lines: list[LineQuantityIn] | None) -> tuple[LineQuantity, ...] | None:
