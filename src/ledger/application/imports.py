@@ -20,6 +20,7 @@ from ledger.aggregates.account import MarketplaceAccount
 from ledger.aggregates.errors import LedgerError
 from ledger.aggregates.order import Order
 from ledger.aggregates.values import Context, ImportedOrder
+from ledger.application.collector import BATCH_PAUSE
 from ledger.application.commands import ImportItem, ImportOrder, ImportOrders
 from ledger.application.core import (
     MAX_ATTEMPTS,
@@ -60,7 +61,11 @@ class Imports(LedgerCore):
         after the new ones are saved: replay, unchanged, payment recorded or conflict. If the batch's save
         conflicts (another importer recorded one of its orders first), nothing of it was recorded and each of
         its orders is imported alone, so that none is lost or doubled. An item that is an error (an order that
-        could not be read) is its own result."""
+        could not be read) is its own result. The garbage collector is paused meanwhile (collector.py)."""
+        with BATCH_PAUSE.paused():
+            return self._import_many(cmd)
+
+    def _import_many(self, cmd: ImportOrders) -> list[ImportResult | LedgerError]:
         results: list[ImportResult | LedgerError | None] = [
             item if isinstance(item, LedgerError) else None for item in cmd.items
         ]
