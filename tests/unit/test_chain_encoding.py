@@ -200,6 +200,35 @@ def test_values_of_every_kind_encode_as_before() -> None:
     assert chain_hash("a" * 64, event) == _reference_hash("a" * 64, event)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Child(_Inner):
+    more: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holder:
+    inner: _Inner
+    child: _Child
+    color: _Color
+    text: _Text
+    lines: tuple[OrderLine, ...]
+    hash: str = ""
+
+
+def test_value_objects_encode_the_same_every_time_they_are_met() -> None:
+    """A value object class's converter is made on first sight: the first and later encodings are the first
+    implementation's, for the class, a subclass with a field more, and values of every kind inside them."""
+    at = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=-3)))
+    for n in range(3):
+        inner = _Inner(at, Decimal(f"{n}.50"), ("b", _Text("a")), {n: [_Color.RED, _Size.BIG]})
+        child = _Child(at, Decimal("1E+2"), (), {}, more=[inner, None, UUID(int=n)])
+        event = _Holder(
+            inner, child, _Color.RED, _Text("t"), (OrderLine("A", "S", 1, Decimal("2.00"), title="é"),)
+        )
+        assert canonical_event_bytes(event) == _reference_bytes(event)
+        assert canonical(child) == _reference_canonical(child)
+
+
 def test_a_value_without_a_canonical_encoding_is_refused() -> None:
     @dataclasses.dataclass
     class _Floaty:

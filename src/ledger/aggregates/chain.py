@@ -5,10 +5,11 @@ sorted-key, compact JSON of the event's topic and fields, with decimals, times, 
 can be recomputed from stored events by anyone, at any time, without a global lock.
 
 `canonical` states the rules. The hot path (`canonical_event_bytes`, every event ever made and every event
-verified) applies the same rules through `_canonical`: the common exact types first, each value object's field
-names kept once per class, anything else through `canonical`; and msgspec's sorted JSON encoder, made once, which
-writes the same bytes as the standard library's (`_fast_encode`). The bytes are the same (tests/unit/test_chain_encoding.py compares them with
-the first implementation's, and recomputes hashes of events stored by it).
+verified) applies the same rules through `_canonical`: one lookup of the value's exact type for the types events
+are made of, a function made once per value object class (`_fields_converter`), anything else through
+`canonical`; and msgspec's sorted JSON encoder, made once, which writes the same bytes as the standard library's
+(`_fast_encode`). The bytes are the same (tests/unit/test_chain_encoding.py compares them with the first
+implementation's, and recomputes hashes of events stored by it).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import msgspec
@@ -40,9 +42,11 @@ def canonical(value: Any) -> Any:
     if isinstance(value, UUID):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names = tuple(f.name for f in dataclasses.fields(value))
-        _FIELDS[type(value)] = names
-        return {name: canonical(getattr(value, name)) for name in names}
+        convert = _CONVERTERS.get(type(value))
+        if convert is None:  # a dataclass's fields are its class's: one converter per class
+            names = tuple(f.name for f in dataclasses.fields(value))
+            convert = _CONVERTERS[type(value)] = _fields_converter(names)
+        return convert(value)
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -51,29 +55,48 @@ def canonical(value: Any) -> Any:
     raise TypeError(msg)
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
-"""The field names of each value object class `canonical` has met (a dataclass's fields are its class's)."""
-
-
 _LEAVES = frozenset({str, int, bool, type(None)})
 """The exact types that are their own canonical form (checked inline: a call per leaf is most of a walk)."""
 
 
 def _canonical(value: Any) -> Any:
-    """`canonical(value)`, faster for the exact types events are made of."""
+    """`canonical(value)`, faster for the exact types events are made of: one lookup of the value's type."""
     kind = type(value)
     if kind in _LEAVES:
         return value
-    if kind is Decimal or kind is UUID:
-        return str(value)
-    if kind is datetime:
-        return value.isoformat()
-    if kind is tuple or kind is list:
-        return [v if type(v) in _LEAVES else _canonical(v) for v in value]
-    names = _FIELDS.get(kind)
-    if names is not None:
-        return {name: v if type(v := getattr(value, name)) in _LEAVES else _canonical(v) for name in names}
-    return canonical(value)
+    convert = _CONVERTERS.get(kind)
+    if convert is None:
+        return canonical(value)
+    return convert(value)
+
+
+def _sequence(value: list[Any] | tuple[Any, ...]) -> list[Any]:
+    return [v if type(v) in _LEAVES else _canonical(v) for v in value]
+
+
+def _fields_converter(names: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+    """`canonical` of a value object whose fields are `names`, as one function made for its class: each field
+    read once, leaves inline, the rest through `_canonical` (a dict of the fields built by a loop with `getattr`
+    per field took most of the hash's walk). A dataclass's field names are identifiers (`dataclasses` refuses
+    others), so each is read as an attribute."""
+    reads = "".join(f"    v{i} = value.{name}\n" for i, name in enumerate(names))
+    items = ", ".join(
+        f"{name!r}: v{i} if type(v{i}) in _LEAVES else _canonical(v{i})" for i, name in enumerate(names)
+    )
+    namespace: dict[str, Any] = {"_LEAVES": _LEAVES, "_canonical": _canonical}
+    exec(f"def convert(value):\n{reads}    return {{{items}}}\n", namespace)  # noqa: S102
+    return cast("Callable[[Any], dict[str, Any]]", namespace["convert"])
+
+
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {
+    Decimal: str,
+    UUID: str,
+    datetime: datetime.isoformat,
+    tuple: _sequence,
+    list: _sequence,
+}
+"""Per exact type, its canonical form's maker: the types events are made of, and each value object class
+`canonical` has met (a dataclass's fields are its class's); any other type goes through `canonical`."""
 
 
 _TOPICS: dict[type, str] = {}
