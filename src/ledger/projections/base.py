@@ -19,7 +19,6 @@ position (notification id) up to which the generation's tables are complete, and
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import queue
 import re
@@ -27,7 +26,7 @@ import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, cast
@@ -40,6 +39,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow, class_row
 
 from ledger.aggregates.values import Marketplace
+from ledger.eventstore.bulk_gc import fewer_collections
 from ledger.eventstore.database import (
     BUSY_FOR_SECONDS,
     COMMITTED,
@@ -701,42 +701,6 @@ def _run_at_once(
 def _drop_tables(cur: Cursor, projection: Projection, t: Tables) -> None:
     for base in projection.tables:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(t[base]))
-
-
-class _FewerCollections:
-    """See `fewer_collections`: the thresholds to restore, and how many catch-ups use the raised one."""
-
-    # A bulk catch-up's youngest-generation threshold for the cyclic garbage collector (Python's default: 700).
-    THRESHOLD = 100_000
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.users = 0
-        self.saved = gc.get_threshold()
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self.lock:
-            if self.users == 0:
-                self.saved = gc.get_threshold()
-                gc.set_threshold(max(self.THRESHOLD, self.saved[0]), *self.saved[1:])
-            self.users += 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.users -= 1
-                if self.users == 0:
-                    gc.set_threshold(*self.saved)
-
-
-fewer_collections = _FewerCollections()
-"""While a bulk catch-up runs, the cyclic garbage collector takes its youngest generation after
-`_FewerCollections.THRESHOLD` net allocations instead of Python's 700 (process-wide; restored when the last
-catch-up ends). A batch keeps thousands of decoded events and folded rows alive until it is written, so at 700
-the collector ran about every 50 events and walked them again and again, through the older generations too:
-about a quarter of a rebuild's CPU in our profiles (BENCHMARKS.md). Reference counting still frees what is not
-in a cycle at once; only cyclic garbage waits, for at most that many net allocations."""
 
 
 def _catch_up(

@@ -58,7 +58,7 @@ Time = Annotated[
 MAX_AHEAD = timedelta(hours=24)  # a purchase this far in the future is a typo or a wrong clock
 # An order's Structs are not tracked by the garbage collector (gc=False): frozen, holding text, numbers, ids and
 # each other, they can never be part of a cycle, and a bulk import decodes thousands of them, each of which would
-# otherwise count toward the next collection and be walked by it (tests/unit/test_collector_pause.py).
+# otherwise count toward the next collection and be walked by it (tests/unit/test_bulk_collections.py).
 
 
 class LineIn(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True, gc=False):
