@@ -187,14 +187,21 @@ def test_events_a_projection_does_not_handle_are_not_decoded_and_still_passed(
     assert _status(own_target, RefundsProjection()).position == head
 
 
+def _started_without_polling(
+    app: Ledger, own_target: PostgresTarget
+) -> tuple[base.ProjectionWorker, threading.Thread]:
+    """A running All Sales worker whose polling is all but off (an hour): only notifications wake it."""
+    worker = base.ProjectionWorker(
+        AllSalesProjection(), lambda: connect(own_target), app.recorder, app.mapper, poll_interval=3600
+    )
+    return worker, _run(worker)
+
+
 def test_a_worker_wakes_on_a_new_event_without_polling(app: Ledger, own_target: PostgresTarget) -> None:
     """With polling all but off, a live worker still applies a new event at once: the recorder's
     notification wakes it."""
     _orders(app, 3)
-    worker = base.ProjectionWorker(
-        AllSalesProjection(), lambda: connect(own_target), app.recorder, app.mapper, poll_interval=3600
-    )
-    thread = _run(worker)
+    worker, thread = _started_without_polling(app, own_target)
     try:
         with connect(own_target) as conn:
             assert base.wait_for(conn, "all_sales", _head(own_target), timeout=30)
@@ -214,10 +221,7 @@ def test_a_worker_applies_what_a_long_transaction_held_back_once_it_ends(
     busy window after the notification (the event is not readable yet) is applied as soon as that transaction
     ends, which sends no notification: the worker keeps looking while events are recorded past its position."""
     _orders(app, 1)
-    worker = base.ProjectionWorker(
-        AllSalesProjection(), lambda: connect(own_target), app.recorder, app.mapper, poll_interval=3600
-    )
-    thread = _run(worker)
+    worker, thread = _started_without_polling(app, own_target)
     try:
         with connect(own_target) as conn:
             assert base.wait_for(conn, "all_sales", _head(own_target), timeout=30)

@@ -15,8 +15,8 @@ from ledger.projections.all_sales import AllSalesProjection
 CTX = Context(actor="tester")
 
 
-def test_rebuild_analyzes_the_new_generation(own_target: PostgresTarget) -> None:
-    """Every table of the rebuilt generation is analyzed, including the buyer-name search's expression index."""
+def _rebuilt(own_target: PostgresTarget, count: int) -> int:
+    """Import `count` orders and rebuild All Sales over them; the new generation."""
     app = Ledger(env=own_target.eventsourcing_env())
     try:
         account = app.register_account(CTX, seller="s", marketplace=Marketplace.JET, name="main")
@@ -36,7 +36,7 @@ def test_rebuild_analyzes_the_new_generation(own_target: PostgresTarget) -> None
                 ),
                 third_party_managed=False,
             )
-            for i in range(50)
+            for i in range(count)
         ]
         app.save(*orders)
         generation, _ = base.rebuild(
@@ -44,6 +44,12 @@ def test_rebuild_analyzes_the_new_generation(own_target: PostgresTarget) -> None
         )
     finally:
         app.close()
+    return generation
+
+
+def test_rebuild_analyzes_the_new_generation(own_target: PostgresTarget) -> None:
+    """Every table of the rebuilt generation is analyzed, including the buyer-name search's expression index."""
+    generation = _rebuilt(own_target, 50)
     tables = base.Tables(generation)
     with connect(own_target) as conn:
         for name in AllSalesProjection.tables:
@@ -63,31 +69,7 @@ def test_rebuild_analyzes_the_new_generation(own_target: PostgresTarget) -> None
 
 def test_json_columns_have_no_statistics_and_others_do(own_target: PostgresTarget) -> None:
     """The orders' JSON columns (only ever returned) are left out of ANALYZE; the other columns are analyzed."""
-    app = Ledger(env=own_target.eventsourcing_env())
-    try:
-        account = app.register_account(CTX, seller="s", marketplace=Marketplace.JET, name="main")
-        app.save(
-            Order.import_order(
-                CTX,
-                seller="s",
-                account_id=account.account_id,
-                marketplace=Marketplace.JET,
-                order=ImportedOrder(
-                    "A-1",
-                    datetime(2026, 11, 1, tzinfo=UTC),
-                    "USD",
-                    PaymentStatus.PAID,
-                    Buyer("Name", "b@example.com"),
-                    (OrderLine("1", "SKU", 1, Decimal("1.00")),),
-                ),
-                third_party_managed=False,
-            )
-        )
-        generation, _ = base.rebuild(
-            AllSalesProjection(), lambda: connect(own_target), app.recorder, app.mapper
-        )
-    finally:
-        app.close()
+    generation = _rebuilt(own_target, 1)
     orders = base.Tables(generation).name("all_sales_orders")
     with connect(own_target) as conn:
         analyzed = {

@@ -65,6 +65,14 @@ class Receiver:
     probes: list[Any] = field(default_factory=list)
 
 
+DATABASE_ACTIONS = {
+    "probe": "SELECT backend_xid::text, state FROM pg_stat_activity WHERE pid = %s",
+    "delete": 'DELETE FROM "{schema}".webhooks WHERE webhook_id = %s',
+    "kill": "SELECT pg_terminate_backend(%s)",
+}
+# The receiver's plan actions that run a statement on the database before answering 200.
+
+
 @pytest.fixture
 def receiver(pg_target: PostgresTarget) -> Iterator[Receiver]:
     """A local HTTP receiver that records every request."""
@@ -78,22 +86,12 @@ def receiver(pg_target: PostgresTarget) -> Iterator[Receiver]:
             if isinstance(action, tuple) and action[0] == "sleep":
                 time.sleep(action[1])
                 action = 200
-            if isinstance(action, tuple) and action[0] == "probe":
+            if isinstance(action, tuple) and action[0] in DATABASE_ACTIONS:
+                statement = DATABASE_ACTIONS[action[0]].format(schema=pg_target.schema)
                 with psycopg.connect(pg_target.conninfo(), autocommit=True) as conn:
-                    row = conn.execute(
-                        "SELECT backend_xid::text, state FROM pg_stat_activity WHERE pid = %s", (action[1],)
-                    ).fetchone()
-                state.probes.append(row)
-                action = 200
-            if isinstance(action, tuple) and action[0] == "delete":
-                with psycopg.connect(pg_target.conninfo(), autocommit=True) as conn:
-                    conn.execute(
-                        f'DELETE FROM "{pg_target.schema}".webhooks WHERE webhook_id = %s', (action[1],)
-                    )
-                action = 200
-            if isinstance(action, tuple) and action[0] == "kill":
-                with psycopg.connect(pg_target.conninfo(), autocommit=True) as conn:
-                    conn.execute("SELECT pg_terminate_backend(%s)", (action[1],))
+                    cursor = conn.execute(statement, (action[1],))
+                    if action[0] == "probe":
+                        state.probes.append(cursor.fetchone())
                 action = 200
             self.send_response(action)
             self.send_header("Content-Length", "0")

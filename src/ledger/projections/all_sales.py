@@ -634,14 +634,14 @@ def _write_rows(
     no staging table, no conflict check); many changed rows go through a temporary staging table (COPY, then
     one INSERT ... ON CONFLICT from it); a live batch's few rows go in with one pipelined upsert each (the
     staging table's TRUNCATE and COPY cost more than they save). `copy_types`: the fresh rows are made for a
-    binary COPY with these dumpers (the caller made them so only if `_copies_fresh`); `copied`: the fresh rows
-    are made for a text COPY (`line_copy_values`, likewise only if `_copies_fresh`)."""
+    binary COPY with these dumpers; `copied`: the fresh rows are COPYed as they are, in text. The caller decides
+    either by `_copies_fresh`, as it makes the rows for it (`ORDER_COPY_TYPES`, `line_copy_values`)."""
     if copy_types is not None:
         with cur.copy(_statement(cur, table, "copy_binary", types, key)) as copy:
             copy.set_types(copy_types)
             for row in fresh:
                 copy.write_row(row)
-    elif copied or _copies_fresh(cur, len(fresh)):
+    elif copied:
         with cur.copy(_statement(cur, table, "copy", types, key)) as copy:
             for row in fresh:
                 copy.write_row(row)
